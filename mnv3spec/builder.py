@@ -1,0 +1,111 @@
+"""Spec → ``nn.Module``. Module names follow the spec rows: ``layers.r03_bneck.dw.conv.weight``."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import SpecError
+from .ops import OPS, Block, Context, spatial_after
+from .spec import Row, Spec, load_spec
+
+
+@dataclass(frozen=True)
+class RowPlan:
+    """What one spec row compiles to: its module name, blocks and input → output shape (C, H, W)."""
+
+    row: Row
+    name: str
+    blocks: tuple[Block, ...]
+    in_shape: tuple[int, int, int]
+    out_shape: tuple[int, int, int]
+
+
+def context(spec: Spec) -> Context:
+    p = spec.params
+    return Context(
+        width=float(p["width"]),
+        divisor=int(p["divisor"]),
+        bn={"eps": float(p["bn_eps"]), "momentum": float(p["bn_momentum"])},
+    )
+
+
+def plan(spec: Spec) -> list[RowPlan]:
+    """Channels and shapes of every row at the spec's ``resolution``, checked to end in logits."""
+    ctx = context(spec)
+    size = int(spec.params["resolution"])
+    shape = (int(spec.params.get("in_channels", 3)), size, size)
+    digits = len(str(len(spec.rows) - 1))
+    plans = []
+    for row in spec.rows:
+        op = OPS[row.op]
+        blocks = tuple(op.plan(row.fields, shape[0], ctx))
+        out = (blocks[-1].out_ch, *(spatial_after(op, list(blocks), shape[1]),) * 2)
+        name = f"r{row.index:0{digits}d}_{row.op}"
+        plans.append(RowPlan(row, name, blocks, shape, out))
+        shape = out
+    _check_head(spec, plans)
+    return plans
+
+
+def _check_head(spec: Spec, plans: list[RowPlan]) -> None:
+    last = plans[-1]
+    where = {
+        "file": spec.source,
+        "line": last.row.line,
+        "field": f"layers[{last.row.index}]",
+    }
+    c, h, w = last.out_shape
+    if (h, w) != (1, 1):
+        raise SpecError(
+            f"the network ends with a {c}×{h}×{w} map; it must end in a 1×1 map of class "
+            "scores (add a pool row before the classifier)",
+            **where,
+        )
+    classes = spec.params["num_classes"]
+    if c != classes:
+        raise SpecError(
+            f"the last row gives {c} outputs but num_classes is {classes}; "
+            "write out: $num_classes with fixed: true on the classifier row",
+            **where,
+        )
+
+
+class SpecNet(nn.Module):
+    """A network compiled from a spec. ``model.spec`` is the resolved :class:`Spec`."""
+
+    def __init__(self, spec: Spec, plans: list[RowPlan]) -> None:
+        super().__init__()
+        self.spec = spec
+        self.plans = plans
+        ctx = context(spec)
+        self.layers = nn.Sequential(
+            OrderedDict((p.name, _build_row(p, ctx)) for p in plans)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x).flatten(1)
+
+
+def _build_row(p: RowPlan, ctx: Context) -> nn.Module:
+    op = OPS[p.row.op]
+    modules = [op.build(p.row.fields, b, ctx) for b in p.blocks]
+    return modules[0] if len(modules) == 1 else nn.Sequential(*modules)
+
+
+def build(source: str | Path | dict | Spec, **overrides: Any) -> SpecNet:
+    """Compile a spec (a path, a loaded mapping or a :class:`Spec`) into a ``SpecNet``.
+
+    ``overrides`` set parameters, e.g. ``build("specs/small.yaml", width=0.5, si=2)``.
+    """
+    spec = source if isinstance(source, Spec) and not overrides else None
+    if spec is None:
+        spec = load_spec(
+            source.document if isinstance(source, Spec) else source, **overrides
+        )
+    return SpecNet(spec, plan(spec))

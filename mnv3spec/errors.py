@@ -1,0 +1,50 @@
+"""User-facing errors: each one is a single paragraph that names where the problem is."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Bad input from the user. The CLI prints it as one paragraph and exits with status 2."""
+
+    exit_code = 2
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        column: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.message = message
+        self.file = file
+        self.line = line
+        self.column = column
+        self.field = field
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = []
+        if self.file:
+            where.append(str(self.file))
+        if self.line is not None:
+            where.append(f"line {self.line}")
+        if self.column is not None:
+            where.append(f"column {self.column}")
+        head = ", ".join(where)
+        if self.field:
+            head = f"{head}: {self.field}" if head else self.field
+        return f"{head}: {self.message}" if head else self.message
+
+
+class SpecError(UserError):
+    """A spec file or a parameter override is not a valid network description."""
+
+
+class DataError(UserError):
+    """A dataset is missing, unreadable or inconsistent."""
+
+
+class CheckpointError(UserError):
+    """A weights file is missing, not ours, or does not fit the model."""

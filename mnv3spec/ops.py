@@ -1,0 +1,146 @@
+"""The one registry of operators and activations.
+
+The JSON Schema, the builder and the summary all read :data:`OPS` and :data:`ACTIVATIONS`;
+``tests/test_ops.py`` proves the schema agrees with them. Adding an operator is one entry here
+(plus its ``$defs`` block in ``schema.json``) and one test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from .layers import Bneck, ConvBNAct
+from .rules import conv_output_size, expand_by_ratio, scale_channels
+
+ACTIVATIONS: dict[str, type[nn.Module] | None] = {
+    "RE": nn.ReLU,
+    "HS": nn.Hardswish,
+    "R6": nn.ReLU6,
+    "none": None,
+}
+
+
+@dataclass(frozen=True)
+class Context:
+    """The resolved global parameters every operator may read."""
+
+    width: float
+    divisor: int
+    bn: dict
+
+
+@dataclass(frozen=True)
+class Block:
+    """One compiled block of a row: a row with ``n: 3`` has three."""
+
+    in_ch: int
+    out_ch: int
+    stride: int
+    exp: int | None = None
+
+
+@dataclass(frozen=True)
+class Op:
+    """An operator: the fields a row of it may have, how it plans its blocks, how it builds them."""
+
+    name: str
+    summary: str
+    fields: frozenset[str]
+    plan: Callable[[dict, int, Context], list[Block]]
+    build: Callable[[dict, Block, Context], nn.Module]
+    pools: bool = False  # reduces the map to 1×1 whatever its size
+
+
+def _out(row: dict, ctx: Context) -> int:
+    return scale_channels(row["out"], ctx.width, ctx.divisor, row.get("fixed", False))
+
+
+def _se(row: dict, ctx: Context) -> int | None:
+    return ctx.divisor if row.get("se", False) else None
+
+
+def _plan_conv(row: dict, in_ch: int, ctx: Context) -> list[Block]:
+    return [Block(in_ch, _out(row, ctx), row.get("s", 1))]
+
+
+def _build_conv(row: dict, b: Block, ctx: Context) -> nn.Module:
+    bn = ctx.bn if row.get("bn", True) else None
+    act = ACTIVATIONS[row.get("nl", "none")]
+    return ConvBNAct(
+        b.in_ch, b.out_ch, row["k"], b.stride, act, bn, se_divisor=_se(row, ctx)
+    )
+
+
+def _expansion(row: dict, in_ch: int, ctx: Context) -> int:
+    exp = row["exp"]
+    if isinstance(exp, str):  # "x6": a ratio of the rounded input channels
+        return expand_by_ratio(in_ch, float(exp[1:]), ctx.divisor)
+    return scale_channels(exp, ctx.width, ctx.divisor, row.get("fixed", False))
+
+
+def _plan_bneck(row: dict, in_ch: int, ctx: Context) -> list[Block]:
+    out_ch, blocks = _out(row, ctx), []
+    for i in range(row.get("n", 1)):
+        stride = row["s"] if i == 0 else 1
+        blocks.append(Block(in_ch, out_ch, stride, _expansion(row, in_ch, ctx)))
+        in_ch = out_ch
+    return blocks
+
+
+def _build_bneck(row: dict, b: Block, ctx: Context) -> nn.Module:
+    act = ACTIVATIONS[row["nl"]]
+    return Bneck(
+        b.in_ch, b.exp, b.out_ch, row["k"], b.stride, act, ctx.bn, _se(row, ctx)
+    )
+
+
+def _plan_same(row: dict, in_ch: int, ctx: Context) -> list[Block]:
+    return [Block(in_ch, in_ch, 1)]
+
+
+OPS: dict[str, Op] = {
+    op.name: op
+    for op in [
+        Op(
+            "conv2d",
+            "k×k convolution + BN (unless bn: false, the paper's NBN) + activation, optional SE",
+            frozenset({"op", "k", "out", "s", "nl", "se", "bn", "fixed"}),
+            _plan_conv,
+            _build_conv,
+        ),
+        Op(
+            "bneck",
+            "MobileNetV3 bottleneck: 1×1 expand, k×k depthwise, optional SE, linear 1×1 project",
+            frozenset({"op", "k", "exp", "out", "se", "nl", "s", "n", "fixed"}),
+            _plan_bneck,
+            _build_bneck,
+        ),
+        Op(
+            "pool",
+            "global average pool to 1×1",
+            frozenset({"op"}),
+            _plan_same,
+            lambda row, b, ctx: nn.AdaptiveAvgPool2d(1),
+            pools=True,
+        ),
+        Op(
+            "dropout",
+            "dropout with probability p (active in training only)",
+            frozenset({"op", "p"}),
+            _plan_same,
+            lambda row, b, ctx: nn.Dropout(row["p"]),
+        ),
+    ]
+}
+
+
+def spatial_after(op: Op, blocks: list[Block], size: int) -> int:
+    """Spatial size after a row: pools go to 1, convolutions follow their strides."""
+    if op.pools:
+        return 1
+    for b in blocks:
+        size = conv_output_size(size, b.stride)
+    return size
