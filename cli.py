@@ -46,11 +46,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     model = build(args.spec, **_overrides(args))
     summary = summarize(model)
-    print(
-        json.dumps(summary.to_dict(), indent=2)
-        if args.json
-        else format_table(model, summary)
-    )
+    print(json.dumps(summary.to_dict(), indent=2) if args.json else format_table(model, summary))
     return 0
 
 
@@ -61,9 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser(
-        "validate", help="check spec files; exit 0 only if all are valid"
-    )
+    p = sub.add_parser("validate", help="check spec files; exit 0 only if all are valid")
     p.add_argument("specs", nargs="+", metavar="SPEC")
     _add_set(p)
     p.set_defaults(func=cmd_validate)

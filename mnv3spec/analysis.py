@@ -37,9 +37,7 @@ class Summary:
         return asdict(self)
 
 
-def count_macs(
-    model: torch.nn.Module, resolution: int, in_channels: int = 3
-) -> dict[str, int]:
+def count_macs(model: torch.nn.Module, resolution: int, in_channels: int = 3) -> dict[str, int]:
     """Multiply-adds per module name (and ``"Global"`` for the total) of one image, eval mode."""
     was_training = model.training
     model.eval()
@@ -76,9 +74,7 @@ def summarize(model: SpecNet) -> Summary:
             )
         )
     total_params = sum(t.numel() for t in model.parameters())
-    return Summary(
-        model.spec.name, resolution, rows, total_params, macs.get("Global", 0)
-    )
+    return Summary(model.spec.name, resolution, rows, total_params, macs.get("Global", 0))
 
 
 def _shape(shape: tuple[int, int, int]) -> str:
@@ -122,21 +118,17 @@ def format_table(model: SpecNet, summary: Summary) -> str:
         for r in summary.rows
     ]
     total = ("", "total", "", "", "", f"{summary.params:,}", f"{summary.macs:,}")
-    widths = [
-        max(len(row[i]) for row in [header, *lines, total]) for i in range(len(header))
-    ]
+    widths = [max(len(row[i]) for row in [header, *lines, total]) for i in range(len(header))]
     right = {0, 5, 6}
 
     def fmt(row: tuple) -> str:
         cells = [
             c.rjust(w) if i in right else c.ljust(w)
-            for i, (c, w) in enumerate(zip(row, widths))
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
         ]
         return "  ".join(cells).rstrip()
 
     rule = "-" * len(fmt(header))
     title = f"{summary.name} at {summary.resolution}×{summary.resolution}"
     footer = f"{summary.params / 1e6:.3f} M parameters, {summary.macs / 1e6:.1f} M multiply-adds"
-    return "\n".join(
-        [title, fmt(header), rule, *map(fmt, lines), rule, fmt(total), footer]
-    )
+    return "\n".join([title, fmt(header), rule, *map(fmt, lines), rule, fmt(total), footer])

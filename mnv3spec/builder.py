@@ -84,9 +84,7 @@ class SpecNet(nn.Module):
         self.spec = spec
         self.plans = plans
         ctx = context(spec)
-        self.layers = nn.Sequential(
-            OrderedDict((p.name, _build_row(p, ctx)) for p in plans)
-        )
+        self.layers = nn.Sequential(OrderedDict((p.name, _build_row(p, ctx)) for p in plans))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x).flatten(1)
@@ -105,7 +103,5 @@ def build(source: str | Path | dict | Spec, **overrides: Any) -> SpecNet:
     """
     spec = source if isinstance(source, Spec) and not overrides else None
     if spec is None:
-        spec = load_spec(
-            source.document if isinstance(source, Spec) else source, **overrides
-        )
+        spec = load_spec(source.document if isinstance(source, Spec) else source, **overrides)
     return SpecNet(spec, plan(spec))

@@ -57,9 +57,7 @@ def save_weights(
         "format": FORMAT,
         "version": VERSION,
         "spec": spec.to_yaml(),
-        "classes": json.dumps(
-            classes or [str(i) for i in range(spec.params["num_classes"])]
-        ),
+        "classes": json.dumps(classes or [str(i) for i in range(spec.params["num_classes"])]),
         "resolution": str(spec.params["resolution"]),
         "mean": json.dumps(list(mean)),
         "std": json.dumps(list(std)),
@@ -79,9 +77,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise CheckpointError("no such file", file=str(path)) from None
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(
-            f"not a safetensors weights file ({e})", file=str(path)
-        ) from None
+        raise CheckpointError(f"not a safetensors weights file ({e})", file=str(path)) from None
     if raw.get("format") != FORMAT:
         raise CheckpointError(
             "a safetensors file, but not an mnv3spec checkpoint (no embedded spec); "
@@ -101,17 +97,13 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"damaged metadata ({e})", file=str(path)) from None
 
 
-def load_model(
-    path: str | Path, device: str | torch.device = "cpu"
-) -> tuple[SpecNet, dict]:
-    """Rebuild the model from the file's own spec and load its weights; returns (model, metadata)."""
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[SpecNet, dict]:
+    """Rebuild the model from the file's own spec, load its weights; return (model, metadata)."""
     meta = read_metadata(path)
     try:
         model = build(meta["spec"])
     except SpecError as e:
-        raise CheckpointError(
-            f"its embedded spec does not compile: {e}", file=str(path)
-        ) from None
+        raise CheckpointError(f"its embedded spec does not compile: {e}", file=str(path)) from None
     try:
         state = load_file(str(path), device=str(device))
         model.load_state_dict(state)

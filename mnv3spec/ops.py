@@ -69,9 +69,7 @@ def _plan_conv(row: dict, in_ch: int, ctx: Context) -> list[Block]:
 def _build_conv(row: dict, b: Block, ctx: Context) -> nn.Module:
     bn = ctx.bn if row.get("bn", True) else None
     act = ACTIVATIONS[row.get("nl", "none")]
-    return ConvBNAct(
-        b.in_ch, b.out_ch, row["k"], b.stride, act, bn, se_divisor=_se(row, ctx)
-    )
+    return ConvBNAct(b.in_ch, b.out_ch, row["k"], b.stride, act, bn, se_divisor=_se(row, ctx))
 
 
 def _expansion(row: dict, in_ch: int, ctx: Context) -> int:
@@ -92,9 +90,7 @@ def _plan_bneck(row: dict, in_ch: int, ctx: Context) -> list[Block]:
 
 def _build_bneck(row: dict, b: Block, ctx: Context) -> nn.Module:
     act = ACTIVATIONS[row["nl"]]
-    return Bneck(
-        b.in_ch, b.exp, b.out_ch, row["k"], b.stride, act, ctx.bn, _se(row, ctx)
-    )
+    return Bneck(b.in_ch, b.exp, b.out_ch, row["k"], b.stride, act, ctx.bn, _se(row, ctx))
 
 
 def _plan_same(row: dict, in_ch: int, ctx: Context) -> list[Block]:

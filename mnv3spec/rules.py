@@ -18,9 +18,7 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     return rounded
 
 
-def scale_channels(
-    channels: int, width: float, divisor: int, fixed: bool = False
-) -> int:
+def scale_channels(channels: int, width: float, divisor: int, fixed: bool = False) -> int:
     """Channels of a layer under the width multiplier: ``channels·width`` made divisible.
 
     MobileNetV1 §3.3 introduced the multiplier; V2 and V3 round with :func:`make_divisible`.

@@ -69,9 +69,7 @@ class _Marks:
         field_name = _field_name(where) or None
         for n in range(len(where), 0, -1):
             if where[:n] in self.overridden:
-                return SpecError(
-                    message, file=self.overridden[where[:n]], field=field_name
-                )
+                return SpecError(message, file=self.overridden[where[:n]], field=field_name)
         mark = (self.keys if key else self.values).get(where)
         while mark is None and where:
             where = where[:-1]
@@ -99,22 +97,20 @@ class _Marks:
                         file=self.file,
                         line=m.line + 1,
                         column=m.column + 1,
-                        field=_field_name(where + (name,)),
+                        field=_field_name((*where, name)),
                     )
                 seen.add(name)
-                self.keys[where + (name,)] = key.start_mark
-                self.record(value, where + (name,))
+                self.keys[(*where, name)] = key.start_mark
+                self.record(value, (*where, name))
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
-                self.record(item, where + (i,))
+                self.record(item, (*where, i))
 
 
 def _field_name(where: Where) -> str:
     out = ""
     for part in where:
-        out += (
-            f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-        )
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 
 
@@ -130,9 +126,7 @@ def _read_yaml(text: str, file: str) -> tuple[Any, _Marks]:
         mark = e.problem_mark or e.context_mark
         problem = " ".join(str(p) for p in (e.context, e.problem) if p)
         if isinstance(e, yaml.constructor.ConstructorError):
-            problem += (
-                " (tags that build Python objects are never executed; only plain YAML)"
-            )
+            problem += " (tags that build Python objects are never executed; only plain YAML)"
         raise SpecError(
             f"not valid YAML: {problem}",
             file=file,
@@ -192,9 +186,7 @@ def _apply_override(doc: dict, key: str, value: Any, marks: _Marks) -> None:
         params = doc.get("params")
         if not isinstance(params, dict) or key not in params:
             known = ", ".join(params) if isinstance(params, dict) else "none"
-            raise SpecError(
-                f"unknown parameter '{key}'; the spec defines: {known}", field=label
-            )
+            raise SpecError(f"unknown parameter '{key}'; the spec defines: {known}", field=label)
         params[key] = value
         marks.overridden[("params", key)] = label
         return
@@ -221,17 +213,13 @@ def _schema_error(
     error: jsonschema.ValidationError, marks: _Marks, prefix: Where = ()
 ) -> SpecError:
     where = prefix + tuple(error.absolute_path)
-    described = (
-        error.schema.get("description") if isinstance(error.schema, dict) else None
-    )
+    described = error.schema.get("description") if isinstance(error.schema, dict) else None
     if error.validator == "additionalProperties":
         allowed = ", ".join(error.schema.get("properties", {}))
-        extra = [
-            k for k in error.instance if k not in error.schema.get("properties", {})
-        ]
+        extra = [k for k in error.instance if k not in error.schema.get("properties", {})]
         return marks.error(
             f"unknown key '{extra[0]}'; allowed here: {allowed}",
-            where + (extra[0],),
+            (*where, extra[0]),
             key=True,
         )
     if error.validator == "required":
@@ -251,9 +239,7 @@ def _schema_error(
 
 def _validate(doc: Any, marks: _Marks) -> None:
     if doc is None:
-        raise SpecError(
-            "the file is empty; a spec needs name, params and layers", file=marks.file
-        )
+        raise SpecError("the file is empty; a spec needs name, params and layers", file=marks.file)
     if not isinstance(doc, dict):
         kind = type(doc).__name__
         raise SpecError(
@@ -279,9 +265,7 @@ def _first_by_position(errors: list, marks: _Marks) -> jsonschema.ValidationErro
 
 @functools.cache
 def _op_validator(op: str) -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(
-        {"$ref": f"#/$defs/op_{op}", "$defs": schema()["$defs"]}
-    )
+    return jsonschema.Draft202012Validator({"$ref": f"#/$defs/op_{op}", "$defs": schema()["$defs"]})
 
 
 def _resolve_row(i: int, raw: dict, params: dict, marks: _Marks) -> Row:

@@ -38,7 +38,7 @@ def load_torchvision(
         )
     skip = set() if classifier else _head_keys(model)
     pairs, new_state = [], {}
-    for (key, mine), (theirs_key, theirs) in zip(ours.items(), state_dict.items()):
+    for (key, mine), (theirs_key, theirs) in zip(ours.items(), state_dict.items(), strict=True):
         if key in skip:
             continue
         if theirs.dim() == 2 and mine.dim() == 4 and mine.shape[2:] == (1, 1):
