@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .errors import SpecError
+from .layers import init_weights
 from .ops import OPS, Block, Context, spatial_after
 from .spec import Row, Spec, load_spec
 
@@ -84,7 +85,11 @@ class SpecNet(nn.Module):
         self.spec = spec
         self.plans = plans
         ctx = context(spec)
-        self.layers = nn.Sequential(OrderedDict((p.name, _build_row(p, ctx)) for p in plans))
+        # Built on the meta device and initialised once: PyTorch's default init is wasted work.
+        with torch.device("meta"):
+            self.layers = nn.Sequential(OrderedDict((p.name, _build_row(p, ctx)) for p in plans))
+        self.to_empty(device="cpu")
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x).flatten(1)

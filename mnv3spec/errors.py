@@ -48,3 +48,12 @@ class DataError(UserError):
 
 class CheckpointError(UserError):
     """A weights file is missing, not ours, or does not fit the model."""
+
+
+class TrainingError(UserError):
+    """Training stopped because the loss became NaN or infinite (usually too high a learning rate).
+
+    Exit status 3 tells it apart from bad input (2): the settings were valid but diverged.
+    """
+
+    exit_code = 3

@@ -29,8 +29,6 @@ class SqueezeExcite(nn.Module):
         squeeze = se_channels(channels, divisor)
         self.fc1 = nn.Conv2d(channels, squeeze, 1)
         self.fc2 = nn.Conv2d(squeeze, channels, 1)
-        init_conv(self.fc1)
-        init_conv(self.fc2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scale = F.adaptive_avg_pool2d(x, 1)
@@ -59,7 +57,6 @@ class ConvBNAct(nn.Sequential):
         self.conv = nn.Conv2d(
             in_ch, out_ch, kernel, stride, kernel // 2, groups=groups, bias=bn is None
         )
-        init_conv(self.conv, classifier=bn is None)
         if bn is not None:
             self.bn = nn.BatchNorm2d(out_ch, **bn)
         if act is not None:
@@ -100,3 +97,15 @@ class Bneck(nn.Module):
         for block in self.children():
             y = block(y)
         return x + y if self.residual else y
+
+
+def init_weights(model: nn.Module) -> None:
+    """Initialise every layer once, as torchvision initialises its MobileNets."""
+    for m in model.modules():
+        if isinstance(m, ConvBNAct):
+            init_conv(m.conv, classifier=not hasattr(m, "bn"))
+        elif isinstance(m, SqueezeExcite):
+            init_conv(m.fc1)
+            init_conv(m.fc2)
+        elif isinstance(m, nn.BatchNorm2d):
+            m.reset_parameters()

@@ -55,7 +55,9 @@ class Op:
 
 
 def _out(row: dict, ctx: Context) -> int:
-    return scale_channels(row["out"], ctx.width, ctx.divisor, row.get("fixed", False))
+    return scale_channels(
+        row["out"], ctx.width, ctx.divisor, row.get("fixed", False), row.get("min_width", 0.0)
+    )
 
 
 def _se(row: dict, ctx: Context) -> int | None:
@@ -79,18 +81,42 @@ def _expansion(row: dict, in_ch: int, ctx: Context) -> int:
     return scale_channels(exp, ctx.width, ctx.divisor, row.get("fixed", False))
 
 
-def _plan_bneck(row: dict, in_ch: int, ctx: Context) -> list[Block]:
-    out_ch, blocks = _out(row, ctx), []
+def _repeat(row: dict, in_ch: int, out_ch: int, expansion: Callable[[int], int]) -> list[Block]:
+    """``n`` blocks of a row: the stride on the first only, each expanding its own input."""
+    blocks = []
     for i in range(row.get("n", 1)):
         stride = row["s"] if i == 0 else 1
-        blocks.append(Block(in_ch, out_ch, stride, _expansion(row, in_ch, ctx)))
+        blocks.append(Block(in_ch, out_ch, stride, expansion(in_ch)))
         in_ch = out_ch
     return blocks
+
+
+def _plan_bneck(row: dict, in_ch: int, ctx: Context) -> list[Block]:
+    return _repeat(row, in_ch, _out(row, ctx), lambda c: _expansion(row, c, ctx))
 
 
 def _build_bneck(row: dict, b: Block, ctx: Context) -> nn.Module:
     act = ACTIVATIONS[row["nl"]]
     return Bneck(b.in_ch, b.exp, b.out_ch, row["k"], b.stride, act, ctx.bn, _se(row, ctx))
+
+
+def _plan_bottleneck(row: dict, in_ch: int, ctx: Context) -> list[Block]:
+    out_ch = scale_channels(row["c"], ctx.width, ctx.divisor)
+    return _repeat(row, in_ch, out_ch, lambda c: expand_by_ratio(c, row["t"], ctx.divisor))
+
+
+def _build_bottleneck(row: dict, b: Block, ctx: Context) -> nn.Module:
+    act = ACTIVATIONS[row["nl"]]
+    return Bneck(b.in_ch, b.exp, b.out_ch, row["k"], b.stride, act, ctx.bn, None)
+
+
+def _plan_dwconv(row: dict, in_ch: int, ctx: Context) -> list[Block]:
+    return [Block(in_ch, in_ch, row["s"])]
+
+
+def _build_dwconv(row: dict, b: Block, ctx: Context) -> nn.Module:
+    act = ACTIVATIONS[row["nl"]]
+    return ConvBNAct(b.in_ch, b.out_ch, row["k"], b.stride, act, ctx.bn, groups=b.in_ch)
 
 
 def _plan_same(row: dict, in_ch: int, ctx: Context) -> list[Block]:
@@ -103,9 +129,16 @@ OPS: dict[str, Op] = {
         Op(
             "conv2d",
             "k×k convolution + BN (unless bn: false, the paper's NBN) + activation, optional SE",
-            frozenset({"op", "k", "out", "s", "nl", "se", "bn", "fixed"}),
+            frozenset({"op", "k", "out", "s", "nl", "se", "bn", "fixed", "min_width"}),
             _plan_conv,
             _build_conv,
+        ),
+        Op(
+            "dwconv",
+            "k×k depthwise convolution + BN + activation, as many outputs as inputs (V1's Conv dw)",
+            frozenset({"op", "k", "s", "nl"}),
+            _plan_dwconv,
+            _build_dwconv,
         ),
         Op(
             "bneck",
@@ -113,6 +146,14 @@ OPS: dict[str, Op] = {
             frozenset({"op", "k", "exp", "out", "se", "nl", "s", "n", "fixed"}),
             _plan_bneck,
             _build_bneck,
+        ),
+        Op(
+            "bottleneck",
+            "MobileNetV2 bottleneck as V2's Table 2 writes it: expansion factor t, output "
+            "channels c, n repeats, stride s on the first; linear, no SE",
+            frozenset({"op", "t", "c", "n", "s", "k", "nl"}),
+            _plan_bottleneck,
+            _build_bottleneck,
         ),
         Op(
             "pool",

@@ -18,15 +18,20 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     return rounded
 
 
-def scale_channels(channels: int, width: float, divisor: int, fixed: bool = False) -> int:
+def scale_channels(
+    channels: int, width: float, divisor: int, fixed: bool = False, min_width: float = 0.0
+) -> int:
     """Channels of a layer under the width multiplier: ``channels·width`` made divisible.
 
     MobileNetV1 §3.3 introduced the multiplier; V2 and V3 round with :func:`make_divisible`.
     A row marked ``fixed`` keeps its channels (the Keras/timm convention for the head).
+    ``min_width`` scales by ``max(width, min_width)``: V2's last conv keeps 1280 channels below
+    width 1 and grows above it (``last_channel`` in torchvision's mobilenetv2.py, after the
+    official TF code).
     """
     if fixed:
         return int(channels)
-    return make_divisible(channels * width, divisor)
+    return make_divisible(channels * max(width, min_width), divisor)
 
 
 def expand_by_ratio(in_channels: int, ratio: float, divisor: int) -> int:

@@ -41,11 +41,12 @@ def load_torchvision(
     for (key, mine), (theirs_key, theirs) in zip(ours.items(), state_dict.items(), strict=True):
         if key in skip:
             continue
+        shape = tuple(theirs.shape)
         if theirs.dim() == 2 and mine.dim() == 4 and mine.shape[2:] == (1, 1):
             theirs = theirs[:, :, None, None]  # Linear → 1×1 conv
         if theirs.shape != mine.shape:
             raise CheckpointError(
-                f"torchvision's {theirs_key} has shape {tuple(theirs.shape)} but {key} needs "
+                f"torchvision's {theirs_key} has shape {shape} but {key} needs "
                 f"{tuple(mine.shape)}: not the same network (check the spec, width and num_classes)"
             )
         new_state[key] = theirs

@@ -1,0 +1,141 @@
+"""The compiled networks are the paper's: parameter counts of torchvision and the TF checkpoints."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import mnv3spec
+from mnv3spec import SpecError, build
+
+from .conftest import ROOT, SPECS
+
+LARGE, SMALL = ROOT / "specs" / "large.yaml", ROOT / "specs" / "small.yaml"
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    ("spec", "width", "expected"),
+    [
+        # torchvision's mobilenet_v3_* with _mobilenet_v3_conf(arch, width_mult=…)
+        (LARGE, 1.0, 5_483_032),
+        (LARGE, 0.75, 3_377_576),
+        (LARGE, 0.5, 1_734_576),
+        (SMALL, 1.0, 2_542_856),
+        (SMALL, 0.75, 1_653_920),
+        (SMALL, 0.5, 917_264),
+        # the official TF minimalistic checkpoints (timm's ports have the same counts)
+        (ROOT / "specs" / "large-minimal.yaml", 1.0, 3_924_288),
+        (ROOT / "specs" / "small-minimal.yaml", 1.0, 2_044_736),
+    ],
+    ids=lambda v: getattr(v, "stem", v),
+)
+def test_parameter_counts(spec, width, expected):
+    assert n_params(build(spec, width=width, si=2, num_classes=1000)) == expected
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
+def test_every_shipped_spec_runs_at_its_resolution_and_at_224(path):
+    model = build(path).eval()
+    res, classes = model.spec.params["resolution"], model.spec.params["num_classes"]
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, res, res)).shape == (2, classes)
+        big = build(path, si=2, num_classes=1000, resolution=224).eval()
+        assert big(torch.randn(1, 3, 224, 224)).shape == (1, 1000)
+
+
+def test_module_names_follow_the_spec_rows():
+    keys = list(build(SMALL).state_dict())
+    assert keys[0] == "layers.r00_conv2d.conv.weight"
+    assert "layers.r01_bneck.se.fc1.weight" in keys  # Table 2, bneck 1 has SE
+    assert not any(k.startswith("layers.r02_bneck.se") for k in keys)  # bneck 2 has none
+    assert "layers.r01_bneck.expand.conv.weight" not in keys  # exp == in: no expansion conv
+    assert keys[-1] == "layers.r16_conv2d.conv.bias"
+
+
+def test_si_sets_the_initial_strides():
+    small = build(SMALL)  # si = 1 for 32×32 CIFAR
+    assert [p.out_shape[1] for p in small.plans[:5]] == [32, 32, 32, 32, 16]
+    paper = build(SMALL, si=2, resolution=224)
+    assert [p.out_shape[1] for p in paper.plans[:5]] == [112, 56, 28, 28, 14]
+
+
+def test_residuals_only_where_stride_one_and_same_channels():
+    large = build(LARGE)
+    residual = [
+        p.row.index
+        for p in large.plans
+        if getattr(large.layers.get_submodule(p.name), "residual", False)
+    ]
+    assert residual == [1, 3, 5, 6, 8, 9, 10, 12, 14, 15]
+
+
+def test_bn_settings_come_from_the_spec():
+    model = build(SMALL, bn_momentum=0.01)
+    bn = model.layers.r00_conv2d.bn
+    assert (bn.eps, bn.momentum) == (0.001, 0.01)
+
+
+def test_se_on_the_last_conv_is_one_edit():
+    printed = build(SMALL, si=2, num_classes=1000, **{"layers.12.se": True})
+    # SE(576): 576→144→576 with biases
+    assert n_params(printed) - 2_542_856 == 576 * 144 + 144 + 144 * 576 + 576
+
+
+def test_repeats_and_ratio_expansion():
+    doc = {
+        "name": "tiny",
+        "params": {
+            "width": 1.0,
+            "divisor": 8,
+            "resolution": 16,
+            "num_classes": 5,
+            "bn_momentum": 0.1,
+            "bn_eps": 1e-3,
+        },
+        "layers": [
+            {"op": "conv2d", "k": 3, "out": 16, "s": 2, "nl": "RE"},
+            {
+                "op": "bneck",
+                "k": 3,
+                "exp": "x4.5",
+                "out": 24,
+                "se": False,
+                "nl": "RE",
+                "s": 2,
+                "n": 3,
+            },
+            {"op": "pool"},
+            {"op": "conv2d", "k": 1, "out": 5, "bn": False, "fixed": True},
+        ],
+    }
+    model = build(doc)
+    blocks = model.plans[1].blocks
+    assert [(b.in_ch, b.exp, b.out_ch, b.stride) for b in blocks] == [
+        (16, 72, 24, 2),
+        (24, 112, 24, 1),
+        (24, 112, 24, 1),
+    ]
+    assert model(torch.randn(1, 3, 16, 16)).shape == (1, 5)
+    assert "layers.r1_bneck.2.dw.conv.weight" in model.state_dict()
+
+
+def test_width_scales_the_head_unless_fixed():
+    half = build(LARGE, width=0.5)
+    assert half.plans[18].out_shape[0] == 640
+    fixed = build(LARGE, width=0.5, **{"layers.18.fixed": True})
+    assert fixed.plans[18].out_shape[0] == 1280
+
+
+def test_network_must_end_in_class_scores():
+    with pytest.raises(SpecError, match="last row gives 100 outputs but num_classes is 10"):
+        build(SMALL, num_classes=10, **{"layers.16.out": 100})
+
+
+def test_build_accepts_a_spec_object():
+    spec = mnv3spec.load_spec(SMALL, width=0.5)
+    assert n_params(build(spec)) == n_params(build(SMALL, width=0.5))
+    assert build(spec, width=1.0).spec.params["width"] == 1.0

@@ -1,0 +1,49 @@
+"""Weights files carry their spec; nothing but our safetensors files is accepted."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from mnv3spec import CheckpointError, build
+from mnv3spec.checkpoint import atomic_path, load_model, read_metadata, save_weights
+
+from .conftest import ROOT
+
+
+def test_round_trip_rebuilds_the_model_from_the_file_alone(tmp_path):
+    model = build(ROOT / "specs" / "small.yaml", width=0.25, num_classes=3).eval()
+    path = tmp_path / "best.safetensors"
+    save_weights(path, model, classes=["cat", "dog", "fox"], mean=(0.1, 0.2, 0.3), std=(1, 2, 3))
+    loaded, meta = load_model(path)
+    assert meta["classes"] == ["cat", "dog", "fox"]
+    assert meta["mean"] == (0.1, 0.2, 0.3) and meta["resolution"] == 32
+    assert loaded.spec.params["width"] == 0.25
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(x), model(x))
+    assert [p.name for p in tmp_path.iterdir()] == ["best.safetensors"]  # no temporary left
+
+
+def test_foreign_files_are_refused(tmp_path):
+    plain = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(2)}, str(plain))
+    with pytest.raises(CheckpointError, match="not an mnv3spec checkpoint"):
+        read_metadata(plain)
+    pickle_file = tmp_path / "model.pt"
+    torch.save({"w": torch.zeros(2)}, pickle_file)
+    with pytest.raises(CheckpointError, match="not a safetensors weights file"):
+        read_metadata(pickle_file)
+    with pytest.raises(CheckpointError, match="no such file"):
+        read_metadata(tmp_path / "missing.safetensors")
+
+
+def test_atomic_path_leaves_the_old_file_on_failure(tmp_path):
+    target = tmp_path / "last.safetensors"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash while writing")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["last.safetensors"]

@@ -1,0 +1,105 @@
+"""Loading and validating specs: the broken-spec corpus, overrides, references."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mnv3spec import SpecError, load_spec
+from mnv3spec.builder import plan
+from mnv3spec.spec import parse_assignment
+
+from .conftest import ROOT, SPECS
+
+BAD = sorted((ROOT / "tests" / "bad_specs").glob("*.yaml"))
+
+
+def _expected(path: Path) -> str:
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# expect: "), path
+    return first.removeprefix("# expect: ")
+
+
+@pytest.mark.parametrize("path", BAD, ids=lambda p: p.stem)
+def test_broken_spec_gets_a_clear_error(path):
+    with pytest.raises(SpecError) as info:
+        plan(load_spec(path))
+    message = str(info.value)
+    assert message.startswith(str(path)), message
+    assert _expected(path) in message
+    assert "\n" not in message
+
+
+def test_python_tag_is_never_executed(tmp_path):
+    marker = Path("/tmp/mnv3spec-pwned")
+    marker.unlink(missing_ok=True)
+    with pytest.raises(SpecError):
+        load_spec(ROOT / "tests" / "bad_specs" / "python_tag.yaml")
+    assert not marker.exists()
+
+
+def test_a_dataset_file_by_mistake(tmp_path):
+    data = tmp_path / "data_batch_1"
+    data.write_bytes(pickle.dumps({b"data": bytes(range(256)) * 12, b"labels": [0]}))
+    with pytest.raises(SpecError, match=r"binary file .* not a YAML spec"):
+        load_spec(data)
+
+
+def test_missing_file_names_the_path(tmp_path):
+    with pytest.raises(SpecError, match=r"nope\.yaml: no such file"):
+        load_spec(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
+def test_shipped_specs_are_valid_and_round_trip(path):
+    spec = load_spec(path)
+    again = load_spec(yaml.safe_load(spec.to_yaml()))
+    assert [r.fields for r in again.rows] == [r.fields for r in spec.rows]
+    assert again.params == spec.params
+
+
+def test_parameter_overrides_and_references():
+    spec = load_spec(ROOT / "specs" / "small.yaml", si=2, width=0.5)
+    assert spec.params["si"] == 2 and spec.params["width"] == 0.5
+    # Table 2's rows that take the initial stride: the first conv, bneck 1 and bneck 2.
+    assert [r.fields.get("s") for r in spec.rows[:4]] == [2, 2, 2, 1]
+    assert spec.document["layers"][0]["s"] == "$si"  # the document keeps the reference
+
+
+def test_dotted_override_edits_a_row():
+    spec = load_spec(ROOT / "specs" / "small.yaml", **{"layers.12.se": True})
+    assert spec.rows[12].fields["se"] is True
+
+
+def test_override_errors_name_the_flag():
+    with pytest.raises(
+        SpecError, match=r"--set foo=1: unknown parameter 'foo'; the spec defines: width"
+    ):
+        load_spec(ROOT / "specs" / "small.yaml", foo=1)
+    with pytest.raises(SpecError, match=r"comes from \$si, set by --set si=3"):
+        load_spec(ROOT / "specs" / "small.yaml", si=3)
+    with pytest.raises(
+        SpecError, match=r"--set width=0: params.width: found 0; allowed: a number > 0"
+    ):
+        load_spec(ROOT / "specs" / "small.yaml", width=0)
+    with pytest.raises(SpecError, match=r"has no 'layers\[99\]'"):
+        load_spec(ROOT / "specs" / "small.yaml", **{"layers.99.se": True})
+
+
+def test_parse_assignment_reads_yaml_scalars():
+    assert parse_assignment("width=0.5") == ("width", 0.5)
+    assert parse_assignment("layers.3.se=true") == ("layers.3.se", True)
+    assert parse_assignment("si=2") == ("si", 2)
+    with pytest.raises(SpecError, match="not KEY=VALUE"):
+        parse_assignment("width")
+    with pytest.raises(SpecError, match="must be a number"):
+        parse_assignment("width=[1, 2]")
+
+
+def test_dict_source_is_not_mutated():
+    doc = yaml.safe_load((ROOT / "specs" / "large.yaml").read_text())
+    load_spec(doc, width=0.5)
+    assert doc["params"]["width"] == 1.0
