@@ -50,6 +50,14 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_diff(args: argparse.Namespace) -> int:
+    from mnv3spec.diff import compare_files, format_diff
+
+    d = compare_files(args.spec_a, args.spec_b, args.set or [], args.set_a or [], args.set_b or [])
+    print(json.dumps(d.to_dict(), indent=2) if args.json else format_diff(d))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mnv3spec",
@@ -69,6 +77,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("diff", help="two specs side by side, row by row: changes, params, MAdds")
+    p.add_argument("spec_a", metavar="SPEC_A")
+    p.add_argument("spec_b", metavar="SPEC_B", help="may be SPEC_A again, with --set-b")
+    _add_set(p)
+    for side in ("a", "b"):
+        p.add_argument(
+            f"--set-{side}",
+            action="append",
+            metavar="KEY=VALUE",
+            help=f"like --set, for SPEC_{side.upper()} only (after --set)",
+        )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_diff)
 
     return parser
 
