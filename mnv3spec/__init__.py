@@ -3,6 +3,7 @@
 from .analysis import summarize
 from .builder import SpecNet, build, plan
 from .errors import CheckpointError, DataError, SpecError, UserError
+from .export import optimize_for_inference
 from .spec import Spec, load_spec
 from .torchvision_compat import load_torchvision
 
@@ -16,6 +17,7 @@ __all__ = [
     "build",
     "load_spec",
     "load_torchvision",
+    "optimize_for_inference",
     "plan",
     "summarize",
 ]

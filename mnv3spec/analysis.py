@@ -7,11 +7,13 @@ spec rows through the module names — there is no hand-written counter to drift
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .builder import SpecNet
+from .builder import RowPlan, SpecNet
+from .ops import OPS
 
 
 @dataclass(frozen=True)
@@ -81,54 +83,80 @@ def _shape(shape: tuple[int, int, int]) -> str:
     return "×".join(map(str, shape))
 
 
-def _row_detail(model: SpecNet, index: int) -> str:
-    f = model.plans[index].row.fields
-    blocks = model.plans[index].blocks
-    parts = []
-    if "k" in f:
-        parts.append(f"{f['k']}×{f['k']}")
-    if blocks[0].exp is not None:
-        parts.append(f"exp {blocks[0].exp}")
-    if f.get("se"):
+def row_features(p: RowPlan) -> dict[str, Any]:
+    """The comparable columns of a compiled row; None where the operator has no such column."""
+    f, op = p.row.fields, OPS[p.row.op]
+    exps = [b.exp for b in p.blocks if b.exp is not None]
+    convolves = "k" in op.fields  # pool and dropout rows have no channels of their own
+    return {
+        "op": p.row.op,
+        "k": f.get("k"),
+        "in": p.in_shape[0] if convolves else None,
+        "exp": exps or None,
+        "out": p.out_shape[0] if convolves else None,
+        "se": bool(f.get("se", False)),
+        "nl": f.get("nl", "none"),
+        "bn": f.get("bn", True) if "bn" in op.fields else None,
+        "s": p.blocks[0].stride if "s" in op.fields else None,
+        "n": len(p.blocks),
+        "p": f.get("p"),
+    }
+
+
+def describe(feat: dict[str, Any]) -> str:
+    """A row in a few words: ``bneck 5×5 40→48 exp 120 SE HS s1``."""
+    parts = [feat["op"]]
+    if feat["in"] is not None:
+        parts += [f"{feat['k']}×{feat['k']}", f"{feat['in']}→{feat['out']}"]
+    if feat["exp"]:
+        parts.append("exp " + "/".join(map(str, dict.fromkeys(feat["exp"]))))
+    if feat["se"]:
         parts.append("SE")
-    if f.get("nl", "none") != "none":
-        parts.append(f["nl"])
-    if f.get("bn") is False:
+    if feat["nl"] != "none":
+        parts.append(feat["nl"])
+    if feat["bn"] is False:
         parts.append("NBN")
-    if len(blocks) > 1:
-        parts.append(f"×{len(blocks)}")
-    if "p" in f:
-        parts.append(f"p={f['p']}")
+    if feat["s"] is not None:
+        parts.append(f"s{feat['s']}")
+    if feat["n"] > 1:
+        parts.append(f"×{feat['n']}")
+    if feat["p"] is not None:
+        parts.append(f"p={feat['p']}")
     return " ".join(parts)
 
 
-def format_table(model: SpecNet, summary: Summary) -> str:
-    """The summary as a text table, one line per spec row, then totals."""
-    header = ("#", "operator", "detail", "input", "output", "params", "MAdds")
-    lines = [
-        (
-            str(r.index),
-            r.op,
-            _row_detail(model, r.index),
-            _shape(r.in_shape),
-            _shape(r.out_shape),
-            f"{r.params:,}",
-            f"{r.macs:,}",
-        )
-        for r in summary.rows
-    ]
-    total = ("", "total", "", "", "", f"{summary.params:,}", f"{summary.macs:,}")
+def text_table(
+    header: tuple[str, ...], lines: list[tuple[str, ...]], total: tuple[str, ...], left: set[int]
+) -> list[str]:
+    """Aligned columns, those in ``left`` to the left and numbers to the right; ruled body."""
     widths = [max(len(row[i]) for row in [header, *lines, total]) for i in range(len(header))]
-    right = {0, 5, 6}
 
-    def fmt(row: tuple) -> str:
+    def fmt(row: tuple[str, ...]) -> str:
         cells = [
-            c.rjust(w) if i in right else c.ljust(w)
+            c.ljust(w) if i in left else c.rjust(w)
             for i, (c, w) in enumerate(zip(row, widths, strict=True))
         ]
         return "  ".join(cells).rstrip()
 
     rule = "-" * len(fmt(header))
+    return [fmt(header), rule, *map(fmt, lines), rule, fmt(total)]
+
+
+def format_table(model: SpecNet, summary: Summary) -> str:
+    """The summary as a text table, one line per spec row, then totals."""
+    header = ("#", "row", "input", "output", "params", "MAdds")
+    lines = [
+        (
+            str(r.index),
+            describe(row_features(p)),
+            _shape(r.in_shape),
+            _shape(r.out_shape),
+            f"{r.params:,}",
+            f"{r.macs:,}",
+        )
+        for p, r in zip(model.plans, summary.rows, strict=True)
+    ]
+    total = ("", "total", "", "", f"{summary.params:,}", f"{summary.macs:,}")
     title = f"{summary.name} at {summary.resolution}×{summary.resolution}"
     footer = f"{summary.params / 1e6:.3f} M parameters, {summary.macs / 1e6:.1f} M multiply-adds"
-    return "\n".join([title, fmt(header), rule, *map(fmt, lines), rule, fmt(total), footer])
+    return "\n".join([title, *text_table(header, lines, total, {1, 2, 3}), footer])

@@ -391,17 +391,24 @@ def _load_folder(root: Path, resolution: int) -> Dataset:
 def _decode(
     split: dict[str, list[Path]], classes: list[str], resolution: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Shorter side to ``resolution``, centre crop, stacked as uint8 NCHW."""
+    """Every image of the split through :func:`decode_image`, stacked as uint8 NCHW."""
     files = [(path, label) for label, c in enumerate(classes) for path in split[c]]
     images = torch.empty((len(files), 3, resolution, resolution), dtype=torch.uint8)
     for i, (path, _) in enumerate(files):
-        try:
-            with Image.open(path) as img:
-                img = ImageOps.fit(img.convert("RGB"), (resolution,) * 2, Image.Resampling.BILINEAR)
-        except (OSError, ValueError, Image.DecompressionBombError) as e:
-            raise DataError(f"cannot read this image ({e})", file=str(path)) from e
-        images[i] = torch.from_numpy(np.array(img)).permute(2, 0, 1)
+        images[i] = decode_image(path, resolution)
     return images, torch.tensor([label for _, label in files], dtype=torch.int64)
+
+
+def decode_image(path: Path, resolution: int) -> torch.Tensor:
+    """One image file as uint8 3×R×R: any mode (grey, RGBA, palette) to RGB, the first frame of an
+    animation, shorter side scaled to ``resolution`` and the centre cropped (``ImageOps.fit``,
+    bilinear). Training on folders and ``infer`` share it, so both see the same pixels."""
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.fit(img.convert("RGB"), (resolution,) * 2, Image.Resampling.BILINEAR)
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(f"cannot read this image ({e})", file=str(path)) from e
+    return torch.from_numpy(np.array(img)).permute(2, 0, 1)
 
 
 # --- synthetic --------------------------------------------------------------------------------

@@ -14,9 +14,8 @@ from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
-from .analysis import Summary, summarize
-from .builder import RowPlan, SpecNet, build
-from .ops import OPS
+from .analysis import Summary, describe, row_features, summarize, text_table
+from .builder import SpecNet, build
 from .spec import parse_assignment
 
 
@@ -81,51 +80,10 @@ class SpecDiff:
         }
 
 
-def features(p: RowPlan) -> dict[str, Any]:
-    """The comparable columns of a compiled row; None where the operator has no such column."""
-    f, op = p.row.fields, OPS[p.row.op]
-    exps = [b.exp for b in p.blocks if b.exp is not None]
-    convolves = "k" in op.fields  # pool and dropout rows have no channels of their own
-    return {
-        "op": p.row.op,
-        "k": f.get("k"),
-        "in": p.in_shape[0] if convolves else None,
-        "exp": exps or None,
-        "out": p.out_shape[0] if convolves else None,
-        "se": bool(f.get("se", False)),
-        "nl": f.get("nl", "none"),
-        "bn": f.get("bn", True) if "bn" in op.fields else None,
-        "s": p.blocks[0].stride if "s" in op.fields else None,
-        "n": len(p.blocks),
-        "p": f.get("p"),
-    }
-
-
-def describe(feat: dict[str, Any]) -> str:
-    """A row in a few words: ``bneck 5×5 40→48 exp 120 SE HS s1``."""
-    parts = [feat["op"]]
-    if feat["in"] is not None:
-        parts += [f"{feat['k']}×{feat['k']}", f"{feat['in']}→{feat['out']}"]
-    if feat["exp"]:
-        parts.append("exp " + "/".join(map(str, dict.fromkeys(feat["exp"]))))
-    if feat["se"]:
-        parts.append("SE")
-    if feat["nl"] != "none":
-        parts.append(feat["nl"])
-    if feat["bn"] is False:
-        parts.append("NBN")
-    if feat["s"] is not None:
-        parts.append(f"s{feat['s']}")
-    if feat["n"] > 1:
-        parts.append(f"×{feat['n']}")
-    if feat["p"] is not None:
-        parts.append(f"p={feat['p']}")
-    return " ".join(parts)
-
-
 def _sides(model: SpecNet, summary: Summary) -> list[Side]:
     return [
-        Side(features(p), r.params, r.macs) for p, r in zip(model.plans, summary.rows, strict=True)
+        Side(row_features(p), r.params, r.macs)
+        for p, r in zip(model.plans, summary.rows, strict=True)
     ]
 
 
@@ -184,23 +142,6 @@ def _cells(r: RowDiff) -> tuple[str, ...]:
     )
 
 
-def _columns(
-    header: tuple[str, ...], lines: list[tuple[str, ...]], total: tuple[str, ...]
-) -> list[str]:
-    """Aligned text columns, descriptions (columns 1 and 2) to the left, numbers to the right."""
-    widths = [max(len(row[i]) for row in [header, *lines, total]) for i in range(len(header))]
-
-    def fmt(row: tuple[str, ...]) -> str:
-        cells = [
-            c.ljust(w) if i in (1, 2) else c.rjust(w)
-            for i, (c, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        return "  ".join(cells).rstrip()
-
-    rule = "-" * len(fmt(header))
-    return [fmt(header), rule, *map(fmt, lines), rule, fmt(total)]
-
-
 def format_diff(d: SpecDiff) -> str:
     """The comparison as a text table: both rows, their costs and B − A; then the totals."""
     a, b = d.a, d.b
@@ -221,7 +162,7 @@ def format_diff(d: SpecDiff) -> str:
         [
             f"A: {d.labels[0]}  ({a.name} at {a.resolution}×{a.resolution})",
             f"B: {d.labels[1]}  ({b.name} at {b.resolution}×{b.resolution})",
-            *_columns(header, [_cells(r) for r in d.rows], total),
+            *text_table(header, [_cells(r) for r in d.rows], total, {1, 2}),
             f"rows that differ (*): {changed}",
             f"B − A: {_percent(b.params, a.params)} parameters, "
             f"{_percent(b.macs, a.macs)} multiply-adds",

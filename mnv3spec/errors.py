@@ -57,3 +57,7 @@ class TrainingError(UserError):
     """
 
     exit_code = 3
+
+
+class ExportError(UserError):
+    """An export cannot be written (a missing optional package) or does not reproduce the model."""

@@ -1,0 +1,205 @@
+"""An inference copy of a compiled network, and its export to ONNX or TorchScript.
+
+Every export is written to a temporary file, loaded back by the runtime that will run it (ONNX
+Runtime or ``torch.jit.load``) and compared with the PyTorch model on random inputs; only a file
+that reproduces the model within :data:`TOLERANCE` replaces the output path.
+
+ONNX goes through ``torch.onnx.export(..., dynamo=True)``: in torch ≥ 2.9 it is the default and
+maintained exporter, while the TorchScript-based one warns on every call that it will be removed.
+It needs ``onnxscript``, which is why onnx, onnxscript and onnxruntime form one optional extra.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from .builder import SpecNet, build
+from .checkpoint import atomic_path, load_model
+from .errors import ExportError, UserError
+from .layers import ConvBNAct
+
+FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
+TOLERANCE = 1e-4  # max abs difference of the logits, and at most RELATIVE × the largest logit:
+RELATIVE = 1e-3  # randomly initialised specs give logits near 1e-6, where 1e-4 alone checks nothing
+INSTALL_HINT = 'pip install -e ".[export]"'
+
+
+def optimize_for_inference(model: nn.Module) -> nn.Module:
+    """An eval-mode copy with every BatchNorm folded into the convolution before it and the weights
+    in channels_last; the original is untouched. Folding removes the ``bn`` entries from the
+    ``state_dict``, so the copy is for running, not for saving."""
+    fused = copy.deepcopy(model).eval()
+    for m in fused.modules():
+        if isinstance(m, ConvBNAct) and hasattr(m, "bn"):
+            m.conv = fuse_conv_bn_eval(m.conv, m.bn)
+            del m.bn
+    return fused.to(memory_format=torch.channels_last)
+
+
+def require_onnx() -> tuple[ModuleType, ModuleType]:
+    """``(onnx, onnxruntime)``, or an :class:`ExportError` that names the extra to install."""
+    try:
+        import onnx
+        import onnxruntime
+        import onnxscript  # noqa: F401  (torch's ONNX exporter imports it lazily)
+    except ImportError as e:
+        raise ExportError(
+            f"ONNX needs the optional export extra ({e.name or 'onnx'} is not installed): "
+            f"{INSTALL_HINT}"
+        ) from None
+    return onnx, onnxruntime
+
+
+def write_onnx(model: nn.Module, path: Path, example: torch.Tensor, dynamic_batch: bool) -> int:
+    """Export ``model`` traced on ``example`` to one self-contained ``.onnx`` file; its opset."""
+    onnx, _ = require_onnx()
+    shapes = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
+    torch.onnx.export(
+        model,
+        (example,),
+        str(path),
+        dynamo=True,
+        external_data=False,
+        verbose=False,
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_shapes=shapes,
+    )
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto, full_check=True)
+    return next(op.version for op in proto.opset_import if op.domain in ("", "ai.onnx"))
+
+
+def ort_session(path: Path, device: str = "cpu", threads: int | None = None) -> Any:
+    """An ONNX Runtime session on ``device``; CUDA uses the CUDA provider, refused when absent."""
+    _, ort = require_onnx()
+    providers = ["CPUExecutionProvider"]
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise ExportError("this onnxruntime has no CUDAExecutionProvider (onnxruntime-gpu)")
+        providers.insert(0, "CUDAExecutionProvider")
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=providers)
+
+
+def trace_frozen(model: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
+    """``model`` traced on ``example`` and frozen (weights folded in as constants)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, still wanted
+        return torch.jit.freeze(torch.jit.trace(model.eval(), example))
+
+
+def write_torchscript(model: nn.Module, path: Path, example: torch.Tensor) -> None:
+    """A frozen trace of ``model`` saved for ``torch.jit.load`` (TorchScript has no opset)."""
+    traced = trace_frozen(model, example)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(traced, str(path))
+
+
+def load_back(fmt: str, path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The written file as a function of a CPU batch, run by the runtime that will run it."""
+    if fmt == "torchscript":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return torch.jit.load(str(path), map_location="cpu")
+    session = ort_session(path)
+    return lambda x: torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    format: str
+    size: int  # bytes
+    max_abs_diff: float
+    max_logit: float  # the scale the difference is judged against
+    opset: int | None  # ONNX only
+    random_init: bool  # exported from a spec, not a checkpoint
+
+
+def load_source(
+    source: str | Path, overrides: dict[str, Any] | None = None
+) -> tuple[SpecNet, bool]:
+    """A checkpoint (``.safetensors``, rebuilt from its metadata) or a spec with random weights;
+    returns ``(model in eval mode, random_init)``."""
+    if Path(source).suffix == ".safetensors":
+        if overrides:
+            raise UserError(
+                "--set changes a spec; a checkpoint carries its own (export its spec instead)",
+                file=str(source),
+            )
+        model, _ = load_model(source)
+        return model.eval(), False
+    return build(source, **(overrides or {})).eval(), True
+
+
+def export(
+    source: str | Path,
+    fmt: str,
+    out: str | Path | None = None,
+    *,
+    resolution: int | None = None,
+    dynamic_batch: bool = False,
+    overrides: dict[str, Any] | None = None,
+) -> ExportResult:
+    """Export a checkpoint or spec with BN folded, verify the file, and only then keep it.
+
+    Without ``out`` a checkpoint's export goes beside it, a spec's into the current folder.
+    """
+    if fmt not in FORMATS:
+        raise UserError(f"unknown format '{fmt}'; use {' or '.join(FORMATS)}", field="--format")
+    if fmt == "onnx":
+        require_onnx()
+    model, random_init = load_source(source, overrides)
+    size = resolution or int(model.spec.params["resolution"])
+    channels = int(model.spec.params.get("in_channels", 3))
+    source = Path(source)
+    if out is None:
+        folder = source.parent if not random_init else Path.cwd()
+        out = folder / (source.stem + FORMATS[fmt])
+    fast = optimize_for_inference(model)
+    # A dynamic batch is traced at 2: torch.export specialises a dimension that is 1 in the example.
+    example = torch.randn(2 if dynamic_batch else 1, channels, size, size)
+    shapes = [(b, channels, size, size) for b in ((1, 3) if dynamic_batch else (1, 1))]
+    opset = None
+    with atomic_path(out) as tmp:
+        if fmt == "onnx":
+            opset = write_onnx(fast, tmp, example, dynamic_batch)
+        else:
+            write_torchscript(fast, tmp, example)
+        diff, scale = compare(model, load_back(fmt, tmp), shapes)
+        if diff > min(TOLERANCE, RELATIVE * scale):
+            raise ExportError(
+                f"the exported {fmt} model differs from the PyTorch model by up to {diff:.3g} "
+                f"(limit {TOLERANCE:g}, and {RELATIVE:g} × the largest logit {scale:.3g}); "
+                "nothing was written",
+                file=str(out),
+            )
+    return ExportResult(Path(out), fmt, os.path.getsize(out), diff, scale, opset, random_init)
+
+
+def compare(model: nn.Module, run: Callable, shapes: list[tuple[int, ...]]) -> tuple[float, float]:
+    """``(max |model(x) − run(x)|, max |model(x)|)`` over random inputs of the given shapes."""
+    g = torch.Generator().manual_seed(0)
+    diff = scale = 0.0
+    with torch.inference_mode():
+        for shape in shapes:
+            x = torch.randn(shape, generator=g)
+            ref = model(x)
+            diff = max(diff, (ref - run(x)).abs().max().item())
+            scale = max(scale, ref.abs().max().item())
+    return diff, scale

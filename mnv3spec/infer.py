@@ -1,0 +1,179 @@
+"""Classify a folder of images with every checkpoint found (the seed's test.py, for any spec).
+
+Each model rebuilds itself from its file's metadata (spec, class names, resolution,
+normalisation). Images are prepared as for training on folders (:func:`mnv3spec.data.decode_image`):
+any mode to RGB, the first frame of a GIF, the shorter side scaled to the model's resolution and
+the centre cropped. A file that is not a readable image, or a checkpoint that does not load, is
+reported and skipped; the rest are still classified.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from .checkpoint import load_model
+from .data import decode_image, normalize
+from .errors import CheckpointError, DataError, UserError
+from .evaluate import pick_device
+
+CHECKPOINT_NAME = "best.safetensors"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    image: str
+    top: list[tuple[str, float]]  # (class name, probability), most likely first
+
+
+@dataclass
+class ModelResult:
+    checkpoint: str
+    spec: str
+    resolution: int
+    classes: int
+    predictions: list[Prediction] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    models: list[ModelResult]
+    skipped: list[tuple[str, str]]  # (file, reason): checkpoints and images that were passed over
+
+    @property
+    def classified(self) -> int:
+        return sum(len(m.predictions) for m in self.models)
+
+    def to_dict(self) -> dict:
+        return {
+            "models": [
+                {
+                    **asdict(m),
+                    "predictions": [
+                        {"image": p.image, "top": [{"class": c, "p": q} for c, q in p.top]}
+                        for p in m.predictions
+                    ],
+                }
+                for m in self.models
+            ],
+            "skipped": [{"file": f, "reason": r} for f, r in self.skipped],
+        }
+
+
+def find_checkpoints(paths: list[str | Path]) -> list[Path]:
+    """Every ``best.safetensors`` under the given folders; a file is taken as it is."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_file():
+            found.append(path)
+        elif path.is_dir():
+            found += sorted(path.rglob(CHECKPOINT_NAME))
+        else:
+            raise CheckpointError("no such file or folder", file=str(path))
+    if not found:
+        where = ", ".join(map(str, paths))
+        raise CheckpointError(
+            f"no {CHECKPOINT_NAME} under {where}; train one (mnv3spec train) or pass --models PATH"
+        )
+    return found
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """The files of ``folder`` (not its subfolders or hidden files): each one is tried as an image,
+    so a stray file is reported rather than silently ignored."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError("no such folder of images", file=str(folder))
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def classify(
+    model_paths: list[str | Path],
+    image_folder: str | Path,
+    *,
+    topk: int = 5,
+    device: str = "auto",
+    batch_size: int = 32,
+) -> Report:
+    """Top-``topk`` classes of every image by every checkpoint, batched, in inference mode."""
+    if topk < 1:
+        raise UserError("must be at least 1", field="--topk")
+    dev = pick_device(device)
+    images = list_images(image_folder)
+    models, skipped = [], []
+    for path in find_checkpoints(model_paths):
+        try:
+            model, meta = _load(path, dev)
+        except CheckpointError as e:
+            skipped.append((str(path), e.message))
+            continue
+        result = ModelResult(str(path), model.spec.name, meta["resolution"], len(meta["classes"]))
+        models.append((model.eval(), meta, result))
+    resolutions = sorted({meta["resolution"] for _, meta, _ in models})
+    for start in range(0, len(images), batch_size):
+        names, decoded = _decode_batch(images[start : start + batch_size], resolutions, skipped)
+        if not names:
+            continue
+        for model, meta, result in models:
+            x = normalize(decoded[meta["resolution"]].to(dev), meta["mean"], meta["std"])
+            result.predictions += _predict(model, x, names, meta["classes"], topk)
+    return Report([result for _, _, result in models], skipped)
+
+
+def _load(path: Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
+    model, meta = load_model(path, device)
+    outputs = int(model.spec.params["num_classes"])
+    if len(meta["classes"]) != outputs:
+        raise CheckpointError(
+            f"names {len(meta['classes'])} classes but the model has {outputs} outputs",
+            file=str(path),
+        )
+    return model, meta
+
+
+def _decode_batch(
+    paths: list[Path], resolutions: list[int], skipped: list[tuple[str, str]]
+) -> tuple[list[str], dict[int, torch.Tensor]]:
+    """The readable images of ``paths`` at every resolution needed; the others go to ``skipped``."""
+    names, tensors = [], {r: [] for r in resolutions}
+    for path in paths:
+        try:
+            decoded = {r: decode_image(path, r) for r in resolutions}
+        except DataError as e:
+            skipped.append((path.name, e.message))
+            continue
+        names.append(path.name)
+        for r, t in decoded.items():
+            tensors[r].append(t)
+    return names, {r: torch.stack(t) for r, t in tensors.items() if t}
+
+
+def _predict(
+    model: torch.nn.Module, x: torch.Tensor, names: list[str], classes: list[str], topk: int
+) -> list[Prediction]:
+    with torch.inference_mode():
+        probs = model(x).float().softmax(dim=1)
+    values, indices = probs.topk(min(topk, probs.shape[1]), dim=1)
+    return [
+        Prediction(name, [(classes[i], p) for i, p in zip(idx.tolist(), val.tolist(), strict=True)])
+        for name, idx, val in zip(names, indices, values, strict=True)
+    ]
+
+
+def format_tables(report: Report) -> str:
+    """One table per model: the image, then its top-k classes with probabilities."""
+    blocks = []
+    for m in report.models:
+        title = f"{m.checkpoint}: {m.spec}, {m.classes} classes, {m.resolution}×{m.resolution}"
+        rows = [(p.image, *(f"{c} {q:.1%}" for c, q in p.top)) for p in m.predictions]
+        k = max((len(r) - 1 for r in rows), default=0)
+        head = ("image", *(f"top-{i + 1}" for i in range(k)))
+        widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+        lines = [
+            "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+            for r in [head, *rows]
+        ]
+        blocks.append("\n".join([title, lines[0], "-" * len(lines[0]), *lines[1:]]))
+    return "\n\n".join(blocks)

@@ -1,0 +1,379 @@
+"""Latency of compiled specs per width, device and backend (the seed's latency.py, for any spec).
+
+Every candidate of one (spec, width, device) — each backend, and torchvision's twin of the network
+when asked for — is timed in the same alternating rounds, so a noisy machine slows them alike.
+CPU calls are timed with ``perf_counter``; CUDA calls with events after a synchronisation.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torchvision
+from torch import nn
+
+from .analysis import summarize
+from .builder import SpecNet, build
+from .errors import CheckpointError, ExportError, UserError
+from .export import (
+    compare,
+    optimize_for_inference,
+    ort_session,
+    require_onnx,
+    trace_frozen,
+    write_onnx,
+)
+from .layers import Bneck
+from .torchvision_compat import load_torchvision
+
+BACKENDS = ("eager", "channels_last", "compiled", "onnxruntime")
+DEVICES = ("cpu", "cuda")
+SPECS = Path(__file__).parent / "specs"
+DEFAULT_SPECS = (SPECS / "small.yaml", SPECS / "large.yaml")
+REFERENCE = "torchvision"
+
+
+@dataclass(frozen=True)
+class Row:
+    spec: str
+    width: float
+    device: str
+    backend: str
+    batch: int
+    resolution: int
+    params: int
+    macs: int  # multiply-adds of one image
+    median_ms: float | None  # None: the backend could not run here (see note)
+    p90_ms: float | None
+    iqr_ms: float | None  # spread: 75th − 25th percentile
+    torchvision_ms: float | None  # torchvision's eager twin in the same rounds
+    note: str = ""
+
+    @property
+    def speedup(self) -> float | None:
+        """torchvision eager ÷ this row: above 1 means faster than torchvision's eager model."""
+        if self.torchvision_ms is None or self.median_ms is None:
+            return None
+        return self.torchvision_ms / self.median_ms
+
+
+Runner = Callable[[], Any]
+
+
+def prepare(model: nn.Module, backend: str, example: torch.Tensor) -> tuple[Runner, str]:
+    """A no-argument call running ``model`` on ``example`` with ``backend``, and a note on how."""
+    if backend == "eager":
+        return lambda: model(example), ""
+    cl = example.contiguous(memory_format=torch.channels_last)
+    if backend == "channels_last":
+        m = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        return lambda: m(cl), ""
+    fast = optimize_for_inference(model)
+    if backend == "compiled":
+        return _compiled(fast, cl)
+    if backend == "onnxruntime":
+        return _onnxruntime(fast, example)
+    raise UserError(f"unknown backend '{backend}'; use {', '.join(BACKENDS)}", field="--backends")
+
+
+def _compiled(fast: nn.Module, x: torch.Tensor) -> tuple[Runner, str]:
+    """torch.compile of the BN-folded channels_last model; TorchScript freeze where it fails."""
+    try:
+        compiled = torch.compile(fast)
+        with torch.inference_mode():  # compiles now, as it will be timed, so failures show here
+            compiled(x)
+        return lambda: compiled(x), "torch.compile"
+    except Exception as e:  # inductor fails in many ways: no C++ compiler, no triton, ...
+        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+        frozen = trace_frozen(fast, x)
+        return lambda: frozen(x), f"torch.compile failed ({reason}); used TorchScript freeze"
+
+
+def _onnxruntime(fast: nn.Module, x: torch.Tensor) -> tuple[Runner, str]:
+    device = x.device.type
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        write_onnx(fast.cpu(), path, x.cpu(), dynamic_batch=False)
+        session = ort_session(path, device, threads=torch.get_num_threads())
+    feed = {"input": x.cpu().numpy()}
+    provider = session.get_providers()[0]
+    return lambda: session.run(None, feed), provider
+
+
+def torchvision_twin(model: SpecNet) -> nn.Module | None:
+    """torchvision's MobileNetV3 computing the same function as ``model``, or None.
+
+    Chosen by data, not by name: the candidate of the same width whose parameter count matches and
+    whose weights :func:`load_torchvision` accepts; its strides and residual flags are then set to
+    ours (``si=1`` is not a torchvision option) and the outputs must agree.
+    """
+    width = float(model.spec.params["width"])
+    classes = int(model.spec.params["num_classes"])
+    size = int(model.spec.params["resolution"])
+    ours_params = sum(p.numel() for p in model.parameters())
+    for factory in (torchvision.models.mobilenet_v3_small, torchvision.models.mobilenet_v3_large):
+        theirs = factory(width_mult=width, num_classes=classes).eval()
+        if sum(p.numel() for p in theirs.parameters()) != ours_params:
+            continue
+        probe = copy.deepcopy(model).cpu().eval()
+        try:
+            load_torchvision(probe, theirs.state_dict())
+        except CheckpointError:
+            continue
+        _align(probe, theirs)
+        diff, scale = compare(probe, theirs, [(2, 3, size, size)])
+        if diff <= 1e-4 * scale:  # relative: random-init logits are tiny
+            return theirs
+    return None
+
+
+def _align(ours: nn.Module, theirs: nn.Module) -> None:
+    """Give torchvision's convolutions our strides and its blocks our shortcuts, pairing them in
+    order (the order :func:`load_torchvision` pairs their weights in)."""
+    our_convs = [m for m in ours.modules() if isinstance(m, nn.Conv2d)]
+    their_convs = [m for m in theirs.modules() if isinstance(m, nn.Conv2d)]
+    for o, t in zip(our_convs, their_convs, strict=False):  # ours also has the 1×1 classifier
+        t.stride, t.padding = o.stride, o.padding
+    our_blocks = [m for m in ours.modules() if isinstance(m, Bneck)]
+    their_blocks = [m for m in theirs.modules() if hasattr(m, "use_res_connect")]
+    for o, t in zip(our_blocks, their_blocks, strict=True):
+        t.use_res_connect = o.residual
+
+
+def time_rounds(
+    runners: dict[str, Runner], runs: int, warmup: int, device: str
+) -> dict[str, list[float]]:
+    """Milliseconds per call: ``warmup`` untimed calls each, then ``runs`` rounds that call every
+    runner once, in alternating order so none always runs first."""
+    keys = list(runners)
+    with torch.inference_mode():
+        for key in keys:
+            for _ in range(warmup):
+                runners[key]()
+        times: dict[str, list[float]] = {key: [] for key in keys}
+        for i in range(runs):
+            for key in keys if i % 2 == 0 else reversed(keys):
+                times[key].append(_time_one(runners[key], device))
+    return times
+
+
+def _time_one(run: Runner, device: str) -> float:
+    if device == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        start.record()
+        run()
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end)
+    t0 = time.perf_counter()
+    run()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def percentiles(times: list[float]) -> tuple[float, float, float]:
+    """``(median, p90, IQR)`` in the unit of ``times``."""
+    p25, p50, p75, p90 = np.percentile(times, [25, 50, 75, 90])
+    return float(p50), float(p90), float(p75 - p25)
+
+
+def default_devices() -> list[str]:
+    return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+
+
+def measure(
+    specs: list[str | Path] | None = None,
+    *,
+    widths: tuple[float, ...] = (0.25, 0.5, 1.0),
+    devices: list[str] | None = None,
+    backends: tuple[str, ...] = ("eager",),
+    batch: int = 1,
+    resolution: int | None = None,
+    overrides: dict[str, Any] | None = None,
+    reference: str | None = None,
+    runs: int = 50,
+    warmup: int = 10,
+    progress: Callable[[str], None] = lambda line: None,
+) -> list[Row]:
+    """Time every (spec, width, device, backend); one row each, in that order."""
+    devices = devices or default_devices()
+    _check(devices, backends, reference, batch, runs, warmup)
+    rows = []
+    for spec in specs or DEFAULT_SPECS:
+        for width in widths:
+            settings = {**(overrides or {}), "width": width}
+            if resolution:
+                settings["resolution"] = resolution
+            model = build(spec, **settings).eval()
+            for device in devices:
+                progress(f"{model.spec.name} width {width:g} on {device}")
+                rows += _measure_one(model, device, backends, batch, reference, runs, warmup)
+    return rows
+
+
+def _check(
+    devices: list[str], backends: tuple[str, ...], reference: str | None, *counts: int
+) -> None:
+    for name, allowed, given in (
+        ("--devices", DEVICES, devices),
+        ("--backends", BACKENDS, backends),
+    ):
+        bad = [g for g in given if g not in allowed]
+        if bad:
+            raise UserError(f"unknown {', '.join(bad)}; use {', '.join(allowed)}", field=name)
+    if "cuda" in devices and not torch.cuda.is_available():
+        raise UserError("CUDA is not available on this machine; leave cuda out", field="--devices")
+    if "onnxruntime" in backends:
+        require_onnx()
+    if reference not in (None, REFERENCE):
+        raise UserError(f"unknown reference '{reference}'; use {REFERENCE}", field="--reference")
+    if min(counts) < 1:
+        raise UserError("--batch, --runs and --warmup must be at least 1")
+
+
+def _measure_one(
+    model: SpecNet,
+    device: str,
+    backends: tuple[str, ...],
+    batch: int,
+    reference: str | None,
+    runs: int,
+    warmup: int,
+) -> list[Row]:
+    p = model.spec.params
+    size, channels = int(p["resolution"]), int(p.get("in_channels", 3))
+    summary = summarize(model.cpu())
+    twin = torchvision_twin(model) if reference else None
+    if twin is not None:  # the same numbers through both, so both meet the same tiny values
+        load_torchvision(model, twin.state_dict())
+    model = model.to(device)
+    x = torch.randn(batch, channels, size, size, device=device)
+    runners, notes = {}, {}
+    for backend in backends:
+        try:
+            runners[backend], notes[backend] = prepare(model, backend, x)
+        except ExportError as e:  # e.g. no CUDA provider in this onnxruntime: a row saying so
+            notes[backend] = f"not run: {e.message}"
+    if twin is not None:
+        runners[REFERENCE] = prepare(twin.to(device), "eager", x)[0]
+    times = time_rounds(runners, runs, warmup, device)
+    ref = percentiles(times[REFERENCE])[0] if REFERENCE in times else None
+    rows = []
+    for backend in backends:
+        stats = percentiles(times[backend]) if backend in times else (None, None, None)
+        rows.append(
+            Row(
+                model.spec.name,
+                float(p["width"]),
+                device,
+                backend,
+                batch,
+                size,
+                summary.params,
+                summary.macs,
+                *stats,
+                ref,
+                notes[backend],
+            )
+        )
+    return rows
+
+
+COLUMNS = (
+    ("spec", "spec"),
+    ("width", "width"),
+    ("device", "device"),
+    ("backend", "backend"),
+    ("res", "resolution"),
+    ("MAdds M", "macs"),
+    ("params M", "params"),
+    ("median ms", "median_ms"),
+    ("p90 ms", "p90_ms"),
+    ("IQR ms", "iqr_ms"),
+    ("tv ms", "torchvision_ms"),
+    ("×tv", "speedup"),
+)
+
+
+def header(batch: int, runs: int, warmup: int) -> str:
+    """What the numbers are: batch, CPU threads, runs, the spread and the ratio's definition."""
+    return (
+        f"batch {batch}, {torch.get_num_threads()} CPU threads (torch.get_num_threads(); ONNX "
+        f"Runtime gets as many), {runs} timed runs after {warmup} warm-up, alternating rounds; "
+        "CUDA rows timed with CUDA events.\n"
+        "median / p90 / IQR (75th − 25th percentile) in ms; tv ms = torchvision's eager model of "
+        "the same network in the same rounds; ×tv = tv ms ÷ median (above 1: faster than it)"
+    )
+
+
+def _cell(row: Row, key: str) -> str:
+    value = getattr(row, key)
+    if value is None:
+        return "-"
+    if key in ("macs", "params"):
+        return f"{value / 1e6:.1f}" if key == "macs" else f"{value / 1e6:.2f}"
+    if key == "speedup":
+        return f"{value:.2f}"
+    if isinstance(value, float):
+        return f"{value:g}" if key == "width" else f"{value:.2f}"
+    return str(value)
+
+
+def format_table(rows: list[Row]) -> str:
+    """One line per row, then the notes (compile fallbacks, skipped backends, providers)."""
+    table = [tuple(title for title, _ in COLUMNS)]
+    table += [tuple(_cell(r, key) for _, key in COLUMNS) for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
+    lines = [
+        "  ".join(
+            c.rjust(w) if i >= 4 else c.ljust(w)
+            for i, (c, w) in enumerate(zip(line, widths, strict=True))
+        ).rstrip()
+        for line in table
+    ]
+    notes = sorted({f"{r.backend} on {r.device}: {r.note}" for r in rows if r.note})
+    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:], *(f"note: {n}" for n in notes)])
+
+
+def write_csv(rows: list[Row], path: str | Path) -> None:
+    """The raw rows, one per line, with the ratio to torchvision."""
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, [*(fl.name for fl in fields(Row)), "speedup"])
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({**asdict(r), "speedup": r.speedup})
+
+
+def plot(rows: list[Row], path: str | Path) -> None:
+    """Median latency against multiply-adds, one line per (spec, backend, device), as a PNG —
+    in the spirit of Figure 1 of the MobileNetV3 paper."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    series: dict[str, list[Row]] = {}
+    for r in rows:
+        if r.median_ms is not None:
+            series.setdefault(f"{r.spec} {r.backend} ({r.device})", []).append(r)
+    for label, points in series.items():
+        points.sort(key=lambda r: r.macs)
+        ax.plot([r.macs / 1e6 for r in points], [r.median_ms for r in points], "o-", label=label)
+    ax.set_xlabel("multiply-adds (millions)")
+    ax.set_ylabel("median latency (ms)")
+    ax.set_title(f"latency vs multiply-adds, batch {rows[0].batch}" if rows else "latency")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

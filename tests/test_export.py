@@ -1,0 +1,121 @@
+"""optimize_for_inference, ONNX / TorchScript export with verification, and `cli.py export`."""
+
+from __future__ import annotations
+
+import sys
+
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+import cli
+from mnv3spec import export, optimize_for_inference
+from mnv3spec.errors import ExportError, UserError
+
+from .conftest import ROOT, tiny_checkpoint
+
+SMALL = ROOT / "specs" / "small.yaml"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("run") / "best.safetensors"
+    model = tiny_checkpoint(path, ["cat", "dog", "bird"])
+    return path, model
+
+
+def test_optimize_for_inference_folds_every_bn_and_keeps_the_function(checkpoint):
+    _, model = checkpoint
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fast = optimize_for_inference(model.train())
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
+    assert not fast.training
+    assert fast.layers.r01_bneck.dw.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        expected = model.eval()(x)
+        assert (fast(x) - expected).abs().max() < 1e-5
+        assert expected.abs().max() > 0.1  # a real comparison, not of near-zero logits
+    # the original is untouched
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+
+def test_a_file_that_does_not_reproduce_the_model_is_refused_and_not_kept(
+    checkpoint, tmp_path, monkeypatch
+):
+    path, _ = checkpoint
+    real = export.load_back
+    monkeypatch.setattr(export, "load_back", lambda fmt, p: lambda x: real(fmt, p)(x) * 1.01)
+    out = tmp_path / "m.pt"
+    with pytest.raises(ExportError, match=r"differs from the PyTorch model by up to [0-9.e-]+"):
+        export.export(path, "torchscript", out)
+    assert list(tmp_path.iterdir()) == []  # neither the file nor its temporary
+
+
+def test_the_relative_limit_catches_errors_in_tiny_random_logits(tmp_path, monkeypatch):
+    real = export.load_back
+    monkeypatch.setattr(export, "load_back", lambda fmt, p: lambda x: real(fmt, p)(x) * 1.01)
+    with pytest.raises(ExportError, match="largest logit"):
+        export.export(SMALL, "torchscript", tmp_path / "m.pt", overrides={"width": 0.25})
+
+
+def test_onnx_without_the_extra_names_the_install_command(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
+    code = cli.main(["export", str(SMALL), "--format", "onnx", "--out", str(tmp_path / "m.onnx")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert 'pip install -e ".[export]"' in err and "onnxruntime is not installed" in err
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_set_on_a_checkpoint_is_refused(checkpoint):
+    with pytest.raises(UserError, match="a checkpoint carries its own"):
+        export.export(checkpoint[0], "onnx", overrides={"width": 0.5})
+
+
+def test_cli_export_onnx_beside_the_checkpoint_any_batch(checkpoint, cli):
+    path, model = checkpoint
+    result = cli("export", path, "--format", "onnx", "--dynamic-batch")
+    assert result.returncode == 0, result.stderr
+    out = path.with_suffix(".onnx")
+    line = result.stdout.strip()
+    assert line.startswith(f"wrote {out} (onnx, opset 20, ") and "BN folded" in line
+    assert "max abs diff vs PyTorch" in line and "random" not in result.stdout
+    onnx.checker.check_model(onnx.load(str(out)))
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    x = torch.randn(5, 3, 32, 32)
+    with torch.no_grad():
+        expected = model.eval()(x).numpy()
+    assert abs(session.run(None, {"input": x.numpy()})[0] - expected).max() < 1e-4
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+def test_cli_export_torchscript_of_a_spec_says_the_weights_are_random(tmp_path, cli):
+    result = cli(
+        "export",
+        SMALL,
+        "--format",
+        "torchscript",
+        "--set",
+        "width=0.25",
+        "--resolution",
+        "48",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "weights are random" in result.stdout
+    assert f"wrote {tmp_path / 'small.pt'} (torchscript, " in result.stdout
+    loaded = torch.jit.load(str(tmp_path / "small.pt"))
+    assert loaded(torch.randn(2, 3, 48, 48)).shape == (2, 100)
+
+
+def test_export_bad_checkpoint_is_one_error_line(tmp_path, capsys):
+    junk = tmp_path / "best.safetensors"
+    junk.write_bytes(b"not weights")
+    assert cli.main(["export", str(junk), "--format", "torchscript"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {junk}: not a safetensors weights file")
+    assert not (tmp_path / "best.pt").exists()

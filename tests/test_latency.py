@@ -1,0 +1,143 @@
+"""`latency`: backends, torchvision's twin, alternating timing rounds, table / CSV / plot."""
+
+from __future__ import annotations
+
+import csv
+import sys
+
+import pytest
+import torch
+
+import cli
+from mnv3spec import build, latency, load_torchvision, summarize
+from mnv3spec.errors import ExportError, UserError
+from mnv3spec.export import compare
+
+from .conftest import ROOT
+
+SMALL = ROOT / "specs" / "small.yaml"
+
+
+def test_percentiles_are_median_p90_and_iqr():
+    assert latency.percentiles([float(i) for i in range(1, 11)]) == pytest.approx((5.5, 9.1, 4.5))
+
+
+def test_rounds_alternate_so_no_runner_always_goes_first():
+    calls = []
+    runners = {k: (lambda k=k: calls.append(k)) for k in "ab"}
+    times = latency.time_rounds(runners, runs=3, warmup=2, device="cpu")
+    assert calls == ["a", "a", "b", "b", "a", "b", "b", "a", "a", "b"]
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
+    assert all(t >= 0 for v in times.values() for t in v)
+
+
+@pytest.mark.parametrize("si", [1, 2])
+def test_torchvision_twin_computes_our_function_even_at_si_1(si):
+    ours = build(SMALL, width=0.25, si=si, resolution=40).eval()
+    twin = latency.torchvision_twin(ours)
+    assert type(twin).__name__ == "MobileNetV3"
+    load_torchvision(ours, twin.state_dict())
+    diff, scale = compare(ours, twin, [(2, 3, 40, 40)])
+    assert diff <= 1e-4 * scale
+    # same weights, but torchvision's stock strides would compute another function at si=1
+    assert (twin.features[0][0].stride == (1, 1)) == (si == 1)
+
+
+def test_a_spec_torchvision_does_not_have_gets_no_twin():
+    model = build(SMALL, width=0.25, **{"layers.12.se": True})  # the table as printed
+    assert latency.torchvision_twin(model) is None
+
+
+def test_compiled_falls_back_to_torchscript_and_says_why(monkeypatch):
+    def broken(model):
+        raise RuntimeError("no working C++ compiler\nmore detail")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    model = build(SMALL, width=0.25).eval()
+    x = torch.randn(1, 3, 32, 32)
+    run, note = latency.prepare(model, "compiled", x)
+    assert note == "torch.compile failed (no working C++ compiler); used TorchScript freeze"
+    with torch.inference_mode():
+        assert torch.allclose(run(), model(x), rtol=1e-4, atol=1e-9)
+
+
+def test_compiled_runs_the_bn_folded_channels_last_model(monkeypatch):
+    seen = []
+    monkeypatch.setattr(torch, "compile", lambda m: seen.append(m) or m)
+    model = build(SMALL, width=0.25).eval()
+    run, note = latency.prepare(model, "compiled", torch.randn(1, 3, 32, 32))
+    assert note == "torch.compile"
+    [compiled] = seen
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in compiled.modules())
+    assert run().shape == (1, 100)
+
+
+def test_measure_rows_with_reference_csv_and_plot(tmp_path):
+    rows = latency.measure(
+        [SMALL],
+        widths=(0.25,),
+        devices=["cpu"],
+        backends=("eager", "channels_last", "onnxruntime"),
+        reference="torchvision",
+        runs=3,
+        warmup=1,
+        overrides={"si": 2},
+        resolution=64,
+    )
+    assert [r.backend for r in rows] == ["eager", "channels_last", "onnxruntime"]
+    summary = summarize(build(SMALL, width=0.25, si=2, resolution=64))
+    for r in rows:
+        assert (r.spec, r.width, r.device, r.batch, r.resolution) == (
+            "mobilenet_v3_small",
+            0.25,
+            "cpu",
+            1,
+            64,
+        )
+        assert (r.params, r.macs) == (summary.params, summary.macs)
+        assert 0 < r.median_ms <= r.p90_ms and r.iqr_ms >= 0
+        assert r.speedup == pytest.approx(r.torchvision_ms / r.median_ms)
+    assert rows[2].note == "CPUExecutionProvider"
+    table = latency.format_table(rows)
+    assert table.splitlines()[0].split()[:4] == ["spec", "width", "device", "backend"]
+    assert "note: onnxruntime on cpu: CPUExecutionProvider" in table
+
+    latency.write_csv(rows, tmp_path / "rows.csv")
+    with open(tmp_path / "rows.csv") as f:
+        written = list(csv.DictReader(f))
+    assert [w["backend"] for w in written] == ["eager", "channels_last", "onnxruntime"]
+    assert float(written[0]["median_ms"]) == pytest.approx(rows[0].median_ms)
+    latency.plot(rows, tmp_path / "plot.png")
+    assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_requests_are_user_errors(monkeypatch):
+    with pytest.raises(UserError, match="unknown fast; use eager"):
+        latency.measure([SMALL], backends=("fast",), devices=["cpu"])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match="CUDA is not available"):
+        latency.measure([SMALL], devices=["cuda"])
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(ExportError, match=r'pip install -e "\.\[export\]"'):
+        latency.measure([SMALL], backends=("onnxruntime",), devices=["cpu"])
+
+
+def test_cli_latency_table_and_csv(tmp_path, cli):
+    result = cli(
+        "latency", SMALL, "--widths", "0.25", "--devices", "cpu", "--runs", "3", "--warmup", "1",
+        "--backends", "eager", "channels_last", "--reference", "torchvision",
+        "--csv", tmp_path / "rows.csv",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.splitlines()
+    assert out[0].startswith(f"batch 1, {torch.get_num_threads()} CPU threads")
+    rows = [line.split() for line in out if line.startswith("mobilenet_v3_small")]
+    assert [r[3] for r in rows] == ["eager", "channels_last"]
+    assert all(r[1] == "0.25" and r[2] == "cpu" and r[-1] != "-" for r in rows)
+    assert (tmp_path / "rows.csv").is_file()
+    assert "timing mobilenet_v3_small width 0.25 on cpu" in result.stderr
+
+
+def test_cli_latency_unknown_backend_exits_2(capsys):
+    assert cli.main(["latency", str(SMALL), "--backends", "tensorrt", "--devices", "cpu"]) == 2
+    assert capsys.readouterr().err.startswith("error: --backends: unknown tensorrt; use eager")
