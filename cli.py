@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
 import sys
 
 from mnv3spec.errors import UserError
@@ -58,6 +60,241 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return 0
 
 
+def _number(kind: type, low: float, *, above: bool = False):
+    """An argparse type: ``kind`` at least ``low`` (strictly above with ``above``)."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"not {what}: {text}") from None
+        if value < low or (above and value == low):
+            raise argparse.ArgumentTypeError(f"must be {'>' if above else '>='} {low}: {text}")
+        return value
+
+    return parse
+
+
+def _command_line() -> str:
+    """How this process was started, for the run folder's command.txt."""
+    head = ["python"] if sys.argv[0].endswith(".py") else []
+    size = os.environ.get("WORLD_SIZE")
+    tail = f"  # under torchrun, {size} processes" if size else ""
+    return shlex.join([*head, *sys.argv]) + tail
+
+
+_NOT_TRAIN_CONFIG = {"command", "func", "spec", "set", "width", "resume"}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from mnv3spec.train import TrainConfig, resume, train
+
+    given = {k: v for k, v in vars(args).items() if k not in _NOT_TRAIN_CONFIG}
+    if args.resume:
+        if args.spec or args.set or args.width is not None:
+            raise UserError("--resume takes no SPEC, --set or --width: a run keeps its spec")
+        resume(args.resume, _command_line(), **given)
+        return 0
+    if not args.spec:
+        raise UserError("give the SPEC to train (e.g. specs/small.yaml), or --resume RUN_FOLDER")
+    overrides = _overrides(args)
+    if args.width is not None and overrides.setdefault("width", args.width) != args.width:
+        raise UserError(f"--width {args.width} and --set width={overrides['width']} disagree")
+    train(TrainConfig(args.spec, overrides, **given), _command_line())
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a spec (CIFAR-100 by default) into runs/NAME",
+        description="Train a spec. Defaults are the seed repo's recipe: SGD lr 0.1 momentum 0.9, "
+        "x0.1 at epochs 15/20/30, batch 128, 20 epochs, crop+flip augmentation.",
+        argument_default=argparse.SUPPRESS,
+    )
+    p.add_argument("spec", nargs="?", default=None, metavar="SPEC", help="e.g. specs/small.yaml")
+    _add_set(p)
+    positive, non_negative = _number(float, 0, above=True), _number(float, 0)
+    add = p.add_argument
+    add("--width", type=positive, default=None, help="width multiplier (= --set width=W)")
+    add("--epochs", type=_number(int, 1), help="epochs (default 20)")
+    add("--batch", type=_number(int, 1), help="global batch size (default 128)")
+    add(
+        "--data",
+        help="cifar100 (default), cifar10, synthetic, or an image folder with "
+        "train/<class>/ and val/<class>/",
+    )
+    add("--data-dir", help="where CIFAR archives are looked for / downloaded (default ./data)")
+    add("--device", choices=["auto", "cpu", "cuda", "mps"], help="default auto: cuda, mps, cpu")
+    add("--recipe", help="optimiser and schedule preset (default seed); the flags below change it")
+    add("--lr", type=positive, help="base learning rate (seed: 0.1)")
+    add("--momentum", type=non_negative, help="SGD momentum (seed: 0.9)")
+    add("--weight-decay", type=non_negative, help="on weights, never on BN or biases (seed: 0)")
+    add("--nesterov", action="store_true", help="Nesterov momentum")
+    add("--schedule", choices=["multistep", "cosine"], help="seed: multistep 15/20/30 x0.1")
+    add("--warmup", type=non_negative, help="epochs of linear learning-rate warm-up (seed: 0)")
+    add("--label-smoothing", type=non_negative, help="cross-entropy label smoothing (seed: 0)")
+    add("--compile", action="store_true", help="torch.compile the model")
+    add("--out", help="parent folder of run folders (default runs)")
+    add("--name", help="run folder name (default SPEC-wWIDTH-DATA)")
+    add("--seed", type=_number(int, 0), help="seed; on CPU also deterministic algorithms")
+    add("--init", help="start from weights: 'torchvision' (ImageNet) or a state_dict file")
+    add("--resume", default=None, metavar="RUN_FOLDER", help="continue a run after its last epoch")
+    p.set_defaults(func=cmd_train, set=None)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from mnv3spec.evaluate import evaluate_checkpoint
+
+    r = evaluate_checkpoint(
+        args.checkpoint,
+        data=args.data,
+        data_dir=args.data_dir,
+        batch_size=args.batch,
+        device=args.device,
+    )
+    print(
+        f"{args.checkpoint}: top-1 {r.top1:.2f}%  top-5 {r.top5:.2f}%  loss {r.loss:.4f}  "
+        f"({r.images} validation images)"
+    )
+    return 0
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="top-1, top-5 and loss of a checkpoint on a validation split")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a .safetensors file written by train")
+    p.add_argument("--data", help="as for train (default: the data it was trained on)")
+    p.add_argument("--data-dir", default="./data", help="as for train (default ./data)")
+    p.add_argument("--batch", type=_number(int, 1), default=256, help="default 256")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    from mnv3spec.infer import classify, format_tables
+
+    report = classify(args.models, args.images, topk=args.topk, device=args.device)
+    for file, reason in report.skipped:
+        print(f"skipped {file}: {reason}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    elif report.models:
+        print(format_tables(report))
+    if report.classified:
+        return 0
+    print("error: nothing was classified (every image or checkpoint was skipped)", file=sys.stderr)
+    return 1
+
+
+def _add_infer(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("infer", help="classify a folder of images with every checkpoint found")
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=["runs"],
+        metavar="PATH",
+        help="checkpoint files, or folders searched for best.safetensors (default runs)",
+    )
+    p.add_argument("--images", default="test_images", help="folder of images (default test_images)")
+    p.add_argument("--topk", type=_number(int, 1), default=5, help="classes per image (default 5)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument(
+        "--device", choices=["auto", "cpu", "cuda", "mps"], default="auto", help="default auto"
+    )
+    p.set_defaults(func=cmd_infer)
+
+
+def cmd_latency(args: argparse.Namespace) -> int:
+    from mnv3spec import latency
+
+    rows = latency.measure(
+        args.specs or None,
+        widths=tuple(args.widths),
+        devices=args.devices,
+        backends=tuple(args.backends),
+        batch=args.batch,
+        resolution=args.resolution,
+        overrides=_overrides(args),
+        reference=args.reference,
+        runs=args.runs,
+        warmup=args.warmup,
+        progress=lambda line: print(f"timing {line}", file=sys.stderr, flush=True),
+    )
+    print(latency.header(args.batch, args.runs, args.warmup))
+    print(latency.format_table(rows))
+    if args.csv:
+        latency.write_csv(rows, args.csv)
+        print(f"wrote {args.csv}")
+    if args.plot:
+        latency.plot(rows, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _add_latency(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("latency", help="time specs per width, device and backend")
+    p.add_argument("specs", nargs="*", metavar="SPEC", help="default specs/small.yaml large.yaml")
+    _add_set(p)
+    add = p.add_argument
+    add(
+        "--widths",
+        nargs="+",
+        type=_number(float, 0, above=True),
+        default=[0.25, 0.5, 1.0],
+        metavar="W",
+        help="width multipliers (default 0.25 0.5 1.0)",
+    )
+    add("--devices", nargs="+", metavar="DEVICE", help="cpu, cuda (default: cpu, and cuda if any)")
+    add("--batch", type=_number(int, 1), default=1, help="images per call (default 1)")
+    add("--resolution", type=_number(int, 1), help="input size (default: the spec's)")
+    add(
+        "--backends",
+        nargs="+",
+        default=["eager"],
+        metavar="BACKEND",
+        help="eager, channels_last, compiled (BN folded + torch.compile), onnxruntime",
+    )
+    add("--reference", metavar="torchvision", help="also time torchvision's twin, print the ratio")
+    add("--runs", type=_number(int, 1), default=50, help="timed calls per row (default 50)")
+    add("--warmup", type=_number(int, 1), default=10, help="untimed calls first (default 10)")
+    add("--csv", metavar="FILE", help="write the raw rows as CSV")
+    add("--plot", metavar="FILE", help="latency vs multiply-adds as a PNG")
+    p.set_defaults(func=cmd_latency)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from mnv3spec.export import export
+
+    r = export(
+        args.source,
+        args.format,
+        args.out,
+        resolution=args.resolution,
+        dynamic_batch=args.dynamic_batch,
+        overrides=_overrides(args),
+    )
+    if r.random_init:
+        print(f"note: {args.source} is a spec, so the weights are random (export a checkpoint)")
+    opset = f", opset {r.opset}" if r.opset else ""
+    print(
+        f"wrote {r.path} ({r.format}{opset}, {r.size / 1e6:.2f} MB, BN folded); "
+        f"max abs diff vs PyTorch {r.max_abs_diff:.2e} (largest logit {r.max_logit:.2e})"
+    )
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="a checkpoint or spec to ONNX or TorchScript, verified")
+    p.add_argument("source", metavar="SPEC_OR_CHECKPOINT", help="a .safetensors or a spec .yaml")
+    p.add_argument("--format", required=True, choices=["onnx", "torchscript"])
+    p.add_argument("--out", help="default: beside a checkpoint, or NAME.onnx / NAME.pt here")
+    p.add_argument("--resolution", type=_number(int, 1), help="input size (default: the spec's)")
+    p.add_argument("--dynamic-batch", action="store_true", help="any batch size, not only 1")
+    _add_set(p)
+    p.set_defaults(func=cmd_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mnv3spec",
@@ -92,6 +329,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_diff)
 
+    _add_train(sub)
+    _add_eval(sub)
+    _add_infer(sub)
+    _add_latency(sub)
+    _add_export(sub)
     return parser
 
 

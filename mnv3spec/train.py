@@ -1,0 +1,690 @@
+"""Train any compiled spec: ``python cli.py train specs/small.yaml``.
+
+One file to read top to bottom. The dataset sits in memory as uint8 tensors (on the GPU when it
+fits) and each step augments the whole batch with tensor ops; the default recipe is the seed
+repo's (SGD 0.1, momentum 0.9, ×0.1 at epochs 15/20/30, batch 128, 20 epochs). After every epoch
+the run folder gets metrics.csv, last/best.safetensors, the resume file and curves.png, each
+written atomically, so a killed run resumes exactly where its last finished epoch left it.
+Under torchrun each process trains on its shard with DistributedDataParallel; rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import itertools
+import json
+import math
+import os
+import secrets
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from .builder import SpecNet, build
+from .checkpoint import atomic_path, save_weights
+from .data import SOURCES, Dataset, augment, batches, load_dataset, normalize
+from .errors import CheckpointError, DataError, SpecError, TrainingError, UserError
+from .evaluate import EvalResult, amp_dtype, evaluate, pick_device, reduce_sums
+from .pretrained import init_weights
+from .spec import load_spec
+
+RESUME_FILE = "resume.pt"
+CONFIG_FILE = "config.json"
+METRICS = ("epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5")
+METRICS += ("seconds", "images_per_s")
+CHECK_EVERY = 20  # steps between host syncs: loss shown, NaN looked for (on GPU a sync costs time)
+
+
+# --- settings ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Optimiser and schedule. Epochs and batch size are separate flags, as in the seed."""
+
+    lr: float
+    momentum: float
+    weight_decay: float  # never on BatchNorm parameters or biases
+    nesterov: bool
+    schedule: str  # "multistep" (×gamma at each milestone epoch) or "cosine" (to 0 at the end)
+    milestones: tuple[int, ...]
+    gamma: float
+    warmup: float  # epochs of linear warm-up
+    label_smoothing: float
+
+
+RECIPES = {
+    # The seed's train.py: SGD(lr=0.1, momentum=0.9), no weight decay,
+    # MultiStepLR([15, 20, 30], 0.1) stepped once per epoch, plain cross-entropy.
+    "seed": Recipe(0.1, 0.9, 0.0, False, "multistep", (15, 20, 30), 0.1, 0.0, 0.0),
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on; saved as config.json so ``--resume`` repeats it exactly."""
+
+    spec: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    data: str = "cifar100"
+    data_dir: str = "./data"
+    epochs: int = 20
+    batch: int = 128  # global: split over the processes of a torchrun launch
+    device: str = "auto"
+    recipe: str = "seed"
+    lr: float | None = None  # None: the recipe's value (same for the fields below)
+    momentum: float | None = None
+    weight_decay: float | None = None
+    nesterov: bool | None = None
+    schedule: str | None = None
+    warmup: float | None = None
+    label_smoothing: float | None = None
+    compile: bool = False
+    out: str = "runs"
+    name: str | None = None
+    seed: int | None = None  # given: deterministic algorithms on CPU
+    init: str | None = None  # "torchvision" or a path to a torchvision state_dict
+    deterministic: bool = False  # set from ``seed`` when the run starts
+
+    def resolved_recipe(self) -> Recipe:
+        if self.recipe not in RECIPES:
+            raise UserError(f"unknown recipe '{self.recipe}'; known: {', '.join(RECIPES)}")
+        names = [f.name for f in dataclasses.fields(Recipe)]
+        changes = {k: getattr(self, k) for k in names if getattr(self, k, None) is not None}
+        recipe = dataclasses.replace(RECIPES[self.recipe], **changes)
+        if recipe.nesterov and recipe.momentum == 0:
+            raise UserError("--nesterov needs a momentum above 0")
+        if not 0 <= recipe.label_smoothing < 1:
+            raise UserError(f"--label-smoothing must be in [0, 1), got {recipe.label_smoothing}")
+        return recipe
+
+
+# --- optimiser and schedule --------------------------------------------------------------------
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on conv/linear weights only: BatchNorm scales and shifts and all biases
+    (the 1-D tensors) are left undecayed ("no bias decay", He et al. 2019, Bag of Tricks §3.1)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+    ]
+
+
+def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    return torch.optim.SGD(
+        param_groups(model, recipe.weight_decay),
+        lr=recipe.lr,
+        momentum=recipe.momentum,
+        nesterov=recipe.nesterov,
+    )
+
+
+def lr_factor(recipe: Recipe, epochs: int, step: int, steps_per_epoch: int) -> float:
+    """The learning rate at optimiser ``step`` as a fraction of ``recipe.lr``.
+
+    ``multistep`` changes only at epoch boundaries, exactly like the seed's MultiStepLR stepped
+    once per epoch; ``cosine`` decays per step to 0 at the end of the run. Warm-up ramps
+    linearly from 1/(warmup·steps_per_epoch) over the first ``warmup`` epochs.
+    """
+    epoch = step / steps_per_epoch
+    if recipe.schedule == "multistep":
+        factor = recipe.gamma ** sum(epoch >= m for m in recipe.milestones)
+    elif recipe.schedule == "cosine":
+        factor = 0.5 * (1 + math.cos(math.pi * min(epoch / epochs, 1.0)))
+    else:
+        raise UserError(f"unknown schedule '{recipe.schedule}'; use multistep or cosine")
+    if recipe.warmup > 0:
+        factor *= min(1.0, (step + 1) / (recipe.warmup * steps_per_epoch))
+    return factor
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, recipe: Recipe, epochs: int, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Stepped after every optimiser step (see :func:`lr_factor`)."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(recipe, epochs, step, steps_per_epoch)
+    )
+
+
+# --- processes ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place in a torchrun launch (rank 0 of 1 without torchrun)."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> World:
+        env = os.environ
+        return cls(
+            int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0))
+        )
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def start(self, device: torch.device) -> None:
+        if self.size > 1:
+            if device.type == "cuda":
+                torch.cuda.set_device(device)
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+    def stop(self) -> None:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+    def share(self, value: Any) -> Any:
+        """Rank 0's ``value`` on every rank."""
+        if self.size == 1:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    @contextmanager
+    def main_first(self) -> Iterator[None]:
+        """Rank 0 runs the block before the others: it downloads what they then find on disk."""
+        if not self.main:
+            dist.barrier()
+        yield
+        if self.main and self.size > 1:
+            dist.barrier()
+
+    def min(self, value: int, device: torch.device) -> int:
+        """The smallest ``value`` over all ranks."""
+        if self.size == 1:
+            return value
+        t = torch.tensor(value, device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        return int(t)
+
+    def gather(self, value: Any) -> list:
+        """Every rank's ``value``, in rank order, on every rank."""
+        if self.size == 1:
+            return [value]
+        out = [None] * self.size
+        dist.all_gather_object(out, value)
+        return out
+
+
+def average_buffers(model: nn.Module, world: World) -> None:
+    """Average BatchNorm running statistics over ranks at the end of an epoch. DDP copies rank 0's
+    buffers to the others before each forward pass, which then updates them locally, so without
+    this the ranks would end with (slightly) different statistics."""
+    if world.size == 1:
+        return
+    for b in model.buffers():
+        if b.is_floating_point():
+            dist.all_reduce(b)
+            b.div_(world.size)
+
+
+def state_digest(state: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 of a state dict's names and bytes (sorted by name), to compare weights anywhere."""
+    h = hashlib.sha256()
+    for key in sorted(state):
+        h.update(key.encode())
+        h.update(state[key].detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def steps_per_epoch(images: int, batch: int, world_size: int) -> tuple[int, bool]:
+    """Batches per rank per epoch, and whether the last one is dropped: only when it would hold
+    a single image, which BatchNorm cannot train on."""
+    per_rank = -(-images // world_size)
+    drop = per_rank % batch == 1
+    if drop:
+        per_rank = images // world_size
+    steps = per_rank // batch if drop else -(-per_rank // batch)
+    if steps == 0:
+        raise DataError(f"{images} training images are too few to train on")
+    return steps, drop
+
+
+# --- data and model ----------------------------------------------------------------------------
+
+
+def _load_data(cfg: TrainConfig, resolution: int, num_classes: int | None) -> Dataset:
+    """CIFAR keeps its 32×32 unless ``resolution`` was set explicitly; folders and synthetic data
+    come at the spec's resolution."""
+    if cfg.data in SOURCES and "resolution" not in cfg.overrides:
+        resolution = 32
+    return load_dataset(cfg.data, cfg.data_dir, resolution, num_classes=num_classes or 10)
+
+
+def _build_for_data(cfg: TrainConfig) -> tuple[SpecNet, Dataset]:
+    """The spec with ``num_classes`` and ``resolution`` following the data unless set by --set."""
+    spec = load_spec(cfg.spec, **cfg.overrides)
+    data = _load_data(cfg, int(spec.params["resolution"]), cfg.overrides.get("num_classes"))
+    classes = int(cfg.overrides.get("num_classes", data.num_classes))
+    if classes < data.num_classes:
+        raise SpecError(
+            f"num_classes is {classes} but the data has {data.num_classes} classes",
+            field=f"--set num_classes={classes}",
+        )
+    resolution = int(data.train_images.shape[-1])
+    model = build(cfg.spec, **{**cfg.overrides, "num_classes": classes, "resolution": resolution})
+    return model, data
+
+
+def _place(data: Dataset, device: torch.device) -> Dataset:
+    """Move the uint8 dataset to the GPU once when it takes under a quarter of free memory;
+    otherwise batches are copied over step by step."""
+    if device.type == "cpu":
+        return data
+    size = data.train_images.nbytes + data.val_images.nbytes
+    if device.type == "cuda" and size > torch.cuda.mem_get_info(device)[0] / 4:
+        return data
+    return dataclasses.replace(
+        data,
+        **{
+            k: getattr(data, k).to(device)
+            for k in ("train_images", "train_labels", "val_images", "val_labels")
+        },
+    )
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+
+class Trainer:
+    """One run: the model, its optimiser state and the run folder, one epoch at a time."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, world: World, state: dict | None) -> None:
+        self.cfg, self.run_dir, self.world = cfg, run_dir, world
+        self.device = pick_device(cfg.device, world.local_rank)
+        self.recipe = cfg.resolved_recipe()
+        torch.manual_seed(cfg.seed)
+        torch.use_deterministic_algorithms(cfg.deterministic and self.device.type == "cpu")
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = not cfg.deterministic
+
+        with world.main_first():
+            if state is None:
+                self.net, data = _build_for_data(cfg)
+                if cfg.init:
+                    self.log(init_weights(self.net, cfg.init))
+            else:
+                self.net = build(run_dir / "spec.yaml")
+                params = self.net.spec.params
+                data = _load_data(cfg, int(params["resolution"]), int(params["num_classes"]))
+        self.classes, self.mean, self.std = data.classes, data.mean, data.std
+        self.data = _place(data, self.device)
+        self.net = self.net.to(self.device, memory_format=torch.channels_last)
+        if cfg.batch % world.size:
+            raise UserError(f"--batch {cfg.batch} does not split over {world.size} processes")
+        self.batch = cfg.batch // world.size
+        self.steps, self.drop_last = steps_per_epoch(len(data.train_labels), self.batch, world.size)
+
+        self.model: nn.Module = self.net
+        if world.size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
+        if cfg.compile:
+            self.model = torch.compile(self.model)
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=self.recipe.label_smoothing)
+        self.optimizer = make_optimizer(self.net, self.recipe)
+        self.scheduler = make_scheduler(self.optimizer, self.recipe, cfg.epochs, self.steps)
+        self.amp = amp_dtype(self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
+        # Shuffling draws the same permutation on every rank; augmentation differs per rank.
+        self.order = torch.Generator().manual_seed(cfg.seed)
+        self.augment = torch.Generator().manual_seed(cfg.seed + 1 + world.rank)
+        torch.manual_seed(cfg.seed + world.rank)  # dropout
+        self.epoch, self.best = 0, -1.0
+        self.rows: list[dict] = []
+        if state is not None:
+            self._restore(state)
+
+    # -- the loop --
+
+    def fit(self) -> None:
+        cfg = self.cfg
+        if self.epoch:
+            self.log(f"resuming {self.run_dir} after epoch {self.epoch} of {cfg.epochs}")
+        self.log(
+            f"{self.net.spec.name}: width {self.net.spec.params['width']}, "
+            f"{len(self.classes)} classes, {self.net.spec.params['resolution']}px | "
+            f"{cfg.data}: {len(self.data.train_labels)} train / {len(self.data.val_labels)} val "
+            f"| {self.device}{f' ×{self.world.size}' if self.world.size > 1 else ''}, "
+            f"batch {cfg.batch}, {self.steps} steps/epoch | {self.run_dir}"
+        )
+        while self.epoch < cfg.epochs:
+            epoch = self.epoch + 1
+            start = time.perf_counter()
+            lr = self.optimizer.param_groups[0]["lr"]
+            train_loss, train_top1, images_per_s = self._train_epoch(epoch)
+            average_buffers(self.net, self.world)
+            val = self._evaluate()
+            row = {
+                "epoch": epoch,
+                "lr": lr,
+                "train_loss": train_loss,
+                "train_top1": train_top1,
+                "val_loss": val.loss,
+                "val_top1": val.top1,
+                "val_top5": val.top5,
+                "seconds": time.perf_counter() - start,
+                "images_per_s": images_per_s,
+            }
+            self.epoch = epoch
+            self._save(row, val)
+            self.log(
+                f"epoch {epoch}/{cfg.epochs}  lr {lr:.4g}  train loss {train_loss:.4f} "
+                f"acc {train_top1:.2f}%  val loss {val.loss:.4f} acc {val.top1:.2f}% "
+                f"top5 {val.top5:.2f}%  {row['seconds']:.1f}s {images_per_s:.0f} img/s"
+            )
+        self._check_ranks_agree()
+        self.log(f"done: best val top-1 {self.best:.2f}%, weights in {self.run_dir}")
+
+    def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        d, w = self.data, self.world
+        return batches(
+            d.train_images,
+            d.train_labels,
+            self.batch,
+            shuffle=True,
+            generator=self.order,
+            drop_last=self.drop_last,
+            rank=w.rank,
+            world_size=w.size,
+        )
+
+    def _train_epoch(self, epoch: int) -> tuple[float, float, float]:
+        self.model.train()
+        losses = torch.zeros(self.steps, device=self.device)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device)
+        seen, checked, start = 0, 0, time.perf_counter()
+        bar = tqdm(
+            total=self.steps,
+            desc=f"epoch {epoch}/{self.cfg.epochs}",
+            leave=False,
+            disable=not (self.world.main and sys.stderr.isatty()),
+        )
+        for step, (images, labels) in enumerate(self._batches()):
+            images = images.to(self.device, non_blocking=True)
+            labels = labels.to(self.device, non_blocking=True)
+            x = normalize(
+                augment(images, generator=self.augment), self.mean, self.std, channels_last=True
+            )
+            with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+                logits = self.model(x)
+                loss = self.criterion(logits.float(), labels)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            losses[step] = loss.detach()
+            loss_sum += loss.detach() * len(labels)
+            correct += (logits.argmax(1) == labels).sum()
+            seen += len(labels)
+            if (step + 1) % CHECK_EVERY == 0 or step + 1 == self.steps:
+                self._check_finite(losses, checked, step + 1, epoch)
+                rate = seen * self.world.size / (time.perf_counter() - start)
+                recent = float(losses[checked : step + 1].mean())
+                bar.set_postfix(loss=f"{recent:.3f}", img_s=f"{rate:.0f}")
+                bar.update(step + 1 - checked)
+                checked = step + 1
+        bar.close()
+        seconds = time.perf_counter() - start
+        loss_sum, hits, n = reduce_sums([float(loss_sum), float(correct), float(seen)], self.device)
+        return loss_sum / n, 100 * hits / n, n / seconds
+
+    def _check_finite(self, losses: torch.Tensor, begin: int, end: int, epoch: int) -> None:
+        """Stop at the first NaN/inf loss on any rank, naming its epoch and step."""
+        bad = (~torch.isfinite(losses[begin:end])).nonzero()
+        first = begin + int(bad[0]) if len(bad) else self.steps
+        first = self.world.min(first, self.device)
+        if first == self.steps:
+            return
+        value = float(losses[first])
+        kept = (
+            f"{self.run_dir} keeps epoch {self.epoch}, the last good one"
+            if self.epoch
+            else "no epoch finished, so no checkpoint was written"
+        )
+        raise TrainingError(
+            f"the training loss became {value if not math.isfinite(value) else 'NaN/inf'} at "
+            f"epoch {epoch}, step {first + 1} of {self.steps}; the run stopped and {kept}. "
+            f"Lower the learning rate (--lr, now {self.recipe.lr:g}) or add --warmup"
+        )
+
+    def _evaluate(self) -> EvalResult:
+        w = self.world
+        return evaluate(
+            self.net,
+            self.data.val_images[w.rank :: w.size],
+            self.data.val_labels[w.rank :: w.size],
+            mean=self.mean,
+            std=self.std,
+            batch_size=self.batch,
+            device=self.device,
+        )
+
+    # -- the run folder --
+
+    def log(self, message: str) -> None:
+        if self.world.main:
+            print(message, flush=True)
+
+    def _save(self, row: dict, val: EvalResult) -> None:
+        """After an epoch: metrics and weights, then the resume file, then the plot.
+
+        The resume file holds the weights too and comes after the other files, so a run killed
+        between them resumes from the previous epoch and rewrites them.
+        """
+        self.rows.append(row)
+        rng = self.world.gather(self._rng_state())
+        if not self.world.main:
+            return
+        meta = {"classes": self.classes, "mean": self.mean, "std": self.std}
+        extra = {"epoch": self.epoch, "val_top1": val.top1, "data": self.cfg.data}
+        _write_metrics(self.run_dir / "metrics.csv", self.rows)
+        save_weights(self.run_dir / "last.safetensors", self.net, **meta, extra=extra)
+        if val.top1 > self.best:
+            self.best = val.top1
+            save_weights(self.run_dir / "best.safetensors", self.net, **meta, extra=extra)
+        state = {
+            "epoch": self.epoch,
+            "best": self.best,
+            "model": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng,
+        }
+        with atomic_path(self.run_dir / RESUME_FILE) as tmp:
+            torch.save(state, tmp)
+        plot_curves(self.rows, self.run_dir / "curves.png")
+
+    def _rng_state(self) -> dict:
+        return {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            "order": self.order.get_state(),
+            "augment": self.augment.get_state(),
+        }
+
+    def _restore(self, state: dict) -> None:
+        self.net.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.best = int(state["epoch"]), float(state["best"])
+        self.rows = _read_metrics(self.run_dir / "metrics.csv")[: self.epoch]
+        rng = state["rng"]
+        self.order.set_state(rng[0]["order"])  # the same on every rank
+        if self.world.rank < len(rng):  # ranks a former launch did not have keep their new seeds
+            mine = rng[self.world.rank]
+            torch.set_rng_state(mine["torch"])
+            self.augment.set_state(mine["augment"])
+            if mine["cuda"] is not None and self.device.type == "cuda":
+                torch.cuda.set_rng_state(mine["cuda"], self.device)
+
+    def _check_ranks_agree(self) -> None:
+        """Under torchrun, check every rank ends with the same weights (and say so)."""
+        if self.world.size == 1:
+            return
+        digests = self.world.gather(state_digest(self.net.state_dict()))
+        self.log(f"weights sha256 per rank: {' '.join(digests)}")
+        if len(set(digests)) > 1:
+            raise RuntimeError("DistributedDataParallel ranks ended with different weights")
+
+
+def _write_metrics(path: Path, rows: list[dict]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=METRICS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
+
+
+def _read_metrics(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [
+            {k: int(v) if k == "epoch" else float(v) for k, v in row.items()}
+            for row in csv.DictReader(f)
+        ]
+
+
+def plot_curves(rows: list[dict], path: Path) -> None:
+    """Loss and accuracy per epoch, train and validation, as a PNG (no display needed)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4))
+    loss, acc = fig.subplots(1, 2)
+    epochs = [r["epoch"] for r in rows]
+    for ax, curves, ylabel in (
+        (loss, {"train": "train_loss", "val": "val_loss"}, "loss"),
+        (
+            acc,
+            {"train top-1": "train_top1", "val top-1": "val_top1", "val top-5": "val_top5"},
+            "accuracy (%)",
+        ),
+    ):
+        for label, key in curves.items():
+            ax.plot(epochs, [r[key] for r in rows], marker="o", label=label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+
+
+# --- entry points ------------------------------------------------------------------------------
+
+
+def train(cfg: TrainConfig, command: str = "") -> Path:
+    """Start a new run in ``cfg.out/cfg.name`` (a fresh name by default); returns its folder.
+
+    Data paths are stored absolute, so ``--resume`` works from any working directory.
+    """
+    data = str(Path(cfg.data).resolve()) if Path(cfg.data).is_dir() else cfg.data
+    cfg = dataclasses.replace(
+        cfg,
+        data=data,
+        data_dir=str(Path(cfg.data_dir).resolve()),
+        deterministic=cfg.seed is not None,
+    )
+    return _launch(cfg, None, command)
+
+
+def resume(run_dir: str | Path, command: str = "", **changes: Any) -> Path:
+    """Continue a run after its last finished epoch, with the settings stored in the folder.
+
+    Only ``device`` and ``compile`` may change: they do not change what is computed.
+    """
+    run_dir = Path(run_dir)
+    extra = sorted(set(changes) - {"device", "compile"})
+    if extra:
+        flags = ", ".join("--" + k.replace("_", "-") for k in extra)
+        raise UserError(
+            f"--resume continues {run_dir} with the settings stored in its {CONFIG_FILE}; "
+            f"drop {flags} (only --device and --compile may change)"
+        )
+    try:
+        cfg = TrainConfig(**json.loads((run_dir / CONFIG_FILE).read_text()))
+    except FileNotFoundError:
+        raise UserError(f"{run_dir} is not a run folder (no {CONFIG_FILE})") from None
+    except (ValueError, TypeError) as e:
+        raise UserError(f"damaged {CONFIG_FILE} ({e})", file=str(run_dir / CONFIG_FILE)) from None
+    return _launch(dataclasses.replace(cfg, **changes), run_dir, command)
+
+
+def _launch(cfg: TrainConfig, run_dir: Path | None, command: str) -> Path:
+    """Join the torchrun group (if any), then train a new run (``run_dir`` None) or resume one."""
+    world = World.from_env()
+    world.start(pick_device(cfg.device, world.local_rank))
+    deterministic = torch.are_deterministic_algorithms_enabled()  # a global switch: restored
+    try:
+        state = None
+        if run_dir is None:
+            cfg.seed = world.share(cfg.seed if cfg.seed is not None else secrets.randbelow(2**31))
+            run_dir = world.share(_new_run_dir(cfg) if world.main else None)
+            cfg.name = run_dir.name
+        elif (run_dir / RESUME_FILE).is_file():
+            state = _load_state(run_dir / RESUME_FILE)
+        trainer = Trainer(cfg, run_dir, world, state)
+        if world.main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "spec.yaml").write_text(trainer.net.spec.to_yaml())
+            (run_dir / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+            with open(run_dir / "command.txt", "a") as f:
+                f.write(command + "\n")
+        trainer.fit()
+        return run_dir
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+        world.stop()
+
+
+def _load_state(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a damaged or foreign file fails in many ways; all mean the same
+        raise CheckpointError(f"cannot read the resume file ({e})", file=str(path)) from None
+
+
+def _new_run_dir(cfg: TrainConfig) -> Path:
+    out = Path(cfg.out)
+    if cfg.name:
+        run_dir = out / cfg.name
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise UserError(
+                f"{run_dir} already holds a run; continue it with --resume {run_dir} "
+                "or choose another --name"
+            )
+    else:
+        width = cfg.overrides.get("width", load_spec(cfg.spec).params["width"])
+        base = f"{Path(cfg.spec).stem}-w{width}-{Path(cfg.data).name}"
+        run_dir = out / base
+        for i in itertools.count(2):
+            if not run_dir.exists():
+                break
+            run_dir = out / f"{base}-{i}"
+    return run_dir

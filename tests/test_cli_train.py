@@ -1,0 +1,212 @@
+"""``cli.py train`` and ``cli.py eval`` run the way a user runs them: a CIFAR-format archive, a run
+killed mid-epoch and resumed, two gloo processes under torchrun, and the errors of bad input."""
+
+from __future__ import annotations
+
+import csv
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from cli import main
+from mnv3spec.checkpoint import read_metadata
+from mnv3spec.data import CIFAR100_MEAN, CIFAR100_STD
+from mnv3spec.spec import load_spec
+from mnv3spec.train import METRICS, state_digest
+
+from .conftest import ROOT, run_cli
+from .test_data import CLASSES, make_cifar100, write_image
+
+RUN_FILES = {
+    "metrics.csv",
+    "best.safetensors",
+    "last.safetensors",
+    "resume.pt",
+    "spec.yaml",
+    "curves.png",
+    "command.txt",
+    "config.json",
+}
+# 512 synthetic 16×16 images, batch 32: 16 steps an epoch, well under a second each.
+TINY = ["specs/small.yaml", "--data", "synthetic", "--set", "resolution=16", "--width", "0.25"]
+TINY += ["--batch", "32", "--seed", "0", "--device", "cpu"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch):
+    """One OpenMP thread per process: the tests share two cores with other test runs."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+def metrics(run) -> list[dict]:
+    with open(run / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_train_on_a_cifar_archive_writes_the_run_folder_and_eval_agrees(tmp_path):
+    make_cifar100(tmp_path / "data", n_train=96, n_test=32)
+    args = ["specs/small.yaml", "--width", "0.25", "--epochs", "2", "--batch", "32"]
+    args += ["--data-dir", tmp_path / "data", "--out", tmp_path / "runs", "--name", "r"]
+    result = run_cli("train", *args, "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^epoch 1/2 .*loss [\d.]+ acc [\d.]+%", result.stdout, re.M)
+    assert re.search(r"^epoch 2/2 ", result.stdout, re.M)
+
+    run = tmp_path / "runs" / "r"
+    assert {p.name for p in run.iterdir()} == RUN_FILES
+    rows = metrics(run)
+    assert list(rows[0]) == list(METRICS) and [r["epoch"] for r in rows] == ["1", "2"]
+    meta = read_metadata(run / "last.safetensors")
+    assert meta["classes"] == CLASSES and meta["resolution"] == 32  # num_classes follows the data
+    assert meta["mean"] == CIFAR100_MEAN and meta["std"] == CIFAR100_STD
+    assert meta["extra"]["epoch"] == 2
+    spec = load_spec(run / "spec.yaml")
+    assert (spec.params["num_classes"], spec.params["width"]) == (3, 0.25)
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "cli.py train specs/small.yaml --width 0.25" in (run / "command.txt").read_text()
+
+    best = max(float(r["val_top1"]) for r in rows)
+    assert read_metadata(run / "best.safetensors")["extra"]["val_top1"] == pytest.approx(best)
+    evaluated = run_cli("eval", run / "best.safetensors", "--data-dir", tmp_path / "data")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert f"top-1 {best:.2f}%" in evaluated.stdout and "(32 validation images)" in evaluated.stdout
+
+
+def test_killed_during_epoch_2_and_resumed_equals_an_uninterrupted_run(tmp_path):
+    straight = run_cli("train", *TINY, "--epochs", "3", "--out", tmp_path, "--name", "straight")
+    assert straight.returncode == 0, straight.stderr
+
+    cmd = [sys.executable, str(ROOT / "cli.py"), "train", *TINY, "--epochs", "3"]
+    cmd += ["--out", str(tmp_path), "--name", "killed"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith("epoch 1/3"):  # printed once epoch 1 is saved: epoch 2 is running
+            proc.kill()
+            break
+    proc.wait()
+    proc.stdout.close()
+    killed = tmp_path / "killed"
+    assert len(metrics(killed)) == 1, "the run was not killed during epoch 2"
+    assert torch.load(killed / "resume.pt", weights_only=True)["epoch"] == 1
+
+    resumed = run_cli("train", "--resume", killed)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "after epoch 1 of 3" in resumed.stdout and "epoch 1/3" not in resumed.stdout
+    a, b = (
+        load_file(tmp_path / "straight" / "last.safetensors"),
+        load_file(killed / "last.safetensors"),
+    )
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    same = ["epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5"]
+    assert [[r[k] for k in same] for r in metrics(tmp_path / "straight")] == [
+        [r[k] for k in same] for r in metrics(killed)
+    ]
+    assert (killed / "command.txt").read_text().splitlines()[1].endswith(f"--resume {killed}")
+
+
+def test_torchrun_two_gloo_processes_end_with_identical_weights(tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone"]
+    cmd += [str(ROOT / "cli.py"), "train", *TINY, "--epochs", "2", "--out", str(tmp_path)]
+    result = subprocess.run([*cmd, "--name", "ddp"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "ddp"
+    assert {p.name for p in run.iterdir()} == RUN_FILES
+    assert len(metrics(run)) == 2
+    assert result.stdout.count("epoch 1/2") == 1  # rank 0 alone prints
+    digests = re.search(r"weights sha256 per rank: (\w+) (\w+)$", result.stdout, re.M).groups()
+    assert digests == (state_digest(load_file(run / "last.safetensors")),) * 2
+    assert "under torchrun, 2 processes" in (run / "command.txt").read_text()
+
+
+def test_nan_loss_exits_3_naming_epoch_and_step(tmp_path):
+    result = run_cli("train", *TINY, "--epochs", "2", "--lr", "1e30", "--out", tmp_path)
+    assert result.returncode == 3
+    assert re.match(
+        r"error: the training loss became (nan|inf|NaN/inf) at epoch 1, step \d+ of 16",
+        result.stderr,
+    )
+    assert "Traceback" not in result.stderr
+    assert not list(tmp_path.glob("*/last.safetensors"))
+
+
+def image_folder(root, *, val_classes=("cat", "dog"), images=True):
+    for split, classes in (("train", ("cat", "dog")), ("val", val_classes)):
+        for c in classes:
+            (root / split / c).mkdir(parents=True)
+            if images:
+                write_image(root / split / c / "a.png", (200, 10, 10))
+    return root
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--width", "0.5", "--set", "width=0.25"], "--width 0.5 and --set width=0.25 disagree"),
+        (["--set", "num_classes=2"], "num_classes is 2 but the data has 3 classes"),
+        (["--recipe", "fast"], "unknown recipe 'fast'; known: seed"),
+        (["--data", "{tmp}/nowhere"], "nowhere"),
+        (["--data", "{folder_missing_val}"], "classes of train/ missing from val/: dog"),
+        (["--data", "{folder_empty}"], "classes with no images in train/: cat, dog"),
+        (["--init", "{tmp}/none.pth"], "none.pth: no such file"),
+    ],
+)
+def test_bad_training_input_is_one_message_and_exit_2(tmp_path, capsys, args, message):
+    make_cifar100(tmp_path / "data", n_train=6, n_test=3)
+    image_folder(tmp_path / "missing_val", val_classes=("cat",))
+    image_folder(tmp_path / "empty", images=False)
+    where = {"tmp": tmp_path, "folder_missing_val": tmp_path / "missing_val"}
+    where["folder_empty"] = tmp_path / "empty"
+    args = [a.format(**where) for a in args]
+    code = main(
+        [
+            "train",
+            "specs/small.yaml",
+            "--data-dir",
+            str(tmp_path / "data"),
+            *args,
+            "--out",
+            str(tmp_path / "runs"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and message in err
+    assert not list((tmp_path / "runs").glob("*/*.safetensors"))
+
+
+def test_bad_spec_names_file_and_line(capsys):
+    assert main(["train", "tests/bad_specs/unknown_key.yaml"]) == 2
+    assert re.match(r"error: tests/bad_specs/unknown_key.yaml, line \d+", capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["specs/small.yaml", "--out", "{tmp}", "--name", "taken"], "already holds a run"),
+        (["specs/small.yaml", "--resume", "{tmp}/taken"], "--resume takes no SPEC"),
+        (["--resume", "{tmp}/taken", "--lr", "0.2"], "drop --lr (only --device and --compile"),
+        (["--resume", "{tmp}/nothing"], "nothing is not a run folder"),
+        ([], "give the SPEC to train"),
+    ],
+)
+def test_run_folder_and_resume_rules(tmp_path, capsys, argv, message):
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "metrics.csv").write_text("")
+    assert main(["train", *(a.format(tmp=tmp_path) for a in argv)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_flag_value_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["train", "specs/small.yaml", "--epochs", "0"])
+    assert e.value.code == 2 and "--epochs: must be >= 1: 0" in capsys.readouterr().err
+
+
+def test_eval_of_a_file_that_is_not_a_checkpoint(tmp_path, capsys):
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not weights")
+    assert main(["eval", str(junk)]) == 2
+    assert "junk.safetensors: not a safetensors weights file" in capsys.readouterr().err
