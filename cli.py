@@ -60,6 +60,15 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_device(p: argparse.ArgumentParser, default: str = "auto") -> None:
+    p.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda", "mps"],
+        default=default,
+        help="auto (default): cuda, else mps, else cpu",
+    )
+
+
 def _number(kind: type, low: float, *, above: bool = False):
     """An argparse type: ``kind`` at least ``low`` (strictly above with ``above``)."""
 
@@ -126,7 +135,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "train/<class>/ and val/<class>/",
     )
     add("--data-dir", help="where CIFAR archives are looked for / downloaded (default ./data)")
-    add("--device", choices=["auto", "cpu", "cuda", "mps"], help="default auto: cuda, mps, cpu")
+    _add_device(p, default=argparse.SUPPRESS)
     add("--recipe", help="optimiser and schedule preset (default seed); the flags below change it")
     add("--lr", type=positive, help="base learning rate (seed: 0.1)")
     add("--momentum", type=non_negative, help="SGD momentum (seed: 0.9)")
@@ -167,7 +176,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="as for train (default: the data it was trained on)")
     p.add_argument("--data-dir", default="./data", help="as for train (default ./data)")
     p.add_argument("--batch", type=_number(int, 1), default=256, help="default 256")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    _add_device(p)
     p.set_defaults(func=cmd_eval)
 
 
@@ -199,9 +208,7 @@ def _add_infer(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", default="test_images", help="folder of images (default test_images)")
     p.add_argument("--topk", type=_number(int, 1), default=5, help="classes per image (default 5)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument(
-        "--device", choices=["auto", "cpu", "cuda", "mps"], default="auto", help="default auto"
-    )
+    _add_device(p)
     p.set_defaults(func=cmd_infer)
 
 
