@@ -591,6 +591,7 @@ def plot_curves(rows: list[dict], path: Path) -> None:
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend()
+    loss.set_yscale("log")  # an early spike of the validation loss would flatten the rest
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
