@@ -46,9 +46,11 @@ def main() -> None:
         ours = median_ms(lambda p=path: mnv3spec.build(p, si=2, num_classes=1000), args.repeats)
         name = mnv3spec.load_spec(path).name
         ref = REFERENCE.get(name)
-        theirs = median_ms(ref, args.repeats) if ref else float("nan")
-        ratio = f"{ours / theirs:6.2f}" if ref else "     -"
-        print(f"{path.name:28s} {ours:9.1f} {theirs:15.1f} {ratio}")
+        if ref:
+            theirs = median_ms(ref, args.repeats)
+            print(f"{path.name:28s} {ours:9.1f} {theirs:15.1f} {ours / theirs:6.2f}")
+        else:
+            print(f"{path.name:28s} {ours:9.1f} {'-':>15s} {'-':>6s}")
 
 
 if __name__ == "__main__":
