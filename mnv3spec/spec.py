@@ -141,14 +141,32 @@ def _read_yaml(text: str, file: str) -> tuple[Any, _Marks]:
     return data, marks
 
 
+def shipped_specs() -> dict[str, Path]:
+    """The specs that ship with the package, by name: ``{"small": .../specs/small.yaml, ...}``."""
+    folder = resources.files(__package__).joinpath("specs")
+    return {Path(p.name).stem: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".yaml")}
+
+
+def resolve_path(source: str | Path) -> Path:
+    """A spec path as given, or a shipped spec by name (``small``, ``small.yaml``, or
+    ``specs/small.yaml`` from a folder that has no ``specs/``)."""
+    path = Path(source)
+    if path.is_dir():
+        raise SpecError("is a folder; give a spec file such as specs/small.yaml", file=str(path))
+    if path.exists():
+        return path
+    shipped = shipped_specs()
+    if path.suffix in ("", ".yaml") and str(path.parent) in (".", "specs") and path.stem in shipped:
+        return shipped[path.stem]
+    raise SpecError(
+        f"no such file; give the path of a spec, or a shipped one: {', '.join(sorted(shipped))}",
+        file=str(path),
+    )
+
+
 def _read_text(path: Path) -> str:
     try:
         raw = path.read_bytes()
-    except FileNotFoundError:
-        raise SpecError(
-            "no such file; give the path of a spec such as specs/small.yaml",
-            file=str(path),
-        ) from None
     except OSError as e:
         raise SpecError(f"cannot read the file: {e.strerror}", file=str(path)) from None
     if b"\0" in raw[:4096]:
@@ -310,8 +328,9 @@ def load_spec(source: str | Path | dict, **overrides: Any) -> Spec:
     if isinstance(source, dict):
         file, doc, marks = "<dict>", copy.deepcopy(source), _Marks("<dict>")
     else:
-        file = str(source)
-        doc, marks = _read_yaml(_read_text(Path(source)), file)
+        path = resolve_path(source)
+        file = str(path)
+        doc, marks = _read_yaml(_read_text(path), file)
     if isinstance(doc, dict):
         for key, value in overrides.items():
             _apply_override(doc, key, value, marks)

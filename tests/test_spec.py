@@ -10,7 +10,7 @@ import yaml
 
 from mnv3spec import SpecError, load_spec
 from mnv3spec.builder import plan
-from mnv3spec.spec import parse_assignment
+from mnv3spec.spec import parse_assignment, shipped_specs
 
 from .conftest import ROOT, SPECS
 
@@ -48,9 +48,20 @@ def test_a_dataset_file_by_mistake(tmp_path):
         load_spec(data)
 
 
-def test_missing_file_names_the_path(tmp_path):
-    with pytest.raises(SpecError, match=r"nope\.yaml: no such file"):
+def test_missing_file_names_the_path_and_the_shipped_specs(tmp_path):
+    with pytest.raises(SpecError, match=r"nope\.yaml: no such file; .* shipped one: large, "):
         load_spec(tmp_path / "nope.yaml")
+    with pytest.raises(SpecError, match="is a folder"):
+        load_spec(tmp_path)
+
+
+def test_shipped_specs_by_name_from_any_folder(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    for name in ("small", "small.yaml", "specs/small.yaml"):
+        spec = load_spec(name)
+        assert spec.name == "mobilenet_v3_small"
+        assert spec.source.endswith("small.yaml")
+    assert set(shipped_specs()) == {p.stem for p in SPECS}
 
 
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
