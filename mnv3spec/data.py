@@ -2,22 +2,25 @@
 
 Following airbench, images stay in one tensor (on the GPU if the caller moves them there) and every
 step is a handful of tensor ops, so there are no worker processes and no per-image Python in the
-training loop. The price: a dataset must fit in memory decoded (see :func:`load_dataset`).
+training loop. An image folder too large for that is kept as a list of files instead
+(:class:`FolderImages`) and decoded batch by batch in DataLoader workers (:func:`loader`); its
+batches come in the same order and reach the same tensor ops, so training does not tell them apart.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import pickle
 import sys
 import tarfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -39,7 +42,8 @@ CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-MEMORY_FRACTION = 0.25  # largest share of physical RAM a decoded dataset may take
+MEMORY_FRACTION = 0.25  # largest share of physical RAM a decoded dataset may take in memory
+MAX_WORKERS = 8  # decoding processes per training process, for folders too large for memory
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 
@@ -98,13 +102,45 @@ SOURCES = {
 }
 
 
+@dataclass(frozen=True)
+class FolderImages:
+    """Image files standing in for their decoded uint8 N×3×R×R tensor, for a folder too large to
+    hold decoded. It answers what the tensor would (``len``, ``shape``, ``nbytes``, ``device``,
+    slicing) and indexing by a sequence or tensor of indices decodes those images, so
+    :func:`batches` works on either."""
+
+    files: tuple[Path, ...]
+    resolution: int
+    device: ClassVar[torch.device] = torch.device("cpu")
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self.files), 3, self.resolution, self.resolution)
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape)
+
+    def __getitem__(
+        self, index: slice | Sequence[int] | torch.Tensor
+    ) -> FolderImages | torch.Tensor:
+        if isinstance(index, slice):
+            return FolderImages(self.files[index], self.resolution)
+        indices = index.tolist() if isinstance(index, torch.Tensor) else index
+        return torch.stack([decode_image(self.files[i], self.resolution) for i in indices])
+
+
 @dataclass
 class Dataset:
-    """A whole dataset as uint8 NCHW tensors on the CPU, plus what a checkpoint must remember."""
+    """A whole dataset as uint8 NCHW tensors on the CPU (or, for an image folder too large for
+    memory, :class:`FolderImages`), plus what a checkpoint must remember."""
 
-    train_images: torch.Tensor
+    train_images: torch.Tensor | FolderImages
     train_labels: torch.Tensor
-    val_images: torch.Tensor
+    val_images: torch.Tensor | FolderImages
     val_labels: torch.Tensor
     classes: list[str]
     mean: tuple[float, float, float]
@@ -114,6 +150,11 @@ class Dataset:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def streamed(self) -> bool:
+        """Whether images are decoded batch by batch rather than held in memory."""
+        return isinstance(self.train_images, FolderImages)
 
 
 def describe_sources() -> str:
@@ -140,8 +181,9 @@ def load_dataset(
     ``name`` is ``cifar100``, ``cifar10`` (archives looked for, or downloaded, under ``root``),
     ``synthetic`` (``synthetic_size`` train/val images of ``num_classes`` classes) or a folder
     with ``train/<class>/`` and ``val/<class>/`` (names win: write ``./cifar10`` for a folder).
-    Datasets are never cached on disk beyond the official files and never streamed: one whose
-    decoded size (N·3·R·R bytes) exceeds a quarter of physical RAM is refused with a DataError.
+    Nothing is cached on disk beyond the official files. A folder whose decoded size (N·3·R·R
+    bytes) exceeds ``MEMORY_FRACTION`` of physical RAM comes as :class:`FolderImages`, decoded
+    batch by batch; CIFAR resized that large is refused with a DataError.
     """
     if resolution < 1:
         raise DataError(f"resolution must be a positive number of pixels, got {resolution}")
@@ -170,7 +212,15 @@ def _load_cifar(name: str, root: Path, resolution: int, download: bool) -> Datas
     train_images, train_labels = torch.cat([x for x, _ in train]), torch.cat([y for _, y in train])
     val_images, val_labels = _cifar_batch(folder / src.test, src, len(classes))
     if resolution != 32:
-        _check_memory(len(train_images) + len(val_images), resolution, str(folder))
+        count = len(train_images) + len(val_images)
+        if not _fits_in_memory(count, resolution):
+            raise DataError(
+                f"{count} images at {resolution}×{resolution} take "
+                f"{count * 3 * resolution**2 / 2**30:.1f} GiB decoded, more than "
+                f"{MEMORY_FRACTION:.0%} of this machine's RAM. CIFAR is resized once and kept in "
+                "memory; lower the resolution",
+                file=str(folder),
+            )
         train_images, val_images = (
             _resize(train_images, resolution),
             _resize(val_images, resolution),
@@ -331,15 +381,9 @@ def _physical_memory() -> int | None:
         return None
 
 
-def _check_memory(count: int, resolution: int, where: str) -> None:
-    need, ram = count * 3 * resolution * resolution, _physical_memory()
-    if ram and need > MEMORY_FRACTION * ram:
-        raise DataError(
-            f"{count} images at {resolution}×{resolution} take {need / 2**30:.1f} GiB decoded, "
-            f"more than a quarter of this machine's {ram / 2**30:.1f} GiB of RAM. Datasets are "
-            "decoded once and kept in memory, not streamed; lower the resolution",
-            file=where,
-        )
+def _fits_in_memory(count: int, resolution: int) -> bool:
+    ram = _physical_memory()
+    return not ram or count * 3 * resolution * resolution <= MEMORY_FRACTION * ram
 
 
 # --- image folders ----------------------------------------------------------------------------
@@ -377,10 +421,10 @@ def _load_folder(root: Path, resolution: int) -> Dataset:
             raise DataError(f"{problem}: {', '.join(names)}", file=where)
     if not any(val.values()):
         raise DataError("val/ has no images", file=where)
-    _check_memory(sum(map(len, [*train.values(), *val.values()])), resolution, where)
+    decode = _fits_in_memory(sum(map(len, [*train.values(), *val.values()])), resolution)
     return Dataset(
-        *_decode(train, classes, resolution),
-        *_decode(val, classes, resolution),
+        *_folder_split(train, classes, resolution, decode),
+        *_folder_split(val, classes, resolution, decode),
         classes,
         IMAGENET_MEAN,
         IMAGENET_STD,
@@ -388,15 +432,20 @@ def _load_folder(root: Path, resolution: int) -> Dataset:
     )
 
 
-def _decode(
-    split: dict[str, list[Path]], classes: list[str], resolution: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every image of the split through :func:`decode_image`, stacked as uint8 NCHW."""
+def _folder_split(
+    split: dict[str, list[Path]], classes: list[str], resolution: int, decode: bool
+) -> tuple[torch.Tensor | FolderImages, torch.Tensor]:
+    """The split's files class by class, and their labels; with ``decode``, every image through
+    :func:`decode_image` now, stacked as uint8 NCHW."""
     files = [(path, label) for label, c in enumerate(classes) for path in split[c]]
-    images = torch.empty((len(files), 3, resolution, resolution), dtype=torch.uint8)
-    for i, (path, _) in enumerate(files):
-        images[i] = decode_image(path, resolution)
-    return images, torch.tensor([label for _, label in files], dtype=torch.int64)
+    labels = torch.tensor([label for _, label in files], dtype=torch.int64)
+    images = FolderImages(tuple(path for path, _ in files), resolution)
+    if not decode:
+        return images, labels
+    out = torch.empty(images.shape, dtype=torch.uint8)
+    for i, path in enumerate(images.files):
+        out[i] = decode_image(path, resolution)
+    return out, labels
 
 
 def decode_image(path: Path, resolution: int) -> torch.Tensor:
@@ -436,8 +485,39 @@ def _synthetic(sizes: tuple[int, int], num_classes: int, resolution: int, seed: 
 # --- batches and augmentation (whole-batch tensor ops, on the batch's device) ------------------
 
 
+def epoch_order(
+    n: int,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    generator: torch.Generator | None = None,
+    drop_last: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+) -> torch.Tensor:
+    """This rank's indices into ``n`` images for one pass: its batches are consecutive slices of
+    ``batch_size`` (the last one shorter unless ``drop_last``).
+
+    Like DistributedSampler: all ranks must pass generators seeded alike, so they draw the same
+    permutation; it is padded by wrapping around (or trimmed, with ``drop_last``) to a multiple
+    of ``world_size``, and rank ``r`` takes every ``world_size``-th index from ``r``. Every rank
+    thus yields the same number of batches, and DDP never waits on a rank that has stopped.
+    """
+    if batch_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"bad batch order: {batch_size=}, {rank=}, {world_size=}")
+    if shuffle:
+        device = generator.device if generator is not None else "cpu"
+        order = torch.randperm(n, generator=generator, device=device)
+    else:
+        order = torch.arange(n)
+    if world_size > 1:
+        total = (n // world_size if drop_last else -(-n // world_size)) * world_size
+        order = order.repeat(-(-total // n) if n else 0)[:total][rank::world_size]
+    return order[: len(order) - len(order) % batch_size] if drop_last else order
+
+
 def batches(
-    images: torch.Tensor,
+    images: torch.Tensor | FolderImages,
     labels: torch.Tensor,
     batch_size: int,
     *,
@@ -447,31 +527,113 @@ def batches(
     rank: int = 0,
     world_size: int = 1,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield ``(images, labels)`` batches; with ``world_size`` > 1, this rank's shard.
-
-    Like DistributedSampler: all ranks must pass generators seeded alike, so they draw the same
-    permutation; it is padded by wrapping around (or trimmed, with ``drop_last``) to a multiple
-    of ``world_size``, and rank ``r`` takes every ``world_size``-th index from ``r``. Every rank
-    thus yields the same number of batches, and DDP never waits on a rank that has stopped.
-    """
-    n = len(labels)
-    if len(images) != n or batch_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(
-            f"bad batches() arguments: {len(images)} images, {n} labels, {batch_size=}"
-        )
-    if shuffle:
-        device = generator.device if generator is not None else "cpu"
-        order = torch.randperm(n, generator=generator, device=device)
-    else:
-        order = torch.arange(n)
-    if world_size > 1:
-        total = (n // world_size if drop_last else -(-n // world_size)) * world_size
-        order = order.repeat(-(-total // n) if n else 0)[:total][rank::world_size]
-    stop = len(order) - len(order) % batch_size if drop_last else len(order)
+    """Yield ``(images, labels)`` batches in :func:`epoch_order` (the keywords are its own);
+    :class:`FolderImages` are decoded here, in this process."""
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    order = epoch_order(
+        len(labels),
+        batch_size,
+        shuffle=shuffle,
+        generator=generator,
+        drop_last=drop_last,
+        rank=rank,
+        world_size=world_size,
+    )
     on_images, on_labels = order.to(images.device), order.to(labels.device)
-    for start in range(0, stop, batch_size):
+    for start in range(0, len(order), batch_size):
         end = start + batch_size
         yield images[on_images[start:end]], labels[on_labels[start:end]]
+
+
+def loader(
+    images: torch.Tensor | FolderImages,
+    labels: torch.Tensor,
+    batch_size: int,
+    *,
+    workers: int = 0,
+    pin_memory: bool = False,
+    **order: Any,
+) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    """The batches of a split, once per pass over it (an epoch), as :func:`batches` yields them
+    (``order``: its keywords). Tensors, and :class:`FolderImages` with no ``workers``, go through
+    :func:`batches`; otherwise a DataLoader whose ``workers`` decode whole batches, the same
+    indices in the same order, with the order still drawn here from ``order["generator"]``. Its
+    workers persist from pass to pass; ``pin_memory`` speeds up copies to a CUDA device."""
+    if isinstance(images, torch.Tensor) or workers == 0:
+        return _Passes(images, labels, batch_size, order)
+    decoded = torch.utils.data.DataLoader(
+        _Decoder(images, labels),
+        sampler=_BatchIndices(len(labels), batch_size, order),
+        batch_size=None,  # the sampler yields whole batches
+        num_workers=workers,
+        pin_memory=pin_memory,
+        persistent_workers=True,
+        generator=torch.Generator(),  # seeds the workers; else one draw from torch's (dropout's)
+    )
+    return _Reraise(decoded)
+
+
+@dataclass(frozen=True)
+class _Passes:
+    """Re-iterable :func:`batches`: each pass draws its order anew."""
+
+    images: torch.Tensor | FolderImages
+    labels: torch.Tensor
+    batch_size: int
+    order: dict[str, Any]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return batches(self.images, self.labels, self.batch_size, **self.order)
+
+
+@dataclass(frozen=True)
+class _BatchIndices:
+    """A DataLoader sampler yielding the index list of each batch of :func:`epoch_order`. The
+    order is drawn at the first batch, not by ``iter()``, which a DataLoader calls twice."""
+
+    n: int
+    batch_size: int
+    order: dict[str, Any]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = epoch_order(self.n, self.batch_size, **self.order)
+        for batch in order.split(self.batch_size):
+            yield batch.tolist()
+
+
+@dataclass(frozen=True)
+class _Decoder(torch.utils.data.Dataset):
+    """Runs in the workers: one batch decoded per index list. A DataError is handed back as the
+    batch, since the DataLoader would re-raise it with the worker's traceback in its message."""
+
+    images: FolderImages
+    labels: torch.Tensor
+
+    def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor] | DataError:
+        try:
+            return self.images[indices], self.labels[indices]
+        except DataError as e:
+            return e
+
+
+@dataclass(frozen=True)
+class _Reraise:
+    """Iterates a DataLoader over :class:`_Decoder`, raising the DataErrors it hands back."""
+
+    batches: torch.utils.data.DataLoader
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for batch in self.batches:
+            if isinstance(batch, DataError):
+                raise batch
+            yield batch
+
+
+def worker_count(processes: int = 1) -> int:
+    """Decoding workers for each of ``processes`` training processes on this machine: its CPU
+    cores shared out, at least one each and at most ``MAX_WORKERS``."""
+    return max(1, min(MAX_WORKERS, (os.cpu_count() or 1) // processes))
 
 
 def augment(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import load_model
-from .data import batches, load_dataset, normalize
+from .data import load_dataset, loader, normalize, worker_count
 from .errors import DataError, UserError
 
 
@@ -64,21 +65,20 @@ def reduce_sums(values: list[float], device: torch.device) -> list[float]:
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
     *,
     mean: tuple[float, ...],
     std: tuple[float, ...],
-    batch_size: int,
     device: torch.device,
 ) -> EvalResult:
-    """Evaluate ``model`` on uint8 ``images``. Under torch.distributed each rank passes its own
-    shard and every rank gets the result over all of them."""
+    """Evaluate ``model`` on uint8 image batches with their labels (from memory or decoded by
+    :func:`mnv3spec.data.loader`, on any device). Under torch.distributed each rank passes its
+    own shard and every rank gets the result over all of them."""
     was_training = model.training
     model.eval()
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, top5, count
     dtype = amp_dtype(device)
-    for x, y in batches(images, labels, batch_size, shuffle=False):
+    for x, y in batches:
         x = normalize(x.to(device, non_blocking=True), mean, std, channels_last=True)
         y = y.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
@@ -121,15 +121,15 @@ def evaluate_checkpoint(
             f"({_preview(ds.classes)}); evaluate it on the data it was trained for",
             file=str(path),
         )
-    return evaluate(
-        model,
+    val = loader(
         ds.val_images,
         ds.val_labels,
-        mean=meta["mean"],
-        std=meta["std"],
-        batch_size=batch_size,
-        device=dev,
+        batch_size,
+        shuffle=False,
+        workers=worker_count(),
+        pin_memory=dev.type == "cuda",
     )
+    return evaluate(model, val, mean=meta["mean"], std=meta["std"], device=dev)
 
 
 def _preview(names: list[str], n: int = 3) -> str:

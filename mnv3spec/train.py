@@ -1,7 +1,8 @@
 """Train any compiled spec: ``python cli.py train specs/small.yaml``.
 
 One file to read top to bottom. The dataset sits in memory as uint8 tensors (on the GPU when it
-fits) and each step augments the whole batch with tensor ops; the default recipe is the seed
+fits; an image folder too large for memory is decoded batch by batch by DataLoader workers instead)
+and each step augments the whole batch with tensor ops; the default recipe is the seed
 repo's (SGD 0.1, momentum 0.9, ×0.1 at epochs 15/20/30, batch 128, 20 epochs). After every epoch
 the run folder gets metrics.csv, last/best.safetensors, the resume file and curves.png, each
 written atomically, so a killed run resumes exactly where its last finished epoch left it.
@@ -20,7 +21,7 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ from tqdm import tqdm
 
 from .builder import SpecNet, build
 from .checkpoint import atomic_path, save_weights
-from .data import SOURCES, Dataset, augment, batches, load_dataset, normalize
+from .data import SOURCES, Dataset, augment, load_dataset, loader, normalize, worker_count
 from .errors import CheckpointError, DataError, SpecError, TrainingError, UserError
 from .evaluate import EvalResult, amp_dtype, evaluate, pick_device, reduce_sums
 from .pretrained import init_weights
@@ -170,12 +171,15 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    local_size: int = 1  # processes on this machine
 
     @classmethod
     def from_env(cls) -> World:
-        env = os.environ
+        def get(name: str, default: int) -> int:
+            return int(os.environ.get(name, default))
+
         return cls(
-            int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0))
+            get("RANK", 0), get("WORLD_SIZE", 1), get("LOCAL_RANK", 0), get("LOCAL_WORLD_SIZE", 1)
         )
 
     @property
@@ -288,8 +292,8 @@ def _build_for_data(cfg: TrainConfig) -> tuple[SpecNet, Dataset]:
 
 def _place(data: Dataset, device: torch.device) -> Dataset:
     """Move the uint8 dataset to the GPU once when it takes under a quarter of free memory;
-    otherwise batches are copied over step by step."""
-    if device.type == "cpu":
+    otherwise (or when it is decoded batch by batch) batches are copied over step by step."""
+    if device.type == "cpu" or data.streamed:
         return data
     size = data.train_images.nbytes + data.val_images.nbytes
     if device.type == "cuda" and size > torch.cuda.mem_get_info(device)[0] / 4:
@@ -329,6 +333,7 @@ class Trainer:
                 data = _load_data(cfg, int(params["resolution"]), int(params["num_classes"]))
         self.classes, self.mean, self.std = data.classes, data.mean, data.std
         self.data = _place(data, self.device)
+        self.workers = worker_count(world.local_size) if data.streamed else 0
         self.net = self.net.to(self.device, memory_format=torch.channels_last)
         if cfg.batch % world.size:
             raise UserError(f"--batch {cfg.batch} does not split over {world.size} processes")
@@ -350,6 +355,7 @@ class Trainer:
         self.order = torch.Generator().manual_seed(cfg.seed)
         self.augment = torch.Generator().manual_seed(cfg.seed + 1 + world.rank)
         torch.manual_seed(cfg.seed + world.rank)  # dropout
+        self.train_batches, self.val_batches = self._loaders()
         self.epoch, self.best = 0, -1.0
         self.rows: list[dict] = []
         if state is not None:
@@ -368,6 +374,13 @@ class Trainer:
             f"| {self.device}{f' ×{self.world.size}' if self.world.size > 1 else ''}, "
             f"batch {cfg.batch}, {self.steps} steps/epoch | {self.run_dir}"
         )
+        if self.data.streamed:
+            d = self.data
+            self.log(
+                f"images: {len(d.train_labels) + len(d.val_labels):,} decoded per batch by "
+                f"{self.workers} workers per process (would need "
+                f"{(d.train_images.nbytes + d.val_images.nbytes) / 2**30:.1f} GiB in memory)"
+            )
         while self.epoch < cfg.epochs:
             epoch = self.epoch + 1
             start = time.perf_counter()
@@ -396,9 +409,12 @@ class Trainer:
         self._check_ranks_agree()
         self.log(f"done: best val top-1 {self.best:.2f}%, weights in {self.run_dir}")
 
-    def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _loaders(self) -> tuple[Iterable, Iterable]:
+        """Train batches (this rank's shard of a fresh permutation each epoch) and this rank's
+        validation images in order, both made once so that decoding workers persist."""
         d, w = self.data, self.world
-        return batches(
+        decoding = {"workers": self.workers, "pin_memory": self.device.type == "cuda"}
+        train = loader(
             d.train_images,
             d.train_labels,
             self.batch,
@@ -407,7 +423,13 @@ class Trainer:
             drop_last=self.drop_last,
             rank=w.rank,
             world_size=w.size,
+            **decoding,
         )
+        shard = slice(w.rank, None, w.size)
+        val = loader(
+            d.val_images[shard], d.val_labels[shard], self.batch, shuffle=False, **decoding
+        )
+        return train, val
 
     def _train_epoch(self, epoch: int) -> tuple[float, float, float]:
         self.model.train()
@@ -421,7 +443,7 @@ class Trainer:
             leave=False,
             disable=not (self.world.main and sys.stderr.isatty()),
         )
-        for step, (images, labels) in enumerate(self._batches()):
+        for step, (images, labels) in enumerate(self.train_batches):
             images = images.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
             x = normalize(
@@ -471,15 +493,8 @@ class Trainer:
         )
 
     def _evaluate(self) -> EvalResult:
-        w = self.world
         return evaluate(
-            self.net,
-            self.data.val_images[w.rank :: w.size],
-            self.data.val_labels[w.rank :: w.size],
-            mean=self.mean,
-            std=self.std,
-            batch_size=self.batch,
-            device=self.device,
+            self.net, self.val_batches, mean=self.mean, std=self.std, device=self.device
         )
 
     # -- the run folder --

@@ -1,5 +1,6 @@
-"""Input pipeline: CIFAR archives in their real on-disk format, image folders, synthetic data,
-and the batched augmentation checked against a per-image reference."""
+"""Input pipeline: CIFAR archives in their real on-disk format, image folders (held in memory or
+decoded batch by batch), synthetic data, and the batched augmentation checked against a per-image
+reference."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 
 from mnv3spec import data
-from mnv3spec.data import augment, batches, load_dataset, normalize
+from mnv3spec.data import augment, batches, load_dataset, loader, normalize
 from mnv3spec.errors import DataError
 
 CLASSES = ["apple", "bear", "cloud"]
@@ -237,6 +238,14 @@ def test_cifar_resized_once_and_stays_uint8(tmp_path):
     assert (ds.train_images[0] == 200).all()
 
 
+def test_cifar_resized_beyond_the_memory_share_is_refused(tmp_path, monkeypatch):
+    make_cifar100(tmp_path)
+    monkeypatch.setattr(data, "MEMORY_FRACTION", 0)
+    assert load_dataset("cifar100", tmp_path).train_images.shape == (6, 3, 32, 32)  # as stored
+    with pytest.raises(DataError, match=r"9 images at 16×16 take 0\.0 GiB.*lower the resolution"):
+        load_dataset("cifar100", tmp_path, resolution=16)
+
+
 def test_unknown_name_lists_choices(tmp_path):
     with pytest.raises(DataError, match="cifar100, cifar10, synthetic"):
         load_dataset(str(tmp_path / "nope"))
@@ -296,13 +305,94 @@ def test_folder_errors_name_the_problem(tmp_path, damage, message):
     assert str(tmp_path) in str(e.value)
 
 
-def test_folder_larger_than_ram_share_is_refused(tmp_path, monkeypatch):
-    decoded = 5 * 3 * 8 * 8  # 5 images at 8×8: exactly a quarter of this RAM is still fine
+def test_folder_larger_than_the_memory_share_comes_as_files(tmp_path, monkeypatch):
+    decoded = 5 * 3 * 8 * 8  # 5 images at 8×8: exactly a quarter of this RAM is still held
     monkeypatch.setattr(data, "_physical_memory", lambda: 4 * decoded)
-    assert len(load_dataset(str(make_folder(tmp_path)), resolution=8).train_images) == 3
+    held = load_dataset(str(make_folder(tmp_path)), resolution=8)
+    assert isinstance(held.train_images, torch.Tensor) and not held.streamed
     monkeypatch.setattr(data, "_physical_memory", lambda: 4 * decoded - 4)
-    with pytest.raises(DataError, match="lower the resolution"):
-        load_dataset(str(tmp_path), resolution=8)
+    ds = load_dataset(str(tmp_path), resolution=8)
+    assert ds.streamed and isinstance(ds.val_images, data.FolderImages)
+    names = [p.relative_to(tmp_path).as_posix() for p in ds.train_images.files]
+    assert names == ["train/cat/a.png", "train/dog/a.png", "train/dog/b.jpg"]
+    assert ds.train_images.shape == (3, 3, 8, 8) and ds.train_images.nbytes == 3 * 3 * 8 * 8
+    assert len(ds.val_images[1:]) == 1 and ds.val_images[1:].files == ds.val_images.files[1:]
+    assert torch.equal(ds.train_images[torch.tensor([2, 0])], held.train_images[[2, 0]])
+    assert torch.equal(ds.train_labels, held.train_labels) and ds.classes == held.classes
+    assert (ds.mean, ds.std, ds.name) == (held.mean, held.std, held.name)
+
+
+def noise_folder(root: Path, train: int = 6, val: int = 2) -> Path:
+    """Classes ant and bee, each with ``train`` and ``val`` images of random 10×10 pixels."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", train), ("val", val)):
+        for c in ("ant", "bee"):
+            (root / split / c).mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 256, (10, 10, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / c / f"{i}.png")
+    return root
+
+
+def two_epochs(images, labels, workers: int, **order) -> list[list[tuple]]:
+    """Two passes of a loader over 12 images in batches of 5, shuffled with seed 7."""
+    passes = loader(
+        images,
+        labels,
+        5,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(7),
+        workers=workers,
+        **order,
+    )
+    return [list(passes) for _ in range(2)]
+
+
+def assert_same_batches(got: list[tuple], expected: list[tuple]) -> None:
+    assert len(got) == len(expected)
+    for (x, y), (x_ref, y_ref) in zip(got, expected, strict=True):
+        assert x.dtype == torch.uint8 and torch.equal(x, x_ref) and torch.equal(y, y_ref)
+
+
+@pytest.mark.parametrize(
+    "workers, world_size, drop_last", [(0, 1, False), (2, 2, False), (0, 2, True)]
+)
+def test_streamed_batches_equal_those_held_in_memory(
+    tmp_path, monkeypatch, workers, world_size, drop_last
+):
+    """Same pixels, labels, order and shards per epoch, decoded here or by worker processes."""
+    root = noise_folder(tmp_path)
+    held = load_dataset(str(root), resolution=8)
+    monkeypatch.setattr(data, "MEMORY_FRACTION", 0)
+    streamed = load_dataset(str(root), resolution=8)
+    assert streamed.streamed and not held.streamed
+    shards = []
+    for rank in range(world_size):
+        order = {"rank": rank, "world_size": world_size, "drop_last": drop_last}
+        expected = two_epochs(held.train_images, held.train_labels, 0, **order)
+        got = two_epochs(streamed.train_images, streamed.train_labels, workers, **order)
+        for epoch in range(2):
+            assert_same_batches(got[epoch], expected[epoch])
+        assert not torch.equal(expected[0][0][1], expected[1][0][1])  # a new order each epoch
+        shards.append(torch.cat([y for _, y in expected[0]]))
+    assert len({len(s) for s in shards}) == 1  # every rank the same number of images
+    assert sum(map(len, shards)) == (10 if drop_last else 12)  # 6 per rank, or whole batches of 5
+    val = loader(streamed.val_images, streamed.val_labels, 3, shuffle=False, workers=workers)
+    assert_same_batches(
+        list(val), list(batches(held.val_images, held.val_labels, 3, shuffle=False))
+    )
+
+
+def test_unreadable_image_met_while_streaming_is_one_message(tmp_path, monkeypatch):
+    root = noise_folder(tmp_path)
+    broken = root / "train" / "bee" / "3.png"
+    broken.write_bytes(b"\x89PNG broken")
+    monkeypatch.setattr(data, "MEMORY_FRACTION", 0)
+    ds = load_dataset(str(root), resolution=8)  # nothing decoded yet
+    with pytest.raises(DataError) as e:
+        list(loader(ds.train_images, ds.train_labels, 4, shuffle=False, workers=2))
+    assert str(e.value).startswith(f"{broken}: cannot read this image")
+    assert "Traceback" not in str(e.value) and "worker" not in str(e.value)
 
 
 # --- synthetic --------------------------------------------------------------------------------

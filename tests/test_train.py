@@ -1,16 +1,20 @@
-"""The training runner in-process: recipe rules, evaluation numbers, starting weights, NaN stop."""
+"""The training runner: recipe rules, evaluation numbers, starting weights, NaN stop (in-process),
+and a folder too large for memory trained through ``cli.py`` on decoding workers."""
 
 from __future__ import annotations
 
 import itertools
 import json
 import math
+import re
+import subprocess
+import sys
 import urllib.error
 
 import pytest
 import torch
 import torchvision
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mnv3spec import build
@@ -30,7 +34,9 @@ from mnv3spec.train import (
     train,
 )
 
-from .conftest import ROOT
+from .conftest import ROOT, run_cli
+from .test_cli_train import RUN_FILES, metrics
+from .test_data import noise_folder
 
 SMALL = ROOT / "specs" / "small.yaml"
 TINY = {"width": 0.25, "resolution": 16, "num_classes": 10}
@@ -120,9 +126,8 @@ class ConstantLogits(nn.Module):
 def test_evaluate_counts_top1_top5_and_loss_exactly():
     labels = torch.tensor([6, 6, 5, 2, 1, 0, 3])
     images = torch.zeros(7, 3, 4, 4, dtype=torch.uint8)
-    r = evaluate(
-        ConstantLogits(), images, labels, mean=(0,) * 3, std=(1,) * 3, batch_size=3, device=CPU
-    )
+    val = batches(images, labels, 3, shuffle=False)
+    r = evaluate(ConstantLogits(), val, mean=(0,) * 3, std=(1,) * 3, device=CPU)
     expected_loss = nn.functional.cross_entropy(torch.arange(7.0).expand(7, 7), labels)
     assert r.images == 7
     assert r.top1 == pytest.approx(100 * 2 / 7)
@@ -235,3 +240,40 @@ def test_nan_loss_stops_naming_epoch_and_step_and_keeps_last_good_epoch(
     assert torch.load(run / "resume.pt", weights_only=True)["epoch"] == 1
     assert (run / "metrics.csv").read_text().count("\n") == 2  # header + epoch 1
     assert json.loads((run / "config.json").read_text())["epochs"] == 3
+
+
+# --- a folder too large for memory: decoded per batch by workers, same training ----------------
+
+# cli.py with no memory to hold any dataset in: every folder is decoded batch by batch.
+CLI_WITHOUT_MEMORY = (
+    "import sys; from mnv3spec import data; data.MEMORY_FRACTION = 0; import cli; "
+    "sys.exit(cli.main(sys.argv[1:]))"
+)
+
+
+def cli_without_memory(*args) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-c", CLI_WITHOUT_MEMORY, *map(str, args)]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_trains_on_a_streamed_folder_as_on_one_held_in_memory(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    folder = noise_folder(tmp_path / "images")  # 12 train, 4 val images: 3 steps of 4
+    args = ["train", SMALL, "--data", folder, "--width", "0.25", "--set", "resolution=16"]
+    args += ["--epochs", "1", "--batch", "4", "--seed", "0", "--device", "cpu", "--out", tmp_path]
+    streamed = cli_without_memory(*args, "--name", "streamed")
+    assert streamed.returncode == 0, streamed.stderr
+    assert re.search(r"^images: 16 decoded per batch by \d+ workers", streamed.stdout, re.M)
+    assert {p.name for p in (tmp_path / "streamed").iterdir()} == RUN_FILES
+    evaluated = cli_without_memory("eval", tmp_path / "streamed" / "best.safetensors")
+    top1 = float(metrics(tmp_path / "streamed")[0]["val_top1"])
+    assert f"top-1 {top1:.2f}%" in evaluated.stdout and "(4 validation images)" in evaluated.stdout
+
+    held = run_cli(*args, "--name", "held")
+    assert held.returncode == 0, held.stderr
+    assert "decoded per batch" not in held.stdout
+    a, b = (load_file(tmp_path / run / "last.safetensors") for run in ("streamed", "held"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    same = ["train_loss", "train_top1", "val_loss", "val_top1", "val_top5"]
+    rows = [metrics(tmp_path / run) for run in ("streamed", "held")]
+    assert [[r[k] for k in same] for r in rows[0]] == [[r[k] for k in same] for r in rows[1]]
