@@ -7,6 +7,7 @@ The metadata holds the resolved spec, class names, input resolution and normalis
 from __future__ import annotations
 
 import json
+import math
 import os
 import uuid
 from collections.abc import Iterator
@@ -15,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .builder import SpecNet, build
 from .errors import CheckpointError, SpecError
+from .spec import read_yaml
 
 FORMAT = "mnv3spec"
 VERSION = "1"
@@ -87,16 +88,44 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
             file=str(path),
         )
     try:
-        return {
-            "spec": yaml.safe_load(raw["spec"]),
-            "classes": json.loads(raw["classes"]),
-            "resolution": int(raw["resolution"]),
-            "mean": tuple(json.loads(raw["mean"])),
-            "std": tuple(json.loads(raw["std"])),
-            "extra": json.loads(raw.get("extra", "{}")),
-        }
-    except (KeyError, ValueError, yaml.YAMLError) as e:
+        spec, _ = read_yaml(raw["spec"], f"{path} (embedded spec)")
+        meta = {key: json.loads(raw[key]) for key in ("classes", "resolution", "mean", "std")}
+        meta["extra"] = json.loads(raw.get("extra", "{}"))
+    except KeyError as e:
+        raise CheckpointError(f"damaged metadata (no {e})", file=str(path)) from None
+    except (ValueError, SpecError) as e:
         raise CheckpointError(f"damaged metadata ({e})", file=str(path)) from None
+    problem = _metadata_problem(spec, meta)
+    if problem:
+        raise CheckpointError(f"damaged metadata: {problem}", file=str(path))
+    return {**meta, "spec": spec, "mean": tuple(meta["mean"]), "std": tuple(meta["std"])}
+
+
+def _metadata_problem(spec: Any, meta: dict[str, Any]) -> str | None:
+    """What is wrong with decoded metadata, or None: it comes from a file, so trust nothing."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("params"), dict):
+        return "the embedded spec is not a mapping with params"
+    classes, resolution = meta["classes"], meta["resolution"]
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        return "classes is not a list of names"
+    expected = spec["params"].get("num_classes")
+    if len(classes) != expected:
+        return f"{len(classes)} class names for a spec with num_classes {expected}"
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
+        return f"resolution {resolution!r} is not a positive integer"
+    for key in ("mean", "std"):
+        values = meta[key]
+        if not (isinstance(values, list) and values and all(_finite(v) for v in values)):
+            return f"{key} is not a list of finite numbers"
+    if any(v <= 0 for v in meta["std"]):
+        return "std must be positive"
+    if not isinstance(meta["extra"], dict):
+        return "extra is not a mapping"
+    return None
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[SpecNet, dict]:

@@ -100,12 +100,17 @@ class Bneck(nn.Module):
 
 
 def init_weights(model: nn.Module) -> None:
-    """Initialise every layer once, as torchvision initialises its MobileNets."""
+    """Initialise every layer once, as torchvision initialises its MobileNets. The model is built
+    on the meta device, so any other layer an operator brings gets its own ``reset_parameters``."""
+    done: set[nn.Module] = set()
     for m in model.modules():
         if isinstance(m, ConvBNAct):
             init_conv(m.conv, classifier=not hasattr(m, "bn"))
+            done.add(m.conv)
         elif isinstance(m, SqueezeExcite):
             init_conv(m.fc1)
             init_conv(m.fc2)
-        elif isinstance(m, nn.BatchNorm2d):
-            m.reset_parameters()
+            done |= {m.fc1, m.fc2}
+    for m in model.modules():
+        if m not in done and callable(getattr(m, "reset_parameters", None)):
+            m.reset_parameters()  # BatchNorm: ones, zeros and fresh running statistics

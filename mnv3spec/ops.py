@@ -47,7 +47,6 @@ class Op:
     """An operator: the fields a row of it may have, how it plans its blocks, how it builds them."""
 
     name: str
-    summary: str
     fields: frozenset[str]
     plan: Callable[[dict, int, Context], list[Block]]
     build: Callable[[dict, Block, Context], nn.Module]
@@ -128,36 +127,30 @@ OPS: dict[str, Op] = {
     for op in [
         Op(
             "conv2d",
-            "k×k convolution + BN (unless bn: false, the paper's NBN) + activation, optional SE",
             frozenset({"op", "k", "out", "s", "nl", "se", "bn", "fixed", "min_width"}),
             _plan_conv,
             _build_conv,
         ),
         Op(
             "dwconv",
-            "k×k depthwise convolution + BN + activation, as many outputs as inputs (V1's Conv dw)",
             frozenset({"op", "k", "s", "nl"}),
             _plan_dwconv,
             _build_dwconv,
         ),
         Op(
             "bneck",
-            "MobileNetV3 bottleneck: 1×1 expand, k×k depthwise, optional SE, linear 1×1 project",
             frozenset({"op", "k", "exp", "out", "se", "nl", "s", "n", "fixed"}),
             _plan_bneck,
             _build_bneck,
         ),
         Op(
             "bottleneck",
-            "MobileNetV2 bottleneck as V2's Table 2 writes it: expansion factor t, output "
-            "channels c, n repeats, stride s on the first; linear, no SE",
             frozenset({"op", "t", "c", "n", "s", "k", "nl"}),
             _plan_bottleneck,
             _build_bottleneck,
         ),
         Op(
             "pool",
-            "global average pool to 1×1",
             frozenset({"op"}),
             _plan_same,
             lambda row, b, ctx: nn.AdaptiveAvgPool2d(1),
@@ -165,7 +158,6 @@ OPS: dict[str, Op] = {
         ),
         Op(
             "dropout",
-            "dropout with probability p (active in training only)",
             frozenset({"op", "p"}),
             _plan_same,
             lambda row, b, ctx: nn.Dropout(row["p"]),

@@ -8,7 +8,9 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -54,7 +56,14 @@ def schema() -> dict:
 
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: 6× faster
-_VALIDATOR = jsonschema.Draft202012Validator(schema())
+# "integer" means an int: JSON Schema would take 2.0, which torch's layers then refuse.
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _, x: isinstance(x, int) and not isinstance(x, bool)
+    ),
+)
+_VALIDATOR = _Validator(schema())
 
 
 class _Marks:
@@ -65,6 +74,7 @@ class _Marks:
         self.values: dict[Where, yaml.Mark] = {}
         self.keys: dict[Where, yaml.Mark] = {}
         self.overridden: dict[Where, str] = {}
+        self.nodes: set[int] = set()
 
     def error(self, message: str, where: Where = (), key: bool = False) -> SpecError:
         field_name = _field_name(where) or None
@@ -86,6 +96,16 @@ class _Marks:
         )
 
     def record(self, node: yaml.Node, where: Where = ()) -> None:
+        if id(node) in self.nodes:  # an alias: the composer hands back the anchored node again
+            m = node.start_mark
+            raise SpecError(
+                "anchors and aliases (&name, *name) are not allowed in a spec; write the value out",
+                file=self.file,
+                line=m.line + 1,
+                column=m.column + 1,
+                field=_field_name(where) or None,
+            )
+        self.nodes.add(id(node))
         self.values[where] = node.start_mark
         if isinstance(node, yaml.MappingNode):
             seen = set()
@@ -115,7 +135,8 @@ def _field_name(where: Where) -> str:
     return out
 
 
-def _read_yaml(text: str, file: str) -> tuple[Any, _Marks]:
+def read_yaml(text: str, file: str) -> tuple[Any, _Marks]:
+    """Safe-load one YAML document, recording where each value stands; aliases are refused."""
     marks = _Marks(file)
     loader = _LOADER(text)
     try:
@@ -192,6 +213,8 @@ def parse_assignment(text: str) -> tuple[str, Any]:
         parsed = yaml.safe_load(value) if value.strip() else None
     except yaml.YAMLError:
         parsed = value
+    if isinstance(parsed, float) and not math.isfinite(parsed):
+        raise SpecError(f"'{text}': the value must be a finite number", field="--set")
     if parsed is None or isinstance(parsed, (list, dict)):
         raise SpecError(
             f"'{text}': the value must be a number, true/false or a word", field="--set"
@@ -272,9 +295,24 @@ def _validate(doc: Any, marks: _Marks) -> None:
             file=marks.file,
             line=1,
         )
+    for where, value in _numbers(doc):
+        if not math.isfinite(value):
+            raise marks.error(f"found {value}; allowed: a finite number", where)
     errors = list(_VALIDATOR.iter_errors(doc))
     if errors:
         raise _schema_error(_first_by_position(errors, marks), marks)
+
+
+def _numbers(node: Any, where: Where = ()) -> Iterator[tuple[Where, float]]:
+    """Every float of the document with its position (YAML reads .inf and .nan as floats)."""
+    if isinstance(node, float):
+        yield where, node
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield from _numbers(value, (*where, key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _numbers(value, (*where, i))
 
 
 def _first_by_position(errors: list, marks: _Marks) -> jsonschema.ValidationError:
@@ -289,7 +327,7 @@ def _first_by_position(errors: list, marks: _Marks) -> jsonschema.ValidationErro
 
 @functools.cache
 def _op_validator(op: str) -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator({"$ref": f"#/$defs/op_{op}", "$defs": schema()["$defs"]})
+    return _Validator({"$ref": f"#/$defs/op_{op}", "$defs": schema()["$defs"]})
 
 
 def _resolve_row(i: int, raw: dict, params: dict, marks: _Marks) -> Row:
@@ -330,7 +368,7 @@ def load_spec(source: str | Path | dict, **overrides: Any) -> Spec:
     else:
         path = resolve_path(source)
         file = str(path)
-        doc, marks = _read_yaml(_read_text(path), file)
+        doc, marks = read_yaml(_read_text(path), file)
     if isinstance(doc, dict):
         for key, value in overrides.items():
             _apply_override(doc, key, value, marks)

@@ -7,6 +7,7 @@ import torch
 
 import mnv3spec
 from mnv3spec import SpecError, build
+from mnv3spec.layers import init_weights
 
 from .conftest import ROOT, SPECS
 
@@ -139,3 +140,26 @@ def test_build_accepts_a_spec_object():
     spec = mnv3spec.load_spec(SMALL, width=0.5)
     assert n_params(build(spec)) == n_params(build(SMALL, width=0.5))
     assert build(spec, width=1.0).spec.params["width"] == 1.0
+
+
+def test_init_weights_initialises_layers_it_does_not_know():
+    # The builder allocates on the meta device then initialises once: a new operator's layers
+    # (here a Linear and a LayerNorm) must not keep the uninitialised memory.
+    with torch.device("meta"):
+        model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LayerNorm(3))
+    model.to_empty(device="cpu")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    init_weights(model)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert torch.equal(model[1].weight, torch.ones(3))
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
+def test_compiled_weights_are_initialised(path):
+    model = build(path)
+    for name, t in model.state_dict().items():
+        assert torch.isfinite(t.float()).all(), name
+        if name.endswith("running_var"):
+            assert torch.equal(t, torch.ones_like(t)), name

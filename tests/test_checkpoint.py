@@ -47,3 +47,37 @@ def test_atomic_path_leaves_the_old_file_on_failure(tmp_path):
         raise RuntimeError("crash while writing")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["last.safetensors"]
+
+
+def _tampered(tmp_path, **changes: str):
+    """A real checkpoint whose metadata fields are replaced by ``changes`` (raw strings)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    good = tmp_path / "good.safetensors"
+    save_weights(good, build(ROOT / "specs" / "small.yaml", width=0.25, num_classes=2))
+    with safe_open(str(good), framework="pt") as f:
+        metadata = {**f.metadata(), **changes}
+    bad = tmp_path / "bad.safetensors"
+    save_file(load_file(str(good)), str(bad), metadata=metadata)
+    return bad
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"mean": '"5"'}, "mean is not a list of finite numbers"),
+        ({"std": "[0, 1, 1]"}, "std must be positive"),
+        ({"spec": "[1, 2]"}, "the embedded spec is not a mapping"),
+        ({"spec": "small"}, "the embedded spec is not a mapping"),
+        ({"classes": "3"}, "classes is not a list of names"),
+        ({"classes": '["a", "b", "c"]'}, "3 class names for a spec with num_classes 2"),
+        ({"resolution": "0"}, "resolution 0 is not a positive integer"),
+        ({"resolution": "nope"}, "damaged metadata"),
+        ({"spec": "a: &x [1]\nb: *x\n"}, "aliases"),
+    ],
+    ids=lambda v: next(iter(v)) if isinstance(v, dict) else None,
+)
+def test_metadata_from_a_file_is_checked_before_use(tmp_path, changes, message):
+    with pytest.raises(CheckpointError, match=message):
+        load_model(_tampered(tmp_path, **changes))

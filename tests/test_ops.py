@@ -22,7 +22,3 @@ def test_each_operator_schema_has_exactly_the_registered_fields():
 
 def test_schema_activations_are_the_registered_ones():
     assert set(schema()["$defs"]["nl"]["enum"]) == set(ACTIVATIONS)
-
-
-def test_every_operator_has_a_summary_line():
-    assert all(op.summary for op in OPS.values())

@@ -100,6 +100,15 @@ def test_override_errors_name_the_flag():
         load_spec(ROOT / "specs" / "small.yaml", **{"layers.99.se": True})
 
 
+def test_overrides_must_be_finite_and_integers_must_be_ints():
+    with pytest.raises(SpecError, match="must be a finite number"):
+        parse_assignment("width=.inf")
+    with pytest.raises(SpecError, match=r"found 2\.0; allowed: 1, 2 .*set by --set si=2\.0"):
+        load_spec(ROOT / "specs" / "small.yaml", si=2.0)
+    with pytest.raises(SpecError, match=r"layers\[0\]\.k: found 3\.0; allowed: an odd integer"):
+        load_spec(ROOT / "specs" / "small.yaml", **{"layers.0.k": 3.0})
+
+
 def test_parse_assignment_reads_yaml_scalars():
     assert parse_assignment("width=0.5") == ("width", 0.5)
     assert parse_assignment("layers.3.se=true") == ("layers.3.se", True)
