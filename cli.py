@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import sys
@@ -78,6 +79,8 @@ def _number(kind: type, low: float, *, above: bool = False):
         except ValueError:
             what = "an integer" if kind is int else "a number"
             raise argparse.ArgumentTypeError(f"not {what}: {text}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number: {text}")
         if value < low or (above and value == low):
             raise argparse.ArgumentTypeError(f"must be {'>' if above else '>='} {low}: {text}")
         return value
@@ -115,6 +118,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
+    from mnv3spec.data import describe_sources
+
     p = sub.add_parser(
         "train",
         help="train a spec (CIFAR-100 by default) into runs/NAME",
@@ -129,11 +134,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     add("--width", type=positive, default=None, help="width multiplier (= --set width=W)")
     add("--epochs", type=_number(int, 1), help="epochs (default 20)")
     add("--batch", type=_number(int, 1), help="global batch size (default 128)")
-    add(
-        "--data",
-        help="cifar100 (default), cifar10, synthetic, or an image folder with "
-        "train/<class>/ and val/<class>/",
-    )
+    add("--data", help=describe_sources())
     add("--data-dir", help="where CIFAR archives are looked for / downloaded (default ./data)")
     _add_device(p, default=argparse.SUPPRESS)
     add("--recipe", help="optimiser and schedule preset (default seed); the flags below change it")
@@ -215,6 +216,7 @@ def _add_infer(sub: argparse._SubParsersAction) -> None:
 def cmd_latency(args: argparse.Namespace) -> int:
     from mnv3spec import latency
 
+    latency.check_files(args.csv, args.plot)
     rows = latency.measure(
         args.specs or None,
         widths=tuple(args.widths),
@@ -241,7 +243,7 @@ def cmd_latency(args: argparse.Namespace) -> int:
 
 def _add_latency(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("latency", help="time specs per width, device and backend")
-    p.add_argument("specs", nargs="*", metavar="SPEC", help="default specs/small.yaml large.yaml")
+    p.add_argument("specs", nargs="*", metavar="SPEC", help="default: small large (shipped)")
     _add_set(p)
     add = p.add_argument
     add(
@@ -250,7 +252,7 @@ def _add_latency(sub: argparse._SubParsersAction) -> None:
         type=_number(float, 0, above=True),
         default=[0.25, 0.5, 1.0],
         metavar="W",
-        help="width multipliers (default 0.25 0.5 1.0)",
+        help="width multipliers, one row each (default 0.25 0.5 1.0); --set width is refused",
     )
     add("--devices", nargs="+", metavar="DEVICE", help="cpu, cuda (default: cpu, and cuda if any)")
     add("--batch", type=_number(int, 1), default=1, help="images per call (default 1)")
@@ -265,8 +267,8 @@ def _add_latency(sub: argparse._SubParsersAction) -> None:
     add("--reference", metavar="torchvision", help="also time torchvision's twin, print the ratio")
     add("--runs", type=_number(int, 1), default=50, help="timed calls per row (default 50)")
     add("--warmup", type=_number(int, 1), default=10, help="untimed calls first (default 10)")
-    add("--csv", metavar="FILE", help="write the raw rows as CSV")
-    add("--plot", metavar="FILE", help="latency vs multiply-adds as a PNG")
+    add("--csv", metavar="FILE", help="write the raw rows as CSV (checked before timing)")
+    add("--plot", metavar="FILE.png", help="latency vs multiply-adds as a PNG")
     p.set_defaults(func=cmd_latency)
 
 

@@ -126,10 +126,15 @@ def describe(feat: dict[str, Any]) -> str:
 
 
 def text_table(
-    header: tuple[str, ...], lines: list[tuple[str, ...]], total: tuple[str, ...], left: set[int]
+    header: tuple[str, ...],
+    lines: list[tuple[str, ...]],
+    total: tuple[str, ...] | None,
+    left: set[int],
 ) -> list[str]:
-    """Aligned columns, those in ``left`` to the left and numbers to the right; ruled body."""
-    widths = [max(len(row[i]) for row in [header, *lines, total]) for i in range(len(header))]
+    """Aligned columns, those in ``left`` to the left and numbers to the right; a rule under the
+    header, and above ``total`` when there is one. Shared by every table the CLI prints."""
+    rows = [header, *lines, *([total] if total else [])]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
 
     def fmt(row: tuple[str, ...]) -> str:
         cells = [
@@ -139,7 +144,8 @@ def text_table(
         return "  ".join(cells).rstrip()
 
     rule = "-" * len(fmt(header))
-    return [fmt(header), rule, *map(fmt, lines), rule, fmt(total)]
+    table = [fmt(header), rule, *map(fmt, lines)]
+    return [*table, rule, fmt(total)] if total else table
 
 
 def format_table(model: SpecNet, summary: Summary) -> str:

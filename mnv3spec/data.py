@@ -101,6 +101,8 @@ SOURCES = {
     ),
 }
 
+DATASETS = (*SOURCES, "synthetic")  # names that win over folders of the same name
+
 
 @dataclass(frozen=True)
 class FolderImages:
@@ -162,7 +164,7 @@ def describe_sources() -> str:
     return (
         "cifar100 (default), cifar10 (official archives, downloaded into the data root if absent), "
         "synthetic (random images, for smoke tests and benchmarks), or a folder with "
-        "train/<class>/ and val/<class>/ image subfolders"
+        "train/<class>/ and val/<class>/ image subfolders (./NAME for one named like a dataset)"
     )
 
 
@@ -187,14 +189,20 @@ def load_dataset(
     """
     if resolution < 1:
         raise DataError(f"resolution must be a positive number of pixels, got {resolution}")
+    check_name(name)
     if name in SOURCES:
         return _load_cifar(name, Path(root), resolution, download)
     if name == "synthetic":
         return _synthetic(synthetic_size, num_classes, resolution, seed)
-    if Path(name).is_dir():
-        return _load_folder(Path(name), resolution)
-    choices = ", ".join([*SOURCES, "synthetic"])
-    raise DataError(f"unknown dataset {name!r}: use one of {choices}, or an existing folder")
+    return _load_folder(Path(name), resolution)
+
+
+def check_name(name: str) -> None:
+    """Refuse a ``name`` that is neither a dataset nor a folder, reading nothing: training checks
+    this on every process before they wait for each other."""
+    if name not in DATASETS and not Path(name).is_dir():
+        choices = ", ".join(DATASETS)
+        raise DataError(f"unknown dataset {name!r}: use one of {choices}, or an existing folder")
 
 
 # --- CIFAR -------------------------------------------------------------------------------------
@@ -559,7 +567,8 @@ def loader(
     (``order``: its keywords). Tensors, and :class:`FolderImages` with no ``workers``, go through
     :func:`batches`; otherwise a DataLoader whose ``workers`` decode whole batches, the same
     indices in the same order, with the order still drawn here from ``order["generator"]``. Its
-    workers persist from pass to pass; ``pin_memory`` speeds up copies to a CUDA device."""
+    workers start with each pass and end with it, so a process's train and validation loaders
+    never run more than ``workers`` at once; ``pin_memory`` speeds up copies to a CUDA device."""
     if isinstance(images, torch.Tensor) or workers == 0:
         return _Passes(images, labels, batch_size, order)
     decoded = torch.utils.data.DataLoader(
@@ -568,7 +577,6 @@ def loader(
         batch_size=None,  # the sampler yields whole batches
         num_workers=workers,
         pin_memory=pin_memory,
-        persistent_workers=True,
         generator=torch.Generator(),  # seeds the workers; else one draw from torch's (dropout's)
     )
     return _Reraise(decoded)

@@ -1,4 +1,4 @@
-"""Top-1 / top-5 / loss of a model on a labelled split, and the device rules training shares."""
+"""Top-1 / top-5 / loss of a model on a labelled split (during training and for ``eval``)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import load_model
 from .data import load_dataset, loader, normalize, worker_count
-from .errors import DataError, UserError
+from .errors import DataError
+from .runtime import amp_dtype, pick_device, reduce_sums
 
 
 @dataclass(frozen=True)
@@ -22,44 +22,6 @@ class EvalResult:
     top1: float  # percent
     top5: float  # percent; top-k with k = min(5, classes)
     images: int
-
-
-def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """``auto``: CUDA if available, else MPS, else CPU. Under torchrun each rank takes the GPU
-    of its ``local_rank``."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            name = "cuda"
-        elif torch.backends.mps.is_available():
-            name = "mps"
-        else:
-            name = "cpu"
-    available = {
-        "cpu": True,
-        "cuda": torch.cuda.is_available(),
-        "mps": torch.backends.mps.is_available(),
-    }
-    if name not in available:
-        raise UserError(f"unknown device '{name}'; use auto, cpu, cuda or mps", field="--device")
-    if not available[name]:
-        raise UserError(f"--device {name} is not available on this machine; use --device auto")
-    return torch.device(f"cuda:{local_rank}" if name == "cuda" else name)
-
-
-def amp_dtype(device: torch.device) -> torch.dtype | None:
-    """Mixed precision on CUDA only: bf16 where the GPU has it, else fp16 (with a grad scaler)."""
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def reduce_sums(values: list[float], device: torch.device) -> list[float]:
-    """Sum per-rank counters over all ranks (identity without torch.distributed)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.tolist()
 
 
 @torch.no_grad()

@@ -25,9 +25,10 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .builder import SpecNet, build
-from .checkpoint import atomic_path, load_model
+from .checkpoint import load_model
 from .errors import ExportError, UserError
 from .layers import ConvBNAct
+from .outputs import check_output, writing
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 TOLERANCE = 1e-4  # max abs difference of the logits, and at most RELATIVE × the largest logit:
@@ -171,12 +172,13 @@ def export(
     if out is None:
         folder = source.parent if not random_init else Path.cwd()
         out = folder / (source.stem + FORMATS[fmt])
+    out = check_output(out, field="--out")
     fast = optimize_for_inference(model)
     # A dynamic batch is traced at 2: torch.export specialises a dimension that is 1 in the example.
     example = torch.randn(2 if dynamic_batch else 1, channels, size, size)
     shapes = [(b, channels, size, size) for b in ((1, 3) if dynamic_batch else (1, 1))]
     opset = None
-    with atomic_path(out) as tmp:
+    with writing(out, field="--out") as tmp:
         if fmt == "onnx":
             opset = write_onnx(fast, tmp, example, dynamic_batch)
         else:
@@ -189,7 +191,7 @@ def export(
                 "nothing was written",
                 file=str(out),
             )
-    return ExportResult(Path(out), fmt, os.path.getsize(out), diff, scale, opset, random_init)
+    return ExportResult(out, fmt, os.path.getsize(out), diff, scale, opset, random_init)
 
 
 def compare(model: nn.Module, run: Callable, shapes: list[tuple[int, ...]]) -> tuple[float, float]:

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import torch
 
+from .analysis import text_table
 from .checkpoint import load_model
 from .data import decode_image, normalize
 from .errors import CheckpointError, DataError, UserError
-from .evaluate import pick_device
+from .runtime import pick_device
 
 CHECKPOINT_NAME = "best.safetensors"
 
@@ -105,7 +106,7 @@ def classify(
     models, skipped = [], []
     for path in find_checkpoints(model_paths):
         try:
-            model, meta = _load(path, dev)
+            model, meta = load_model(path, dev)
         except CheckpointError as e:
             skipped.append((str(path), e.message))
             continue
@@ -120,17 +121,6 @@ def classify(
             x = normalize(decoded[meta["resolution"]].to(dev), meta["mean"], meta["std"])
             result.predictions += _predict(model, x, names, meta["classes"], topk)
     return Report([result for _, _, result in models], skipped)
-
-
-def _load(path: Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
-    model, meta = load_model(path, device)
-    outputs = int(model.spec.params["num_classes"])
-    if len(meta["classes"]) != outputs:
-        raise CheckpointError(
-            f"names {len(meta['classes'])} classes but the model has {outputs} outputs",
-            file=str(path),
-        )
-    return model, meta
 
 
 def _decode_batch(
@@ -170,10 +160,5 @@ def format_tables(report: Report) -> str:
         rows = [(p.image, *(f"{c} {q:.1%}" for c, q in p.top)) for p in m.predictions]
         k = max((len(r) - 1 for r in rows), default=0)
         head = ("image", *(f"top-{i + 1}" for i in range(k)))
-        widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-        lines = [
-            "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-            for r in [head, *rows]
-        ]
-        blocks.append("\n".join([title, lines[0], "-" * len(lines[0]), *lines[1:]]))
+        blocks.append("\n".join([title, *text_table(head, rows, None, set(range(k + 1)))]))
     return "\n\n".join(blocks)

@@ -18,12 +18,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torchvision
 from torch import nn
 
-from .analysis import summarize
+from .analysis import summarize, text_table
 from .builder import SpecNet, build
-from .errors import CheckpointError, ExportError, UserError
+from .errors import ExportError, UserError
 from .export import (
     compare,
     optimize_for_inference,
@@ -33,12 +32,12 @@ from .export import (
     write_onnx,
 )
 from .layers import Bneck
-from .torchvision_compat import load_torchvision
+from .outputs import check_output, writing
+from .torchvision_compat import load_torchvision, torchvision_matches
 
 BACKENDS = ("eager", "channels_last", "compiled", "onnxruntime")
 DEVICES = ("cpu", "cuda")
-SPECS = Path(__file__).parent / "specs"
-DEFAULT_SPECS = (SPECS / "small.yaml", SPECS / "large.yaml")
+DEFAULT_SPECS = ("small", "large")  # shipped specs, by name
 REFERENCE = "torchvision"
 
 
@@ -112,23 +111,15 @@ def _onnxruntime(fast: nn.Module, x: torch.Tensor) -> tuple[Runner, str]:
 def torchvision_twin(model: SpecNet) -> nn.Module | None:
     """torchvision's MobileNetV3 computing the same function as ``model``, or None.
 
-    Chosen by data, not by name: the candidate of the same width whose parameter count matches and
-    whose weights :func:`load_torchvision` accepts; its strides and residual flags are then set to
-    ours (``si=1`` is not a torchvision option) and the outputs must agree.
+    The candidate whose weights fit (:func:`torchvision_matches`) gets our strides and residual
+    flags (``si=1`` is not a torchvision option), and its outputs must then agree with ours.
     """
-    width = float(model.spec.params["width"])
-    classes = int(model.spec.params["num_classes"])
-    size = int(model.spec.params["resolution"])
-    ours_params = sum(p.numel() for p in model.parameters())
-    for factory in (torchvision.models.mobilenet_v3_small, torchvision.models.mobilenet_v3_large):
-        theirs = factory(width_mult=width, num_classes=classes).eval()
-        if sum(p.numel() for p in theirs.parameters()) != ours_params:
-            continue
+    p = model.spec.params
+    size = int(p["resolution"])
+    for _, theirs in torchvision_matches(model, float(p["width"]), int(p["num_classes"])):
         probe = copy.deepcopy(model).cpu().eval()
-        try:
-            load_torchvision(probe, theirs.state_dict())
-        except CheckpointError:
-            continue
+        load_torchvision(probe, theirs.state_dict())
+        theirs.eval()
         _align(probe, theirs)
         diff, scale = compare(probe, theirs, [(2, 3, size, size)])
         if diff <= 1e-4 * scale:  # relative: random-init logits are tiny
@@ -207,6 +198,12 @@ def measure(
     """Time every (spec, width, device, backend); one row each, in that order."""
     devices = devices or default_devices()
     _check(devices, backends, reference, batch, runs, warmup)
+    if "width" in (overrides or {}):
+        raise UserError(
+            "the width comes from --widths (one row per width), so --set width would be "
+            "overridden; give --widths instead",
+            field="--set width",
+        )
     rows = []
     for spec in specs or DEFAULT_SPECS:
         for width in widths:
@@ -330,23 +327,24 @@ def _cell(row: Row, key: str) -> str:
 
 def format_table(rows: list[Row]) -> str:
     """One line per row, then the notes (compile fallbacks, skipped backends, providers)."""
-    table = [tuple(title for title, _ in COLUMNS)]
-    table += [tuple(_cell(r, key) for _, key in COLUMNS) for r in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
-    lines = [
-        "  ".join(
-            c.rjust(w) if i >= 4 else c.ljust(w)
-            for i, (c, w) in enumerate(zip(line, widths, strict=True))
-        ).rstrip()
-        for line in table
-    ]
+    header = tuple(title for title, _ in COLUMNS)
+    lines = [tuple(_cell(r, key) for _, key in COLUMNS) for r in rows]
     notes = sorted({f"{r.backend} on {r.device}: {r.note}" for r in rows if r.note})
-    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:], *(f"note: {n}" for n in notes)])
+    table = text_table(header, lines, None, {0, 1, 2, 3})
+    return "\n".join([*table, *(f"note: {n}" for n in notes)])
+
+
+def check_files(csv_path: str | Path | None, plot_path: str | Path | None) -> None:
+    """Refuse a ``--csv`` or ``--plot`` path that cannot be written, before any timing."""
+    if csv_path:
+        check_output(csv_path, field="--csv")
+    if plot_path:
+        check_output(plot_path, suffix=".png", field="--plot")
 
 
 def write_csv(rows: list[Row], path: str | Path) -> None:
     """The raw rows, one per line, with the ratio to torchvision."""
-    with open(path, "w", newline="") as f:
+    with writing(path, field="--csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, [*(fl.name for fl in fields(Row)), "speedup"])
         writer.writeheader()
         for r in rows:
@@ -356,12 +354,10 @@ def write_csv(rows: list[Row], path: str | Path) -> None:
 def plot(rows: list[Row], path: str | Path) -> None:
     """Median latency against multiply-adds, one line per (spec, backend, device), as a PNG —
     in the spirit of Figure 1 of the MobileNetV3 paper."""
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: no display, no global state
 
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     series: dict[str, list[Row]] = {}
     for r in rows:
         if r.median_ms is not None:
@@ -375,5 +371,5 @@ def plot(rows: list[Row], path: str | Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with writing(path, field="--plot") as tmp:
+        fig.savefig(tmp, format="png", dpi=120)

@@ -6,7 +6,6 @@ Which torchvision network a spec is gets decided by trying both against the mode
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -14,16 +13,12 @@ import torch
 
 from .builder import SpecNet
 from .errors import CheckpointError
-from .torchvision_compat import load_torchvision
-
-TORCHVISION = ("mobilenet_v3_small", "mobilenet_v3_large")
-
-
-def _torchvision_references() -> dict[str, dict[str, torch.Tensor]]:
-    """Freshly initialised state dicts of torchvision's MobileNetV3s: names, order, shapes."""
-    import torchvision
-
-    return {name: getattr(torchvision.models, name)().state_dict() for name in TORCHVISION}
+from .torchvision_compat import (
+    TORCHVISION_V3,
+    load_torchvision,
+    torchvision_matches,
+    torchvision_v3,
+)
 
 
 def _download_torchvision(name: str) -> dict[str, torch.Tensor]:
@@ -65,15 +60,15 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
-def init_weights(model: SpecNet, source: str) -> str:
+def init_from(model: SpecNet, source: str) -> str:
     """Load ImageNet weights from torchvision (``source == "torchvision"``) or a state_dict file.
 
     Which torchvision network a spec is gets decided by trying both (shapes, not names). The
     classifier is re-initialised when the number of classes differs. Returns a line for the log.
     """
-    references = _torchvision_references()
     if source == "torchvision":
-        fits = [n for n, ref in references.items() if _fits(model, ref)]
+        classes = int(model.spec.params["num_classes"])
+        fits = [name for name, _ in torchvision_matches(model, 1.0, classes)]
         if not fits:
             raise CheckpointError(
                 "--init torchvision needs a spec whose tensors match torchvision's "
@@ -83,7 +78,8 @@ def init_weights(model: SpecNet, source: str) -> str:
     else:
         state, origin = _read_state_dict(Path(source)), source
     # safetensors files come back sorted by name; the mapping needs the network's own order.
-    for order in (list(model.state_dict()), *(list(r) for r in references.values())):
+    orders = [list(torchvision_v3(name).state_dict()) for name in TORCHVISION_V3]
+    for order in (list(model.state_dict()), *orders):
         if set(order) == set(state):
             state = {k: state[k] for k in order}
             break
@@ -94,11 +90,3 @@ def init_weights(model: SpecNet, source: str) -> str:
         load_torchvision(model, state, classifier=False)
         classes = model.spec.params["num_classes"]
         return f"initialised from {origin}; classifier re-initialised for {classes} classes"
-
-
-def _fits(model: SpecNet, state: dict[str, torch.Tensor]) -> bool:
-    try:
-        load_torchvision(copy.deepcopy(model), state, classifier=False)
-    except CheckpointError:
-        return False
-    return True

@@ -7,12 +7,15 @@ in order and checks every shape. torchvision's ``Linear`` classifier weights bec
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import copy
+from collections.abc import Iterator, Mapping
 
 import torch
 from torch import nn
 
 from .errors import CheckpointError
+
+TORCHVISION_V3 = ("mobilenet_v3_small", "mobilenet_v3_large")
 
 
 def _head_keys(model: nn.Module) -> set[str]:
@@ -53,3 +56,31 @@ def load_torchvision(
         pairs.append((key, theirs_key))
     model.load_state_dict(new_state, strict=False)
     return pairs
+
+
+def torchvision_v3(name: str, width: float = 1.0, num_classes: int = 1000) -> nn.Module:
+    """A freshly initialised torchvision MobileNetV3 (``name`` in :data:`TORCHVISION_V3`)."""
+    import torchvision  # only the few callers that compare against torchvision pay for it
+
+    return getattr(torchvision.models, name)(width_mult=width, num_classes=num_classes)
+
+
+def torchvision_matches(
+    model: nn.Module, width: float, num_classes: int
+) -> Iterator[tuple[str, nn.Module]]:
+    """The torchvision MobileNetV3s, built at ``width`` with ``num_classes`` outputs, whose weights
+    :func:`load_torchvision` copies into ``model`` (same tensors, in order): ``(name, network)``.
+
+    Chosen by data, not by name, so any spec that compiles to the same network qualifies.
+    ``model`` itself is left untouched.
+    """
+    ours = sum(p.numel() for p in model.parameters())
+    for name in TORCHVISION_V3:
+        theirs = torchvision_v3(name, width, num_classes)
+        if sum(p.numel() for p in theirs.parameters()) != ours:
+            continue
+        try:
+            load_torchvision(copy.deepcopy(model), theirs.state_dict())
+        except CheckpointError:
+            continue
+        yield name, theirs

@@ -5,45 +5,57 @@ fits; an image folder too large for memory is decoded batch by batch by DataLoad
 and each step augments the whole batch with tensor ops; the default recipe is the seed
 repo's (SGD 0.1, momentum 0.9, ×0.1 at epochs 15/20/30, batch 128, 20 epochs). After every epoch
 the run folder gets metrics.csv, last/best.safetensors, the resume file and curves.png, each
-written atomically, so a killed run resumes exactly where its last finished epoch left it.
-Under torchrun each process trains on its shard with DistributedDataParallel; rank 0 writes.
+written atomically (:mod:`mnv3spec.run_folder`), so a killed run resumes exactly where its last
+finished epoch left it. Under torchrun each process trains on its shard with
+DistributedDataParallel (:mod:`mnv3spec.runtime`); rank 0 writes.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import hashlib
-import itertools
-import json
 import math
-import os
 import secrets
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
 from .builder import SpecNet, build
-from .checkpoint import atomic_path, save_weights
-from .data import SOURCES, Dataset, augment, load_dataset, loader, normalize, worker_count
-from .errors import CheckpointError, DataError, SpecError, TrainingError, UserError
-from .evaluate import EvalResult, amp_dtype, evaluate, pick_device, reduce_sums
-from .pretrained import init_weights
-from .spec import load_spec
+from .data import (
+    DATASETS,
+    SOURCES,
+    Dataset,
+    augment,
+    check_name,
+    load_dataset,
+    loader,
+    normalize,
+    worker_count,
+)
+from .errors import DataError, SpecError, TrainingError, UserError
+from .evaluate import EvalResult, evaluate
+from .pretrained import init_from
+from .run_folder import (
+    CONFIG_FILE,
+    RESUME_FILE,
+    SPEC_FILE,
+    check_free,
+    first_free,
+    load_state,
+    read_config,
+    read_metrics,
+    save_epoch,
+    write_start,
+)
+from .runtime import World, amp_dtype, average_buffers, pick_device, reduce_sums, state_digest
+from .spec import load_spec, resolve_path
 
-RESUME_FILE = "resume.pt"
-CONFIG_FILE = "config.json"
-METRICS = ("epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5")
-METRICS += ("seconds", "images_per_s")
 CHECK_EVERY = 20  # steps between host syncs: loss shown, NaN looked for (on GPU a sync costs time)
 
 
@@ -164,93 +176,6 @@ def make_scheduler(
 # --- processes ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class World:
-    """This process's place in a torchrun launch (rank 0 of 1 without torchrun)."""
-
-    rank: int = 0
-    size: int = 1
-    local_rank: int = 0
-    local_size: int = 1  # processes on this machine
-
-    @classmethod
-    def from_env(cls) -> World:
-        def get(name: str, default: int) -> int:
-            return int(os.environ.get(name, default))
-
-        return cls(
-            get("RANK", 0), get("WORLD_SIZE", 1), get("LOCAL_RANK", 0), get("LOCAL_WORLD_SIZE", 1)
-        )
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def start(self, device: torch.device) -> None:
-        if self.size > 1:
-            if device.type == "cuda":
-                torch.cuda.set_device(device)
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-
-    def stop(self) -> None:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
-    def share(self, value: Any) -> Any:
-        """Rank 0's ``value`` on every rank."""
-        if self.size == 1:
-            return value
-        box = [value]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-
-    @contextmanager
-    def main_first(self) -> Iterator[None]:
-        """Rank 0 runs the block before the others: it downloads what they then find on disk."""
-        if not self.main:
-            dist.barrier()
-        yield
-        if self.main and self.size > 1:
-            dist.barrier()
-
-    def min(self, value: int, device: torch.device) -> int:
-        """The smallest ``value`` over all ranks."""
-        if self.size == 1:
-            return value
-        t = torch.tensor(value, device=device)
-        dist.all_reduce(t, op=dist.ReduceOp.MIN)
-        return int(t)
-
-    def gather(self, value: Any) -> list:
-        """Every rank's ``value``, in rank order, on every rank."""
-        if self.size == 1:
-            return [value]
-        out = [None] * self.size
-        dist.all_gather_object(out, value)
-        return out
-
-
-def average_buffers(model: nn.Module, world: World) -> None:
-    """Average BatchNorm running statistics over ranks at the end of an epoch. DDP copies rank 0's
-    buffers to the others before each forward pass, which then updates them locally, so without
-    this the ranks would end with (slightly) different statistics."""
-    if world.size == 1:
-        return
-    for b in model.buffers():
-        if b.is_floating_point():
-            dist.all_reduce(b)
-            b.div_(world.size)
-
-
-def state_digest(state: Mapping[str, torch.Tensor]) -> str:
-    """SHA-256 of a state dict's names and bytes (sorted by name), to compare weights anywhere."""
-    h = hashlib.sha256()
-    for key in sorted(state):
-        h.update(key.encode())
-        h.update(state[key].detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
 def steps_per_epoch(images: int, batch: int, world_size: int) -> tuple[int, bool]:
     """Batches per rank per epoch, and whether the last one is dropped: only when it would hold
     a single image, which BatchNorm cannot train on."""
@@ -275,9 +200,9 @@ def _load_data(cfg: TrainConfig, resolution: int, num_classes: int | None) -> Da
     return load_dataset(cfg.data, cfg.data_dir, resolution, num_classes=num_classes or 10)
 
 
-def _build_for_data(cfg: TrainConfig) -> tuple[SpecNet, Dataset]:
+def _build_for_data(cfg: TrainConfig, source: str) -> tuple[SpecNet, Dataset]:
     """The spec with ``num_classes`` and ``resolution`` following the data unless set by --set."""
-    spec = load_spec(cfg.spec, **cfg.overrides)
+    spec = load_spec(source, **cfg.overrides)
     data = _load_data(cfg, int(spec.params["resolution"]), cfg.overrides.get("num_classes"))
     classes = int(cfg.overrides.get("num_classes", data.num_classes))
     if classes < data.num_classes:
@@ -286,7 +211,7 @@ def _build_for_data(cfg: TrainConfig) -> tuple[SpecNet, Dataset]:
             field=f"--set num_classes={classes}",
         )
     resolution = int(data.train_images.shape[-1])
-    model = build(cfg.spec, **{**cfg.overrides, "num_classes": classes, "resolution": resolution})
+    model = build(source, **{**cfg.overrides, "num_classes": classes, "resolution": resolution})
     return model, data
 
 
@@ -313,7 +238,10 @@ def _place(data: Dataset, device: torch.device) -> Dataset:
 class Trainer:
     """One run: the model, its optimiser state and the run folder, one epoch at a time."""
 
-    def __init__(self, cfg: TrainConfig, run_dir: Path, world: World, state: dict | None) -> None:
+    def __init__(
+        self, cfg: TrainConfig, spec: str, run_dir: Path, world: World, state: dict | None
+    ) -> None:
+        """``spec``: what to build, ``cfg.spec`` or on resume the run folder's own spec.yaml."""
         self.cfg, self.run_dir, self.world = cfg, run_dir, world
         self.device = pick_device(cfg.device, world.local_rank)
         self.recipe = cfg.resolved_recipe()
@@ -324,11 +252,11 @@ class Trainer:
 
         with world.main_first():
             if state is None:
-                self.net, data = _build_for_data(cfg)
+                self.net, data = _build_for_data(cfg, spec)
                 if cfg.init:
-                    self.log(init_weights(self.net, cfg.init))
+                    self.log(init_from(self.net, cfg.init))
             else:
-                self.net = build(run_dir / "spec.yaml")
+                self.net = build(spec)
                 params = self.net.spec.params
                 data = _load_data(cfg, int(params["resolution"]), int(params["num_classes"]))
         self.classes, self.mean, self.std = data.classes, data.mean, data.std
@@ -411,7 +339,7 @@ class Trainer:
 
     def _loaders(self) -> tuple[Iterable, Iterable]:
         """Train batches (this rank's shard of a fresh permutation each epoch) and this rank's
-        validation images in order, both made once so that decoding workers persist."""
+        validation images in order; decoding workers live for one pass, never both sets at once."""
         d, w = self.data, self.world
         decoding = {"workers": self.workers, "pin_memory": self.device.type == "cuda"}
         train = loader(
@@ -504,22 +432,12 @@ class Trainer:
             print(message, flush=True)
 
     def _save(self, row: dict, val: EvalResult) -> None:
-        """After an epoch: metrics and weights, then the resume file, then the plot.
-
-        The resume file holds the weights too and comes after the other files, so a run killed
-        between them resumes from the previous epoch and rewrites them.
-        """
         self.rows.append(row)
         rng = self.world.gather(self._rng_state())
         if not self.world.main:
             return
-        meta = {"classes": self.classes, "mean": self.mean, "std": self.std}
-        extra = {"epoch": self.epoch, "val_top1": val.top1, "data": self.cfg.data}
-        _write_metrics(self.run_dir / "metrics.csv", self.rows)
-        save_weights(self.run_dir / "last.safetensors", self.net, **meta, extra=extra)
-        if val.top1 > self.best:
-            self.best = val.top1
-            save_weights(self.run_dir / "best.safetensors", self.net, **meta, extra=extra)
+        improved = val.top1 > self.best
+        self.best = max(self.best, val.top1)
         state = {
             "epoch": self.epoch,
             "best": self.best,
@@ -529,9 +447,18 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "rng": rng,
         }
-        with atomic_path(self.run_dir / RESUME_FILE) as tmp:
-            torch.save(state, tmp)
-        plot_curves(self.rows, self.run_dir / "curves.png")
+        extra = {"epoch": self.epoch, "val_top1": val.top1, "data": self.cfg.data}
+        save_epoch(
+            self.run_dir,
+            self.net,
+            self.rows,
+            state,
+            improved=improved,
+            classes=self.classes,
+            mean=self.mean,
+            std=self.std,
+            extra=extra,
+        )
 
     def _rng_state(self) -> dict:
         return {
@@ -547,7 +474,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.best = int(state["epoch"]), float(state["best"])
-        self.rows = _read_metrics(self.run_dir / "metrics.csv")[: self.epoch]
+        self.rows = read_metrics(self.run_dir / "metrics.csv")[: self.epoch]
         rng = state["rng"]
         self.order.set_state(rng[0]["order"])  # the same on every rank
         if self.world.rank < len(rng):  # ranks a former launch did not have keep their new seeds
@@ -567,64 +494,29 @@ class Trainer:
             raise RuntimeError("DistributedDataParallel ranks ended with different weights")
 
 
-def _write_metrics(path: Path, rows: list[dict]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=METRICS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
-
-
-def _read_metrics(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return [
-            {k: int(v) if k == "epoch" else float(v) for k, v in row.items()}
-            for row in csv.DictReader(f)
-        ]
-
-
-def plot_curves(rows: list[dict], path: Path) -> None:
-    """Loss and accuracy per epoch, train and validation, as a PNG (no display needed)."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(10, 4))
-    loss, acc = fig.subplots(1, 2)
-    epochs = [r["epoch"] for r in rows]
-    for ax, curves, ylabel in (
-        (loss, {"train": "train_loss", "val": "val_loss"}, "loss"),
-        (
-            acc,
-            {"train top-1": "train_top1", "val top-1": "val_top1", "val top-5": "val_top5"},
-            "accuracy (%)",
-        ),
-    ):
-        for label, key in curves.items():
-            ax.plot(epochs, [r[key] for r in rows], marker="o", label=label)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    loss.set_yscale("log")  # an early spike of the validation loss would flatten the rest
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-
-
 # --- entry points ------------------------------------------------------------------------------
 
 
 def train(cfg: TrainConfig, command: str = "") -> Path:
     """Start a new run in ``cfg.out/cfg.name`` (a fresh name by default); returns its folder.
 
-    Data paths are stored absolute, so ``--resume`` works from any working directory.
+    The spec, data folder, data root, ``--init`` file and ``--out`` are stored absolute, so
+    ``--resume`` works from any working directory. A dataset name wins over a folder of that name.
     """
-    data = str(Path(cfg.data).resolve()) if Path(cfg.data).is_dir() else cfg.data
+    load_spec(cfg.spec, **cfg.overrides)  # on every process; errors name the file as given
+    data = cfg.data
+    if data not in DATASETS and Path(data).is_dir():
+        data = str(Path(data).resolve())
+    init = cfg.init
+    if init not in (None, "torchvision"):
+        init = str(Path(init).resolve())
     cfg = dataclasses.replace(
         cfg,
+        spec=str(resolve_path(cfg.spec).resolve()),
         data=data,
         data_dir=str(Path(cfg.data_dir).resolve()),
+        out=str(Path(cfg.out).resolve()),
+        init=init,
         deterministic=cfg.seed is not None,
     )
     return _launch(cfg, None, command)
@@ -644,18 +536,30 @@ def resume(run_dir: str | Path, command: str = "", **changes: Any) -> Path:
             f"drop {flags} (only --device and --compile may change)"
         )
     try:
-        cfg = TrainConfig(**json.loads((run_dir / CONFIG_FILE).read_text()))
-    except FileNotFoundError:
-        raise UserError(f"{run_dir} is not a run folder (no {CONFIG_FILE})") from None
-    except (ValueError, TypeError) as e:
+        cfg = TrainConfig(**read_config(run_dir))
+    except TypeError as e:
         raise UserError(f"damaged {CONFIG_FILE} ({e})", file=str(run_dir / CONFIG_FILE)) from None
     return _launch(dataclasses.replace(cfg, **changes), run_dir, command)
 
 
 def _launch(cfg: TrainConfig, run_dir: Path | None, command: str) -> Path:
-    """Join the torchrun group (if any), then train a new run (``run_dir`` None) or resume one."""
+    """Train a new run (``run_dir`` None) or resume one, in the torchrun group if there is one.
+
+    Every process checks the user's input before joining the group, so bad input fails them all
+    alike instead of leaving the others waiting for one that stopped.
+    """
     world = World.from_env()
-    world.start(pick_device(cfg.device, world.local_rank))
+    device = pick_device(cfg.device, world.local_rank)
+    check_name(cfg.data)
+    if run_dir is None:  # train() has loaded the spec
+        spec = cfg.spec
+        if cfg.name:
+            check_free(Path(cfg.out) / cfg.name)
+    else:  # the spec as trained, written at the start: the original may have changed or gone
+        saved = run_dir / SPEC_FILE
+        spec = str(saved) if saved.is_file() else cfg.spec
+        load_spec(spec, **cfg.overrides)
+    world.start(device)
     deterministic = torch.are_deterministic_algorithms_enabled()  # a global switch: restored
     try:
         state = None
@@ -664,14 +568,10 @@ def _launch(cfg: TrainConfig, run_dir: Path | None, command: str) -> Path:
             run_dir = world.share(_new_run_dir(cfg) if world.main else None)
             cfg.name = run_dir.name
         elif (run_dir / RESUME_FILE).is_file():
-            state = _load_state(run_dir / RESUME_FILE)
-        trainer = Trainer(cfg, run_dir, world, state)
+            state = load_state(run_dir / RESUME_FILE)
+        trainer = Trainer(cfg, spec, run_dir, world, state)
         if world.main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "spec.yaml").write_text(trainer.net.spec.to_yaml())
-            (run_dir / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
-            with open(run_dir / "command.txt", "a") as f:
-                f.write(command + "\n")
+            write_start(run_dir, trainer.net, dataclasses.asdict(cfg), command)
         trainer.fit()
         return run_dir
     finally:
@@ -679,28 +579,9 @@ def _launch(cfg: TrainConfig, run_dir: Path | None, command: str) -> Path:
         world.stop()
 
 
-def _load_state(path: Path) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a damaged or foreign file fails in many ways; all mean the same
-        raise CheckpointError(f"cannot read the resume file ({e})", file=str(path)) from None
-
-
 def _new_run_dir(cfg: TrainConfig) -> Path:
     out = Path(cfg.out)
-    if cfg.name:
-        run_dir = out / cfg.name
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise UserError(
-                f"{run_dir} already holds a run; continue it with --resume {run_dir} "
-                "or choose another --name"
-            )
-    else:
-        width = cfg.overrides.get("width", load_spec(cfg.spec).params["width"])
-        base = f"{Path(cfg.spec).stem}-w{width}-{Path(cfg.data).name}"
-        run_dir = out / base
-        for i in itertools.count(2):
-            if not run_dir.exists():
-                break
-            run_dir = out / f"{base}-{i}"
-    return run_dir
+    if cfg.name:  # checked free by every process in _launch
+        return out / cfg.name
+    width = cfg.overrides.get("width", load_spec(cfg.spec).params["width"])
+    return first_free(out, f"{Path(cfg.spec).stem}-w{width}-{Path(cfg.data).name}")

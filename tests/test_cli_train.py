@@ -4,6 +4,7 @@ killed mid-epoch and resumed, two gloo processes under torchrun, and the errors 
 from __future__ import annotations
 
 import csv
+import json
 import re
 import subprocess
 import sys
@@ -15,8 +16,9 @@ from safetensors.torch import load_file
 from cli import main
 from mnv3spec.checkpoint import read_metadata
 from mnv3spec.data import CIFAR100_MEAN, CIFAR100_STD
+from mnv3spec.run_folder import METRICS
+from mnv3spec.runtime import state_digest
 from mnv3spec.spec import load_spec
-from mnv3spec.train import METRICS, state_digest
 
 from .conftest import ROOT, run_cli
 from .test_data import CLASSES, make_cifar100, write_image
@@ -122,6 +124,41 @@ def test_torchrun_two_gloo_processes_end_with_identical_weights(tmp_path):
     assert "under torchrun, 2 processes" in (run / "command.txt").read_text()
 
 
+def test_resume_from_another_folder_rebuilds_a_run_killed_before_epoch_1(tmp_path):
+    """Paths are stored absolute, a dataset name beats a folder of that name, and a run with no
+    resume file yet is rebuilt from its own spec.yaml (the spec it started from may be gone)."""
+    start, elsewhere = tmp_path / "start", tmp_path / "elsewhere"
+    (start / "synthetic").mkdir(parents=True)  # an empty folder named like the dataset
+    elsewhere.mkdir()
+    (start / "mine.yaml").write_text((ROOT / "specs" / "small.yaml").read_text())
+    args = ["mine.yaml", *TINY[1:], "--epochs", "1", "--out", "runs", "--name", "r"]
+    first = run_cli("train", *args, cwd=start)
+    assert first.returncode == 0, first.stderr
+    run = start / "runs" / "r"
+    config = json.loads((run / "config.json").read_text())
+    assert config["data"] == "synthetic"
+    assert (config["spec"], config["out"]) == (str(start / "mine.yaml"), str(start / "runs"))
+    trained = (run / "spec.yaml").read_text()
+    for name in ("resume.pt", "metrics.csv", "last.safetensors", "best.safetensors"):
+        (run / name).unlink()  # as if killed during epoch 1
+    (start / "mine.yaml").unlink()
+
+    resumed = run_cli("train", "--resume", "../start/runs/r", cwd=elsewhere)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(metrics(run)) == 1 and (run / "spec.yaml").read_text() == trained
+    assert load_spec(read_metadata(run / "last.safetensors")["spec"]).to_yaml() == trained
+
+
+def test_torchrun_bad_input_stops_every_rank_before_they_wait_for_each_other(tmp_path):
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "metrics.csv").write_text("")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone"]
+    cmd += [str(ROOT / "cli.py"), "train", *TINY, "--out", str(tmp_path), "--name", "taken"]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert result.stderr.count("error: " + str(tmp_path / "taken") + " already holds a run") == 2
+
+
 def test_nan_loss_exits_3_naming_epoch_and_step(tmp_path):
     result = run_cli("train", *TINY, "--epochs", "2", "--lr", "1e30", "--out", tmp_path)
     assert result.returncode == 3
@@ -148,7 +185,7 @@ def image_folder(root, *, val_classes=("cat", "dog"), images=True):
         (["--width", "0.5", "--set", "width=0.25"], "--width 0.5 and --set width=0.25 disagree"),
         (["--set", "num_classes=2"], "num_classes is 2 but the data has 3 classes"),
         (["--recipe", "fast"], "unknown recipe 'fast'; known: seed"),
-        (["--data", "{tmp}/nowhere"], "nowhere"),
+        (["--data", "{tmp}/nowhere"], "unknown dataset"),
         (["--data", "{folder_missing_val}"], "classes of train/ missing from val/: dog"),
         (["--data", "{folder_empty}"], "classes with no images in train/: cat, dog"),
         (["--init", "{tmp}/none.pth"], "none.pth: no such file"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import multiprocessing
 import os
 import pickle
 import tarfile
@@ -381,6 +382,17 @@ def test_streamed_batches_equal_those_held_in_memory(
     assert_same_batches(
         list(val), list(batches(held.val_images, held.val_labels, 3, shuffle=False))
     )
+
+
+def test_train_and_val_workers_never_run_at_the_same_time(tmp_path, monkeypatch):
+    """A process promises at most ``workers`` decoders: the train pass's end before val starts."""
+    monkeypatch.setattr(data, "MEMORY_FRACTION", 0)
+    ds = load_dataset(str(noise_folder(tmp_path)), resolution=8)
+    train = loader(ds.train_images, ds.train_labels, 4, shuffle=True, workers=2)
+    val = loader(ds.val_images, ds.val_labels, 4, shuffle=False, workers=2)
+    list(train)
+    alive = [len(multiprocessing.active_children()) for _ in val]
+    assert alive and max(alive) <= 2
 
 
 def test_unreadable_image_met_while_streaming_is_one_message(tmp_path, monkeypatch):

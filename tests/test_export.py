@@ -119,3 +119,15 @@ def test_export_bad_checkpoint_is_one_error_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"error: {junk}: not a safetensors weights file")
     assert not (tmp_path / "best.pt").exists()
+
+
+def test_cli_export_to_a_folder_fails_before_exporting(tmp_path, cli):
+    result = cli(
+        "export", "small", "--format", "torchscript", "--set", "width=0.25", "--out", tmp_path
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr == f"error: {tmp_path}: --out: is a folder; give a file name\n"
+    missing = cli("export", "small", "--format", "torchscript", "--out", tmp_path / "no" / "m.pt")
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert f"--out: the folder {tmp_path / 'no'} does not exist" in missing.stderr
+    assert list(tmp_path.iterdir()) == []

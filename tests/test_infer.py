@@ -168,5 +168,5 @@ def test_a_checkpoint_whose_class_names_do_not_fit_is_skipped(setup, tmp_path):
     assert report.models == []
     assert report.skipped[0] == (
         str(tmp_path / "best.safetensors"),
-        "names 2 classes but the model has 3 outputs",
+        "damaged metadata: 2 class names for a spec with num_classes 3",
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import sys
 
 import pytest
@@ -141,3 +142,33 @@ def test_cli_latency_table_and_csv(tmp_path, cli):
 def test_cli_latency_unknown_backend_exits_2(capsys):
     assert cli.main(["latency", str(SMALL), "--backends", "tensorrt", "--devices", "cpu"]) == 2
     assert capsys.readouterr().err.startswith("error: --backends: unknown tensorrt; use eager")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--csv", "{tmp}/missing/rows.csv"], "--csv: the folder {tmp}/missing does not exist"),
+        (["--csv", "{tmp}"], "{tmp}: --csv: is a folder; give a file name"),
+        (["--plot", "{tmp}/plot.txt"], "plot.txt: --plot: must end in .png"),
+        (["--set", "width=0.5"], "--set width: the width comes from --widths"),
+    ],
+)
+def test_cli_latency_bad_output_or_width_fails_before_timing(tmp_path, cli, args, message):
+    result = cli(
+        "latency", "small", "--widths", "0.25", "--devices", "cpu", "--runs", "1",
+        "--warmup", "1", *(a.format(tmp=tmp_path) for a in args),
+    )  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: ") and message.format(tmp=tmp_path) in result.stderr
+    assert "timing" not in result.stderr  # nothing was timed
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_errors_are_user_errors(tmp_path, monkeypatch):
+    def full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)  # as atomic_path renames the finished file
+    with pytest.raises(UserError, match=r"rows\.csv: --csv: cannot write: No space left on device"):
+        latency.write_csv([], tmp_path / "rows.csv")
+    assert list(tmp_path.iterdir()) == []

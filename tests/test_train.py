@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import urllib.error
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,12 +18,12 @@ import torchvision
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from mnv3spec import build
+from mnv3spec import build, run_folder
 from mnv3spec.checkpoint import read_metadata
 from mnv3spec.data import batches
 from mnv3spec.errors import CheckpointError, TrainingError, UserError
 from mnv3spec.evaluate import evaluate
-from mnv3spec.pretrained import init_weights
+from mnv3spec.pretrained import init_from
 from mnv3spec.train import (
     RECIPES,
     TrainConfig,
@@ -160,12 +161,12 @@ def test_init_from_a_torchvision_state_dict_file(tmp_path, torchvision_small, su
     else:  # safetensors sorts the names: the order must come back from the architecture
         save_file(dict(sorted(torchvision_small.items())), str(path))
     model = build(SMALL, num_classes=10)
-    message = init_weights(model, str(path))
+    message = init_from(model, str(path))
     assert "classifier re-initialised for 10 classes" in message
     _check_loaded(model, torchvision_small, classifier=False)
 
     same_classes = build(SMALL, num_classes=1000)
-    assert "re-initialised" not in init_weights(same_classes, str(path))
+    assert "re-initialised" not in init_from(same_classes, str(path))
     _check_loaded(same_classes, torchvision_small, classifier=True)
 
 
@@ -181,7 +182,7 @@ def test_init_torchvision_picks_the_architecture_by_shapes(
     renamed = tmp_path / "large.yaml"  # a misleading name: data, not names, decides
     renamed.write_text(SMALL.read_text().replace("name: mobilenet_v3_small", "name: large"))
     model = build(renamed, num_classes=10)
-    assert "torchvision's mobilenet_v3_small" in init_weights(model, "torchvision")
+    assert "torchvision's mobilenet_v3_small" in init_from(model, "torchvision")
     _check_loaded(model, torchvision_small, classifier=False)
 
 
@@ -193,7 +194,7 @@ def test_init_torchvision_offline_says_where_to_put_the_file(tmp_path, monkeypat
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     with pytest.raises(CheckpointError) as e:
-        init_weights(build(SMALL), "torchvision")
+        init_from(build(SMALL), "torchvision")
     message = str(e.value)
     assert "no network" in message and "--init PATH" in message
     assert str(tmp_path / "hub" / "checkpoints" / "mobilenet_v3_small-047dcff4.pth") in message
@@ -201,7 +202,7 @@ def test_init_torchvision_offline_says_where_to_put_the_file(tmp_path, monkeypat
 
 def test_init_torchvision_refuses_a_spec_matching_neither():
     with pytest.raises(CheckpointError, match="matches neither"):
-        init_weights(build(SMALL, width=0.5), "torchvision")
+        init_from(build(SMALL, width=0.5), "torchvision")
 
 
 # --- a NaN loss stops the run and keeps the last good epoch --------------------------------------
@@ -240,6 +241,24 @@ def test_nan_loss_stops_naming_epoch_and_step_and_keeps_last_good_epoch(
     assert torch.load(run / "resume.pt", weights_only=True)["epoch"] == 1
     assert (run / "metrics.csv").read_text().count("\n") == 2  # header + epoch 1
     assert json.loads((run / "config.json").read_text())["epochs"] == 3
+
+
+def test_every_file_of_the_run_folder_is_written_atomically(tmp_path, monkeypatch, one_thread):
+    """A crash mid-write must never leave a half file: spec.yaml and config.json are rewritten on
+    every resume, and a damaged one would make the run unresumable."""
+    written = []
+    real = run_folder.atomic_path
+
+    def recording(path):
+        written.append(Path(path).name)
+        return real(path)
+
+    monkeypatch.setattr(run_folder, "atomic_path", recording)
+    cfg = TrainConfig(str(SMALL), {"width": 0.25, "resolution": 16}, data="synthetic", epochs=1)
+    cfg.out, cfg.name, cfg.seed = str(tmp_path), "run", 0
+    train(cfg)
+    files = {p.name for p in (tmp_path / "run").iterdir()}
+    assert files - set(written) == {"best.safetensors", "last.safetensors", "command.txt"}
 
 
 # --- a folder too large for memory: decoded per batch by workers, same training ----------------

@@ -1,0 +1,144 @@
+"""The run folder of ``train``: every file in it, written atomically, and read back by
+``--resume``.
+
+``runs/NAME/`` holds metrics.csv, last/best.safetensors, resume.pt, curves.png, spec.yaml,
+config.json and command.txt. A file is only ever replaced whole (a temporary file, then a rename),
+so a run killed at any moment resumes from its last finished epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .builder import SpecNet
+from .checkpoint import atomic_path, save_weights
+from .errors import CheckpointError, UserError
+
+RESUME_FILE = "resume.pt"
+CONFIG_FILE = "config.json"
+SPEC_FILE = "spec.yaml"
+METRICS = ("epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5")
+METRICS += ("seconds", "images_per_s")
+
+
+def check_free(run_dir: Path) -> None:
+    """Refuse a folder that already holds a run: it is never overwritten."""
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise UserError(
+            f"{run_dir} already holds a run; continue it with --resume {run_dir} "
+            "or choose another --name"
+        )
+
+
+def first_free(out: Path, base: str) -> Path:
+    """``out/base``, or ``out/base-2``, ``-3``, ... when taken."""
+    numbered = (out / f"{base}-{i}" for i in itertools.count(2))
+    return next(p for p in itertools.chain([out / base], numbered) if not p.exists())
+
+
+def write_start(run_dir: Path, spec: SpecNet, config: dict[str, Any], command: str) -> None:
+    """At every start or resume: the spec as built, the settings, and one more command line."""
+    _write_text(run_dir / SPEC_FILE, spec.spec.to_yaml())
+    _write_text(run_dir / CONFIG_FILE, json.dumps(config, indent=2))
+    with open(run_dir / "command.txt", "a") as f:  # a line per start: a torn append loses one
+        f.write(command + "\n")
+
+
+def read_config(run_dir: Path) -> dict[str, Any]:
+    try:
+        config = json.loads((run_dir / CONFIG_FILE).read_text())
+    except FileNotFoundError:
+        raise UserError(f"{run_dir} is not a run folder (no {CONFIG_FILE})") from None
+    except ValueError as e:
+        raise UserError(f"damaged {CONFIG_FILE} ({e})", file=str(run_dir / CONFIG_FILE)) from None
+    if not isinstance(config, dict):
+        raise UserError(f"damaged {CONFIG_FILE} (not a mapping)", file=str(run_dir / CONFIG_FILE))
+    return config
+
+
+def save_epoch(
+    run_dir: Path,
+    net: SpecNet,
+    rows: list[dict],
+    state: dict[str, Any],
+    *,
+    improved: bool,
+    **meta: Any,
+) -> None:
+    """After an epoch: metrics and weights (``meta``: :func:`save_weights`' keywords), then the
+    resume file, then the plot.
+
+    The resume file holds the weights too and comes after the other files, so a run killed
+    between them resumes from the previous epoch and rewrites them.
+    """
+    write_metrics(run_dir / "metrics.csv", rows)
+    save_weights(run_dir / "last.safetensors", net, **meta)
+    if improved:
+        save_weights(run_dir / "best.safetensors", net, **meta)
+    with atomic_path(run_dir / RESUME_FILE) as tmp:
+        torch.save(state, tmp)
+    plot_curves(rows, run_dir / "curves.png")
+
+
+def load_state(path: Path) -> dict:
+    """The resume file, loaded with ``weights_only=True`` (nothing in it is executed)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a damaged or foreign file fails in many ways; all mean the same
+        raise CheckpointError(f"cannot read the resume file ({e})", file=str(path)) from None
+
+
+def _write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_metrics(path: Path, rows: list[dict]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=METRICS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
+
+
+def read_metrics(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return [
+            {k: int(v) if k == "epoch" else float(v) for k, v in row.items()}
+            for row in csv.DictReader(f)
+        ]
+
+
+def plot_curves(rows: list[dict], path: Path) -> None:
+    """Loss and accuracy per epoch, train and validation, as a PNG (no display needed)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4))
+    loss, acc = fig.subplots(1, 2)
+    epochs = [r["epoch"] for r in rows]
+    for ax, curves, ylabel in (
+        (loss, {"train": "train_loss", "val": "val_loss"}, "loss"),
+        (
+            acc,
+            {"train top-1": "train_top1", "val top-1": "val_top1", "val top-5": "val_top5"},
+            "accuracy (%)",
+        ),
+    ):
+        for label, key in curves.items():
+            ax.plot(epochs, [r[key] for r in rows], marker="o", label=label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    loss.set_yscale("log")  # an early spike of the validation loss would flatten the rest
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
