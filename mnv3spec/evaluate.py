@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .batches import loader, normalize, worker_count
 from .checkpoint import load_model
-from .data import load_dataset, loader, normalize, worker_count
+from .data import load_dataset
 from .errors import DataError
 from .runtime import amp_dtype, pick_device, reduce_sums
 
@@ -34,7 +35,7 @@ def evaluate(
     device: torch.device,
 ) -> EvalResult:
     """Evaluate ``model`` on uint8 image batches with their labels (from memory or decoded by
-    :func:`mnv3spec.data.loader`, on any device). Under torch.distributed each rank passes its
+    :func:`mnv3spec.batches.loader`, on any device). Under torch.distributed each rank passes its
     own shard and every rank gets the result over all of them."""
     was_training = model.training
     model.eval()

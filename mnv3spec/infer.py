@@ -1,10 +1,10 @@
 """Classify a folder of images with every checkpoint found (the seed's test.py, for any spec).
 
 Each model rebuilds itself from its file's metadata (spec, class names, resolution,
-normalisation). Images are prepared as for training on folders (:func:`mnv3spec.data.decode_image`):
-any mode to RGB, the first frame of a GIF, the shorter side scaled to the model's resolution and
-the centre cropped. A file that is not a readable image, or a checkpoint that does not load, is
-reported and skipped; the rest are still classified.
+normalisation). Images are prepared as for training on folders
+(:func:`mnv3spec.folders.decode_image`): any mode to RGB, the first frame of a GIF, the shorter
+side scaled to the model's resolution and the centre cropped. A file that is not a readable
+image, or a checkpoint that does not load, is reported and skipped; the rest are still classified.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from pathlib import Path
 import torch
 
 from .analysis import text_table
+from .batches import normalize
 from .checkpoint import load_model
-from .data import decode_image, normalize
 from .errors import CheckpointError, DataError, UserError
+from .folders import decode_image
 from .runtime import pick_device
 
 CHECKPOINT_NAME = "best.safetensors"

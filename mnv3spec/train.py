@@ -26,18 +26,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from .batches import augment, loader, normalize, worker_count
 from .builder import SpecNet, build
-from .data import (
-    DATASETS,
-    SOURCES,
-    Dataset,
-    augment,
-    check_name,
-    load_dataset,
-    loader,
-    normalize,
-    worker_count,
-)
+from .cifar import SOURCES
+from .data import DATASETS, Dataset, check_name, load_dataset
 from .errors import DataError, SpecError, TrainingError, UserError
 from .evaluate import EvalResult, evaluate
 from .pretrained import init_from

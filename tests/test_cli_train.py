@@ -15,13 +15,14 @@ from safetensors.torch import load_file
 
 from cli import main
 from mnv3spec.checkpoint import read_metadata
-from mnv3spec.data import CIFAR100_MEAN, CIFAR100_STD
+from mnv3spec.cifar import CIFAR100_MEAN, CIFAR100_STD
 from mnv3spec.run_folder import METRICS
 from mnv3spec.runtime import state_digest
 from mnv3spec.spec import load_spec
 
 from .conftest import ROOT, run_cli
-from .test_data import CLASSES, make_cifar100, write_image
+from .test_cifar import CLASSES, make_cifar100
+from .test_folders import write_image
 
 RUN_FILES = {
     "metrics.csv",

@@ -11,9 +11,10 @@ from PIL import Image
 
 import cli
 from mnv3spec import build
+from mnv3spec.batches import normalize
 from mnv3spec.checkpoint import save_weights
-from mnv3spec.data import decode_image, normalize
 from mnv3spec.errors import CheckpointError, DataError
+from mnv3spec.folders import decode_image
 from mnv3spec.infer import classify, find_checkpoints, format_tables
 
 from .conftest import ROOT, tiny_checkpoint

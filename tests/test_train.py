@@ -19,8 +19,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mnv3spec import build, run_folder
+from mnv3spec.batches import batches
 from mnv3spec.checkpoint import read_metadata
-from mnv3spec.data import batches
 from mnv3spec.errors import CheckpointError, TrainingError, UserError
 from mnv3spec.evaluate import evaluate
 from mnv3spec.pretrained import init_from
@@ -37,7 +37,7 @@ from mnv3spec.train import (
 
 from .conftest import ROOT, run_cli
 from .test_cli_train import RUN_FILES, metrics
-from .test_data import noise_folder
+from .test_folders import noise_folder
 
 SMALL = ROOT / "specs" / "small.yaml"
 TINY = {"width": 0.25, "resolution": 16, "num_classes": 10}
@@ -265,7 +265,7 @@ def test_every_file_of_the_run_folder_is_written_atomically(tmp_path, monkeypatc
 
 # cli.py with no memory to hold any dataset in: every folder is decoded batch by batch.
 CLI_WITHOUT_MEMORY = (
-    "import sys; from mnv3spec import data; data.MEMORY_FRACTION = 0; import cli; "
+    "import sys; from mnv3spec import folders; folders.MEMORY_FRACTION = 0; import cli; "
     "sys.exit(cli.main(sys.argv[1:]))"
 )
 

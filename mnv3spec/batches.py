@@ -1,0 +1,227 @@
+"""Batches of a split and their augmentation, as whole-batch tensor ops on the batch's device.
+
+Following airbench, images stay in one tensor (on the GPU if the caller moves them there) and every
+step is a handful of tensor ops, so there are no worker processes and no per-image Python in the
+training loop. :class:`~mnv3spec.folders.FolderImages` are decoded batch by batch instead, in
+DataLoader workers (:func:`loader`); their batches come in the same order and reach the same tensor
+ops, so training does not tell them apart.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .errors import DataError
+from .folders import FolderImages
+
+MAX_WORKERS = 8  # decoding processes per training process, for folders too large for memory
+
+
+def epoch_order(
+    n: int,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    generator: torch.Generator | None = None,
+    drop_last: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+) -> torch.Tensor:
+    """This rank's indices into ``n`` images for one pass: its batches are consecutive slices of
+    ``batch_size`` (the last one shorter unless ``drop_last``).
+
+    Like DistributedSampler: all ranks must pass generators seeded alike, so they draw the same
+    permutation; it is padded by wrapping around (or trimmed, with ``drop_last``) to a multiple
+    of ``world_size``, and rank ``r`` takes every ``world_size``-th index from ``r``. Every rank
+    thus yields the same number of batches, and DDP never waits on a rank that has stopped.
+    """
+    if batch_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"bad batch order: {batch_size=}, {rank=}, {world_size=}")
+    if shuffle:
+        device = generator.device if generator is not None else "cpu"
+        order = torch.randperm(n, generator=generator, device=device)
+    else:
+        order = torch.arange(n)
+    if world_size > 1:
+        total = (n // world_size if drop_last else -(-n // world_size)) * world_size
+        order = order.repeat(-(-total // n) if n else 0)[:total][rank::world_size]
+    return order[: len(order) - len(order) % batch_size] if drop_last else order
+
+
+def batches(
+    images: torch.Tensor | FolderImages,
+    labels: torch.Tensor,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    generator: torch.Generator | None = None,
+    drop_last: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield ``(images, labels)`` batches in :func:`epoch_order` (the keywords are its own);
+    :class:`FolderImages` are decoded here, in this process."""
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    order = epoch_order(
+        len(labels),
+        batch_size,
+        shuffle=shuffle,
+        generator=generator,
+        drop_last=drop_last,
+        rank=rank,
+        world_size=world_size,
+    )
+    on_images, on_labels = order.to(images.device), order.to(labels.device)
+    for start in range(0, len(order), batch_size):
+        end = start + batch_size
+        yield images[on_images[start:end]], labels[on_labels[start:end]]
+
+
+def loader(
+    images: torch.Tensor | FolderImages,
+    labels: torch.Tensor,
+    batch_size: int,
+    *,
+    workers: int = 0,
+    pin_memory: bool = False,
+    **order: Any,
+) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    """The batches of a split, once per pass over it (an epoch), as :func:`batches` yields them
+    (``order``: its keywords). Tensors, and :class:`FolderImages` with no ``workers``, go through
+    :func:`batches`; otherwise a DataLoader whose ``workers`` decode whole batches, the same
+    indices in the same order, with the order still drawn here from ``order["generator"]``. Its
+    workers start with each pass and end with it, so a process's train and validation loaders
+    never run more than ``workers`` at once; ``pin_memory`` speeds up copies to a CUDA device."""
+    if isinstance(images, torch.Tensor) or workers == 0:
+        return _Passes(images, labels, batch_size, order)
+    decoded = torch.utils.data.DataLoader(
+        _Decoder(images, labels),
+        sampler=_BatchIndices(len(labels), batch_size, order),
+        batch_size=None,  # the sampler yields whole batches
+        num_workers=workers,
+        pin_memory=pin_memory,
+        generator=torch.Generator(),  # seeds the workers; else one draw from torch's (dropout's)
+    )
+    return _Reraise(decoded)
+
+
+@dataclass(frozen=True)
+class _Passes:
+    """Re-iterable :func:`batches`: each pass draws its order anew."""
+
+    images: torch.Tensor | FolderImages
+    labels: torch.Tensor
+    batch_size: int
+    order: dict[str, Any]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return batches(self.images, self.labels, self.batch_size, **self.order)
+
+
+@dataclass(frozen=True)
+class _BatchIndices:
+    """A DataLoader sampler yielding the index list of each batch of :func:`epoch_order`. The
+    order is drawn at the first batch, not by ``iter()``, which a DataLoader calls twice."""
+
+    n: int
+    batch_size: int
+    order: dict[str, Any]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = epoch_order(self.n, self.batch_size, **self.order)
+        for batch in order.split(self.batch_size):
+            yield batch.tolist()
+
+
+@dataclass(frozen=True)
+class _Decoder(torch.utils.data.Dataset):
+    """Runs in the workers: one batch decoded per index list. A DataError is handed back as the
+    batch, since the DataLoader would re-raise it with the worker's traceback in its message."""
+
+    images: FolderImages
+    labels: torch.Tensor
+
+    def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor] | DataError:
+        try:
+            return self.images[indices], self.labels[indices]
+        except DataError as e:
+            return e
+
+
+@dataclass(frozen=True)
+class _Reraise:
+    """Iterates a DataLoader over :class:`_Decoder`, raising the DataErrors it hands back."""
+
+    batches: torch.utils.data.DataLoader
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for batch in self.batches:
+            if isinstance(batch, DataError):
+                raise batch
+            yield batch
+
+
+def worker_count(processes: int = 1) -> int:
+    """Decoding workers for each of ``processes`` training processes on this machine: its CPU
+    cores shared out, at least one each and at most ``MAX_WORKERS``."""
+    return max(1, min(MAX_WORKERS, (os.cpu_count() or 1) // processes))
+
+
+def augment(
+    images_u8: torch.Tensor,
+    *,
+    padding: int = 4,
+    flip: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Random crop with zero padding plus random horizontal flip, per image, as one gather.
+
+    The batched equivalent of torchvision's ``RandomCrop(size, padding)`` and
+    ``RandomHorizontalFlip()``: each image is shifted by up to ``padding`` pixels each way (the
+    uncovered border is zero) and mirrored with probability ½. Stays uint8, on the same device.
+    Random numbers are drawn on the generator's device, so a CPU generator gives the same
+    augmentation whichever device the images are on.
+    """
+    if padding < 0:
+        raise ValueError(f"padding must be ≥ 0, got {padding}")
+    n, c, h, w = images_u8.shape
+    device = images_u8.device
+    draw_on = generator.device if generator is not None else device
+    shift = torch.randint(0, 2 * padding + 1, (2, n, 1), generator=generator, device=draw_on)
+    mirror = torch.rand(n, 1, generator=generator, device=draw_on) < 0.5
+    shift, mirror = shift.to(device), mirror.to(device) & flip
+    padded = images_u8.new_zeros((n, c, h + 2 * padding, w + 2 * padding))
+    padded[:, :, padding : padding + h, padding : padding + w] = images_u8
+    rows = shift[0] + torch.arange(h, device=device)
+    cols = shift[1] + torch.arange(w, device=device)
+    cols = torch.where(mirror, cols.flip(1), cols)
+    batch = torch.arange(n, device=device)[:, None, None, None]
+    channel = torch.arange(c, device=device)[None, :, None, None]
+    return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def normalize(
+    images_u8: torch.Tensor,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    *,
+    channels_last: bool = False,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """``(x/255 - mean) / std`` per channel, as torchvision's Normalize after ToTensor.
+
+    Computed in float32 (one multiply-add) and only then cast to ``dtype``, so half precision
+    loses nothing extra; ``channels_last`` lays the result out for faster convolutions on GPU.
+    """
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = images_u8.to(torch.float32, memory_format=fmt)
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    x.mul_(1 / (255 * std_t)).sub_(mean_t / std_t)
+    return x if dtype == torch.float32 else x.to(dtype)

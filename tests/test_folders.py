@@ -1,0 +1,100 @@
+"""Image folders: decoded once, resized and centre-cropped, their errors named, and kept as
+files when too large for memory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mnv3spec import folders
+from mnv3spec.data import load_dataset
+from mnv3spec.errors import DataError
+
+
+def write_image(path: Path, colour, size=(20, 12)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).save(path)
+
+
+def make_folder(root: Path) -> Path:
+    write_image(root / "train" / "dog" / "a.png", (0, 0, 255))
+    write_image(root / "train" / "dog" / "b.jpg", (0, 0, 250))
+    write_image(root / "train" / "cat" / "a.png", (255, 0, 0), size=(12, 30))
+    write_image(root / "val" / "cat" / "x.png", (255, 0, 0))
+    write_image(root / "val" / "dog" / "y.png", (0, 0, 255))
+    (root / "train" / "dog" / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_folder_dataset(tmp_path):
+    ds = load_dataset(str(make_folder(tmp_path)), resolution=8)
+    assert ds.classes == ["cat", "dog"]
+    assert ds.train_images.shape == (3, 3, 8, 8) and ds.train_images.dtype == torch.uint8
+    assert ds.train_labels.tolist() == [0, 1, 1] and ds.val_labels.tolist() == [0, 1]
+    assert torch.equal(ds.train_images[0], torch.tensor([255, 0, 0]).view(3, 1, 1).expand(3, 8, 8))
+    assert (ds.mean, ds.std, ds.name) == (
+        folders.IMAGENET_MEAN,
+        folders.IMAGENET_STD,
+        str(tmp_path),
+    )
+
+
+def test_folder_resizes_shorter_side_then_centre_crops(tmp_path):
+    stripes = Image.new("RGB", (64, 32), (0, 255, 0))  # green outer quarters, red middle half
+    stripes.paste((255, 0, 0), (16, 0, 48, 32))
+    for split in ("train", "val"):
+        (tmp_path / split / "a").mkdir(parents=True)
+        stripes.save(tmp_path / split / "a" / "s.png")
+    image = load_dataset(str(tmp_path), resolution=16).train_images[0]
+    assert (image[0, :, 1:-1] == 255).all() and (image[1, :, 1:-1] == 0).all()
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda r: [p.unlink() for p in (r / "val").rglob("*.png")], "val/ has no images"),
+        (lambda r: os.rename(r / "val", r / "other"), "no val/ folder"),
+        (lambda r: (r / "train" / "bird").mkdir(), "missing from val/: bird"),
+        (lambda r: (r / "train" / "cat" / "a.png").unlink(), "no images in train/: cat"),
+        (lambda r: (r / "train" / "dog" / "a.png").write_bytes(b"\x89PNG broken"), "dog/a.png"),
+    ],
+)
+def test_folder_errors_name_the_problem(tmp_path, damage, message):
+    damage(make_folder(tmp_path))
+    with pytest.raises(DataError, match=message) as e:
+        load_dataset(str(tmp_path), resolution=8)
+    assert str(tmp_path) in str(e.value)
+
+
+def test_folder_larger_than_the_memory_share_comes_as_files(tmp_path, monkeypatch):
+    decoded = 5 * 3 * 8 * 8  # 5 images at 8×8: exactly a quarter of this RAM is still held
+    monkeypatch.setattr(folders, "_physical_memory", lambda: 4 * decoded)
+    held = load_dataset(str(make_folder(tmp_path)), resolution=8)
+    assert isinstance(held.train_images, torch.Tensor) and not held.streamed
+    monkeypatch.setattr(folders, "_physical_memory", lambda: 4 * decoded - 4)
+    ds = load_dataset(str(tmp_path), resolution=8)
+    assert ds.streamed and isinstance(ds.val_images, folders.FolderImages)
+    names = [p.relative_to(tmp_path).as_posix() for p in ds.train_images.files]
+    assert names == ["train/cat/a.png", "train/dog/a.png", "train/dog/b.jpg"]
+    assert ds.train_images.shape == (3, 3, 8, 8) and ds.train_images.nbytes == 3 * 3 * 8 * 8
+    assert len(ds.val_images[1:]) == 1 and ds.val_images[1:].files == ds.val_images.files[1:]
+    assert torch.equal(ds.train_images[torch.tensor([2, 0])], held.train_images[[2, 0]])
+    assert torch.equal(ds.train_labels, held.train_labels) and ds.classes == held.classes
+    assert (ds.mean, ds.std, ds.name) == (held.mean, held.std, held.name)
+
+
+def noise_folder(root: Path, train: int = 6, val: int = 2) -> Path:
+    """Classes ant and bee, each with ``train`` and ``val`` images of random 10×10 pixels."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", train), ("val", val)):
+        for c in ("ant", "bee"):
+            (root / split / c).mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 256, (10, 10, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / c / f"{i}.png")
+    return root
