@@ -49,7 +49,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     model = build(args.spec, **_overrides(args))
     summary = summarize(model)
-    print(json.dumps(summary.to_dict(), indent=2) if args.json else format_table(model, summary))
+    print(json.dumps(summary.to_dict(), indent=2) if args.json else format_table(summary))
     return 0
 
 
@@ -100,20 +100,10 @@ _NOT_TRAIN_CONFIG = {"command", "func", "spec", "set", "width", "resume"}
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from mnv3spec.train import TrainConfig, resume, train
+    from mnv3spec.train import start
 
     given = {k: v for k, v in vars(args).items() if k not in _NOT_TRAIN_CONFIG}
-    if args.resume:
-        if args.spec or args.set or args.width is not None:
-            raise UserError("--resume takes no SPEC, --set or --width: a run keeps its spec")
-        resume(args.resume, _command_line(), **given)
-        return 0
-    if not args.spec:
-        raise UserError("give the SPEC to train (e.g. specs/small.yaml), or --resume RUN_FOLDER")
-    overrides = _overrides(args)
-    if args.width is not None and overrides.setdefault("width", args.width) != args.width:
-        raise UserError(f"--width {args.width} and --set width={overrides['width']} disagree")
-    train(TrainConfig(args.spec, overrides, **given), _command_line())
+    start(args.spec, _overrides(args), args.width, args.resume, _command_line(), **given)
     return 0
 
 
@@ -165,7 +155,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         device=args.device,
     )
     print(
-        f"{args.checkpoint}: top-1 {r.top1:.2f}%  top-5 {r.top5:.2f}%  loss {r.loss:.4f}  "
+        f"{args.checkpoint}: top-1 {r.top1:.2f}%  top-{r.k} {r.top5:.2f}%  loss {r.loss:.4f}  "
         f"({r.images} validation images)"
     )
     return 0
@@ -356,6 +346,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `mnv3spec show small | head`: the reader has gone, stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 
 from .builder import RowPlan, SpecNet
@@ -25,6 +26,7 @@ class RowSummary:
     out_shape: tuple[int, int, int]
     params: int
     macs: int
+    features: dict[str, Any]  # what the row compiles to: op, k, in, exp, out, se, nl, bn, s, n, p
 
 
 @dataclass(frozen=True)
@@ -40,13 +42,18 @@ class Summary:
 
 
 def count_macs(model: torch.nn.Module, resolution: int, in_channels: int = 3) -> dict[str, int]:
-    """Multiply-adds per module name (and ``"Global"`` for the total) of one image, eval mode."""
+    """Multiply-adds per module name (and ``"Global"`` for the total) of one image, eval mode.
+
+    The forward pass runs on the meta device (shapes only, no memory), so counting a network at
+    any resolution costs nothing and the model's own weights are untouched."""
     was_training = model.training
     model.eval()
+    shapes = {k: torch.empty_like(v, device="meta") for k, v in model.state_dict().items()}
+    image = torch.empty(1, in_channels, resolution, resolution, device="meta")
     counter = FlopCounterMode(display=False)
     try:
         with counter, torch.no_grad():
-            model(torch.zeros(1, in_channels, resolution, resolution))
+            functional_call(model, shapes, (image,))
     finally:
         model.train(was_training)
     prefix = type(model).__name__ + "."
@@ -73,6 +80,7 @@ def summarize(model: SpecNet) -> Summary:
                 out_shape=p.out_shape,
                 params=sum(t.numel() for t in module.parameters()),
                 macs=macs.get(f"layers.{p.name}", 0),
+                features=row_features(p),
             )
         )
     total_params = sum(t.numel() for t in model.parameters())
@@ -148,19 +156,19 @@ def text_table(
     return [*table, rule, fmt(total)] if total else table
 
 
-def format_table(model: SpecNet, summary: Summary) -> str:
+def format_table(summary: Summary) -> str:
     """The summary as a text table, one line per spec row, then totals."""
     header = ("#", "row", "input", "output", "params", "MAdds")
     lines = [
         (
             str(r.index),
-            describe(row_features(p)),
+            describe(r.features),
             _shape(r.in_shape),
             _shape(r.out_shape),
             f"{r.params:,}",
             f"{r.macs:,}",
         )
-        for p, r in zip(model.plans, summary.rows, strict=True)
+        for r in summary.rows
     ]
     total = ("", "total", "", "", f"{summary.params:,}", f"{summary.macs:,}")
     title = f"{summary.name} at {summary.resolution}×{summary.resolution}"

@@ -88,11 +88,25 @@ class SpecNet(nn.Module):
         # Built on the meta device and initialised once: PyTorch's default init is wasted work.
         with torch.device("meta"):
             self.layers = nn.Sequential(OrderedDict((p.name, _build_row(p, ctx)) for p in plans))
+        _check_size(spec, sum(t.numel() for t in self.parameters()))
         self.to_empty(device="cpu")
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x).flatten(1)
+
+
+MAX_PARAMETERS = 2**31  # 8 GiB of float32 weights: far past any MobileNet, short of a crash
+
+
+def _check_size(spec: Spec, parameters: int) -> None:
+    if parameters > MAX_PARAMETERS:
+        raise SpecError(
+            f"the network would have {parameters:,} parameters "
+            f"({parameters * 4 / 2**30:,.0f} GiB); more than {MAX_PARAMETERS:,} is refused "
+            f"(check width {spec.params['width']})",
+            file=spec.source,
+        )
 
 
 def _build_row(p: RowPlan, ctx: Context) -> nn.Module:

@@ -8,10 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,28 +17,12 @@ from safetensors.torch import load_file, save_file
 
 from .builder import SpecNet, build
 from .errors import CheckpointError, SpecError
+from .outputs import atomic_path
 from .spec import read_yaml
 
 FORMAT = "mnv3spec"
 VERSION = "1"
-
-
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds,
-    so a crash never leaves a half-written file. The result gets the usual permissions (some
-    writers, safetensors among them, create files readable by their owner only)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+MAX_RESOLUTION = 8192  # a file's word is not trusted with the memory an image of that size takes
 
 
 def save_weights(
@@ -111,12 +91,17 @@ def _metadata_problem(spec: Any, meta: dict[str, Any]) -> str | None:
     expected = spec["params"].get("num_classes")
     if len(classes) != expected:
         return f"{len(classes)} class names for a spec with num_classes {expected}"
-    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
-        return f"resolution {resolution!r} is not a positive integer"
+    if isinstance(resolution, bool) or not isinstance(resolution, int):
+        return f"resolution {resolution!r} is not an integer"
+    if not 1 <= resolution <= MAX_RESOLUTION:
+        return f"resolution {resolution} is outside 1..{MAX_RESOLUTION}"
+    channels = spec["params"].get("in_channels", 3)
     for key in ("mean", "std"):
         values = meta[key]
-        if not (isinstance(values, list) and values and all(_finite(v) for v in values)):
+        if not (isinstance(values, list) and all(_finite(v) for v in values)):
             return f"{key} is not a list of finite numbers"
+        if len(values) != channels:
+            return f"{key} has {len(values)} values for {channels} input channels"
     if any(v <= 0 for v in meta["std"]):
         return "std must be positive"
     if not isinstance(meta["extra"], dict):
@@ -137,9 +122,15 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Sp
         raise CheckpointError(f"its embedded spec does not compile: {e}", file=str(path)) from None
     try:
         state = load_file(str(path), device=str(device))
-        model.load_state_dict(state)
-    except (SafetensorError, RuntimeError) as e:
+    except SafetensorError as e:
+        raise CheckpointError(f"unreadable weights ({e})", file=str(path)) from None
+    mine = model.state_dict()
+    misfit = [k for k in mine if k not in state or state[k].shape != mine[k].shape]
+    misfit += [k for k in state if k not in mine]
+    if misfit:
         raise CheckpointError(
-            f"weights do not fit the embedded spec ({e})", file=str(path)
-        ) from None
+            f"{len(misfit)} weights do not fit the embedded spec, the first being {misfit[0]}",
+            file=str(path),
+        )
+    model.load_state_dict(state)
     return model.to(device), meta

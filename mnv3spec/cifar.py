@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from . import folders
-from .checkpoint import atomic_path
 from .errors import DataError
+from .outputs import atomic_path
 
 try:  # numpy >= 2 moved it; the CIFAR pickles still name numpy.core
     from numpy._core.multiarray import _reconstruct

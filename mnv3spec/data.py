@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from . import folders
 from .cifar import SOURCES, read_cifar
 from .errors import DataError
 from .folders import IMAGENET_MEAN, IMAGENET_STD, FolderImages, read_folder
@@ -94,12 +95,20 @@ def _synthetic(sizes: tuple[int, int], num_classes: int, resolution: int, seed: 
     """Noise around one colour per class: learnable, so a smoke test can see the loss fall."""
     if num_classes < 1 or min(sizes) < 1:
         raise DataError(f"synthetic data needs ≥1 class and ≥1 image per split, got {sizes}")
+    count = sum(sizes)
+    if not folders.fits_in_memory(count, resolution):
+        raise DataError(
+            f"{count} synthetic images at {resolution}×{resolution} take "
+            f"{count * 3 * resolution**2 / 2**30:.1f} GiB, more than "
+            f"{folders.MEMORY_FRACTION:.0%} of this machine's RAM; lower the resolution"
+        )
     g = torch.Generator().manual_seed(seed)
-    colours = torch.randint(32, 224, (num_classes, 3, 1, 1), generator=g)
+    colours = torch.randint(32, 224, (num_classes, 3, 1, 1), generator=g, dtype=torch.int16)
 
     def split(n: int) -> tuple[torch.Tensor, torch.Tensor]:
         labels = torch.randperm(n, generator=g) % num_classes
-        noise = torch.randint(-48, 49, (n, 3, resolution, resolution), generator=g)
+        shape = (n, 3, resolution, resolution)
+        noise = torch.randint(-48, 49, shape, generator=g, dtype=torch.int16)
         return (colours[labels] + noise).clamp_(0, 255).to(torch.uint8), labels
 
     train, val = split(sizes[0]), split(sizes[1])

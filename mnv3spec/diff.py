@@ -14,8 +14,9 @@ from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
-from .analysis import Summary, describe, row_features, summarize, text_table
+from .analysis import Summary, describe, summarize, text_table
 from .builder import SpecNet, build
+from .errors import SpecError
 from .spec import parse_assignment
 
 
@@ -80,11 +81,8 @@ class SpecDiff:
         }
 
 
-def _sides(model: SpecNet, summary: Summary) -> list[Side]:
-    return [
-        Side(row_features(p), r.params, r.macs)
-        for p, r in zip(model.plans, summary.rows, strict=True)
-    ]
+def _sides(summary: Summary) -> list[Side]:
+    return [Side(r.features, r.params, r.macs) for r in summary.rows]
 
 
 def _changes(a: Side | None, b: Side | None) -> dict[str, tuple[Any, Any]]:
@@ -96,7 +94,7 @@ def _changes(a: Side | None, b: Side | None) -> dict[str, tuple[Any, Any]]:
 def compare(a: SpecNet, b: SpecNet, labels: tuple[str, str] | None = None) -> SpecDiff:
     """Row-by-row comparison of two compiled networks, each at its own ``resolution``."""
     sa, sb = summarize(a), summarize(b)
-    pairs = zip_longest(_sides(a, sa), _sides(b, sb))
+    pairs = zip_longest(_sides(sa), _sides(sb))
     rows = [RowDiff(i, x, y, _changes(x, y)) for i, (x, y) in enumerate(pairs)]
     return SpecDiff(labels or (a.spec.source, b.spec.source), sa, sb, rows)
 
@@ -114,9 +112,12 @@ def compare_files(
     ``both``), so one file against itself with ``only_b`` shows what a single edit changes.
     """
     models, labels = [], []
-    for path, own in ((spec_a, only_a), (spec_b, only_b)):
+    for side, path, own in (("SPEC_A", spec_a, only_a), ("SPEC_B", spec_b, only_b)):
         sets = [*both, *own]
-        models.append(build(path, **dict(map(parse_assignment, sets))))
+        try:
+            models.append(build(path, **dict(map(parse_assignment, sets))))
+        except SpecError as e:  # the same file may be both sides: say which one failed
+            raise SpecError(f"{side} ({path}): {e}") from None
         labels.append(" ".join([str(path), *(f"--set {s}" for s in sets)]))
     return compare(*models, labels=(labels[0], labels[1]))
 

@@ -13,7 +13,7 @@ from torch import nn
 from .batches import loader, normalize, worker_count
 from .checkpoint import load_model
 from .data import load_dataset
-from .errors import DataError
+from .errors import CheckpointError, DataError
 from .runtime import amp_dtype, pick_device, reduce_sums
 
 
@@ -21,8 +21,9 @@ from .runtime import amp_dtype, pick_device, reduce_sums
 class EvalResult:
     loss: float
     top1: float  # percent
-    top5: float  # percent; top-k with k = min(5, classes)
+    top5: float  # percent, top-k with k = min(5, classes): the name stays, as in metrics.csv
     images: int
+    k: int = 5  # the k of ``top5``
 
 
 @torch.no_grad()
@@ -40,7 +41,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, top5, count
-    dtype = amp_dtype(device)
+    dtype, k = amp_dtype(device), 5
     for x, y in batches:
         x = normalize(x.to(device, non_blocking=True), mean, std, channels_last=True)
         y = y.to(device, non_blocking=True)
@@ -59,7 +60,7 @@ def evaluate(
     model.train(was_training)
     loss, top1, top5, n = reduce_sums(sums.tolist(), device)
     n = max(n, 1)
-    return EvalResult(loss / n, 100 * top1 / n, 100 * top5 / n, int(n))
+    return EvalResult(loss / n, 100 * top1 / n, 100 * top5 / n, int(n), k)
 
 
 def evaluate_checkpoint(
@@ -72,6 +73,11 @@ def evaluate_checkpoint(
 ) -> EvalResult:
     """Rebuild the model from a weights file alone; evaluate it on ``data``'s validation split
     (by default the data it was trained on, as recorded in the file, else CIFAR-100)."""
+    if Path(path).is_dir():
+        example = Path(path) / "best.safetensors"
+        raise CheckpointError(
+            f"is a folder; give a .safetensors file (e.g. {example})", file=str(path)
+        )
     dev = pick_device(device)
     model, meta = load_model(path, dev)
     model = model.to(memory_format=torch.channels_last)

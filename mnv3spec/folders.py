@@ -62,10 +62,24 @@ def decode_image(path: Path, resolution: int) -> torch.Tensor:
     bilinear). Training on folders and ``infer`` share it, so both see the same pixels."""
     try:
         with Image.open(path) as img:
-            img = ImageOps.fit(img.convert("RGB"), (resolution,) * 2, Image.Resampling.BILINEAR)
+            rgb = _eight_bits(img).convert("RGB")
+            img = ImageOps.fit(rgb, (resolution,) * 2, Image.Resampling.BILINEAR)
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise DataError(f"cannot read this image ({e})", file=str(path)) from e
     return torch.from_numpy(np.array(img)).permute(2, 0, 1)
+
+
+def _eight_bits(img: Image.Image) -> Image.Image:
+    """Greyscale deeper than 8 bits scaled to 0–255, since ``convert("RGB")`` clips it (a 16-bit
+    PNG turns white). Integer modes (I;16*, and I, which Pillow gives 16-bit PNGs and TIFFs too)
+    are taken as 16-bit, F (float) as 0–1; other modes are returned as they are."""
+    if img.mode.startswith("I;16") or img.mode == "I":
+        scaled = np.asarray(img).astype(np.int64) >> 8
+    elif img.mode == "F":
+        scaled = np.asarray(img, dtype=np.float64) * 255
+    else:
+        return img
+    return Image.fromarray(np.rint(np.nan_to_num(scaled)).clip(0, 255).astype(np.uint8))
 
 
 Split = tuple[torch.Tensor | FolderImages, torch.Tensor]  # images and their int64 labels

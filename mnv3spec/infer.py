@@ -22,6 +22,7 @@ from .folders import decode_image
 from .runtime import pick_device
 
 CHECKPOINT_NAME = "best.safetensors"
+SUBFOLDER = "a subfolder (images are not searched recursively)"
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,8 @@ class Report:
 
 
 def find_checkpoints(paths: list[str | Path]) -> list[Path]:
-    """Every ``best.safetensors`` under the given folders; a file is taken as it is."""
+    """Every ``best.safetensors`` under the given folders; a file is taken as it is. A file met
+    twice (a folder and a file in it) is listed once."""
     found: list[Path] = []
     for path in map(Path, paths):
         if path.is_file():
@@ -79,16 +81,26 @@ def find_checkpoints(paths: list[str | Path]) -> list[Path]:
         raise CheckpointError(
             f"no {CHECKPOINT_NAME} under {where}; train one (mnv3spec train) or pass --models PATH"
         )
-    return found
+    unique: dict[Path, Path] = {}
+    for path in found:
+        unique.setdefault(path.resolve(), path)
+    return list(unique.values())
 
 
-def list_images(folder: str | Path) -> list[Path]:
-    """The files of ``folder`` (not its subfolders or hidden files): each one is tried as an image,
-    so a stray file is reported rather than silently ignored."""
+def list_images(folder: str | Path) -> tuple[list[Path], list[Path]]:
+    """The files of ``folder`` (not hidden ones), each to be tried as an image so a stray file is
+    reported rather than silently ignored; and its subfolders, which are not searched."""
     folder = Path(folder)
+    if folder.is_file():
+        raise DataError("is a file; give a folder of images", file=str(folder))
     if not folder.is_dir():
         raise DataError("no such folder of images", file=str(folder))
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    files, subfolders = [p for p in entries if p.is_file()], [p for p in entries if p.is_dir()]
+    if not files:
+        searched = "; subfolders are not searched" if subfolders else ""
+        raise DataError(f"no images in {folder}{searched}")
+    return files, subfolders
 
 
 def classify(
@@ -103,7 +115,7 @@ def classify(
     if topk < 1:
         raise UserError("must be at least 1", field="--topk")
     dev = pick_device(device)
-    images = list_images(image_folder)
+    images, subfolders = list_images(image_folder)
     models, skipped = [], []
     for path in find_checkpoints(model_paths):
         try:
@@ -121,6 +133,7 @@ def classify(
         for model, meta, result in models:
             x = normalize(decoded[meta["resolution"]].to(dev), meta["mean"], meta["std"])
             result.predictions += _predict(model, x, names, meta["classes"], topk)
+    skipped += [(f"{d.name}/", SUBFOLDER) for d in subfolders]
     return Report([result for _, _, result in models], skipped)
 
 

@@ -1,14 +1,15 @@
-"""Files written for the user (exports, CSV rows, plots): checked before the work that fills them,
-so a bad path fails in a second rather than after minutes of timing, and written atomically."""
+"""Files written for the user (exports, CSV rows, plots, run folders): checked before the work
+that fills them, so a bad path fails in a second rather than after minutes of work, and written
+atomically."""
 
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .checkpoint import atomic_path
 from .errors import UserError
 
 
@@ -29,12 +30,54 @@ def check_output(path: str | Path, *, suffix: str | None = None, field: str | No
     return path
 
 
+def check_output_folder(path: str | Path, *, field: str | None = None) -> Path:
+    """``path`` if files can be written in it: a writable folder, or one that can be made because
+    its nearest existing parent is a writable folder."""
+    path = Path(path)
+    where = {"file": str(path), "field": field}
+    existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        what = "is a file" if existing == path else f"is inside {existing}, a file"
+        raise UserError(f"{what}; give a folder", **where)
+    if not os.access(existing, os.W_OK):
+        raise UserError(f"the folder {existing} is not writable", **where)
+    return path
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds,
+    so a crash never leaves a half-written file. The result gets the usual permissions (some
+    writers, safetensors among them, create files readable by their owner only)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def os_errors(
+    path: str | Path, *, field: str | None = None, kinds: tuple[type[Exception], ...] = (OSError,)
+) -> Iterator[None]:
+    """An operating-system failure in the block (disk full, permissions changed) reported as a
+    :class:`UserError` naming ``path``; ``kinds`` adds the exceptions a library wraps it in."""
+    try:
+        yield
+    except kinds as e:
+        raise UserError(
+            f"cannot write: {getattr(e, 'strerror', None) or e}", file=str(path), field=field
+        ) from None
+
+
 @contextmanager
 def writing(path: str | Path, *, field: str | None = None) -> Iterator[Path]:
-    """:func:`atomic_path`, with an operating-system failure (disk full, permissions changed)
-    reported as a :class:`UserError` naming the file."""
-    try:
-        with atomic_path(path) as tmp:
-            yield tmp
-    except OSError as e:
-        raise UserError(f"cannot write: {e.strerror or e}", file=str(path), field=field) from None
+    """:func:`atomic_path`, with :func:`os_errors`."""
+    with os_errors(path, field=field), atomic_path(path) as tmp:
+        yield tmp

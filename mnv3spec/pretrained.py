@@ -39,8 +39,9 @@ def _download_torchvision(name: str) -> dict[str, torch.Tensor]:
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
+        problem = "not a file (a folder or a device)" if path.exists() else "no such file"
         raise CheckpointError(
-            "no such file; --init takes 'torchvision' or a state_dict file", file=str(path)
+            f"{problem}; --init takes 'torchvision' or a state_dict file", file=str(path)
         )
     try:
         if path.suffix == ".safetensors":
@@ -84,9 +85,9 @@ def init_from(model: SpecNet, source: str) -> str:
             state = {k: state[k] for k in order}
             break
     try:
-        load_torchvision(model, state)
+        load_torchvision(model, state, source=origin)
         return f"initialised from {origin}"
-    except CheckpointError:
-        load_torchvision(model, state, classifier=False)
+    except CheckpointError:  # then everything but the classifier must fit, or this names what not
+        load_torchvision(model, state, classifier=False, source=origin)
         classes = model.spec.params["num_classes"]
         return f"initialised from {origin}; classifier re-initialised for {classes} classes"

@@ -15,16 +15,30 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 
 from .builder import SpecNet
-from .checkpoint import atomic_path, save_weights
+from .checkpoint import save_weights
 from .errors import CheckpointError, UserError
+from .outputs import atomic_path, os_errors, writing
 
 RESUME_FILE = "resume.pt"
 CONFIG_FILE = "config.json"
 SPEC_FILE = "spec.yaml"
+# Percentages; val_top5 is top-k with k = min(5, classes), so always 100 with 5 classes or fewer.
 METRICS = ("epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5")
 METRICS += ("seconds", "images_per_s")
+
+
+def check_run_name(name: str) -> str:
+    """``name`` if it names a folder directly inside ``--out``, not one elsewhere."""
+    if "/" in name or "\\" in name or name in ("", ".", ".."):
+        raise UserError(
+            "must be a plain folder name (no '/' or '\\', not '.' or '..'); "
+            "choose the parent folder with --out",
+            field=f"--name {name}",
+        )
+    return name
 
 
 def check_free(run_dir: Path) -> None:
@@ -46,11 +60,17 @@ def write_start(run_dir: Path, spec: SpecNet, config: dict[str, Any], command: s
     """At every start or resume: the spec as built, the settings, and one more command line."""
     _write_text(run_dir / SPEC_FILE, spec.spec.to_yaml())
     _write_text(run_dir / CONFIG_FILE, json.dumps(config, indent=2))
-    with open(run_dir / "command.txt", "a") as f:  # a line per start: a torn append loses one
+    command_file = run_dir / "command.txt"
+    with os_errors(command_file), open(command_file, "a") as f:  # a torn append loses one line
         f.write(command + "\n")
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(
+            "is a file; --resume takes a run folder (the one holding config.json, e.g. runs/s1)",
+            file=str(run_dir),
+        )
     try:
         config = json.loads((run_dir / CONFIG_FILE).read_text())
     except FileNotFoundError:
@@ -78,10 +98,11 @@ def save_epoch(
     between them resumes from the previous epoch and rewrites them.
     """
     write_metrics(run_dir / "metrics.csv", rows)
-    save_weights(run_dir / "last.safetensors", net, **meta)
-    if improved:
-        save_weights(run_dir / "best.safetensors", net, **meta)
-    with atomic_path(run_dir / RESUME_FILE) as tmp:
+    for name in ["last.safetensors"] + (["best.safetensors"] if improved else []):
+        with os_errors(run_dir / name, kinds=(OSError, SafetensorError)):
+            save_weights(run_dir / name, net, **meta)
+    resume_file = run_dir / RESUME_FILE  # torch.save reports a full disk as a RuntimeError
+    with os_errors(resume_file, kinds=(OSError, RuntimeError)), atomic_path(resume_file) as tmp:
         torch.save(state, tmp)
     plot_curves(rows, run_dir / "curves.png")
 
@@ -95,12 +116,12 @@ def load_state(path: Path) -> dict:
 
 
 def _write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
+    with writing(path) as tmp:
         tmp.write_text(text)
 
 
 def write_metrics(path: Path, rows: list[dict]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+    with writing(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=METRICS)
         writer.writeheader()
         for row in rows:
@@ -140,5 +161,5 @@ def plot_curves(rows: list[dict], path: Path) -> None:
         ax.legend()
     loss.set_yscale("log")  # an early spike of the validation loss would flatten the rest
     fig.tight_layout()
-    with atomic_path(path) as tmp:
+    with writing(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)

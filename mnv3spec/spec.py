@@ -55,7 +55,15 @@ def schema() -> dict:
     return json.loads(resources.files(__package__).joinpath("schema.json").read_text())
 
 
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: 6× faster
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml when present: 6× faster
+    """The safe loader, also reading YAML 1.2 floats such as ``1e-5`` (YAML 1.1 wants a dot)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
 # "integer" means an int: JSON Schema would take 2.0, which torch's layers then refuse.
 _Validator = jsonschema.validators.extend(
     jsonschema.Draft202012Validator,
@@ -81,6 +89,10 @@ class _Marks:
         for n in range(len(where), 0, -1):
             if where[:n] in self.overridden:
                 return SpecError(message, file=self.overridden[where[:n]], field=field_name)
+        # A --set elsewhere in the same row (say layers.3.op=pool) may be what broke it.
+        row_edits = [v for k, v in self.overridden.items() if len(where) > 1 and k[:2] == where[:2]]
+        if row_edits:
+            message = f"{message} (the row as changed by {', '.join(row_edits)})"
         mark = (self.keys if key else self.values).get(where)
         while mark is None and where:
             where = where[:-1]
@@ -138,7 +150,7 @@ def _field_name(where: Where) -> str:
 def read_yaml(text: str, file: str) -> tuple[Any, _Marks]:
     """Safe-load one YAML document, recording where each value stands; aliases are refused."""
     marks = _Marks(file)
-    loader = _LOADER(text)
+    loader = _Loader(text)
     try:
         node = loader.get_single_node()
         if node is not None:
@@ -157,6 +169,8 @@ def read_yaml(text: str, file: str) -> tuple[Any, _Marks]:
         ) from None
     except yaml.YAMLError as e:
         raise SpecError(f"not valid YAML: {e}", file=file) from None
+    except RecursionError:
+        raise SpecError("nested too deeply to be a spec", file=file) from None
     finally:
         loader.dispose()
     return data, marks
@@ -210,7 +224,7 @@ def parse_assignment(text: str) -> tuple[str, Any]:
             field="--set",
         )
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
+        parsed = yaml.load(value, Loader=_Loader) if value.strip() else None  # a safe loader
     except yaml.YAMLError:
         parsed = value
     if isinstance(parsed, float) and not math.isfinite(parsed):

@@ -25,19 +25,23 @@ def _head_keys(model: nn.Module) -> set[str]:
 
 
 def load_torchvision(
-    model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, classifier: bool = True
+    model: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    classifier: bool = True,
+    source: str = "the torchvision state_dict",
 ) -> list[tuple[str, str]]:
     """Copy a torchvision MobileNet ``state_dict`` into a compiled model of the same network.
 
     With ``classifier=False`` the final layer keeps its own initialisation (for fine-tuning to a
     different number of classes). Returns the (ours, theirs) key pairs that were copied.
-    Raises :class:`CheckpointError` naming the first entry that does not fit.
+    Raises :class:`CheckpointError` naming ``source`` and the first entry that does not fit.
     """
     ours = model.state_dict()
     if len(ours) != len(state_dict):
         raise CheckpointError(
-            f"the torchvision state_dict has {len(state_dict)} entries but the compiled model "
-            f"has {len(ours)}: they are not the same network (check the spec, width and si)"
+            f"{source} has {len(state_dict)} entries but the compiled model has {len(ours)}: "
+            "they are not the same network (check the spec, width and si)"
         )
     skip = set() if classifier else _head_keys(model)
     pairs, new_state = [], {}
@@ -49,8 +53,8 @@ def load_torchvision(
             theirs = theirs[:, :, None, None]  # Linear → 1×1 conv
         if theirs.shape != mine.shape:
             raise CheckpointError(
-                f"torchvision's {theirs_key} has shape {shape} but {key} needs "
-                f"{tuple(mine.shape)}: not the same network (check the spec, width and num_classes)"
+                f"{source}: {theirs_key} has shape {shape} but {key} needs {tuple(mine.shape)}: "
+                "not the same network (check the spec, width and num_classes)"
             )
         new_state[key] = theirs
         pairs.append((key, theirs_key))

@@ -32,12 +32,14 @@ from .cifar import SOURCES
 from .data import DATASETS, Dataset, check_name, load_dataset
 from .errors import DataError, SpecError, TrainingError, UserError
 from .evaluate import EvalResult, evaluate
+from .outputs import check_output_folder
 from .pretrained import init_from
 from .run_folder import (
     CONFIG_FILE,
     RESUME_FILE,
     SPEC_FILE,
     check_free,
+    check_run_name,
     first_free,
     load_state,
     read_config,
@@ -46,7 +48,7 @@ from .run_folder import (
     write_start,
 )
 from .runtime import World, amp_dtype, average_buffers, pick_device, reduce_sums, state_digest
-from .spec import load_spec, resolve_path
+from .spec import Spec, load_spec, resolve_path
 
 CHECK_EVERY = 20  # steps between host syncs: loss shown, NaN looked for (on GPU a sync costs time)
 
@@ -324,7 +326,7 @@ class Trainer:
             self.log(
                 f"epoch {epoch}/{cfg.epochs}  lr {lr:.4g}  train loss {train_loss:.4f} "
                 f"acc {train_top1:.2f}%  val loss {val.loss:.4f} acc {val.top1:.2f}% "
-                f"top5 {val.top5:.2f}%  {row['seconds']:.1f}s {images_per_s:.0f} img/s"
+                f"top{val.k} {val.top5:.2f}%  {row['seconds']:.1f}s {images_per_s:.0f} img/s"
             )
         self._check_ranks_agree()
         self.log(f"done: best val top-1 {self.best:.2f}%, weights in {self.run_dir}")
@@ -489,13 +491,47 @@ class Trainer:
 # --- entry points ------------------------------------------------------------------------------
 
 
+def start(
+    spec: str | None,
+    overrides: dict[str, Any],
+    width: float | None,
+    resume_from: str | None,
+    command: str = "",
+    **given: Any,
+) -> Path:
+    """``cli.py train``: a new run of ``spec`` (``width`` is ``--set width``), or with
+    ``resume_from`` the continuation of that run folder. ``given``: the TrainConfig flags set."""
+    if resume_from:
+        if spec or overrides or width is not None:
+            raise UserError("--resume takes no SPEC, --set or --width: a run keeps its spec")
+        return resume(resume_from, command, **given)
+    if not spec:
+        raise UserError("give the SPEC to train (e.g. specs/small.yaml), or --resume RUN_FOLDER")
+    if width is not None and overrides.setdefault("width", width) != width:
+        raise UserError(f"--width {width} and --set width={overrides['width']} disagree")
+    return train(TrainConfig(spec, overrides, **given), command)
+
+
+def _check_rgb(spec: Spec) -> None:
+    """Every dataset training reads (CIFAR, image folders, synthetic) is RGB."""
+    channels = spec.params.get("in_channels", 3)
+    if channels != 3:
+        raise SpecError(
+            f"in_channels is {channels}, but training data is RGB (3 channels); "
+            "train with in_channels 3",
+            file=spec.source,
+            field="params.in_channels",
+        )
+
+
 def train(cfg: TrainConfig, command: str = "") -> Path:
     """Start a new run in ``cfg.out/cfg.name`` (a fresh name by default); returns its folder.
 
     The spec, data folder, data root, ``--init`` file and ``--out`` are stored absolute, so
     ``--resume`` works from any working directory. A dataset name wins over a folder of that name.
     """
-    load_spec(cfg.spec, **cfg.overrides)  # on every process; errors name the file as given
+    _check_rgb(load_spec(cfg.spec, **cfg.overrides))  # on every process; names the file as given
+    check_output_folder(cfg.out, field="--out")
     data = cfg.data
     if data not in DATASETS and Path(data).is_dir():
         data = str(Path(data).resolve())
@@ -546,11 +582,11 @@ def _launch(cfg: TrainConfig, run_dir: Path | None, command: str) -> Path:
     if run_dir is None:  # train() has loaded the spec
         spec = cfg.spec
         if cfg.name:
-            check_free(Path(cfg.out) / cfg.name)
+            check_free(Path(cfg.out) / check_run_name(cfg.name))
     else:  # the spec as trained, written at the start: the original may have changed or gone
         saved = run_dir / SPEC_FILE
         spec = str(saved) if saved.is_file() else cfg.spec
-        load_spec(spec, **cfg.overrides)
+        _check_rgb(load_spec(spec, **cfg.overrides))
     world.start(device)
     deterministic = torch.are_deterministic_algorithms_enabled()  # a global switch: restored
     try:

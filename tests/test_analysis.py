@@ -40,7 +40,7 @@ def test_rows_add_up_and_shapes_chain():
 
 def test_table_has_one_line_per_row_and_totals():
     model = build(ROOT / "specs" / "large.yaml", si=2, num_classes=1000, resolution=224)
-    text = format_table(model, summarize(model))
+    text = format_table(summarize(model))
     lines = text.splitlines()
     assert lines[0] == "mobilenet_v3_large at 224×224"
     assert len(lines) == 1 + 2 + 21 + 2 + 1

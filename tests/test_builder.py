@@ -163,3 +163,10 @@ def test_compiled_weights_are_initialised(path):
         assert torch.isfinite(t.float()).all(), name
         if name.endswith("running_var"):
             assert torch.equal(t, torch.ones_like(t)), name
+
+
+def test_absurd_sizes_are_refused_before_any_memory_is_taken():
+    with pytest.raises(SpecError, match=r"would have 1,437,393,422,100 parameters .*width 1000"):
+        build(SMALL, width=1000)
+    # Counting multiply-adds runs on the meta device: any resolution costs no memory.
+    assert mnv3spec.summarize(build(SMALL, resolution=100_000)).macs > 5e14

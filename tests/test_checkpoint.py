@@ -7,7 +7,8 @@ import torch
 from safetensors.torch import save_file
 
 from mnv3spec import CheckpointError, build
-from mnv3spec.checkpoint import atomic_path, load_model, read_metadata, save_weights
+from mnv3spec.checkpoint import load_model, read_metadata, save_weights
+from mnv3spec.outputs import atomic_path
 
 from .conftest import ROOT
 
@@ -72,7 +73,9 @@ def _tampered(tmp_path, **changes: str):
         ({"spec": "small"}, "the embedded spec is not a mapping"),
         ({"classes": "3"}, "classes is not a list of names"),
         ({"classes": '["a", "b", "c"]'}, "3 class names for a spec with num_classes 2"),
-        ({"resolution": "0"}, "resolution 0 is not a positive integer"),
+        ({"resolution": "0"}, r"resolution 0 is outside 1\.\.8192"),
+        ({"resolution": "100000"}, r"resolution 100000 is outside 1\.\.8192"),
+        ({"mean": "[0.5, 0.5]"}, "mean has 2 values for 3 input channels"),
         ({"resolution": "nope"}, "damaged metadata"),
         ({"spec": "a: &x [1]\nb: *x\n"}, "aliases"),
     ],
@@ -81,3 +84,12 @@ def _tampered(tmp_path, **changes: str):
 def test_metadata_from_a_file_is_checked_before_use(tmp_path, changes, message):
     with pytest.raises(CheckpointError, match=message):
         load_model(_tampered(tmp_path, **changes))
+
+
+def test_weights_that_do_not_fit_the_embedded_spec_are_named_in_one_line(tmp_path):
+    wider = build(ROOT / "specs" / "small.yaml", width=0.5, num_classes=2).spec.to_yaml()
+    with pytest.raises(CheckpointError) as info:
+        load_model(_tampered(tmp_path, spec=wider))
+    message = str(info.value)
+    assert "weights do not fit the embedded spec, the first being layers.r02_bneck" in message
+    assert "\n" not in message

@@ -47,6 +47,19 @@ def test_show_json_is_machine_readable(cli):
     assert data["name"] == "mobilenet_v3_large" and len(data["rows"]) == 21
     assert data["params"] == sum(r["params"] for r in data["rows"])
     assert data["rows"][0]["out_shape"] == [8, 32, 32]
+    assert data["rows"][4]["features"] == {
+        "op": "bneck",
+        "k": 5,
+        "in": 16,
+        "exp": [40],
+        "out": 24,
+        "se": True,
+        "nl": "RE",
+        "bn": None,
+        "s": 1,
+        "n": 1,
+        "p": None,
+    }
 
 
 def test_bad_input_exits_2_without_traceback(cli):

@@ -20,7 +20,7 @@ from mnv3spec.run_folder import METRICS
 from mnv3spec.runtime import state_digest
 from mnv3spec.spec import load_spec
 
-from .conftest import ROOT, run_cli
+from .conftest import ROOT, run_cli, tiny_checkpoint
 from .test_cifar import CLASSES, make_cifar100
 from .test_folders import write_image
 
@@ -77,6 +77,9 @@ def test_train_on_a_cifar_archive_writes_the_run_folder_and_eval_agrees(tmp_path
     evaluated = run_cli("eval", run / "best.safetensors", "--data-dir", tmp_path / "data")
     assert evaluated.returncode == 0, evaluated.stderr
     assert f"top-1 {best:.2f}%" in evaluated.stdout and "(32 validation images)" in evaluated.stdout
+    # with 3 classes, "top-5" is top-3: always right, and named for what it is
+    assert "top-3 100.00%" in evaluated.stdout and "top-5" not in evaluated.stdout
+    assert re.search(r"^epoch 2/2 .* top3 100\.00% ", result.stdout, re.M)
 
 
 def test_killed_during_epoch_2_and_resumed_equals_an_uninterrupted_run(tmp_path):
@@ -248,3 +251,52 @@ def test_eval_of_a_file_that_is_not_a_checkpoint(tmp_path, capsys):
     junk.write_bytes(b"not weights")
     assert main(["eval", str(junk)]) == 2
     assert "junk.safetensors: not a safetensors weights file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["{grey}", *TINY[1:]], "params.in_channels: in_channels is 1, but training data is RGB"),
+        ([*TINY, "--out", "{tmp}/afile"], "afile: --out: is a file; give a folder"),
+        ([*TINY, "--out", "{tmp}/afile/runs"], "--out: is inside {tmp}/afile, a file"),
+        ([*TINY, "--name", "../../etc/x"], "--name ../../etc/x: must be a plain folder name"),
+        ([*TINY, "--name", ".."], "--name ..: must be a plain folder name"),
+        ([*TINY, "--set", "resolution=40000"], "synthetic images at 40000×40000 take"),
+        ([*TINY, "--init", "/dev/null"], "/dev/null: not a file (a folder or a device)"),
+        (["--resume", "{tmp}/afile"], "afile: is a file; --resume takes a run folder"),
+    ],
+)
+def test_train_refuses_before_starting(tmp_path, args, message):
+    """Each fails in the pre-launch checks, as a user sees it: one message, exit 2, no run."""
+    (tmp_path / "afile").write_text("")
+    grey = (
+        (ROOT / "specs" / "small.yaml")
+        .read_text()
+        .replace("params:\n", "params:\n  in_channels: 1\n")
+    )
+    (tmp_path / "grey.yaml").write_text(grey)
+    where = {"tmp": tmp_path, "grey": tmp_path / "grey.yaml"}
+    out = [] if "--out" in args or "--resume" in args else ["--out", tmp_path / "runs"]
+    result = run_cli("train", *(str(a).format(**where) for a in args), *out)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: ") and message.format(**where) in result.stderr
+    assert not list(tmp_path.rglob("*.safetensors")) and not (ROOT.parent / "etc").exists()
+
+
+def test_init_from_a_checkpoint_of_another_width_names_the_file_not_torchvision(tmp_path):
+    tiny_checkpoint(tmp_path / "ours.safetensors", ["a", "b"])  # width 0.25
+    args = [*TINY, "--width", "0.5", "--init", tmp_path / "ours.safetensors", "--out", tmp_path]
+    result = run_cli("train", *args)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"error: {tmp_path / 'ours.safetensors'}: layers." in result.stderr
+    assert "has shape" in result.stderr and "torchvision" not in result.stderr
+
+
+def test_eval_of_a_run_folder_asks_for_its_file(tmp_path):
+    result = run_cli("eval", tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    example = tmp_path / "best.safetensors"
+    assert (
+        result.stderr
+        == f"error: {tmp_path}: is a folder; give a .safetensors file (e.g. {example})\n"
+    )

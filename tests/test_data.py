@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mnv3spec import folders
 from mnv3spec.data import load_dataset
 from mnv3spec.errors import DataError
 
@@ -29,3 +30,9 @@ def test_synthetic_is_deterministic_and_learnable():
     val_colour = ds.val_images.float().mean(dim=(2, 3))
     predicted = torch.cdist(val_colour, centres).argmin(1)
     assert (predicted == ds.val_labels).float().mean() > 0.9
+
+
+def test_synthetic_data_too_large_for_memory_is_refused(monkeypatch):
+    monkeypatch.setattr(folders, "MEMORY_FRACTION", 0)  # no room for anything
+    with pytest.raises(DataError, match=r"640 synthetic images at 8×8 take .* lower"):
+        load_dataset("synthetic", resolution=8)

@@ -73,3 +73,9 @@ def test_cli_diff_bad_override_is_one_clean_error(capsys):
     assert main(["diff", str(SMALL), str(SMALL), "--set-b", "layers.99.se=true"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "layers[99]" in err and len(err.splitlines()) == 1
+
+
+def test_cli_diff_says_which_side_failed_to_build():
+    result = run_cli("diff", "small", "small", "--set-b", "layers.40.se=true")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: SPEC_B (small): ") and "layers[40]" in result.stderr

@@ -98,3 +98,18 @@ def noise_folder(root: Path, train: int = 6, val: int = 2) -> Path:
                 pixels = rng.integers(0, 256, (10, 10, 3), dtype=np.uint8)
                 Image.fromarray(pixels).save(root / split / c / f"{i}.png")
     return root
+
+
+@pytest.mark.parametrize(
+    ("array", "mode"),
+    [
+        (np.full((8, 8), 0x8000, dtype=np.uint16), "I;16"),  # a 16-bit grey PNG opens so
+        (np.full((8, 8), 0x8000, dtype=np.int32), "I"),
+        (np.full((8, 8), 0.5, dtype=np.float32), "F"),
+    ],
+)
+def test_deep_greyscale_is_scaled_to_8_bits_not_clipped_to_white(tmp_path, array, mode):
+    path = tmp_path / ("grey.png" if mode == "I;16" else "grey.tif")
+    Image.fromarray(array).save(path)
+    assert Image.open(path).mode == mode
+    assert torch.equal(folders.decode_image(path, 4), torch.full((3, 4, 4), 128, dtype=torch.uint8))

@@ -67,8 +67,8 @@ def test_predictions_are_the_models_own_on_the_prepared_images(setup):
         assert [c for c, _ in p.top] == [CLASSES[i] for i in best]
         assert [q for _, q in p.top] == pytest.approx(row[best].tolist(), abs=1e-5)
     assert len({p.top[0][0] for p in result.predictions}) > 1  # not one answer for everything
-    assert [f for f, _ in report.skipped] == ["broken.jpg", "notes.txt"]
-    assert all(reason.startswith("cannot read this image") for _, reason in report.skipped)
+    assert [f for f, _ in report.skipped] == ["broken.jpg", "notes.txt", "sub/"]
+    assert all(reason.startswith("cannot read this image") for _, reason in report.skipped[:2])
 
 
 def test_decode_scales_the_shorter_side_and_crops_the_centre(tmp_path):
@@ -121,6 +121,7 @@ def test_cli_infer_table_with_skip_lines(setup, cli):
     assert any(x.startswith("skipped runs/b/best.safetensors: not a safetensors") for x in lines)
     assert "skipped broken.jpg: cannot read this image (" in result.stderr
     assert "skipped notes.txt: cannot read this image (" in result.stderr
+    assert "skipped sub/: a subfolder (images are not searched recursively)" in lines
     head = "runs/a/best.safetensors: mobilenet_v3_small, 3 classes, 32×32\nimage"
     assert result.stdout.startswith(head) and "top-2" in result.stdout
     assert all(name in result.stdout for name in GOOD)
@@ -135,7 +136,7 @@ def test_cli_infer_json(setup, cli):
     assert [p["image"] for p in model["predictions"]] == GOOD
     assert model["predictions"][0]["top"][0]["class"] in CLASSES
     assert 0 < model["predictions"][0]["top"][0]["p"] <= 1
-    assert {s["file"] for s in data["skipped"]} == {"broken.jpg", "notes.txt"}
+    assert {s["file"] for s in data["skipped"]} == {"broken.jpg", "notes.txt", "sub/"}
 
 
 def test_cli_infer_exits_1_when_nothing_could_be_classified(setup, tmp_path, cli):
@@ -171,3 +172,29 @@ def test_a_checkpoint_whose_class_names_do_not_fit_is_skipped(setup, tmp_path):
         str(tmp_path / "best.safetensors"),
         "damaged metadata: 2 class names for a spec with num_classes 3",
     )
+
+
+def test_a_checkpoint_named_twice_is_classified_once(setup):
+    a = setup / "runs" / "a"
+    assert find_checkpoints([a, a / "best.safetensors", a / ".." / "a"]) == [a / "best.safetensors"]
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: d.mkdir(), "error: no images in {d}\n"),
+        (
+            lambda d: (d / "sub").mkdir(parents=True),
+            "no images in {d}; subfolders are not searched",
+        ),
+        (lambda d: d.write_text(""), "error: {d}: is a file; give a folder of images\n"),
+    ],
+)
+def test_cli_infer_images_that_are_not_a_folder_of_images_exit_2(
+    setup, tmp_path, cli, make, message
+):
+    folder = tmp_path / "images"
+    make(folder)
+    result = cli("infer", "--models", setup / "runs" / "a", "--images", folder)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert message.format(d=folder) in result.stderr

@@ -96,6 +96,10 @@ def test_override_errors_name_the_flag():
         SpecError, match=r"--set width=0: params.width: found 0; allowed: a number > 0"
     ):
         load_spec(ROOT / "specs" / "small.yaml", width=0)
+    with pytest.raises(
+        SpecError, match=r"unknown key 'k'.* \(the row as changed by --set layers.0.op=pool\)"
+    ):
+        load_spec(ROOT / "specs" / "small.yaml", **{"layers.0.op": "pool"})
     with pytest.raises(SpecError, match=r"has no 'layers\[99\]'"):
         load_spec(ROOT / "specs" / "small.yaml", **{"layers.99.se": True})
 
@@ -123,3 +127,16 @@ def test_dict_source_is_not_mutated():
     doc = yaml.safe_load((ROOT / "specs" / "large.yaml").read_text())
     load_spec(doc, width=0.5)
     assert doc["params"]["width"] == 1.0
+
+
+def test_yaml_1_2_exponent_floats_are_numbers(tmp_path):
+    text = (ROOT / "specs" / "small.yaml").read_text().replace("bn_eps: 0.001", "bn_eps: 1e-3")
+    (tmp_path / "s.yaml").write_text(text)
+    assert load_spec(tmp_path / "s.yaml").params["bn_eps"] == 1e-3
+    assert parse_assignment("bn_eps=1e-5") == ("bn_eps", 1e-5)
+
+
+def test_deep_nesting_is_one_error(tmp_path):
+    (tmp_path / "deep.yaml").write_text("[" * 10_000 + "]" * 10_000)
+    with pytest.raises(SpecError, match="nested too deeply"):
+        load_spec(tmp_path / "deep.yaml")

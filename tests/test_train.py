@@ -18,7 +18,7 @@ import torchvision
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from mnv3spec import build, run_folder
+from mnv3spec import build, outputs, run_folder
 from mnv3spec.batches import batches
 from mnv3spec.checkpoint import read_metadata
 from mnv3spec.errors import CheckpointError, TrainingError, UserError
@@ -247,13 +247,14 @@ def test_every_file_of_the_run_folder_is_written_atomically(tmp_path, monkeypatc
     """A crash mid-write must never leave a half file: spec.yaml and config.json are rewritten on
     every resume, and a damaged one would make the run unresumable."""
     written = []
-    real = run_folder.atomic_path
+    real = outputs.atomic_path
 
     def recording(path):
         written.append(Path(path).name)
         return real(path)
 
     monkeypatch.setattr(run_folder, "atomic_path", recording)
+    monkeypatch.setattr(outputs, "atomic_path", recording)  # what run_folder's writing() uses
     cfg = TrainConfig(str(SMALL), {"width": 0.25, "resolution": 16}, data="synthetic", epochs=1)
     cfg.out, cfg.name, cfg.seed = str(tmp_path), "run", 0
     train(cfg)

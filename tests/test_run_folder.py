@@ -1,0 +1,49 @@
+"""The run folder's files: a full disk or a bad name is a user error, never a traceback."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+from safetensors import SafetensorError
+
+from mnv3spec import build, checkpoint, run_folder
+from mnv3spec.errors import UserError
+
+from .conftest import ROOT
+
+ROW = dict.fromkeys(run_folder.METRICS, 1.0)
+
+
+def disk_full(*_args, **_kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@pytest.mark.parametrize("name", ["../../etc/x", "a/b", "a\\b", ".", "..", ""])
+def test_a_run_name_is_one_folder_inside_out(name):
+    with pytest.raises(UserError, match="must be a plain folder name"):
+        run_folder.check_run_name(name)
+
+
+def test_a_full_disk_while_writing_metrics_names_the_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "replace", disk_full)  # as the finished file is renamed into place
+    with pytest.raises(UserError, match=r"metrics\.csv: cannot write: No space left on device"):
+        run_folder.write_metrics(tmp_path / "metrics.csv", [ROW])
+    assert not list(tmp_path.iterdir())  # no temporary file left behind
+
+
+def test_a_full_disk_while_saving_weights_names_the_file(tmp_path, monkeypatch):
+    def full(*_args, **_kwargs):  # safetensors wraps the operating system's error in its own
+        raise SafetensorError("I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(checkpoint, "save_file", full)
+    net = build(ROOT / "specs" / "small.yaml", width=0.25, num_classes=2)
+    with pytest.raises(UserError, match=r"last\.safetensors: cannot write: .*No space left"):
+        run_folder.save_epoch(tmp_path, net, [ROW], {}, improved=True)
+
+
+def test_resume_of_a_file_says_it_takes_a_folder(tmp_path):
+    (tmp_path / "best.safetensors").write_bytes(b"")
+    with pytest.raises(UserError, match="is a file; --resume takes a run folder"):
+        run_folder.read_config(tmp_path / "best.safetensors")
