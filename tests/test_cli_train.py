@@ -280,7 +280,8 @@ def test_train_refuses_before_starting(tmp_path, args, message):
     result = run_cli("train", *(str(a).format(**where) for a in args), *out)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.startswith("error: ") and message.format(**where) in result.stderr
-    assert not list(tmp_path.rglob("*.safetensors")) and not (ROOT.parent / "etc").exists()
+    # --out is tmp_path/runs, so ../../etc/x would have landed in tmp_path.parent/etc
+    assert not list(tmp_path.rglob("*.safetensors")) and not (tmp_path.parent / "etc").exists()
 
 
 def test_init_from_a_checkpoint_of_another_width_names_the_file_not_torchvision(tmp_path):
