@@ -8,7 +8,6 @@ from safetensors.torch import save_file
 
 from mnv3spec import CheckpointError, build
 from mnv3spec.checkpoint import load_model, read_metadata, save_weights
-from mnv3spec.outputs import atomic_path
 
 from .conftest import ROOT
 
@@ -38,16 +37,6 @@ def test_foreign_files_are_refused(tmp_path):
         read_metadata(pickle_file)
     with pytest.raises(CheckpointError, match="no such file"):
         read_metadata(tmp_path / "missing.safetensors")
-
-
-def test_atomic_path_leaves_the_old_file_on_failure(tmp_path):
-    target = tmp_path / "last.safetensors"
-    target.write_text("old")
-    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
-        tmp.write_text("half")
-        raise RuntimeError("crash while writing")
-    assert target.read_text() == "old"
-    assert [p.name for p in tmp_path.iterdir()] == ["last.safetensors"]
 
 
 def _tampered(tmp_path, **changes: str):
