@@ -162,7 +162,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="top-1, top-5 and loss of a checkpoint on a validation split")
+    p = sub.add_parser("eval", help="top-1, top-k (k = min(5, classes)) and loss on val data")
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="a .safetensors file written by train")
     p.add_argument("--data", help="as for train (default: the data it was trained on)")
     p.add_argument("--data-dir", default="./data", help="as for train (default ./data)")
