@@ -7,7 +7,7 @@ above 1 means ours is faster. Targets at 224 with si=2 (the paper's network):
   * our eager ÷ torchvision eager ≥ 0.97 for Small and Large (the compiler adds nothing);
   * the best backend ≥ 3× torchvision eager for Small.
 The same table follows at the CIFAR resolution 32 with si=1 (torchvision's twin is given our
-strides and shortcuts, see ``mnv3spec.latency.torchvision_twin``). Not a test: numbers move with
+strides and shortcuts, see ``mnv3spec.run.latency.torchvision_twin``). Not a test: numbers move with
 the machine's load, so run it on a quiet machine and read the ratios, not the milliseconds.
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mnv3spec import latency
+from mnv3spec.run import latency
 
 # (spec, target for the best backend ÷ torchvision eager at 224, or None)
 SPECS = [("small", 3.0), ("large", None)]  # shipped specs, by name

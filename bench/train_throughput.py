@@ -7,7 +7,7 @@ seed's SGD; the data is random uint8 images laid out N×32×32×3 like the CIFAR
 
 * seed: torchvision per-image transforms (ToPILImage, RandomCrop(32, padding=4),
   RandomHorizontalFlip, ToTensor, Normalize) through a DataLoader with 2 workers, NCHW tensors;
-* ours, NCHW: the uint8 tensor decoded once, mnv3spec.batches.augment/normalize per batch;
+* ours, NCHW: the uint8 tensor decoded once, mnv3spec.data.batches.augment/normalize per batch;
 * ours: the same with channels_last, as ``cli.py train`` runs.
 
 Each pipeline runs in a fresh process of its own, so its peak memory is its own: the resident set
@@ -44,7 +44,7 @@ def seed_batches(images, labels, batch: int):
     import torch
     import torchvision.transforms as T
 
-    from mnv3spec.cifar import CIFAR100_MEAN, CIFAR100_STD
+    from mnv3spec.data.cifar import CIFAR100_MEAN, CIFAR100_STD
 
     transform = T.Compose(
         [
@@ -69,8 +69,8 @@ def seed_batches(images, labels, batch: int):
 def our_batches(images, labels, batch: int, channels_last: bool):
     import torch
 
-    from mnv3spec.batches import augment, batches, normalize
-    from mnv3spec.cifar import CIFAR100_MEAN, CIFAR100_STD
+    from mnv3spec.data.batches import augment, batches, normalize
+    from mnv3spec.data.cifar import CIFAR100_MEAN, CIFAR100_STD
 
     x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # decoded once, NCHW uint8
     y = torch.tensor(labels)
@@ -88,7 +88,7 @@ def run_one(pipeline: str, steps: int, warmup: int, batch: int) -> dict:
     import torch
 
     from mnv3spec import build
-    from mnv3spec.train import RECIPES, make_optimizer
+    from mnv3spec.run.train import RECIPES, make_optimizer
 
     torch.manual_seed(0)
     images, labels = cifar_like((steps + warmup) * batch)

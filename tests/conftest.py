@@ -33,7 +33,7 @@ def tiny_checkpoint(path: Path, classes: list[str], **overrides) -> torch.nn.Mod
     """Save a width-0.25 Small at 32×32 as a training run would, with weights that give O(1)
     logits (BN statistics of random input, a larger classifier) so predictions are not ties."""
     from mnv3spec import build
-    from mnv3spec.checkpoint import save_weights
+    from mnv3spec.weights.checkpoint import save_weights
 
     torch.manual_seed(0)
     model = build(ROOT / "specs" / "small.yaml", width=0.25, num_classes=len(classes), **overrides)

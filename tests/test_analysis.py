@@ -8,7 +8,7 @@ import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
 from mnv3spec import build, summarize
-from mnv3spec.analysis import format_table
+from mnv3spec.model.summary import format_table
 
 from .conftest import ROOT
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 import torchvision.transforms.functional as TF
 
-from mnv3spec import cifar, folders
-from mnv3spec.batches import augment, batches, loader, normalize
-from mnv3spec.data import load_dataset
+from mnv3spec.data import cifar, folders
+from mnv3spec.data.batches import augment, batches, loader, normalize
+from mnv3spec.data.datasets import load_dataset
 from mnv3spec.errors import DataError
 
 from .test_folders import noise_folder

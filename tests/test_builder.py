@@ -7,7 +7,7 @@ import torch
 
 import mnv3spec
 from mnv3spec import SpecError, build
-from mnv3spec.layers import init_weights
+from mnv3spec.ops.layers import init_weights
 
 from .conftest import ROOT, SPECS
 

@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import save_file
 
 from mnv3spec import CheckpointError, build
-from mnv3spec.checkpoint import load_model, read_metadata, save_weights
+from mnv3spec.weights.checkpoint import load_model, read_metadata, save_weights
 
 from .conftest import ROOT
 

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from mnv3spec import cifar, folders
-from mnv3spec.data import load_dataset
+from mnv3spec.data import cifar, folders
+from mnv3spec.data.datasets import load_dataset
 from mnv3spec.errors import DataError
 
 CLASSES = ["apple", "bear", "cloud"]

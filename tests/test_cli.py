@@ -77,6 +77,16 @@ def test_bad_input_exits_2_without_traceback(cli):
         assert result.stderr.strip(), args
 
 
-def test_console_script_is_cli_main():
+def test_console_script_is_the_package_cli():
     scripts = {e.name: e.value for e in entry_points(group="console_scripts")}
-    assert scripts.get("mnv3spec") == "cli:main"
+    assert scripts.get("mnv3spec") == "mnv3spec.cli:main"
+
+
+def test_nothing_named_cli_is_installed_beside_the_package():
+    """The top-level cli.py is a thin launcher for the checkout; the package owns the CLI."""
+    from configparser import ConfigParser
+
+    cfg = ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    assert "py_modules" not in cfg["options"]
+    assert (ROOT / "cli.py").read_text().count("\n") < 12

@@ -14,11 +14,11 @@ import torch
 from safetensors.torch import load_file
 
 from cli import main
-from mnv3spec.checkpoint import read_metadata
-from mnv3spec.cifar import CIFAR100_MEAN, CIFAR100_STD
-from mnv3spec.run_folder import METRICS
-from mnv3spec.runtime import state_digest
-from mnv3spec.spec import load_spec
+from mnv3spec.data.cifar import CIFAR100_MEAN, CIFAR100_STD
+from mnv3spec.run.run_folder import METRICS
+from mnv3spec.run.runtime import state_digest
+from mnv3spec.spec.load import load_spec
+from mnv3spec.weights.checkpoint import read_metadata
 
 from .conftest import ROOT, run_cli, tiny_checkpoint
 from .test_cifar import CLASSES, make_cifar100

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mnv3spec import folders
-from mnv3spec.data import load_dataset
+from mnv3spec.data import folders
+from mnv3spec.data.datasets import load_dataset
 from mnv3spec.errors import DataError
 
 

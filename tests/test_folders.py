@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from mnv3spec import folders
-from mnv3spec.data import load_dataset
+from mnv3spec.data import folders
+from mnv3spec.data.datasets import load_dataset
 from mnv3spec.errors import DataError
 
 

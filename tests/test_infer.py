@@ -11,11 +11,11 @@ from PIL import Image
 
 import cli
 from mnv3spec import build
-from mnv3spec.batches import normalize
-from mnv3spec.checkpoint import save_weights
+from mnv3spec.data.batches import normalize
+from mnv3spec.data.folders import decode_image
 from mnv3spec.errors import CheckpointError, DataError
-from mnv3spec.folders import decode_image
-from mnv3spec.infer import classify, find_checkpoints, format_tables
+from mnv3spec.run.infer import classify, find_checkpoints, format_tables
+from mnv3spec.weights.checkpoint import save_weights
 
 from .conftest import ROOT, tiny_checkpoint
 

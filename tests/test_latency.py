@@ -10,9 +10,10 @@ import pytest
 import torch
 
 import cli
-from mnv3spec import build, latency, load_torchvision, summarize
+from mnv3spec import build, load_torchvision, summarize
 from mnv3spec.errors import ExportError, UserError
-from mnv3spec.export import compare
+from mnv3spec.run import latency
+from mnv3spec.run.export import compare
 
 from .conftest import ROOT
 

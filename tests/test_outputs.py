@@ -9,7 +9,7 @@ import stat
 import pytest
 
 from mnv3spec import UserError
-from mnv3spec.outputs import atomic_path, check_output, check_output_folder, writing
+from mnv3spec.files import atomic_path, check_output, check_output_folder, writing
 
 
 def test_atomic_path_leaves_the_old_file_on_failure(tmp_path):

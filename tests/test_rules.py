@@ -1,7 +1,7 @@
 import pytest
 from torchvision.models._utils import _make_divisible
 
-from mnv3spec.rules import (
+from mnv3spec.ops.rules import (
     conv_output_size,
     expand_by_ratio,
     make_divisible,

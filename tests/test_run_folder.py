@@ -8,8 +8,10 @@ import os
 import pytest
 from safetensors import SafetensorError
 
-from mnv3spec import build, checkpoint, run_folder
+from mnv3spec import build
 from mnv3spec.errors import UserError
+from mnv3spec.run import run_folder
+from mnv3spec.weights import checkpoint
 
 from .conftest import ROOT
 

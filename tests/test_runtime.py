@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mnv3spec import UserError
-from mnv3spec.runtime import World, amp_dtype, pick_device, reduce_sums, state_digest
+from mnv3spec.run.runtime import World, amp_dtype, pick_device, reduce_sums, state_digest
 
 
 def test_pick_device_on_a_cpu_machine(monkeypatch):

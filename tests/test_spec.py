@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from mnv3spec import SpecError, load_spec
-from mnv3spec.builder import plan
-from mnv3spec.spec import parse_assignment, shipped_specs
+from mnv3spec.model.builder import plan
+from mnv3spec.spec.load import parse_assignment, shipped_specs
 
 from .conftest import ROOT, SPECS
 

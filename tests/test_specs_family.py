@@ -15,8 +15,8 @@ import yaml
 
 from cli import main
 from mnv3spec import SpecError, build, load_torchvision, summarize
-from mnv3spec.analysis import count_macs
-from mnv3spec.checkpoint import load_model
+from mnv3spec.model.summary import count_macs
+from mnv3spec.weights.checkpoint import load_model
 
 from .conftest import ROOT, run_cli
 

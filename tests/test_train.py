@@ -18,13 +18,13 @@ import torchvision
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from mnv3spec import build, outputs, run_folder
-from mnv3spec.batches import batches
-from mnv3spec.checkpoint import read_metadata
+from mnv3spec import build
+from mnv3spec import files as outputs
+from mnv3spec.data.batches import batches
 from mnv3spec.errors import CheckpointError, TrainingError, UserError
-from mnv3spec.evaluate import evaluate
-from mnv3spec.pretrained import init_from
-from mnv3spec.train import (
+from mnv3spec.run import run_folder
+from mnv3spec.run.evaluate import evaluate
+from mnv3spec.run.train import (
     RECIPES,
     TrainConfig,
     lr_factor,
@@ -34,6 +34,8 @@ from mnv3spec.train import (
     steps_per_epoch,
     train,
 )
+from mnv3spec.weights.checkpoint import read_metadata
+from mnv3spec.weights.pretrained import init_from
 
 from .conftest import ROOT, run_cli
 from .test_cli_train import RUN_FILES, metrics
@@ -266,7 +268,7 @@ def test_every_file_of_the_run_folder_is_written_atomically(tmp_path, monkeypatc
 
 # cli.py with no memory to hold any dataset in: every folder is decoded batch by batch.
 CLI_WITHOUT_MEMORY = (
-    "import sys; from mnv3spec import folders; folders.MEMORY_FRACTION = 0; import cli; "
+    "import sys; from mnv3spec.data import folders; folders.MEMORY_FRACTION = 0; import cli; "
     "sys.exit(cli.main(sys.argv[1:]))"
 )
 

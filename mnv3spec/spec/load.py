@@ -19,7 +19,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from .errors import SpecError
+from ..errors import SpecError
 
 REF = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)$")
 Where = tuple  # a position in the document: ("layers", 3, "nl")
@@ -178,7 +178,7 @@ def read_yaml(text: str, file: str) -> tuple[Any, _Marks]:
 
 def shipped_specs() -> dict[str, Path]:
     """The specs that ship with the package, by name: ``{"small": .../specs/small.yaml, ...}``."""
-    folder = resources.files(__package__).joinpath("specs")
+    folder = resources.files("mnv3spec").joinpath("specs")
     return {Path(p.name).stem: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".yaml")}
 
 

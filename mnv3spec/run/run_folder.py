@@ -17,10 +17,10 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 
-from .builder import SpecNet
-from .checkpoint import save_weights
-from .errors import CheckpointError, UserError
-from .outputs import atomic_path, os_errors, writing
+from ..errors import CheckpointError, UserError
+from ..files import atomic_path, os_errors, writing
+from ..model.builder import SpecNet
+from ..weights.checkpoint import save_weights
 
 RESUME_FILE = "resume.pt"
 CONFIG_FILE = "config.json"

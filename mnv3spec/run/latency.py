@@ -20,9 +20,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .analysis import summarize, text_table
-from .builder import SpecNet, build
-from .errors import ExportError, UserError
+from ..errors import ExportError, UserError
+from ..files import check_output, writing
+from ..model.builder import SpecNet, build
+from ..model.summary import summarize, text_table
+from ..ops.layers import Bneck
+from ..weights.torchvision import load_torchvision, torchvision_matches
 from .export import (
     compare,
     optimize_for_inference,
@@ -31,9 +34,6 @@ from .export import (
     trace_frozen,
     write_onnx,
 )
-from .layers import Bneck
-from .outputs import check_output, writing
-from .torchvision_compat import load_torchvision, torchvision_matches
 
 BACKENDS = ("eager", "channels_last", "compiled", "onnxruntime")
 DEVICES = ("cpu", "cuda")

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
-from .builder import SpecNet
-from .errors import CheckpointError
-from .torchvision_compat import (
+from ..errors import CheckpointError
+from ..model.builder import SpecNet
+from .torchvision import (
     TORCHVISION_V3,
     load_torchvision,
     torchvision_matches,

@@ -2,7 +2,7 @@
 
 Following airbench, images stay in one tensor (on the GPU if the caller moves them there) and every
 step is a handful of tensor ops, so there are no worker processes and no per-image Python in the
-training loop. :class:`~mnv3spec.folders.FolderImages` are decoded batch by batch instead, in
+training loop. :class:`~mnv3spec.data.folders.FolderImages` are decoded batch by batch instead, in
 DataLoader workers (:func:`loader`); their batches come in the same order and reach the same tensor
 ops, so training does not tell them apart.
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .errors import DataError
+from ..errors import DataError
 from .folders import FolderImages
 
 MAX_WORKERS = 8  # decoding processes per training process, for folders too large for memory

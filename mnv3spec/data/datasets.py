@@ -1,6 +1,7 @@
-"""Datasets by name: CIFAR (:mod:`mnv3spec.cifar`), an image folder (:mod:`mnv3spec.folders`) or
-synthetic images, each decoded once into uint8 tensors and handed to training as one
-:class:`Dataset`. Their batches and augmentation are :mod:`mnv3spec.batches`.
+"""Datasets by name: CIFAR (:mod:`mnv3spec.data.cifar`), an image folder
+(:mod:`mnv3spec.data.folders`) or synthetic images, each decoded once into
+uint8 tensors and handed to training as one
+:class:`Dataset`. Their batches and augmentation are :mod:`mnv3spec.data.batches`.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from pathlib import Path
 
 import torch
 
+from ..errors import DataError
 from . import folders
 from .cifar import SOURCES, read_cifar
-from .errors import DataError
 from .folders import IMAGENET_MEAN, IMAGENET_STD, FolderImages, read_folder
 
 DATASETS = (*SOURCES, "synthetic")  # names that win over folders of the same name
@@ -67,7 +68,7 @@ def load_dataset(
     ``synthetic`` (``synthetic_size`` train/val images of ``num_classes`` classes) or a folder
     with ``train/<class>/`` and ``val/<class>/`` (names win: write ``./cifar10`` for a folder).
     Nothing is cached on disk beyond the official files. A folder whose decoded size fails
-    :func:`mnv3spec.folders.fits_in_memory` comes as :class:`FolderImages`, decoded batch by
+    :func:`mnv3spec.data.folders.fits_in_memory` comes as :class:`FolderImages`, decoded batch by
     batch; CIFAR resized that large is refused with a DataError.
     """
     if resolution < 1:

@@ -10,10 +10,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import SpecError
-from .layers import init_weights
-from .ops import OPS, Block, Context, spatial_after
-from .spec import Row, Spec, load_spec
+from ..errors import SpecError
+from ..ops.layers import init_weights
+from ..ops.registry import OPS, Block, Context, spatial_after
+from ..spec.load import Row, Spec, load_spec
 
 
 @dataclass(frozen=True)

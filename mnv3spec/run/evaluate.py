@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .batches import loader, normalize, worker_count
-from .checkpoint import load_model
-from .data import load_dataset
-from .errors import CheckpointError, DataError
+from ..data.batches import loader, normalize, worker_count
+from ..data.datasets import load_dataset
+from ..errors import CheckpointError, DataError
+from ..weights.checkpoint import load_model
 from .runtime import amp_dtype, pick_device, reduce_sums
 
 
@@ -36,8 +36,8 @@ def evaluate(
     device: torch.device,
 ) -> EvalResult:
     """Evaluate ``model`` on uint8 image batches with their labels (from memory or decoded by
-    :func:`mnv3spec.batches.loader`, on any device). Under torch.distributed each rank passes its
-    own shard and every rank gets the result over all of them."""
+      :func:`mnv3spec.data.batches.loader`, on any device). Under torch.distributed each rank
+    passes its own shard and every rank gets the result over all of them."""
     was_training = model.training
     model.eval()
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, top5, count

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import DataError
+from ..files import atomic_path
 from . import folders
-from .errors import DataError
-from .outputs import atomic_path
 
 try:  # numpy >= 2 moved it; the CIFAR pickles still name numpy.core
     from numpy._core.multiarray import _reconstruct
@@ -98,7 +98,7 @@ def read_cifar(
 ) -> tuple[Split, Split, list[str]]:
     """The train and test splits of ``src`` at ``resolution`` and its class names, from the
     extracted folder under ``root`` (extracting or downloading the archive if needed). A resize
-    whose result would not fit :func:`mnv3spec.folders.fits_in_memory` is refused."""
+    whose result would not fit :func:`mnv3spec.data.folders.fits_in_memory` is refused."""
     folder = _locate_cifar(src, root, download)
     meta = _read_pickle(folder / src.meta)
     try:

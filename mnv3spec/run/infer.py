@@ -2,7 +2,7 @@
 
 Each model rebuilds itself from its file's metadata (spec, class names, resolution,
 normalisation). Images are prepared as for training on folders
-(:func:`mnv3spec.folders.decode_image`): any mode to RGB, the first frame of a GIF, the shorter
+(:func:`mnv3spec.data.folders.decode_image`): any mode to RGB, the first frame of a GIF, the shorter
 side scaled to the model's resolution and the centre cropped. A file that is not a readable
 image, or a checkpoint that does not load, is reported and skipped; the rest are still classified.
 """
@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 
-from .analysis import text_table
-from .batches import normalize
-from .checkpoint import load_model
-from .errors import CheckpointError, DataError, UserError
-from .folders import decode_image
+from ..data.batches import normalize
+from ..data.folders import decode_image
+from ..errors import CheckpointError, DataError, UserError
+from ..model.summary import text_table
+from ..weights.checkpoint import load_model
 from .runtime import pick_device
 
 CHECKPOINT_NAME = "best.safetensors"

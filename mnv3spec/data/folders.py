@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from .errors import DataError
+from ..errors import DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -30,7 +30,7 @@ class FolderImages:
     """Image files standing in for their decoded uint8 N×3×R×R tensor, for a folder too large to
     hold decoded. It answers what the tensor would (``len``, ``shape``, ``nbytes``, ``device``,
     slicing) and indexing by a sequence or tensor of indices decodes those images, so
-    :func:`mnv3spec.batches.batches` works on either."""
+    :func:`mnv3spec.data.batches.batches` works on either."""
 
     files: tuple[Path, ...]
     resolution: int

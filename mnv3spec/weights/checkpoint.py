@@ -15,10 +15,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .builder import SpecNet, build
-from .errors import CheckpointError, SpecError
-from .outputs import atomic_path
-from .spec import read_yaml
+from ..errors import CheckpointError, SpecError
+from ..files import atomic_path
+from ..model.builder import SpecNet, build
+from ..spec.load import read_yaml
 
 FORMAT = "mnv3spec"
 VERSION = "1"

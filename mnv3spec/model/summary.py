@@ -13,8 +13,8 @@ import torch
 from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..ops.registry import OPS
 from .builder import RowPlan, SpecNet
-from .ops import OPS
 
 
 @dataclass(frozen=True)

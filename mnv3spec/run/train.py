@@ -5,9 +5,9 @@ fits; an image folder too large for memory is decoded batch by batch by DataLoad
 and each step augments the whole batch with tensor ops; the default recipe is the seed
 repo's (SGD 0.1, momentum 0.9, ×0.1 at epochs 15/20/30, batch 128, 20 epochs). After every epoch
 the run folder gets metrics.csv, last/best.safetensors, the resume file and curves.png, each
-written atomically (:mod:`mnv3spec.run_folder`), so a killed run resumes exactly where its last
+written atomically (:mod:`mnv3spec.run.run_folder`), so a killed run resumes exactly where its last
 finished epoch left it. Under torchrun each process trains on its shard with
-DistributedDataParallel (:mod:`mnv3spec.runtime`); rank 0 writes.
+DistributedDataParallel (:mod:`mnv3spec.run.runtime`); rank 0 writes.
 """
 
 from __future__ import annotations
@@ -26,14 +26,15 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .batches import augment, loader, normalize, worker_count
-from .builder import SpecNet, build
-from .cifar import SOURCES
-from .data import DATASETS, Dataset, check_name, load_dataset
-from .errors import DataError, SpecError, TrainingError, UserError
+from ..data.batches import augment, loader, normalize, worker_count
+from ..data.cifar import SOURCES
+from ..data.datasets import DATASETS, Dataset, check_name, load_dataset
+from ..errors import DataError, SpecError, TrainingError, UserError
+from ..files import check_output_folder
+from ..model.builder import SpecNet, build
+from ..spec.load import Spec, load_spec, resolve_path
+from ..weights.pretrained import init_from
 from .evaluate import EvalResult, evaluate
-from .outputs import check_output_folder
-from .pretrained import init_from
 from .run_folder import (
     CONFIG_FILE,
     RESUME_FILE,
@@ -48,7 +49,6 @@ from .run_folder import (
     write_start,
 )
 from .runtime import World, amp_dtype, average_buffers, pick_device, reduce_sums, state_digest
-from .spec import Spec, load_spec, resolve_path
 
 CHECK_EVERY = 20  # steps between host syncs: loss shown, NaN looked for (on GPU a sync costs time)
 

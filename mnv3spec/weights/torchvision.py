@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 import torch
 from torch import nn
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 TORCHVISION_V3 = ("mobilenet_v3_small", "mobilenet_v3_large")
 

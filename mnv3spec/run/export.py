@@ -24,11 +24,11 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .builder import SpecNet, build
-from .checkpoint import load_model
-from .errors import ExportError, UserError
-from .layers import ConvBNAct
-from .outputs import check_output, writing
+from ..errors import ExportError, UserError
+from ..files import check_output, writing
+from ..model.builder import SpecNet, build
+from ..ops.layers import ConvBNAct
+from ..weights.checkpoint import load_model
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 TOLERANCE = 1e-4  # max abs difference of the logits, and at most RELATIVE × the largest logit:

@@ -14,10 +14,10 @@ from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
-from .analysis import Summary, describe, summarize, text_table
-from .builder import SpecNet, build
-from .errors import SpecError
-from .spec import parse_assignment
+from ..errors import SpecError
+from ..model.builder import SpecNet, build
+from ..model.summary import Summary, describe, summarize, text_table
+from ..spec.load import parse_assignment
 
 
 @dataclass(frozen=True)

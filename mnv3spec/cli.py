@@ -1,0 +1,355 @@
+"""Command line of mnv3spec: parses arguments and calls the library. ``python cli.py -h``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import sys
+
+from mnv3spec.errors import UserError
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    from mnv3spec.spec.load import parse_assignment
+
+    return dict(parse_assignment(s) for s in args.set or [])
+
+
+def _add_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a spec parameter (width=0.5, si=2) or a field (layers.12.se=true)",
+    )
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from mnv3spec import load_spec, plan
+
+    failed = 0
+    for path in args.specs:
+        try:
+            spec = load_spec(path, **_overrides(args))
+            plan(spec)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            failed += 1
+        else:
+            print(f"ok: {path} ({spec.name}, {len(spec.rows)} rows)")
+    return 2 if failed else 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from mnv3spec import build, summarize
+    from mnv3spec.model.summary import format_table
+
+    model = build(args.spec, **_overrides(args))
+    summary = summarize(model)
+    print(json.dumps(summary.to_dict(), indent=2) if args.json else format_table(summary))
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from mnv3spec.run.diff import compare_files, format_diff
+
+    d = compare_files(args.spec_a, args.spec_b, args.set or [], args.set_a or [], args.set_b or [])
+    print(json.dumps(d.to_dict(), indent=2) if args.json else format_diff(d))
+    return 0
+
+
+def _add_device(p: argparse.ArgumentParser, default: str = "auto") -> None:
+    p.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda", "mps"],
+        default=default,
+        help="auto (default): cuda, else mps, else cpu",
+    )
+
+
+def _number(kind: type, low: float, *, above: bool = False):
+    """An argparse type: ``kind`` at least ``low`` (strictly above with ``above``)."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"not {what}: {text}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number: {text}")
+        if value < low or (above and value == low):
+            raise argparse.ArgumentTypeError(f"must be {'>' if above else '>='} {low}: {text}")
+        return value
+
+    return parse
+
+
+def _command_line() -> str:
+    """How this process was started, for the run folder's command.txt."""
+    head = ["python"] if sys.argv[0].endswith(".py") else []
+    size = os.environ.get("WORLD_SIZE")
+    tail = f"  # under torchrun, {size} processes" if size else ""
+    return shlex.join([*head, *sys.argv]) + tail
+
+
+_NOT_TRAIN_CONFIG = {"command", "func", "spec", "set", "width", "resume"}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from mnv3spec.run.train import start
+
+    given = {k: v for k, v in vars(args).items() if k not in _NOT_TRAIN_CONFIG}
+    start(args.spec, _overrides(args), args.width, args.resume, _command_line(), **given)
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from mnv3spec.data.datasets import describe_sources
+
+    p = sub.add_parser(
+        "train",
+        help="train a spec (CIFAR-100 by default) into runs/NAME",
+        description="Train a spec. Defaults are the seed repo's recipe: SGD lr 0.1 momentum 0.9, "
+        "x0.1 at epochs 15/20/30, batch 128, 20 epochs, crop+flip augmentation.",
+        argument_default=argparse.SUPPRESS,
+    )
+    p.add_argument("spec", nargs="?", default=None, metavar="SPEC", help="e.g. specs/small.yaml")
+    _add_set(p)
+    positive, non_negative = _number(float, 0, above=True), _number(float, 0)
+    add = p.add_argument
+    add("--width", type=positive, default=None, help="width multiplier (= --set width=W)")
+    add("--epochs", type=_number(int, 1), help="epochs (default 20)")
+    add("--batch", type=_number(int, 1), help="global batch size (default 128)")
+    add("--data", help=describe_sources())
+    add("--data-dir", help="where CIFAR archives are looked for / downloaded (default ./data)")
+    _add_device(p, default=argparse.SUPPRESS)
+    add("--recipe", help="optimiser and schedule preset (default seed); the flags below change it")
+    add("--lr", type=positive, help="base learning rate (seed: 0.1)")
+    add("--momentum", type=non_negative, help="SGD momentum (seed: 0.9)")
+    add("--weight-decay", type=non_negative, help="on weights, never on BN or biases (seed: 0)")
+    add("--nesterov", action="store_true", help="Nesterov momentum")
+    add("--schedule", choices=["multistep", "cosine"], help="seed: multistep 15/20/30 x0.1")
+    add("--warmup", type=non_negative, help="epochs of linear learning-rate warm-up (seed: 0)")
+    add("--label-smoothing", type=non_negative, help="cross-entropy label smoothing (seed: 0)")
+    add("--compile", action="store_true", help="torch.compile the model")
+    add("--out", help="parent folder of run folders (default runs)")
+    add("--name", help="run folder name (default SPEC-wWIDTH-DATA)")
+    add("--seed", type=_number(int, 0), help="seed; on CPU also deterministic algorithms")
+    add("--init", help="start from weights: 'torchvision' (ImageNet) or a state_dict file")
+    add("--resume", default=None, metavar="RUN_FOLDER", help="continue a run after its last epoch")
+    p.set_defaults(func=cmd_train, set=None)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from mnv3spec.run.evaluate import evaluate_checkpoint
+
+    r = evaluate_checkpoint(
+        args.checkpoint,
+        data=args.data,
+        data_dir=args.data_dir,
+        batch_size=args.batch,
+        device=args.device,
+    )
+    print(
+        f"{args.checkpoint}: top-1 {r.top1:.2f}%  top-{r.k} {r.top5:.2f}%  loss {r.loss:.4f}  "
+        f"({r.images} validation images)"
+    )
+    return 0
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="top-1, top-k (k = min(5, classes)) and loss on val data")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a .safetensors file written by train")
+    p.add_argument("--data", help="as for train (default: the data it was trained on)")
+    p.add_argument("--data-dir", default="./data", help="as for train (default ./data)")
+    p.add_argument("--batch", type=_number(int, 1), default=256, help="default 256")
+    _add_device(p)
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    from mnv3spec.run.infer import classify, format_tables
+
+    report = classify(args.models, args.images, topk=args.topk, device=args.device)
+    for file, reason in report.skipped:
+        print(f"skipped {file}: {reason}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    elif report.models:
+        print(format_tables(report))
+    if report.classified:
+        return 0
+    print("error: nothing was classified (every image or checkpoint was skipped)", file=sys.stderr)
+    return 1
+
+
+def _add_infer(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("infer", help="classify a folder of images with every checkpoint found")
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=["runs"],
+        metavar="PATH",
+        help="checkpoint files, or folders searched for best.safetensors (default runs)",
+    )
+    p.add_argument("--images", default="test_images", help="folder of images (default test_images)")
+    p.add_argument("--topk", type=_number(int, 1), default=5, help="classes per image (default 5)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_device(p)
+    p.set_defaults(func=cmd_infer)
+
+
+def cmd_latency(args: argparse.Namespace) -> int:
+    from mnv3spec.run import latency
+
+    latency.check_files(args.csv, args.plot)
+    rows = latency.measure(
+        args.specs or None,
+        widths=tuple(args.widths),
+        devices=args.devices,
+        backends=tuple(args.backends),
+        batch=args.batch,
+        resolution=args.resolution,
+        overrides=_overrides(args),
+        reference=args.reference,
+        runs=args.runs,
+        warmup=args.warmup,
+        progress=lambda line: print(f"timing {line}", file=sys.stderr, flush=True),
+    )
+    print(latency.header(args.batch, args.runs, args.warmup))
+    print(latency.format_table(rows))
+    if args.csv:
+        latency.write_csv(rows, args.csv)
+        print(f"wrote {args.csv}")
+    if args.plot:
+        latency.plot(rows, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _add_latency(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("latency", help="time specs per width, device and backend")
+    p.add_argument("specs", nargs="*", metavar="SPEC", help="default: small large (shipped)")
+    _add_set(p)
+    add = p.add_argument
+    add(
+        "--widths",
+        nargs="+",
+        type=_number(float, 0, above=True),
+        default=[0.25, 0.5, 1.0],
+        metavar="W",
+        help="width multipliers, one row each (default 0.25 0.5 1.0); --set width is refused",
+    )
+    add("--devices", nargs="+", metavar="DEVICE", help="cpu, cuda (default: cpu, and cuda if any)")
+    add("--batch", type=_number(int, 1), default=1, help="images per call (default 1)")
+    add("--resolution", type=_number(int, 1), help="input size (default: the spec's)")
+    add(
+        "--backends",
+        nargs="+",
+        default=["eager"],
+        metavar="BACKEND",
+        help="eager, channels_last, compiled (BN folded + torch.compile), onnxruntime",
+    )
+    add("--reference", metavar="torchvision", help="also time torchvision's twin, print the ratio")
+    add("--runs", type=_number(int, 1), default=50, help="timed calls per row (default 50)")
+    add("--warmup", type=_number(int, 1), default=10, help="untimed calls first (default 10)")
+    add("--csv", metavar="FILE", help="write the raw rows as CSV (checked before timing)")
+    add("--plot", metavar="FILE.png", help="latency vs multiply-adds as a PNG")
+    p.set_defaults(func=cmd_latency)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from mnv3spec.run.export import export
+
+    r = export(
+        args.source,
+        args.format,
+        args.out,
+        resolution=args.resolution,
+        dynamic_batch=args.dynamic_batch,
+        overrides=_overrides(args),
+    )
+    if r.random_init:
+        print(f"note: {args.source} is a spec, so the weights are random (export a checkpoint)")
+    opset = f", opset {r.opset}" if r.opset else ""
+    print(
+        f"wrote {r.path} ({r.format}{opset}, {r.size / 1e6:.2f} MB, BN folded); "
+        f"max abs diff vs PyTorch {r.max_abs_diff:.2e} (largest logit {r.max_logit:.2e})"
+    )
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="a checkpoint or spec to ONNX or TorchScript, verified")
+    p.add_argument("source", metavar="SPEC_OR_CHECKPOINT", help="a .safetensors or a spec .yaml")
+    p.add_argument("--format", required=True, choices=["onnx", "torchscript"])
+    p.add_argument("--out", help="default: beside a checkpoint, or NAME.onnx / NAME.pt here")
+    p.add_argument("--resolution", type=_number(int, 1), help="input size (default: the spec's)")
+    p.add_argument("--dynamic-batch", action="store_true", help="any batch size, not only 1")
+    _add_set(p)
+    p.set_defaults(func=cmd_export)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mnv3spec",
+        description="MobileNets as data: validate, show, train, infer, export.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check spec files; exit 0 only if all are valid")
+    p.add_argument("specs", nargs="+", metavar="SPEC")
+    _add_set(p)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser(
+        "show", help="the compiled network as a table: shapes, params, multiply-adds"
+    )
+    p.add_argument("spec", metavar="SPEC")
+    _add_set(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("diff", help="two specs side by side, row by row: changes, params, MAdds")
+    p.add_argument("spec_a", metavar="SPEC_A")
+    p.add_argument("spec_b", metavar="SPEC_B", help="may be SPEC_A again, with --set-b")
+    _add_set(p)
+    for side in ("a", "b"):
+        p.add_argument(
+            f"--set-{side}",
+            action="append",
+            metavar="KEY=VALUE",
+            help=f"like --set, for SPEC_{side.upper()} only (after --set)",
+        )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_diff)
+
+    _add_train(sub)
+    _add_eval(sub)
+    _add_infer(sub)
+    _add_latency(sub)
+    _add_export(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `mnv3spec show small | head`: the reader has gone, stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+
+
+if __name__ == "__main__":
+    sys.exit(main())

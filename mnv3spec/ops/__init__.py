@@ -1,0 +1,1 @@
+"""The operators a spec row can name: registry, layers and named rules."""

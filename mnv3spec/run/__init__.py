@@ -1,0 +1,1 @@
+"""The runners over a compiled network: train, evaluate, infer, latency, export, diff."""

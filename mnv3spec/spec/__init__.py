@@ -1,0 +1,1 @@
+"""Text → :class:`Spec`: reading, validating and resolving a spec file."""
