@@ -43,7 +43,10 @@ def main() -> None:
     print(f"torch {torch.__version__}, 1 thread, median of {args.repeats} builds")
     print(f"{'spec':28s} {'build ms':>9s} {'torchvision ms':>15s} {'ratio':>6s}")
     for path in sorted((ROOT / "specs").glob("*.yaml")):
-        ours = median_ms(lambda p=path: mnv3spec.build(p, si=2, num_classes=1000), args.repeats)
+        ours = median_ms(
+            lambda p=path: mnv3spec.build(mnv3spec.load_spec(p, si=2, num_classes=1000)),
+            args.repeats,
+        )
         name = mnv3spec.load_spec(path).name
         ref = REFERENCE.get(name)
         if ref:

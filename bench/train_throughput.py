@@ -87,12 +87,12 @@ def run_one(pipeline: str, steps: int, warmup: int, batch: int) -> dict:
     """Train ``warmup + steps`` steps on ``pipeline``'s batches; the timed part's images/s."""
     import torch
 
-    from mnv3spec import build
+    from mnv3spec import build, load_spec
     from mnv3spec.run.train import RECIPES, make_optimizer
 
     torch.manual_seed(0)
     images, labels = cifar_like((steps + warmup) * batch)
-    model = build(ROOT / "specs" / "small.yaml", si=1, resolution=32, num_classes=100)
+    model = build(load_spec(ROOT / "specs" / "small.yaml", si=1, resolution=32, num_classes=100))
     if pipeline == "ours":
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, RECIPES["seed"])

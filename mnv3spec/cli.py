@@ -44,10 +44,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from mnv3spec import build, summarize
+    from mnv3spec import build, load_spec, summarize
     from mnv3spec.model.summary import format_table
 
-    model = build(args.spec, **_overrides(args))
+    model = build(load_spec(args.spec, **_overrides(args)))
     summary = summarize(model)
     print(json.dumps(summary.to_dict(), indent=2) if args.json else format_table(summary))
     return 0

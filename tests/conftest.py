@@ -32,11 +32,13 @@ def cli():
 def tiny_checkpoint(path: Path, classes: list[str], **overrides) -> torch.nn.Module:
     """Save a width-0.25 Small at 32×32 as a training run would, with weights that give O(1)
     logits (BN statistics of random input, a larger classifier) so predictions are not ties."""
-    from mnv3spec import build
+    from mnv3spec import build, load_spec
     from mnv3spec.weights.checkpoint import save_weights
 
     torch.manual_seed(0)
-    model = build(ROOT / "specs" / "small.yaml", width=0.25, num_classes=len(classes), **overrides)
+    model = build(
+        load_spec(ROOT / "specs" / "small.yaml", width=0.25, num_classes=len(classes), **overrides)
+    )
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.momentum = None  # the running statistics become those of the one batch below

@@ -7,7 +7,7 @@ import torch
 import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
-from mnv3spec import build, summarize
+from mnv3spec import build, load_spec, summarize
 from mnv3spec.model.summary import format_table
 
 from .conftest import ROOT
@@ -22,14 +22,16 @@ def torchvision_macs(model: torch.nn.Module) -> int:
 
 @pytest.mark.parametrize(("name", "paper_m"), [("large", 219), ("small", 56)])
 def test_macs_match_torchvision_and_the_paper(name, paper_m):
-    ours = summarize(build(ROOT / "specs" / f"{name}.yaml", si=2, num_classes=1000, resolution=224))
+    ours = summarize(
+        build(load_spec(ROOT / "specs" / f"{name}.yaml", si=2, num_classes=1000, resolution=224))
+    )
     theirs = torchvision_macs(getattr(torchvision.models, f"mobilenet_v3_{name}")())
     assert abs(ours.macs - theirs) / theirs < 0.01
     assert abs(ours.macs / 1e6 - paper_m) / paper_m < 0.02  # 216.6 M vs 219, 56.5 M vs 56
 
 
 def test_rows_add_up_and_shapes_chain():
-    summary = summarize(build(ROOT / "specs" / "small.yaml"))
+    summary = summarize(build(load_spec(ROOT / "specs" / "small.yaml")))
     assert sum(r.macs for r in summary.rows) == summary.macs
     assert sum(r.params for r in summary.rows) == summary.params
     for before, after in zip(summary.rows, summary.rows[1:], strict=False):
@@ -39,7 +41,7 @@ def test_rows_add_up_and_shapes_chain():
 
 
 def test_table_has_one_line_per_row_and_totals():
-    model = build(ROOT / "specs" / "large.yaml", si=2, num_classes=1000, resolution=224)
+    model = build(load_spec(ROOT / "specs" / "large.yaml", si=2, num_classes=1000, resolution=224))
     text = format_table(summarize(model))
     lines = text.splitlines()
     assert lines[0] == "mobilenet_v3_large at 224×224"

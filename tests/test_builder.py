@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import mnv3spec
-from mnv3spec import SpecError, build
+from mnv3spec import SpecError, build, load_spec
 from mnv3spec.ops.layers import init_weights
 
 from .conftest import ROOT, SPECS
@@ -35,21 +35,21 @@ def n_params(model: torch.nn.Module) -> int:
     ids=lambda v: getattr(v, "stem", v),
 )
 def test_parameter_counts(spec, width, expected):
-    assert n_params(build(spec, width=width, si=2, num_classes=1000)) == expected
+    assert n_params(build(load_spec(spec, width=width, si=2, num_classes=1000))) == expected
 
 
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
 def test_every_shipped_spec_runs_at_its_resolution_and_at_224(path):
-    model = build(path).eval()
+    model = build(load_spec(path)).eval()
     res, classes = model.spec.params["resolution"], model.spec.params["num_classes"]
     with torch.no_grad():
         assert model(torch.randn(2, 3, res, res)).shape == (2, classes)
-        big = build(path, si=2, num_classes=1000, resolution=224).eval()
+        big = build(load_spec(path, si=2, num_classes=1000, resolution=224)).eval()
         assert big(torch.randn(1, 3, 224, 224)).shape == (1, 1000)
 
 
 def test_module_names_follow_the_spec_rows():
-    keys = list(build(SMALL).state_dict())
+    keys = list(build(load_spec(SMALL)).state_dict())
     assert keys[0] == "layers.r00_conv2d.conv.weight"
     assert "layers.r01_bneck.se.fc1.weight" in keys  # Table 2, bneck 1 has SE
     assert not any(k.startswith("layers.r02_bneck.se") for k in keys)  # bneck 2 has none
@@ -58,14 +58,14 @@ def test_module_names_follow_the_spec_rows():
 
 
 def test_si_sets_the_initial_strides():
-    small = build(SMALL)  # si = 1 for 32×32 CIFAR
+    small = build(load_spec(SMALL))  # si = 1 for 32×32 CIFAR
     assert [p.out_shape[1] for p in small.plans[:5]] == [32, 32, 32, 32, 16]
-    paper = build(SMALL, si=2, resolution=224)
+    paper = build(load_spec(SMALL, si=2, resolution=224))
     assert [p.out_shape[1] for p in paper.plans[:5]] == [112, 56, 28, 28, 14]
 
 
 def test_residuals_only_where_stride_one_and_same_channels():
-    large = build(LARGE)
+    large = build(load_spec(LARGE))
     residual = [
         p.row.index
         for p in large.plans
@@ -75,13 +75,13 @@ def test_residuals_only_where_stride_one_and_same_channels():
 
 
 def test_bn_settings_come_from_the_spec():
-    model = build(SMALL, bn_momentum=0.01)
+    model = build(load_spec(SMALL, bn_momentum=0.01))
     bn = model.layers.r00_conv2d.bn
     assert (bn.eps, bn.momentum) == (0.001, 0.01)
 
 
 def test_se_on_the_last_conv_is_one_edit():
-    printed = build(SMALL, si=2, num_classes=1000, **{"layers.12.se": True})
+    printed = build(load_spec(SMALL, si=2, num_classes=1000, **{"layers.12.se": True}))
     # SE(576): 576→144→576 with biases
     assert n_params(printed) - 2_542_856 == 576 * 144 + 144 + 144 * 576 + 576
 
@@ -113,7 +113,7 @@ def test_repeats_and_ratio_expansion():
             {"op": "conv2d", "k": 1, "out": 5, "bn": False, "fixed": True},
         ],
     }
-    model = build(doc)
+    model = build(load_spec(doc))
     blocks = model.plans[1].blocks
     assert [(b.in_ch, b.exp, b.out_ch, b.stride) for b in blocks] == [
         (16, 72, 24, 2),
@@ -125,21 +125,31 @@ def test_repeats_and_ratio_expansion():
 
 
 def test_width_scales_the_head_unless_fixed():
-    half = build(LARGE, width=0.5)
+    half = build(load_spec(LARGE, width=0.5))
     assert half.plans[18].out_shape[0] == 640
-    fixed = build(LARGE, width=0.5, **{"layers.18.fixed": True})
+    fixed = build(load_spec(LARGE, width=0.5, **{"layers.18.fixed": True}))
     assert fixed.plans[18].out_shape[0] == 1280
 
 
 def test_network_must_end_in_class_scores():
     with pytest.raises(SpecError, match="last row gives 100 outputs but num_classes is 10"):
-        build(SMALL, num_classes=10, **{"layers.16.out": 100})
+        build(load_spec(SMALL, num_classes=10, **{"layers.16.out": 100}))
 
 
-def test_build_accepts_a_spec_object():
-    spec = mnv3spec.load_spec(SMALL, width=0.5)
-    assert n_params(build(spec)) == n_params(build(SMALL, width=0.5))
-    assert build(spec, width=1.0).spec.params["width"] == 1.0
+def test_build_takes_a_resolved_spec_and_derive_changes_it_without_reading_the_file(tmp_path):
+    copy = tmp_path / "small.yaml"
+    copy.write_text(SMALL.read_text())
+    spec = mnv3spec.load_spec(copy, width=0.5)
+    copy.unlink()  # derive works from the resolved document
+    assert n_params(build(spec)) == n_params(build(load_spec(SMALL, width=0.5)))
+    wider = spec.derive(width=1.0)
+    assert build(wider).spec.params["width"] == 1.0
+    assert spec.params["width"] == 0.5  # the original is untouched
+    with pytest.raises(SpecError) as e:
+        spec.derive(si=7)
+    assert str(copy) in str(e.value) and "--set si=7" in str(e.value)
+    with pytest.raises(TypeError, match="takes a Spec"):
+        build(SMALL)
 
 
 def test_init_weights_initialises_layers_it_does_not_know():
@@ -158,7 +168,7 @@ def test_init_weights_initialises_layers_it_does_not_know():
 
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
 def test_compiled_weights_are_initialised(path):
-    model = build(path)
+    model = build(load_spec(path))
     for name, t in model.state_dict().items():
         assert torch.isfinite(t.float()).all(), name
         if name.endswith("running_var"):
@@ -167,6 +177,6 @@ def test_compiled_weights_are_initialised(path):
 
 def test_absurd_sizes_are_refused_before_any_memory_is_taken():
     with pytest.raises(SpecError, match=r"would have 1,437,393,422,100 parameters .*width 1000"):
-        build(SMALL, width=1000)
+        build(load_spec(SMALL, width=1000))
     # Counting multiply-adds runs on the meta device: any resolution costs no memory.
-    assert mnv3spec.summarize(build(SMALL, resolution=100_000)).macs > 5e14
+    assert mnv3spec.summarize(build(load_spec(SMALL, resolution=100_000))).macs > 5e14

@@ -6,14 +6,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from mnv3spec import CheckpointError, build
+from mnv3spec import CheckpointError, build, load_spec
 from mnv3spec.weights.checkpoint import load_model, read_metadata, save_weights
 
 from .conftest import ROOT
 
 
 def test_round_trip_rebuilds_the_model_from_the_file_alone(tmp_path):
-    model = build(ROOT / "specs" / "small.yaml", width=0.25, num_classes=3).eval()
+    model = build(load_spec(ROOT / "specs" / "small.yaml", width=0.25, num_classes=3)).eval()
     path = tmp_path / "best.safetensors"
     save_weights(path, model, classes=["cat", "dog", "fox"], mean=(0.1, 0.2, 0.3), std=(1, 2, 3))
     loaded, meta = load_model(path)
@@ -45,7 +45,7 @@ def _tampered(tmp_path, **changes: str):
     from safetensors.torch import load_file
 
     good = tmp_path / "good.safetensors"
-    save_weights(good, build(ROOT / "specs" / "small.yaml", width=0.25, num_classes=2))
+    save_weights(good, build(load_spec(ROOT / "specs" / "small.yaml", width=0.25, num_classes=2)))
     with safe_open(str(good), framework="pt") as f:
         metadata = {**f.metadata(), **changes}
     bad = tmp_path / "bad.safetensors"
@@ -76,7 +76,7 @@ def test_metadata_from_a_file_is_checked_before_use(tmp_path, changes, message):
 
 
 def test_weights_that_do_not_fit_the_embedded_spec_are_named_in_one_line(tmp_path):
-    wider = build(ROOT / "specs" / "small.yaml", width=0.5, num_classes=2).spec.to_yaml()
+    wider = build(load_spec(ROOT / "specs" / "small.yaml", width=0.5, num_classes=2)).spec.to_yaml()
     with pytest.raises(CheckpointError) as info:
         load_model(_tampered(tmp_path, spec=wider))
     message = str(info.value)

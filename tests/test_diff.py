@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from cli import main
-from mnv3spec import build, summarize
+from mnv3spec import build, load_spec, summarize
 from mnv3spec.run.diff import compare, compare_files, format_diff
 
 from .conftest import ROOT, run_cli
@@ -17,7 +17,7 @@ SE_PARAMS, SE_MACS = 166_608, 165_888
 
 
 def test_se_on_smalls_last_conv_changes_that_row_only():
-    d = compare(build(SMALL), build(SMALL, **{"layers.12.se": True}))
+    d = compare(build(load_spec(SMALL)), build(load_spec(SMALL, **{"layers.12.se": True})))
     assert [r.index for r in d.changed] == [12]
     assert d.rows[12].changes == {"se": (False, True)}
     assert d.rows[12].delta == (SE_PARAMS, SE_MACS)
@@ -26,7 +26,7 @@ def test_se_on_smalls_last_conv_changes_that_row_only():
 
 
 def test_rows_only_in_one_network_show_as_added_or_removed():
-    d = compare(build(LARGE, width=0.25), build(SMALL, width=0.25))
+    d = compare(build(load_spec(LARGE, width=0.25)), build(load_spec(SMALL, width=0.25)))
     assert len(d.rows) == 21  # Large has 21 rows, Small 17
     assert all(r.b is None and r.changes == {"row": ("present", "absent")} for r in d.rows[17:])
     assert sum(r.delta[0] for r in d.rows) == d.b.params - d.a.params
@@ -38,8 +38,8 @@ def test_rows_only_in_one_network_show_as_added_or_removed():
 def test_rows_compare_what_they_compile_to():
     """large-tf writes exp as ratios and fixes the head: the same network at width 1 only."""
     tf = ROOT / "specs" / "large-tf.yaml"
-    assert compare(build(LARGE), build(tf, width=1.0)).changed == []
-    d = compare(build(LARGE, width=0.75), build(tf))
+    assert compare(build(load_spec(LARGE)), build(load_spec(tf, width=1.0))).changed == []
+    d = compare(build(load_spec(LARGE, width=0.75)), build(load_spec(tf)))
     assert {r.index for r in d.changed} == {*range(2, 14), 18, 20}  # dropout (19) has no channels
     assert d.rows[2].changes == {"exp": ([48], [64])}
     assert d.rows[18].changes == {"out": (960, 1280)}
@@ -47,7 +47,7 @@ def test_rows_compare_what_they_compile_to():
 
 def test_set_applies_to_both_and_set_b_to_b_only():
     d = compare_files(SMALL, SMALL, ["width=0.5"], only_b=[SE_ON_576])
-    assert d.a.params == summarize(build(SMALL, width=0.5)).params
+    assert d.a.params == summarize(build(load_spec(SMALL, width=0.5))).params
     assert [r.index for r in d.changed] == [12]
     assert d.labels == (f"{SMALL} --set width=0.5", f"{SMALL} --set width=0.5 --set {SE_ON_576}")
 

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 import cli
-from mnv3spec import build
+from mnv3spec import build, load_spec
 from mnv3spec.data.batches import normalize
 from mnv3spec.data.folders import decode_image
 from mnv3spec.errors import CheckpointError, DataError
@@ -156,7 +156,7 @@ def test_cli_infer_missing_folders_exit_2(setup, tmp_path, monkeypatch, capsys):
 
 
 def test_checkpoints_from_a_spec_with_another_resolution(tmp_path, setup):
-    model = build(ROOT / "specs" / "small.yaml", width=0.25, resolution=24)
+    model = build(load_spec(ROOT / "specs" / "small.yaml", width=0.25, resolution=24))
     save_weights(tmp_path / "best.safetensors", model, classes=[f"c{i}" for i in range(100)])
     report = classify([tmp_path, setup / "runs" / "a"], setup / "images", device="cpu")
     assert [m.resolution for m in report.models] == [24, 32]
@@ -164,7 +164,7 @@ def test_checkpoints_from_a_spec_with_another_resolution(tmp_path, setup):
 
 
 def test_a_checkpoint_whose_class_names_do_not_fit_is_skipped(setup, tmp_path):
-    model = build(ROOT / "specs" / "small.yaml", width=0.25, num_classes=3)
+    model = build(load_spec(ROOT / "specs" / "small.yaml", width=0.25, num_classes=3))
     save_weights(tmp_path / "best.safetensors", model, classes=["a", "b"])
     report = classify([tmp_path], setup / "images", device="cpu")
     assert report.models == []

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import cli
-from mnv3spec import build, load_torchvision, summarize
+from mnv3spec import build, load_spec, load_torchvision, summarize
 from mnv3spec.errors import ExportError, UserError
 from mnv3spec.run import latency
 from mnv3spec.run.export import compare
@@ -35,7 +35,7 @@ def test_rounds_alternate_so_no_runner_always_goes_first():
 
 @pytest.mark.parametrize("si", [1, 2])
 def test_torchvision_twin_computes_our_function_even_at_si_1(si):
-    ours = build(SMALL, width=0.25, si=si, resolution=40).eval()
+    ours = build(load_spec(SMALL, width=0.25, si=si, resolution=40)).eval()
     twin = latency.torchvision_twin(ours)
     assert type(twin).__name__ == "MobileNetV3"
     load_torchvision(ours, twin.state_dict())
@@ -46,7 +46,7 @@ def test_torchvision_twin_computes_our_function_even_at_si_1(si):
 
 
 def test_a_spec_torchvision_does_not_have_gets_no_twin():
-    model = build(SMALL, width=0.25, **{"layers.12.se": True})  # the table as printed
+    model = build(load_spec(SMALL, width=0.25, **{"layers.12.se": True}))  # the table as printed
     assert latency.torchvision_twin(model) is None
 
 
@@ -55,7 +55,7 @@ def test_compiled_falls_back_to_torchscript_and_says_why(monkeypatch):
         raise RuntimeError("no working C++ compiler\nmore detail")
 
     monkeypatch.setattr(torch, "compile", broken)
-    model = build(SMALL, width=0.25).eval()
+    model = build(load_spec(SMALL, width=0.25)).eval()
     x = torch.randn(1, 3, 32, 32)
     run, note = latency.prepare(model, "compiled", x)
     assert note == "torch.compile failed (no working C++ compiler); used TorchScript freeze"
@@ -66,7 +66,7 @@ def test_compiled_falls_back_to_torchscript_and_says_why(monkeypatch):
 def test_compiled_runs_the_bn_folded_channels_last_model(monkeypatch):
     seen = []
     monkeypatch.setattr(torch, "compile", lambda m: seen.append(m) or m)
-    model = build(SMALL, width=0.25).eval()
+    model = build(load_spec(SMALL, width=0.25)).eval()
     run, note = latency.prepare(model, "compiled", torch.randn(1, 3, 32, 32))
     assert note == "torch.compile"
     [compiled] = seen
@@ -87,7 +87,7 @@ def test_measure_rows_with_reference_csv_and_plot(tmp_path):
         resolution=64,
     )
     assert [r.backend for r in rows] == ["eager", "channels_last", "onnxruntime"]
-    summary = summarize(build(SMALL, width=0.25, si=2, resolution=64))
+    summary = summarize(build(load_spec(SMALL, width=0.25, si=2, resolution=64)))
     for r in rows:
         assert (r.spec, r.width, r.device, r.batch, r.resolution) == (
             "mobilenet_v3_small",

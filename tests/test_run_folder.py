@@ -8,7 +8,7 @@ import os
 import pytest
 from safetensors import SafetensorError
 
-from mnv3spec import build
+from mnv3spec import build, load_spec
 from mnv3spec.errors import UserError
 from mnv3spec.run import run_folder
 from mnv3spec.weights import checkpoint
@@ -40,7 +40,7 @@ def test_a_full_disk_while_saving_weights_names_the_file(tmp_path, monkeypatch):
         raise SafetensorError("I/O error: No space left on device (os error 28)")
 
     monkeypatch.setattr(checkpoint, "save_file", full)
-    net = build(ROOT / "specs" / "small.yaml", width=0.25, num_classes=2)
+    net = build(load_spec(ROOT / "specs" / "small.yaml", width=0.25, num_classes=2))
     with pytest.raises(UserError, match=r"last\.safetensors: cannot write: .*No space left"):
         run_folder.save_epoch(tmp_path, net, [ROW], {}, improved=True)
 

@@ -14,7 +14,7 @@ import torchvision
 import yaml
 
 from cli import main
-from mnv3spec import SpecError, build, load_torchvision, summarize
+from mnv3spec import SpecError, build, load_spec, load_torchvision, summarize
 from mnv3spec.model.summary import count_macs
 from mnv3spec.weights.checkpoint import load_model
 
@@ -26,7 +26,7 @@ NEW = [V1, V2, LARGE_TF, SMALL_TF]
 
 
 def at_224(spec, **overrides):
-    return build(spec, si=2, num_classes=1000, resolution=224, **overrides)
+    return build(load_spec(spec, si=2, num_classes=1000, resolution=224, **overrides))
 
 
 def n_params(model: torch.nn.Module) -> int:
@@ -47,7 +47,7 @@ def test_v1_pairs_depthwise_and_pointwise_with_the_erratum_fixed():
     assert model.layers.r02_conv2d.conv.kernel_size == (1, 1)
     assert model.layers.r25_dwconv.conv.stride == (1, 1)  # printed s2; 7×7 in and out
     assert model.plans[26].out_shape == (1024, 7, 7)
-    assert build(V1).plans[26].out_shape == (1024, 8, 8)  # si=1: 32×32 CIFAR ends at 8×8
+    assert build(load_spec(V1)).plans[26].out_shape == (1024, 8, 8)  # si=1: 32×32 CIFAR ends at 8×8
 
 
 def test_v2_matches_torchvision_counts_macs_and_outputs():
@@ -71,7 +71,7 @@ def test_v2_widths_match_torchvision_and_the_head_rule(width, head):
 
 
 def test_v2_rows_are_table_2_rows():
-    model = build(V2, si=2)
+    model = build(load_spec(V2, si=2))
     first = model.layers.r01_bottleneck
     assert not hasattr(first, "expand")  # t = 1: no expansion conv
     c24 = model.layers.r02_bottleneck  # t 6, c 24, n 2, s 2
@@ -79,7 +79,7 @@ def test_v2_rows_are_table_2_rows():
     assert [b.expand.conv.out_channels for b in c24] == [96, 144]  # 6 × each block's input
     assert [b.residual for b in c24] == [False, True]
     assert len(model.layers.r04_bottleneck) == 4
-    assert build(V2).plans[8].out_shape == (1280, 8, 8)  # si=1: 32×32 CIFAR ends at 8×8
+    assert build(load_spec(V2)).plans[8].out_shape == (1280, 8, 8)  # si=1: 32×32 CIFAR ends at 8×8
 
 
 @pytest.mark.parametrize(
@@ -130,7 +130,7 @@ def test_bad_rows_of_the_new_operators_are_spec_errors(edit, message):
     doc = _v2_doc()
     edit(doc)
     with pytest.raises(SpecError, match=message) as err:
-        build(doc)
+        build(load_spec(doc))
     assert err.value.field.startswith("layers[")
 
 
@@ -145,7 +145,9 @@ def test_new_specs_show(spec, capsys):
     assert main(["show", str(spec), "--set", "width=0.25"]) == 0
     out = capsys.readouterr().out
     rows = len(yaml.safe_load(spec.read_text())["layers"])
-    assert f"{n_params(build(spec, width=0.25)):,}" in out.splitlines()[-2]  # the totals line
+    assert (
+        f"{n_params(build(load_spec(spec, width=0.25))):,}" in out.splitlines()[-2]
+    )  # the totals line
     assert len(out.splitlines()) == rows + 6  # title, header, rule, rows, rule, total, footer
 
 
@@ -161,8 +163,8 @@ def test_new_specs_train_one_epoch(spec, tmp_path, capsys):
     epochs = list(csv.DictReader((run / "metrics.csv").open()))
     assert [e["epoch"] for e in epochs] == ["1"] and math.isfinite(float(epochs[0]["train_loss"]))
     model, _ = load_model(run / "best.safetensors")
-    assert model.spec.name == build(spec).spec.name
-    assert n_params(model) == n_params(build(spec, width=0.25, si=2, num_classes=10))
+    assert model.spec.name == build(load_spec(spec)).spec.name
+    assert n_params(model) == n_params(build(load_spec(spec, width=0.25, si=2, num_classes=10)))
 
 
 def test_new_specs_time_with_latency(tmp_path, capsys):
@@ -170,6 +172,8 @@ def test_new_specs_time_with_latency(tmp_path, capsys):
     args = ["latency", *map(str, NEW), "--widths", "0.25", "--devices", "cpu", "--runs", "2"]
     assert main([*args, "--warmup", "1", "--resolution", "16", "--csv", str(table)]) == 0
     rows = list(csv.DictReader(table.open()))
-    assert [r["spec"] for r in rows] == [build(s).spec.name for s in NEW]
-    assert [int(r["params"]) for r in rows] == [n_params(build(s, width=0.25)) for s in NEW]
+    assert [r["spec"] for r in rows] == [build(load_spec(s)).spec.name for s in NEW]
+    assert [int(r["params"]) for r in rows] == [
+        n_params(build(load_spec(s, width=0.25))) for s in NEW
+    ]
     assert all(float(r["median_ms"]) > 0 for r in rows)

@@ -18,7 +18,7 @@ import torchvision
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from mnv3spec import build
+from mnv3spec import build, load_spec
 from mnv3spec import files as outputs
 from mnv3spec.data.batches import batches
 from mnv3spec.errors import CheckpointError, TrainingError, UserError
@@ -47,7 +47,7 @@ CPU = torch.device("cpu")
 
 
 def test_seed_recipe_is_the_seeds_optimiser_and_multistep_schedule():
-    model = build(SMALL, **TINY)
+    model = build(load_spec(SMALL, **TINY))
     opt = make_optimizer(model, RECIPES["seed"])
     assert isinstance(opt, torch.optim.SGD)
     for group in opt.param_groups:
@@ -77,7 +77,7 @@ def test_cosine_with_warmup():
 
 
 def test_weight_decay_never_on_batchnorm_or_biases():
-    model = build(SMALL, **TINY)
+    model = build(load_spec(SMALL, **TINY))
     decayed, plain = param_groups(model, 5e-4)
     assert decayed["weight_decay"] == 5e-4 and plain["weight_decay"] == 0.0
     no_decay = {id(p) for p in plain["params"]}
@@ -162,12 +162,12 @@ def test_init_from_a_torchvision_state_dict_file(tmp_path, torchvision_small, su
         torch.save(torchvision_small, path)
     else:  # safetensors sorts the names: the order must come back from the architecture
         save_file(dict(sorted(torchvision_small.items())), str(path))
-    model = build(SMALL, num_classes=10)
+    model = build(load_spec(SMALL, num_classes=10))
     message = init_from(model, str(path))
     assert "classifier re-initialised for 10 classes" in message
     _check_loaded(model, torchvision_small, classifier=False)
 
-    same_classes = build(SMALL, num_classes=1000)
+    same_classes = build(load_spec(SMALL, num_classes=1000))
     assert "re-initialised" not in init_from(same_classes, str(path))
     _check_loaded(same_classes, torchvision_small, classifier=True)
 
@@ -183,7 +183,7 @@ def test_init_torchvision_picks_the_architecture_by_shapes(
     torch.save(torchvision_small, cached)
     renamed = tmp_path / "large.yaml"  # a misleading name: data, not names, decides
     renamed.write_text(SMALL.read_text().replace("name: mobilenet_v3_small", "name: large"))
-    model = build(renamed, num_classes=10)
+    model = build(load_spec(renamed, num_classes=10))
     assert "torchvision's mobilenet_v3_small" in init_from(model, "torchvision")
     _check_loaded(model, torchvision_small, classifier=False)
 
@@ -196,7 +196,7 @@ def test_init_torchvision_offline_says_where_to_put_the_file(tmp_path, monkeypat
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     with pytest.raises(CheckpointError) as e:
-        init_from(build(SMALL), "torchvision")
+        init_from(build(load_spec(SMALL)), "torchvision")
     message = str(e.value)
     assert "no network" in message and "--init PATH" in message
     assert str(tmp_path / "hub" / "checkpoints" / "mobilenet_v3_small-047dcff4.pth") in message
@@ -204,7 +204,7 @@ def test_init_torchvision_offline_says_where_to_put_the_file(tmp_path, monkeypat
 
 def test_init_torchvision_refuses_a_spec_matching_neither():
     with pytest.raises(CheckpointError, match="matches neither"):
-        init_from(build(SMALL, width=0.5), "torchvision")
+        init_from(build(load_spec(SMALL, width=0.5)), "torchvision")
 
 
 # --- a NaN loss stops the run and keeps the last good epoch --------------------------------------

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -13,7 +11,7 @@ from torch import nn
 from ..errors import SpecError
 from ..ops.layers import init_weights
 from ..ops.registry import OPS, Block, Context, spatial_after
-from ..spec.load import Row, Spec, load_spec
+from ..spec.load import Row, Spec
 
 
 @dataclass(frozen=True)
@@ -28,19 +26,14 @@ class RowPlan:
 
 
 def context(spec: Spec) -> Context:
-    p = spec.params
-    return Context(
-        width=float(p["width"]),
-        divisor=int(p["divisor"]),
-        bn={"eps": float(p["bn_eps"]), "momentum": float(p["bn_momentum"])},
-    )
+    return Context(width=spec.width, divisor=spec.divisor, bn=spec.bn)
 
 
 def plan(spec: Spec) -> list[RowPlan]:
     """Channels and shapes of every row at the spec's ``resolution``, checked to end in logits."""
     ctx = context(spec)
-    size = int(spec.params["resolution"])
-    shape = (int(spec.params.get("in_channels", 3)), size, size)
+    size = spec.resolution
+    shape = (spec.in_channels, size, size)
     digits = len(str(len(spec.rows) - 1))
     plans = []
     for row in spec.rows:
@@ -68,7 +61,7 @@ def _check_head(spec: Spec, plans: list[RowPlan]) -> None:
             "scores (add a pool row before the classifier)",
             **where,
         )
-    classes = spec.params["num_classes"]
+    classes = spec.num_classes
     if c != classes:
         raise SpecError(
             f"the last row gives {c} outputs but num_classes is {classes}; "
@@ -115,12 +108,9 @@ def _build_row(p: RowPlan, ctx: Context) -> nn.Module:
     return modules[0] if len(modules) == 1 else nn.Sequential(*modules)
 
 
-def build(source: str | Path | dict | Spec, **overrides: Any) -> SpecNet:
-    """Compile a spec (a path, a loaded mapping or a :class:`Spec`) into a ``SpecNet``.
-
-    ``overrides`` set parameters, e.g. ``build("specs/small.yaml", width=0.5, si=2)``.
-    """
-    spec = source if isinstance(source, Spec) and not overrides else None
-    if spec is None:
-        spec = load_spec(source.document if isinstance(source, Spec) else source, **overrides)
+def build(spec: Spec) -> SpecNet:
+    """Compile a resolved :class:`Spec` into a ``SpecNet``:
+    ``build(load_spec("specs/small.yaml", width=0.5))``, or ``build(spec.derive(si=2))``."""
+    if not isinstance(spec, Spec):
+        raise TypeError(f"build() takes a Spec (from load_spec), not {type(spec).__name__}")
     return SpecNet(spec, plan(spec))

@@ -14,6 +14,7 @@ from torch.func import functional_call
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..ops.registry import OPS
+from ..text import text_table
 from .builder import RowPlan, SpecNet
 
 
@@ -65,9 +66,8 @@ def count_macs(model: torch.nn.Module, resolution: int, in_channels: int = 3) ->
 
 def summarize(model: SpecNet) -> Summary:
     """The compiled network row by row at the spec's ``resolution``."""
-    params = model.spec.params
-    resolution = int(params["resolution"])
-    macs = count_macs(model, resolution, int(params.get("in_channels", 3)))
+    resolution = model.spec.resolution
+    macs = count_macs(model, resolution, model.spec.in_channels)
     rows = []
     for p in model.plans:
         module = model.layers.get_submodule(p.name)
@@ -131,29 +131,6 @@ def describe(feat: dict[str, Any]) -> str:
     if feat["p"] is not None:
         parts.append(f"p={feat['p']}")
     return " ".join(parts)
-
-
-def text_table(
-    header: tuple[str, ...],
-    lines: list[tuple[str, ...]],
-    total: tuple[str, ...] | None,
-    left: set[int],
-) -> list[str]:
-    """Aligned columns, those in ``left`` to the left and numbers to the right; a rule under the
-    header, and above ``total`` when there is one. Shared by every table the CLI prints."""
-    rows = [header, *lines, *([total] if total else [])]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-
-    def fmt(row: tuple[str, ...]) -> str:
-        cells = [
-            c.ljust(w) if i in left else c.rjust(w)
-            for i, (c, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        return "  ".join(cells).rstrip()
-
-    rule = "-" * len(fmt(header))
-    table = [fmt(header), rule, *map(fmt, lines)]
-    return [*table, rule, fmt(total)] if total else table
 
 
 def format_table(summary: Summary) -> str:

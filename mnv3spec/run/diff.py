@@ -16,8 +16,9 @@ from typing import Any
 
 from ..errors import SpecError
 from ..model.builder import SpecNet, build
-from ..model.summary import Summary, describe, summarize, text_table
-from ..spec.load import parse_assignment
+from ..model.summary import Summary, describe, summarize
+from ..spec.load import load_spec, parse_assignment
+from ..text import text_table
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ def compare_files(
     for side, path, own in (("SPEC_A", spec_a, only_a), ("SPEC_B", spec_b, only_b)):
         sets = [*both, *own]
         try:
-            models.append(build(path, **dict(map(parse_assignment, sets))))
+            models.append(build(load_spec(path, **dict(map(parse_assignment, sets)))))
         except SpecError as e:  # the same file may be both sides: say which one failed
             raise SpecError(f"{side} ({path}): {e}") from None
         labels.append(" ".join([str(path), *(f"--set {s}" for s in sets)]))

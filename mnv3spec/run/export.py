@@ -28,6 +28,7 @@ from ..errors import ExportError, UserError
 from ..files import check_output, writing
 from ..model.builder import SpecNet, build
 from ..ops.layers import ConvBNAct
+from ..spec.load import load_spec
 from ..weights.checkpoint import load_model
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -145,7 +146,7 @@ def load_source(
             )
         model, _ = load_model(source)
         return model.eval(), False
-    return build(source, **(overrides or {})).eval(), True
+    return build(load_spec(source, **(overrides or {}))).eval(), True
 
 
 def export(
@@ -166,8 +167,8 @@ def export(
     if fmt == "onnx":
         require_onnx()
     model, random_init = load_source(source, overrides)
-    size = resolution or int(model.spec.params["resolution"])
-    channels = int(model.spec.params.get("in_channels", 3))
+    size = resolution or model.spec.resolution
+    channels = model.spec.in_channels
     source = Path(source)
     if out is None:
         folder = source.parent if not random_init else Path.cwd()

@@ -17,7 +17,7 @@ import torch
 from ..data.batches import normalize
 from ..data.folders import decode_image
 from ..errors import CheckpointError, DataError, UserError
-from ..model.summary import text_table
+from ..text import text_table
 from ..weights.checkpoint import load_model
 from .runtime import pick_device
 

@@ -23,8 +23,10 @@ from torch import nn
 from ..errors import ExportError, UserError
 from ..files import check_output, writing
 from ..model.builder import SpecNet, build
-from ..model.summary import summarize, text_table
+from ..model.summary import summarize
 from ..ops.layers import Bneck
+from ..spec.load import load_spec
+from ..text import text_table
 from ..weights.torchvision import load_torchvision, torchvision_matches
 from .export import (
     compare,
@@ -205,12 +207,11 @@ def measure(
             field="--set width",
         )
     rows = []
-    for spec in specs or DEFAULT_SPECS:
+    for source in specs or DEFAULT_SPECS:
+        spec = load_spec(source, **(overrides or {}))
         for width in widths:
-            settings = {**(overrides or {}), "width": width}
-            if resolution:
-                settings["resolution"] = resolution
-            model = build(spec, **settings).eval()
+            settings = {"width": width, **({"resolution": resolution} if resolution else {})}
+            model = build(spec.derive(**settings)).eval()
             for device in devices:
                 progress(f"{model.spec.name} width {width:g} on {device}")
                 rows += _measure_one(model, device, backends, batch, reference, runs, warmup)

@@ -197,7 +197,7 @@ def _load_data(cfg: TrainConfig, resolution: int, num_classes: int | None) -> Da
 def _build_for_data(cfg: TrainConfig, source: str) -> tuple[SpecNet, Dataset]:
     """The spec with ``num_classes`` and ``resolution`` following the data unless set by --set."""
     spec = load_spec(source, **cfg.overrides)
-    data = _load_data(cfg, int(spec.params["resolution"]), cfg.overrides.get("num_classes"))
+    data = _load_data(cfg, spec.resolution, cfg.overrides.get("num_classes"))
     classes = int(cfg.overrides.get("num_classes", data.num_classes))
     if classes < data.num_classes:
         raise SpecError(
@@ -205,7 +205,7 @@ def _build_for_data(cfg: TrainConfig, source: str) -> tuple[SpecNet, Dataset]:
             field=f"--set num_classes={classes}",
         )
     resolution = int(data.train_images.shape[-1])
-    model = build(source, **{**cfg.overrides, "num_classes": classes, "resolution": resolution})
+    model = build(spec.derive(num_classes=classes, resolution=resolution))
     return model, data
 
 
@@ -250,7 +250,7 @@ class Trainer:
                 if cfg.init:
                     self.log(init_from(self.net, cfg.init))
             else:
-                self.net = build(spec)
+                self.net = build(load_spec(spec))
                 params = self.net.spec.params
                 data = _load_data(cfg, int(params["resolution"]), int(params["num_classes"]))
         self.classes, self.mean, self.std = data.classes, data.mean, data.std

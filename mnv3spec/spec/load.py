@@ -44,6 +44,38 @@ class Spec:
     rows: tuple[Row, ...]
     source: str
     document: dict[str, Any] = field(repr=False)
+    marks: _Marks = field(repr=False, compare=False)  # where each value stands, for errors
+
+    @property
+    def width(self) -> float:
+        return float(self.params["width"])
+
+    @property
+    def divisor(self) -> int:
+        return int(self.params["divisor"])
+
+    @property
+    def resolution(self) -> int:
+        return int(self.params["resolution"])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.params["num_classes"])
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels: 3 (RGB) unless the spec says otherwise."""
+        return int(self.params.get("in_channels", 3))
+
+    @property
+    def bn(self) -> dict[str, float]:
+        """BatchNorm2d's keyword arguments: ``eps`` and ``momentum`` (PyTorch's convention)."""
+        return {"eps": float(self.params["bn_eps"]), "momentum": float(self.params["bn_momentum"])}
+
+    def derive(self, **overrides: Any) -> Spec:
+        """This spec with more ``overrides`` (as :func:`load_spec` takes them), resolved again
+        from its document: no file is read, and errors still point into the original file."""
+        return _resolve(copy.deepcopy(self.document), self.marks.copy(), overrides)
 
     def to_yaml(self) -> str:
         """The spec with its resolved parameters, loadable again by :func:`load_spec`."""
@@ -83,6 +115,13 @@ class _Marks:
         self.keys: dict[Where, yaml.Mark] = {}
         self.overridden: dict[Where, str] = {}
         self.nodes: set[int] = set()
+
+    def copy(self) -> _Marks:
+        """Marks for a derived document: the same positions, its own record of overrides."""
+        other = _Marks(self.file)
+        other.values, other.keys, other.nodes = self.values, self.keys, self.nodes
+        other.overridden = dict(self.overridden)
+        return other
 
     def error(self, message: str, where: Where = (), key: bool = False) -> SpecError:
         field_name = _field_name(where) or None
@@ -383,10 +422,14 @@ def load_spec(source: str | Path | dict, **overrides: Any) -> Spec:
         path = resolve_path(source)
         file = str(path)
         doc, marks = read_yaml(_read_text(path), file)
+    return _resolve(doc, marks, overrides)
+
+
+def _resolve(doc: Any, marks: _Marks, overrides: dict[str, Any]) -> Spec:
     if isinstance(doc, dict):
         for key, value in overrides.items():
             _apply_override(doc, key, value, marks)
     _validate(doc, marks)
     params = doc["params"]
     rows = tuple(_resolve_row(i, r, params, marks) for i, r in enumerate(doc["layers"]))
-    return Spec(doc["name"], dict(params), rows, file, doc)
+    return Spec(doc["name"], dict(params), rows, marks.file, doc, marks)

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from ..errors import CheckpointError, SpecError
 from ..files import atomic_path
 from ..model.builder import SpecNet, build
-from ..spec.load import read_yaml
+from ..spec.load import load_spec, read_yaml
 
 FORMAT = "mnv3spec"
 VERSION = "1"
@@ -40,8 +40,8 @@ def save_weights(
         "format": FORMAT,
         "version": VERSION,
         "spec": spec.to_yaml(),
-        "classes": json.dumps(classes or [str(i) for i in range(spec.params["num_classes"])]),
-        "resolution": str(spec.params["resolution"]),
+        "classes": json.dumps(classes or [str(i) for i in range(spec.num_classes)]),
+        "resolution": str(spec.resolution),
         "mean": json.dumps(list(mean)),
         "std": json.dumps(list(std)),
         "extra": json.dumps(extra or {}),
@@ -117,7 +117,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Sp
     """Rebuild the model from the file's own spec, load its weights; return (model, metadata)."""
     meta = read_metadata(path)
     try:
-        model = build(meta["spec"])
+        model = build(load_spec(meta["spec"]))
     except SpecError as e:
         raise CheckpointError(f"its embedded spec does not compile: {e}", file=str(path)) from None
     try:

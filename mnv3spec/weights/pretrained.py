@@ -68,7 +68,7 @@ def init_from(model: SpecNet, source: str) -> str:
     classifier is re-initialised when the number of classes differs. Returns a line for the log.
     """
     if source == "torchvision":
-        classes = int(model.spec.params["num_classes"])
+        classes = model.spec.num_classes
         fits = [name for name, _ in torchvision_matches(model, 1.0, classes)]
         if not fits:
             raise CheckpointError(
