@@ -124,8 +124,11 @@ def shown(value: Any, quote: bool = False) -> str:
     """A value as an error message quotes it: JSON for plain values (cut short), else its kind."""
     if isinstance(value, (dict, list)):
         return "a mapping" if isinstance(value, dict) else "a list"
-    if isinstance(value, int) and value.bit_length() > 190:  # str() refuses 4,300 digits
-        return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+    if isinstance(value, int) and value.bit_length() > 190:
+        try:
+            return f"an integer of {len(str(abs(value)))} digits"
+        except ValueError:  # str() refuses 4,300 digits
+            return "an integer of thousands of digits"
     try:
         text = json.dumps(value) if quote else str(value)
     except (TypeError, ValueError):
