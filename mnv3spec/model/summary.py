@@ -98,13 +98,13 @@ def row_features(p: RowPlan) -> dict[str, Any]:
     convolves = "k" in op.fields  # pool and dropout rows have no channels of their own
     return {
         "op": p.row.op,
-        "k": f.get("k"),
+        "k": f.get("k"),  # pool and dropout have none
         "in": p.in_shape[0] if convolves else None,
         "exp": exps or None,
         "out": p.out_shape[0] if convolves else None,
-        "se": bool(f.get("se", False)),
+        "se": bool(f.get("se", False)),  # only conv2d and bneck can have one
         "nl": f.get("nl", "none"),
-        "bn": f.get("bn", True) if "bn" in op.fields else None,
+        "bn": f["bn"] if "bn" in op.fields else None,
         "s": p.blocks[0].stride if "s" in op.fields else None,
         "n": len(p.blocks),
         "p": f.get("p"),

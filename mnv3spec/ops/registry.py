@@ -1,14 +1,15 @@
 """The one registry of operators and activations.
 
-The JSON Schema, the builder and the summary all read :data:`OPS` and :data:`ACTIVATIONS`;
-``tests/test_ops.py`` proves the schema agrees with them. Adding an operator is one entry here
-(plus its ``$defs`` block in ``schema.json``) and one test.
+The JSON Schema (``mnv3spec/spec/schema.py`` generates its op part from :data:`OPS` and
+:data:`ACTIVATIONS`), the loader (which fills each field's default), the builder and the summary
+all read it. Adding an operator is one entry here, its layer, and ``schema.json`` regenerated.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
@@ -42,29 +43,44 @@ class Block:
     exp: int | None = None
 
 
+REQUIRED = object()  # a field with no default: every row of the operator must write it
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of an operator's rows: its schema type (a ``$defs`` name of the spec schema:
+    kernel, channels, expansion, stride, repeat, probability, nl, flag, factor) and its default."""
+
+    type: str
+    default: Any = REQUIRED
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+
 @dataclass(frozen=True)
 class Op:
-    """An operator: the fields a row of it may have, how it plans its blocks, how it builds them."""
+    """An operator: the fields a row of it may have (besides ``op``), how it plans its blocks,
+    how it builds them."""
 
     name: str
-    fields: frozenset[str]
+    fields: dict[str, Field]
     plan: Callable[[dict, int, Context], list[Block]]
     build: Callable[[dict, Block, Context], nn.Module]
     pools: bool = False  # reduces the map to 1×1 whatever its size
 
 
-def _out(row: dict, ctx: Context) -> int:
-    return scale_channels(
-        row["out"], ctx.width, ctx.divisor, row.get("fixed", False), row.get("min_width", 0.0)
-    )
+def _out(row: dict, ctx: Context, min_width: float = 0.0) -> int:
+    return scale_channels(row["out"], ctx.width, ctx.divisor, row["fixed"], min_width)
 
 
 def _se(row: dict, ctx: Context) -> int | None:
-    return ctx.divisor if row.get("se", False) else None
+    return ctx.divisor if row["se"] else None
 
 
 def _plan_conv(row: dict, in_ch: int, ctx: Context) -> list[Block]:
-    return [Block(in_ch, _out(row, ctx), row.get("s", 1))]
+    return [Block(in_ch, _out(row, ctx, row["min_width"]), row["s"])]
 
 
 def _build_conv(row: dict, b: Block, ctx: Context) -> nn.Module:
@@ -77,13 +93,13 @@ def _expansion(row: dict, in_ch: int, ctx: Context) -> int:
     exp = row["exp"]
     if isinstance(exp, str):  # "x6": a ratio of the rounded input channels
         return expand_by_ratio(in_ch, float(exp[1:]), ctx.divisor)
-    return scale_channels(exp, ctx.width, ctx.divisor, row.get("fixed", False))
+    return scale_channels(exp, ctx.width, ctx.divisor, row["fixed"])
 
 
 def _repeat(row: dict, in_ch: int, out_ch: int, expansion: Callable[[int], int]) -> list[Block]:
     """``n`` blocks of a row: the stride on the first only, each expanding its own input."""
     blocks = []
-    for i in range(row.get("n", 1)):
+    for i in range(row["n"]):
         stride = row["s"] if i == 0 else 1
         blocks.append(Block(in_ch, out_ch, stride, expansion(in_ch)))
         in_ch = out_ch
@@ -122,48 +138,69 @@ def _plan_same(row: dict, in_ch: int, ctx: Context) -> list[Block]:
     return [Block(in_ch, in_ch, 1)]
 
 
+KERNEL, CHANNELS, STRIDE, ACT = Field("kernel"), Field("channels"), Field("stride"), Field("nl")
 OPS: dict[str, Op] = {
     op.name: op
     for op in [
         Op(
             "conv2d",
-            frozenset({"op", "k", "out", "s", "nl", "se", "bn", "fixed", "min_width"}),
+            {
+                "k": KERNEL,
+                "out": CHANNELS,
+                "s": Field("stride", 1),
+                "nl": Field("nl", "none"),
+                "se": Field("flag", False),
+                "bn": Field("flag", True),
+                "fixed": Field("flag", False),
+                "min_width": Field("factor", 0.0),  # 0: no floor under the width multiplier
+            },
             _plan_conv,
             _build_conv,
         ),
-        Op(
-            "dwconv",
-            frozenset({"op", "k", "s", "nl"}),
-            _plan_dwconv,
-            _build_dwconv,
-        ),
+        Op("dwconv", {"k": KERNEL, "s": STRIDE, "nl": ACT}, _plan_dwconv, _build_dwconv),
         Op(
             "bneck",
-            frozenset({"op", "k", "exp", "out", "se", "nl", "s", "n", "fixed"}),
+            {
+                "k": KERNEL,
+                "exp": Field("expansion"),
+                "out": CHANNELS,
+                "se": Field("flag"),
+                "nl": ACT,
+                "s": STRIDE,
+                "n": Field("repeat", 1),
+                "fixed": Field("flag", False),
+            },
             _plan_bneck,
             _build_bneck,
         ),
         Op(
             "bottleneck",
-            frozenset({"op", "t", "c", "n", "s", "k", "nl"}),
+            {
+                "t": Field("factor"),
+                "c": CHANNELS,
+                "n": Field("repeat"),
+                "s": STRIDE,
+                "k": KERNEL,
+                "nl": ACT,
+            },
             _plan_bottleneck,
             _build_bottleneck,
         ),
-        Op(
-            "pool",
-            frozenset({"op"}),
-            _plan_same,
-            lambda row, b, ctx: nn.AdaptiveAvgPool2d(1),
-            pools=True,
-        ),
+        Op("pool", {}, _plan_same, lambda row, b, ctx: nn.AdaptiveAvgPool2d(1), pools=True),
         Op(
             "dropout",
-            frozenset({"op", "p"}),
+            {"p": Field("probability")},
             _plan_same,
             lambda row, b, ctx: nn.Dropout(row["p"]),
         ),
     ]
 }
+
+
+def with_defaults(op: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """A row's fields with every optional field the row leaves out set to its default."""
+    missing = {k: f.default for k, f in OPS[op].fields.items() if k not in fields}
+    return {**fields, **{k: v for k, v in missing.items() if v is not REQUIRED}}
 
 
 def spatial_after(op: Op, blocks: list[Block], size: int) -> int:

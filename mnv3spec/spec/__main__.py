@@ -1,0 +1,10 @@
+"""``python -m mnv3spec.spec``: print the spec schema; ``--write`` regenerates schema.json."""
+
+import sys
+
+from .schema import dumps, write
+
+if sys.argv[1:] == ["--write"]:
+    print(f"wrote {write()}")
+else:
+    sys.stdout.write(dumps())
