@@ -206,6 +206,25 @@ def _add_infer(sub: argparse._SubParsersAction) -> None:
 def cmd_latency(args: argparse.Namespace) -> int:
     from mnv3spec.run import latency
 
+    if args.table:
+        from mnv3spec.run.predict import make_table
+
+        print(
+            make_table(
+                args.table,
+                args.specs or None,
+                widths=tuple(args.widths),
+                devices=args.devices,
+                backends=tuple(args.backends),
+                batch=args.batch,
+                resolution=args.resolution,
+                overrides=_overrides(args),
+                runs=args.runs,
+                warmup=args.warmup,
+                progress=lambda line: print(f"timing {line}", file=sys.stderr),
+            )
+        )
+        return 0
     latency.check_files(args.csv, args.plot)
     rows = latency.measure(
         args.specs or None,
@@ -259,6 +278,7 @@ def _add_latency(sub: argparse._SubParsersAction) -> None:
     add("--warmup", type=_number(int, 1), default=10, help="untimed calls first (default 10)")
     add("--csv", metavar="FILE", help="write the raw rows as CSV (checked before timing)")
     add("--plot", metavar="FILE.png", help="latency vs multiply-adds as a PNG")
+    add("--table", metavar="FILE.csv", help="time each distinct row instead, into a look-up table")
     p.set_defaults(func=cmd_latency)
 
 
