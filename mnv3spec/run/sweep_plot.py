@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
     from .sweep import Result, Sweep
 
+MAX_LABELS = 8
 Point = tuple[float, float, "Result"]
 
 
@@ -59,7 +60,8 @@ def _panel(
         zorder=2,
         label="Pareto front",
     )
-    for i, (x, y, r) in enumerate(front):
+    step = -(-len(front) // MAX_LABELS)  # label every step-th point of a long front
+    for i, (x, y, r) in enumerate(front[::step]):
         ax.annotate(
             r.variant.label or Path(r.variant.spec).stem,
             (x, y),
@@ -68,6 +70,7 @@ def _panel(
             textcoords="offset points",
             color="0.15",
         )
+    ax.margins(x=0.14, y=0.08)  # room for the labels of the front
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.25, lw=0.6)
