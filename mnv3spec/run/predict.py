@@ -204,9 +204,14 @@ def make_table(
     """``latency --table``: add every network's missing rows and its overhead to the table at
     ``path`` (made if absent, kept otherwise); returns a summary line."""
     check_output(path, suffix=".csv", field="--table")
+    devices = devices or latency.default_devices()
+    bad = [d for d in devices if d not in latency.DEVICES]
+    if bad or ("cuda" in devices and not torch.cuda.is_available()):
+        raise UserError(f"cannot time on {', '.join(bad) or 'cuda'} here", field="--devices")
+    if "width" in overrides:
+        raise UserError("give --widths instead (one network per width)", field="--set width")
     table = read_table(path)
     before = len(table.rows)
-    devices = devices or latency.default_devices()
     for source in specs or latency.DEFAULT_SPECS:
         spec = load_spec(source, **overrides)
         for width in widths:
