@@ -206,6 +206,25 @@ def _add_infer(sub: argparse._SubParsersAction) -> None:
 def cmd_latency(args: argparse.Namespace) -> int:
     from mnv3spec.run import latency
 
+    if args.table:
+        from mnv3spec.run.predict import make_table
+
+        print(
+            make_table(
+                args.table,
+                args.specs or None,
+                widths=tuple(args.widths),
+                devices=args.devices,
+                backends=tuple(args.backends),
+                batch=args.batch,
+                resolution=args.resolution,
+                overrides=_overrides(args),
+                runs=args.runs,
+                warmup=args.warmup,
+                progress=lambda line: print(f"timing {line}", file=sys.stderr),
+            )
+        )
+        return 0
     latency.check_files(args.csv, args.plot)
     rows = latency.measure(
         args.specs or None,
@@ -259,7 +278,74 @@ def _add_latency(sub: argparse._SubParsersAction) -> None:
     add("--warmup", type=_number(int, 1), default=10, help="untimed calls first (default 10)")
     add("--csv", metavar="FILE", help="write the raw rows as CSV (checked before timing)")
     add("--plot", metavar="FILE.png", help="latency vs multiply-adds as a PNG")
+    add("--table", metavar="FILE.csv", help="time each distinct row instead, into a look-up table")
     p.set_defaults(func=cmd_latency)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    import time
+
+    from mnv3spec.run import sweep
+
+    started = time.perf_counter()
+    flags = [
+        f
+        for dest, option, takes_value in args.train_options
+        if dest in args
+        for f in ([option, str(getattr(args, dest))] if takes_value else [option])
+    ]
+    result = sweep.sweep(
+        args.specs,
+        args.grid or [],
+        fixed=_overrides(args),
+        out=args.out,
+        name=args.name,
+        train=not args.no_train,
+        train_flags=flags,
+        print_commands=args.print_commands,
+        devices=args.devices,
+        backends=tuple(args.backends),
+        batch=args.latency_batch,
+        runs=args.latency_runs,
+        warmup=args.latency_warmup,
+        table=args.predict,
+        say=lambda line: print(line, flush=True),
+    )
+    if result is not None:
+        print(sweep.finish(result, started))
+    return 0
+
+
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sweep",
+        help="every combination of --grid values: params, MAdds, latency, training, Pareto plot",
+        description="Each variant is compiled and counted, timed as `latency` times it, and "
+        "(unless --no-train) trained by an ordinary `train` command into OUT/NAME/runs/VARIANT; "
+        "the train flags below are passed to it. Repeat the command to continue a sweep.",
+    )
+    p.add_argument("specs", nargs="+", metavar="SPEC")
+    add = p.add_argument
+    add("--grid", action="append", metavar="KEY=V1,V2,...", help="a --set key and its values")
+    _add_set(p)
+    add("--out", default="sweeps", help="parent folder of the sweep folder (default sweeps)")
+    add("--name", help="sweep folder name (default: the spec names)")
+    add("--no-train", action="store_true", help="parameters, MAdds and latency only")
+    add("--print-commands", action="store_true", help="print the train commands, run nothing")
+    add("--devices", nargs="+", metavar="DEVICE", help="latency devices, as for latency")
+    add("--backends", nargs="+", default=["eager"], metavar="BACKEND", help="as for latency")
+    add("--latency-batch", type=_number(int, 1), default=1, help="latency --batch (default 1)")
+    add("--latency-runs", type=_number(int, 1), default=50, help="latency --runs (default 50)")
+    add("--latency-warmup", type=_number(int, 1), default=10, help="latency --warmup (10)")
+    add("--predict", metavar="TABLE.csv", help="latency from a look-up table (latency --table)")
+    train = sub.choices["train"]  # its flags, passed through to every variant's train command
+    options = []
+    for action in train._actions:
+        names = set(action.option_strings)
+        if names and not names & {"-h", "--set", "--width", "--out", "--name", "--resume"}:
+            p._add_action(action)
+            options.append((action.dest, action.option_strings[-1], action.nargs != 0))
+    p.set_defaults(func=cmd_sweep, train_options=options)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -333,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_infer(sub)
     _add_latency(sub)
     _add_export(sub)
+    _add_sweep(sub)
     return parser
 
 

@@ -1,0 +1,234 @@
+"""Latency predicted from a look-up table of spec rows (the idea of nn-Meter, Zhang et al. 2021,
+with a whole spec row as the kernel).
+
+``latency --table FILE.csv`` times each distinct row of each network once — its operator, input
+and output shape, kernel, stride, expansion, SE, activation, BN, repeats, on one device, backend,
+batch and thread count — alone, in the same alternating rounds as the whole network. The whole
+network's median minus the sum of its rows' medians is the fixed overhead of the call (the
+Sequential, the flatten, the timer), kept as an ``(overhead)`` row per network timed.
+
+A prediction is the sum of the network's row medians plus the median of those overhead rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import UserError
+from ..files import check_output, writing
+from ..model.builder import SpecNet, build
+from ..model.summary import describe, row_features
+from ..spec.load import load_spec
+from . import latency
+
+KEY = ("device", "backend", "batch", "threads", "op", "input", "output", "k", "s", "exp", "se")
+KEY += ("nl", "bn", "n", "p")
+COLUMNS = (*KEY, "median_ms", "iqr_ms", "example")
+OVERHEAD = "(overhead)"
+BACKENDS = ("eager", "channels_last")  # the row-by-row ones: compiled and ONNX fuse across rows
+METHOD = (
+    "predicted: sum of the rows' medians from the look-up table + the table's median fixed "
+    "overhead (whole network − sum of its rows, measured per network timed)"
+)
+
+Key = tuple[str, ...]
+
+
+@dataclass
+class Table:
+    """Rows of the look-up table by key; ``(overhead)`` rows hold one network each."""
+
+    path: Path
+    rows: dict[Key, dict[str, str]] = field(default_factory=dict)
+
+    def add(self, key: Key, median: float, iqr: float, example: str) -> None:
+        values = {"median_ms": f"{median:.6g}", "iqr_ms": f"{iqr:.6g}", "example": example}
+        self.rows[key] = dict(zip(KEY, key, strict=True)) | values
+
+    def median(self, key: Key) -> float | None:
+        row = self.rows.get(key)
+        return float(row["median_ms"]) if row else None
+
+    def overhead(self, where: Key) -> float | None:
+        """Median overhead over the networks timed on ``where`` (device … threads)."""
+        values = [
+            float(r["median_ms"])
+            for k, r in self.rows.items()
+            if k[: len(where)] == where and k[len(where)] == OVERHEAD
+        ]
+        return statistics.median(values) if values else None
+
+
+def read_table(path: str | Path, *, field: str = "--table") -> Table:
+    """The table at ``path``; an empty one if there is no such file yet."""
+    path = Path(path)
+    table = Table(path)
+    if not path.exists():
+        return table
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            missing = set(COLUMNS) - set(reader.fieldnames or ())
+            if missing:
+                raise UserError(
+                    f"not a latency table (no column {', '.join(sorted(missing))}); "
+                    "write one with latency --table",
+                    file=str(path),
+                    field=field,
+                )
+            for row in reader:
+                table.rows[tuple(row[k] for k in KEY)] = {k: row[k] for k in COLUMNS}
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"cannot read: {e}", file=str(path), field=field) from None
+    return table
+
+
+def write_table(table: Table) -> None:
+    with writing(table.path, field="--table") as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, COLUMNS)
+        writer.writeheader()
+        writer.writerows(sorted(table.rows.values(), key=lambda r: tuple(r[k] for k in KEY)))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return "/".join(map(str, value))
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def where(device: str, backend: str, batch: int) -> Key:
+    """The first columns of a key: what the rows were timed on."""
+    return (device, backend, str(batch), str(torch.get_num_threads()))
+
+
+def row_keys(model: SpecNet, device: str, backend: str, batch: int) -> list[Key]:
+    """One key per spec row of ``model``: what its latency depends on."""
+    keys = []
+    for p in model.plans:
+        f = row_features(p)
+        shapes = ("x".join(map(str, p.in_shape)), "x".join(map(str, p.out_shape)))
+        rest = (f[k] for k in ("k", "s", "exp", "se", "nl", "bn", "n", "p"))
+        keys.append((*where(device, backend, batch), f["op"], *shapes, *map(_cell, rest)))
+    return keys
+
+
+def time_rows(
+    model: SpecNet,
+    table: Table,
+    *,
+    device: str,
+    backend: str,
+    batch: int,
+    runs: int,
+    warmup: int,
+    whole: bool = True,
+) -> int:
+    """Time the rows of ``model`` the table lacks (and with ``whole`` the network, for one more
+    overhead row), all in the same alternating rounds; returns how many rows were timed."""
+    if backend not in BACKENDS:
+        raise UserError(
+            f"a latency table times rows one by one, so only {', '.join(BACKENDS)}; "
+            f"'{backend}' optimises across rows",
+            field="--backends",
+        )
+    model = model.eval().to(device)
+    keys = row_keys(model, device, backend, batch)
+    size, channels = model.spec.resolution, model.spec.in_channels
+    runners: dict[Any, Callable] = {}
+    for p, key in zip(model.plans, keys, strict=True):
+        if table.median(key) is None and key not in runners:
+            module = model.layers.get_submodule(p.name)
+            x = torch.randn(batch, *p.in_shape, device=device)
+            runners[key] = latency.prepare(module, backend, x)[0]
+    if whole:
+        x = torch.randn(batch, channels, size, size, device=device)
+        runners[OVERHEAD] = latency.prepare(model, backend, x)[0]
+    if not runners:
+        return 0
+    times = latency.time_rounds(runners, runs, warmup, device)
+    stats = {k: latency.percentiles(v) for k, v in times.items()}
+    for p, key in zip(model.plans, keys, strict=True):
+        if key in stats and table.median(key) is None:
+            table.add(key, stats[key][0], stats[key][2], describe(row_features(p)))
+    if whole:
+        name = f"{model.spec.name} width {model.spec.width:g} at {size}px"
+        row_sum = sum(stats[k][0] if k in stats else table.median(k) for k in keys)
+        key = (*where(device, backend, batch), OVERHEAD, name, *[""] * (len(KEY) - 6))
+        table.add(key, stats[OVERHEAD][0] - row_sum, stats[OVERHEAD][2], f"whole {name}")
+    return len(runners) - whole
+
+
+def predict(model: SpecNet, table: Table, device: str, backend: str, batch: int) -> float:
+    """Predicted median latency (ms) of ``model``: its rows' medians + the fixed overhead."""
+    keys = row_keys(model, device, backend, batch)
+    missing = [k for k in keys if table.median(k) is None]
+    if missing:
+        raise UserError(
+            f"{len(missing)} rows are not in the table (first: {missing[0][4]} "
+            f"{missing[0][5]}→{missing[0][6]} k{missing[0][7]})",
+            file=str(table.path),
+        )
+    overhead = table.overhead(keys[0][:4])
+    if overhead is None:
+        raise UserError(
+            f"no overhead measured for {' '.join(keys[0][:2])}, batch {batch}, "
+            f"{keys[0][3]} threads; time a whole network with latency --table",
+            file=str(table.path),
+        )
+    return sum(table.median(k) for k in keys) + overhead
+
+
+def make_table(
+    path: str | Path,
+    specs: Iterable[str | Path] | None,
+    *,
+    widths: tuple[float, ...],
+    devices: list[str] | None,
+    backends: tuple[str, ...],
+    batch: int,
+    resolution: int | None,
+    overrides: dict[str, Any],
+    runs: int,
+    warmup: int,
+    progress: Callable[[str], None] = lambda line: None,
+) -> str:
+    """``latency --table``: add every network's missing rows and its overhead to the table at
+    ``path`` (made if absent, kept otherwise); returns a summary line."""
+    check_output(path, suffix=".csv", field="--table")
+    devices = devices or latency.default_devices()
+    bad = [d for d in devices if d not in latency.DEVICES]
+    if bad or ("cuda" in devices and not torch.cuda.is_available()):
+        raise UserError(f"cannot time on {', '.join(bad) or 'cuda'} here", field="--devices")
+    if "width" in overrides:
+        raise UserError("give --widths instead (one network per width)", field="--set width")
+    table = read_table(path)
+    before = len(table.rows)
+    for source in specs or latency.DEFAULT_SPECS:
+        spec = load_spec(source, **overrides)
+        for width in widths:
+            settings = {"width": width, **({"resolution": resolution} if resolution else {})}
+            model = build(spec.derive(**settings))
+            for device in devices:
+                for backend in backends:
+                    progress(f"{spec.name} width {width:g} on {device} ({backend})")
+                    time_rows(
+                        model,
+                        table,
+                        device=device,
+                        backend=backend,
+                        batch=batch,
+                        runs=runs,
+                        warmup=warmup,
+                    )
+    write_table(table)
+    added = len(table.rows) - before
+    return f"wrote {path}: {len(table.rows)} rows ({added} new), batch {batch}, {runs} runs each"

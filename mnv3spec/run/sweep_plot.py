@@ -1,0 +1,119 @@
+"""``pareto.png`` of a sweep, in the manner of Figure 1 of the MobileNetV3 paper: accuracy against
+latency and against multiply-adds, one colour per spec, the Pareto front drawn and labelled."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..files import writing
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+    from .sweep import Result, Sweep
+
+MAX_LABELS = 8
+Point = tuple[float, float, "Result"]
+
+
+def pareto_front(points: list[Point], *, more_x_is_better: bool = False) -> list[Point]:
+    """Points no other point beats on both axes: higher y, and lower x (or higher with
+    ``more_x_is_better``); sorted by x."""
+    sign = -1 if more_x_is_better else 1
+    ordered = sorted(points, key=lambda p: (sign * p[0], -p[1]))
+    front, best = [], float("-inf")
+    for p in ordered:
+        if p[1] > best:
+            front.append(p)
+            best = p[1]
+    return sorted(front, key=lambda p: p[0])
+
+
+def _panel(
+    ax: Axes,
+    points: list[Point],
+    colours: dict[str, str],
+    xlabel: str,
+    ylabel: str,
+    front: list[Point],
+) -> None:
+    for spec, colour in colours.items():
+        mine = [p for p in points if Path(p[2].variant.spec).stem == spec]
+        ax.scatter(
+            [p[0] for p in mine],
+            [p[1] for p in mine],
+            s=28,
+            color=colour,
+            label=spec,
+            alpha=0.85,
+            edgecolors="white",
+            linewidths=0.6,
+            zorder=3,
+        )
+    ax.plot(
+        [p[0] for p in front],
+        [p[1] for p in front],
+        "-",
+        color="0.25",
+        lw=1.1,
+        zorder=2,
+        label="Pareto front",
+    )
+    step = -(-len(front) // MAX_LABELS)  # label every step-th point of a long front
+    for i, (x, y, r) in enumerate(front[::step]):
+        ax.annotate(
+            r.variant.label or Path(r.variant.spec).stem,
+            (x, y),
+            fontsize=6.5,
+            xytext=(5, -9 if i % 2 else 4),
+            textcoords="offset points",
+            color="0.15",
+        )
+    ax.margins(x=0.14, y=0.08)  # room for the labels of the front
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.25, lw=0.6)
+    ax.spines[["top", "right"]].set_visible(False)
+
+
+def plot(s: Sweep, path: Path) -> None:
+    """Trained: top-1 against latency (the first device and backend) and against MAdds.
+    Not trained: latency against MAdds, the front being the most MAdds for their latency."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure  # no pyplot: no display, no global state
+
+    column = s.settings.columns()[0]
+    lat_label = f"latency, {column}, batch {s.settings.batch} (ms)"
+    if s.settings.predict:
+        lat_label = f"predicted {lat_label}"
+    ok = [r for r in s.results if r.macs is not None and not r.error]
+    specs = list(dict.fromkeys(Path(r.variant.spec).stem for r in s.results))
+    palette = colormaps["tab10"].colors
+    colours = {spec: palette[i % len(palette)] for i, spec in enumerate(specs)}
+    trained = s.trained and any(r.top1 is not None for r in ok)
+    fig = Figure(figsize=(10, 4.2) if trained else (6, 4.4), dpi=100)
+    if trained:
+        left, right = fig.subplots(1, 2, sharey=True)
+        with_lat = [(r.latency_ms.get(column), r.top1, r) for r in ok if r.top1 is not None]
+        with_lat = [p for p in with_lat if p[0] is not None]
+        _panel(left, with_lat, colours, lat_label, "top-1 (%)", pareto_front(with_lat))
+        with_macs = [(r.macs / 1e6, r.top1, r) for r in ok if r.top1 is not None]
+        _panel(right, with_macs, colours, "multiply-adds (millions)", "", pareto_front(with_macs))
+        left.legend(fontsize=8, frameon=False, loc="lower right")
+        fig.suptitle("validation top-1 against latency and multiply-adds", fontsize=11)
+    else:
+        ax = fig.subplots()
+        points = [(r.macs / 1e6, r.latency_ms.get(column), r) for r in ok]
+        points = [p for p in points if p[1] is not None]
+        # latency is a cost: the front is the most multiply-adds for the least latency
+        flipped = pareto_front([(x, -y, r) for x, y, r in points], more_x_is_better=True)
+        front = [(x, -y, r) for x, y, r in flipped]
+        _panel(ax, points, colours, "multiply-adds (millions)", lat_label, front)
+        ax.legend(fontsize=8, frameon=False, loc="upper left")
+        ax.set_title(
+            "latency against multiply-adds (front: most MAdds for the latency)", fontsize=10
+        )
+    fig.tight_layout()
+    with writing(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=150)
