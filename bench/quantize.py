@@ -105,11 +105,11 @@ def accuracy(checkpoint: Path) -> None:
     print("ops left in float:", dict(r.float_ops.most_common()), flush=True)
 
 
-def speed(runs: int, warmup: int) -> None:
+def speed(names: list[str], runs: int, warmup: int) -> None:
     print(f"\nONNX Runtime, CPU, batch 1, {torch.get_num_threads()} thread(s), median of {runs}")
     print(f"{'spec':<22}{'res':>5}{'fp32 ms':>10}{'int8 ms':>10}{'int8 speed-up':>15}")
     for resolution, si in SETTINGS:
-        for name in ("small", "large"):
+        for name in names:
             model = build(load_spec(name, resolution=resolution, si=si)).eval()
             fast = latency.optimize_for_inference(model)
             x = torch.randn(1, 3, resolution, resolution)
@@ -136,6 +136,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument("--specs", nargs="+", default=["small", "large"], help="for latency")
     args = parser.parse_args()
     if not args.skip_accuracy:
         checkpoint = args.checkpoint
@@ -143,7 +144,7 @@ def main() -> int:
             data = render(args.work / "shapes")
             checkpoint = train(data, args.work / "runs", args.epochs, args.device)
         accuracy(checkpoint)
-    speed(args.runs, args.warmup)
+    speed(args.specs, args.runs, args.warmup)
     return 0
 
 
