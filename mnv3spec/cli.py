@@ -380,6 +380,73 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_export)
 
 
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from mnv3spec.run.quantize import AccuracyGateError, quantize_checkpoint
+
+    try:
+        r = quantize_checkpoint(
+            args.checkpoint,
+            args.out,
+            calib=args.calib,
+            max_drop=args.max_drop,
+            force=args.force,
+            data=args.data,
+            data_dir=args.data_dir,
+            keep_float=[row for rows in args.keep_float or [] for row in rows.split(",")],
+            sensitivity=args.sensitivity,
+            progress=lambda line: print(line, file=sys.stderr, flush=True),
+        )
+    except AccuracyGateError as e:
+        _print_quantized(e.result)
+        raise
+    except UserError as e:  # the library names parameters; the user typed flags
+        if e.field in ("calib", "out", "keep_float"):
+            e.field = "--" + e.field.replace("_", "-")
+        raise
+    _print_quantized(r)
+    print(f"wrote {r.path} ({os.path.getsize(r.path) / 1e6:.2f} MB)")
+    return 0
+
+
+def _print_quantized(r) -> None:
+    for row, top1 in r.sensitivity:
+        print(f"row {row} alone in int8: top-1 {top1:.2f}% (costs {r.float_top1 - top1:.2f})")
+    print(
+        f"top-1 float {r.float_top1:.2f}%  int8 {r.int8_top1:.2f}%  drop {r.drop:.2f} points  "
+        f"({r.images} validation images, {r.calib} calibration images)"
+    )
+    floats = ", ".join(f"{op}×{n}" for op, n in r.float_ops.most_common()) or "none"
+    print(f"ops left in float: {floats}")
+    if r.kept_float:
+        print(f"rows kept in float: {', '.join(r.kept_float)}")
+
+
+def _add_quantize(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "quantize",
+        help="int8 ONNX of a checkpoint, written only if top-1 drops at most --max-drop",
+        description="Post-training static int8 quantization (ONNX Runtime, QDQ, per-channel "
+        "weights) calibrated on training images. Exit status 4: the int8 model lost more "
+        "than --max-drop points of top-1, and nothing was written.",
+    )
+    add = p.add_argument
+    add("checkpoint", metavar="CHECKPOINT", help="a .safetensors file written by train")
+    add("--out", help="an .onnx file (default: CHECKPOINT's name + .int8.onnx, beside it)")
+    add("--calib", type=_number(int, 1), default=256, help="calibration images (default 256)")
+    add("--max-drop", type=_number(float, -100), default=1.0, help="top-1 points (default 1.0)")
+    add("--force", action="store_true", help="write the int8 model whatever it loses")
+    add("--data", help="as for train (default: the data it was trained on)")
+    add("--data-dir", default="./data", help="as for train (default ./data)")
+    add("--sensitivity", action="store_true", help="also the top-1 with each row alone in int8")
+    add(
+        "--keep-float",
+        action="append",
+        metavar="ROWS",
+        help="rows left in float: indices or names, comma-separated (e.g. 1,r03_bneck)",
+    )
+    p.set_defaults(func=cmd_quantize)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mnv3spec",
@@ -420,6 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_latency(sub)
     _add_export(sub)
     _add_sweep(sub)
+    _add_quantize(sub)
     return parser
 
 

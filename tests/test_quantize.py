@@ -1,0 +1,142 @@
+"""Static int8 quantization (`cli.py quantize`): the accuracy gate, the int8 file against its
+fake-quant reference, the file's metadata, sensitivity / keep-float, and bad input."""
+
+from __future__ import annotations
+
+import onnxruntime as ort
+import pytest
+import torch
+
+from mnv3spec.data.batches import loader
+from mnv3spec.data.datasets import load_dataset
+from mnv3spec.errors import CheckpointError, UserError
+from mnv3spec.run import quantize
+from mnv3spec.run.evaluate import evaluate
+from mnv3spec.run.export import optimize_for_inference, write_onnx
+
+from .conftest import ROOT, tiny_checkpoint
+
+CLASSES = [f"class{i}" for i in range(4)]  # the synthetic dataset's names
+FAST = {"calib": 32, "data": "synthetic"}
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory):
+    """One quantization of a tiny checkpoint, with a row kept float and the sensitivity table."""
+    folder = tmp_path_factory.mktemp("quant")
+    model = tiny_checkpoint(folder / "best.safetensors", CLASSES)
+    result = quantize.quantize_checkpoint(
+        folder / "best.safetensors", force=True, keep_float=["1"], sensitivity=True, **FAST
+    )
+    return folder, model, result
+
+
+def test_writes_an_int8_onnx_beside_the_checkpoint_with_its_measurements(quantized):
+    folder, _, r = quantized
+    assert r.path == folder / "best.int8.onnx" and r.path.is_file()
+    assert r.images == 128 and r.calib == 32
+    assert 0 <= r.int8_top1 <= 100 and r.drop == pytest.approx(r.float_top1 - r.int8_top1)
+    # hard-swish / hard-sigmoid have no int8 kernel in ONNX Runtime; convs, adds and SE muls
+    # do, except in row 1, kept in float (a depthwise and a projection conv, SE's two, its pool)
+    assert set(r.float_ops) <= {"HardSigmoid", "Mul", "Conv", "GlobalAveragePool", "Add"}
+    assert r.float_ops["Conv"] == 4 and r.float_ops["GlobalAveragePool"] == 1
+
+
+def test_int8_outputs_agree_with_the_fake_quant_graph_and_roughly_with_float(quantized):
+    """The fused int8 kernels against the same QDQ graph run unfused (quantize → float op →
+    dequantize, i.e. fake-quant), and both against the float model."""
+    _, model, r = quantized
+    int8, _ = quantize.load_int8(r.path)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    fake = ort.InferenceSession(str(r.path), options, providers=["CPUExecutionProvider"])
+    x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        got, reference = int8(x), model.eval()(x)
+    faked = torch.from_numpy(fake.run(None, {"input": x.numpy()})[0])
+    scale = reference.abs().max().item()
+    assert (got - faked).abs().max().item() <= 0.05 * scale
+    assert (got - reference).abs().max().item() <= 0.5 * scale
+
+
+def test_the_int8_file_carries_what_eval_and_infer_need(quantized):
+    folder, model, r = quantized
+    assert quantize.is_int8_model(r.path)
+    assert not quantize.is_int8_model(folder / "best.safetensors")
+    int8, meta = quantize.load_int8(r.path)
+    assert meta["classes"] == CLASSES and meta["resolution"] == 32
+    assert meta["mean"] == (0.5, 0.4, 0.3) and meta["std"] == (0.2, 0.25, 0.3)
+    assert meta["extra"]["kept_float"] == ["r01_bneck"]
+    assert meta["extra"]["int8_top1"] == pytest.approx(r.int8_top1, abs=1e-3)
+    assert int8.spec.to_yaml() == model.spec.to_yaml()
+    ds = load_dataset("synthetic", resolution=32, num_classes=4)
+    val = loader(ds.val_images, ds.val_labels, 64, shuffle=False)
+    via_eval = evaluate(int8, val, mean=meta["mean"], std=meta["std"], device=torch.device("cpu"))
+    assert via_eval.top1 == pytest.approx(r.int8_top1)
+    model_any, _ = quantize.load_any(r.path)
+    assert isinstance(model_any, quantize.Int8Model)
+
+
+def test_a_plain_onnx_file_is_not_an_int8_model(tmp_path, quantized):
+    _, model, _ = quantized
+    path = tmp_path / "plain.onnx"
+    write_onnx(optimize_for_inference(model), path, torch.randn(1, 3, 32, 32), False)
+    assert not quantize.is_int8_model(path)
+    with pytest.raises(CheckpointError, match="not an mnv3spec int8 model"):
+        quantize.load_int8(path)
+
+
+def test_sensitivity_lists_each_computing_row_and_keep_float_resolves_indices(quantized):
+    _, model, r = quantized
+    rows = [name for name, _ in r.sensitivity]
+    assert rows[0] == "r00_conv2d" and "r01_bneck" in rows
+    assert not any(name.endswith("_dropout") for name in rows)  # no nodes in an eval export
+    assert all(0 <= top1 <= 100 for _, top1 in r.sensitivity)
+    assert r.kept_float == ["r01_bneck"]
+    assert quantize.resolve_rows(model, ["r03_bneck", "03"]) == ["r03_bneck", "r03_bneck"]
+    with pytest.raises(UserError, match="no row '99'"):
+        quantize.resolve_rows(model, ["99"])
+
+
+def test_latency_runner_runs_the_int8_model(quantized):
+    _, model, _ = quantized
+    run, note = quantize.latency_runner(optimize_for_inference(model), torch.randn(1, 3, 32, 32))
+    assert run()[0].shape == (1, 4) and "int8" in note
+
+
+def test_gate_refuses_a_model_that_loses_too_much_and_writes_nothing(tmp_path, cli):
+    tiny_checkpoint(tmp_path / "best.safetensors", CLASSES)
+    out = tmp_path / "q.onnx"
+    # int8 would have to beat float by 100 points to pass: the gate must refuse
+    r = cli("quantize", tmp_path / "best.safetensors", "--out", out, "--max-drop", "-100",
+            "--calib", "16", "--data", "synthetic")  # fmt: skip
+    assert r.returncode == 4, r.stderr
+    assert "top-1 float" in r.stdout and "drop" in r.stdout
+    left = next(line for line in r.stdout.splitlines() if line.startswith("ops left in float"))
+    assert "Conv" not in left and "Add" not in left and "GlobalAveragePool" not in left
+    assert "nothing was written" in r.stderr and "Traceback" not in r.stderr
+    assert list(tmp_path.iterdir()) == [tmp_path / "best.safetensors"]
+
+
+@pytest.mark.parametrize(
+    "case, args, message",
+    [
+        ("spec", [ROOT / "specs" / "small.yaml"], "is a spec"),
+        ("calib", ["{ckpt}", "--calib", "0"], "--calib"),
+        ("not ours", ["{junk}"], "not a safetensors weights file"),
+        ("into itself", ["{ckpt}", "--out", "{ckpt}"], "is the checkpoint itself"),
+        ("not onnx", ["{ckpt}", "--out", "{folder}/q.bin"], "must end in .onnx"),
+        ("bad row", ["{ckpt}", "--keep-float", "x9", "--data", "synthetic"], "--keep-float"),
+    ],
+)
+def test_bad_input_is_one_line_and_status_2(tmp_path, cli, case, args, message):
+    ckpt = tmp_path / "best.safetensors"
+    if "{ckpt}" in map(str, args):
+        tiny_checkpoint(ckpt, CLASSES)
+    junk = tmp_path / "junk.safetensors"
+    junk.write_text("not weights")
+    names = {"ckpt": ckpt, "junk": junk, "folder": tmp_path}
+    r = cli("quantize", *(str(a).format(**names) for a in args))
+    assert r.returncode == 2, (case, r.stderr)
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert not list(tmp_path.glob("*.onnx"))
