@@ -249,3 +249,13 @@ def test_cli_infer_images_that_are_not_a_folder_of_images_exit_2(
     result = cli("infer", "--models", setup / "runs" / "a", "--images", folder)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert message.format(d=folder) in result.stderr
+
+
+def test_a_folder_named_like_a_checkpoint_given_to_models_is_named(setup, tmp_path, cli):
+    (tmp_path / "best.safetensors").mkdir()
+    result = cli("infer", "--models", tmp_path / "best.safetensors", "--images", setup / "images")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr == (
+        "error: nothing was classified: no checkpoint could be used (1 checkpoint found; "
+        f"{tmp_path / 'best.safetensors'}: is a folder, not a checkpoint file)\n"
+    )

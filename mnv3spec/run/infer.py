@@ -67,13 +67,17 @@ class Report:
 
 
 def find_checkpoints(paths: list[str | Path]) -> list[Path]:
-    """Every ``best.safetensors`` under the given folders; a file is taken as it is. A file met
-    twice (a folder and a file in it) is listed once."""
+    """Every ``best.safetensors`` under the given folders; a file is taken as it is, and so is a
+    folder named like one (to be reported by :func:`load_model`). A file met twice (a folder and
+    a file in it) is listed once."""
     found: list[Path] = []
     for path in map(Path, paths):
-        if path.is_dir():
-            found += sorted(path.rglob(CHECKPOINT_NAME))
-        elif path.exists():  # a file, or something load_model will say is not one
+        inside = sorted(path.rglob(CHECKPOINT_NAME)) if path.is_dir() else []
+        if inside:
+            found += inside
+        elif path.is_dir() and path.suffix != ".safetensors":
+            continue  # no checkpoint here: named below if none is found anywhere
+        elif path.exists():  # a file, or a folder or pipe named like one, which load_model refuses
             found.append(path)
         else:
             raise CheckpointError("no such file or folder", file=str(path))
