@@ -94,3 +94,44 @@ def test_evaluate_counts_top1_topk_and_loss():
         Fixed(), [(images, labels)], mean=(0.5,) * 3, std=(0.5,) * 3, device=torch.device("cpu")
     )
     assert (r.top1, r.top5, r.images, r.k) == (50.0, 100.0, 4, 3)
+
+
+def test_eval_on_a_folder_whose_class_is_a_link_to_the_other_split(tmp_path, cli):
+    from PIL import Image
+
+    tiny_checkpoint(tmp_path / "best.safetensors", CLASSES)
+    for split in ("train", "val"):
+        for c in CLASSES[:2]:
+            (tmp_path / "data" / split / c).mkdir(parents=True)
+            Image.new("RGB", (8, 8), (9, 9, 9)).save(tmp_path / "data" / split / c / "i.png")
+    (tmp_path / "data" / "train" / "c").mkdir()
+    Image.new("RGB", (8, 8), (9, 9, 9)).save(tmp_path / "data" / "train" / "c" / "i.png")
+    (tmp_path / "data" / "val" / "c").symlink_to(tmp_path / "data" / "train")
+    before = _digest(tmp_path)
+    result = cli("eval", tmp_path / "best.safetensors", "--data", tmp_path / "data")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    real = os.path.realpath(tmp_path / "data" / "train")
+    assert result.stderr == (
+        f"error: {tmp_path / 'data' / 'val' / 'c'} is a link to {real}, which holds the class "
+        "folder train/c: its images would be read again as val/c\n"
+    )
+    assert _digest(tmp_path) == before
+
+
+def test_eval_on_cifar_with_its_meta_file_missing_names_it(tmp_path, cli):
+    tiny_checkpoint(tmp_path / "best.safetensors", CLASSES)
+    folder = tmp_path / "data" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name in ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4"):
+        (folder / name).write_bytes(b"x")
+    (folder / "data_batch_5").write_bytes(b"x")
+    (folder / "test_batch").write_bytes(b"x")
+    before = _digest(tmp_path)
+    args = ("--data", "cifar10", "--data-dir", tmp_path / "data")
+    result = cli("eval", tmp_path / "best.safetensors", *args)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(
+        f"error: {folder}: the extracted CIFAR-10 folder is incomplete: it lacks batches.meta "
+    )
+    assert "downloading" not in result.stderr and "Delete the folder" in result.stderr
+    assert _digest(tmp_path) == before

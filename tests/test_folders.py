@@ -164,3 +164,13 @@ def test_links_to_images_and_folders_outside_the_dataset_are_followed(tmp_path):
     (root / "train" / ".ipynb_checkpoints").mkdir()  # not a class
     ds = load_dataset(str(root), resolution=8)
     assert ds.classes == ["cat", "dog"] and ds.train_labels.tolist() == [0, 1, 1, 1, 1]
+
+
+def test_a_train_class_linked_to_its_val_twin_is_the_one_named(tmp_path):
+    root = make_folder(tmp_path)
+    for p in (root / "train" / "cat").iterdir():
+        p.unlink()
+    (root / "train" / "cat").rmdir()
+    (root / "train" / "cat").symlink_to(root / "val" / "cat")
+    with pytest.raises(DataError, match=r"train/cat is a link to .*/val/cat, the same folder as"):
+        load_dataset(str(root), resolution=8)

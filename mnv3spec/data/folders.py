@@ -122,24 +122,23 @@ def _class_folders(root: Path) -> tuple[dict[str, list[Path]], dict[str, list[Pa
     inside, or holds) another class folder, a split or the dataset, and a link that loops, would
     read images twice or under the wrong label, so each is refused naming the link."""
     dirs = {split: _subfolders(root / split) for split in ("train", "val")}
+    labelled = [(d, f"{split}/{d.name}") for split, folders_ in dirs.items() for d in folders_]
+    labelled.sort(key=lambda pair: pair[0].is_symlink())  # links last, so errors name them
     reals: dict[str, str] = {}  # real path of each class folder -> "train/cat"
-    for split, folders_ in dirs.items():
-        for d in folders_:
-            real, label = os.path.realpath(d), f"{split}/{d.name}"
-            if real in reals:
-                raise DataError(
-                    f"{_where(d, real)}, the same folder as {reals[real]}: its images would "
-                    "be read twice, under both labels",
-                    file=str(root),
-                )
-            reals[real] = label
+    for d, label in labelled:
+        real = os.path.realpath(d)
+        if real in reals:
+            raise DataError(
+                f"{_where(d, real)}, the same folder as {reals[real]}: its images would "
+                "be read twice, under both labels"
+            )
+        reals[real] = label
     holders = {parent: label for real, label in reals.items() for parent in _parents(real)}
-    for split, folders_ in dirs.items():
-        for d in folders_:
-            real = os.path.realpath(d)
-            problem = _misplaced(real, f"{split}/{d.name}", reals, holders)
-            if problem:
-                raise DataError(f"{_where(d, real)}, {problem}", file=str(root))
+    for d, label in reversed(labelled):  # links first
+        real = os.path.realpath(d)
+        problem = _misplaced(real, label, reals, holders)
+        if problem:
+            raise DataError(f"{_where(d, real)}, {problem}")
     train, val = (
         {d.name: _images_in(d, f"{split}/{d.name}", reals, holders) for d in dirs[split]}
         for split in ("train", "val")
@@ -168,10 +167,11 @@ def _misplaced(real: str, label: str, reals: dict[str, str], holders: dict[str, 
     """Why a folder at ``real``, read as part of class folder ``label``, would mislabel images;
     None if it would not."""
     if real in holders:
-        return f"which holds the class folder {holders[real]}: a loop, or images read twice"
+        held = holders[real]
+        return f"which holds the class folder {held}: its images would be read again as {label}"
     for folder in (real, *_parents(real)):
         if reals.get(folder, label) != label:
-            return f"inside the class folder {reals[folder]}: its images would be mislabelled"
+            return f"inside the class folder {reals[folder]}: its images would be read as {label}"
     return None
 
 
@@ -202,9 +202,9 @@ def _images_in(
             target = os.path.realpath(sub) if entry.is_symlink() else os.path.join(real, entry.name)
             problem = _misplaced(target, label, reals, holders)
             if target in seen:
-                problem = f"already read as {seen[target]}: a loop, or images read twice"
+                problem = f"already read as {seen[target]}: a loop, or the same images twice"
             if problem:
-                raise DataError(f"{_where(sub, target)}, {problem}", file=str(folder))
+                raise DataError(f"{_where(sub, target)}, {problem}")
             stack.append((sub, target))
             seen[target] = sub
     return sorted(found)
