@@ -71,6 +71,8 @@ def _tampered(tmp_path, **changes: str):
         ({"classes": '["a", "a"]'}, "classes lists 'a' more than once"),
         ({"mean": "[1" + "0" * 400 + ", 1, 1]"}, "mean is not a list of finite numbers"),
         ({"extra": "[" * 100000}, "damaged metadata"),
+        ({"extra": '{"data": 5}'}, "extra.data 5 is not a dataset name or folder"),
+        ({"extra": '{"data": "a\\u0000b"}'}, r"extra.data 'a.{4}b' is not a dataset name"),
     ],
     ids=lambda v: next(iter(v)) if isinstance(v, dict) else None,
 )

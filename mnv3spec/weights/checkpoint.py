@@ -165,6 +165,9 @@ def _metadata_problem(spec: Any, meta: dict[str, Any]) -> str | None:
         return "std must be positive"
     if not isinstance(meta["extra"], dict):
         return "extra is not a mapping"
+    data = meta["extra"].get("data", "cifar100")  # eval's default dataset: a name or a path
+    if not isinstance(data, str) or not data or "\0" in data:
+        return f"extra.data {data!r} is not a dataset name or folder"
     return None
 
 
