@@ -241,3 +241,46 @@ def test_cifar_resized_beyond_the_memory_share_is_refused(tmp_path, monkeypatch)
     assert load_dataset("cifar100", tmp_path).train_images.shape == (6, 3, 32, 32)  # as stored
     with pytest.raises(DataError, match=r"9 images at 16×16 take 0\.0 GiB.*lower the resolution"):
         load_dataset("cifar100", tmp_path, resolution=16)
+
+
+@pytest.mark.parametrize("missing", [["meta"], ["meta", "test"]])
+def test_an_incomplete_extracted_folder_names_what_it_lacks_and_downloads_nothing(
+    tmp_path, offline, missing
+):
+    make_cifar100(tmp_path)
+    folder = tmp_path / "cifar-100-python"
+    for name in missing:
+        (folder / name).unlink()
+    with pytest.raises(DataError) as e:
+        load_dataset("cifar100", tmp_path)
+    message = str(e.value)
+    order = [f for f in ("train", "test", "meta") if f in missing]
+    assert message.startswith(
+        f"{folder}: the extracted CIFAR-100 folder is incomplete: it lacks {', '.join(order)} "
+    )
+    assert "Delete the folder" in message and "not in" not in message
+    assert offline == []
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        {"train", "test", "meta"} - set(order)
+    )
+
+
+def test_an_incomplete_extracted_folder_is_extracted_again_from_a_good_archive(
+    tmp_path, monkeypatch, offline
+):
+    written = make_cifar100(tmp_path)
+    patch_md5(monkeypatch, make_archive(tmp_path))
+    load_dataset("cifar100", tmp_path, download=False)  # extracts
+    (tmp_path / "cifar-100-python" / "meta").unlink()
+    ds = load_dataset("cifar100", tmp_path, download=False)
+    assert ds.classes == CLASSES and torch.equal(ds.val_images, as_nchw(written["test"]))
+    assert offline == []
+
+
+def test_an_extracted_file_that_is_a_folder_counts_as_missing(tmp_path, offline):
+    make_cifar100(tmp_path)
+    meta = tmp_path / "cifar-100-python" / "meta"
+    meta.unlink()
+    meta.mkdir()
+    with pytest.raises(DataError, match="it lacks meta"):
+        load_dataset("cifar100", tmp_path)

@@ -113,3 +113,64 @@ def test_deep_greyscale_is_scaled_to_8_bits_not_clipped_to_white(tmp_path, array
     Image.fromarray(array).save(path)
     assert Image.open(path).mode == mode
     assert torch.equal(folders.decode_image(path, 4), torch.full((3, 4, 4), 128, dtype=torch.uint8))
+
+
+@pytest.mark.parametrize(
+    ("link", "target", "message"),
+    [
+        ("train/all", "../train", "train/all is a link to {train}, which holds the class folder"),
+        ("train/bird", "..", "train/bird is a link to {root}, which holds the class folder"),
+        ("val/dog", "../train/dog", "val/dog is a link to {train}/dog, the same folder as"),
+        ("train/dog/cats", "../cat", "is a link to {train}/cat, inside the class folder train/cat"),
+        ("train/dog/up", "..", "train/dog/up is a link to {train}, which holds the class folder"),
+        ("train/dog/self", ".", "train/dog/self is a link to {train}/dog, already read as"),
+    ],
+    ids=["class-to-split", "class-to-root", "other-split", "into-class", "to-split", "loop"],
+)
+def test_linked_folders_that_would_mislabel_or_loop_are_refused(tmp_path, link, target, message):
+    root = make_folder(tmp_path / "data")
+    if link == "val/dog":
+        for p in (root / "val" / "dog").iterdir():
+            p.unlink()
+        (root / "val" / "dog").rmdir()
+    (root / link).symlink_to(target, target_is_directory=True)
+    if link == "train/bird":
+        write_image(root / "val" / "bird" / "z.png", (9, 9, 9))
+    before = sorted(str(p) for p in root.rglob("*"))
+    with pytest.raises(DataError) as e:
+        load_dataset(str(root), resolution=8)
+    real = os.path.realpath(root)
+    assert message.format(train=f"{real}/train", root=real) in e.value.message
+    assert str(root / link) in e.value.message and "\n" not in e.value.message
+    assert sorted(str(p) for p in root.rglob("*")) == before
+
+
+def test_a_loop_through_two_links_is_refused(tmp_path):
+    root = make_folder(tmp_path)
+    (root / "train" / "dog" / "a").mkdir()
+    (root / "train" / "dog" / "a" / "b").symlink_to(root / "train" / "dog")
+    with pytest.raises(DataError, match=r"dog/a/b is a link to .*/train/dog, already read as"):
+        load_dataset(str(root), resolution=8)
+
+
+def test_links_to_images_and_folders_outside_the_dataset_are_followed(tmp_path):
+    root = make_folder(tmp_path / "data")
+    write_image(tmp_path / "elsewhere" / "more" / "c.png", (0, 0, 240))
+    write_image(tmp_path / "elsewhere" / "d.png", (0, 0, 230))
+    (root / "train" / "dog" / "more").symlink_to(tmp_path / "elsewhere" / "more")
+    (root / "train" / "dog" / "d.png").symlink_to(tmp_path / "elsewhere" / "d.png")
+    (root / "train" / "cat" / ".cache").mkdir()  # hidden: ignored, as hidden files are
+    write_image(root / "train" / "cat" / ".cache" / "x.png", (1, 1, 1))
+    (root / "train" / ".ipynb_checkpoints").mkdir()  # not a class
+    ds = load_dataset(str(root), resolution=8)
+    assert ds.classes == ["cat", "dog"] and ds.train_labels.tolist() == [0, 1, 1, 1, 1]
+
+
+def test_a_train_class_linked_to_its_val_twin_is_the_one_named(tmp_path):
+    root = make_folder(tmp_path)
+    for p in (root / "train" / "cat").iterdir():
+        p.unlink()
+    (root / "train" / "cat").rmdir()
+    (root / "train" / "cat").symlink_to(root / "val" / "cat")
+    with pytest.raises(DataError, match=r"train/cat is a link to .*/val/cat, the same folder as"):
+        load_dataset(str(root), resolution=8)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -88,13 +89,13 @@ def test_a_bad_checkpoint_is_named_and_the_rest_still_run(setup):
     assert report.classified == len(GOOD)
 
 
-def test_a_safetensors_file_that_is_not_ours_is_skipped_with_the_reason(setup, tmp_path):
+def test_a_safetensors_file_that_is_not_ours_is_named_with_the_reason(setup, tmp_path):
     from safetensors.torch import save_file
 
     save_file({"w": torch.zeros(1)}, str(tmp_path / "best.safetensors"))
-    report = classify([tmp_path], setup / "images", device="cpu")
-    assert report.models == [] and report.classified == 0
-    assert "not an mnv3spec checkpoint" in report.skipped[0][1]
+    with pytest.raises(DataError, match="no checkpoint could be used") as info:
+        classify([tmp_path], setup / "images", device="cpu")
+    assert "not an mnv3spec checkpoint" in info.value.message
 
 
 def test_topk_is_capped_at_the_number_of_classes_and_tables_list_it(setup):
@@ -139,12 +140,27 @@ def test_cli_infer_json(setup, cli):
     assert {s["file"] for s in data["skipped"]} == {"broken.jpg", "notes.txt", "sub/"}
 
 
-def test_cli_infer_exits_1_when_nothing_could_be_classified(setup, tmp_path, cli):
+def test_cli_infer_exits_2_when_no_file_is_a_readable_image(setup, tmp_path, cli):
     (tmp_path / "bad.png").write_bytes(b"\x89PNG broken")
+    (tmp_path / "notes.txt").write_text("not an image")
     result = cli("infer", "--models", setup / "runs" / "a", "--images", tmp_path)
-    assert result.returncode == 1
-    assert "skipped bad.png: cannot read this image" in result.stderr
-    assert "nothing was classified" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(
+        f"error: nothing was classified: no file in {tmp_path} is a readable image (2 files "
+        "tried; bad.png: cannot read this image"
+    )
+    assert "notes.txt: cannot read this image" in result.stderr
+    assert len(result.stderr.splitlines()) == 1 and result.stdout == ""
+
+
+def test_cli_infer_exits_2_when_every_checkpoint_is_skipped(setup, tmp_path, cli):
+    (tmp_path / "best.safetensors").write_bytes(b"garbage")
+    result = cli("infer", "--models", tmp_path, "--images", setup / "images")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr == (
+        "error: nothing was classified: no checkpoint could be used (1 checkpoint found; "
+        f"{tmp_path / 'best.safetensors'}: not a safetensors weights file (7 bytes))\n"
+    )
 
 
 def test_cli_infer_missing_folders_exit_2(setup, tmp_path, monkeypatch, capsys):
@@ -166,12 +182,47 @@ def test_checkpoints_from_a_spec_with_another_resolution(tmp_path, setup):
 def test_a_checkpoint_whose_class_names_do_not_fit_is_skipped(setup, tmp_path):
     model = build(load_spec(ROOT / "specs" / "small.yaml", width=0.25, num_classes=3))
     save_weights(tmp_path / "best.safetensors", model, classes=["a", "b"])
-    report = classify([tmp_path], setup / "images", device="cpu")
-    assert report.models == []
+    report = classify([tmp_path, setup / "runs" / "a"], setup / "images", device="cpu")
+    assert len(report.models) == 1
     assert report.skipped[0] == (
         str(tmp_path / "best.safetensors"),
         "damaged metadata: 2 class names for a spec with num_classes 3",
     )
+
+
+def test_a_checkpoint_with_nan_weights_is_skipped_not_shown_as_nan_percent(setup, tmp_path):
+    model = tiny_checkpoint(tmp_path / "x.safetensors", CLASSES)
+    with torch.no_grad():
+        next(model.parameters())[0] = float("nan")
+    save_weights(tmp_path / "best.safetensors", model, classes=CLASSES)
+    report = classify([tmp_path, setup / "runs" / "a"], setup / "images", device="cpu")
+    assert [m.checkpoint for m in report.models] == [str(setup / "runs/a/best.safetensors")]
+    file, reason = report.skipped[0]
+    assert file == str(tmp_path / "best.safetensors")
+    assert reason.startswith("weight ") and "NaN or infinite" in reason
+
+
+def test_a_folder_named_best_safetensors_found_by_the_search_is_reported(setup, tmp_path, cli):
+    (tmp_path / "run" / "best.safetensors").mkdir(parents=True)
+    tiny_checkpoint(tmp_path / "ok" / "best.safetensors", CLASSES)
+    result = cli("infer", "--models", tmp_path, "--images", setup / "images")
+    assert result.returncode == 0 and "Traceback" not in result.stderr
+    folder = tmp_path / "run" / "best.safetensors"
+    assert f"skipped {folder}: is a folder, not a checkpoint file\n" in result.stderr
+
+
+def test_a_fifo_given_as_a_checkpoint_is_refused_without_waiting(setup, tmp_path):
+    os.mkfifo(tmp_path / "pipe.safetensors")
+    with pytest.raises(DataError) as info:  # would block forever if opened
+        classify([tmp_path / "pipe.safetensors"], setup / "images", device="cpu")
+    assert "is not a regular file" in info.value.message
+
+
+def test_a_checkpoint_whose_batch_cannot_fit_in_memory_is_skipped(setup, monkeypatch):
+    monkeypatch.setattr("mnv3spec.model.memory.available", lambda device: 1 << 20)
+    with pytest.raises(DataError, match="no checkpoint could be used") as info:
+        classify([setup / "runs" / "a"], setup / "images", device="cpu")
+    assert "would need about" in info.value.message
 
 
 def test_a_checkpoint_named_twice_is_classified_once(setup):
@@ -198,3 +249,13 @@ def test_cli_infer_images_that_are_not_a_folder_of_images_exit_2(
     result = cli("infer", "--models", setup / "runs" / "a", "--images", folder)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert message.format(d=folder) in result.stderr
+
+
+def test_a_folder_named_like_a_checkpoint_given_to_models_is_named(setup, tmp_path, cli):
+    (tmp_path / "best.safetensors").mkdir()
+    result = cli("infer", "--models", tmp_path / "best.safetensors", "--images", setup / "images")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr == (
+        "error: nothing was classified: no checkpoint could be used (1 checkpoint found; "
+        f"{tmp_path / 'best.safetensors'}: is a folder, not a checkpoint file)\n"
+    )

@@ -133,10 +133,21 @@ def _fetch_help(src: CifarSource, root: Path) -> str:
 
 
 def _locate_cifar(src: CifarSource, root: Path, download: bool) -> Path:
-    """The extracted folder under ``root``, extracting or downloading the archive if needed."""
+    """The extracted folder under ``root``, extracting or downloading the archive if needed. An
+    incomplete extracted folder is extracted again from a present archive with the right md5,
+    and otherwise named with the files it lacks (never downloaded over)."""
     folder, archive = root / src.folder, root / src.archive
-    if all((folder / f).is_file() for f in src.files):
+    missing = [f for f in src.files if not (folder / f).is_file()]
+    if not missing:
         return folder
+    if folder.is_dir() and not archive.is_file():
+        raise DataError(
+            f"the extracted {src.title} folder is incomplete: it lacks "
+            f"{', '.join(missing)} (or they are not files). Delete the folder, or put the "
+            f"archive at {archive} to extract it again; nothing is downloaded over a partial "
+            f"folder. {_fetch_help(src, root)}",
+            file=str(folder),
+        )
     if archive.is_file():
         if (md5 := _md5(archive)) != src.md5:
             raise DataError(

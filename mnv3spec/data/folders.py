@@ -95,7 +95,7 @@ def read_folder(root: Path, resolution: int) -> tuple[Split, Split, list[str]]:
             raise DataError(
                 f"no {split}/ folder; expected train/<class>/ and val/<class>/", file=where
             )
-    train, val = _class_folders(root / "train"), _class_folders(root / "val")
+    train, val = _class_folders(root)
     classes = sorted(train)
     if not classes:
         raise DataError("train/ has no class subfolders", file=where)
@@ -116,16 +116,98 @@ def read_folder(root: Path, resolution: int) -> tuple[Split, Split, list[str]]:
     )
 
 
-def _images_in(folder: Path) -> list[Path]:
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+def _class_folders(root: Path) -> tuple[dict[str, list[Path]], dict[str, list[Path]]]:
+    """The image files of every class folder of train/ and val/, by class name. Links are
+    followed, but every folder is placed by its real path first: a class folder that is (or is
+    inside, or holds) another class folder, a split or the dataset, and a link that loops, would
+    read images twice or under the wrong label, so each is refused naming the link."""
+    dirs = {split: _subfolders(root / split) for split in ("train", "val")}
+    labelled = [(d, f"{split}/{d.name}") for split, folders_ in dirs.items() for d in folders_]
+    labelled.sort(key=lambda pair: pair[0].is_symlink())  # links last, so errors name them
+    reals: dict[str, str] = {}  # real path of each class folder -> "train/cat"
+    for d, label in labelled:
+        real = os.path.realpath(d)
+        if real in reals:
+            raise DataError(
+                f"{_where(d, real)}, the same folder as {reals[real]}: its images would "
+                "be read twice, under both labels"
+            )
+        reals[real] = label
+    holders = {parent: label for real, label in reals.items() for parent in _parents(real)}
+    for d, label in reversed(labelled):  # links first
+        real = os.path.realpath(d)
+        problem = _misplaced(real, label, reals, holders)
+        if problem:
+            raise DataError(f"{_where(d, real)}, {problem}")
+    train, val = (
+        {d.name: _images_in(d, f"{split}/{d.name}", reals, holders) for d in dirs[split]}
+        for split in ("train", "val")
     )
+    return train, val
 
 
-def _class_folders(split: Path) -> dict[str, list[Path]]:
-    return {d.name: _images_in(d) for d in sorted(split.iterdir()) if d.is_dir()}
+def _subfolders(folder: Path) -> list[Path]:
+    """The folders in ``folder`` (links followed), hidden ones left out as hidden files are."""
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        return [Path(e.path) for e in entries if not e.name.startswith(".") and e.is_dir()]
+    except OSError as e:
+        raise DataError(f"cannot list this folder ({e.strerror or e})", file=str(folder)) from None
+
+
+def _parents(real: str) -> list[str]:
+    return [str(p) for p in Path(real).parents]
+
+
+def _where(path: Path, real: str) -> str:
+    return f"{path} is a link to {real}" if path.is_symlink() else f"{path} (really {real})"
+
+
+def _misplaced(real: str, label: str, reals: dict[str, str], holders: dict[str, str]) -> str | None:
+    """Why a folder at ``real``, read as part of class folder ``label``, would mislabel images;
+    None if it would not."""
+    if real in holders:
+        held = holders[real]
+        return f"which holds the class folder {held}: its images would be read again as {label}"
+    for folder in (real, *_parents(real)):
+        if reals.get(folder, label) != label:
+            return f"inside the class folder {reals[folder]}: its images would be read as {label}"
+    return None
+
+
+def _images_in(
+    folder: Path, label: str, reals: dict[str, str], holders: dict[str, str]
+) -> list[Path]:
+    """The image files under a class folder (not hidden ones), links to folders followed once
+    each; a link back up the tree or to a folder already read is refused, naming both."""
+    found: list[Path] = []
+    stack = [(folder, os.path.realpath(folder))]
+    seen = {stack[0][1]: folder}  # real path -> the path it is read by
+    while stack:
+        path, real = stack.pop()
+        try:
+            entries = sorted(os.scandir(path), key=lambda e: e.name)
+        except OSError as e:
+            raise DataError(
+                f"cannot list this folder ({e.strerror or e})", file=str(path)
+            ) from None
+        for entry in entries:
+            sub = Path(entry.path)
+            if entry.name.startswith("."):
+                continue
+            if not entry.is_dir():
+                if sub.suffix.lower() in IMAGE_SUFFIXES and entry.is_file():
+                    found.append(sub)
+                continue
+            target = os.path.realpath(sub) if entry.is_symlink() else os.path.join(real, entry.name)
+            problem = _misplaced(target, label, reals, holders)
+            if target in seen:
+                problem = f"already read as {seen[target]}: a loop, or the same images twice"
+            if problem:
+                raise DataError(f"{_where(sub, target)}, {problem}")
+            stack.append((sub, target))
+            seen[target] = sub
+    return sorted(found)
 
 
 def _folder_split(

@@ -12,7 +12,8 @@ from torch import nn
 
 from ..data.batches import loader, normalize, worker_count
 from ..data.datasets import load_dataset
-from ..errors import CheckpointError, DataError
+from ..errors import DataError
+from ..model.memory import check_fits
 from ..weights.checkpoint import load_model
 from .runtime import amp_dtype, pick_device, reduce_sums
 
@@ -73,14 +74,10 @@ def evaluate_checkpoint(
 ) -> EvalResult:
     """Rebuild the model from a weights file alone; evaluate it on ``data``'s validation split
     (by default the data it was trained on, as recorded in the file, else CIFAR-100)."""
-    if Path(path).is_dir():
-        example = Path(path) / "best.safetensors"
-        raise CheckpointError(
-            f"is a folder; give a .safetensors file (e.g. {example})", file=str(path)
-        )
     dev = pick_device(device)
     model, meta = load_model(path, dev)
     model = model.to(memory_format=torch.channels_last)
+    check_fits(model, batch_size, meta["resolution"], training=False, device=dev, what="eval")
     data = data or meta["extra"].get("data", "cifar100")
     ds = load_dataset(data, data_dir, meta["resolution"], num_classes=len(meta["classes"]))
     if list(ds.classes) != list(meta["classes"]):

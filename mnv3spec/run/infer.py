@@ -17,6 +17,7 @@ import torch
 from ..data.batches import normalize
 from ..data.folders import decode_image
 from ..errors import CheckpointError, DataError, UserError
+from ..model.memory import check_fits
 from ..text import text_table
 from ..weights.checkpoint import load_model
 from .runtime import pick_device
@@ -66,14 +67,18 @@ class Report:
 
 
 def find_checkpoints(paths: list[str | Path]) -> list[Path]:
-    """Every ``best.safetensors`` under the given folders; a file is taken as it is. A file met
-    twice (a folder and a file in it) is listed once."""
+    """Every ``best.safetensors`` under the given folders; a file is taken as it is, and so is a
+    folder named like one (to be reported by :func:`load_model`). A file met twice (a folder and
+    a file in it) is listed once."""
     found: list[Path] = []
     for path in map(Path, paths):
-        if path.is_file():
+        inside = sorted(path.rglob(CHECKPOINT_NAME)) if path.is_dir() else []
+        if inside:
+            found += inside
+        elif path.is_dir() and path.suffix != ".safetensors":
+            continue  # no checkpoint here: named below if none is found anywhere
+        elif path.exists():  # a file, or a folder or pipe named like one, which load_model refuses
             found.append(path)
-        elif path.is_dir():
-            found += sorted(path.rglob(CHECKPOINT_NAME))
         else:
             raise CheckpointError("no such file or folder", file=str(path))
     if not found:
@@ -111,30 +116,59 @@ def classify(
     device: str = "auto",
     batch_size: int = 32,
 ) -> Report:
-    """Top-``topk`` classes of every image by every checkpoint, batched, in inference mode."""
+    """Top-``topk`` classes of every image by every checkpoint, batched, in inference mode.
+    A checkpoint that does not load (or whose batch would not fit in memory) and a file that is
+    not a readable image are reported in :attr:`Report.skipped`; a :class:`DataError` says why
+    when nothing at all was classified."""
     if topk < 1:
         raise UserError("must be at least 1", field="--topk")
     dev = pick_device(device)
     images, subfolders = list_images(image_folder)
-    models, skipped = [], []
-    for path in find_checkpoints(model_paths):
+    checkpoints = find_checkpoints(model_paths)
+    models, skipped, unreadable = [], [], []
+    for path in checkpoints:
         try:
             model, meta = load_model(path, dev)
-        except CheckpointError as e:
+            check_fits(model, batch_size, meta["resolution"], training=False, device=dev)
+        except UserError as e:  # CheckpointError, or the memory check's
             skipped.append((str(path), e.message))
             continue
         result = ModelResult(str(path), model.spec.name, meta["resolution"], len(meta["classes"]))
         models.append((model.eval(), meta, result))
+    if not models:
+        raise DataError(
+            f"nothing was classified: no checkpoint could be used "
+            f"({_count(checkpoints, 'checkpoint')} found; {_reasons(skipped)})"
+        )
     resolutions = sorted({meta["resolution"] for _, meta, _ in models})
     for start in range(0, len(images), batch_size):
-        names, decoded = _decode_batch(images[start : start + batch_size], resolutions, skipped)
+        batch = images[start : start + batch_size]
+        names, decoded = _decode_batch(batch, resolutions, unreadable)
         if not names:
             continue
         for model, meta, result in models:
             x = normalize(decoded[meta["resolution"]].to(dev), meta["mean"], meta["std"])
             result.predictions += _predict(model, x, names, meta["classes"], topk)
-    skipped += [(f"{d.name}/", SUBFOLDER) for d in subfolders]
+    if len(unreadable) == len(images):
+        searched = "; subfolders are not searched" if subfolders else ""
+        raise DataError(
+            f"nothing was classified: no file in {image_folder} is a readable image "
+            f"({_count(images, 'file')} tried; {_reasons(unreadable)}){searched}"
+        )
+    skipped += unreadable + [(f"{d.name}/", SUBFOLDER) for d in subfolders]
     return Report([result for _, _, result in models], skipped)
+
+
+def _count(items: list, noun: str) -> str:
+    """``1 file``, ``2 files``."""
+    return f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
+
+
+def _reasons(skipped: list[tuple[str, str]], n: int = 2) -> str:
+    """The first ``n`` skipped files and why, for a one-paragraph error."""
+    shown = "; ".join(f"{file}: {reason}" for file, reason in skipped[:n])
+    more = len(skipped) - n
+    return f"{shown}; and {more} more" if more > 0 else shown
 
 
 def _decode_batch(
