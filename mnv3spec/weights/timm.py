@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -139,40 +138,62 @@ def timm_model(name: str, **kwargs) -> nn.Module:
 
 
 def timm_weights(source: str) -> dict[str, torch.Tensor]:
-    """The pretrained state_dict of ``timm:NAME[.TAG]`` through timm's own loader (the Hugging
-    Face Hub and its cache). Offline, a :class:`CheckpointError` naming the file to fetch."""
+    """The pretrained state_dict of ``timm:NAME[.TAG]`` (no tag: timm's default) through timm's
+    own loader: from the Hugging Face cache when it is there, else from the Hub. Offline, a
+    :class:`CheckpointError` at once, naming the file to fetch and where to put it."""
     name, tag = parse_source(source)
-    full = f"{name}.{tag}" if tag else name
     timm = _timm()
+    tags = timm.list_pretrained(f"{name}.*")
+    full = f"{name}.{tag or timm.models.get_pretrained_cfg(name).tag}"
+    if not tags:
+        raise UserError(f"timm has no pretrained weights for {name}")
+    if full not in tags:
+        raise UserError(f"timm has no weights '{full}'; it has: {', '.join(tags)}")
     cfg = timm.models.get_pretrained_cfg(full)
-    if cfg is None or not (cfg.hf_hub_id or cfg.url):
-        tags = [t for t in timm.list_pretrained(f"{name}.*")]
-        raise UserError(f"timm has no weights '{full}'; it has: {', '.join(tags) or 'none'}")
+    repo = cfg.hf_hub_id.partition("@")[0]
+    cached = _cached(repo)
+    if cached is None and not _reachable("huggingface.co"):
+        raise CheckpointError(_offline_message(full, repo, "huggingface.co cannot be reached"))
+    overlay = {"pretrained_cfg_overlay": {"file": cached}} if cached else {}
     try:
-        return timm.create_model(full, pretrained=True).state_dict()
-    except Exception as e:  # network, hub and cache failures take many forms
-        raise CheckpointError(_offline_message(full, cfg, e)) from None
+        return timm.create_model(full, pretrained=True, **overlay).state_dict()
+    except Exception as e:  # network, hub and file failures take many forms
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(_offline_message(full, repo, first)) from None
 
 
-def _offline_message(full: str, cfg, error: Exception) -> str:
-    if cfg.hf_hub_id:
-        repo = cfg.hf_hub_id.partition("@")[0]
-        file = f"https://huggingface.co/{repo}/resolve/main/model.safetensors"
-        fetch = f"{file} (Hugging Face Hub repo {repo})"
-        try:
-            from huggingface_hub.constants import HF_HUB_CACHE as cache
-        except ImportError:
-            cache = "~/.cache/huggingface/hub"
-        place = (
-            f"either copy the repo's cache folder models--{repo.replace('/', '--')} "
-            f"into {cache} (`hf download {repo}` fills it), or save the file anywhere and pass "
-            "--init PATH/model.safetensors"
-        )
-    else:
-        fetch = cfg.url
-        place = f"put it in {Path(torch.hub.get_dir()) / 'checkpoints'}, or pass --init PATH"
-    first = str(error).splitlines()[0] if str(error) else type(error).__name__
-    return f"cannot get timm's {full} weights ({first}). Offline, fetch {fetch} elsewhere; {place}"
+def _cached(repo: str) -> str | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    for file in ("model.safetensors", "pytorch_model.bin"):
+        path = try_to_load_from_cache(repo, file)
+        if isinstance(path, str):
+            return path
+    return None
+
+
+def _reachable(host: str, timeout: float = 5.0) -> bool:
+    """Whether ``host``:443 answers: offline, the Hub client would retry for a minute first."""
+    import socket
+
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _offline_message(full: str, repo: str, problem: str) -> str:
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    url = f"https://huggingface.co/{repo}/resolve/main/model.safetensors"
+    folder = f"models--{repo.replace('/', '--')}"
+    return (
+        f"cannot get timm's {full} weights ({problem}). Offline, fetch {url} (the Hugging Face Hub "
+        f"repo {repo}) elsewhere, then either copy the cache folder {folder} "
+        f"(`hf download {repo}` fills it) into {HF_HUB_CACHE} here, or pass "
+        "--init PATH/model.safetensors"
+    )
 
 
 def init_state(source: str) -> tuple[dict[str, torch.Tensor], str]:
