@@ -105,10 +105,9 @@ def rows_of(model: nn.Module) -> list[dict]:
     return rows
 
 
-def spec_text(source: str) -> str:
-    """The YAML of the spec of ``timm:NAME`` at width 1: every channel as timm built it."""
-    name, _ = parse_source(source)
-    model = timm_model(name)
+def spec_text(model: nn.Module, name: str) -> str:
+    """The YAML of the spec of timm's MobileNetV3 ``model`` (built as ``name``) at width 1: every
+    channel as timm built it."""
     try:
         rows = rows_of(model)
     except UserError as e:
@@ -174,9 +173,10 @@ def import_timm(source: str, out: str | Path, *, force: bool = False, size: int 
     multiply-adds and (timm's random weights loaded, BN statistics randomised) outputs."""
     path = check_out_path(out, force)
     name, _ = parse_source(source)
-    text = spec_text(source)
+    theirs = timm_model(name)
+    text = spec_text(theirs, name)
     spec = load_spec(yaml.safe_load(text))
-    ours, theirs = build(spec).eval(), timm_model(name)
+    ours = build(spec).eval()
     n_ours = sum(p.numel() for p in ours.parameters())
     n_theirs = sum(p.numel() for p in theirs.parameters())
     macs, their_macs = summarize(ours).macs, count_macs(theirs, spec.resolution)["Global"]
