@@ -5,6 +5,7 @@ from .model.builder import SpecNet, build, plan
 from .model.summary import summarize
 from .run.export import optimize_for_inference
 from .spec.load import Spec, load_spec
+from .weights.timm import load_timm
 from .weights.torchvision import load_torchvision
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "UserError",
     "build",
     "load_spec",
+    "load_timm",
     "load_torchvision",
     "optimize_for_inference",
     "plan",

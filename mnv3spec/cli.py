@@ -139,7 +139,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     add("--out", help="parent folder of run folders (default runs)")
     add("--name", help="run folder name (default SPEC-wWIDTH-DATA)")
     add("--seed", type=_number(int, 0), help="seed; on CPU also deterministic algorithms")
-    add("--init", help="start from weights: 'torchvision' (ImageNet) or a state_dict file")
+    add(
+        "--init",
+        help="start from weights: 'torchvision' or 'timm:NAME[.TAG]' (ImageNet), or a state_dict",
+    )
     add("--resume", default=None, metavar="RUN_FOLDER", help="continue a run after its last epoch")
     p.set_defaults(func=cmd_train, set=None)
 
@@ -444,6 +447,26 @@ def _add_quantize(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_quantize)
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from mnv3spec.spec.from_timm import import_timm
+
+    r = import_timm(args.source, args.out, force=args.force)
+    print(
+        f"wrote {r.path}: timm's {r.name}, {r.params:,} parameters, {r.macs / 1e6:.1f} M "
+        f"multiply-adds, the same as timm's; outputs equal ({r.max_diff:.0e} at {r.size}×{r.size}, "
+        "float64, timm's random weights loaded)"
+    )
+    return 0
+
+
+def _add_import(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("import", help="write the spec of a timm MobileNetV3, checked against it")
+    p.add_argument("source", metavar="timm:NAME", help="e.g. timm:mobilenetv3_large_100")
+    p.add_argument("--out", required=True, metavar="FILE.yaml", help="the spec file to write")
+    p.add_argument("--force", action="store_true", help="overwrite a file import did not write")
+    p.set_defaults(func=cmd_import)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mnv3spec",
@@ -485,6 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export(sub)
     _add_sweep(sub)
     _add_quantize(sub)
+    _add_import(sub)
     return parser
 
 

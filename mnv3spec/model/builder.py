@@ -10,6 +10,7 @@ from torch import nn
 
 from ..errors import SpecError
 from ..ops.layers import init_weights
+from ..ops.padding import pad_like_tf
 from ..ops.registry import OPS, Block, Context, spatial_after
 from ..spec.load import Row, Spec
 
@@ -84,6 +85,8 @@ class SpecNet(nn.Module):
         _check_size(spec, sum(t.numel() for t in self.parameters()))
         self.to_empty(device="cpu")
         init_weights(self)
+        if spec.params.get("padding") == "same":
+            pad_like_tf(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x).flatten(1)

@@ -101,7 +101,7 @@ class TrainConfig:
     out: str = "runs"
     name: str | None = None
     seed: int | None = None  # given: deterministic algorithms on CPU
-    init: str | None = None  # "torchvision" or a path to a torchvision state_dict
+    init: str | None = None  # "torchvision", "timm:NAME[.TAG]" or a path to a state_dict
     deterministic: bool = False  # set from ``seed`` when the run starts
 
     def resolved_recipe(self) -> Recipe:
@@ -536,7 +536,7 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
     if data not in DATASETS and Path(data).is_dir():
         data = str(Path(data).resolve())
     init = cfg.init
-    if init not in (None, "torchvision"):
+    if init not in (None, "torchvision") and not init.startswith("timm:"):
         init = str(Path(init).resolve())
     cfg = dataclasses.replace(
         cfg,

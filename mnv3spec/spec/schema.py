@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..ops.padding import PADDINGS
 from ..ops.registry import ACTIVATIONS, OPS
 from . import limits as L
 
@@ -70,6 +71,11 @@ def _params() -> dict:
                 "minimum": 0,
                 "exclusiveMaximum": 1,
                 "description": "a number in [0, 1)",
+            },
+            "padding": {
+                "enum": list(PADDINGS),
+                "description": "symmetric (k // 2 on every side, PyTorch's; the default) or same "
+                "(TF's SAME: strided convs put the odd pixel after)",
             },
         },
         "additionalProperties": {

@@ -13,6 +13,7 @@ import torch
 
 from ..errors import CheckpointError
 from ..model.builder import SpecNet
+from . import timm
 from .torchvision import (
     TORCHVISION_V3,
     load_torchvision,
@@ -76,11 +77,13 @@ def init_from(model: SpecNet, source: str) -> str:
                 "mobilenet_v3_small or mobilenet_v3_large (width 1.0); this one matches neither"
             )
         state, origin = _download_torchvision(fits[0]), f"torchvision's {fits[0]}"
+    elif source.startswith(timm.PREFIX):
+        state, origin = timm.init_state(source)
     else:
         state, origin = _read_state_dict(Path(source)), source
     # safetensors files come back sorted by name; the mapping needs the network's own order.
     orders = [list(torchvision_v3(name).state_dict()) for name in TORCHVISION_V3]
-    for order in (list(model.state_dict()), *orders):
+    for order in (list(model.state_dict()), *orders, timm.timm_order(state)):
         if set(order) == set(state):
             state = {k: state[k] for k in order}
             break
