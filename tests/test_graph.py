@@ -1,0 +1,106 @@
+"""The capturable training step: its SGD update equals torch's, and where it is not captured it
+says why. The capture itself needs CUDA (tests/test_graph.py::test_captured_step_matches_eager
+runs only there)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from mnv3spec import build, load_spec
+from mnv3spec.run import graph
+
+from .conftest import ROOT
+
+SMALL = ROOT / "specs" / "small.yaml"
+
+
+def _net(**overrides) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build(load_spec(SMALL, width=0.25, num_classes=4, **overrides))
+
+
+def _groups(model: torch.nn.Module, wd: float) -> list[dict]:
+    params = list(model.parameters())
+    return [
+        {"params": [p for p in params if p.ndim > 1], "weight_decay": wd},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+    ]
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sgd_update_is_torchs_sgd_with_a_device_learning_rate(nesterov):
+    """Three steps with a changing learning rate: the same weights and momentum buffers."""
+    ours_net = _net()
+    theirs_net = copy.deepcopy(ours_net)
+    kw = {"lr": 0.1, "momentum": 0.9, "nesterov": nesterov}
+    ours = torch.optim.SGD(_groups(ours_net, 5e-4), **kw)
+    theirs = torch.optim.SGD(_groups(theirs_net, 5e-4), **kw)
+    lr = graph.DeviceLR(ours, torch.device("cpu"))
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 4, (8,))
+    for step, rate in enumerate((0.1, 0.05, 0.01)):
+        for opt in (ours, theirs):
+            for g in opt.param_groups:
+                g["lr"] = rate
+        for net in (ours_net, theirs_net):
+            torch.manual_seed(step)  # the same dropout masks
+            net.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(net(x), y).backward()
+        lr.refresh()
+        graph.sgd_update(ours, lr.values)
+        theirs.step()
+        for a, b in zip(ours_net.parameters(), theirs_net.parameters(), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7, msg=f"step {step}")
+    # The state is the optimiser's own: a checkpoint of either loads into the other.
+    for p, q in zip(ours_net.parameters(), theirs_net.parameters(), strict=True):
+        torch.testing.assert_close(
+            ours.state[p]["momentum_buffer"], theirs.state[q]["momentum_buffer"]
+        )
+
+
+def test_uncaptured_steps_say_why_in_one_line():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    kw = {"enabled": True, "scaler_enabled": False, "processes": 1, "compiled": False}
+    assert "need a GPU" in graph.wanted(cpu, **kw)
+    assert graph.wanted(cuda, **kw) is None
+    assert "off" in graph.wanted(cuda, **{**kw, "enabled": False})
+    assert "loss scaler" in graph.wanted(cuda, **{**kw, "scaler_enabled": True})
+    assert "several processes" in graph.wanted(cuda, **{**kw, "processes": 2})
+    assert "compile" in graph.wanted(cuda, **{**kw, "compiled": True})
+    for reason in (graph.wanted(cpu, **kw), graph.wanted(cuda, **{**kw, "processes": 2})):
+        assert "\n" not in reason
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_captured_step_matches_eager():
+    """Ten steps captured and replayed against ten eager ones from the same start (fp32, so
+    the comparison is not blurred by bf16)."""
+    device = torch.device("cuda")
+    nets = [_net(dropout=0.0).to(device) for _ in range(2)]  # no random masks to tell apart
+    nets[1].load_state_dict(nets[0].state_dict())
+    opts = [torch.optim.SGD(_groups(n, 5e-4), lr=0.1, momentum=0.9) for n in nets]
+    lrs = [graph.DeviceLR(o, device) for o in opts]
+
+    def step_of(net, opt, lr):
+        def step(x, y):
+            loss = torch.nn.functional.cross_entropy(net(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            graph.sgd_update(opt, lr.values)
+            return loss.detach(), loss.detach()
+
+        return step
+
+    captured = graph.GraphStep(step_of(nets[1], opts[1], lrs[1]))
+    eager = step_of(nets[0], opts[0], lrs[0])
+    g = torch.Generator(device="cpu").manual_seed(0)
+    for _ in range(10):
+        x = torch.randn(16, 3, 32, 32, generator=g).to(device)
+        y = torch.randint(0, 4, (16,), generator=g).to(device)
+        for lr in lrs:
+            lr.refresh()
+        a, b = eager(x, y)[0], captured(x, y)[0]
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert captured.graph is not None
