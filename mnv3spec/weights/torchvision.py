@@ -1,19 +1,27 @@
-"""Weights of torchvision's MobileNets into compiled specs.
+"""Everything that knows torchvision's MobileNets: their weights in compiled specs
+(:func:`load_torchvision`), ``train --init torchvision`` (:func:`init_from`) and the twin that
+``latency --reference torchvision`` times beside ours (:func:`torchvision_twin`).
 
 The compiled modules register their parameters in the order torchvision's do (stem, then each
 block's expand → depthwise → SE → project, then the head), so the mapping pairs the two state dicts
 in order and checks every shape. torchvision's ``Linear`` classifier weights become 1×1 convs.
+Which torchvision network a spec is gets decided by trying both against the model's tensors
+(shapes, not names), so any spec that compiles to the same network qualifies.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..errors import CheckpointError
+from ..model.builder import SpecNet
+from ..model.parity import max_difference
+from ..ops.layers import Bneck
 
 TORCHVISION_V3 = ("mobilenet_v3_small", "mobilenet_v3_large")
 
@@ -88,3 +96,107 @@ def torchvision_matches(
         except CheckpointError:
             continue
         yield name, theirs
+
+
+def _download_torchvision(name: str) -> dict[str, torch.Tensor]:
+    import torchvision
+
+    weights = torchvision.models.get_model_weights(name).DEFAULT
+    try:
+        return torch.hub.load_state_dict_from_url(
+            weights.url, map_location="cpu", check_hash=True, weights_only=True
+        )
+    except (OSError, RuntimeError) as e:
+        file = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+        raise CheckpointError(
+            f"cannot download torchvision's {name} weights ({e}). Offline, download {weights.url} "
+            f"elsewhere and put it at {file}, or pass --init PATH to a saved torchvision state_dict"
+        ) from None
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        problem = "not a file (a folder or a device)" if path.exists() else "no such file"
+        raise CheckpointError(
+            f"{problem}; --init takes 'torchvision' or a state_dict file", file=str(path)
+        )
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # unreadable files fail in many ways; all mean "not a state_dict"
+        raise CheckpointError(f"not a readable state_dict ({e})", file=str(path)) from None
+    if not isinstance(state, Mapping) or not all(
+        isinstance(v, torch.Tensor) for v in state.values()
+    ):
+        raise CheckpointError(
+            "does not hold a state_dict (a mapping of names to tensors)", file=str(path)
+        )
+    return dict(state)
+
+
+def init_from(model: SpecNet, source: str) -> str:
+    """Load ImageNet weights from torchvision (``source == "torchvision"``) or a state_dict file.
+
+    Which torchvision network a spec is gets decided by trying both (shapes, not names). The
+    classifier is re-initialised when the number of classes differs. Returns a line for the log.
+    """
+    if source == "torchvision":
+        classes = model.spec.num_classes
+        fits = [name for name, _ in torchvision_matches(model, 1.0, classes)]
+        if not fits:
+            raise CheckpointError(
+                "--init torchvision needs a spec whose tensors match torchvision's "
+                "mobilenet_v3_small or mobilenet_v3_large (width 1.0); this one matches neither"
+            )
+        state, origin = _download_torchvision(fits[0]), f"torchvision's {fits[0]}"
+    else:
+        state, origin = _read_state_dict(Path(source)), source
+    # safetensors files come back sorted by name; the mapping needs the network's own order.
+    orders = [list(torchvision_v3(name).state_dict()) for name in TORCHVISION_V3]
+    for order in (list(model.state_dict()), *orders):
+        if set(order) == set(state):
+            state = {k: state[k] for k in order}
+            break
+    try:
+        load_torchvision(model, state, source=origin)
+        return f"initialised from {origin}"
+    except CheckpointError:  # then everything but the classifier must fit, or this names what not
+        load_torchvision(model, state, classifier=False, source=origin)
+        classes = model.spec.params["num_classes"]
+        return f"initialised from {origin}; classifier re-initialised for {classes} classes"
+
+
+def torchvision_twin(model: SpecNet) -> nn.Module | None:
+    """torchvision's MobileNetV3 computing the same function as ``model``, or None.
+
+    The candidate whose weights fit (:func:`torchvision_matches`) gets our strides and residual
+    flags (``si=1`` is not a torchvision option), and its outputs must then agree with ours.
+    """
+    spec = model.spec
+    size = spec.resolution
+    for _, theirs in torchvision_matches(model, spec.width, spec.num_classes):
+        probe = copy.deepcopy(model).cpu().eval()
+        load_torchvision(probe, theirs.state_dict())
+        theirs.eval()
+        _align(probe, theirs)
+        diff = max_difference(probe, theirs, [(2, spec.in_channels, size, size)])
+        if diff.within(relative=1e-4):  # relative: random-init logits are tiny
+            return theirs
+    return None
+
+
+def _align(ours: nn.Module, theirs: nn.Module) -> None:
+    """Give torchvision's convolutions our strides and its blocks our shortcuts, pairing them in
+    order (the order :func:`load_torchvision` pairs their weights in)."""
+    our_convs = [m for m in ours.modules() if isinstance(m, nn.Conv2d)]
+    their_convs = [m for m in theirs.modules() if isinstance(m, nn.Conv2d)]
+    for o, t in zip(our_convs, their_convs, strict=False):  # ours also has the 1×1 classifier
+        t.stride, t.padding = o.stride, o.padding
+    our_blocks = [m for m in ours.modules() if isinstance(m, Bneck)]
+    their_blocks = [m for m in theirs.modules() if hasattr(m, "use_res_connect")]
+    for o, t in zip(our_blocks, their_blocks, strict=True):
+        t.use_res_connect = o.residual
