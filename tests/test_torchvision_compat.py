@@ -9,6 +9,7 @@ from torchvision.models import mobilenet_v3_large, mobilenet_v3_small
 
 from mnv3spec import CheckpointError, build, load_spec, load_torchvision
 from mnv3spec.model.parity import max_difference
+from mnv3spec.weights import torchvision as tv
 from mnv3spec.weights.torchvision import torchvision_twin
 
 from .conftest import ROOT
@@ -72,10 +73,17 @@ def test_a_spec_torchvision_does_not_have_gets_no_twin():
     assert torchvision_twin(model) is None
 
 
-def test_a_nan_model_gets_no_twin():
+def test_a_twin_whose_outputs_are_nan_is_no_twin(monkeypatch):
+    real = tv.torchvision_v3
+
+    def broken(*args, **kwargs):
+        net = real(*args, **kwargs)
+        with torch.no_grad():
+            net.features[0][0].weight.fill_(float("nan"))
+        return net
+
+    monkeypatch.setattr(tv, "torchvision_v3", broken)
     model = build(load_spec(SMALL, width=0.25, si=2, resolution=40)).eval()
-    with torch.no_grad():
-        model.layers.r00_conv2d.conv.weight.fill_(float("nan"))
     assert torchvision_twin(model) is None  # max(0.0, nan) would have passed it
 
 
