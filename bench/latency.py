@@ -74,7 +74,7 @@ def main() -> int:
             if eager is not None:
                 verdicts.append(f"  {name}: our eager ÷ torchvision eager = {eager_verdict(eager)}")
             best = best_verdict(mine, best_target if resolution == 224 else None)
-            if best:
+            if best and len(args.backends) > 1:
                 verdicts.append(f"  {name}: {best}")
         print(f"\nresolution {resolution}, si={si}, width 1.0, 1000 classes")
         print(latency.format_latency(rows))
