@@ -225,7 +225,7 @@ def cmd_latency(args: argparse.Namespace) -> int:
             )
         )
         return 0
-    latency.check_files(args.csv, args.plot)
+    latency.check_files(args.csv, args.plot, args.specs or None)
     rows = latency.measure(
         args.specs or None,
         widths=tuple(args.widths),
@@ -240,7 +240,7 @@ def cmd_latency(args: argparse.Namespace) -> int:
         progress=lambda line: print(f"timing {line}", file=sys.stderr, flush=True),
     )
     print(latency.header(args.batch, args.runs, args.warmup))
-    print(latency.format_table(rows))
+    print(latency.format_latency(rows))
     if args.csv:
         latency.write_csv(rows, args.csv)
         print(f"wrote {args.csv}")

@@ -132,3 +132,76 @@ def test_cli_export_to_a_folder_fails_before_exporting(tmp_path, cli):
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
     assert f"--out: the folder {tmp_path / 'no'} does not exist" in missing.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_export_never_writes_over_its_input(checkpoint, tmp_path, cli):
+    path, _ = checkpoint
+    weights = tmp_path / "b.safetensors"
+    weights.write_bytes(path.read_bytes())
+    (tmp_path / "link.onnx").symlink_to(weights)
+    for out in (weights, tmp_path / "link.onnx"):
+        result = cli("export", weights, "--format", "onnx", "--out", out)
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert result.stderr == (
+            f"error: {out}: --out: is also an input of this command ({weights}); writing there "
+            "would destroy it: give another file name\n"
+        )
+    assert weights.read_bytes() == path.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.safetensors", "link.onnx"]
+
+
+def test_cli_export_does_not_replace_a_file_of_another_kind(checkpoint, tmp_path, cli):
+    path, _ = checkpoint
+    other = tmp_path / "other.safetensors"
+    other.write_bytes(path.read_bytes())
+    spec = tmp_path / "s.yaml"
+    spec.write_bytes(SMALL.read_bytes())
+    torch.save({"w": torch.zeros(1)}, tmp_path / "state.pt")
+    cases = [
+        (other, "onnx", "exists and is safetensors weights, not an ONNX model"),
+        (tmp_path / "state.pt", "torchscript", "is a PyTorch file (torch.save), not a TorchScript"),
+        (spec, "torchscript", "exists and is a spec (YAML), not a TorchScript model"),
+    ]
+    before = {p: p.read_bytes() for p in tmp_path.iterdir()}
+    for out, fmt, message in cases:
+        result = cli("export", path, "--format", fmt, "--out", out)
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert message in result.stderr
+    assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+def test_an_earlier_export_of_the_same_kind_is_replaced(checkpoint, tmp_path):
+    out = tmp_path / "m.pt"
+    first = export.export(checkpoint[0], "torchscript", out)
+    again = export.export(checkpoint[0], "torchscript", out)
+    assert first.path == again.path == out and [p.name for p in tmp_path.iterdir()] == ["m.pt"]
+
+
+def test_a_checkpoint_with_nan_weights_is_refused_and_nothing_written(checkpoint, tmp_path, cli):
+    from mnv3spec.weights.checkpoint import load_model, save_weights
+
+    model, _ = load_model(checkpoint[0])
+    with torch.no_grad():
+        model.layers.r03_bneck.dw.conv.weight[0].fill_(float("nan"))
+    nan = tmp_path / "nan.safetensors"
+    save_weights(nan, model.eval(), classes=["cat", "dog", "bird"])
+    saved = nan.read_bytes()
+    for fmt in ("onnx", "torchscript"):
+        result = cli("export", nan, "--format", fmt)
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert result.stderr.startswith(f"error: {nan}: the model's outputs are not finite (")
+        assert "nothing was written" in result.stderr and "0.00e+00" not in result.stdout
+    assert [p.name for p in tmp_path.iterdir()] == ["nan.safetensors"]
+    assert nan.read_bytes() == saved
+
+
+def test_an_export_too_large_for_memory_is_refused_before_allocating(tmp_path, cli):
+    result = cli(
+        "export", "small", "--format", "torchscript", "--resolution", "100000", cwd=tmp_path
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("error: this export would need about ")
+    assert "a forward pass at batch 1, 100000×100000" in result.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -10,10 +10,9 @@ import pytest
 import torch
 
 import cli
-from mnv3spec import build, load_spec, load_torchvision, summarize
+from mnv3spec import build, load_spec, summarize
 from mnv3spec.errors import ExportError, UserError
 from mnv3spec.run import latency
-from mnv3spec.run.export import compare
 
 from .conftest import ROOT
 
@@ -31,23 +30,6 @@ def test_rounds_alternate_so_no_runner_always_goes_first():
     assert calls == ["a", "a", "b", "b", "a", "b", "b", "a", "a", "b"]
     assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
     assert all(t >= 0 for v in times.values() for t in v)
-
-
-@pytest.mark.parametrize("si", [1, 2])
-def test_torchvision_twin_computes_our_function_even_at_si_1(si):
-    ours = build(load_spec(SMALL, width=0.25, si=si, resolution=40)).eval()
-    twin = latency.torchvision_twin(ours)
-    assert type(twin).__name__ == "MobileNetV3"
-    load_torchvision(ours, twin.state_dict())
-    diff, scale = compare(ours, twin, [(2, 3, 40, 40)])
-    assert diff <= 1e-4 * scale
-    # same weights, but torchvision's stock strides would compute another function at si=1
-    assert (twin.features[0][0].stride == (1, 1)) == (si == 1)
-
-
-def test_a_spec_torchvision_does_not_have_gets_no_twin():
-    model = build(load_spec(SMALL, width=0.25, **{"layers.12.se": True}))  # the table as printed
-    assert latency.torchvision_twin(model) is None
 
 
 def test_compiled_falls_back_to_torchscript_and_says_why(monkeypatch):
@@ -100,7 +82,7 @@ def test_measure_rows_with_reference_csv_and_plot(tmp_path):
         assert 0 < r.median_ms <= r.p90_ms and r.iqr_ms >= 0
         assert r.speedup == pytest.approx(r.torchvision_ms / r.median_ms)
     assert rows[2].note == "CPUExecutionProvider"
-    table = latency.format_table(rows)
+    table = latency.format_latency(rows)
     assert table.splitlines()[0].split()[:4] == ["spec", "width", "device", "backend"]
     assert "note: onnxruntime on cpu: CPUExecutionProvider" in table
 
@@ -173,3 +155,33 @@ def test_write_errors_are_user_errors(tmp_path, monkeypatch):
     with pytest.raises(UserError, match=r"rows\.csv: --csv: cannot write: No space left on device"):
         latency.write_csv([], tmp_path / "rows.csv")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_latency_never_writes_over_its_spec_or_another_kind(tmp_path, cli):
+    spec = tmp_path / "s.yaml"
+    spec.write_bytes(SMALL.read_bytes())
+    other = tmp_path / "other.yaml"
+    other.write_bytes(SMALL.read_bytes())
+    for args, message in [
+        (["--csv", spec], "--csv: is also an input of this command"),
+        (["--plot", tmp_path / "link.png"], "--plot: is also an input of this command"),
+        (["--csv", other], "--csv: exists and is a spec (YAML), not a CSV table"),
+        (["--csv", tmp_path / "x.png", "--plot", tmp_path / "x.png"], "--plot: is also an input"),
+    ]:
+        if not (tmp_path / "link.png").exists():
+            (tmp_path / "link.png").symlink_to(spec)
+        result = cli("latency", spec, "--widths", "0.25", "--devices", "cpu", "--runs", "1",
+                     "--warmup", "1", *args)  # fmt: skip
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert message in result.stderr and "timing" not in result.stderr
+    assert spec.read_bytes() == SMALL.read_bytes() == other.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.png", "other.yaml", "s.yaml"]
+
+
+def test_cli_latency_a_batch_too_large_for_memory_is_refused_before_allocating(cli):
+    result = cli("latency", "small", "--widths", "0.25", "--devices", "cpu", "--batch", "100000",
+                 "--runs", "1", "--warmup", "1")  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1  # one paragraph, no progress line: nothing was timed
+    assert result.stderr.startswith("error: timing mobilenet_v3_small width 0.25 on cpu would need")
+    assert "a forward pass at batch 100000, 32×32" in result.stderr

@@ -14,7 +14,7 @@ from cli import main
 from mnv3spec import CheckpointError, UserError, build, load_spec, load_timm, summarize
 from mnv3spec.model.summary import count_macs
 from mnv3spec.spec import from_timm
-from mnv3spec.weights import pretrained
+from mnv3spec.weights import init as starting_weights
 from mnv3spec.weights import timm as timm_weights
 from mnv3spec.weights.timm import max_difference, randomize_bn, timm_model, timm_order
 
@@ -111,16 +111,16 @@ def test_init_timm_loads_timms_weights_and_reinitialises_other_heads(monkeypatch
     theirs = randomize_bn(timm_model("mobilenetv3_small_050"))
     monkeypatch.setattr(timm_weights, "timm_weights", lambda source: theirs.state_dict())
     ours = twin("mobilenetv3_small_050")
-    line = pretrained.init_from(ours, "timm:mobilenetv3_small_050.lamb_in1k")
+    line = starting_weights.init_from(ours, "timm:mobilenetv3_small_050.lamb_in1k")
     assert line == "initialised from timm's mobilenetv3_small_050.lamb_in1k"
     assert max_difference(ours, theirs, SIZE) < 1e-9
-    line = pretrained.init_from(twin("mobilenetv3_small_050", num_classes=10), "timm:x")
+    line = starting_weights.init_from(twin("mobilenetv3_small_050", num_classes=10), "timm:x")
     assert line.endswith("classifier re-initialised for 10 classes")
     from safetensors.torch import save_file  # a timm file on disk: sorted by name
 
     save_file(dict(theirs.state_dict()), tmp_path / "model.safetensors")
     ours = twin("mobilenetv3_small_050")
-    pretrained.init_from(ours, str(tmp_path / "model.safetensors"))
+    starting_weights.init_from(ours, str(tmp_path / "model.safetensors"))
     assert max_difference(ours, theirs, SIZE) < 1e-9
 
 

@@ -35,7 +35,7 @@ from mnv3spec.run.train import (
     train,
 )
 from mnv3spec.weights.checkpoint import read_metadata
-from mnv3spec.weights.pretrained import init_from
+from mnv3spec.weights.init import init_from
 
 from .conftest import ROOT, run_cli
 from .test_cli_train import RUN_FILES, metrics

@@ -86,7 +86,10 @@ def _plan_conv(row: dict, in_ch: int, ctx: Context) -> list[Block]:
 def _build_conv(row: dict, b: Block, ctx: Context) -> nn.Module:
     bn = ctx.bn if row.get("bn", True) else None
     act = ACTIVATIONS[row.get("nl", "none")]
-    return ConvBNAct(b.in_ch, b.out_ch, row["k"], b.stride, act, bn, se_divisor=_se(row, ctx))
+    se = _se(row, ctx)
+    return ConvBNAct(
+        b.in_ch, b.out_ch, row["k"], b.stride, act, bn, se_divisor=se, classifier=bn is None
+    )
 
 
 def _expansion(row: dict, in_ch: int, ctx: Context) -> int:

@@ -2,7 +2,9 @@
 
 Every export is written to a temporary file, loaded back by the runtime that will run it (ONNX
 Runtime or ``torch.jit.load``) and compared with the PyTorch model on random inputs; only a file
-that reproduces the model within :data:`TOLERANCE` replaces the output path.
+that reproduces the model within :data:`TOLERANCE` replaces the output path. A model whose own
+outputs are not finite (NaN or infinite weights) is refused before anything is written, and the
+output path is never one of the command's inputs nor a file of another kind (:mod:`..files`).
 
 ONNX goes through ``torch.onnx.export(..., dynamo=True)``: in torch ≥ 2.9 it is the default and
 maintained exporter, while the TorchScript-based one warns on every call that it will be removed.
@@ -22,16 +24,17 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..errors import ExportError, UserError
 from ..files import check_output, writing
 from ..model.builder import SpecNet, build
+from ..model.memory import check_fits
+from ..model.parity import max_difference
 from ..ops.layers import ConvBNAct
-from ..spec.load import load_spec
+from ..spec.load import load_spec, resolve_path
 from ..weights.checkpoint import load_model
 
-FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
+FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}  # format → default suffix; also its files.KINDS
 TOLERANCE = 1e-4  # max abs difference of the logits, and at most RELATIVE × the largest logit:
 RELATIVE = 1e-3  # randomly initialised specs give logits near 1e-6, where 1e-4 alone checks nothing
 INSTALL_HINT = 'pip install -e ".[export]"'
@@ -39,13 +42,12 @@ INSTALL_HINT = 'pip install -e ".[export]"'
 
 def optimize_for_inference(model: nn.Module) -> nn.Module:
     """An eval-mode copy with every BatchNorm folded into the convolution before it and the weights
-    in channels_last; the original is untouched. Folding removes the ``bn`` entries from the
-    ``state_dict``, so the copy is for running, not for saving."""
+    in channels_last (:meth:`ConvBNAct.fuse`); the original is untouched. Folding removes the
+    ``bn`` entries from the ``state_dict``, so the copy is for running, not for saving."""
     fused = copy.deepcopy(model).eval()
     for m in fused.modules():
-        if isinstance(m, ConvBNAct) and hasattr(m, "bn"):
-            m.conv = fuse_conv_bn_eval(m.conv, m.bn)
-            del m.bn
+        if isinstance(m, ConvBNAct):
+            m.fuse()
     return fused.to(memory_format=torch.channels_last)
 
 
@@ -101,6 +103,9 @@ def trace_frozen(model: nn.Module, example: torch.Tensor) -> torch.jit.ScriptMod
     """``model`` traced on ``example`` and frozen (weights folded in as constants)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, still wanted
+        # Pointwise picks its branch from the input's shape; the trace keeps the branch taken,
+        # and both compute the same function at every size, so the warning says nothing here.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         return torch.jit.freeze(torch.jit.trace(model.eval(), example))
 
 
@@ -169,40 +174,44 @@ def export(
     model, random_init = load_source(source, overrides)
     size = resolution or model.spec.resolution
     channels = model.spec.in_channels
-    source = Path(source)
+    source = Path(source) if not random_init else resolve_path(source)
     if out is None:
         folder = source.parent if not random_init else Path.cwd()
         out = folder / (source.stem + FORMATS[fmt])
-    out = check_output(out, field="--out")
-    fast = optimize_for_inference(model)
+    out = check_output(out, fmt, inputs=[source], field="--out")
+    shapes = [(b, channels, size, size) for b in ((1, 3) if dynamic_batch else (1, 1))]
+    check_fits(model, max(b for b, *_ in shapes), size, training=False, what="this export")
     # A dynamic batch is traced at 2: torch.export specialises a dimension that is 1 in the example.
     example = torch.randn(2 if dynamic_batch else 1, channels, size, size)
-    shapes = [(b, channels, size, size) for b in ((1, 3) if dynamic_batch else (1, 1))]
+    check_finite(model, example, source)
+    fast = optimize_for_inference(model)
     opset = None
     with writing(out, field="--out") as tmp:
         if fmt == "onnx":
             opset = write_onnx(fast, tmp, example, dynamic_batch)
         else:
             write_torchscript(fast, tmp, example)
-        diff, scale = compare(model, load_back(fmt, tmp), shapes)
-        if diff > min(TOLERANCE, RELATIVE * scale):
+        diff = max_difference(model, load_back(fmt, tmp), shapes)
+        if not diff.within(TOLERANCE, RELATIVE):
             raise ExportError(
-                f"the exported {fmt} model differs from the PyTorch model by up to {diff:.3g} "
-                f"(limit {TOLERANCE:g}, and {RELATIVE:g} × the largest logit {scale:.3g}); "
-                "nothing was written",
+                f"the exported {fmt} model differs from the PyTorch model by up to "
+                f"{diff.max_abs:.3g} (limit {TOLERANCE:g}, and {RELATIVE:g} × the largest logit "
+                f"{diff.scale:.3g}); nothing was written",
                 file=str(out),
             )
-    return ExportResult(out, fmt, os.path.getsize(out), diff, scale, opset, random_init)
+    return ExportResult(
+        out, fmt, os.path.getsize(out), diff.max_abs, diff.scale, opset, random_init
+    )
 
 
-def compare(model: nn.Module, run: Callable, shapes: list[tuple[int, ...]]) -> tuple[float, float]:
-    """``(max |model(x) − run(x)|, max |model(x)|)`` over random inputs of the given shapes."""
-    g = torch.Generator().manual_seed(0)
-    diff = scale = 0.0
+def check_finite(model: nn.Module, example: torch.Tensor, source: Path) -> None:
+    """Refuse a model whose outputs hold NaN or infinity: no export could be checked against it."""
     with torch.inference_mode():
-        for shape in shapes:
-            x = torch.randn(shape, generator=g)
-            ref = model(x)
-            diff = max(diff, (ref - run(x)).abs().max().item())
-            scale = max(scale, ref.abs().max().item())
-    return diff, scale
+        logits = model(example)
+    if not logits.isfinite().all():
+        bad = (~logits.isfinite()).sum().item()
+        raise ExportError(
+            f"the model's outputs are not finite ({bad} of {logits.numel()} logits are NaN or "
+            "infinite; the weights are probably damaged); nothing was written",
+            file=str(source),
+        )

@@ -23,19 +23,12 @@ from torch import nn
 from ..errors import ExportError, UserError
 from ..files import check_output, writing
 from ..model.builder import SpecNet, build
+from ..model.memory import check_fits
 from ..model.summary import summarize
-from ..ops.layers import Bneck
-from ..spec.load import load_spec
+from ..spec.load import load_spec, resolve_path
 from ..text import text_table
-from ..weights.torchvision import load_torchvision, torchvision_matches
-from .export import (
-    compare,
-    optimize_for_inference,
-    ort_session,
-    require_onnx,
-    trace_frozen,
-    write_onnx,
-)
+from ..weights.torchvision import load_torchvision, torchvision_twin
+from .export import optimize_for_inference, ort_session, require_onnx, trace_frozen, write_onnx
 
 BACKENDS = ("eager", "channels_last", "compiled", "onnxruntime")
 DEVICES = ("cpu", "cuda")
@@ -44,7 +37,9 @@ REFERENCE = "torchvision"
 
 
 @dataclass(frozen=True)
-class Row:
+class LatencyRow:
+    """One timed (spec, width, device, backend)."""
+
     spec: str
     width: float
     device: str
@@ -110,38 +105,6 @@ def _onnxruntime(fast: nn.Module, x: torch.Tensor) -> tuple[Runner, str]:
     return lambda: session.run(None, feed), provider
 
 
-def torchvision_twin(model: SpecNet) -> nn.Module | None:
-    """torchvision's MobileNetV3 computing the same function as ``model``, or None.
-
-    The candidate whose weights fit (:func:`torchvision_matches`) gets our strides and residual
-    flags (``si=1`` is not a torchvision option), and its outputs must then agree with ours.
-    """
-    p = model.spec.params
-    size = int(p["resolution"])
-    for _, theirs in torchvision_matches(model, float(p["width"]), int(p["num_classes"])):
-        probe = copy.deepcopy(model).cpu().eval()
-        load_torchvision(probe, theirs.state_dict())
-        theirs.eval()
-        _align(probe, theirs)
-        diff, scale = compare(probe, theirs, [(2, 3, size, size)])
-        if diff <= 1e-4 * scale:  # relative: random-init logits are tiny
-            return theirs
-    return None
-
-
-def _align(ours: nn.Module, theirs: nn.Module) -> None:
-    """Give torchvision's convolutions our strides and its blocks our shortcuts, pairing them in
-    order (the order :func:`load_torchvision` pairs their weights in)."""
-    our_convs = [m for m in ours.modules() if isinstance(m, nn.Conv2d)]
-    their_convs = [m for m in theirs.modules() if isinstance(m, nn.Conv2d)]
-    for o, t in zip(our_convs, their_convs, strict=False):  # ours also has the 1×1 classifier
-        t.stride, t.padding = o.stride, o.padding
-    our_blocks = [m for m in ours.modules() if isinstance(m, Bneck)]
-    their_blocks = [m for m in theirs.modules() if hasattr(m, "use_res_connect")]
-    for o, t in zip(our_blocks, their_blocks, strict=True):
-        t.use_res_connect = o.residual
-
-
 def time_rounds(
     runners: dict[str, Runner], runs: int, warmup: int, device: str
 ) -> dict[str, list[float]]:
@@ -196,7 +159,7 @@ def measure(
     runs: int = 50,
     warmup: int = 10,
     progress: Callable[[str], None] = lambda line: None,
-) -> list[Row]:
+) -> list[LatencyRow]:
     """Time every (spec, width, device, backend); one row each, in that order."""
     devices = devices or default_devices()
     _check(devices, backends, reference, batch, runs, warmup)
@@ -213,6 +176,7 @@ def measure(
             settings = {"width": width, **({"resolution": resolution} if resolution else {})}
             model = build(spec.derive(**settings)).eval()
             for device in devices:
+                _check_memory(model, device, batch, reference)
                 progress(f"{model.spec.name} width {width:g} on {device}")
                 rows += _measure_one(model, device, backends, batch, reference, runs, warmup)
     return rows
@@ -238,6 +202,15 @@ def _check(
         raise UserError("--batch, --runs and --warmup must be at least 1")
 
 
+def _check_memory(model: SpecNet, device: str, batch: int, reference: str | None) -> None:
+    """Refuse, before allocating, a batch and resolution that cannot fit on ``device``."""
+    spec = model.spec
+    what = f"timing {spec.name} width {spec.width:g} on {device}"
+    check_fits(model, batch, spec.resolution, training=False, device=device, what=what)
+    if reference:  # the twin is checked against ours on the CPU at batch 2
+        check_fits(model, 2, spec.resolution, training=False, what=what)
+
+
 def _measure_one(
     model: SpecNet,
     device: str,
@@ -246,9 +219,9 @@ def _measure_one(
     reference: str | None,
     runs: int,
     warmup: int,
-) -> list[Row]:
-    p = model.spec.params
-    size, channels = int(p["resolution"]), int(p.get("in_channels", 3))
+) -> list[LatencyRow]:
+    spec = model.spec
+    size, channels = spec.resolution, spec.in_channels
     summary = summarize(model.cpu())
     twin = torchvision_twin(model) if reference else None
     if twin is not None:  # the same numbers through both, so both meet the same tiny values
@@ -269,9 +242,9 @@ def _measure_one(
     for backend in backends:
         stats = percentiles(times[backend]) if backend in times else (None, None, None)
         rows.append(
-            Row(
-                model.spec.name,
-                float(p["width"]),
+            LatencyRow(
+                spec.name,
+                spec.width,
                 device,
                 backend,
                 batch,
@@ -313,7 +286,7 @@ def header(batch: int, runs: int, warmup: int) -> str:
     )
 
 
-def _cell(row: Row, key: str) -> str:
+def _cell(row: LatencyRow, key: str) -> str:
     value = getattr(row, key)
     if value is None:
         return "-"
@@ -326,7 +299,7 @@ def _cell(row: Row, key: str) -> str:
     return str(value)
 
 
-def format_table(rows: list[Row]) -> str:
+def format_latency(rows: list[LatencyRow]) -> str:
     """One line per row, then the notes (compile fallbacks, skipped backends, providers)."""
     header = tuple(title for title, _ in COLUMNS)
     lines = [tuple(_cell(r, key) for _, key in COLUMNS) for r in rows]
@@ -335,31 +308,38 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join([*table, *(f"note: {n}" for n in notes)])
 
 
-def check_files(csv_path: str | Path | None, plot_path: str | Path | None) -> None:
-    """Refuse a ``--csv`` or ``--plot`` path that cannot be written, before any timing."""
+def check_files(
+    csv_path: str | Path | None,
+    plot_path: str | Path | None,
+    specs: list[str | Path] | None = None,
+) -> None:
+    """Refuse a ``--csv`` or ``--plot`` path that cannot be written, before any timing: neither
+    may be one of the ``specs`` read (nor each other), nor replace a file of another kind."""
+    inputs: list[str | Path] = [resolve_path(s) for s in specs or DEFAULT_SPECS]
     if csv_path:
-        check_output(csv_path, field="--csv")
+        check_output(csv_path, "csv", inputs=inputs, field="--csv")
+        inputs.append(csv_path)
     if plot_path:
-        check_output(plot_path, suffix=".png", field="--plot")
+        check_output(plot_path, "png", inputs=inputs, suffix=".png", field="--plot")
 
 
-def write_csv(rows: list[Row], path: str | Path) -> None:
+def write_csv(rows: list[LatencyRow], path: str | Path) -> None:
     """The raw rows, one per line, with the ratio to torchvision."""
     with writing(path, field="--csv") as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, [*(fl.name for fl in fields(Row)), "speedup"])
+        writer = csv.DictWriter(f, [*(fl.name for fl in fields(LatencyRow)), "speedup"])
         writer.writeheader()
         for r in rows:
             writer.writerow({**asdict(r), "speedup": r.speedup})
 
 
-def plot(rows: list[Row], path: str | Path) -> None:
+def plot(rows: list[LatencyRow], path: str | Path) -> None:
     """Median latency against multiply-adds, one line per (spec, backend, device), as a PNG —
     in the spirit of Figure 1 of the MobileNetV3 paper."""
     from matplotlib.figure import Figure  # no pyplot: no display, no global state
 
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
-    series: dict[str, list[Row]] = {}
+    series: dict[str, list[LatencyRow]] = {}
     for r in rows:
         if r.median_ms is not None:
             series.setdefault(f"{r.spec} {r.backend} ({r.device})", []).append(r)

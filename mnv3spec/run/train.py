@@ -33,7 +33,7 @@ from ..errors import DataError, SpecError, TrainingError, UserError
 from ..files import check_output_folder
 from ..model.builder import SpecNet, build
 from ..spec.load import Spec, load_spec, resolve_path
-from ..weights.pretrained import init_from
+from ..weights.init import init_from
 from .evaluate import EvalResult, evaluate
 from .run_folder import (
     CONFIG_FILE,

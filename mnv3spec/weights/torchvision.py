@@ -1,19 +1,28 @@
-"""Weights of torchvision's MobileNets into compiled specs.
+"""Everything that knows torchvision's MobileNets: their weights in compiled specs
+(:func:`load_torchvision`), the download behind ``train --init torchvision``
+(:func:`download_torchvision`) and the twin that ``latency --reference torchvision`` times beside
+ours (:func:`torchvision_twin`).
 
 The compiled modules register their parameters in the order torchvision's do (stem, then each
 block's expand → depthwise → SE → project, then the head), so the mapping pairs the two state dicts
 in order and checks every shape. torchvision's ``Linear`` classifier weights become 1×1 convs.
+Which torchvision network a spec is gets decided by trying both against the model's tensors
+(shapes, not names), so any spec that compiles to the same network qualifies.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..errors import CheckpointError
+from ..model.builder import SpecNet
+from ..model.parity import max_difference
+from ..ops.layers import Bneck
 
 TORCHVISION_V3 = ("mobilenet_v3_small", "mobilenet_v3_large")
 
@@ -88,3 +97,51 @@ def torchvision_matches(
         except CheckpointError:
             continue
         yield name, theirs
+
+
+def download_torchvision(name: str) -> dict[str, torch.Tensor]:
+    import torchvision
+
+    weights = torchvision.models.get_model_weights(name).DEFAULT
+    try:
+        return torch.hub.load_state_dict_from_url(
+            weights.url, map_location="cpu", check_hash=True, weights_only=True
+        )
+    except (OSError, RuntimeError) as e:
+        file = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+        raise CheckpointError(
+            f"cannot download torchvision's {name} weights ({e}). Offline, download {weights.url} "
+            f"elsewhere and put it at {file}, or start from a saved state_dict file instead"
+        ) from None
+
+
+def torchvision_twin(model: SpecNet) -> nn.Module | None:
+    """torchvision's MobileNetV3 computing the same function as ``model``, or None.
+
+    The candidate whose weights fit (:func:`torchvision_matches`) gets our strides and residual
+    flags (``si=1`` is not a torchvision option), and its outputs must then agree with ours.
+    """
+    spec = model.spec
+    size = spec.resolution
+    for _, theirs in torchvision_matches(model, spec.width, spec.num_classes):
+        probe = copy.deepcopy(model).cpu().eval()
+        load_torchvision(probe, theirs.state_dict())
+        theirs.eval()
+        _align(probe, theirs)
+        diff = max_difference(probe, theirs, [(2, spec.in_channels, size, size)])
+        if diff.within(relative=1e-4):  # relative: random-init logits are tiny
+            return theirs
+    return None
+
+
+def _align(ours: nn.Module, theirs: nn.Module) -> None:
+    """Give torchvision's convolutions our strides and its blocks our shortcuts, pairing them in
+    order (the order :func:`load_torchvision` pairs their weights in)."""
+    our_convs = [m for m in ours.modules() if isinstance(m, nn.Conv2d)]
+    their_convs = [m for m in theirs.modules() if isinstance(m, nn.Conv2d)]
+    for o, t in zip(our_convs, their_convs, strict=False):  # ours also has the 1×1 classifier
+        t.stride, t.padding = o.stride, o.padding
+    our_blocks = [m for m in ours.modules() if isinstance(m, Bneck)]
+    their_blocks = [m for m in theirs.modules() if hasattr(m, "use_res_connect")]
+    for o, t in zip(our_blocks, their_blocks, strict=True):
+        t.use_res_connect = o.residual

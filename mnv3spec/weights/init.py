@@ -1,0 +1,89 @@
+"""Starting weights for ``train --init``: torchvision's or timm's ImageNet MobileNetV3s, or a
+state_dict file (either library's, as ``torch.save`` or safetensors wrote it).
+
+Which network a file holds is decided by its tensors (names and shapes), not by its name: the
+mapping pairs tensors in the network's own order, so any spec that compiles to the same network
+qualifies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from ..errors import CheckpointError
+from ..model.builder import SpecNet
+from . import timm
+from .checkpoint import check_file
+from .torchvision import (
+    TORCHVISION_V3,
+    download_torchvision,
+    load_torchvision,
+    torchvision_matches,
+    torchvision_v3,
+)
+
+SOURCES = "'torchvision', 'timm:NAME[.TAG]' or a state_dict file"
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A state_dict file: safetensors, or ``torch.load`` with ``weights_only=True``."""
+    check_file(path)  # a folder, a pipe or a device is refused before anything is read
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # unreadable files fail in many ways; all mean "not a state_dict"
+        raise CheckpointError(f"not a readable state_dict ({e})", file=str(path)) from None
+    if not isinstance(state, Mapping) or not all(
+        isinstance(v, torch.Tensor) for v in state.values()
+    ):
+        raise CheckpointError(
+            f"does not hold a state_dict (a mapping of names to tensors); starting weights are "
+            f"{SOURCES}",
+            file=str(path),
+        )
+    return dict(state)
+
+
+def _torchvision_state(model: SpecNet) -> tuple[dict[str, torch.Tensor], str]:
+    fits = [name for name, _ in torchvision_matches(model, 1.0, model.spec.num_classes)]
+    if not fits:
+        raise CheckpointError(
+            "torchvision's weights need a spec whose tensors match torchvision's "
+            "mobilenet_v3_small or mobilenet_v3_large (width 1.0); this one matches neither"
+        )
+    return download_torchvision(fits[0]), f"torchvision's {fits[0]}"
+
+
+def _in_network_order(model: SpecNet, state: dict[str, torch.Tensor]) -> dict:
+    """safetensors files come back sorted by name; the mapping needs the network's own order."""
+    orders = [list(torchvision_v3(name).state_dict()) for name in TORCHVISION_V3]
+    for order in (list(model.state_dict()), *orders, timm.timm_order(state)):
+        if set(order) == set(state):
+            return {k: state[k] for k in order}
+    return state
+
+
+def init_from(model: SpecNet, source: str) -> str:
+    """Load starting weights from ``source`` (see :data:`SOURCES`); the classifier is
+    re-initialised when the number of classes differs. Returns a line for the log."""
+    if source == "torchvision":
+        state, origin = _torchvision_state(model)
+    elif source.startswith(timm.PREFIX):
+        state, origin = timm.init_state(source)
+    else:
+        state, origin = read_state_dict(Path(source)), source
+    state = _in_network_order(model, state)
+    try:
+        load_torchvision(model, state, source=origin)
+        return f"initialised from {origin}"
+    except CheckpointError:  # then everything but the classifier must fit, or this names what not
+        load_torchvision(model, state, classifier=False, source=origin)
+        classes = model.spec.num_classes
+        return f"initialised from {origin}; classifier re-initialised for {classes} classes"

@@ -1,0 +1,124 @@
+"""Files written for the user: checked before the work, written atomically, errors as UserError."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import warnings
+
+import pytest
+
+from mnv3spec import UserError
+from mnv3spec.files import atomic_path, check_output, check_output_folder, kind_of, writing
+
+from .conftest import ROOT
+
+
+def test_atomic_path_leaves_the_old_file_on_failure(tmp_path):
+    target = tmp_path / "last.safetensors"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash while writing")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["last.safetensors"]
+
+
+def test_atomic_path_gives_the_usual_permissions(tmp_path):
+    target = tmp_path / "out.bin"
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"x")
+        os.chmod(tmp, 0o600)  # what some writers (safetensors) leave
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
+
+
+def test_check_output_names_what_is_wrong(tmp_path):
+    assert check_output(tmp_path / "lat.png", "png", suffix=".png") == tmp_path / "lat.png"
+    with pytest.raises(UserError, match=r"lat\.txt: --plot: must end in \.png"):
+        check_output(tmp_path / "lat.txt", "png", suffix=".png", field="--plot")
+    with pytest.raises(UserError, match="is a folder; give a file name"):
+        check_output(tmp_path, "csv")
+    with pytest.raises(UserError, match="does not exist"):
+        check_output(tmp_path / "missing" / "x.csv", "csv")
+
+
+def test_an_output_is_never_an_input_whatever_the_path_says(tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: mine\n")
+    (tmp_path / "link.csv").symlink_to(spec)
+    os.link(spec, tmp_path / "hard.csv")
+    (tmp_path / "sub").mkdir()
+    for same in (spec, tmp_path / "sub" / ".." / "s.yaml", tmp_path / "link.csv"):
+        with pytest.raises(UserError, match=r"is also an input of this command \(.*s\.yaml\)"):
+            check_output(same, "spec", inputs=[spec], field="--csv")
+    with pytest.raises(UserError, match="is also an input"):
+        check_output(tmp_path / "hard.csv", "csv", inputs=[spec])
+    assert spec.read_text() == "name: mine\n"
+
+
+@pytest.mark.parametrize(
+    "name, content, kind",
+    [
+        ("w.safetensors", (8).to_bytes(8, "little") + b'{"a": 1}', "safetensors"),
+        ("plot.png", b"\x89PNG\r\n\x1a\n....", "png"),
+        ("s.yaml", b"name: x\n", "spec"),
+        ("rows.csv", b"a,b\n1,2\n", "csv"),
+        ("m.onnx", b"\x08\x08\x12\x07pytorch", "onnx"),
+        ("odd.xyz", b"something", None),
+        ("m.pt", b"not a zip", None),  # .pt is TorchScript or torch.save: the bytes must tell
+    ],
+)
+def test_kind_of_reads_signatures_then_suffixes(tmp_path, name, content, kind):
+    (tmp_path / name).write_bytes(content)
+    assert kind_of(tmp_path / name) == kind
+
+
+def test_torch_save_and_torchscript_are_told_apart(tmp_path):
+    torch = pytest.importorskip("torch")
+    torch.save({"w": torch.zeros(2)}, tmp_path / "state.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, still wanted
+        torch.jit.save(torch.jit.script(torch.nn.ReLU()), tmp_path / "script.pt")
+    assert kind_of(tmp_path / "state.pt") == "torch"
+    assert kind_of(tmp_path / "script.pt") == "torchscript"
+    with pytest.raises(UserError, match=r"exists and is a PyTorch file \(torch\.save\), not a "):
+        check_output(tmp_path / "state.pt", "torchscript")
+    assert check_output(tmp_path / "script.pt", "torchscript") == tmp_path / "script.pt"
+
+
+def test_an_existing_file_of_another_kind_is_not_replaced(tmp_path):
+    spec = tmp_path / "other.yaml"
+    spec.write_bytes((ROOT / "specs" / "small.yaml").read_bytes())
+    with pytest.raises(
+        UserError, match=r"other\.yaml: --csv: exists and is a spec \(YAML\), not a CSV"
+    ):
+        check_output(spec, "csv", field="--csv")
+    (tmp_path / "junk.onnx").write_bytes(b"\x00" * 10)  # an onnx suffix is enough to replace it
+    assert check_output(tmp_path / "junk.onnx", "onnx") == tmp_path / "junk.onnx"
+    (tmp_path / "mystery").write_bytes(b"data")
+    with pytest.raises(UserError, match="a file of a kind not recognised, not an ONNX model"):
+        check_output(tmp_path / "mystery", "onnx")
+    (tmp_path / "empty.pt").touch()  # nothing to lose
+    assert check_output(tmp_path / "empty.pt", "onnx") == tmp_path / "empty.pt"
+    with pytest.raises(UserError, match="not a regular file"):
+        check_output("/dev/null", "csv")
+
+
+def test_check_output_folder_accepts_folders_it_can_create(tmp_path):
+    assert check_output_folder(tmp_path / "runs" / "deeper") == tmp_path / "runs" / "deeper"
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(UserError, match="is a file; give a folder"):
+        check_output_folder(tmp_path / "afile")
+    with pytest.raises(UserError, match=r"is inside .*afile, a file"):
+        check_output_folder(tmp_path / "afile" / "runs")
+
+
+def test_writing_turns_disk_errors_into_user_errors(tmp_path):
+    target = tmp_path / "metrics.csv"
+    full = r"metrics\.csv: cannot write: No space left on device"
+    with pytest.raises(UserError, match=full), writing(target):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert not target.exists() and list(tmp_path.iterdir()) == []
