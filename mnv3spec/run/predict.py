@@ -203,7 +203,7 @@ def make_table(
 ) -> str:
     """``latency --table``: add every network's missing rows and its overhead to the table at
     ``path`` (made if absent, kept otherwise); returns a summary line."""
-    check_output(path, suffix=".csv", field="--table")
+    check_output(path, "csv", inputs=specs or (), suffix=".csv", field="--table")
     devices = devices or latency.default_devices()
     bad = [d for d in devices if d not in latency.DEVICES]
     if bad or ("cuda" in devices and not torch.cuda.is_available()):

@@ -175,7 +175,7 @@ def _output_path(checkpoint: str | Path, out: str | Path | None) -> Path:
         out = checkpoint.with_name(checkpoint.stem + ".int8" + SUFFIX)
     if Path(out).resolve() == checkpoint.resolve():
         raise UserError("is the checkpoint itself; write the int8 model elsewhere", file=str(out))
-    return check_output(out, suffix=SUFFIX, field="out")
+    return check_output(out, "onnx", inputs=[checkpoint], suffix=SUFFIX, field="out")
 
 
 def resolve_rows(model: SpecNet, rows: Iterable[str]) -> list[str]:

@@ -153,7 +153,7 @@ def _timm_version() -> str:
 def check_out_path(out: str | Path, force: bool) -> Path:
     """``out`` if ``import`` may write it: a new file, a spec ``import`` wrote, or (``force``)
     any file."""
-    path = check_output(out, suffix=".yaml", field="--out")
+    path = check_output(out, "spec", suffix=".yaml", field="--out")
     if path.exists() and not force:
         try:
             ours = path.read_text(encoding="utf-8", errors="replace").startswith(MARK)
