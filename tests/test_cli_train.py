@@ -263,7 +263,7 @@ def test_eval_of_a_file_that_is_not_a_checkpoint(tmp_path, capsys):
         ([*TINY, "--name", ".."], "--name ..: must be a plain folder name"),
         ([*TINY, "--set", "resolution=40000"], "synthetic images at 40000×40000 take"),
         ([*TINY, "--init", "/dev/null"], "/dev/null: not a file (a folder or a device)"),
-        (["--resume", "{tmp}/afile"], "afile: is a file; --resume takes a run folder"),
+        (["--resume", "{tmp}/afile"], "afile: --resume: is a file; give a run folder"),
     ],
 )
 def test_train_refuses_before_starting(tmp_path, args, message):

@@ -47,5 +47,6 @@ def test_a_full_disk_while_saving_weights_names_the_file(tmp_path, monkeypatch):
 
 def test_resume_of_a_file_says_it_takes_a_folder(tmp_path):
     (tmp_path / "best.safetensors").write_bytes(b"")
-    with pytest.raises(UserError, match="is a file; --resume takes a run folder"):
+    with pytest.raises(UserError, match="is a file; give a run folder") as e:
         run_folder.read_config(tmp_path / "best.safetensors")
+    assert e.value.field == "resume"
