@@ -179,7 +179,11 @@ def save_epoch(
 def load_state(path: Path) -> dict:
     """The resume file, loaded with ``weights_only=True`` (nothing in it is executed)."""
     if path.is_file() and path.stat().st_size == 0:
-        raise CheckpointError("is empty (0 bytes), so the run cannot continue", file=str(path))
+        raise CheckpointError(
+            "is empty (0 bytes), so the run cannot continue from it; restore it, or start a new "
+            "run",
+            file=str(path),
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a damaged or foreign file fails in many ways; all mean the same
