@@ -46,6 +46,7 @@ def train(cfg: TrainConfig, command: str = "", spec: Spec | None = None) -> Path
     if spec is None:
         spec = load_spec(cfg.spec, **cfg.overrides)
     check_rgb(spec)
+    cfg.resolved_recipe()
     check_output_folder(cfg.out, field="out")
     check_name(cfg.data)
     if cfg.name:
