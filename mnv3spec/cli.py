@@ -129,13 +129,14 @@ _RESUME_MAY_CHANGE = ("device", "compile")
 @contextlib.contextmanager
 def _flags_in_errors(flags: dict[str, str], args: argparse.Namespace) -> Iterator[None]:
     """A library error names a parameter (``field="batch"``); the user typed a flag: name that,
-    with the value typed unless the error already shows it (as its file or in its message)."""
+    with the value typed unless the error already shows it (as its file, or first in its
+    message)."""
     try:
         yield
     except UserError as e:
         if e.field in flags:
             value = getattr(args, e.field, None)
-            shown = e.file is not None or str(value) in e.message
+            shown = e.file is not None or e.message.startswith(str(value))
             typed = value not in (None, True, False) and not shown
             e.field = f"{flags[e.field]} {value}" if typed else flags[e.field]
         raise

@@ -308,7 +308,7 @@ def test_eval_of_a_run_folder_asks_for_its_file(tmp_path):
     [
         (["--nesterov", "--momentum", "0"], "--nesterov: Nesterov momentum needs a momentum above"),
         (["--label-smoothing", "1"], "--label-smoothing: must be in [0, 1), got 1.0"),
-        (["--recipe", "fast"], "--recipe: unknown recipe 'fast'; known: seed"),
+        (["--recipe", "fast"], "--recipe fast: unknown recipe 'fast'; known: seed"),
         (["--name", "a/b"], "--name a/b: must be a plain folder name"),
         (["--set", "num_classes=2", "--data", "cifar100"], "--set: num_classes is 2 but the data"),
     ],
