@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import shlex
 import sys
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from mnv3spec.errors import UserError
+
+if TYPE_CHECKING:
+    from mnv3spec.run.config import TrainConfig
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -96,14 +102,89 @@ def _command_line() -> str:
     return shlex.join([*head, *sys.argv]) + tail
 
 
-_NOT_TRAIN_CONFIG = {"command", "func", "spec", "set", "width", "resume"}
+# TrainConfig's parameters and the flags that set them (the dest of each flag is its field).
+_TRAIN_FLAGS = {
+    "data": "--data",
+    "data_dir": "--data-dir",
+    "epochs": "--epochs",
+    "batch": "--batch",
+    "device": "--device",
+    "recipe": "--recipe",
+    "lr": "--lr",
+    "momentum": "--momentum",
+    "weight_decay": "--weight-decay",
+    "nesterov": "--nesterov",
+    "schedule": "--schedule",
+    "warmup": "--warmup",
+    "label_smoothing": "--label-smoothing",
+    "compile": "--compile",
+    "out": "--out",
+    "name": "--name",
+    "seed": "--seed",
+    "init": "--init",
+}
+_RESUME_MAY_CHANGE = ("device", "compile")
+
+
+@contextlib.contextmanager
+def _flags_in_errors(flags: dict[str, str], args: argparse.Namespace) -> Iterator[None]:
+    """A library error names a parameter (``field="batch"``); the user typed a flag: name that,
+    with the value typed unless the error already shows it (as its file, or first in its
+    message)."""
+    try:
+        yield
+    except UserError as e:
+        if e.field in flags:
+            value = getattr(args, e.field, None)
+            shown = e.file is not None or e.message.startswith(str(value))
+            typed = value not in (None, True, False) and not shown
+            e.field = f"{flags[e.field]} {value}" if typed else flags[e.field]
+        raise
+
+
+def _train_config(args: argparse.Namespace, overrides: dict) -> TrainConfig:
+    """The TrainConfig the flags describe: each flag given sets its field, the rest keep
+    TrainConfig's defaults."""
+    from mnv3spec.run.config import TrainConfig
+
+    given = {field: getattr(args, field) for field in _TRAIN_FLAGS if hasattr(args, field)}
+    return TrainConfig(spec=args.spec, overrides=overrides, **given)
+
+
+def _resume(args: argparse.Namespace) -> None:
+    from mnv3spec.run.train import resume
+
+    if args.spec or args.set or args.width is not None:
+        raise UserError("--resume takes no SPEC, --set or --width: a run keeps its spec")
+    fixed = [flag for f, flag in _TRAIN_FLAGS.items() if hasattr(args, f)]
+    fixed = [flag for flag in fixed if flag[2:] not in _RESUME_MAY_CHANGE]
+    if fixed:
+        raise UserError(
+            f"--resume continues {args.resume} with the settings stored in its config.json; "
+            f"drop {', '.join(fixed)} (only --device and --compile may change)"
+        )
+    device, compile = getattr(args, "device", None), getattr(args, "compile", None)
+    resume(args.resume, _command_line(), device=device, compile=compile)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from mnv3spec.run.train import start
+    """A new run of SPEC (loaded here, once), or with --resume the continuation of a run."""
+    from mnv3spec.run.train import train
+    from mnv3spec.spec.load import load_spec
 
-    given = {k: v for k, v in vars(args).items() if k not in _NOT_TRAIN_CONFIG}
-    start(args.spec, _overrides(args), args.width, args.resume, _command_line(), **given)
+    with _flags_in_errors({**_TRAIN_FLAGS, "overrides": "--set", "resume": "--resume"}, args):
+        if args.resume:
+            _resume(args)
+            return 0
+        if not args.spec:
+            raise UserError(
+                "give the SPEC to train (e.g. specs/small.yaml), or --resume RUN_FOLDER"
+            )
+        overrides = _overrides(args)
+        if args.width is not None and overrides.setdefault("width", args.width) != args.width:
+            raise UserError(f"--width {args.width} and --set width={overrides['width']} disagree")
+        cfg = _train_config(args, overrides)
+        train(cfg, _command_line(), spec=load_spec(cfg.spec, **overrides))
     return 0
 
 

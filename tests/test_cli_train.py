@@ -263,7 +263,7 @@ def test_eval_of_a_file_that_is_not_a_checkpoint(tmp_path, capsys):
         ([*TINY, "--name", ".."], "--name ..: must be a plain folder name"),
         ([*TINY, "--set", "resolution=40000"], "synthetic images at 40000×40000 take"),
         ([*TINY, "--init", "/dev/null"], "/dev/null: not a file (a folder or a device)"),
-        (["--resume", "{tmp}/afile"], "afile: is a file; --resume takes a run folder"),
+        (["--resume", "{tmp}/afile"], "afile: --resume: is a file; give a run folder"),
     ],
 )
 def test_train_refuses_before_starting(tmp_path, args, message):
@@ -300,4 +300,31 @@ def test_eval_of_a_run_folder_asks_for_its_file(tmp_path):
     assert (
         result.stderr
         == f"error: {tmp_path}: is a folder; give a .safetensors file (e.g. {example})\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--nesterov", "--momentum", "0"], "--nesterov: Nesterov momentum needs a momentum above"),
+        (["--label-smoothing", "1"], "--label-smoothing: must be in [0, 1), got 1.0"),
+        (["--recipe", "fast"], "--recipe fast: unknown recipe 'fast'; known: seed"),
+        (["--name", "a/b"], "--name a/b: must be a plain folder name"),
+        (["--set", "num_classes=2", "--data", "cifar100"], "--set: num_classes is 2 but the data"),
+    ],
+)
+def test_library_errors_name_the_flag_the_user_typed(tmp_path, capsys, args, message):
+    """The library names parameters (field "label_smoothing"); the CLI names flags."""
+    make_cifar100(tmp_path / "data", n_train=6, n_test=3)  # 3 classes
+    argv = ["train", *TINY, *args, "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.startswith(f"error: {message}")
+    assert not list(tmp_path.glob("*/config.json"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_an_unavailable_device_names_the_flag(capsys):
+    assert main(["train", *TINY, "--device", "cuda"]) == 2
+    assert capsys.readouterr().err == (
+        "error: --device: cuda is not available on this machine; use auto\n"
     )

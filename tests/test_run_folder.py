@@ -47,5 +47,44 @@ def test_a_full_disk_while_saving_weights_names_the_file(tmp_path, monkeypatch):
 
 def test_resume_of_a_file_says_it_takes_a_folder(tmp_path):
     (tmp_path / "best.safetensors").write_bytes(b"")
-    with pytest.raises(UserError, match="is a file; --resume takes a run folder"):
+    with pytest.raises(UserError, match="is a file; give a run folder") as e:
         run_folder.read_config(tmp_path / "best.safetensors")
+    assert e.value.field == "resume"
+
+
+def test_a_locked_run_folder_refuses_a_second_holder_and_is_left_clean(tmp_path):
+    with run_folder.locked(tmp_path):
+        assert f"pid {os.getpid()} on " in (tmp_path / ".lock").read_text()
+        held = pytest.raises(UserError, match=r"is in use by another training \(pid \d+ on ")
+        with held, run_folder.locked(tmp_path):
+            pass
+    assert not list(tmp_path.iterdir())
+    with run_folder.locked(tmp_path):  # free again once its holder has gone
+        pass
+
+
+def test_run_folders_are_created_exclusively(tmp_path):
+    made = [run_folder.create_run_dir(tmp_path / "out", None, "small") for _ in range(3)]
+    assert [p.name for p in made] == ["small", "small-2", "small-3"]
+    (made[0] / ".lock").write_text("")  # a run killed before it wrote anything: free
+    assert run_folder.create_run_dir(tmp_path / "out", "small", "-") == made[0]
+    (made[1] / "metrics.csv").write_text("")
+    with pytest.raises(UserError, match="small-2 already holds a run"):
+        run_folder.create_run_dir(tmp_path / "out", "small-2", "-")
+
+
+@pytest.mark.parametrize(
+    "lines, line, message",
+    [
+        (["epoch,lr"], 1, "the header is not epoch,lr,"),
+        ([",".join(run_folder.METRICS), "1" + ",1" * 8, "2,x" + ",1" * 7], 3, "epoch 2"),
+        ([",".join(run_folder.METRICS), "2" + ",1" * 8], 2, "not the row of epoch 1"),
+        ([",".join(run_folder.METRICS), "1,1"], 2, "not the row of epoch 1"),
+    ],
+)
+def test_a_damaged_metrics_file_names_its_line(tmp_path, lines, line, message):
+    path = tmp_path / "metrics.csv"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(UserError, match=message) as e:
+        run_folder.read_metrics(path)
+    assert (e.value.file, e.value.line) == (str(path), line)

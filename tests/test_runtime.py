@@ -6,15 +6,24 @@ import pytest
 import torch
 
 from mnv3spec import UserError
-from mnv3spec.run.runtime import World, amp_dtype, pick_device, reduce_sums, state_digest
+from mnv3spec.run.runtime import (
+    World,
+    amp_dtype,
+    pick_device,
+    reduce_sums,
+    state_digest,
+    thread_count,
+    torch_settings,
+)
 
 
 def test_pick_device_on_a_cpu_machine(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     assert pick_device("auto") == torch.device("cpu")
-    with pytest.raises(UserError, match="--device cuda is not available on this machine"):
+    with pytest.raises(UserError, match="cuda is not available on this machine") as e:
         pick_device("cuda")
+    assert e.value.field == "device"  # the parameter; the CLI names its flag
     with pytest.raises(UserError, match="unknown device 'tpu'"):
         pick_device("tpu")
 
@@ -46,3 +55,37 @@ def test_state_digest_sees_every_byte_and_name():
     changed = {**state, "a": torch.tensor([0.0, 0.0, 1e-30])}
     assert state_digest(changed) != state_digest(state)
     assert state_digest({"c": state["a"], "b": state["b"]}) != state_digest(state)
+
+
+def test_thread_count_respects_omp_num_threads_and_splits_cores_over_local_processes(
+    monkeypatch,
+):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 8)
+    assert thread_count(1, {"OMP_NUM_THREADS": "3"}) == 3  # the user's choice wins
+    assert thread_count(4, {"OMP_NUM_THREADS": "3"}) == 3
+    assert thread_count(1, {}) == 8  # alone: what torch would take
+    assert thread_count(2, {}) == 4  # two processes of a torchrun launch: half each
+    assert thread_count(16, {}) == 1  # never none
+    for junk in ("", "0", "-2", "two"):  # not a positive count: as if unset
+        assert thread_count(2, {"OMP_NUM_THREADS": junk}) == 4
+
+
+def test_torch_settings_are_set_for_the_block_and_restored_after():
+    before = (
+        torch.get_num_threads(),
+        torch.are_deterministic_algorithms_enabled(),
+        torch.backends.cudnn.benchmark,
+    )
+    threads = 2 if before[0] != 2 else 1
+    flipped = torch_settings(threads=threads, deterministic=not before[1], benchmark=not before[2])
+    with pytest.raises(RuntimeError, match="inside"), flipped:
+        assert torch.get_num_threads() == threads
+        assert torch.are_deterministic_algorithms_enabled() is not before[1]
+        assert torch.backends.cudnn.benchmark is not before[2]
+        raise RuntimeError("inside")
+    after = (
+        torch.get_num_threads(),
+        torch.are_deterministic_algorithms_enabled(),
+        torch.backends.cudnn.benchmark,
+    )
+    assert after == before

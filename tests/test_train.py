@@ -23,17 +23,11 @@ from mnv3spec import files as outputs
 from mnv3spec.data.batches import batches
 from mnv3spec.errors import CheckpointError, TrainingError, UserError
 from mnv3spec.run import run_folder
+from mnv3spec.run.config import TrainConfig
 from mnv3spec.run.evaluate import evaluate
-from mnv3spec.run.train import (
-    RECIPES,
-    TrainConfig,
-    lr_factor,
-    make_optimizer,
-    make_scheduler,
-    param_groups,
-    steps_per_epoch,
-    train,
-)
+from mnv3spec.run.plan import steps_per_epoch
+from mnv3spec.run.recipe import RECIPES, lr_factor, make_optimizer, make_scheduler, param_groups
+from mnv3spec.run.train import train
 from mnv3spec.weights.checkpoint import read_metadata
 from mnv3spec.weights.init import init_from
 

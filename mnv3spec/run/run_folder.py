@@ -1,16 +1,23 @@
-"""The run folder of ``train``: every file in it, written atomically, and read back by
-``--resume``.
+"""The run folder of ``train``: created exclusively, locked for the run's life, every file in it
+written atomically, and read back by ``resume``.
 
 ``runs/NAME/`` holds metrics.csv, last/best.safetensors, resume.pt, curves.png, spec.yaml,
-config.json and command.txt. A file is only ever replaced whole (a temporary file, then a rename),
-so a run killed at any moment resumes from its last finished epoch.
+config.json and command.txt, plus ``.lock`` while a process trains in it. A file is only ever
+replaced whole (a temporary file, then a rename), so a run killed at any moment resumes from its
+last finished epoch.
 """
 
 from __future__ import annotations
 
 import csv
+import fcntl
 import itertools
 import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,35 +32,95 @@ from ..weights.checkpoint import save_weights
 RESUME_FILE = "resume.pt"
 CONFIG_FILE = "config.json"
 SPEC_FILE = "spec.yaml"
+METRICS_FILE = "metrics.csv"
+LOCK_FILE = ".lock"
 # Percentages; val_top5 is top-k with k = min(5, classes), so always 100 with 5 classes or fewer.
 METRICS = ("epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5")
 METRICS += ("seconds", "images_per_s")
 
 
 def check_run_name(name: str) -> str:
-    """``name`` if it names a folder directly inside ``--out``, not one elsewhere."""
+    """``name`` if it names a folder directly inside the output folder, not one elsewhere."""
     if "/" in name or "\\" in name or name in ("", ".", ".."):
         raise UserError(
             "must be a plain folder name (no '/' or '\\', not '.' or '..'); "
-            "choose the parent folder with --out",
-            field=f"--name {name}",
+            "choose the parent folder as the output folder instead",
+            field="name",
         )
     return name
 
 
 def check_free(run_dir: Path) -> None:
-    """Refuse a folder that already holds a run: it is never overwritten."""
-    if run_dir.exists() and any(run_dir.iterdir()):
+    """Refuse a folder that already holds a run: it is never overwritten. A folder holding only
+    the lock of a run killed before it wrote anything is free."""
+    if run_dir.is_dir() and any(p.name != LOCK_FILE for p in run_dir.iterdir()):
         raise UserError(
-            f"{run_dir} already holds a run; continue it with --resume {run_dir} "
-            "or choose another --name"
+            f"{run_dir} already holds a run; resume it, or choose another name for the new one"
         )
 
 
-def first_free(out: Path, base: str) -> Path:
-    """``out/base``, or ``out/base-2``, ``-3``, ... when taken."""
-    numbered = (out / f"{base}-{i}" for i in itertools.count(2))
-    return next(p for p in itertools.chain([out / base], numbered) if not p.exists())
+def create_run_dir(out: Path, name: str | None, base: str) -> Path:
+    """Create the run folder with an exclusive ``mkdir``: ``out/name``, or without a name the
+    first of ``out/base``, ``out/base-2``, ... that this process creates itself (two runs started
+    at once never get the same one). A named folder that exists may be taken only while empty;
+    :func:`locked` then settles a race for it."""
+    with os_errors(out, field="out"):
+        out.mkdir(parents=True, exist_ok=True)
+    if name:
+        path = out / name
+        with os_errors(path):
+            try:
+                path.mkdir()
+            except FileExistsError:
+                check_free(path)
+        return path
+    for path in itertools.chain([out / base], (out / f"{base}-{i}" for i in itertools.count(2))):
+        try:
+            with os_errors(path, kinds=(PermissionError,)):
+                path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise AssertionError("unreachable")
+
+
+@contextmanager
+def locked(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir/.lock`` for the block: an exclusive, non-blocking ``flock`` that the kernel
+    drops when the process ends, however it ends. A second run or resume of the folder fails at
+    once naming the holder (its pid, host and start time, written into the file). The file is
+    removed at the end, so a finished run folder holds only the run's own files."""
+    path = run_dir / LOCK_FILE
+    fd = _take_lock(path, run_dir)
+    try:
+        os.ftruncate(fd, 0)
+        holder = f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%c')}"
+        os.write(fd, holder.encode())
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # before unlocking: see _take_lock
+        os.close(fd)
+
+
+def _take_lock(path: Path, run_dir: Path) -> int:
+    while True:
+        with os_errors(path):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise UserError(
+                f"{run_dir} is in use by another training ({holder}); two runs never share a "
+                "folder: wait for that one to end, or stop it"
+            ) from None
+        try:  # the holder removes the file as it ends: a lock on the removed file counts for none
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
 
 
 def write_start(run_dir: Path, spec: SpecNet, config: dict[str, Any], command: str) -> None:
@@ -66,10 +133,12 @@ def write_start(run_dir: Path, spec: SpecNet, config: dict[str, Any], command: s
 
 
 def read_config(run_dir: Path) -> dict[str, Any]:
+    """config.json's mapping (its fields are checked by :func:`~.config.config_from_json`)."""
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(
-            "is a file; --resume takes a run folder (the one holding config.json, e.g. runs/s1)",
+            "is a file; give a run folder (the one holding config.json, e.g. runs/s1)",
             file=str(run_dir),
+            field="resume",
         )
     try:
         config = json.loads((run_dir / CONFIG_FILE).read_text())
@@ -97,7 +166,7 @@ def save_epoch(
     The resume file holds the weights too and comes after the other files, so a run killed
     between them resumes from the previous epoch and rewrites them.
     """
-    write_metrics(run_dir / "metrics.csv", rows)
+    write_metrics(run_dir / METRICS_FILE, rows)
     for name in ["last.safetensors"] + (["best.safetensors"] if improved else []):
         with os_errors(run_dir / name, kinds=(OSError, SafetensorError)):
             save_weights(run_dir / name, net, **meta)
@@ -109,10 +178,22 @@ def save_epoch(
 
 def load_state(path: Path) -> dict:
     """The resume file, loaded with ``weights_only=True`` (nothing in it is executed)."""
+    if path.is_file() and path.stat().st_size == 0:
+        raise CheckpointError(
+            "is empty (0 bytes), so the run cannot continue from it; restore it, or start a new "
+            "run",
+            file=str(path),
+        )
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a damaged or foreign file fails in many ways; all mean the same
         raise CheckpointError(f"cannot read the resume file ({e})", file=str(path)) from None
+    if not isinstance(state, dict) or not state.keys() >= STATE_KEYS:
+        raise CheckpointError("is not a resume file written by train", file=str(path))
+    return state
+
+
+STATE_KEYS = {"epoch", "best", "model", "optimizer", "scheduler", "scaler", "rng"}
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -129,13 +210,31 @@ def write_metrics(path: Path, rows: list[dict]) -> None:
 
 
 def read_metrics(path: Path) -> list[dict]:
+    """The rows of metrics.csv (none when it is absent), epochs 1, 2, ... in order; anything
+    else is refused naming the file and line."""
     if not path.is_file():
         return []
     with open(path, newline="") as f:
-        return [
-            {k: int(v) if k == "epoch" else float(v) for k, v in row.items()}
-            for row in csv.DictReader(f)
-        ]
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None:
+            return []
+        if tuple(reader.fieldnames) != METRICS:
+            raise UserError(f"the header is not {','.join(METRICS)}", file=str(path), line=1)
+        rows = []
+        for row in reader:
+            try:
+                parsed = {k: int(v) if k == "epoch" else float(v) for k, v in row.items()}
+            except (TypeError, ValueError):
+                parsed = None
+            if parsed is None or parsed["epoch"] != len(rows) + 1:
+                raise UserError(
+                    f"not the row of epoch {len(rows) + 1}: {','.join(map(str, row.values()))!r}"
+                    " (damaged or edited?); restore the file, or start a new run",
+                    file=str(path),
+                    line=reader.line_num,
+                )
+            rows.append(parsed)
+    return rows
 
 
 def plot_curves(rows: list[dict], path: Path) -> None:

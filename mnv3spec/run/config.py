@@ -1,0 +1,109 @@
+"""The settings of a training run: :class:`TrainConfig`, saved as config.json at the start and
+read back, checked field by field, by ``resume``."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..data.datasets import DATASETS
+from ..errors import UserError
+from ..spec.load import resolve_path
+from .recipe import FIELDS as RECIPE_FIELDS
+from .recipe import Recipe, resolve_recipe
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on; saved as config.json so a resume repeats it exactly."""
+
+    spec: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    data: str = "cifar100"
+    data_dir: str = "./data"
+    epochs: int = 20
+    batch: int = 128  # global: split over the processes of a torchrun launch
+    device: str = "auto"
+    recipe: str = "seed"
+    lr: float | None = None  # None: the recipe's value (same for the fields below)
+    momentum: float | None = None
+    weight_decay: float | None = None
+    nesterov: bool | None = None
+    schedule: str | None = None
+    warmup: float | None = None
+    label_smoothing: float | None = None
+    compile: bool = False
+    out: str = "runs"
+    name: str | None = None
+    seed: int | None = None  # given: deterministic algorithms on CPU
+    init: str | None = None  # "torchvision", "timm:NAME[.TAG]" or a path to a state_dict
+    deterministic: bool = False  # set from ``seed`` when the run starts
+
+    def resolved_recipe(self) -> Recipe:
+        changes = {k: getattr(self, k) for k in RECIPE_FIELDS if hasattr(self, k)}
+        return resolve_recipe(self.recipe, **changes)
+
+
+def absolute(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with the spec, data folder, data root, init file and output folder absolute, so a
+    resume works from any working directory; a dataset name wins over a folder of that name."""
+    data = cfg.data
+    if data not in DATASETS and Path(data).is_dir():
+        data = str(Path(data).resolve())
+    init = cfg.init
+    if init not in (None, "torchvision") and not init.startswith("timm:"):
+        init = str(Path(init).resolve())
+    return dataclasses.replace(
+        cfg,
+        spec=str(resolve_path(cfg.spec).resolve()),
+        data=data,
+        data_dir=str(Path(cfg.data_dir).resolve()),
+        out=str(Path(cfg.out).resolve()),
+        init=init,
+        deterministic=cfg.seed is not None,
+    )
+
+
+# The JSON types each annotation allows (bool is an int to Python, never to us).
+_KINDS: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (int, float),
+    "str": (str,),
+    "bool": (bool,),
+    "dict[str, Any]": (dict,),
+}
+_AT_LEAST_ONE = ("epochs", "batch")
+
+
+def _fits(value: Any, annotation: str) -> bool:
+    for kind in annotation.split(" | "):
+        if kind == "None":
+            if value is None:
+                return True
+        elif isinstance(value, _KINDS[kind]) and (kind == "bool" or not isinstance(value, bool)):
+            return True
+    return False
+
+
+def config_from_json(values: dict[str, Any], file: str) -> TrainConfig:
+    """A :class:`TrainConfig` from config.json's mapping, every field present and of its type:
+    a damaged file is refused naming the field, never filled in with a default."""
+    fix = "restore the file, or start a new run"
+    known = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise UserError(f"unknown field '{unknown[0]}' (damaged or edited?); {fix}", file=file)
+    for name, f in known.items():
+        if name not in values:
+            raise UserError(f"the field '{name}' is missing (damaged or edited?); {fix}", file=file)
+        value = values[name]
+        if not _fits(value, str(f.type)) or (name in _AT_LEAST_ONE and value < 1):
+            wanted = {"int": "a whole number", "float": "a number", "str": "text"}.get(
+                str(f.type).split(" | ")[0], str(f.type)
+            )
+            if name in _AT_LEAST_ONE:
+                wanted = "a whole number of at least 1"
+            raise UserError(f"the field '{name}' is {value!r}, expected {wanted}; {fix}", file=file)
+    return TrainConfig(**values)

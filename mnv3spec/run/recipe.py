@@ -1,0 +1,106 @@
+"""The recipe of a run: optimiser and learning-rate schedule, as named presets a run may change.
+
+The default is the seed repo's: SGD 0.1, momentum 0.9, no weight decay, ×0.1 at epochs 15/20/30.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+
+SCHEDULES = ("multistep", "cosine")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Optimiser and schedule. Epochs and batch size are separate settings, as in the seed."""
+
+    lr: float
+    momentum: float
+    weight_decay: float  # never on BatchNorm parameters or biases
+    nesterov: bool
+    schedule: str  # "multistep" (×gamma at each milestone epoch) or "cosine" (to 0 at the end)
+    milestones: tuple[int, ...]
+    gamma: float
+    warmup: float  # epochs of linear warm-up
+    label_smoothing: float
+
+
+RECIPES = {
+    # The seed's train.py: SGD(lr=0.1, momentum=0.9), no weight decay,
+    # MultiStepLR([15, 20, 30], 0.1) stepped once per epoch, plain cross-entropy.
+    "seed": Recipe(0.1, 0.9, 0.0, False, "multistep", (15, 20, 30), 0.1, 0.0, 0.0),
+}
+FIELDS = tuple(f.name for f in dataclasses.fields(Recipe))
+
+
+def resolve_recipe(name: str, **changes: Any) -> Recipe:
+    """The preset ``name`` with ``changes`` (a value of None keeps the preset's), checked.
+    Errors name the parameter that is wrong."""
+    if name not in RECIPES:
+        raise UserError(f"unknown recipe '{name}'; known: {', '.join(RECIPES)}", field="recipe")
+    kept = {k: v for k, v in changes.items() if v is not None}
+    recipe = dataclasses.replace(RECIPES[name], **kept)
+    if recipe.schedule not in SCHEDULES:
+        raise UserError(
+            f"unknown schedule '{recipe.schedule}'; use {' or '.join(SCHEDULES)}", field="schedule"
+        )
+    if recipe.nesterov and recipe.momentum == 0:
+        raise UserError("Nesterov momentum needs a momentum above 0", field="nesterov")
+    if not 0 <= recipe.label_smoothing < 1:
+        raise UserError(f"must be in [0, 1), got {recipe.label_smoothing}", field="label_smoothing")
+    return recipe
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on conv/linear weights only: BatchNorm scales and shifts and all biases
+    (the 1-D tensors) are left undecayed ("no bias decay", He et al. 2019, Bag of Tricks §3.1)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+    ]
+
+
+def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    return torch.optim.SGD(
+        param_groups(model, recipe.weight_decay),
+        lr=recipe.lr,
+        momentum=recipe.momentum,
+        nesterov=recipe.nesterov,
+    )
+
+
+def lr_factor(recipe: Recipe, epochs: int, step: int, steps_per_epoch: int) -> float:
+    """The learning rate at optimiser ``step`` as a fraction of ``recipe.lr``.
+
+    ``multistep`` changes only at epoch boundaries, exactly like the seed's MultiStepLR stepped
+    once per epoch; ``cosine`` decays per step to 0 at the end of the run. Warm-up ramps
+    linearly from 1/(warmup·steps_per_epoch) over the first ``warmup`` epochs.
+    """
+    epoch = step / steps_per_epoch
+    if recipe.schedule == "multistep":
+        factor = recipe.gamma ** sum(epoch >= m for m in recipe.milestones)
+    elif recipe.schedule == "cosine":
+        factor = 0.5 * (1 + math.cos(math.pi * min(epoch / epochs, 1.0)))
+    else:
+        raise UserError(f"unknown schedule '{recipe.schedule}'", field="schedule")
+    if recipe.warmup > 0:
+        factor *= min(1.0, (step + 1) / (recipe.warmup * steps_per_epoch))
+    return factor
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, recipe: Recipe, epochs: int, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Stepped after every optimiser step (see :func:`lr_factor`)."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(recipe, epochs, step, steps_per_epoch)
+    )

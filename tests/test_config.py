@@ -1,0 +1,52 @@
+"""config.json read back: every field present and of its type, or a one-paragraph refusal naming
+the field; never a default filled in for a field that went missing."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from mnv3spec.errors import UserError
+from mnv3spec.run.config import TrainConfig, config_from_json
+
+SAVED = dataclasses.asdict(TrainConfig("/specs/small.yaml", {"width": 0.25}, seed=3, lr=1))
+
+
+def test_a_saved_config_reads_back_equal():
+    assert config_from_json(dict(SAVED), "config.json") == TrainConfig(**SAVED)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"epochs": None}, "the field 'epochs' is None, expected a whole number of at least 1"),
+        ({"epochs": 0}, "the field 'epochs' is 0, expected a whole number of at least 1"),
+        ({"epochs": 2.5}, "the field 'epochs' is 2.5"),
+        ({"seed": True}, "the field 'seed' is True, expected a whole number"),
+        ({"lr": "0.1"}, "the field 'lr' is '0.1', expected a number"),
+        ({"overrides": []}, "the field 'overrides' is []"),
+        ({"compile": 1}, "the field 'compile' is 1"),
+        ({"spec": None}, "the field 'spec' is None, expected text"),
+        ({"speed": 3}, "unknown field 'speed'"),
+    ],
+)
+def test_a_damaged_config_names_the_field(change, message):
+    with pytest.raises(UserError, match="restore the file, or start a new run") as e:
+        config_from_json({**SAVED, **change}, "runs/r/config.json")
+    assert str(e.value).startswith("runs/r/config.json: ") and message in str(e.value)
+
+
+def test_a_missing_field_is_never_defaulted():
+    values = {k: v for k, v in SAVED.items() if k != "epochs"}
+    with pytest.raises(UserError, match="the field 'epochs' is missing"):
+        config_from_json(values, "config.json")
+
+
+def test_recipe_errors_name_the_parameter():
+    with pytest.raises(UserError) as e:
+        TrainConfig("x", momentum=0.0, nesterov=True).resolved_recipe()
+    assert e.value.field == "nesterov"
+    with pytest.raises(UserError) as e:
+        TrainConfig("x", label_smoothing=1.0).resolved_recipe()
+    assert e.value.field == "label_smoothing" and "[0, 1)" in e.value.message

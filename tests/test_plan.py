@@ -1,0 +1,49 @@
+"""The run plan: the spec fitted to its data in one place, without reading the file again."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mnv3spec.data.datasets import Dataset
+from mnv3spec.errors import SpecError
+from mnv3spec.run.config import TrainConfig
+from mnv3spec.run.plan import check_rgb, fit_to_data
+from mnv3spec.spec import load
+from mnv3spec.spec.load import load_spec
+
+from .conftest import ROOT
+
+SMALL = ROOT / "specs" / "small.yaml"
+
+
+def data(classes: int, resolution: int) -> Dataset:
+    images = torch.zeros(4, 3, resolution, resolution, dtype=torch.uint8)
+    labels = torch.zeros(4, dtype=torch.int64)
+    names = [f"c{i}" for i in range(classes)]
+    return Dataset(images, labels, images, labels, names, (0.5,) * 3, (0.25,) * 3, "d")
+
+
+def test_classes_and_resolution_follow_the_data_without_reading_the_file(monkeypatch):
+    spec = load_spec(SMALL, width=0.25)
+    monkeypatch.setattr(load, "read_yaml", lambda *_: pytest.fail("the spec was read again"))
+    fitted = fit_to_data(spec, data(7, 24), TrainConfig(str(SMALL), {"width": 0.25}))
+    assert (fitted.num_classes, fitted.resolution, fitted.width) == (7, 24, 0.25)
+    assert fit_to_data(fitted, data(7, 24), TrainConfig(str(SMALL))) is fitted  # already fits
+
+
+def test_num_classes_set_by_the_run_wins_unless_it_is_too_few():
+    spec = load_spec(SMALL, num_classes=12)
+    cfg = TrainConfig(str(SMALL), {"num_classes": 12})
+    assert fit_to_data(spec, data(7, 32), cfg).num_classes == 12
+    few = load_spec(SMALL, num_classes=2)
+    with pytest.raises(SpecError, match="num_classes is 2 but the data has 7 classes") as e:
+        fit_to_data(few, data(7, 32), TrainConfig(str(SMALL), {"num_classes": 2}))
+    assert e.value.field == "overrides"
+
+
+def test_training_data_is_rgb(tmp_path):
+    grey = tmp_path / "grey.yaml"
+    grey.write_text(SMALL.read_text().replace("params:\n", "params:\n  in_channels: 1\n"))
+    with pytest.raises(SpecError, match="in_channels is 1, but training data is RGB"):
+        check_rgb(load_spec(grey))

@@ -1,0 +1,187 @@
+"""What ``train --resume`` trusts, and what a start loads: a run folder whose files disagree is
+refused with exit 2 before any file in it changes; the spec is parsed once per start; two runs never
+share a folder; a run too large for memory leaves no folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from cli import main
+from mnv3spec.model import memory
+from mnv3spec.run import run_folder
+from mnv3spec.spec import load
+
+from .conftest import ROOT, run_cli
+from .test_cli_train import RUN_FILES, TINY
+
+
+@pytest.fixture(autouse=True)
+def at_root(monkeypatch):
+    monkeypatch.chdir(ROOT)  # TINY names specs/small.yaml as a user in the repo would
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A run of one finished epoch, copied by each test that damages it."""
+    out = tmp_path_factory.mktemp("runs")
+    result = run_cli("train", *TINY, "--epochs", "1", "--out", out, "--name", "r")
+    assert result.returncode == 0, result.stderr
+    return out / "r"
+
+
+@pytest.fixture
+def run(finished, tmp_path):
+    shutil.copytree(finished, tmp_path / "r")
+    return tmp_path / "r"
+
+
+def snapshot(folder) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_a_start_and_a_resume_each_parse_the_spec_once(tmp_path, monkeypatch, capsys):
+    calls = []
+    real = load.read_yaml
+
+    def counting(text, file):
+        calls.append(file)
+        return real(text, file)
+
+    monkeypatch.setattr(load, "read_yaml", counting)
+    assert main(["train", *TINY, "--epochs", "1", "--out", str(tmp_path), "--name", "r"]) == 0
+    assert len(calls) == 1, calls
+    assert "| cpu, 1 thread, batch 32" in capsys.readouterr().out  # the thread count, on CPU
+    calls.clear()
+    assert main(["train", "--resume", str(tmp_path / "r")]) == 0
+    assert calls == [str(tmp_path / "r" / "spec.yaml")]
+
+
+def damage_config(run, change):
+    config = json.loads((run / "config.json").read_text())
+    change(config)
+    (run / "config.json").write_text(json.dumps(config))
+
+
+def other_run(run, tmp_path):
+    """resume.pt of a run of another width."""
+    args = [*TINY, "--width", "0.5", "--epochs", "1", "--out", tmp_path, "--name", "other"]
+    assert main(["train", *map(str, args)]) == 0
+    shutil.copy(tmp_path / "other" / "resume.pt", run / "resume.pt")
+
+
+def edit_spec(run, _tmp_path):
+    spec = run / "spec.yaml"
+    spec.write_text(spec.read_text().replace("width: 0.25", "width: 0.5"))
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda run, _: (run / "resume.pt").unlink(), "resume.pt is missing, but metrics.csv "),
+        (
+            lambda run, _: (run / "resume.pt").write_bytes(b""),
+            "resume.pt: is empty (0 bytes)",
+        ),
+        (
+            lambda run, _: damage_config(run, lambda c: c.pop("epochs")),
+            "config.json: the field 'epochs' is missing",
+        ),
+        (
+            lambda run, _: damage_config(run, lambda c: c.update(epochs="3")),
+            "config.json: the field 'epochs' is '3', expected a whole number",
+        ),
+        (
+            lambda run, _: damage_config(run, lambda c: c.update(batch=True)),
+            "config.json: the field 'batch' is True",
+        ),
+        (
+            lambda run, _: damage_config(run, lambda c: c.update(lr="fast")),
+            "config.json: the field 'lr' is 'fast', expected a number",
+        ),
+        (
+            lambda run, _: (run / "metrics.csv").write_text(
+                (run / "metrics.csv").read_text() + "2,oops\n"
+            ),
+            "metrics.csv, line 3: not the row of epoch 2",
+        ),
+        (
+            lambda run, _: (run / "metrics.csv").write_text(
+                (run / "metrics.csv").read_text().splitlines()[0] + "\n"
+            ),
+            "resume.pt is after epoch 1 but metrics.csv records 0 epoch(s)",
+        ),
+        (other_run, "resume.pt: layers."),
+        (edit_spec, "resume.pt: layers."),
+        (lambda run, _: (run / "spec.yaml").unlink(), "spec.yaml is missing"),
+    ],
+)
+def test_resume_refuses_a_folder_whose_files_disagree(run, tmp_path, capsys, damage, message):
+    damage(run, tmp_path)
+    before = snapshot(run)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert "restore" in err.lower()  # and what to do about it
+    assert snapshot(run) == before  # best/last.safetensors, metrics.csv: not a byte changed
+
+
+def test_resume_of_a_run_folder_in_use_fails_at_once_naming_the_holder(run):
+    before = snapshot(run)
+    with run_folder.locked(run):
+        result = run_cli("train", "--resume", run)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"is in use by another training (pid {os.getpid()} on " in result.stderr
+    assert snapshot(run) == before  # and the lock file is gone with its holder
+
+
+def test_a_new_run_in_a_named_folder_in_use_fails_at_once(tmp_path):
+    (tmp_path / "x").mkdir()
+    with run_folder.locked(tmp_path / "x"):
+        result = run_cli("train", *TINY, "--epochs", "1", "--out", tmp_path, "--name", "x")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"(pid {os.getpid()} on " in result.stderr
+    assert not list((tmp_path / "x").iterdir())
+
+
+def test_two_runs_started_at_once_with_one_name_never_share_the_folder(tmp_path):
+    cmd = [sys.executable, str(ROOT / "cli.py"), "train", *TINY, "--epochs", "1"]
+    cmd += ["--out", str(tmp_path), "--name", "same"]
+    procs = [
+        subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    results = [(p.wait(timeout=300), *p.communicate()) for p in procs]
+    assert sorted(code for code, _, _ in results) == [0, 2]
+    (_, out, _), (_, _, err) = sorted(results)
+    assert "already holds a run" in err or "is in use by another training" in err
+    assert "Traceback" not in err
+    run = tmp_path / "same"
+    assert {p.name for p in run.iterdir()} == RUN_FILES
+    assert str(run) in out and len((run / "command.txt").read_text().splitlines()) == 1
+
+
+def test_a_run_too_large_for_memory_leaves_no_run_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(memory, "available", lambda device="cpu": 2**20)  # 1 MiB free
+    args = [*TINY, "--epochs", "1", "--out", str(tmp_path / "runs"), "--name", "big"]
+    assert main(["train", *args]) == 2
+    assert "training would need about" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "big").exists()
+
+
+def test_resume_never_restarts_a_finished_epoch_from_its_weights_alone(run):
+    """Without resume.pt and metrics.csv, last.safetensors still records a finished epoch."""
+    (run / "resume.pt").unlink()
+    (run / "metrics.csv").unlink()
+    before = snapshot(run)
+    result = run_cli("train", "--resume", run)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "last.safetensors exists" in result.stderr
+    assert snapshot(run) == before
