@@ -352,7 +352,8 @@ def _add_latency(sub: argparse._SubParsersAction) -> None:
         nargs="+",
         default=["eager"],
         metavar="BACKEND",
-        help="eager, channels_last, compiled (BN folded + torch.compile), onnxruntime",
+        help="eager, channels_last, compiled (BN folded + torch.compile), onnxruntime, "
+        "onnxruntime-int8 (quantized as quantize does), cuda-graph (a captured CUDA graph)",
     )
     add("--reference", metavar="torchvision", help="also time torchvision's twin, print the ratio")
     add("--runs", type=_number(int, 1), default=50, help="timed calls per row (default 50)")

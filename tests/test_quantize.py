@@ -10,6 +10,7 @@ import torch
 from mnv3spec.data.batches import loader
 from mnv3spec.data.datasets import load_dataset
 from mnv3spec.errors import CheckpointError, UserError
+from mnv3spec.run import int8 as int8_files
 from mnv3spec.run import quantize
 from mnv3spec.run.evaluate import evaluate
 from mnv3spec.run.export import optimize_for_inference, write_onnx
@@ -46,7 +47,7 @@ def test_int8_outputs_agree_with_the_fake_quant_graph_and_roughly_with_float(qua
     """The fused int8 kernels against the same QDQ graph run unfused (quantize → float op →
     dequantize, i.e. fake-quant), and both against the float model."""
     _, model, r = quantized
-    int8, _ = quantize.load_int8(r.path)
+    int8, _ = int8_files.load_int8(r.path)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     fake = ort.InferenceSession(str(r.path), options, providers=["CPUExecutionProvider"])
@@ -61,9 +62,9 @@ def test_int8_outputs_agree_with_the_fake_quant_graph_and_roughly_with_float(qua
 
 def test_the_int8_file_carries_what_eval_and_infer_need(quantized):
     folder, model, r = quantized
-    assert quantize.is_int8_model(r.path)
-    assert not quantize.is_int8_model(folder / "best.safetensors")
-    int8, meta = quantize.load_int8(r.path)
+    assert int8_files.is_int8_model(r.path)
+    assert not int8_files.is_int8_model(folder / "best.safetensors")
+    int8, meta = int8_files.load_int8(r.path)
     assert meta["classes"] == CLASSES and meta["resolution"] == 32
     assert meta["mean"] == (0.5, 0.4, 0.3) and meta["std"] == (0.2, 0.25, 0.3)
     assert meta["extra"]["kept_float"] == ["r01_bneck"]
@@ -73,17 +74,17 @@ def test_the_int8_file_carries_what_eval_and_infer_need(quantized):
     val = loader(ds.val_images, ds.val_labels, 64, shuffle=False)
     via_eval = evaluate(int8, val, mean=meta["mean"], std=meta["std"], device=torch.device("cpu"))
     assert via_eval.top1 == pytest.approx(r.int8_top1)
-    model_any, _ = quantize.load_any(r.path)
-    assert isinstance(model_any, quantize.Int8Model)
+    model_any, _ = int8_files.load_any(r.path)
+    assert isinstance(model_any, int8_files.Int8Model)
 
 
 def test_a_plain_onnx_file_is_not_an_int8_model(tmp_path, quantized):
     _, model, _ = quantized
     path = tmp_path / "plain.onnx"
     write_onnx(optimize_for_inference(model), path, torch.randn(1, 3, 32, 32), False)
-    assert not quantize.is_int8_model(path)
+    assert not int8_files.is_int8_model(path)
     with pytest.raises(CheckpointError, match="not an mnv3spec int8 model"):
-        quantize.load_int8(path)
+        int8_files.load_int8(path)
 
 
 def test_sensitivity_lists_each_computing_row_and_keep_float_resolves_indices(quantized):
@@ -140,3 +141,32 @@ def test_bad_input_is_one_line_and_status_2(tmp_path, cli, case, args, message):
     assert r.returncode == 2, (case, r.stderr)
     assert message in r.stderr and "Traceback" not in r.stderr
     assert not list(tmp_path.glob("*.onnx"))
+
+
+def test_eval_and_infer_take_the_int8_file_as_they_take_a_checkpoint(quantized, cli, tmp_path):
+    _, _, r = quantized
+    result = cli("eval", r.path, "--data", "synthetic")
+    assert result.returncode == 0, result.stderr
+    assert f"top-1 {r.int8_top1:.2f}%" in result.stdout  # the figure quantize measured
+    images = tmp_path / "images"
+    images.mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (40, 40), (200, 30, 30)).save(images / "red.png")
+    result = cli("infer", "--models", r.path, "--images", images, "--topk", "2")
+    assert result.returncode == 0, result.stderr
+    assert "red.png" in result.stdout and "class" in result.stdout
+
+
+def test_latency_times_int8_beside_float_and_says_why_a_cuda_graph_did_not_run(cli):
+    result = cli(
+        *("latency", ROOT / "specs" / "small.yaml", "--widths", "0.25", "--devices", "cpu"),
+        *("--backends", "onnxruntime", "onnxruntime-int8", "cuda-graph", "--runs", "3"),
+        "--warmup",
+        "1",
+    )
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[3]: line for line in result.stdout.splitlines() if "small" in line}
+    assert set(rows) == {"onnxruntime", "onnxruntime-int8", "cuda-graph"}
+    assert float(rows["onnxruntime-int8"].split()[7]) > 0  # median ms
+    assert "note: cuda-graph on cpu: not run: cuda-graph runs on CUDA only" in result.stdout

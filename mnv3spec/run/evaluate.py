@@ -14,7 +14,7 @@ from ..data.batches import loader, normalize, worker_count
 from ..data.datasets import load_dataset
 from ..errors import DataError
 from ..model.memory import check_fits
-from ..weights.checkpoint import load_model
+from .int8 import is_int8_model, load_any
 from .runtime import amp_dtype, pick_device, reduce_sums
 
 
@@ -74,10 +74,12 @@ def evaluate_checkpoint(
 ) -> EvalResult:
     """Rebuild the model from a weights file alone; evaluate it on ``data``'s validation split
     (by default the data it was trained on, as recorded in the file, else CIFAR-100)."""
-    dev = pick_device(device)
-    model, meta = load_model(path, dev)
-    model = model.to(memory_format=torch.channels_last)
-    check_fits(model, batch_size, meta["resolution"], training=False, device=dev, what="eval")
+    int8 = is_int8_model(path)  # runs in ONNX Runtime on the CPU
+    dev = torch.device("cpu") if int8 else pick_device(device)
+    model, meta = load_any(path, dev)
+    if not int8:
+        model = model.to(memory_format=torch.channels_last)
+        check_fits(model, batch_size, meta["resolution"], training=False, device=dev, what="eval")
     data = data or meta["extra"].get("data", "cifar100")
     ds = load_dataset(data, data_dir, meta["resolution"], num_classes=len(meta["classes"]))
     if list(ds.classes) != list(meta["classes"]):

@@ -19,7 +19,7 @@ from ..data.folders import decode_image
 from ..errors import CheckpointError, DataError, UserError
 from ..model.memory import check_fits
 from ..text import text_table
-from ..weights.checkpoint import load_model
+from .int8 import Int8Model, load_any
 from .runtime import pick_device
 
 CHECKPOINT_NAME = "best.safetensors"
@@ -128,8 +128,9 @@ def classify(
     models, skipped, unreadable = [], [], []
     for path in checkpoints:
         try:
-            model, meta = load_model(path, dev)
-            check_fits(model, batch_size, meta["resolution"], training=False, device=dev)
+            model, meta = load_any(path, dev)
+            if not isinstance(model, Int8Model):
+                check_fits(model, batch_size, meta["resolution"], training=False, device=dev)
         except UserError as e:  # CheckpointError, or the memory check's
             skipped.append((str(path), e.message))
             continue

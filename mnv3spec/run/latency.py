@@ -7,9 +7,7 @@ CPU calls are timed with ``perf_counter``; CUDA calls with events after a synchr
 
 from __future__ import annotations
 
-import copy
 import csv
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
@@ -18,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from ..errors import ExportError, UserError
 from ..files import check_output, writing
@@ -28,9 +25,9 @@ from ..model.summary import summarize
 from ..spec.load import load_spec, resolve_path
 from ..text import text_table
 from ..weights.torchvision import load_torchvision, torchvision_twin
-from .export import optimize_for_inference, ort_session, require_onnx, trace_frozen, write_onnx
+from .backends import BACKENDS, Runner, prepare
+from .export import require_onnx
 
-BACKENDS = ("eager", "channels_last", "compiled", "onnxruntime")
 DEVICES = ("cpu", "cuda")
 DEFAULT_SPECS = ("small", "large")  # shipped specs, by name
 REFERENCE = "torchvision"
@@ -60,49 +57,6 @@ class LatencyRow:
         if self.torchvision_ms is None or self.median_ms is None:
             return None
         return self.torchvision_ms / self.median_ms
-
-
-Runner = Callable[[], Any]
-
-
-def prepare(model: nn.Module, backend: str, example: torch.Tensor) -> tuple[Runner, str]:
-    """A no-argument call running ``model`` on ``example`` with ``backend``, and a note on how."""
-    if backend == "eager":
-        return lambda: model(example), ""
-    cl = example.contiguous(memory_format=torch.channels_last)
-    if backend == "channels_last":
-        m = copy.deepcopy(model).to(memory_format=torch.channels_last)
-        return lambda: m(cl), ""
-    fast = optimize_for_inference(model)
-    if backend == "compiled":
-        return _compiled(fast, cl)
-    if backend == "onnxruntime":
-        return _onnxruntime(fast, example)
-    raise UserError(f"unknown backend '{backend}'; use {', '.join(BACKENDS)}", field="--backends")
-
-
-def _compiled(fast: nn.Module, x: torch.Tensor) -> tuple[Runner, str]:
-    """torch.compile of the BN-folded channels_last model; TorchScript freeze where it fails."""
-    try:
-        compiled = torch.compile(fast)
-        with torch.inference_mode():  # compiles now, as it will be timed, so failures show here
-            compiled(x)
-        return lambda: compiled(x), "torch.compile"
-    except Exception as e:  # inductor fails in many ways: no C++ compiler, no triton, ...
-        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
-        frozen = trace_frozen(fast, x)
-        return lambda: frozen(x), f"torch.compile failed ({reason}); used TorchScript freeze"
-
-
-def _onnxruntime(fast: nn.Module, x: torch.Tensor) -> tuple[Runner, str]:
-    device = x.device.type
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.onnx"
-        write_onnx(fast.cpu(), path, x.cpu(), dynamic_batch=False)
-        session = ort_session(path, device, threads=torch.get_num_threads())
-    feed = {"input": x.cpu().numpy()}
-    provider = session.get_providers()[0]
-    return lambda: session.run(None, feed), provider
 
 
 def time_rounds(
@@ -194,7 +148,7 @@ def _check(
             raise UserError(f"unknown {', '.join(bad)}; use {', '.join(allowed)}", field=name)
     if "cuda" in devices and not torch.cuda.is_available():
         raise UserError("CUDA is not available on this machine; leave cuda out", field="--devices")
-    if "onnxruntime" in backends:
+    if any(b.startswith("onnxruntime") for b in backends):
         require_onnx()
     if reference not in (None, REFERENCE):
         raise UserError(f"unknown reference '{reference}'; use {REFERENCE}", field="--reference")
