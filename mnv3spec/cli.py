@@ -122,8 +122,9 @@ _TRAIN_FLAGS = {
     "name": "--name",
     "seed": "--seed",
     "init": "--init",
+    "graph": "--no-graph",
 }
-_RESUME_MAY_CHANGE = ("device", "compile")
+_RESUME_MAY_CHANGE = ("device", "compile", "graph")  # how it runs, not what it computes
 
 
 @contextlib.contextmanager
@@ -156,15 +157,15 @@ def _resume(args: argparse.Namespace) -> None:
 
     if args.spec or args.set or args.width is not None:
         raise UserError("--resume takes no SPEC, --set or --width: a run keeps its spec")
-    fixed = [flag for f, flag in _TRAIN_FLAGS.items() if hasattr(args, f)]
-    fixed = [flag for flag in fixed if flag[2:] not in _RESUME_MAY_CHANGE]
+    fixed = [f for f in _TRAIN_FLAGS if hasattr(args, f) and f not in _RESUME_MAY_CHANGE]
     if fixed:
         raise UserError(
             f"--resume continues {args.resume} with the settings stored in its config.json; "
-            f"drop {', '.join(fixed)} (only --device and --compile may change)"
+            f"drop {', '.join(_TRAIN_FLAGS[f] for f in fixed)} (only --device, --compile and "
+            "--no-graph may change)"
         )
-    device, compile = getattr(args, "device", None), getattr(args, "compile", None)
-    resume(args.resume, _command_line(), device=device, compile=compile)
+    changes = {f: getattr(args, f) for f in _RESUME_MAY_CHANGE if hasattr(args, f)}
+    resume(args.resume, _command_line(), **changes)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -217,6 +218,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     add("--warmup", type=non_negative, help="epochs of linear learning-rate warm-up (seed: 0)")
     add("--label-smoothing", type=non_negative, help="cross-entropy label smoothing (seed: 0)")
     add("--compile", action="store_true", help="torch.compile the model")
+    add(
+        "--no-graph",
+        dest="graph",
+        action="store_false",
+        help="on CUDA, run each step eagerly instead of replaying it as a captured CUDA graph",
+    )
     add("--out", help="parent folder of run folders (default runs)")
     add("--name", help="run folder name (default SPEC-wWIDTH-DATA)")
     add("--seed", type=_number(int, 0), help="seed; on CPU also deterministic algorithms")

@@ -228,7 +228,10 @@ def test_bad_spec_names_file_and_line(capsys):
     [
         (["specs/small.yaml", "--out", "{tmp}", "--name", "taken"], "already holds a run"),
         (["specs/small.yaml", "--resume", "{tmp}/taken"], "--resume takes no SPEC"),
-        (["--resume", "{tmp}/taken", "--lr", "0.2"], "drop --lr (only --device and --compile"),
+        (
+            ["--resume", "{tmp}/taken", "--lr", "0.2"],
+            "drop --lr (only --device, --compile and --no-graph",
+        ),
         (["--resume", "{tmp}/nothing"], "nothing is not a run folder"),
         ([], "give the SPEC to train"),
     ],

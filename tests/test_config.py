@@ -43,6 +43,14 @@ def test_a_missing_field_is_never_defaulted():
         config_from_json(values, "config.json")
 
 
+def test_a_run_saved_before_the_graph_setting_existed_resumes_with_its_default():
+    """``graph`` came after the first release: older config.json files lack it."""
+    older = {k: v for k, v in SAVED.items() if k != "graph"}
+    assert config_from_json(older, "config.json").graph is True
+    with pytest.raises(UserError, match="the field 'graph' is 'no'"):
+        config_from_json({**SAVED, "graph": "no"}, "config.json")
+
+
 def test_recipe_errors_name_the_parameter():
     with pytest.raises(UserError) as e:
         TrainConfig("x", momentum=0.0, nesterov=True).resolved_recipe()

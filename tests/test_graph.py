@@ -104,3 +104,38 @@ def test_captured_step_matches_eager():
         a, b = eager(x, y)[0], captured(x, y)[0]
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     assert captured.graph is not None
+
+
+def test_cpu_training_is_eager_and_says_nothing_about_graphs(cli, tmp_path):
+    result = cli(
+        *("train", SMALL, "--data", "synthetic", "--epochs", "1", "--width", "0.25"),
+        *("--out", tmp_path, "--name", "r", "--seed", "0"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "steps:" not in result.stdout and "warm-up:" not in result.stdout
+    # --no-graph is a way of running, not of computing: a resume may change it
+    result = cli("train", "--resume", tmp_path / "r", "--no-graph")
+    assert result.returncode == 0, result.stderr
+    result = cli("train", "--resume", tmp_path / "r", "--no-graph", "--lr", "0.2")
+    assert result.returncode == 2 and "drop --lr" in result.stderr
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_a_captured_run_follows_the_eager_runs_loss_curve(cli, tmp_path):
+    """Three epochs each way from the same seed: losses within bf16 noise, and the log says how
+    the steps ran and what the warm-up cost."""
+    common = ("--data", "synthetic", "--epochs", "3", "--width", "0.5", "--seed", "0")
+    runs = {}
+    for name, extra in (("graph", ()), ("eager", ("--no-graph",))):
+        result = cli("train", SMALL, *common, "--out", tmp_path, "--name", name, *extra)
+        assert result.returncode == 0, result.stderr
+        runs[name] = result.stdout
+        losses = [
+            float(line.split(",")[2])
+            for line in (tmp_path / name / "metrics.csv").read_text().splitlines()[1:]
+        ]
+        runs[name + "_losses"] = losses
+    assert "steps: CUDA graph replay" in runs["graph"] and "warm-up:" in runs["graph"]
+    assert "steps: eager, off" in runs["eager"]
+    for a, b in zip(runs["graph_losses"], runs["eager_losses"], strict=True):
+        assert abs(a - b) < 0.05 * max(abs(b), 1e-3)

@@ -40,6 +40,7 @@ class TrainConfig:
     seed: int | None = None  # given: deterministic algorithms on CPU
     init: str | None = None  # "torchvision", "timm:NAME[.TAG]" or a path to a state_dict
     deterministic: bool = False  # set from ``seed`` when the run starts
+    graph: bool = True  # on CUDA, each step captured as a CUDA graph (:mod:`.graph`)
 
     def resolved_recipe(self) -> Recipe:
         changes = {k: getattr(self, k) for k in RECIPE_FIELDS if hasattr(self, k)}
@@ -75,6 +76,7 @@ _KINDS: dict[str, tuple[type, ...]] = {
     "dict[str, Any]": (dict,),
 }
 _AT_LEAST_ONE = ("epochs", "batch")
+_ADDED_LATER = {"graph": True}  # fields newer than the first release: absent in older runs
 
 
 def _fits(value: Any, annotation: str) -> bool:
@@ -95,6 +97,7 @@ def config_from_json(values: dict[str, Any], file: str) -> TrainConfig:
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise UserError(f"unknown field '{unknown[0]}' (damaged or edited?); {fix}", file=file)
+    values = {**_ADDED_LATER, **values}
     for name, f in known.items():
         if name not in values:
             raise UserError(f"the field '{name}' is missing (damaged or edited?); {fix}", file=file)

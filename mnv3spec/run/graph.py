@@ -103,6 +103,13 @@ class GraphStep:
         self.outputs: tuple[torch.Tensor, torch.Tensor] | None = None
         self.warmup_seconds = 0.0
 
+    def fits(self, x: torch.Tensor, labels: torch.Tensor) -> bool:
+        """Whether a batch can go through the graph: before capture any can (the first full
+        batches warm it up); after, only one of the captured shape."""
+        return self.inputs is None or (
+            x.shape == self.inputs[0].shape and labels.shape == self.inputs[1].shape
+        )
+
     def __call__(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.graph is None:
             start = time.perf_counter()

@@ -22,6 +22,7 @@ from ..data.batches import augment, loader, normalize
 from ..errors import CheckpointError, TrainingError
 from ..model.builder import SpecNet
 from .evaluate import EvalResult, evaluate
+from .graph import WARMUP_STEPS, DeviceLR, GraphStep, sgd_update, wanted
 from .plan import RunPlan
 from .recipe import make_optimizer, make_scheduler
 from .run_folder import save_epoch
@@ -52,6 +53,24 @@ def train_step(
     return loss.detach(), logits.detach()
 
 
+def captured_step(
+    model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer, lr: DeviceLR, amp
+) -> GraphStep:
+    """:func:`train_step` for a CUDA graph: the same forward, loss and backward, with the SGD
+    update written in tensor arithmetic on the device learning rate (:func:`.graph.sgd_update`)."""
+
+    def step(x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.autocast(x.device.type, dtype=amp, enabled=amp is not None):
+            logits = model(x)
+            loss = criterion(logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        sgd_update(optimizer, lr.values)
+        return loss.detach(), logits.detach()
+
+    return GraphStep(step)
+
+
 def wrap(net: SpecNet, plan: RunPlan) -> nn.Module:
     """The module the steps call: DDP over the launch's processes, compiled when asked."""
     model: nn.Module = net
@@ -61,6 +80,15 @@ def wrap(net: SpecNet, plan: RunPlan) -> nn.Module:
     if plan.cfg.compile:
         model = torch.compile(model)
     return model
+
+
+def validation_batch(batch: int, resolution: int, device: torch.device) -> int:
+    """Images per validation call: the training batch on the CPU (where a larger one gains
+    nothing); on a GPU as many as 1,024 CIFAR-sized images take, so 10,000 validation images are
+    a few calls rather than 79 launch-bound ones."""
+    if device.type != "cuda":
+        return batch
+    return max(batch, 1024 * 32 * 32 // resolution**2)
 
 
 def loaders(plan: RunPlan, order: torch.Generator) -> tuple[Iterable, Iterable]:
@@ -80,7 +108,8 @@ def loaders(plan: RunPlan, order: torch.Generator) -> tuple[Iterable, Iterable]:
         **decoding,
     )
     shard = slice(w.rank, None, w.size)
-    val = loader(d.val_images[shard], d.val_labels[shard], plan.batch, shuffle=False, **decoding)
+    val_batch = validation_batch(plan.batch, plan.spec.resolution, plan.device)
+    val = loader(d.val_images[shard], d.val_labels[shard], val_batch, shuffle=False, **decoding)
     return train, val
 
 
@@ -102,8 +131,28 @@ class Trainer:
         self.augment = torch.Generator().manual_seed(cfg.seed + 1 + world.rank)
         torch.manual_seed(cfg.seed + world.rank)  # dropout
         self.train_batches, self.val_batches = loaders(plan, self.order)
+        self.graph_note = wanted(
+            self.device,
+            enabled=cfg.graph,
+            scaler_enabled=self.scaler.is_enabled(),
+            processes=world.size,
+            compiled=cfg.compile,
+        )
+        self.lr = DeviceLR(self.optimizer, self.device)
+        self.graph = None
+        if self.graph_note is None:
+            self.graph = captured_step(
+                self.model, self.criterion, self.optimizer, self.lr, self.amp
+            )
+        self.warmup_said = False
         self.epoch, self.best = 0, -1.0
         self.rows: list[dict] = []
+
+    def step_line(self) -> str | None:
+        """How steps run, on a GPU (on the CPU they are plain eager steps: nothing to say)."""
+        if self.device.type != "cuda":
+            return None
+        return f"steps: {'CUDA graph replay' if self.graph else 'eager, ' + self.graph_note}"
 
     def log(self, message: str) -> None:
         if self.plan.world.main:
@@ -117,6 +166,12 @@ class Trainer:
             start = time.perf_counter()
             lr = self.optimizer.param_groups[0]["lr"]
             train_loss, train_top1, images_per_s = self.train_epoch(epoch)
+            if self.graph is not None and not self.warmup_said and self.graph.graph is not None:
+                self.warmup_said = True
+                self.log(
+                    f"warm-up: {self.graph.warmup_seconds:.1f} s ({WARMUP_STEPS} eager steps "
+                    "and the CUDA graph capture, part of this epoch's time)"
+                )
             average_buffers(self.net, self.plan.world)
             val = self.evaluate()
             row = {
@@ -157,9 +212,7 @@ class Trainer:
             labels = labels.to(self.device, non_blocking=True)
             x = augment(images, generator=self.augment)
             x = normalize(x, data.mean, data.std, channels_last=True)
-            loss, logits = train_step(
-                self.model, self.criterion, self.optimizer, self.scaler, x, labels, self.amp
-            )
+            loss, logits = self.step(x, labels)
             self.scheduler.step()
             losses[step] = loss
             loss_sum += loss * len(labels)
@@ -176,6 +229,16 @@ class Trainer:
         seconds = time.perf_counter() - start
         loss_sum, hits, n = reduce_sums([float(loss_sum), float(correct), float(seen)], self.device)
         return loss_sum / n, 100 * hits / n, n / seconds
+
+    def step(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimiser step: replayed as a CUDA graph where it can be, else eagerly; a batch of
+        another shape than the captured one (a short last batch) runs eagerly too."""
+        if self.graph is not None and self.graph.fits(x, labels):
+            self.lr.refresh()
+            return self.graph(x, labels)
+        return train_step(
+            self.model, self.criterion, self.optimizer, self.scaler, x, labels, self.amp
+        )
 
     def check_finite(self, losses: torch.Tensor, begin: int, end: int, epoch: int) -> None:
         """Stop at the first NaN/inf loss on any rank, naming its epoch and step."""

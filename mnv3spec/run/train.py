@@ -60,16 +60,17 @@ def resume(
     *,
     device: str | None = None,
     compile: bool | None = None,
+    graph: bool | None = None,
 ) -> Path:
     """Continue a run after its last finished epoch, with the settings stored in its folder;
-    only ``device`` and ``compile`` may change (they do not change what is computed). The folder
-    is locked before it is read, so a second resume of it fails at once."""
+    only ``device``, ``compile`` and ``graph`` may change (they do not change what is computed).
+    The folder is locked before it is read, so a second resume of it fails at once."""
     run_dir = Path(run_dir)
     world = World.from_env()
     ours = world.main and (run_dir / CONFIG_FILE).is_file()  # else read_run says what it is
     with locked(run_dir) if ours else nullcontext():
         point = read_run(run_dir)
-        changes = {"device": device, "compile": compile}
+        changes = {"device": device, "compile": compile, "graph": graph}
         cfg = dataclasses.replace(point.cfg, **{k: v for k, v in changes.items() if v is not None})
         return _launch(cfg, point.spec, command, point)
 
@@ -98,7 +99,8 @@ def _launch(cfg: TrainConfig, spec: Spec, command: str, point: ResumePoint | Non
                 trainer.restore(point.state, point.rows, point.state_file)
             if world.main:
                 write_start(run_dir, net, dataclasses.asdict(cfg), command)
-            for line in (note, _resuming(trainer), _start_line(plan, run_dir, threads)):
+            start = _start_line(plan, run_dir, threads)
+            for line in (note, _resuming(trainer), start, trainer.step_line()):
                 if line:
                     trainer.log(line)
             trainer.fit()
