@@ -178,22 +178,31 @@ def test_an_earlier_export_of_the_same_kind_is_replaced(checkpoint, tmp_path):
     assert first.path == again.path == out and [p.name for p in tmp_path.iterdir()] == ["m.pt"]
 
 
-def test_a_checkpoint_with_nan_weights_is_refused_and_nothing_written(checkpoint, tmp_path, cli):
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (float("nan"), "NaN or infinite values"),  # refused as it is read
+        (3e38, "the model's outputs are not finite ("),  # finite weights whose products overflow
+    ],
+)
+def test_a_model_with_non_finite_weights_or_outputs_exports_nothing(
+    checkpoint, tmp_path, cli, value, message
+):
     from mnv3spec.weights.checkpoint import load_model, save_weights
 
     model, _ = load_model(checkpoint[0])
     with torch.no_grad():
-        model.layers.r03_bneck.dw.conv.weight[0].fill_(float("nan"))
-    nan = tmp_path / "nan.safetensors"
-    save_weights(nan, model.eval(), classes=["cat", "dog", "bird"])
-    saved = nan.read_bytes()
+        model.layers.r03_bneck.dw.conv.weight[0].fill_(value)
+    bad = tmp_path / "bad.safetensors"
+    save_weights(bad, model.eval(), classes=["cat", "dog", "bird"])
+    saved = bad.read_bytes()
     for fmt in ("onnx", "torchscript"):
-        result = cli("export", nan, "--format", fmt)
+        result = cli("export", bad, "--format", fmt)
         assert result.returncode == 2 and "Traceback" not in result.stderr
-        assert result.stderr.startswith(f"error: {nan}: the model's outputs are not finite (")
-        assert "nothing was written" in result.stderr and "0.00e+00" not in result.stdout
-    assert [p.name for p in tmp_path.iterdir()] == ["nan.safetensors"]
-    assert nan.read_bytes() == saved
+        assert result.stderr.startswith(f"error: {bad}: ") and message in result.stderr
+        assert "0.00e+00" not in result.stdout
+    assert [p.name for p in tmp_path.iterdir()] == ["bad.safetensors"]
+    assert bad.read_bytes() == saved
 
 
 def test_an_export_too_large_for_memory_is_refused_before_allocating(tmp_path, cli):

@@ -192,7 +192,7 @@ def test_init_torchvision_offline_says_where_to_put_the_file(tmp_path, monkeypat
     with pytest.raises(CheckpointError) as e:
         init_from(build(load_spec(SMALL)), "torchvision")
     message = str(e.value)
-    assert "no network" in message and "--init PATH" in message
+    assert "no network" in message and "start from a saved state_dict file" in message
     assert str(tmp_path / "hub" / "checkpoints" / "mobilenet_v3_small-047dcff4.pth") in message
 
 

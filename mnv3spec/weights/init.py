@@ -30,7 +30,11 @@ SOURCES = "'torchvision', 'timm:NAME[.TAG]' or a state_dict file"
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A state_dict file: safetensors, or ``torch.load`` with ``weights_only=True``."""
-    check_file(path)  # a folder, a pipe or a device is refused before anything is read
+    if path.suffix == ".safetensors":
+        check_file(path)  # a folder, a pipe, a device or a huge header refused before reading
+    elif not path.is_file():  # torch.load of a pipe or a device would never end
+        problem = "not a file (a folder or a device)" if path.exists() else "no such file"
+        raise CheckpointError(f"{problem}; starting weights are {SOURCES}", file=str(path))
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
