@@ -83,7 +83,7 @@ def flag_names(parser: argparse.ArgumentParser) -> dict[str, str]:
 def flag_for(error: UserError, flags: dict[str, str], args: argparse.Namespace) -> str | None:
     """The field of ``error`` in flags: its first word, a parameter, becomes the flag (``set
     width=0`` → ``--set width=0``), with the value typed unless the error already shows it (as its
-    file, or in its message). None when the field names no parameter of this command: it is a
+    file, or first in its message). None when the field names no parameter of this command: it is a
     position in a file (an error with a line), a spec field, or nothing."""
     if not error.field or error.line is not None:
         return None
@@ -95,7 +95,6 @@ def flag_for(error: UserError, flags: dict[str, str], args: argparse.Namespace) 
     value = getattr(args, name, None)
     typed = isinstance(value, (str, int, float)) and not isinstance(value, bool)
     shown = error.file is not None or error.message.startswith(str(value))
-    shown = shown or f"'{value}'" in error.message
     return f"{flags[name]} {value}" if typed and not shown else flags[name]
 
 
