@@ -147,7 +147,7 @@ def test_build_takes_a_resolved_spec_and_derive_changes_it_without_reading_the_f
     assert spec.params["width"] == 0.5  # the original is untouched
     with pytest.raises(SpecError) as e:
         spec.derive(si=7)
-    assert str(copy) in str(e.value) and "--set si=7" in str(e.value)
+    assert str(copy) in str(e.value) and "overridden with si=7" in str(e.value)
     with pytest.raises(TypeError, match="takes a Spec"):
         build(SMALL)
 

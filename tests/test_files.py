@@ -37,8 +37,8 @@ def test_atomic_path_gives_the_usual_permissions(tmp_path):
 
 def test_check_output_names_what_is_wrong(tmp_path):
     assert check_output(tmp_path / "lat.png", "png", suffix=".png") == tmp_path / "lat.png"
-    with pytest.raises(UserError, match=r"lat\.txt: --plot: must end in \.png"):
-        check_output(tmp_path / "lat.txt", "png", suffix=".png", field="--plot")
+    with pytest.raises(UserError, match=r"lat\.txt: plot: must end in \.png"):
+        check_output(tmp_path / "lat.txt", "png", suffix=".png", field="plot")
     with pytest.raises(UserError, match="is a folder; give a file name"):
         check_output(tmp_path, "csv")
     with pytest.raises(UserError, match="does not exist"):
@@ -53,7 +53,7 @@ def test_an_output_is_never_an_input_whatever_the_path_says(tmp_path):
     (tmp_path / "sub").mkdir()
     for same in (spec, tmp_path / "sub" / ".." / "s.yaml", tmp_path / "link.csv"):
         with pytest.raises(UserError, match=r"is also an input of this command \(.*s\.yaml\)"):
-            check_output(same, "spec", inputs=[spec], field="--csv")
+            check_output(same, "spec", inputs=[spec], field="csv")
     with pytest.raises(UserError, match="is also an input"):
         check_output(tmp_path / "hard.csv", "csv", inputs=[spec])
     assert spec.read_text() == "name: mine\n"
@@ -93,9 +93,9 @@ def test_an_existing_file_of_another_kind_is_not_replaced(tmp_path):
     spec = tmp_path / "other.yaml"
     spec.write_bytes((ROOT / "specs" / "small.yaml").read_bytes())
     with pytest.raises(
-        UserError, match=r"other\.yaml: --csv: exists and is a spec \(YAML\), not a CSV"
+        UserError, match=r"other\.yaml: csv: exists and is a spec \(YAML\), not a CSV"
     ):
-        check_output(spec, "csv", field="--csv")
+        check_output(spec, "csv", field="csv")
     (tmp_path / "junk.onnx").write_bytes(b"\x00" * 10)  # an onnx suffix is enough to replace it
     assert check_output(tmp_path / "junk.onnx", "onnx") == tmp_path / "junk.onnx"
     (tmp_path / "mystery").write_bytes(b"data")

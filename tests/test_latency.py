@@ -133,7 +133,7 @@ def test_cli_latency_unknown_backend_exits_2(capsys):
         (["--csv", "{tmp}/missing/rows.csv"], "--csv: the folder {tmp}/missing does not exist"),
         (["--csv", "{tmp}"], "{tmp}: --csv: is a folder; give a file name"),
         (["--plot", "{tmp}/plot.txt"], "plot.txt: --plot: must end in .png"),
-        (["--set", "width=0.5"], "--set width: the width comes from --widths"),
+        (["--set", "width=0.5"], "--set width: the width comes from the widths"),
     ],
 )
 def test_cli_latency_bad_output_or_width_fails_before_timing(tmp_path, cli, args, message):
@@ -152,7 +152,7 @@ def test_write_errors_are_user_errors(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", full)  # as atomic_path renames the finished file
-    with pytest.raises(UserError, match=r"rows\.csv: --csv: cannot write: No space left on device"):
+    with pytest.raises(UserError, match=r"rows\.csv: csv: cannot write: No space left on device"):
         latency.write_csv([], tmp_path / "rows.csv")
     assert list(tmp_path.iterdir()) == []
 

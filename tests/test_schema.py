@@ -76,7 +76,7 @@ def test_huge_integers_in_a_file_are_one_error(tmp_path):
 
 def test_huge_integers_through_set():
     key, value = parse_assignment(f"num_classes={HUGE}")
-    with pytest.raises(SpecError, match=f"--set num_classes={HUGE}: params.num_classes: found"):
+    with pytest.raises(SpecError, match=f"set num_classes={HUGE}: params.num_classes: found"):
         load_spec(SMALL, **{key: value})
     key, value = parse_assignment("num_classes=" + "9" * 5000)  # past Python's int() limit
     with pytest.raises(SpecError, match=r'params\.num_classes: found "9999'):

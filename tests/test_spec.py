@@ -85,19 +85,19 @@ def test_dotted_override_edits_a_row():
     assert spec.rows[12].fields["se"] is True
 
 
-def test_override_errors_name_the_flag():
+def test_override_errors_name_the_override():
     with pytest.raises(
-        SpecError, match=r"--set foo=1: unknown parameter 'foo'; the spec defines: width"
+        SpecError, match=r"^set foo=1: unknown parameter 'foo'; the spec defines: width"
     ):
         load_spec(ROOT / "specs" / "small.yaml", foo=1)
-    with pytest.raises(SpecError, match=r"comes from \$si, set by --set si=3"):
+    with pytest.raises(SpecError, match=r"comes from \$si, overridden with si=3\)"):
         load_spec(ROOT / "specs" / "small.yaml", si=3)
     with pytest.raises(
-        SpecError, match=r"--set width=0: params.width: found 0; allowed: a number > 0"
+        SpecError, match=r"^set width=0: params.width: found 0; allowed: a number > 0"
     ):
         load_spec(ROOT / "specs" / "small.yaml", width=0)
     with pytest.raises(
-        SpecError, match=r"unknown key 'k'.* \(the row as changed by --set layers.0.op=pool\)"
+        SpecError, match=r"unknown key 'k'.* \(the row as overridden with layers.0.op=pool\)"
     ):
         load_spec(ROOT / "specs" / "small.yaml", **{"layers.0.op": "pool"})
     with pytest.raises(SpecError, match=r"has no 'layers\[99\]'"):
@@ -107,7 +107,7 @@ def test_override_errors_name_the_flag():
 def test_overrides_must_be_finite_and_integers_must_be_ints():
     with pytest.raises(SpecError, match="must be a finite number"):
         parse_assignment("width=.inf")
-    with pytest.raises(SpecError, match=r"found 2\.0; allowed: 1, 2 .*set by --set si=2\.0"):
+    with pytest.raises(SpecError, match=r"found 2\.0; allowed: 1, 2 .*overridden with si=2\.0"):
         load_spec(ROOT / "specs" / "small.yaml", si=2.0)
     with pytest.raises(SpecError, match=r"layers\[0\]\.k: found 3\.0; allowed: an odd integer"):
         load_spec(ROOT / "specs" / "small.yaml", **{"layers.0.k": 3.0})

@@ -133,7 +133,7 @@ def test_offline_init_names_the_file_and_where_it_goes(monkeypatch):
     repo = "timm/mobilenetv3_large_100.ra_in1k"
     assert f"https://huggingface.co/{repo}/resolve/main/model.safetensors" in message
     assert "models--timm--mobilenetv3_large_100.ra_in1k" in message
-    assert "--init PATH/model.safetensors" in message
+    assert "PATH/model.safetensors as the init weights" in message
     with pytest.raises(UserError, match=r"it has: .*mobilenetv3_large_100\.ra_in1k"):
         timm_weights.timm_weights("timm:mobilenetv3_large_100.nosuch")
     with pytest.raises(UserError, match="no pretrained weights for mobilenetv3_large_075"):

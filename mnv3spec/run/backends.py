@@ -41,7 +41,7 @@ def prepare(model: nn.Module, backend: str, example: torch.Tensor) -> tuple[Runn
         return int8_runner(fast, example)
     if backend == "cuda-graph":
         return _cuda_graph(fast, cl)
-    raise UserError(f"unknown backend '{backend}'; use {', '.join(BACKENDS)}", field="--backends")
+    raise UserError(f"unknown backend '{backend}'; use {', '.join(BACKENDS)}", field="backends")
 
 
 def _compiled(fast: nn.Module, x: torch.Tensor) -> tuple[Runner, str]:

@@ -146,8 +146,9 @@ def load_source(
     if Path(source).suffix == ".safetensors":
         if overrides:
             raise UserError(
-                "--set changes a spec; a checkpoint carries its own (export its spec instead)",
+                "overrides change a spec; a checkpoint carries its own (export its spec instead)",
                 file=str(source),
+                field="overrides",
             )
         model, _ = load_model(source)
         return model.eval(), False
@@ -168,7 +169,7 @@ def export(
     Without ``out`` a checkpoint's export goes beside it, a spec's into the current folder.
     """
     if fmt not in FORMATS:
-        raise UserError(f"unknown format '{fmt}'; use {' or '.join(FORMATS)}", field="--format")
+        raise UserError(f"unknown format '{fmt}'; use {' or '.join(FORMATS)}", field="format")
     if fmt == "onnx":
         require_onnx()
     model, random_init = load_source(source, overrides)
@@ -178,7 +179,7 @@ def export(
     if out is None:
         folder = source.parent if not random_init else Path.cwd()
         out = folder / (source.stem + FORMATS[fmt])
-    out = check_output(out, fmt, inputs=[source], field="--out")
+    out = check_output(out, fmt, inputs=[source], field="out")
     shapes = [(b, channels, size, size) for b in ((1, 3) if dynamic_batch else (1, 1))]
     check_fits(model, max(b for b, *_ in shapes), size, training=False, what="this export")
     # A dynamic batch is traced at 2: torch.export specialises a dimension that is 1 in the example.
@@ -186,7 +187,7 @@ def export(
     check_finite(model, example, source)
     fast = optimize_for_inference(model)
     opset = None
-    with writing(out, field="--out") as tmp:
+    with writing(out, field="out") as tmp:
         if fmt == "onnx":
             opset = write_onnx(fast, tmp, example, dynamic_batch)
         else:

@@ -84,7 +84,8 @@ def find_checkpoints(paths: list[str | Path]) -> list[Path]:
     if not found:
         where = ", ".join(map(str, paths))
         raise CheckpointError(
-            f"no {CHECKPOINT_NAME} under {where}; train one (mnv3spec train) or pass --models PATH"
+            f"no {CHECKPOINT_NAME} under {where}; train one, or name checkpoint files or folders",
+            field="models",
         )
     unique: dict[Path, Path] = {}
     for path in found:
@@ -121,7 +122,7 @@ def classify(
     not a readable image are reported in :attr:`Report.skipped`; a :class:`DataError` says why
     when nothing at all was classified."""
     if topk < 1:
-        raise UserError("must be at least 1", field="--topk")
+        raise UserError("must be at least 1", field="topk")
     dev = pick_device(device)
     images, subfolders = list_images(image_folder)
     checkpoints = find_checkpoints(model_paths)

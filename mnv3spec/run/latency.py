@@ -119,9 +119,9 @@ def measure(
     _check(devices, backends, reference, batch, runs, warmup)
     if "width" in (overrides or {}):
         raise UserError(
-            "the width comes from --widths (one row per width), so --set width would be "
-            "overridden; give --widths instead",
-            field="--set width",
+            "the width comes from the widths (one row per width), so this override would be "
+            "lost; give widths instead",
+            field="set width",
         )
     rows = []
     for source in specs or DEFAULT_SPECS:
@@ -140,20 +140,20 @@ def _check(
     devices: list[str], backends: tuple[str, ...], reference: str | None, *counts: int
 ) -> None:
     for name, allowed, given in (
-        ("--devices", DEVICES, devices),
-        ("--backends", BACKENDS, backends),
+        ("devices", DEVICES, devices),
+        ("backends", BACKENDS, backends),
     ):
         bad = [g for g in given if g not in allowed]
         if bad:
             raise UserError(f"unknown {', '.join(bad)}; use {', '.join(allowed)}", field=name)
     if "cuda" in devices and not torch.cuda.is_available():
-        raise UserError("CUDA is not available on this machine; leave cuda out", field="--devices")
+        raise UserError("CUDA is not available on this machine; leave cuda out", field="devices")
     if any(b.startswith("onnxruntime") for b in backends):
         require_onnx()
     if reference not in (None, REFERENCE):
-        raise UserError(f"unknown reference '{reference}'; use {REFERENCE}", field="--reference")
+        raise UserError(f"unknown reference '{reference}'; use {REFERENCE}", field="reference")
     if min(counts) < 1:
-        raise UserError("--batch, --runs and --warmup must be at least 1")
+        raise UserError("batch, runs and warmup must be at least 1")
 
 
 def _check_memory(model: SpecNet, device: str, batch: int, reference: str | None) -> None:
@@ -271,15 +271,15 @@ def check_files(
     may be one of the ``specs`` read (nor each other), nor replace a file of another kind."""
     inputs: list[str | Path] = [resolve_path(s) for s in specs or DEFAULT_SPECS]
     if csv_path:
-        check_output(csv_path, "csv", inputs=inputs, field="--csv")
+        check_output(csv_path, "csv", inputs=inputs, field="csv")
         inputs.append(csv_path)
     if plot_path:
-        check_output(plot_path, "png", inputs=inputs, suffix=".png", field="--plot")
+        check_output(plot_path, "png", inputs=inputs, suffix=".png", field="plot")
 
 
 def write_csv(rows: list[LatencyRow], path: str | Path) -> None:
     """The raw rows, one per line, with the ratio to torchvision."""
-    with writing(path, field="--csv") as tmp, open(tmp, "w", newline="") as f:
+    with writing(path, field="csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, [*(fl.name for fl in fields(LatencyRow)), "speedup"])
         writer.writeheader()
         for r in rows:
@@ -306,5 +306,5 @@ def plot(rows: list[LatencyRow], path: str | Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    with writing(path, field="--plot") as tmp:
+    with writing(path, field="plot") as tmp:
         fig.savefig(tmp, format="png", dpi=120)

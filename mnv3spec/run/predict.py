@@ -66,7 +66,7 @@ class Table:
         return statistics.median(values) if values else None
 
 
-def read_table(path: str | Path, *, field: str = "--table") -> Table:
+def read_table(path: str | Path, *, field: str = "table") -> Table:
     """The table at ``path``; an empty one if there is no such file yet."""
     path = Path(path)
     table = Table(path)
@@ -79,7 +79,7 @@ def read_table(path: str | Path, *, field: str = "--table") -> Table:
             if missing:
                 raise UserError(
                     f"not a latency table (no column {', '.join(sorted(missing))}); "
-                    "write one with latency --table",
+                    "time rows into a new table to make one",
                     file=str(path),
                     field=field,
                 )
@@ -91,7 +91,7 @@ def read_table(path: str | Path, *, field: str = "--table") -> Table:
 
 
 def write_table(table: Table) -> None:
-    with writing(table.path, field="--table") as tmp, open(tmp, "w", newline="") as f:
+    with writing(table.path, field="table") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, COLUMNS)
         writer.writeheader()
         writer.writerows(sorted(table.rows.values(), key=lambda r: tuple(r[k] for k in KEY)))
@@ -138,7 +138,7 @@ def time_rows(
         raise UserError(
             f"a latency table times rows one by one, so only {', '.join(BACKENDS)}; "
             f"'{backend}' optimises across rows",
-            field="--backends",
+            field="backends",
         )
     model = model.eval().to(device)
     keys = row_keys(model, device, backend, batch)
@@ -181,7 +181,7 @@ def predict(model: SpecNet, table: Table, device: str, backend: str, batch: int)
     if overhead is None:
         raise UserError(
             f"no overhead measured for {' '.join(keys[0][:2])}, batch {batch}, "
-            f"{keys[0][3]} threads; time a whole network with latency --table",
+            f"{keys[0][3]} threads; time a whole network into the table",
             file=str(table.path),
         )
     return sum(table.median(k) for k in keys) + overhead
@@ -203,13 +203,13 @@ def make_table(
 ) -> str:
     """``latency --table``: add every network's missing rows and its overhead to the table at
     ``path`` (made if absent, kept otherwise); returns a summary line."""
-    check_output(path, "csv", inputs=specs or (), suffix=".csv", field="--table")
+    check_output(path, "csv", inputs=specs or (), suffix=".csv", field="table")
     devices = devices or latency.default_devices()
     bad = [d for d in devices if d not in latency.DEVICES]
     if bad or ("cuda" in devices and not torch.cuda.is_available()):
-        raise UserError(f"cannot time on {', '.join(bad) or 'cuda'} here", field="--devices")
+        raise UserError(f"cannot time on {', '.join(bad) or 'cuda'} here", field="devices")
     if "width" in overrides:
-        raise UserError("give --widths instead (one network per width)", field="--set width")
+        raise UserError("give widths instead (one network per width)", field="set width")
     table = read_table(path)
     before = len(table.rows)
     for source in specs or latency.DEFAULT_SPECS:

@@ -55,9 +55,9 @@ class Grid:
 def parse_grid(text: str) -> Grid:
     """``"width=0.5,1.0"`` → ``Grid("width", (0.5, 1.0))``, each value read as --set reads it."""
     key, sep, values = text.partition("=")
-    where = f"--grid {text}"
+    where = f"grid {text}"
     if not sep or not key.strip():
-        raise UserError("not KEY=V1,V2,...; for example --grid width=0.5,1.0", field=where)
+        raise UserError("not KEY=V1,V2,...; for example width=0.5,1.0", field=where)
     parts = [v.strip() for v in values.split(",")]
     if not any(parts):
         raise UserError(f"no values for {key.strip()}; give KEY=V1,V2,...", field=where)
@@ -66,7 +66,7 @@ def parse_grid(text: str) -> Grid:
     try:
         parsed = tuple(parse_assignment(f"{key}={v}")[1] for v in parts)
     except SpecError as e:
-        raise UserError(e.message.replace("--set", "--grid"), field=where) from None
+        raise UserError(e.message, field=where) from None
     if len(set(map(repr, parsed))) < len(parsed):
         raise UserError("a value appears twice", field=where)
     return Grid(key.strip(), parsed)
@@ -95,10 +95,10 @@ def check_grids(specs: list[Spec], grids: list[Grid]) -> None:
     (a value that is of the right kind but breaks the network makes an error row instead)."""
     keys = [g.key for g in grids]
     for key in {k for k in keys if keys.count(k) > 1}:
-        raise UserError(f"{key} has two grids; give its values in one", field=f"--grid {key}")
+        raise UserError(f"{key} has two grids; give its values in one", field=f"grid {key}")
     for spec in specs:
         for g in grids:
-            where = f"--grid {g.key}={','.join(map(_text, g.values))}"
+            where = f"grid {g.key}={','.join(map(_text, g.values))}"
             try:
                 current = _current(spec, g.key)
             except (KeyError, IndexError, TypeError, ValueError):
@@ -341,7 +341,7 @@ def sweep(
     grids = [parse_grid(t) for t in grid_texts]
     loaded = [load_spec(s, **fixed) for s in specs]
     check_grids(loaded, grids)
-    folder = check_output_folder(Path(out), field="--out") / (
+    folder = check_output_folder(Path(out), field="out") / (
         name or "-".join(Path(s.source).stem for s in loaded)
     )
     chosen = variants(specs, fixed, grids)
@@ -357,9 +357,9 @@ def sweep(
         torch.get_num_threads(),
         str(Path(table).resolve()) if table else None,
     )
-    lookup = predict.read_table(table, field="--predict") if table else None
+    lookup = predict.read_table(table, field="predict") if table else None
     if lookup is not None and not lookup.rows:
-        raise UserError("no such table; write one with latency --table", file=table)
+        raise UserError("no such latency table; time rows into one first", file=table)
 
     results = [Result(v) for v in chosen]
     compiled = [(r, _analyse(r)) for r in results]
@@ -385,8 +385,9 @@ def _check_same_sweep(
             mine["train"] = theirs["train"]
         if theirs != mine:
             raise UserError(
-                f"{folder} holds another sweep ({SETTINGS} differs: specs, grids, --set or train "
-                "flags); choose another --name, or repeat its command to continue it"
+                f"{folder} holds another sweep ({SETTINGS} differs: specs, grids, overrides or "
+                "train settings); choose another name, or repeat its command to continue it",
+                field="name",
             )
     with writing(path) as tmp:
         tmp.write_text(json.dumps(mine, indent=2))

@@ -153,7 +153,7 @@ def _timm_version() -> str:
 def check_out_path(out: str | Path, force: bool) -> Path:
     """``out`` if ``import`` may write it: a new file, a spec ``import`` wrote, or (``force``)
     any file."""
-    path = check_output(out, "spec", suffix=".yaml", field="--out")
+    path = check_output(out, "spec", suffix=".yaml", field="out")
     if path.exists() and not force:
         try:
             ours = path.read_text(encoding="utf-8", errors="replace").startswith(MARK)
@@ -161,9 +161,9 @@ def check_out_path(out: str | Path, force: bool) -> Path:
             ours = False
         if not ours:
             raise UserError(
-                "exists and was not written by import; give another name or add --force",
+                "exists and was not written by import; give another name, or force the overwrite",
                 file=str(path),
-                field="--out",
+                field="out",
             )
     return path
 
@@ -186,6 +186,6 @@ def import_timm(source: str, out: str | Path, *, force: bool = False, size: int 
             f"the spec read off timm's {name} is not the same network: {n_ours:,} vs {n_theirs:,} "
             f"parameters, {macs:,} vs {their_macs:,} multiply-adds, outputs differ by {diff:.1e}"
         )
-    with writing(path, field="--out") as tmp:
+    with writing(path, field="out") as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Imported(path, name, n_ours, macs, diff, size)

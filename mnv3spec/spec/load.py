@@ -104,19 +104,17 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise SpecError(
-            f"'{text}' is not KEY=VALUE; for example --set width=0.5 or --set layers.12.se=true",
-            field="--set",
+            f"'{text}' is not KEY=VALUE; for example width=0.5 or layers.12.se=true",
+            field="set",
         )
     try:
         parsed = load_scalar(value) if value.strip() else None
     except (yaml.YAMLError, ValueError):
         parsed = value
     if isinstance(parsed, float) and not math.isfinite(parsed):
-        raise SpecError(f"'{text}': the value must be a finite number", field="--set")
+        raise SpecError(f"'{text}': the value must be a finite number", field="set")
     if parsed is None or isinstance(parsed, (list, dict)):
-        raise SpecError(
-            f"'{text}': the value must be a number, true/false or a word", field="--set"
-        )
+        raise SpecError(f"'{text}': the value must be a number, true/false or a word", field="set")
     return key.strip(), parsed
 
 
@@ -137,14 +135,16 @@ def shown(value: Any, quote: bool = False) -> str:
 
 
 def _apply_override(doc: dict, key: str, value: Any, marks: Marks) -> None:
-    label = f"--set {key}={json.dumps(value) if isinstance(value, bool) else shown(value)}"
+    # An override is named by its assignment; errors at it name the field "set KEY=VALUE".
+    assignment = f"{key}={json.dumps(value) if isinstance(value, bool) else shown(value)}"
+    label = f"set {assignment}"
     if "." not in key:
         params = doc.get("params")
         if not isinstance(params, dict) or key not in params:
             known = ", ".join(params) if isinstance(params, dict) else "none"
             raise SpecError(f"unknown parameter '{key}'; the spec defines: {known}", field=label)
         params[key] = value
-        marks.overridden[("params", key)] = label
+        marks.overridden[("params", key)] = assignment
         return
     where: list = []
     target: Any = doc
@@ -162,7 +162,7 @@ def _apply_override(doc: dict, key: str, value: Any, marks: Marks) -> None:
     if not isinstance(target, dict):
         raise SpecError(f"'{field_name(tuple(where))}' is not a mapping", field=label)
     target[last] = value
-    marks.overridden[(*where, last)] = label
+    marks.overridden[(*where, last)] = assignment
 
 
 def _schema_error(error: jsonschema.ValidationError, marks: Marks, prefix: Where = ()) -> SpecError:
@@ -260,7 +260,7 @@ def _resolve_row(i: int, raw: dict, params: dict, marks: Marks) -> Row:
         ref = REF.match(raw[name]) if isinstance(raw.get(name), str) else None
         if ref:
             origin = marks.overridden.get(("params", ref.group(1)))
-            source = f"{raw[name]}, set by {origin}" if origin else raw[name]
+            source = f"{raw[name]}, overridden with {origin}" if origin else raw[name]
             err = marks.error(f"{err.message} (the value comes from {source})", ("layers", i, name))
         raise err
     mark = marks.values.get(("layers", i))
@@ -271,7 +271,8 @@ def load_spec(source: str | Path | dict, **overrides: Any) -> Spec:
     """Read, validate and resolve a spec from a path or an already-loaded mapping.
 
     ``overrides`` set parameters (``width=0.5``) or, with dotted keys, any field
-    (``{"layers.12.se": True}``), exactly like ``--set`` on the command line.
+    (``{"layers.12.se": True}``), exactly like ``--set`` on the command line (errors
+    at an override name the field ``set KEY=VALUE``; the CLI shows it as the flag).
     """
     if isinstance(source, dict):
         file, doc, marks = "<dict>", copy.deepcopy(source), Marks("<dict>")

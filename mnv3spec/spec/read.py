@@ -51,7 +51,7 @@ class Marks:
         self.file = file
         self.values: dict[Where, yaml.Mark] = {}
         self.keys: dict[Where, yaml.Mark] = {}
-        self.overridden: dict[Where, str] = {}
+        self.overridden: dict[Where, str] = {}  # where → the override (KEY=VALUE) that set it
         self.nodes: set[int] = set()
 
     def copy(self) -> Marks:
@@ -65,11 +65,11 @@ class Marks:
         name = field_name(where) or None
         for n in range(len(where), 0, -1):
             if where[:n] in self.overridden:
-                return SpecError(message, file=self.overridden[where[:n]], field=name)
-        # A --set elsewhere in the same row (say layers.3.op=pool) may be what broke it.
+                return SpecError(message, field=f"set {self.overridden[where[:n]]}: {name}")
+        # An override elsewhere in the same row (say layers.3.op=pool) may be what broke it.
         row_edits = [v for k, v in self.overridden.items() if len(where) > 1 and k[:2] == where[:2]]
         if row_edits:
-            message = f"{message} (the row as changed by {', '.join(row_edits)})"
+            message = f"{message} (the row as overridden with {', '.join(row_edits)})"
         mark = (self.keys if key else self.values).get(where)
         while mark is None and where:
             where = where[:-1]

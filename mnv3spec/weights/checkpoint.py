@@ -113,7 +113,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     if raw.get("format") != FORMAT:
         raise CheckpointError(
             "a safetensors file, but not an mnv3spec checkpoint (no embedded spec); "
-            "torchvision weights load with --init",
+            "torchvision weights load as starting weights (init)",
             file=str(path),
         )
     if raw.get("version") not in READABLE_VERSIONS:

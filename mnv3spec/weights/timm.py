@@ -191,8 +191,8 @@ def _offline_message(full: str, repo: str, problem: str) -> str:
     return (
         f"cannot get timm's {full} weights ({problem}). Offline, fetch {url} (the Hugging Face Hub "
         f"repo {repo}) elsewhere, then either copy the cache folder {folder} "
-        f"(`hf download {repo}` fills it) into {HF_HUB_CACHE} here, or pass "
-        "--init PATH/model.safetensors"
+        f"(`hf download {repo}` fills it) into {HF_HUB_CACHE} here, or start from "
+        "PATH/model.safetensors as the init weights"
     )
 
 

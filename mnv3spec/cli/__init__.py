@@ -1,0 +1,55 @@
+"""Command line of mnv3spec: parses arguments and calls the library. ``python cli.py -h``.
+
+One module per group of commands (:mod:`.specs`, :mod:`.training`, :mod:`.deploy`); :mod:`.flags`
+holds what they share, including the mapping that puts the user's flags into library errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from mnv3spec.cli.deploy import add_export, add_infer, add_latency, add_quantize
+from mnv3spec.cli.flags import flag_names, flags_in_errors
+from mnv3spec.cli.specs import add_import, add_spec_commands
+from mnv3spec.cli.training import add_eval, add_sweep, add_train
+from mnv3spec.errors import UserError
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mnv3spec",
+        description="MobileNets as data: validate, show, train, infer, export.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (add_spec_commands, add_train, add_eval, add_infer, add_latency, add_export):
+        add(sub)
+    for add in (add_sweep, add_quantize, add_import):  # sweep passes train's flags through
+        add(sub)
+    return parser
+
+
+def _command_parser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    (sub,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[command]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.flags = flag_names(_command_parser(parser, args.command))  # parameter → flag typed
+    try:
+        with flags_in_errors(args):
+            return args.func(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `mnv3spec show small | head`: the reader has gone, stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141

@@ -1,0 +1,199 @@
+"""Commands that run a network after training: ``infer``, ``latency``, ``export``, ``quantize``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from mnv3spec.cli.flags import add_device, add_set, number, overrides
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    from mnv3spec.run.infer import classify, format_tables
+
+    report = classify(args.models, args.images, topk=args.topk, device=args.device)
+    for file, reason in report.skipped:
+        print(f"skipped {file}: {reason}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(format_tables(report))
+    return 0  # classify raises when nothing was classified
+
+
+def add_infer(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("infer", help="classify a folder of images with every checkpoint found")
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=["runs"],
+        metavar="PATH",
+        help="checkpoint files, or folders searched for best.safetensors (default runs)",
+    )
+    p.add_argument("--images", default="test_images", help="folder of images (default test_images)")
+    p.add_argument("--topk", type=number(int, 1), default=5, help="classes per image (default 5)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_device(p)
+    p.set_defaults(func=cmd_infer)
+
+
+def cmd_latency(args: argparse.Namespace) -> int:
+    from mnv3spec.run import latency
+
+    common = dict(
+        widths=tuple(args.widths),
+        devices=args.devices,
+        backends=tuple(args.backends),
+        batch=args.batch,
+        resolution=args.resolution,
+        overrides=overrides(args),
+        runs=args.runs,
+        warmup=args.warmup,
+        progress=lambda line: print(f"timing {line}", file=sys.stderr, flush=True),
+    )
+    if args.table:
+        from mnv3spec.run.predict import make_table
+
+        print(make_table(args.table, args.specs or None, **common))
+        return 0
+    latency.check_files(args.csv, args.plot, args.specs or None)
+    rows = latency.measure(args.specs or None, reference=args.reference, **common)
+    print(latency.header(args.batch, args.runs, args.warmup))
+    print(latency.format_latency(rows))
+    if args.csv:
+        latency.write_csv(rows, args.csv)
+        print(f"wrote {args.csv}")
+    if args.plot:
+        latency.plot(rows, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def add_latency(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("latency", help="time specs per width, device and backend")
+    p.add_argument("specs", nargs="*", metavar="SPEC", help="default: small large (shipped)")
+    add_set(p)
+    add = p.add_argument
+    add(
+        "--widths",
+        nargs="+",
+        type=number(float, 0, above=True),
+        default=[0.25, 0.5, 1.0],
+        metavar="W",
+        help="width multipliers, one row each (default 0.25 0.5 1.0); --set width is refused",
+    )
+    add("--devices", nargs="+", metavar="DEVICE", help="cpu, cuda (default: cpu, and cuda if any)")
+    add("--batch", type=number(int, 1), default=1, help="images per call (default 1)")
+    add("--resolution", type=number(int, 1), help="input size (default: the spec's)")
+    add(
+        "--backends",
+        nargs="+",
+        default=["eager"],
+        metavar="BACKEND",
+        help="eager, channels_last, compiled (BN folded + torch.compile), onnxruntime, "
+        "onnxruntime-int8 (quantized as quantize does), cuda-graph (a captured CUDA graph)",
+    )
+    add("--reference", metavar="torchvision", help="also time torchvision's twin, print the ratio")
+    add("--runs", type=number(int, 1), default=50, help="timed calls per row (default 50)")
+    add("--warmup", type=number(int, 1), default=10, help="untimed calls first (default 10)")
+    add("--csv", metavar="FILE", help="write the raw rows as CSV (checked before timing)")
+    add("--plot", metavar="FILE.png", help="latency vs multiply-adds as a PNG")
+    add("--table", metavar="FILE.csv", help="time each distinct row instead, into a look-up table")
+    p.set_defaults(func=cmd_latency)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from mnv3spec.run.export import export
+
+    r = export(
+        args.source,
+        args.format,
+        args.out,
+        resolution=args.resolution,
+        dynamic_batch=args.dynamic_batch,
+        overrides=overrides(args),
+    )
+    if r.random_init:
+        print(f"note: {args.source} is a spec, so the weights are random (export a checkpoint)")
+    opset = f", opset {r.opset}" if r.opset else ""
+    print(
+        f"wrote {r.path} ({r.format}{opset}, {r.size / 1e6:.2f} MB, BN folded); "
+        f"max abs diff vs PyTorch {r.max_abs_diff:.2e} (largest logit {r.max_logit:.2e})"
+    )
+    return 0
+
+
+def add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="a checkpoint or spec to ONNX or TorchScript, verified")
+    p.add_argument("source", metavar="SPEC_OR_CHECKPOINT", help="a .safetensors or a spec .yaml")
+    p.add_argument("--format", required=True, choices=["onnx", "torchscript"])
+    p.add_argument("--out", help="default: beside a checkpoint, or NAME.onnx / NAME.pt here")
+    p.add_argument("--resolution", type=number(int, 1), help="input size (default: the spec's)")
+    p.add_argument("--dynamic-batch", action="store_true", help="any batch size, not only 1")
+    add_set(p)
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from mnv3spec.run.quantize import AccuracyGateError, quantize_checkpoint
+
+    try:
+        r = quantize_checkpoint(
+            args.checkpoint,
+            args.out,
+            calib=args.calib,
+            max_drop=args.max_drop,
+            force=args.force,
+            data=args.data,
+            data_dir=args.data_dir,
+            keep_float=[row for rows in args.keep_float or [] for row in rows.split(",")],
+            sensitivity=args.sensitivity,
+            progress=lambda line: print(line, file=sys.stderr, flush=True),
+        )
+    except AccuracyGateError as e:
+        _print_quantized(e.result)
+        raise
+    _print_quantized(r)
+    print(f"wrote {r.path} ({os.path.getsize(r.path) / 1e6:.2f} MB)")
+    return 0
+
+
+def _print_quantized(r) -> None:
+    for row, top1 in r.sensitivity:
+        print(f"row {row} alone in int8: top-1 {top1:.2f}% (costs {r.float_top1 - top1:.2f})")
+    print(
+        f"top-1 float {r.float_top1:.2f}%  int8 {r.int8_top1:.2f}%  drop {r.drop:.2f} points  "
+        f"({r.images} validation images, {r.calib} calibration images)"
+    )
+    floats = ", ".join(f"{op}×{n}" for op, n in r.float_ops.most_common()) or "none"
+    print(f"ops left in float: {floats}")
+    if r.kept_float:
+        print(f"rows kept in float: {', '.join(r.kept_float)}")
+
+
+def add_quantize(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "quantize",
+        help="int8 ONNX of a checkpoint, written only if top-1 drops at most --max-drop",
+        description="Post-training static int8 quantization (ONNX Runtime, QDQ, per-channel "
+        "weights) calibrated on training images. Exit status 4: the int8 model lost more "
+        "than --max-drop points of top-1, and nothing was written.",
+    )
+    add = p.add_argument
+    add("checkpoint", metavar="CHECKPOINT", help="a .safetensors file written by train")
+    add("--out", help="an .onnx file (default: CHECKPOINT's name + .int8.onnx, beside it)")
+    add("--calib", type=number(int, 1), default=256, help="calibration images (default 256)")
+    add("--max-drop", type=number(float, -100), default=1.0, help="top-1 points (default 1.0)")
+    add("--force", action="store_true", help="write the int8 model whatever it loses")
+    add("--data", help="as for train (default: the data it was trained on)")
+    add("--data-dir", default="./data", help="as for train (default ./data)")
+    add("--sensitivity", action="store_true", help="also the top-1 with each row alone in int8")
+    add(
+        "--keep-float",
+        action="append",
+        metavar="ROWS",
+        help="rows left in float: indices or names, comma-separated (e.g. 1,r03_bneck)",
+    )
+    p.set_defaults(func=cmd_quantize)

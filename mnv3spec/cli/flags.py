@@ -1,0 +1,114 @@
+"""What every command shares: argument types, the common flags, and the one mapping from the
+library's parameter names to the flags the user typed."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import shlex
+import sys
+from collections.abc import Iterator
+
+from mnv3spec.errors import UserError
+
+# Parameters the library names that no flag's dest spells: the flag that sets them.
+_ALIASES = {"overrides": "set"}
+
+
+def overrides(args: argparse.Namespace) -> dict:
+    """The ``--set KEY=VALUE`` assignments as a mapping, read as the spec loader reads values."""
+    from mnv3spec.spec.load import parse_assignment
+
+    return dict(parse_assignment(s) for s in args.set or [])
+
+
+def add_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a spec parameter (width=0.5, si=2) or a field (layers.12.se=true)",
+    )
+
+
+def add_device(p: argparse.ArgumentParser, default: str = "auto") -> None:
+    p.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda", "mps"],
+        default=default,
+        help="auto (default): cuda, else mps, else cpu",
+    )
+
+
+def number(kind: type, low: float, *, above: bool = False):
+    """An argparse type: ``kind`` at least ``low`` (strictly above with ``above``)."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"not {what}: {text}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number: {text}")
+        if value < low or (above and value == low):
+            raise argparse.ArgumentTypeError(f"must be {'>' if above else '>='} {low}: {text}")
+        return value
+
+    return parse
+
+
+def command_line() -> str:
+    """How this process was started, for the run folder's command.txt."""
+    head = ["python"] if sys.argv[0].endswith(".py") else []
+    size = os.environ.get("WORLD_SIZE")
+    tail = f"  # under torchrun, {size} processes" if size else ""
+    return shlex.join([*head, *sys.argv]) + tail
+
+
+def flag_names(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Each parameter a command's flags set → the flag: its dest → its first option string
+    (``data_dir`` → ``--data-dir``, ``graph`` → ``--no-graph``), plus the library's aliases."""
+    flags = {
+        a.dest: a.option_strings[0]
+        for a in parser._actions
+        if a.option_strings and a.dest != argparse.SUPPRESS and a.dest != "help"
+    }
+    flags.update({name: flags[dest] for name, dest in _ALIASES.items() if dest in flags})
+    return flags
+
+
+def flag_for(error: UserError, flags: dict[str, str], args: argparse.Namespace) -> str | None:
+    """The field of ``error`` in flags: its first word, a parameter, becomes the flag (``set
+    width=0`` → ``--set width=0``), with the value typed unless the error already shows it (as its
+    file, or first in its message). None when the field names no parameter of this command: it is a
+    position in a file (an error with a line), a spec field, or nothing."""
+    if not error.field or error.line is not None:
+        return None
+    name, space, rest = error.field.partition(" ")
+    if name not in flags:
+        return None
+    if space:
+        return f"{flags[name]} {rest}"
+    value = getattr(args, name, None)
+    typed = isinstance(value, (str, int, float)) and not isinstance(value, bool)
+    shown = error.file is not None or error.message.startswith(str(value))
+    return f"{flags[name]} {value}" if typed and not shown else flags[name]
+
+
+def in_flags(error: UserError, args: argparse.Namespace) -> UserError:
+    """``error`` with its field named by the flag the user typed (``args.flags``, set by main)."""
+    error.field = flag_for(error, args.flags, args) or error.field
+    return error
+
+
+@contextlib.contextmanager
+def flags_in_errors(args: argparse.Namespace) -> Iterator[None]:
+    """A library error names a parameter (``field="batch"``); the user typed a flag: name that."""
+    try:
+        yield
+    except UserError as e:
+        in_flags(e, args)
+        raise

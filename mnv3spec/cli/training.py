@@ -1,0 +1,196 @@
+"""Commands that train or score: ``train`` (and its ``--resume``), ``eval`` and ``sweep``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from mnv3spec.cli.flags import add_device, add_set, command_line, number, overrides
+from mnv3spec.errors import UserError
+
+_RESUME_MAY_CHANGE = ("device", "compile", "graph")  # how it runs, not what it computes
+
+
+def _train_settings(args: argparse.Namespace) -> dict:
+    """The TrainConfig fields the flags gave (train's flags default to absent, so the rest keep
+    TrainConfig's defaults)."""
+    from mnv3spec.run.config import TrainConfig
+
+    names = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("spec", "overrides")]
+    return {name: getattr(args, name) for name in names if hasattr(args, name)}
+
+
+def _resume(args: argparse.Namespace) -> None:
+    from mnv3spec.run.train import resume
+
+    if args.spec or args.set or args.width is not None:
+        raise UserError("--resume takes no SPEC, --set or --width: a run keeps its spec")
+    given = _train_settings(args)
+    fixed = [f for f in given if f not in _RESUME_MAY_CHANGE]
+    if fixed:
+        flags = args.flags
+        raise UserError(
+            f"--resume continues {args.resume} with the settings stored in its config.json; "
+            f"drop {', '.join(flags[f] for f in fixed)} (only "
+            f"{', '.join(flags[f] for f in _RESUME_MAY_CHANGE[:-1])} and "
+            f"{flags[_RESUME_MAY_CHANGE[-1]]} may change)"
+        )
+    resume(args.resume, command_line(), **{f: given[f] for f in given if f in _RESUME_MAY_CHANGE})
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """A new run of SPEC (loaded here, once), or with --resume the continuation of a run."""
+    from mnv3spec.run.config import TrainConfig
+    from mnv3spec.run.train import train
+    from mnv3spec.spec.load import load_spec
+
+    if args.resume:
+        _resume(args)
+        return 0
+    if not args.spec:
+        raise UserError("give the SPEC to train (e.g. specs/small.yaml), or --resume RUN_FOLDER")
+    fixed = overrides(args)
+    if args.width is not None and fixed.setdefault("width", args.width) != args.width:
+        raise UserError(f"--width {args.width} and --set width={fixed['width']} disagree")
+    cfg = TrainConfig(spec=args.spec, overrides=fixed, **_train_settings(args))
+    train(cfg, command_line(), spec=load_spec(cfg.spec, **fixed))
+    return 0
+
+
+def add_train(sub: argparse._SubParsersAction) -> None:
+    from mnv3spec.data.datasets import describe_sources
+
+    p = sub.add_parser(
+        "train",
+        help="train a spec (CIFAR-100 by default) into runs/NAME",
+        description="Train a spec. Defaults are the seed repo's recipe: SGD lr 0.1 momentum 0.9, "
+        "x0.1 at epochs 15/20/30, batch 128, 20 epochs, crop+flip augmentation.",
+        argument_default=argparse.SUPPRESS,
+    )
+    p.add_argument("spec", nargs="?", default=None, metavar="SPEC", help="e.g. specs/small.yaml")
+    add_set(p)
+    positive, non_negative = number(float, 0, above=True), number(float, 0)
+    add = p.add_argument
+    add("--width", type=positive, default=None, help="width multiplier (= --set width=W)")
+    add("--epochs", type=number(int, 1), help="epochs (default 20)")
+    add("--batch", type=number(int, 1), help="global batch size (default 128)")
+    add("--data", help=describe_sources())
+    add("--data-dir", help="where CIFAR archives are looked for / downloaded (default ./data)")
+    add_device(p, default=argparse.SUPPRESS)
+    add("--recipe", help="optimiser and schedule preset (default seed); the flags below change it")
+    add("--lr", type=positive, help="base learning rate (seed: 0.1)")
+    add("--momentum", type=non_negative, help="SGD momentum (seed: 0.9)")
+    add("--weight-decay", type=non_negative, help="on weights, never on BN or biases (seed: 0)")
+    add("--nesterov", action="store_true", help="Nesterov momentum")
+    add("--schedule", choices=["multistep", "cosine"], help="seed: multistep 15/20/30 x0.1")
+    add("--warmup", type=non_negative, help="epochs of linear learning-rate warm-up (seed: 0)")
+    add("--label-smoothing", type=non_negative, help="cross-entropy label smoothing (seed: 0)")
+    add("--compile", action="store_true", help="torch.compile the model")
+    add(
+        "--no-graph",
+        dest="graph",
+        action="store_false",
+        help="on CUDA, run each step eagerly instead of replaying it as a captured CUDA graph",
+    )
+    add("--out", help="parent folder of run folders (default runs)")
+    add("--name", help="run folder name (default SPEC-wWIDTH-DATA)")
+    add("--seed", type=number(int, 0), help="seed; on CPU also deterministic algorithms")
+    add(
+        "--init",
+        help="start from weights: 'torchvision' or 'timm:NAME[.TAG]' (ImageNet), or a state_dict",
+    )
+    add("--resume", default=None, metavar="RUN_FOLDER", help="continue a run after its last epoch")
+    p.set_defaults(func=cmd_train, set=None)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from mnv3spec.run.evaluate import evaluate_checkpoint
+
+    r = evaluate_checkpoint(
+        args.checkpoint,
+        data=args.data,
+        data_dir=args.data_dir,
+        batch_size=args.batch,
+        device=args.device,
+    )
+    print(
+        f"{args.checkpoint}: top-1 {r.top1:.2f}%  top-{r.k} {r.top5:.2f}%  loss {r.loss:.4f}  "
+        f"({r.images} validation images)"
+    )
+    return 0
+
+
+def add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="top-1, top-k (k = min(5, classes)) and loss on val data")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a .safetensors file written by train")
+    p.add_argument("--data", help="as for train (default: the data it was trained on)")
+    p.add_argument("--data-dir", default="./data", help="as for train (default ./data)")
+    p.add_argument("--batch", type=number(int, 1), default=256, help="default 256")
+    add_device(p)
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    import time
+
+    from mnv3spec.run import sweep
+
+    started = time.perf_counter()
+    flags = [
+        f
+        for dest, option, takes_value in args.train_options
+        if dest in args
+        for f in ([option, str(getattr(args, dest))] if takes_value else [option])
+    ]
+    result = sweep.sweep(
+        args.specs,
+        args.grid or [],
+        fixed=overrides(args),
+        out=args.out,
+        name=args.name,
+        train=not args.no_train,
+        train_flags=flags,
+        print_commands=args.print_commands,
+        devices=args.devices,
+        backends=tuple(args.backends),
+        batch=args.latency_batch,
+        runs=args.latency_runs,
+        warmup=args.latency_warmup,
+        table=args.predict,
+        say=lambda line: print(line, flush=True),
+    )
+    if result is not None:
+        print(sweep.finish(result, started))
+    return 0
+
+
+def add_sweep(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sweep",
+        help="every combination of --grid values: params, MAdds, latency, training, Pareto plot",
+        description="Each variant is compiled and counted, timed as `latency` times it, and "
+        "(unless --no-train) trained by an ordinary `train` command into OUT/NAME/runs/VARIANT; "
+        "the train flags below are passed to it. Repeat the command to continue a sweep.",
+    )
+    p.add_argument("specs", nargs="+", metavar="SPEC")
+    add = p.add_argument
+    add("--grid", action="append", metavar="KEY=V1,V2,...", help="a --set key and its values")
+    add_set(p)
+    add("--out", default="sweeps", help="parent folder of the sweep folder (default sweeps)")
+    add("--name", help="sweep folder name (default: the spec names)")
+    add("--no-train", action="store_true", help="parameters, MAdds and latency only")
+    add("--print-commands", action="store_true", help="print the train commands, run nothing")
+    add("--devices", nargs="+", metavar="DEVICE", help="latency devices, as for latency")
+    add("--backends", nargs="+", default=["eager"], metavar="BACKEND", help="as for latency")
+    add("--latency-batch", type=number(int, 1), default=1, help="latency --batch (default 1)")
+    add("--latency-runs", type=number(int, 1), default=50, help="latency --runs (default 50)")
+    add("--latency-warmup", type=number(int, 1), default=10, help="latency --warmup (10)")
+    add("--predict", metavar="TABLE.csv", help="latency from a look-up table (latency --table)")
+    train = sub.choices["train"]  # its flags, passed through to every variant's train command
+    options = []
+    for action in train._actions:
+        names = set(action.option_strings)
+        if names and not names & {"-h", "--set", "--width", "--out", "--name", "--resume"}:
+            p._add_action(action)
+            options.append((action.dest, action.option_strings[-1], action.nargs != 0))
+    p.set_defaults(func=cmd_sweep, train_options=options)
