@@ -14,8 +14,8 @@ import pytest
 
 from cli import main
 from mnv3spec.run import predict
-from mnv3spec.run.sweep import Grid, parse_grid
-from mnv3spec.run.sweep_plot import pareto_front
+from mnv3spec.run.grid import Grid, parse_grid
+from mnv3spec.run.sweep_report import pareto_front
 
 from .conftest import ROOT
 

@@ -133,7 +133,7 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
 def cmd_sweep(args: argparse.Namespace) -> int:
     import time
 
-    from mnv3spec.run import sweep
+    from mnv3spec.run import sweep, sweep_report
 
     started = time.perf_counter()
     flags = [
@@ -160,7 +160,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         say=lambda line: print(line, flush=True),
     )
     if result is not None:
-        print(sweep.finish(result, started))
+        print(sweep_report.finish(result, started))
     return 0
 
 

@@ -9,15 +9,11 @@ Latencies are kept in ``measured.json`` and reused while the latency settings ar
 
 from __future__ import annotations
 
-import csv
-import itertools
 import json
 import os
-import re
 import shlex
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -29,126 +25,17 @@ import torch
 
 import mnv3spec
 
-from ..errors import SpecError, UserError
+from ..errors import UserError
 from ..files import check_output_folder, writing
 from ..model.builder import build
 from ..model.summary import summarize
-from ..spec.load import Spec, load_spec, parse_assignment, resolve_path
-from ..text import text_table
+from ..spec.load import Spec, load_spec, resolve_path
 from . import latency, predict
+from .grid import Variant, check_grids, parse_grid, variants
 from .run_folder import CONFIG_FILE, read_metrics
-from .sweep_plot import plot
 
 MEASURED = "measured.json"
 SETTINGS = "sweep.json"
-
-
-# --- grids and variants ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Grid:
-    key: str
-    values: tuple[Any, ...]
-
-
-def parse_grid(text: str) -> Grid:
-    """``"width=0.5,1.0"`` → ``Grid("width", (0.5, 1.0))``, each value read as --set reads it."""
-    key, sep, values = text.partition("=")
-    where = f"grid {text}"
-    if not sep or not key.strip():
-        raise UserError("not KEY=V1,V2,...; for example width=0.5,1.0", field=where)
-    parts = [v.strip() for v in values.split(",")]
-    if not any(parts):
-        raise UserError(f"no values for {key.strip()}; give KEY=V1,V2,...", field=where)
-    if not all(parts):
-        raise UserError("an empty value between commas", field=where)
-    try:
-        parsed = tuple(parse_assignment(f"{key}={v}")[1] for v in parts)
-    except SpecError as e:
-        raise UserError(e.message, field=where) from None
-    if len(set(map(repr, parsed))) < len(parsed):
-        raise UserError("a value appears twice", field=where)
-    return Grid(key.strip(), parsed)
-
-
-def _kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true/false"
-    return "a number" if isinstance(value, (int, float)) else "a word"
-
-
-def _current(spec: Spec, key: str) -> Any:
-    """The value ``key`` has in ``spec`` (a ``$parameter`` resolved); KeyError if it has none."""
-    if "." not in key:
-        return spec.params[key]
-    target: Any = spec.document
-    for part in key.split("."):
-        target = target[int(part)] if isinstance(target, list) else target[part]
-    if isinstance(target, str) and target.startswith("$"):
-        return spec.params.get(target[1:], target)
-    return target
-
-
-def check_grids(specs: list[Spec], grids: list[Grid]) -> None:
-    """Before any work: every key names a value of every spec, and every value is of its kind
-    (a value that is of the right kind but breaks the network makes an error row instead)."""
-    keys = [g.key for g in grids]
-    for key in {k for k in keys if keys.count(k) > 1}:
-        raise UserError(f"{key} has two grids; give its values in one", field=f"grid {key}")
-    for spec in specs:
-        for g in grids:
-            where = f"grid {g.key}={','.join(map(_text, g.values))}"
-            try:
-                current = _current(spec, g.key)
-            except (KeyError, IndexError, TypeError, ValueError):
-                try:
-                    spec.derive(**{g.key: g.values[0]})
-                except SpecError as e:
-                    raise UserError(f"{spec.source}: {e.message}", field=where) from None
-                continue  # a field the row may take but does not set: the schema judges it
-            for v in g.values:
-                if _kind(v) != _kind(current):
-                    raise UserError(
-                        f"'{_text(v)}' is not {_kind(current)}, as {g.key} is in "
-                        f"{spec.source} ({_text(current)})",
-                        field=where,
-                    )
-
-
-def _text(value: Any) -> str:
-    return json.dumps(value) if isinstance(value, bool) else str(value)
-
-
-@dataclass(frozen=True)
-class Variant:
-    id: str  # also its run folder's name
-    spec: str  # absolute path
-    label: str  # the grid values in a few characters, for tables and plots
-    overrides: dict[str, Any]  # --set first, then the grid values
-
-    def set_flags(self) -> list[str]:
-        return [f for k, v in self.overrides.items() for f in ("--set", f"{k}={_text(v)}")]
-
-
-def _short(key: str, value: Any) -> str:
-    name = "w" if key == "width" else re.sub(r"^layers\.(\d+)\.", r"L\1.", key) + "="
-    return f"{name}{_text(value)}"
-
-
-def variants(specs: list[str], fixed: dict[str, Any], grids: list[Grid]) -> list[Variant]:
-    """Every spec × every combination of grid values, in order."""
-    out = []
-    for source in specs:
-        path = str(resolve_path(source).resolve())
-        for combo in itertools.product(*(g.values for g in grids)):
-            chosen = {g.key: v for g, v in zip(grids, combo, strict=True)}
-            parts = [_short(k, v) for k, v in chosen.items()]
-            name = "-".join([Path(path).stem, *parts])
-            out.append(
-                Variant(re.sub(r"[^\w.=+-]", "_", name), path, " ".join(parts), fixed | chosen)
-            )
-    return out
 
 
 # --- one result per variant --------------------------------------------------------------------
@@ -452,70 +339,3 @@ def _train_all(compiled, folder: Path, train_flags: list[str], say) -> None:
         read_run(r, run_dir)
         if r.variant.id in errors:
             r.error = errors[r.variant.id]
-
-
-# --- outputs -----------------------------------------------------------------------------------
-
-
-def _fmt(value: float | None, digits: int = 2) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def csv_rows(s: Sweep) -> tuple[list[str], list[dict[str, Any]]]:
-    lat = [f"latency_ms {c}" for c in s.settings.columns()]
-    header = ["variant", "spec", *s.keys, "params", "macs", *lat, "latency_method"]
-    header += ["val_top1", "val_top5", "train_seconds", "run_folder", "error"]
-    rows = []
-    for r in s.results:
-        v = r.variant
-        row = {"variant": v.id, "spec": v.spec, **{k: _text(v.overrides[k]) for k in s.keys}}
-        row |= {"params": r.params, "macs": r.macs, "latency_method": s.method()}
-        row |= {f"latency_ms {c}": r.latency_ms.get(c) for c in s.settings.columns()}
-        row |= {"val_top1": r.top1, "val_top5": r.top5, "train_seconds": r.train_seconds}
-        rows.append(row | {"run_folder": r.run_folder, "error": r.error})
-    return header, rows
-
-
-def write_csv(s: Sweep, path: Path) -> None:
-    header, rows = csv_rows(s)
-    with writing(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, header)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def format_table(s: Sweep) -> str:
-    """One line per variant, then how latency was obtained and the errors in full."""
-    cols = s.settings.columns()
-    header = ("spec", *s.keys, "params M", "MAdds M", *(f"{c} ms" for c in cols))
-    if s.trained:
-        header += ("top-1 %", "top-5 %", "train s")
-    failed = any(r.error for r in s.results)
-    header += ("",) if failed else ()
-    lines = []
-    for r in s.results:
-        line = (Path(r.variant.spec).stem, *(_text(r.variant.overrides[k]) for k in s.keys))
-        line += (
-            _fmt(r.params and r.params / 1e6, 3),
-            _fmt(r.macs and r.macs / 1e6, 1),
-            *(_fmt(r.latency_ms.get(c)) for c in cols),
-        )
-        if s.trained:
-            line += (_fmt(r.top1), _fmt(r.top5), _fmt(r.train_seconds, 0))
-        lines.append((*line, "error: see below" if r.error else "") if failed else line)
-    notes = [f"latency: {s.method()}"]
-    notes += [f"error: {r.variant.id}: {r.error}" for r in s.results if r.error]
-    table = text_table(header, lines, None, set(range(1 + len(s.keys))))
-    return "\n".join([*table, *notes])
-
-
-def finish(s: Sweep, started: float) -> str:
-    """Write sweep.csv and pareto.png; the table and where they are, to print."""
-    write_csv(s, s.folder / "sweep.csv")
-    plot(s, s.folder / "pareto.png")
-    seconds = time.perf_counter() - started
-    return (
-        f"{format_table(s)}\n"
-        f"{len(s.results)} variants in {seconds:.0f} s: wrote {s.folder / 'sweep.csv'} and "
-        f"{s.folder / 'pareto.png'}"
-    )

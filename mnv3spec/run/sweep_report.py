@@ -1,12 +1,17 @@
-"""``pareto.png`` of a sweep, in the manner of Figure 1 of the MobileNetV3 paper: accuracy against
-latency and against multiply-adds, one colour per spec, the Pareto front drawn and labelled."""
+"""What a sweep shows: ``sweep.csv``, the table printed at the end, and ``pareto.png`` in the manner
+of Figure 1 of the MobileNetV3 paper (accuracy against latency and against multiply-adds, one colour
+per spec, the Pareto front drawn and labelled)."""
 
 from __future__ import annotations
 
+import csv
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..files import writing
+from ..text import text_table
+from .grid import text
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -117,3 +122,67 @@ def plot(s: Sweep, path: Path) -> None:
     fig.tight_layout()
     with writing(path) as tmp:
         fig.savefig(tmp, format="png", dpi=150)
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def csv_rows(s: Sweep) -> tuple[list[str], list[dict[str, Any]]]:
+    lat = [f"latency_ms {c}" for c in s.settings.columns()]
+    header = ["variant", "spec", *s.keys, "params", "macs", *lat, "latency_method"]
+    header += ["val_top1", "val_top5", "train_seconds", "run_folder", "error"]
+    rows = []
+    for r in s.results:
+        v = r.variant
+        row = {"variant": v.id, "spec": v.spec, **{k: text(v.overrides[k]) for k in s.keys}}
+        row |= {"params": r.params, "macs": r.macs, "latency_method": s.method()}
+        row |= {f"latency_ms {c}": r.latency_ms.get(c) for c in s.settings.columns()}
+        row |= {"val_top1": r.top1, "val_top5": r.top5, "train_seconds": r.train_seconds}
+        rows.append(row | {"run_folder": r.run_folder, "error": r.error})
+    return header, rows
+
+
+def write_csv(s: Sweep, path: Path) -> None:
+    header, rows = csv_rows(s)
+    with writing(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, header)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def format_table(s: Sweep) -> str:
+    """One line per variant, then how latency was obtained and the errors in full."""
+    cols = s.settings.columns()
+    header = ("spec", *s.keys, "params M", "MAdds M", *(f"{c} ms" for c in cols))
+    if s.trained:
+        header += ("top-1 %", "top-5 %", "train s")
+    failed = any(r.error for r in s.results)
+    header += ("",) if failed else ()
+    lines = []
+    for r in s.results:
+        line = (Path(r.variant.spec).stem, *(text(r.variant.overrides[k]) for k in s.keys))
+        line += (
+            _fmt(r.params and r.params / 1e6, 3),
+            _fmt(r.macs and r.macs / 1e6, 1),
+            *(_fmt(r.latency_ms.get(c)) for c in cols),
+        )
+        if s.trained:
+            line += (_fmt(r.top1), _fmt(r.top5), _fmt(r.train_seconds, 0))
+        lines.append((*line, "error: see below" if r.error else "") if failed else line)
+    notes = [f"latency: {s.method()}"]
+    notes += [f"error: {r.variant.id}: {r.error}" for r in s.results if r.error]
+    table = text_table(header, lines, None, set(range(1 + len(s.keys))))
+    return "\n".join([*table, *notes])
+
+
+def finish(s: Sweep, started: float) -> str:
+    """Write sweep.csv and pareto.png; the table and where they are, to print."""
+    write_csv(s, s.folder / "sweep.csv")
+    plot(s, s.folder / "pareto.png")
+    seconds = time.perf_counter() - started
+    return (
+        f"{format_table(s)}\n"
+        f"{len(s.results)} variants in {seconds:.0f} s: wrote {s.folder / 'sweep.csv'} and "
+        f"{s.folder / 'pareto.png'}"
+    )

@@ -1,0 +1,120 @@
+"""The grids of a sweep (``--grid KEY=V1,V2,...``), checked against the specs before any work, and
+the variants they make: the cartesian product of the grids over each spec."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import SpecError, UserError
+from ..spec.load import Spec, parse_assignment, resolve_path
+
+
+@dataclass(frozen=True)
+class Grid:
+    key: str
+    values: tuple[Any, ...]
+
+
+def parse_grid(text: str) -> Grid:
+    """``"width=0.5,1.0"`` → ``Grid("width", (0.5, 1.0))``, each value read as --set reads it."""
+    key, sep, values = text.partition("=")
+    where = f"grid {text}"
+    if not sep or not key.strip():
+        raise UserError("not KEY=V1,V2,...; for example width=0.5,1.0", field=where)
+    parts = [v.strip() for v in values.split(",")]
+    if not any(parts):
+        raise UserError(f"no values for {key.strip()}; give KEY=V1,V2,...", field=where)
+    if not all(parts):
+        raise UserError("an empty value between commas", field=where)
+    try:
+        parsed = tuple(parse_assignment(f"{key}={v}")[1] for v in parts)
+    except SpecError as e:
+        raise UserError(e.message, field=where) from None
+    if len(set(map(repr, parsed))) < len(parsed):
+        raise UserError("a value appears twice", field=where)
+    return Grid(key.strip(), parsed)
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true/false"
+    return "a number" if isinstance(value, (int, float)) else "a word"
+
+
+def _current(spec: Spec, key: str) -> Any:
+    """The value ``key`` has in ``spec`` (a ``$parameter`` resolved); KeyError if it has none."""
+    if "." not in key:
+        return spec.params[key]
+    target: Any = spec.document
+    for part in key.split("."):
+        target = target[int(part)] if isinstance(target, list) else target[part]
+    if isinstance(target, str) and target.startswith("$"):
+        return spec.params.get(target[1:], target)
+    return target
+
+
+def check_grids(specs: list[Spec], grids: list[Grid]) -> None:
+    """Before any work: every key names a value of every spec, and every value is of its kind
+    (a value that is of the right kind but breaks the network makes an error row instead)."""
+    keys = [g.key for g in grids]
+    for key in {k for k in keys if keys.count(k) > 1}:
+        raise UserError(f"{key} has two grids; give its values in one", field=f"grid {key}")
+    for spec in specs:
+        for g in grids:
+            where = f"grid {g.key}={','.join(map(text, g.values))}"
+            try:
+                current = _current(spec, g.key)
+            except (KeyError, IndexError, TypeError, ValueError):
+                try:
+                    spec.derive(**{g.key: g.values[0]})
+                except SpecError as e:
+                    raise UserError(f"{spec.source}: {e.message}", field=where) from None
+                continue  # a field the row may take but does not set: the schema judges it
+            for v in g.values:
+                if _kind(v) != _kind(current):
+                    raise UserError(
+                        f"'{text(v)}' is not {_kind(current)}, as {g.key} is in "
+                        f"{spec.source} ({text(current)})",
+                        field=where,
+                    )
+
+
+def text(value: Any) -> str:
+    """A grid value as written on the command line (``true``, not ``True``)."""
+    return json.dumps(value) if isinstance(value, bool) else str(value)
+
+
+@dataclass(frozen=True)
+class Variant:
+    id: str  # also its run folder's name
+    spec: str  # absolute path
+    label: str  # the grid values in a few characters, for tables and plots
+    overrides: dict[str, Any]  # --set first, then the grid values
+
+    def set_flags(self) -> list[str]:
+        return [f for k, v in self.overrides.items() for f in ("--set", f"{k}={text(v)}")]
+
+
+def _short(key: str, value: Any) -> str:
+    name = "w" if key == "width" else re.sub(r"^layers\.(\d+)\.", r"L\1.", key) + "="
+    return f"{name}{text(value)}"
+
+
+def variants(specs: list[str], fixed: dict[str, Any], grids: list[Grid]) -> list[Variant]:
+    """Every spec × every combination of grid values, in order."""
+    out = []
+    for source in specs:
+        path = str(resolve_path(source).resolve())
+        for combo in itertools.product(*(g.values for g in grids)):
+            chosen = {g.key: v for g, v in zip(grids, combo, strict=True)}
+            parts = [_short(k, v) for k, v in chosen.items()]
+            name = "-".join([Path(path).stem, *parts])
+            out.append(
+                Variant(re.sub(r"[^\w.=+-]", "_", name), path, " ".join(parts), fixed | chosen)
+            )
+    return out
