@@ -27,7 +27,8 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter
 
 from mnv3spec import build, load_spec
-from mnv3spec.run import latency, quantize
+from mnv3spec.run import export, latency, quantize
+from mnv3spec.run import int8 as int8_model
 
 ROOT = Path(__file__).resolve().parent.parent
 CLASSES = ["circle", "square", "triangle", "cross", "ring", "star", "hstripes", "vstripes"]
@@ -111,11 +112,11 @@ def speed(names: list[str], runs: int, warmup: int) -> None:
     for resolution, si in SETTINGS:
         for name in names:
             model = build(load_spec(name, resolution=resolution, si=si)).eval()
-            fast = latency.optimize_for_inference(model)
+            fast = export.optimize_for_inference(model)
             x = torch.randn(1, 3, resolution, resolution)
             runners = {
                 "fp32": latency.prepare(model, "onnxruntime", x)[0],
-                "int8": quantize.latency_runner(fast, x)[0],
+                "int8": int8_model.latency_runner(fast, x)[0],
             }
             times = latency.time_rounds(runners, runs, warmup, "cpu")
             fp32, int8 = (latency.percentiles(times[k])[0] for k in ("fp32", "int8"))

@@ -101,7 +101,7 @@ def test_sensitivity_lists_each_computing_row_and_keep_float_resolves_indices(qu
 
 def test_latency_runner_runs_the_int8_model(quantized):
     _, model, _ = quantized
-    run, note = quantize.latency_runner(optimize_for_inference(model), torch.randn(1, 3, 32, 32))
+    run, note = int8_files.latency_runner(optimize_for_inference(model), torch.randn(1, 3, 32, 32))
     assert run()[0].shape == (1, 4) and "int8" in note
 
 

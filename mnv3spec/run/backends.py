@@ -16,7 +16,7 @@ from torch import nn
 
 from ..errors import ExportError, UserError
 from .export import optimize_for_inference, ort_session, trace_frozen, write_onnx
-from .quantize import latency_runner as int8_runner
+from .int8 import latency_runner as int8_runner
 
 BACKENDS = ("eager", "channels_last", "compiled", "onnxruntime", "onnxruntime-int8", "cuda-graph")
 GRAPH_WARMUP = 3  # eager calls on a side stream before capture (cuDNN picks its algorithms)
