@@ -45,9 +45,9 @@ def test_flag_names_come_from_each_commands_parser():
 
 def test_flag_for_names_the_flag_and_the_value_typed():
     flags = {"batch": "--batch", "set": "--set", "name": "--name"}
-    args = argparse.Namespace(batch=0, set=["width=0"], name="x")
-    assert flag_for(UserError("must be at least 1", field="batch"), flags, args) == "--batch 0"
-    assert flag_for(UserError("0 is too few", field="batch"), flags, args) == "--batch"
+    args = argparse.Namespace(batch=500, set=["width=0"], name="x")
+    assert flag_for(UserError("too many", field="batch"), flags, args) == "--batch 500"
+    assert flag_for(UserError("500 is too many", field="batch"), flags, args) == "--batch"
     assert flag_for(SpecError("m", field="set width=0: params.width"), flags, args) == (
         "--set width=0: params.width"
     )

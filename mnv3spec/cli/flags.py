@@ -93,7 +93,8 @@ def flag_for(error: UserError, flags: dict[str, str], args: argparse.Namespace) 
     if space:
         return f"{flags[name]} {rest}"
     value = getattr(args, name, None)
-    typed = isinstance(value, (str, int, float)) and not isinstance(value, bool)
+    # a list (--set, --devices) is not shown; nor is a switch, nor (as before) a 0 or 1
+    typed = isinstance(value, (str, int, float)) and value not in (True, False)
     shown = error.file is not None or error.message.startswith(str(value))
     return f"{flags[name]} {value}" if typed and not shown else flags[name]
 
