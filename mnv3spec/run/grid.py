@@ -96,9 +96,6 @@ class Variant:
     label: str  # the grid values in a few characters, for tables and plots
     overrides: dict[str, Any]  # --set first, then the grid values
 
-    def set_flags(self) -> list[str]:
-        return [f for k, v in self.overrides.items() for f in ("--set", f"{k}={text(v)}")]
-
 
 def _short(key: str, value: Any) -> str:
     name = "w" if key == "width" else re.sub(r"^layers\.(\d+)\.", r"L\1.", key) + "="

@@ -31,7 +31,7 @@ from ..model.builder import build
 from ..model.summary import summarize
 from ..spec.load import Spec, load_spec, resolve_path
 from . import latency, predict
-from .grid import Variant, check_grids, parse_grid, variants
+from .grid import Variant, check_grids, parse_grid, text, variants
 from .run_folder import CONFIG_FILE, read_metrics
 
 MEASURED = "measured.json"
@@ -121,7 +121,8 @@ def train_command(v: Variant, runs: Path, train_flags: list[str]) -> list[str]:
     run_dir = runs / v.id
     if (run_dir / CONFIG_FILE).is_file():
         return ["train", "--resume", str(run_dir)]
-    return ["train", v.spec, *v.set_flags(), *train_flags, "--out", str(runs), "--name", v.id]
+    sets = [f for k, value in v.overrides.items() for f in ("--set", f"{k}={text(value)}")]
+    return ["train", v.spec, *sets, *train_flags, "--out", str(runs), "--name", v.id]
 
 
 def finished(run_dir: Path) -> bool:
