@@ -94,6 +94,10 @@ def ort_session(path: Path, device: str = "cpu", threads: int | None = None) -> 
             raise ExportError("this onnxruntime has no CUDAExecutionProvider (onnxruntime-gpu)")
         providers.insert(0, "CUDAExecutionProvider")
     options = ort.SessionOptions()
+    # ONNX Runtime's threads busy-wait after each run by default, taking the cores from whatever
+    # runs next: in latency's alternating rounds that is the next backend (or torchvision's twin).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     if threads:
         options.intra_op_num_threads = threads
     return ort.InferenceSession(str(path), options, providers=providers)
