@@ -84,9 +84,9 @@ def render(folder: Path, per_class: tuple[int, int] = (300, 60), size: int = 64)
     return folder
 
 
-def train(data: Path, work: Path, epochs: int, device: str) -> Path:
+def train(data: Path, work: Path, epochs: int, device: str, size: int) -> Path:
     command = [sys.executable, str(ROOT / "cli.py"), "train", str(ROOT / "specs" / "small.yaml")]
-    command += ["--data", str(data), "--set", "resolution=64", "--width", "0.5"]
+    command += ["--data", str(data), "--set", f"resolution={size}", "--width", "0.5"]
     command += ["--epochs", str(epochs), "--lr", "0.05", "--schedule", "cosine", "--seed", "0"]
     command += ["--out", str(work), "--name", "shapes", "--device", device]
     print("$", " ".join(command), flush=True)
@@ -138,12 +138,13 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--skip-accuracy", action="store_true")
     parser.add_argument("--specs", nargs="+", default=["small", "large"], help="for latency")
+    parser.add_argument("--size", type=int, default=64, help="rendered image size (px)")
     args = parser.parse_args()
     if not args.skip_accuracy:
         checkpoint = args.checkpoint
         if checkpoint is None:
-            data = render(args.work / "shapes")
-            checkpoint = train(data, args.work / "runs", args.epochs, args.device)
+            data = render(args.work / f"shapes{args.size}", size=args.size)
+            checkpoint = train(data, args.work / "runs", args.epochs, args.device, args.size)
         accuracy(checkpoint)
     speed(args.specs, args.runs, args.warmup)
     return 0
