@@ -122,7 +122,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="top-1, top-k (k = min(5, classes)) and loss on val data")
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a .safetensors file written by train")
+    p.add_argument(
+        "checkpoint",
+        metavar="CHECKPOINT",
+        help="a .safetensors file written by train, or an int8 .onnx written by quantize",
+    )
     p.add_argument("--data", help="as for train (default: the data it was trained on)")
     p.add_argument("--data-dir", default="./data", help="as for train (default ./data)")
     p.add_argument("--batch", type=number(int, 1), default=256, help="default 256")
