@@ -111,8 +111,10 @@ class Marks:
 
 
 def _check_depth(text: str, marks: Marks) -> None:
-    """Refuse deep nesting before composing: PyYAML's composer recurses once per level."""
-    loader = _Loader(text)
+    """Refuse deep nesting before composing: PyYAML's composer recurses once per level. The event
+    stream comes from PyYAML's pure-Python parser, which yields events as it goes: libyaml's
+    scanner (6.0.4) reads every opening bracket ahead and fails with its own limit first."""
+    loader = yaml.SafeLoader(text)
     depth = 0
     try:
         while loader.check_event():
