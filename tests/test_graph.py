@@ -109,7 +109,7 @@ def test_captured_step_matches_eager():
 def test_cpu_training_is_eager_and_says_nothing_about_graphs(cli, tmp_path):
     result = cli(
         *("train", SMALL, "--data", "synthetic", "--epochs", "1", "--width", "0.25"),
-        *("--out", tmp_path, "--name", "r", "--seed", "0"),
+        *("--out", tmp_path, "--name", "r", "--seed", "0", "--device", "cpu"),
     )
     assert result.returncode == 0, result.stderr
     assert "steps:" not in result.stdout and "warm-up:" not in result.stdout
