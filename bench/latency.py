@@ -1,6 +1,7 @@
-"""Latency targets of issues 4 and 9, measured in one run on this machine (batch 1, CPU).
+"""Latency targets of issues 4, 8 and 9, measured in one run on this machine (batch 1).
 
     python bench/latency.py [--runs 100] [--warmup 20] [--backends eager ...]
+    python bench/latency.py --device cuda      # on a GPU: eager, compiled and cuda-graph rows
 
 Every ratio compares medians from the same alternating rounds. Targets at 224 with si=2 and 1000
 classes (the paper's network, torchvision's configuration):
@@ -8,8 +9,9 @@ classes (the paper's network, torchvision's configuration):
     inference: same parameters, same outputs, no slower);
   * torchvision eager ms ÷ our best backend's ms ≥ 3 for Small.
 The same table follows at the CIFAR resolution 32 with si=1 (torchvision's twin is given our
-strides and shortcuts, see ``mnv3spec.weights.torchvision.torchvision_twin``). Not a test: numbers
-move with the machine's load, so run it on a quiet machine and read the ratios, not the ms.
+strides and shortcuts, see ``mnv3spec.weights.torchvision.torchvision_twin``). On CUDA (issue
+8) the target is a time: Small at 224, batch 1, replayed as a CUDA graph, ≤ 1.0 ms. Not a test:
+numbers move with the machine's load, so run it on a quiet machine and read the ratios.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from mnv3spec.run import latency
 SPECS = [("small", 3.0), ("large", None)]  # shipped specs, by name
 SETTINGS = [(224, 2), (32, 1)]  # (resolution, si)
 EAGER_TARGET = 1.03  # our eager ÷ torchvision eager, at most
+CUDA_BACKENDS = ("eager", "compiled", "cuda-graph")
+CUDA_GRAPH_TARGET_MS = 1.0  # Small at 224, batch 1, cuda-graph, at most
 
 
 def eager_verdict(row: latency.LatencyRow) -> str:
@@ -43,13 +47,26 @@ def best_verdict(rows: list[latency.LatencyRow], target: float | None) -> str | 
     return f"{shown} (target ≥ {target:g}: {'met' if best.speedup >= target else 'NOT met'})"
 
 
+def cuda_verdict(rows: list[latency.LatencyRow]) -> str | None:
+    graph = next((r for r in rows if r.backend == "cuda-graph" and r.median_ms), None)
+    if graph is None:
+        return None
+    met = "met" if graph.median_ms <= CUDA_GRAPH_TARGET_MS else "NOT met"
+    return f"cuda-graph {graph.median_ms:.3f} ms (target ≤ {CUDA_GRAPH_TARGET_MS:g} ms: {met})"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--backends", nargs="+", default=list(latency.BACKENDS))
+    parser.add_argument("--device", choices=latency.DEVICES, default="cpu")
+    parser.add_argument(
+        "--backends", nargs="+", help="default: all on cpu, eager compiled and cuda-graph on cuda"
+    )
     parser.add_argument("--resolutions", nargs="+", type=int, default=[r for r, _ in SETTINGS])
     args = parser.parse_args()
+    cuda = args.device == "cuda"
+    args.backends = args.backends or list(CUDA_BACKENDS if cuda else latency.BACKENDS)
     print(latency.header(1, args.runs, args.warmup), flush=True)
     for resolution, si in SETTINGS:
         if resolution not in args.resolutions:
@@ -59,7 +76,7 @@ def main() -> int:
             mine = latency.measure(
                 [spec],
                 widths=(1.0,),
-                devices=["cpu"],
+                devices=[args.device],
                 backends=tuple(args.backends),
                 resolution=resolution,
                 overrides={"si": si, "num_classes": 1000},
@@ -73,7 +90,9 @@ def main() -> int:
             eager = next((r for r in mine if r.backend == "eager"), None)
             if eager is not None:
                 verdicts.append(f"  {name}: our eager ÷ torchvision eager = {eager_verdict(eager)}")
-            best = best_verdict(mine, best_target if resolution == 224 else None)
+            if cuda and resolution == 224 and spec == "small" and cuda_verdict(mine):
+                verdicts.append(f"  {name}: {cuda_verdict(mine)}")
+            best = best_verdict(mine, best_target if resolution == 224 and not cuda else None)
             if best and len(args.backends) > 1:
                 verdicts.append(f"  {name}: {best}")
         print(f"\nresolution {resolution}, si={si}, width 1.0, 1000 classes")

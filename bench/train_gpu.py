@@ -1,7 +1,7 @@
-"""Training speed on a GPU, side by side on one card and one dataset (issue #8's table).
+"""Training speed on a GPU, side by side on one card and one dataset, with issue #8's targets.
 
-    python bench/train_gpu.py                  # on a CUDA machine: the full table
-    python bench/train_gpu.py --device cpu --images 2048 --epochs 2 --no-default-run   # a dry run
+    python bench/train_gpu.py                  # on a CUDA machine: the full table (~5 min)
+    python bench/train_gpu.py --device cpu --images 2048 --epochs 2 --no-large --no-default-run
 
 It writes CIFAR-100-shaped random data in the real on-disk format (``cifar-100-python/`` with
 train/test/meta pickles) into a temporary ``--data-dir``, so ``cli.py train`` reads it through its
@@ -11,7 +11,11 @@ real CIFAR path, and prints, for Small at 32 px (si=1, width 1.0, 100 classes, b
 - ``cli.py train --no-graph`` (the eager loop) and ``cli.py train`` (steps replayed as a CUDA
   graph): steady images/s, epoch-1 seconds, and the warm-up line;
 - the model step alone with the data already on the device: eager and captured (the ceiling);
-- the whole default run, ``cli.py train specs/small.yaml`` for 20 epochs, start to ``done``.
+- ``cli.py train`` under a 1-process ``torchrun``, and Large's run and step ceilings;
+- the train loss per epoch of a captured and an eager run from one seed (on a fifth of the data);
+- the whole default run, ``cli.py train specs/small.yaml`` for 20 epochs, start to ``done``;
+- each target of issue #8, met or not. ``bench/first_epoch.py`` says where epoch 1's extra
+  time goes.
 """
 
 from __future__ import annotations
@@ -126,23 +130,20 @@ def step_ceiling(device: torch.device, steps: int, spec: str = "small") -> dict[
     return out
 
 
-def cli_run(data_dir: Path, out: Path, name: str, epochs: int, *extra: str) -> dict:
-    """``cli.py train`` on the CIFAR folder: wall seconds, epoch-1 seconds, steady images/s."""
-    command = [
-        sys.executable,
-        str(ROOT / "cli.py"),
-        "train",
-        "specs/small.yaml",
-        "--data-dir",
-        str(data_dir),
-        "--out",
-        str(out),
-        "--name",
-        name,
-        "--epochs",
-        str(epochs),
-        *extra,
-    ]
+def cli_run(
+    data_dir: Path,
+    out: Path,
+    name: str,
+    epochs: int,
+    *extra: str,
+    spec: str = "small",
+    launcher: tuple[str, ...] = (sys.executable,),
+) -> dict:
+    """``cli.py train`` on the CIFAR folder: wall seconds, epoch-1 seconds, steady images/s,
+    the train loss of each epoch, and the lines that say how steps ran."""
+    command = [*launcher, str(ROOT / "cli.py"), "train", f"specs/{spec}.yaml"]
+    command += ["--data-dir", str(data_dir), "--out", str(out), "--name", name]
+    command += ["--epochs", str(epochs), *extra]
     start = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -150,12 +151,14 @@ def cli_run(data_dir: Path, out: Path, name: str, epochs: int, *extra: str) -> d
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr}")
     rows = list(csv.DictReader((out / name / "metrics.csv").open()))
     steady = [float(r["images_per_s"]) for r in rows[1:]] or [float(rows[0]["images_per_s"])]
-    warmup = [line for line in done.stdout.splitlines() if line.startswith(("warm-up", "steps"))]
+    said = [line for line in done.stdout.splitlines() if line.startswith(("warm-up", "steps"))]
     return {
         "wall": wall,
         "epoch1": float(rows[0]["seconds"]),
+        "steady_epoch": sorted(float(r["seconds"]) for r in rows[1:] or rows)[len(rows[1:]) // 2],
         "steady": sorted(steady)[len(steady) // 2],
-        "notes": "; ".join(warmup),
+        "losses": [float(r["train_loss"]) for r in rows],
+        "notes": "; ".join(said),
     }
 
 
@@ -164,47 +167,97 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def verdict(label: str, value: float, target: float, unit: str, *, at_most: bool = False) -> str:
+    met = value <= target if at_most else value >= target
+    sign, said = "≤" if at_most else "≥", "met" if met else "NOT met"
+    return f"  {label}: {value:,.1f}{unit} (target {sign} {target:,g}{unit}: {said})"
+
+
+def show(label: str, rate: float, base: float, epoch1: str = "", notes: str = "") -> None:
+    print(
+        f"{label:48s} {rate:10,.0f} {epoch1:>10s}  ×{rate / base:.1f} of seed  {notes}", flush=True
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--images", type=int, default=50_000, help="training images (CIFAR: 50,000)")
     p.add_argument("--epochs", type=int, default=4, help="epochs of each loop compared")
     p.add_argument("--steps", type=int, default=100, help="steps timed for the step ceilings")
+    p.add_argument("--no-large", action="store_true", help="skip Large's rows")
+    p.add_argument("--no-torchrun", action="store_true", help="skip the 1-process torchrun row")
     p.add_argument("--no-default-run", action="store_true", help="skip the 20-epoch default run")
     args = p.parse_args()
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"{name}, torch {torch.__version__}, 32 px, batch 128, {args.images} train images\n")
+    print(f"{'what':48s} {'images/s':>10s} {'epoch 1 s':>10s}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         data, out = Path(tmp) / "data", Path(tmp) / "runs"
         write_cifar100(data, args.images, max(args.images // 5, 256))
-        rows = [
-            (
-                "seed pipeline (PIL, DataLoader, fp32 NCHW)",
-                seed_pipeline(data, device, args.steps),
-                "",
-                "",
-            )
-        ]
+        seed = seed_pipeline(data, device, args.steps)
+        show("seed pipeline (PIL, DataLoader, fp32 NCHW)", seed, seed)
         dev = ["--device", args.device]
-        for label, extra in (
-            ("cli.py train --no-graph (eager)", ("--no-graph",)),
-            ("cli.py train (default)", ()),
+        runs = {}
+        for key, label, extra in (
+            ("eager", "cli.py train --no-graph (eager)", ("--no-graph",)),
+            ("default", "cli.py train (default)", ()),
         ):
-            r = cli_run(data, out, label.split()[-1].strip("()"), args.epochs, *dev, *extra)
-            rows.append((label, r["steady"], f"{r['epoch1']:.1f}", r["notes"]))
-        for mode, rate in step_ceiling(device, args.steps).items():
-            rows.append((f"model step alone, {mode}", rate, "", ""))
-        print(
-            f"{name}, torch {torch.__version__}, Small 32 px, batch 128, "
-            f"{args.images} train images\n"
-        )
-        print(f"{'what':48s} {'images/s':>10s} {'epoch 1 s':>10s}  notes")
-        base = rows[0][1]
-        for label, rate, e1, notes in rows:
-            print(f"{label:48s} {rate:10,.0f} {e1:>10s}  ×{rate / base:.1f} of seed {notes}")
+            r = runs[key] = cli_run(data, out, key, args.epochs, *dev, *extra)
+            show(label, r["steady"], seed, f"{r['epoch1']:.1f}", r["notes"])
+        ceilings = {"small": step_ceiling(device, args.steps)}
+        for mode, rate in ceilings["small"].items():
+            show(f"model step alone, {mode}", rate, seed)
+        if not args.no_torchrun:
+            launcher = (sys.executable, "-m", "torch.distributed.run", "--standalone")
+            launcher += ("--nproc_per_node=1",)
+            r = runs["torchrun"] = cli_run(data, out, "tr", args.epochs, *dev, launcher=launcher)
+            show(
+                "torchrun --nproc_per_node=1 cli.py train", r["steady"], seed, f"{r['epoch1']:.1f}"
+            )
+        if not args.no_large:
+            r = runs["large"] = cli_run(data, out, "large", 2, *dev, spec="large")
+            show(
+                "Large: cli.py train (default)", r["steady"], seed, f"{r['epoch1']:.1f}", r["notes"]
+            )
+            ceilings["large"] = step_ceiling(device, args.steps, "large")
+            for mode, rate in ceilings["large"].items():
+                show(f"Large: model step alone, {mode}", rate, seed)
+        # The same seed both ways, on a fifth of the data: the captured run's loss curve.
+        small_data = Path(tmp) / "small-data"
+        write_cifar100(small_data, max(args.images // 5, 256), 256)
+        curves = [
+            cli_run(small_data, out, f"curve-{i}", 3, *dev, "--seed", "0", *extra)["losses"]
+            for i, extra in enumerate(((), ("--no-graph",)))
+        ]
+        gap = max(abs(a - b) / abs(b) for a, b in zip(*curves, strict=True))
+        print(f"\ntrain loss per epoch, seed 0: default {curves[0]}, --no-graph {curves[1]}")
+        print(f"  largest relative gap {gap:.2%}")
+        default = runs["default"]
+        lines = [
+            verdict("steady images/s", default["steady"], 15_000, ""),
+            verdict("× the seed's pipeline", default["steady"] / seed, 5, "×"),
+            verdict("× the eager loop", default["steady"] / runs["eager"]["steady"], 3, "×"),
+            verdict(
+                "epoch 1 − a steady epoch",
+                default["epoch1"] - default["steady_epoch"],
+                10,
+                " s",
+                at_most=True,
+            ),
+        ]
+        if "large" in runs:
+            lines.append(verdict("Large steady images/s", runs["large"]["steady"], 8_000, ""))
+        if "torchrun" in runs:
+            slower = 100 * (1 - runs["torchrun"]["steady"] / default["steady"])
+            lines.append(verdict("torchrun 1 process, % slower", slower, 10, " %", at_most=True))
         if not args.no_default_run:
             r = cli_run(data, out, "default20", 20, *dev)
-            print(f"\ncli.py train specs/small.yaml, 20 epochs: {r['wall']:.1f} s start to done")
+            lines.append(
+                verdict("20-epoch default run, start to done", r["wall"], 90, " s", at_most=True)
+            )
+        print("\ntargets (issue #8, Small unless said):\n" + "\n".join(lines), flush=True)
 
 
 if __name__ == "__main__":

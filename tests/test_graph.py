@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from mnv3spec import build, load_spec
+from mnv3spec.data.batches import augment, normalize
 from mnv3spec.run import graph
 
 from .conftest import ROOT
@@ -104,6 +105,56 @@ def test_captured_step_matches_eager():
         a, b = eager(x, y)[0], captured(x, y)[0]
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     assert captured.graph is not None
+
+
+def test_the_warm_up_line_says_what_the_first_step_and_the_capture_cost():
+    step = graph.GraphStep(lambda x, y: (x, y))
+    step.warmup = {"first step": 10.12, "eager steps": 0.14, "capture": 0.71}
+    assert step.warmup_line() == (
+        "warm-up: 11.0 s (first step 10.1 s, 2 more eager steps 0.1 s, "
+        "CUDA graph capture 0.7 s), part of this epoch's time"
+    )
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_a_steady_step_never_waits_for_the_gpu():
+    """What the loop does each step once the graph is captured — augment and normalise a batch
+    (random numbers drawn on the CPU), refresh the learning rate, replay, keep the loss — with
+    CUDA's sync debug mode raising at any host synchronisation: the host queues step after step
+    while the GPU runs."""
+    device = torch.device("cuda")
+    net = _net().to(device, memory_format=torch.channels_last)
+    opt = torch.optim.SGD(_groups(net, 5e-4), lr=0.1, momentum=0.9)
+    lr = graph.DeviceLR(opt, device)
+
+    def step(x, y):
+        loss = torch.nn.functional.cross_entropy(net(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        graph.sgd_update(opt, lr.values)
+        return loss.detach(), loss.detach()
+
+    captured = graph.GraphStep(step)
+    images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8, device=device)
+    labels = torch.randint(0, 4, (16,), device=device)
+    order = torch.Generator().manual_seed(0)
+    losses = torch.zeros(8, device=device)
+
+    def one(i):
+        x = normalize(augment(images, generator=order), (0.5,) * 3, (0.25,) * 3, channels_last=True)
+        lr.refresh()
+        losses[i] = captured(x, labels)[0]
+
+    for i in range(graph.WARMUP_STEPS + 1):  # eager warm-up and capture may wait
+        one(i)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for i in range(graph.WARMUP_STEPS + 1, 8):
+            one(i)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert captured.graph is not None and torch.isfinite(losses).all()
 
 
 def test_cpu_training_is_eager_and_says_nothing_about_graphs(cli, tmp_path):

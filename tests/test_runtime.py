@@ -9,6 +9,7 @@ from mnv3spec import UserError
 from mnv3spec.run.runtime import (
     World,
     amp_dtype,
+    no_autotune,
     pick_device,
     reduce_sums,
     state_digest,
@@ -89,3 +90,15 @@ def test_torch_settings_are_set_for_the_block_and_restored_after():
         torch.backends.cudnn.benchmark,
     )
     assert after == before
+
+
+def test_no_autotune_turns_cudnns_autotuner_off_for_the_block_only():
+    before = torch.backends.cudnn.benchmark
+    try:
+        torch.backends.cudnn.benchmark = True
+        with pytest.raises(RuntimeError, match="inside"), no_autotune():
+            assert torch.backends.cudnn.benchmark is False
+            raise RuntimeError("inside")
+        assert torch.backends.cudnn.benchmark is True
+    finally:
+        torch.backends.cudnn.benchmark = before

@@ -3,6 +3,7 @@ and a folder too large for memory trained through ``cli.py`` on decoding workers
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
 import math
@@ -22,7 +23,8 @@ from mnv3spec import build, load_spec
 from mnv3spec import files as outputs
 from mnv3spec.data.batches import batches
 from mnv3spec.errors import CheckpointError, TrainingError, UserError
-from mnv3spec.run import run_folder
+from mnv3spec.run import evaluate as evaluating
+from mnv3spec.run import loop, run_folder
 from mnv3spec.run.config import TrainConfig
 from mnv3spec.run.evaluate import evaluate
 from mnv3spec.run.plan import steps_per_epoch
@@ -237,6 +239,41 @@ def test_nan_loss_stops_naming_epoch_and_step_and_keeps_last_good_epoch(
     assert torch.load(run / "resume.pt", weights_only=True)["epoch"] == 1
     assert (run / "metrics.csv").read_text().count("\n") == 2  # header + epoch 1
     assert json.loads((run / "config.json").read_text())["epochs"] == 3
+
+
+def test_shapes_met_once_an_epoch_are_never_autotuned(tmp_path, monkeypatch, one_thread):
+    """cuDNN's autotuner (on for an unseeded CUDA run) times every algorithm at each new shape:
+    full training batches keep it, the short last batch and validation run without it. Checked
+    on the CPU with the run's switch forced on, recording it at each step and validation batch."""
+    training = importlib.import_module("mnv3spec.run.train")
+    real_settings, real_step, real_norm = (
+        training.torch_settings,
+        loop.train_step,
+        evaluating.normalize,
+    )
+    seen = []
+
+    def step(*args):
+        seen.append(("train", len(args[5]), torch.backends.cudnn.benchmark))
+        return real_step(*args)
+
+    def norm(x, *args, **kw):
+        seen.append(("val", len(x), torch.backends.cudnn.benchmark))
+        return real_norm(x, *args, **kw)
+
+    monkeypatch.setattr(
+        training, "torch_settings", lambda **kw: real_settings(**kw | {"benchmark": True})
+    )
+    monkeypatch.setattr(loop, "train_step", step)
+    monkeypatch.setattr(evaluating, "normalize", norm)
+    overrides = {"width": 0.25, "resolution": 16}
+    cfg = TrainConfig(str(SMALL), overrides, data="synthetic", epochs=1, batch=48, seed=0)
+    cfg.out, cfg.name = str(tmp_path), "run"  # 512 images: 10 batches of 48 and one of 32
+    before = torch.backends.cudnn.benchmark
+    train(cfg)
+    assert torch.backends.cudnn.benchmark is before
+    assert seen[:11] == [("train", 48, True)] * 10 + [("train", 32, False)]
+    assert seen[11:] == [("val", 48, False)] * 2 + [("val", 32, False)]  # 128 images
 
 
 def test_every_file_of_the_run_folder_is_written_atomically(tmp_path, monkeypatch, one_thread):

@@ -173,6 +173,15 @@ def worker_count(processes: int = 1) -> int:
     return max(1, min(MAX_WORKERS, (os.cpu_count() or 1) // processes))
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small host tensor on ``device`` without waiting for the device: a blocking copy to a GPU
+    (what ``.to(device)`` and ``torch.tensor(..., device=...)`` do) drains the stream first, so a
+    training step that made one per batch could never queue the next step while the GPU runs
+    this one. From pageable memory the driver stages the bytes before returning, so ``t`` may be
+    freed at once."""
+    return t.to(device, non_blocking=True)
+
+
 def augment(
     images_u8: torch.Tensor,
     *,
@@ -195,7 +204,7 @@ def augment(
     draw_on = generator.device if generator is not None else device
     shift = torch.randint(0, 2 * padding + 1, (2, n, 1), generator=generator, device=draw_on)
     mirror = torch.rand(n, 1, generator=generator, device=draw_on) < 0.5
-    shift, mirror = shift.to(device), mirror.to(device) & flip
+    shift, mirror = to_device(shift, device), to_device(mirror, device) & flip
     padded = images_u8.new_zeros((n, c, h + 2 * padding, w + 2 * padding))
     padded[:, :, padding : padding + h, padding : padding + w] = images_u8
     rows = shift[0] + torch.arange(h, device=device)
@@ -221,7 +230,7 @@ def normalize(
     """
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x = images_u8.to(torch.float32, memory_format=fmt)
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    mean_t = to_device(torch.tensor(mean, dtype=torch.float32), x.device).view(1, -1, 1, 1)
+    std_t = to_device(torch.tensor(std, dtype=torch.float32), x.device).view(1, -1, 1, 1)
     x.mul_(1 / (255 * std_t)).sub_(mean_t / std_t)
     return x if dtype == torch.float32 else x.to(dtype)

@@ -15,7 +15,7 @@ from ..data.datasets import load_dataset
 from ..errors import DataError
 from ..model.memory import check_fits
 from .int8 import is_int8_model, load_any
-from .runtime import amp_dtype, pick_device, reduce_sums
+from .runtime import amp_dtype, no_autotune, pick_device, reduce_sums
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,7 @@ class EvalResult:
 
 
 @torch.no_grad()
+@no_autotune()
 def evaluate(
     model: nn.Module,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -55,7 +56,7 @@ def evaluate(
                 F.cross_entropy(logits, y, reduction="sum").double(),
                 hits[:, 0].sum().double(),
                 hits.any(dim=1).sum().double(),
-                torch.tensor(len(y), dtype=torch.float64, device=device),
+                torch.full((), len(y), dtype=torch.float64, device=device),
             ]
         )
     model.train(was_training)

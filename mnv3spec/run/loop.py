@@ -12,6 +12,7 @@ import math
 import sys
 import time
 from collections.abc import Iterable
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -22,11 +23,11 @@ from ..data.batches import augment, loader, normalize
 from ..errors import CheckpointError, TrainingError
 from ..model.builder import SpecNet
 from .evaluate import EvalResult, evaluate
-from .graph import WARMUP_STEPS, DeviceLR, GraphStep, sgd_update, wanted
+from .graph import DeviceLR, GraphStep, sgd_update, wanted
 from .plan import RunPlan
 from .recipe import make_optimizer, make_scheduler
 from .run_folder import save_epoch
-from .runtime import amp_dtype, average_buffers, reduce_sums, state_digest
+from .runtime import amp_dtype, average_buffers, no_autotune, reduce_sums, state_digest
 
 CHECK_EVERY = 20  # steps between host syncs: loss shown, NaN looked for (on GPU a sync costs time)
 
@@ -168,10 +169,7 @@ class Trainer:
             train_loss, train_top1, images_per_s = self.train_epoch(epoch)
             if self.graph is not None and not self.warmup_said and self.graph.graph is not None:
                 self.warmup_said = True
-                self.log(
-                    f"warm-up: {self.graph.warmup_seconds:.1f} s ({WARMUP_STEPS} eager steps "
-                    "and the CUDA graph capture, part of this epoch's time)"
-                )
+                self.log(self.graph.warmup_line())
             average_buffers(self.net, self.plan.world)
             val = self.evaluate()
             row = {
@@ -232,13 +230,15 @@ class Trainer:
 
     def step(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimiser step: replayed as a CUDA graph where it can be, else eagerly; a batch of
-        another shape than the captured one (a short last batch) runs eagerly too."""
+        another shape than the captured one (a short last batch) runs eagerly too, and without
+        cuDNN autotuning, since its shape comes once an epoch."""
         if self.graph is not None and self.graph.fits(x, labels):
             self.lr.refresh()
             return self.graph(x, labels)
-        return train_step(
-            self.model, self.criterion, self.optimizer, self.scaler, x, labels, self.amp
-        )
+        with no_autotune() if len(labels) < self.plan.batch else nullcontext():
+            return train_step(
+                self.model, self.criterion, self.optimizer, self.scaler, x, labels, self.amp
+            )
 
     def check_finite(self, losses: torch.Tensor, begin: int, end: int, epoch: int) -> None:
         """Stop at the first NaN/inf loss on any rank, naming its epoch and step."""

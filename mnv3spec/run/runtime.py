@@ -83,6 +83,20 @@ def torch_settings(*, threads: int, deterministic: bool, benchmark: bool) -> Ite
         torch.backends.cudnn.benchmark = before[2]
 
 
+@contextmanager
+def no_autotune() -> Iterator[None]:
+    """cuDNN's autotuner (``benchmark``) off for the block, then as it was. The autotuner times
+    every algorithm of every convolution at each new input shape, once per shape: worth it for
+    the training batch met thousands of times, not for a shape met once an epoch (the short
+    last batch) or a validation pass, where cuDNN's heuristics pick at once."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
 def reduce_sums(values: list[float], device: torch.device) -> list[float]:
     """Sum per-rank counters over all ranks (identity without torch.distributed)."""
     if not (dist.is_available() and dist.is_initialized()):
