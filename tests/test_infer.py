@@ -259,3 +259,23 @@ def test_a_folder_named_like_a_checkpoint_given_to_models_is_named(setup, tmp_pa
         "error: nothing was classified: no checkpoint could be used (1 checkpoint found; "
         f"{tmp_path / 'best.safetensors'}: is a folder, not a checkpoint file)\n"
     )
+
+
+def test_cli_infer_batch_changes_nothing_but_speed(setup, cli):
+    ckpt = setup / "runs" / "a" / "best.safetensors"
+    common = ("infer", "--models", ckpt, "--images", setup / "images", "--json", "--topk", "2")
+    outputs = []
+    for batch in ("1", "3", "64"):
+        result = cli(*common, "--batch", batch)
+        assert result.returncode == 0, result.stderr
+        outputs.append(json.loads(result.stdout)["models"][0]["predictions"])
+    for other in outputs[1:]:
+        for a, b in zip(outputs[0], other, strict=True):
+            assert a["image"] == b["image"]
+            assert [t["class"] for t in a["top"]] == [t["class"] for t in b["top"]]
+            for x, y in zip(a["top"], b["top"], strict=True):
+                assert abs(x["p"] - y["p"]) < 1e-5
+    result = cli(*common, "--batch", "0")
+    assert result.returncode == 2 and "--batch" in result.stderr
+    result = cli(*common, "--batch", "100000000")
+    assert result.returncode == 2 and "batch 100000000" in result.stderr

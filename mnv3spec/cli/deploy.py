@@ -13,7 +13,9 @@ from mnv3spec.cli.flags import add_device, add_set, number, overrides
 def cmd_infer(args: argparse.Namespace) -> int:
     from mnv3spec.run.infer import classify, format_tables
 
-    report = classify(args.models, args.images, topk=args.topk, device=args.device)
+    report = classify(
+        args.models, args.images, topk=args.topk, device=args.device, batch_size=args.batch
+    )
     for file, reason in report.skipped:
         print(f"skipped {file}: {reason}", file=sys.stderr)
     if args.json:
@@ -35,6 +37,9 @@ def add_infer(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--images", default="test_images", help="folder of images (default test_images)")
     p.add_argument("--topk", type=number(int, 1), default=5, help="classes per image (default 5)")
+    p.add_argument(
+        "--batch", type=number(int, 1), default=32, help="images per forward pass (default 32)"
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     add_device(p)
     p.set_defaults(func=cmd_infer)

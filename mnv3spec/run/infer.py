@@ -121,8 +121,9 @@ def classify(
     A checkpoint that does not load (or whose batch would not fit in memory) and a file that is
     not a readable image are reported in :attr:`Report.skipped`; a :class:`DataError` says why
     when nothing at all was classified."""
-    if topk < 1:
-        raise UserError("must be at least 1", field="topk")
+    for name, value in (("topk", topk), ("batch_size", batch_size)):
+        if value < 1:
+            raise UserError("must be at least 1", field=name)
     dev = pick_device(device)
     images, subfolders = list_images(image_folder)
     checkpoints = find_checkpoints(model_paths)
