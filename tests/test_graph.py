@@ -116,6 +116,89 @@ def test_the_warm_up_line_says_what_the_first_step_and_the_capture_cost():
     )
 
 
+def _without_cuda(monkeypatch, capture_error: str) -> None:
+    """GraphStep on the CPU: eager steps run in place of the side stream, and the capture fails
+    as CUDA fails it for a step that waits for the device."""
+
+    def capture(self, x, labels):
+        raise RuntimeError(capture_error)
+
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *args: None)
+    monkeypatch.setattr(
+        graph.GraphStep, "_eager_on_side_stream", lambda self, x, y: self.step(x, y)
+    )
+    monkeypatch.setattr(graph.GraphStep, "_capture", capture)
+
+
+def test_a_step_that_cannot_be_captured_runs_eagerly_and_says_why(monkeypatch):
+    _without_cuda(monkeypatch, "CUDA error: operation not permitted when stream is capturing\n…")
+    calls = []
+    step = graph.GraphStep(lambda x, y: calls.append(len(x)) or (x.sum(), y.sum()))
+    x, y = torch.ones(4, 3), torch.ones(4)
+    for _ in range(graph.WARMUP_STEPS + 1):
+        assert step.fits(x, y)
+        assert step(x, y)[0] == 12  # the capture's batch too is trained, eagerly
+    assert calls == [4] * (graph.WARMUP_STEPS + 1) and step.graph is None
+    assert (
+        step.failed == "not captured: CUDA error: operation not permitted when stream is capturing"
+    )
+    assert not step.fits(x, y)  # the caller runs every later step eagerly
+
+
+def test_training_goes_on_eagerly_when_the_capture_fails(monkeypatch, tmp_path, capsys, recwarn):
+    """The trainer asks for a captured step (as on a GPU), the capture fails: one line says so
+    after the first epoch, the steps run eagerly, and the run trains as an eager one does."""
+    from mnv3spec.run import loop
+    from mnv3spec.run.config import TrainConfig
+    from mnv3spec.run.train import train
+
+    torch.set_num_threads(1)
+    overrides = {"width": 0.25, "resolution": 16}
+    losses = {}
+    for name in ("eager", "fallback"):
+        if name == "fallback":
+            _without_cuda(
+                monkeypatch, "CUDA error: operation not permitted when stream is capturing"
+            )
+            monkeypatch.setattr(loop, "wanted", lambda *args, **kw: None)
+        cfg = TrainConfig(str(SMALL), overrides, data="synthetic", epochs=2, batch=64, seed=0)
+        cfg.out, cfg.name = str(tmp_path), name
+        train(cfg)
+        rows = (tmp_path / name / "metrics.csv").read_text().splitlines()[1:]
+        losses[name] = [float(r.split(",")[2]) for r in rows]
+    out = capsys.readouterr().out
+    said = "steps: eager from here on, not captured: CUDA error: operation not permitted"
+    assert out.count(said) == 1 and "warm-up:" not in out
+    assert not [w for w in recwarn if "lr_scheduler.step()" in str(w.message)]
+    for a, b in zip(losses["fallback"], losses["eager"], strict=True):
+        assert abs(a - b) < 1e-4 * abs(b)  # the same steps: SGD as tensor arithmetic or torch's
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_a_step_that_waits_for_the_gpu_falls_back_to_eager_on_a_gpu():
+    """A step reading a value on the host mid-step cannot be captured: CUDA refuses the capture,
+    the step runs eagerly, and the device keeps working."""
+    device = torch.device("cuda")
+    w = torch.ones(3, device=device, requires_grad=True)
+
+    def step(x, y):
+        loss = (x @ w - y).square().sum()
+        if float(loss) < 0:  # a host sync in the middle of the step
+            raise AssertionError
+        w.grad = None
+        loss.backward()
+        with torch.no_grad():
+            w.sub_(0.01 * w.grad)
+        return loss.detach(), loss.detach()
+
+    captured = graph.GraphStep(step)
+    x, y = torch.ones(4, 3, device=device), torch.zeros(4, device=device)
+    losses = [float(captured(x, y)[0]) for _ in range(graph.WARMUP_STEPS + 1)]
+    assert captured.graph is None and captured.failed.startswith("not captured: ")
+    assert not captured.fits(x, y)
+    assert losses == sorted(losses, reverse=True) and len(set(losses)) == len(losses)  # all trained
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 def test_a_steady_step_never_waits_for_the_gpu():
     """What the loop does each step once the graph is captured — augment and normalise a batch

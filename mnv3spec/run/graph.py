@@ -15,10 +15,11 @@ CUDA semantics notes). What a replay needs, and what this module provides:
 - a few eager warm-up steps on a side stream first, so cuDNN picks its algorithms and the
   optimiser's momentum buffers exist before capture.
 
-A step that cannot be captured (the CPU, fp16 with a loss scaler, DistributedDataParallel over
-several processes, ``--compile``, or an op that synchronises) runs eagerly; :func:`wanted` says
-why in one line. The arithmetic is the same either way, so a captured run follows the eager
-run's loss curve.
+A step that cannot be captured runs eagerly, and one line says why: :func:`wanted` for what is
+known up front (the CPU, fp16 with a loss scaler, DistributedDataParallel over several
+processes, ``--compile``), :attr:`GraphStep.failed` for a capture CUDA refused (an op that waits
+for the device, a shape that depends on the data). The arithmetic is the same either way, so a
+captured run follows the eager run's loss curve.
 """
 
 from __future__ import annotations
@@ -88,6 +89,8 @@ def sgd_update(optimizer: torch.optim.SGD, lr: torch.Tensor) -> None:
             nesterov = group["nesterov"]
             grads = torch._foreach_add(grads, bufs, alpha=group["momentum"]) if nesterov else bufs
         torch._foreach_add_(params, torch._foreach_mul(grads, -lr[i]))
+    # What optimizer.step() records, so the scheduler does not warn it was stepped first.
+    optimizer._opt_called = True  # type: ignore[attr-defined]
 
 
 class GraphStep:
@@ -103,6 +106,7 @@ class GraphStep:
         self.inputs: tuple[torch.Tensor, torch.Tensor] | None = None
         self.outputs: tuple[torch.Tensor, torch.Tensor] | None = None
         self.warmup: dict[str, float] = {}  # seconds: first step, later eager steps, capture
+        self.failed: str | None = None  # why the capture failed, in one line
 
     @property
     def warmup_seconds(self) -> float:
@@ -117,30 +121,39 @@ class GraphStep:
 
     def fits(self, x: torch.Tensor, labels: torch.Tensor) -> bool:
         """Whether a batch can go through the graph: before capture any can (the first full
-        batches warm it up); after, only one of the captured shape."""
-        return self.inputs is None or (
-            x.shape == self.inputs[0].shape and labels.shape == self.inputs[1].shape
+        batches warm it up); after, only one of the captured shape; none once capture failed."""
+        return self.failed is None and (
+            self.inputs is None
+            or (x.shape == self.inputs[0].shape and labels.shape == self.inputs[1].shape)
         )
 
     def __call__(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.graph is None:
-            start = time.perf_counter()
-            if self.calls < WARMUP_STEPS:
-                out = self._eager_on_side_stream(x, labels)
-                phase = "first step" if self.calls == 0 else "eager steps"
-            else:
-                self._capture(x, labels)
-                out, phase = None, "capture"
-            torch.cuda.synchronize()
-            self.warmup[phase] = self.warmup.get(phase, 0.0) + time.perf_counter() - start
-            self.calls += 1
-            if out is not None:
-                return out
-        assert self.inputs is not None and self.outputs is not None and self.graph is not None
+            return self._warm_up(x, labels)
+        assert self.inputs is not None and self.outputs is not None
         self.inputs[0].copy_(x, non_blocking=True)
         self.inputs[1].copy_(labels, non_blocking=True)
         self.graph.replay()
         return tuple(t.clone() for t in self.outputs)
+
+    def _warm_up(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """An eager step, or the capture and the first replay. A step that cannot be captured
+        (an op that waits for the device, a shape that depends on the data) runs eagerly, and
+        :attr:`failed` says why, so the caller runs every later step eagerly too."""
+        start = time.perf_counter()
+        phase = "first step" if self.calls == 0 else "eager steps"
+        if self.calls >= WARMUP_STEPS and self.failed is None:
+            phase = "capture"
+            try:
+                self._capture(x, labels)
+            except RuntimeError as e:
+                self.failed = f"not captured: {str(e).strip().splitlines()[0]}"
+                self.graph = self.inputs = self.outputs = None
+        out = self._eager_on_side_stream(x, labels) if self.graph is None else None
+        torch.cuda.synchronize()
+        self.warmup[phase] = self.warmup.get(phase, 0.0) + time.perf_counter() - start
+        self.calls += 1
+        return out if out is not None else self(x, labels)
 
     def _eager_on_side_stream(self, x: torch.Tensor, labels: torch.Tensor) -> tuple:
         side = torch.cuda.Stream()

@@ -167,9 +167,7 @@ class Trainer:
             start = time.perf_counter()
             lr = self.optimizer.param_groups[0]["lr"]
             train_loss, train_top1, images_per_s = self.train_epoch(epoch)
-            if self.graph is not None and not self.warmup_said and self.graph.graph is not None:
-                self.warmup_said = True
-                self.log(self.graph.warmup_line())
+            self.say_warmup()
             average_buffers(self.net, self.plan.world)
             val = self.evaluate()
             row = {
@@ -192,6 +190,15 @@ class Trainer:
             )
         self.check_ranks_agree()
         self.log(f"done: best val top-1 {self.best:.2f}%, weights in {self.run_dir}")
+
+    def say_warmup(self) -> None:
+        """Once, after the epoch that captured the step: what the warm-up cost, or why the steps
+        stay eager (the capture failed)."""
+        g = self.graph
+        if g is None or self.warmup_said or (g.graph is None and g.failed is None):
+            return
+        self.warmup_said = True
+        self.log(g.warmup_line() if g.failed is None else f"steps: eager from here on, {g.failed}")
 
     def train_epoch(self, epoch: int) -> tuple[float, float, float]:
         """One pass over this rank's shard; loss, top-1 and images/s over all ranks. The host
