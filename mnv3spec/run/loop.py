@@ -73,11 +73,13 @@ def captured_step(
 
 
 def wrap(net: SpecNet, plan: RunPlan) -> nn.Module:
-    """The module the steps call: DDP over the launch's processes, compiled when asked."""
+    """The module the steps call: DDP over the launch's processes, compiled when asked. The
+    graph is static (every step uses every parameter, in the same order), which DDP is told so
+    it skips looking for unused parameters and keeps its gradient buckets fixed."""
     model: nn.Module = net
     if plan.world.size > 1:
         ids = [plan.device.index] if plan.device.type == "cuda" else None
-        model = nn.parallel.DistributedDataParallel(net, device_ids=ids)
+        model = nn.parallel.DistributedDataParallel(net, device_ids=ids, static_graph=True)
     if plan.cfg.compile:
         model = torch.compile(model)
     return model
