@@ -177,9 +177,9 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     """A small host tensor on ``device`` without waiting for the device: a blocking copy to a GPU
     (what ``.to(device)`` and ``torch.tensor(..., device=...)`` do) drains the stream first, so a
     training step that made one per batch could never queue the next step while the GPU runs
-    this one. From pageable memory the driver stages the bytes before returning, so ``t`` may be
-    freed at once."""
-    return t.to(device, non_blocking=True)
+    this one. From pageable memory CUDA stages the bytes before returning, so ``t`` may be freed
+    at once (other devices copy as before)."""
+    return t.to(device, non_blocking=torch.device(device).type == "cuda")
 
 
 def augment(
