@@ -116,32 +116,57 @@ def test_the_warm_up_line_says_what_the_first_step_and_the_capture_cost():
     )
 
 
-def _without_cuda(monkeypatch, capture_error: str) -> None:
-    """GraphStep on the CPU: eager steps run in place of the side stream, and the capture fails
-    as CUDA fails it for a step that waits for the device."""
+def _without_cuda(monkeypatch, capture_error: str | None = None, waited: str | None = None):
+    """GraphStep on the CPU: eager steps run in place of the side stream, the last eager step
+    reports ``waited`` as its first host synchronisation, and the capture fails with
+    ``capture_error`` as CUDA fails it. Returns the list of captures tried."""
+    captures = []
 
     def capture(self, x, labels):
+        captures.append(len(x))
         raise RuntimeError(capture_error)
 
     monkeypatch.setattr(torch.cuda, "synchronize", lambda *args: None)
     monkeypatch.setattr(
         graph.GraphStep, "_eager_on_side_stream", lambda self, x, y: self.step(x, y)
     )
+    monkeypatch.setattr(
+        graph.GraphStep, "_eager_watching_syncs", lambda self, x, y: (self.step(x, y), waited)
+    )
     monkeypatch.setattr(graph.GraphStep, "_capture", capture)
+    return captures
 
 
-def test_a_step_that_cannot_be_captured_runs_eagerly_and_says_why(monkeypatch):
-    _without_cuda(monkeypatch, "CUDA error: operation not permitted when stream is capturing\n…")
+@pytest.mark.parametrize(
+    "capture_error, waited, said",
+    [
+        (
+            "CUDA error: operation not permitted when stream is capturing\n…",
+            None,
+            "not captured: CUDA error: operation not permitted when stream is capturing",
+        ),
+        (
+            None,
+            "called a synchronizing CUDA operation",
+            "not captured: the step waits for the GPU (called a synchronizing CUDA operation)",
+        ),
+    ],
+)
+def test_a_step_that_cannot_be_captured_runs_eagerly_and_says_why(
+    monkeypatch, capture_error, waited, said
+):
+    captures = _without_cuda(monkeypatch, capture_error, waited)
     calls = []
     step = graph.GraphStep(lambda x, y: calls.append(len(x)) or (x.sum(), y.sum()))
     x, y = torch.ones(4, 3), torch.ones(4)
     for _ in range(graph.WARMUP_STEPS + 1):
         assert step.fits(x, y)
         assert step(x, y)[0] == 12  # the capture's batch too is trained, eagerly
-    assert calls == [4] * (graph.WARMUP_STEPS + 1) and step.graph is None
-    assert (
-        step.failed == "not captured: CUDA error: operation not permitted when stream is capturing"
-    )
+        if step.failed:
+            break  # a wait is known after the last eager step, a refusal at the capture
+    assert step.graph is None and step.failed == said
+    steps = graph.WARMUP_STEPS if waited else graph.WARMUP_STEPS + 1
+    assert calls == [4] * steps and len(captures) == (0 if waited else 1)
     assert not step.fits(x, y)  # the caller runs every later step eagerly
 
 
@@ -176,8 +201,8 @@ def test_training_goes_on_eagerly_when_the_capture_fails(monkeypatch, tmp_path, 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 def test_a_step_that_waits_for_the_gpu_falls_back_to_eager_on_a_gpu():
-    """A step reading a value on the host mid-step cannot be captured: CUDA refuses the capture,
-    the step runs eagerly, and the device keeps working."""
+    """A step reading a value on the host mid-step cannot be captured: the last warm-up step
+    sees it wait for the GPU, no capture is tried, and every step trains eagerly."""
     device = torch.device("cuda")
     w = torch.ones(3, device=device, requires_grad=True)
 
@@ -194,7 +219,8 @@ def test_a_step_that_waits_for_the_gpu_falls_back_to_eager_on_a_gpu():
     captured = graph.GraphStep(step)
     x, y = torch.ones(4, 3, device=device), torch.zeros(4, device=device)
     losses = [float(captured(x, y)[0]) for _ in range(graph.WARMUP_STEPS + 1)]
-    assert captured.graph is None and captured.failed.startswith("not captured: ")
+    assert captured.graph is None
+    assert captured.failed.startswith("not captured: the step waits for the GPU (")
     assert not captured.fits(x, y)
     assert losses == sorted(losses, reverse=True) and len(set(losses)) == len(losses)  # all trained
 

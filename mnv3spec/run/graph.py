@@ -25,6 +25,7 @@ captured run follows the eager run's loss curve.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -138,18 +139,28 @@ class GraphStep:
 
     def _warm_up(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """An eager step, or the capture and the first replay. A step that cannot be captured
-        (an op that waits for the device, a shape that depends on the data) runs eagerly, and
-        :attr:`failed` says why, so the caller runs every later step eagerly too."""
+        runs eagerly, and :attr:`failed` says why, so the caller runs every later step eagerly
+        too. The last eager step watches for host synchronisation (an op that waits for the
+        device, a shape that depends on the data), which CUDA would refuse to capture: such a
+        step is never captured, since in some torch releases a failed capture leaves the memory
+        allocator believing it still runs (pytorch#180395). A capture that fails for another
+        reason is caught."""
         start = time.perf_counter()
         phase = "first step" if self.calls == 0 else "eager steps"
-        if self.calls >= WARMUP_STEPS and self.failed is None:
+        out = None
+        if self.calls == WARMUP_STEPS - 1:  # autotuning, which synchronises, is done by now
+            out, waited = self._eager_watching_syncs(x, labels)
+            if waited:
+                self.failed = f"not captured: the step waits for the GPU ({waited})"
+        elif self.calls >= WARMUP_STEPS and self.failed is None:
             phase = "capture"
             try:
                 self._capture(x, labels)
             except RuntimeError as e:
                 self.failed = f"not captured: {str(e).strip().splitlines()[0]}"
                 self.graph = self.inputs = self.outputs = None
-        out = self._eager_on_side_stream(x, labels) if self.graph is None else None
+        if out is None and self.graph is None:
+            out = self._eager_on_side_stream(x, labels)
         torch.cuda.synchronize()
         self.warmup[phase] = self.warmup.get(phase, 0.0) + time.perf_counter() - start
         self.calls += 1
@@ -163,10 +174,25 @@ class GraphStep:
         torch.cuda.current_stream().wait_stream(side)
         return out
 
+    def _eager_watching_syncs(self, x: torch.Tensor, labels: torch.Tensor) -> tuple:
+        """An eager step under CUDA's sync debug mode ("warn"): its outputs, and the first
+        synchronisation's message (None when the step never waited)."""
+        before = torch.cuda.get_sync_debug_mode()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                out = self._eager_on_side_stream(x, labels)
+            finally:
+                torch.cuda.set_sync_debug_mode(before)
+        syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message)]
+        return out, (syncs[0].strip().splitlines()[0] if syncs else None)
+
     def _capture(self, x: torch.Tensor, labels: torch.Tensor) -> None:
-        """Record one step on static copies of the batch; it runs at the first replay."""
+        """Record one step on static copies of the batch; it runs at the first replay. The
+        outer stream context puts the stream back even when CUDA refuses the capture."""
         self.inputs = (x.clone(), labels.clone())
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.stream(torch.cuda.current_stream()), torch.cuda.graph(graph):
             self.outputs = self.step(*self.inputs)
         self.graph = graph
