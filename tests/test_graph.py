@@ -177,7 +177,6 @@ def test_training_goes_on_eagerly_when_the_capture_fails(monkeypatch, tmp_path, 
     from mnv3spec.run.config import TrainConfig
     from mnv3spec.run.train import train
 
-    torch.set_num_threads(1)
     overrides = {"width": 0.25, "resolution": 16}
     losses = {}
     for name in ("eager", "fallback"):
