@@ -5,7 +5,7 @@
 # latency at batch 1. Each log is written as it runs, so a run cut short keeps what it measured.
 set -uo pipefail
 logs=${1:-${OUT:-gpu-logs}}
-mkdir -p "$logs"
+mkdir -p "$logs" && logs=$(cd "$logs" && pwd)
 export PYTHONUNBUFFERED=1
 cd "$(dirname "$0")/.."
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$logs/gpu.txt"
