@@ -298,3 +298,20 @@ def test_a_captured_run_follows_the_eager_runs_loss_curve(cli, tmp_path):
     assert "steps: eager, off" in runs["eager"]
     for a, b in zip(runs["graph_losses"], runs["eager_losses"], strict=True):
         assert abs(a - b) < 0.05 * max(abs(b), 1e-3)
+
+
+def test_a_compiled_run_says_what_its_first_step_cost(monkeypatch, tmp_path, capsys):
+    """torch.compile compiles in the first step; that time is printed as the warm-up, once
+    (compile itself replaced by the identity here: on this CPU it takes minutes)."""
+    from mnv3spec.run.config import TrainConfig
+    from mnv3spec.run.train import train
+
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: model)
+    overrides = {"width": 0.25, "resolution": 16}
+    cfg = TrainConfig(str(SMALL), overrides, data="synthetic", epochs=2, batch=64, seed=0)
+    cfg.out, cfg.name, cfg.compile = str(tmp_path), "run", True
+    train(cfg)
+    lines = capsys.readouterr().out.splitlines()
+    warm = [i for i, line in enumerate(lines) if line.startswith("warm-up: ")]
+    assert len(warm) == 1 and "(the first step, compiled by torch.compile)" in lines[warm[0]]
+    assert lines[warm[0] + 1].startswith("epoch 1/2")

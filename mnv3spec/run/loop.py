@@ -148,6 +148,7 @@ class Trainer:
                 self.model, self.criterion, self.optimizer, self.lr, self.amp
             )
         self.warmup_said = False
+        self.compile_seconds: float | None = None  # the first compiled step's, when compiled
         self.epoch, self.best = 0, -1.0
         self.rows: list[dict] = []
 
@@ -194,13 +195,23 @@ class Trainer:
         self.log(f"done: best val top-1 {self.best:.2f}%, weights in {self.run_dir}")
 
     def say_warmup(self) -> None:
-        """Once, after the epoch that captured the step: what the warm-up cost, or why the steps
-        stay eager (the capture failed)."""
+        """Once, after the epoch that captured (or compiled) the step: what the warm-up cost, or
+        why the steps stay eager (the capture failed)."""
+        line = None if self.warmup_said else self.warmup_line()
+        if line:
+            self.warmup_said = True
+            self.log(line)
+
+    def warmup_line(self) -> str | None:
         g = self.graph
-        if g is None or self.warmup_said or (g.graph is None and g.failed is None):
-            return
-        self.warmup_said = True
-        self.log(g.warmup_line() if g.failed is None else f"steps: eager from here on, {g.failed}")
+        if self.compile_seconds is not None:
+            return (
+                f"warm-up: {self.compile_seconds:.1f} s (the first step, compiled by "
+                "torch.compile), part of this epoch's time"
+            )
+        if g is None or (g.graph is None and g.failed is None):
+            return None  # not captured yet
+        return g.warmup_line() if g.failed is None else f"steps: eager from here on, {g.failed}"
 
     def train_epoch(self, epoch: int) -> tuple[float, float, float]:
         """One pass over this rank's shard; loss, top-1 and images/s over all ranks. The host
@@ -244,10 +255,17 @@ class Trainer:
         if self.graph is not None and self.graph.fits(x, labels):
             self.lr.refresh()
             return self.graph(x, labels)
+        first_compiled = self.plan.cfg.compile and self.compile_seconds is None
+        start = time.perf_counter()
         with no_autotune() if len(labels) < self.plan.batch else nullcontext():
-            return train_step(
+            out = train_step(
                 self.model, self.criterion, self.optimizer, self.scaler, x, labels, self.amp
             )
+        if first_compiled:  # compiling happens in the first call: its time is said apart
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.compile_seconds = time.perf_counter() - start
+        return out
 
     def check_finite(self, losses: torch.Tensor, begin: int, end: int, epoch: int) -> None:
         """Stop at the first NaN/inf loss on any rank, naming its epoch and step."""
