@@ -31,6 +31,19 @@ def _groups(model: torch.nn.Module, wd: float) -> list[dict]:
     ]
 
 
+def _sgd_step(net, opt, lr):
+    """A capturable training step: cross-entropy, backward, SGD on the device learning rate."""
+
+    def step(x, y):
+        loss = torch.nn.functional.cross_entropy(net(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        graph.sgd_update(opt, lr.values)
+        return loss.detach(), loss.detach()
+
+    return step
+
+
 @pytest.mark.parametrize("nesterov", [False, True])
 def test_sgd_update_is_torchs_sgd_with_a_device_learning_rate(nesterov):
     """Three steps with a changing learning rate: the same weights and momentum buffers."""
@@ -83,19 +96,8 @@ def test_captured_step_matches_eager():
     nets[1].load_state_dict(nets[0].state_dict())
     opts = [torch.optim.SGD(_groups(n, 5e-4), lr=0.1, momentum=0.9) for n in nets]
     lrs = [graph.DeviceLR(o, device) for o in opts]
-
-    def step_of(net, opt, lr):
-        def step(x, y):
-            loss = torch.nn.functional.cross_entropy(net(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            graph.sgd_update(opt, lr.values)
-            return loss.detach(), loss.detach()
-
-        return step
-
-    captured = graph.GraphStep(step_of(nets[1], opts[1], lrs[1]))
-    eager = step_of(nets[0], opts[0], lrs[0])
+    captured = graph.GraphStep(_sgd_step(nets[1], opts[1], lrs[1]))
+    eager = _sgd_step(nets[0], opts[0], lrs[0])
     g = torch.Generator(device="cpu").manual_seed(0)
     for _ in range(10):
         x = torch.randn(16, 3, 32, 32, generator=g).to(device)
@@ -234,15 +236,7 @@ def test_a_steady_step_never_waits_for_the_gpu():
     net = _net().to(device, memory_format=torch.channels_last)
     opt = torch.optim.SGD(_groups(net, 5e-4), lr=0.1, momentum=0.9)
     lr = graph.DeviceLR(opt, device)
-
-    def step(x, y):
-        loss = torch.nn.functional.cross_entropy(net(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        graph.sgd_update(opt, lr.values)
-        return loss.detach(), loss.detach()
-
-    captured = graph.GraphStep(step)
+    captured = graph.GraphStep(_sgd_step(net, opt, lr))
     images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8, device=device)
     labels = torch.randint(0, 4, (16,), device=device)
     order = torch.Generator().manual_seed(0)
