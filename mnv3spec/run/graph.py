@@ -17,9 +17,9 @@ CUDA semantics notes). What a replay needs, and what this module provides:
 
 A step that cannot be captured runs eagerly, and one line says why: :func:`wanted` for what is
 known up front (the CPU, fp16 with a loss scaler, DistributedDataParallel over several
-processes, ``--compile``), :attr:`GraphStep.failed` for a capture CUDA refused (an op that waits
-for the device, a shape that depends on the data). The arithmetic is the same either way, so a
-captured run follows the eager run's loss curve.
+processes, ``--compile``), :attr:`GraphStep.failed` for what the warm-up finds (a step that
+waits for the device, a shape that depends on the data) or a capture CUDA refused. The
+arithmetic is the same either way, so a captured run follows the eager run's loss curve.
 """
 
 from __future__ import annotations
@@ -107,16 +107,20 @@ class GraphStep:
         self.inputs: tuple[torch.Tensor, torch.Tensor] | None = None
         self.outputs: tuple[torch.Tensor, torch.Tensor] | None = None
         self.warmup: dict[str, float] = {}  # seconds: first step, later eager steps, capture
-        self.failed: str | None = None  # why the capture failed, in one line
+        self.failed: str | None = None  # why the step is not captured, in one line
 
     @property
     def warmup_seconds(self) -> float:
         return sum(self.warmup.values())
 
     def warmup_line(self) -> str:
-        """``warm-up: 10.9 s (first step 10.1 s, 2 more eager steps 0.1 s, capture 0.7 s)``."""
-        parts = {"first step": "first step", "eager steps": f"{WARMUP_STEPS - 1} more eager steps"}
-        parts["capture"] = "CUDA graph capture"
+        """``warm-up: 10.9 s (first step 10.1 s, 2 more eager steps 0.1 s, CUDA graph capture
+        0.7 s), part of this epoch's time``."""
+        parts = {
+            "first step": "first step",
+            "eager steps": f"{WARMUP_STEPS - 1} more eager steps",
+            "capture": "CUDA graph capture",
+        }
         detail = ", ".join(f"{parts[k]} {v:.1f} s" for k, v in self.warmup.items())
         return f"warm-up: {self.warmup_seconds:.1f} s ({detail}), part of this epoch's time"
 

@@ -196,7 +196,7 @@ class Trainer:
 
     def say_warmup(self) -> None:
         """Once, after the epoch that captured (or compiled) the step: what the warm-up cost, or
-        why the steps stay eager (the capture failed)."""
+        why the steps stay eager (the step cannot be captured)."""
         line = None if self.warmup_said else self.warmup_line()
         if line:
             self.warmup_said = True
