@@ -181,3 +181,16 @@ def test_absurd_sizes_are_refused_before_any_memory_is_taken():
         build(load_spec(SMALL, width=10, **{"layers.14.out": 65_536}))
     # Counting multiply-adds runs on the meta device: any resolution costs no memory.
     assert mnv3spec.summarize(build(load_spec(SMALL, resolution=8192))).macs > 3.9e12
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
+def test_a_meta_build_has_the_shapes_and_counts_without_the_weights(path):
+    spec = load_spec(path)
+    shapes, model = build(spec, device="meta"), build(spec)
+    assert {t.device.type for t in shapes.state_dict().values()} == {"meta"}
+    assert {k: v.shape for k, v in shapes.state_dict().items()} == {
+        k: v.shape for k, v in model.state_dict().items()
+    }
+    assert mnv3spec.summarize(shapes) == mnv3spec.summarize(model)
+    with pytest.raises(ValueError, match="on cpu or meta, not 'cuda'"):
+        build(spec, device="cuda")

@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from cli import main
-from mnv3spec.model import memory
+from mnv3spec.model import builder, memory
 from mnv3spec.run import run_folder
 from mnv3spec.spec import load
 
@@ -170,6 +170,8 @@ def test_two_runs_started_at_once_with_one_name_never_share_the_folder(tmp_path)
 
 def test_a_run_too_large_for_memory_leaves_no_run_folder(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(memory, "available", lambda device="cpu": 2**20)  # 1 MiB free
+    # Refused from the network's shapes, before its weights are made (seconds at a large width).
+    monkeypatch.setattr(builder, "init_weights", lambda _: pytest.fail("weights made first"))
     args = [*TINY, "--epochs", "1", "--out", str(tmp_path / "runs"), "--name", "big"]
     assert main(["train", *args]) == 2
     assert "training would need about" in capsys.readouterr().err

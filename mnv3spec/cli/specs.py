@@ -30,8 +30,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     from mnv3spec import build, load_spec, summarize
     from mnv3spec.model.summary import format_table
 
-    model = build(load_spec(args.spec, **overrides(args)))
-    summary = summarize(model)
+    summary = summarize(build(load_spec(args.spec, **overrides(args)), device="meta"))
     print(json.dumps(summary.to_dict(), indent=2) if args.json else format_table(summary))
     return 0
 

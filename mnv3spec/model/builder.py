@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -74,7 +75,7 @@ def _check_head(spec: Spec, plans: list[RowPlan]) -> None:
 class SpecNet(nn.Module):
     """A network compiled from a spec. ``model.spec`` is the resolved :class:`Spec`."""
 
-    def __init__(self, spec: Spec, plans: list[RowPlan]) -> None:
+    def __init__(self, spec: Spec, plans: list[RowPlan], *, device: str = "cpu") -> None:
         super().__init__()
         self.spec = spec
         self.plans = plans
@@ -83,8 +84,9 @@ class SpecNet(nn.Module):
         with torch.device("meta"):
             self.layers = nn.Sequential(OrderedDict((p.name, _build_row(p, ctx)) for p in plans))
         _check_size(spec, sum(t.numel() for t in self.parameters()))
-        self.to_empty(device="cpu")
-        init_weights(self)
+        if device != "meta":
+            self.to_empty(device="cpu")
+            init_weights(self)
         if spec.params.get("padding") == "same":
             pad_like_tf(self)
 
@@ -111,9 +113,14 @@ def _build_row(p: RowPlan, ctx: Context) -> nn.Module:
     return modules[0] if len(modules) == 1 else nn.Sequential(*modules)
 
 
-def build(spec: Spec) -> SpecNet:
+def build(spec: Spec, *, device: Literal["cpu", "meta"] = "cpu") -> SpecNet:
     """Compile a resolved :class:`Spec` into a ``SpecNet``:
-    ``build(load_spec("specs/small.yaml", width=0.5))``, or ``build(spec.derive(si=2))``."""
+    ``build(load_spec("specs/small.yaml", width=0.5))``, or ``build(spec.derive(si=2))``.
+
+    ``device="meta"`` gives the network's shapes without its weights (no memory, no
+    initialisation): enough to summarise it or check it fits before paying for a large one."""
     if not isinstance(spec, Spec):
         raise TypeError(f"build() takes a Spec (from load_spec), not {type(spec).__name__}")
-    return SpecNet(spec, plan(spec))
+    if device not in ("cpu", "meta"):
+        raise ValueError(f"build() makes a network on cpu or meta, not {device!r}; move it after")
+    return SpecNet(spec, plan(spec), device=device)

@@ -116,7 +116,8 @@ def compare_files(
     for side, path, own in (("SPEC_A", spec_a, only_a), ("SPEC_B", spec_b, only_b)):
         sets = [*both, *own]
         try:
-            models.append(build(load_spec(path, **dict(map(parse_assignment, sets)))))
+            spec = load_spec(path, **dict(map(parse_assignment, sets)))
+            models.append(build(spec, device="meta"))
         except SpecError as e:  # the same file may be both sides: say which one failed
             raise SpecError(f"{side} ({path}): {e}") from None
         labels.append(" ".join([str(path), *(f"--set {s}" for s in sets)]))

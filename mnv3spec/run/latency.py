@@ -128,9 +128,11 @@ def measure(
         spec = load_spec(source, **(overrides or {}))
         for width in widths:
             settings = {"width": width, **({"resolution": resolution} if resolution else {})}
-            model = build(spec.derive(**settings)).eval()
+            resolved = spec.derive(**settings)
+            for device in devices:  # refused before the weights are made, if too large
+                _check_memory(build(resolved, device="meta"), device, batch, reference)
+            model = build(resolved).eval()
             for device in devices:
-                _check_memory(model, device, batch, reference)
                 progress(f"{model.spec.name} width {width:g} on {device}")
                 rows += _measure_one(model, device, backends, batch, reference, runs, warmup)
     return rows

@@ -131,10 +131,11 @@ def make_plan(
 def build_network(plan: RunPlan, *, start_from: str | None) -> tuple[SpecNet, str | None]:
     """The network, built once from the plan's spec, checked to fit in memory for training, with
     ``start_from`` weights (``init``) when given; and what loading them said."""
-    net = build(plan.spec)
+    shapes = build(plan.spec, device="meta")  # refused before its weights are made, if too large
     check_fits(
-        net, plan.batch, plan.spec.resolution, training=True, device=plan.device, what="training"
+        shapes, plan.batch, plan.spec.resolution, training=True, device=plan.device, what="training"
     )
+    net = build(plan.spec)
     note = None
     if start_from:
         with plan.world.main_first():  # rank 0 downloads torchvision's weights first

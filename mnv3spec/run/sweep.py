@@ -83,7 +83,7 @@ def _analyse(result: Result) -> Spec | None:
     v = result.variant
     try:
         spec = load_spec(v.spec, **v.overrides)
-        summary = summarize(build(spec))
+        summary = summarize(build(spec, device="meta"))
     except UserError as e:
         result.fail("does not compile", e)
         return None
