@@ -8,6 +8,8 @@ classes (the paper's network, torchvision's configuration):
   * our eager ms ÷ torchvision eager ms ≤ 1.03 for Small and Large (the compiler costs nothing at
     inference: same parameters, same outputs, no slower);
   * torchvision eager ms ÷ our best backend's ms ≥ 3 for Small.
+timm's eager model of the same network is timed too when timm is installed (no target: the ratio
+is shown).
 The same table follows at the CIFAR resolution 32 with si=1 (torchvision's twin is given our
 strides and shortcuts, see ``mnv3spec.weights.torchvision.torchvision_twin``). On CUDA (issue
 8) the target is a time: Small at 224, batch 1, replayed as a CUDA graph, ≤ 1.0 ms. Not a test:
@@ -17,6 +19,7 @@ numbers move with the machine's load, so run it on a quiet machine and read the 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 
 from mnv3spec.run import latency
@@ -27,6 +30,7 @@ SETTINGS = [(224, 2), (32, 1)]  # (resolution, si)
 EAGER_TARGET = 1.03  # our eager ÷ torchvision eager, at most
 CUDA_BACKENDS = ("eager", "compiled", "cuda-graph")
 CUDA_GRAPH_TARGET_MS = 1.0  # Small at 224, batch 1, cuda-graph, at most
+REFERENCES = ("torchvision", "timm") if importlib.util.find_spec("timm") else ("torchvision",)
 
 
 def eager_verdict(row: latency.LatencyRow) -> str:
@@ -34,7 +38,10 @@ def eager_verdict(row: latency.LatencyRow) -> str:
         return "no torchvision twin"
     ratio = row.median_ms / row.torchvision_ms
     met = "met" if ratio <= EAGER_TARGET else "NOT met"
-    return f"{ratio:.3f} (target ≤ {EAGER_TARGET:g}: {met})"
+    shown = f"{ratio:.3f} (target ≤ {EAGER_TARGET:g}: {met})"
+    if row.timm_ms is not None:
+        shown += f"; our eager ÷ timm eager = {row.median_ms / row.timm_ms:.3f}"
+    return shown
 
 
 def best_verdict(rows: list[latency.LatencyRow], target: float | None) -> str | None:
@@ -67,7 +74,7 @@ def main() -> int:
     args = parser.parse_args()
     cuda = args.device == "cuda"
     args.backends = args.backends or list(CUDA_BACKENDS if cuda else latency.BACKENDS)
-    print(latency.header(1, args.runs, args.warmup), flush=True)
+    print(latency.header(1, args.runs, args.warmup, REFERENCES), flush=True)
     for resolution, si in SETTINGS:
         if resolution not in args.resolutions:
             continue
@@ -80,7 +87,7 @@ def main() -> int:
                 backends=tuple(args.backends),
                 resolution=resolution,
                 overrides={"si": si, "num_classes": 1000},
-                reference=latency.REFERENCE,
+                reference=REFERENCES,
                 runs=args.runs,
                 warmup=args.warmup,
                 progress=lambda line: print(f"timing {line}", file=sys.stderr, flush=True),
@@ -96,7 +103,7 @@ def main() -> int:
             if best and len(args.backends) > 1:
                 verdicts.append(f"  {name}: {best}")
         print(f"\nresolution {resolution}, si={si}, width 1.0, 1000 classes")
-        print(latency.format_latency(rows))
+        print(latency.format_latency(rows, REFERENCES))
         print("\n".join(verdicts), flush=True)
     return 0
 

@@ -95,9 +95,31 @@ def test_measure_rows_with_reference_csv_and_plot(tmp_path):
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_torchvision_and_timm_twins_are_timed_in_the_same_rounds():
+    pytest.importorskip("timm")
+    rows = latency.measure(
+        [SMALL], widths=(0.25, 1.0), devices=["cpu"], reference=("torchvision", "timm"), runs=3,
+        warmup=1, resolution=32,
+    )  # fmt: skip
+    small, full = rows  # timm has no Small at width 0.25; torchvision builds any width
+    assert small.torchvision_ms > 0 and small.timm_ms is None and small.timm_speedup is None
+    assert full.torchvision_ms > 0 and full.timm_ms > 0
+    assert full.timm_speedup == pytest.approx(full.timm_ms / full.median_ms)
+    table = latency.format_latency(rows, ("torchvision", "timm")).splitlines()
+    assert table[0].split()[-6:] == ["tv", "ms", "×tv", "timm", "ms", "×timm"]
+    assert table[2].split()[-2:] == ["-", "-"] and "-" not in table[3].split()[-4:]
+    assert "tv ms" not in latency.format_latency(rows)  # columns only for the references asked
+    assert "timm ms = timm's eager model" in latency.header(1, 3, 1, ("timm",))
+
+
 def test_bad_requests_are_user_errors(monkeypatch):
     with pytest.raises(UserError, match="unknown fast; use eager"):
         latency.measure([SMALL], backends=("fast",), devices=["cpu"])
+    with pytest.raises(UserError, match="unknown tensorflow; use torchvision, timm"):
+        latency.measure([SMALL], reference="tensorflow", devices=["cpu"])
+    monkeypatch.setitem(sys.modules, "timm", None)
+    with pytest.raises(UserError, match="timm is not installed; pip install timm"):
+        latency.measure([SMALL], reference="timm", devices=["cpu"])
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(UserError, match="CUDA is not available"):
         latency.measure([SMALL], devices=["cuda"])

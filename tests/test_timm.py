@@ -17,6 +17,7 @@ from mnv3spec.spec import from_timm
 from mnv3spec.weights import init as starting_weights
 from mnv3spec.weights import timm as timm_weights
 from mnv3spec.weights.timm import max_difference, randomize_bn, timm_model, timm_order
+from mnv3spec.weights.torchvision import give_weights
 
 from .conftest import ROOT, run_cli
 
@@ -66,6 +67,27 @@ def test_twin_has_timms_parameters_multiply_adds_and_outputs(name):
     with torch.no_grad():
         a, b = ours(x), theirs(x)
     assert (a - b).abs().max() <= 1e-5 * max(1.0, b.abs().max().item())
+
+
+@pytest.mark.parametrize(
+    ("spec", "overrides", "name"),
+    [
+        ("small", {}, "mobilenetv3_small_100"),  # si=1 and BN eps 1e-3: timm's given ours
+        ("large", {"si": 2, "num_classes": 10}, "mobilenetv3_large_100"),
+        ("small-tf", {"width": 1.0}, "tf_mobilenetv3_small_100"),
+        ("small", {"width": 0.25}, None),  # timm has no Small at 0.25
+    ],
+)
+def test_timm_twin_computes_our_function_with_our_weights(spec, overrides, name):
+    ours = randomize_bn(build(load_spec(ROOT / "specs" / f"{spec}.yaml", **overrides)).eval())
+    twin = timm_weights.timm_twin(ours)
+    assert (None if twin is None else twin.pretrained_cfg["architecture"]) == name
+    if twin is not None:
+        give_weights(ours, twin, load_timm)
+        x = torch.randn(2, 3, SIZE, SIZE)
+        with torch.no_grad():
+            scale = ours(x).abs().max().item()
+        assert max_difference(ours, twin, SIZE) < 1e-6 * scale and scale > 1e-3
 
 
 def test_tf_twins_need_same_padding_and_symmetric_ones_do_not_fit_them():

@@ -68,6 +68,12 @@ def test_torchvision_twin_computes_our_function_even_at_si_1(si):
     assert (twin.features[0][0].stride == (1, 1)) == (si == 1)
 
 
+def test_the_twin_is_given_our_bn_eps():
+    model = build(load_spec(SMALL, width=0.25, si=2, resolution=40, bn_eps=1e-5)).eval()
+    twin = torchvision_twin(model)
+    assert {m.eps for m in twin.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {1e-5}
+
+
 def test_a_spec_torchvision_does_not_have_gets_no_twin():
     model = build(load_spec(SMALL, width=0.25, **{"layers.12.se": True}))  # the table as printed
     assert torchvision_twin(model) is None

@@ -65,9 +65,10 @@ def cmd_latency(args: argparse.Namespace) -> int:
         print(make_table(args.table, args.specs or None, **common))
         return 0
     latency.check_files(args.csv, args.plot, args.specs or None)
-    rows = latency.measure(args.specs or None, reference=args.reference, **common)
-    print(latency.header(args.batch, args.runs, args.warmup))
-    print(latency.format_latency(rows))
+    references = list(dict.fromkeys(args.reference))  # each once, in the order given
+    rows = latency.measure(args.specs or None, reference=references, **common)
+    print(latency.header(args.batch, args.runs, args.warmup, references))
+    print(latency.format_latency(rows, references))
     if args.csv:
         latency.write_csv(rows, args.csv)
         print(f"wrote {args.csv}")
@@ -101,7 +102,14 @@ def add_latency(sub: argparse._SubParsersAction) -> None:
         help="eager, channels_last, compiled (BN folded + torch.compile), onnxruntime, "
         "onnxruntime-int8 (quantized as quantize does), cuda-graph (a captured CUDA graph)",
     )
-    add("--reference", metavar="torchvision", help="also time torchvision's twin, print the ratio")
+    add(
+        "--reference",
+        nargs="+",
+        default=[],
+        metavar="LIBRARY",
+        help="torchvision and/or timm: also time that library's model of the same network "
+        "(found by weights and outputs), print the ratio",
+    )
     add("--runs", type=number(int, 1), default=50, help="timed calls per row (default 50)")
     add("--warmup", type=number(int, 1), default=10, help="untimed calls first (default 10)")
     add("--csv", metavar="FILE", help="write the raw rows as CSV (checked before timing)")

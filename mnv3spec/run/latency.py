@@ -1,7 +1,8 @@
 """Latency of compiled specs per width, device and backend (the seed's latency.py, for any spec).
 
-Every candidate of one (spec, width, device) — each backend, and torchvision's twin of the network
-when asked for — is timed in the same alternating rounds, so a noisy machine slows them alike.
+Every candidate of one (spec, width, device) — each backend, and torchvision's or timm's twin of
+the network when asked for — is timed in the same alternating rounds, so a noisy machine slows
+them alike.
 CPU calls are timed with ``perf_counter``; CUDA calls with events after a synchronisation.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -24,13 +25,19 @@ from ..model.memory import check_fits
 from ..model.summary import summarize
 from ..spec.load import load_spec, resolve_path
 from ..text import text_table
-from ..weights.torchvision import load_torchvision, torchvision_twin
+from ..weights import timm as timm_weights
+from ..weights.torchvision import give_weights, load_torchvision, torchvision_twin
 from .backends import BACKENDS, Runner, prepare
 from .export import require_onnx
 
 DEVICES = ("cpu", "cuda")
 DEFAULT_SPECS = ("small", "large")  # shipped specs, by name
-REFERENCE = "torchvision"
+# The libraries whose eager twin of a network ``reference`` times beside ours, and how each
+# twin is found and given our weights.
+TWINS = {
+    "torchvision": (torchvision_twin, load_torchvision),
+    "timm": (timm_weights.timm_twin, timm_weights.load_timm),
+}
 
 
 @dataclass(frozen=True)
@@ -48,15 +55,23 @@ class LatencyRow:
     median_ms: float | None  # None: the backend could not run here (see note)
     p90_ms: float | None
     iqr_ms: float | None  # spread: 75th − 25th percentile
-    torchvision_ms: float | None  # torchvision's eager twin in the same rounds
+    torchvision_ms: float | None = None  # torchvision's eager twin in the same rounds
+    timm_ms: float | None = None  # timm's eager twin in the same rounds
     note: str = ""
 
     @property
     def speedup(self) -> float | None:
         """torchvision eager ÷ this row: above 1 means faster than torchvision's eager model."""
-        if self.torchvision_ms is None or self.median_ms is None:
-            return None
-        return self.torchvision_ms / self.median_ms
+        return _ratio(self.torchvision_ms, self.median_ms)
+
+    @property
+    def timm_speedup(self) -> float | None:
+        """timm eager ÷ this row: above 1 means faster than timm's eager model."""
+        return _ratio(self.timm_ms, self.median_ms)
+
+
+def _ratio(reference: float | None, ours: float | None) -> float | None:
+    return None if reference is None or ours is None else reference / ours
 
 
 def time_rounds(
@@ -109,14 +124,17 @@ def measure(
     batch: int = 1,
     resolution: int | None = None,
     overrides: dict[str, Any] | None = None,
-    reference: str | None = None,
+    reference: str | Sequence[str] = (),
     runs: int = 50,
     warmup: int = 10,
     progress: Callable[[str], None] = lambda line: None,
 ) -> list[LatencyRow]:
-    """Time every (spec, width, device, backend); one row each, in that order."""
+    """Time every (spec, width, device, backend); one row each, in that order. ``reference``:
+    ``"torchvision"`` and/or ``"timm"``, whose twin of each network is timed in the same rounds
+    (its time is None where the library has no twin of that network)."""
     devices = devices or default_devices()
-    _check(devices, backends, reference, batch, runs, warmup)
+    references = (reference,) if isinstance(reference, str) else tuple(reference or ())
+    _check(devices, backends, references, batch, runs, warmup)
     if "width" in (overrides or {}):
         raise UserError(
             "the width comes from the widths (one row per width), so this override would be "
@@ -130,20 +148,21 @@ def measure(
             settings = {"width": width, **({"resolution": resolution} if resolution else {})}
             resolved = spec.derive(**settings)
             for device in devices:  # refused before the weights are made, if too large
-                _check_memory(build(resolved, device="meta"), device, batch, reference)
+                _check_memory(build(resolved, device="meta"), device, batch, references)
             model = build(resolved).eval()
             for device in devices:
                 progress(f"{model.spec.name} width {width:g} on {device}")
-                rows += _measure_one(model, device, backends, batch, reference, runs, warmup)
+                rows += _measure_one(model, device, backends, batch, references, runs, warmup)
     return rows
 
 
 def _check(
-    devices: list[str], backends: tuple[str, ...], reference: str | None, *counts: int
+    devices: list[str], backends: tuple[str, ...], references: tuple[str, ...], *counts: int
 ) -> None:
     for name, allowed, given in (
         ("devices", DEVICES, devices),
         ("backends", BACKENDS, backends),
+        ("reference", tuple(TWINS), references),
     ):
         bad = [g for g in given if g not in allowed]
         if bad:
@@ -152,18 +171,18 @@ def _check(
         raise UserError("CUDA is not available on this machine; leave cuda out", field="devices")
     if any(b.startswith("onnxruntime") for b in backends):
         require_onnx()
-    if reference not in (None, REFERENCE):
-        raise UserError(f"unknown reference '{reference}'; use {REFERENCE}", field="reference")
+    if "timm" in references:
+        timm_weights.import_timm()  # a UserError saying how to install it, before any timing
     if min(counts) < 1:
         raise UserError("batch, runs and warmup must be at least 1")
 
 
-def _check_memory(model: SpecNet, device: str, batch: int, reference: str | None) -> None:
+def _check_memory(model: SpecNet, device: str, batch: int, references: tuple[str, ...]) -> None:
     """Refuse, before allocating, a batch and resolution that cannot fit on ``device``."""
     spec = model.spec
     what = f"timing {spec.name} width {spec.width:g} on {device}"
     check_fits(model, batch, spec.resolution, training=False, device=device, what=what)
-    if reference:  # the twin is checked against ours on the CPU at batch 2
+    if references:  # a twin is checked against ours on the CPU at batch 2
         check_fits(model, 2, spec.resolution, training=False, what=what)
 
 
@@ -172,46 +191,38 @@ def _measure_one(
     device: str,
     backends: tuple[str, ...],
     batch: int,
-    reference: str | None,
+    references: tuple[str, ...],
     runs: int,
     warmup: int,
 ) -> list[LatencyRow]:
     spec = model.spec
     size, channels = spec.resolution, spec.in_channels
     summary = summarize(model.cpu())
-    twin = torchvision_twin(model) if reference else None
-    if twin is not None:  # the same numbers through both, so both meet the same tiny values
-        load_torchvision(model, twin.state_dict())
-    model = model.to(device)
     x = torch.randn(batch, channels, size, size, device=device)
     runners, notes = {}, {}
+    for name in references:
+        find, load = TWINS[name]
+        twin = find(model)
+        if twin is not None:  # our numbers through both, so both meet the same tiny values
+            give_weights(model, twin, load)
+            runners[f"reference {name}"] = prepare(twin.to(device), "eager", x)[0]
+    model = model.to(device)
     for backend in backends:
         try:
             runners[backend], notes[backend] = prepare(model, backend, x)
         except ExportError as e:  # e.g. no CUDA provider in this onnxruntime: a row saying so
             notes[backend] = f"not run: {e.message}"
-    if twin is not None:
-        runners[REFERENCE] = prepare(twin.to(device), "eager", x)[0]
     times = time_rounds(runners, runs, warmup, device)
-    ref = percentiles(times[REFERENCE])[0] if REFERENCE in times else None
+    medians = {
+        f"{name}_ms": percentiles(times[f"reference {name}"])[0]
+        for name in references
+        if f"reference {name}" in times
+    }
     rows = []
     for backend in backends:
         stats = percentiles(times[backend]) if backend in times else (None, None, None)
-        rows.append(
-            LatencyRow(
-                spec.name,
-                spec.width,
-                device,
-                backend,
-                batch,
-                size,
-                summary.params,
-                summary.macs,
-                *stats,
-                ref,
-                notes[backend],
-            )
-        )
+        common = (spec.name, spec.width, device, backend, batch, size, summary.params, summary.macs)
+        rows.append(LatencyRow(*common, *stats, **medians, note=notes[backend]))
     return rows
 
 
@@ -226,20 +237,28 @@ COLUMNS = (
     ("median ms", "median_ms"),
     ("p90 ms", "p90_ms"),
     ("IQR ms", "iqr_ms"),
-    ("tv ms", "torchvision_ms"),
-    ("×tv", "speedup"),
 )
+REFERENCE_COLUMNS = {  # shown for the references asked for
+    "torchvision": (("tv ms", "torchvision_ms"), ("×tv", "speedup")),
+    "timm": (("timm ms", "timm_ms"), ("×timm", "timm_speedup")),
+}
 
 
-def header(batch: int, runs: int, warmup: int) -> str:
-    """What the numbers are: batch, CPU threads, runs, the spread and the ratio's definition."""
-    return (
+def header(batch: int, runs: int, warmup: int, references: Sequence[str] = ()) -> str:
+    """What the numbers are: batch, CPU threads, runs, the spread and the ratios' definition."""
+    lines = [
         f"batch {batch}, {torch.get_num_threads()} CPU threads (torch.get_num_threads(); ONNX "
         f"Runtime gets as many), {runs} timed runs after {warmup} warm-up, alternating rounds; "
-        "CUDA rows timed with CUDA events.\n"
-        "median / p90 / IQR (75th − 25th percentile) in ms; tv ms = torchvision's eager model of "
-        "the same network in the same rounds; ×tv = tv ms ÷ median (above 1: faster than it)"
-    )
+        "CUDA rows timed with CUDA events.",
+        "median / p90 / IQR (75th − 25th percentile) in ms",
+    ]
+    for name in references:
+        (ms, _), (ratio, _) = REFERENCE_COLUMNS[name]
+        lines.append(
+            f"{ms} = {name}'s eager model of the same network in the same rounds (- where "
+            f"{name} has none); {ratio} = {ms} ÷ median (above 1: faster than it)"
+        )
+    return "\n".join(lines)
 
 
 def _cell(row: LatencyRow, key: str) -> str:
@@ -248,17 +267,19 @@ def _cell(row: LatencyRow, key: str) -> str:
         return "-"
     if key in ("macs", "params"):
         return f"{value / 1e6:.1f}" if key == "macs" else f"{value / 1e6:.2f}"
-    if key == "speedup":
+    if key.endswith("speedup"):
         return f"{value:.2f}"
     if isinstance(value, float):
         return f"{value:g}" if key == "width" else f"{value:.2f}"
     return str(value)
 
 
-def format_latency(rows: list[LatencyRow]) -> str:
-    """One line per row, then the notes (compile fallbacks, skipped backends, providers)."""
-    header = tuple(title for title, _ in COLUMNS)
-    lines = [tuple(_cell(r, key) for _, key in COLUMNS) for r in rows]
+def format_latency(rows: list[LatencyRow], references: Sequence[str] = ()) -> str:
+    """One line per row, with the columns of each reference asked for, then the notes (compile
+    fallbacks, skipped backends, providers)."""
+    columns = [*COLUMNS, *(c for name in references for c in REFERENCE_COLUMNS[name])]
+    header = tuple(title for title, _ in columns)
+    lines = [tuple(_cell(r, key) for _, key in columns) for r in rows]
     notes = sorted({f"{r.backend} on {r.device}: {r.note}" for r in rows if r.note})
     table = text_table(header, lines, None, {0, 1, 2, 3})
     return "\n".join([*table, *(f"note: {n}" for n in notes)])
@@ -280,12 +301,13 @@ def check_files(
 
 
 def write_csv(rows: list[LatencyRow], path: str | Path) -> None:
-    """The raw rows, one per line, with the ratio to torchvision."""
+    """The raw rows, one per line, with the ratios to torchvision and timm (empty: not timed)."""
+    ratios = ("speedup", "timm_speedup")
     with writing(path, field="csv") as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, [*(fl.name for fl in fields(LatencyRow)), "speedup"])
+        writer = csv.DictWriter(f, [*(fl.name for fl in fields(LatencyRow)), *ratios])
         writer.writeheader()
         for r in rows:
-            writer.writerow({**asdict(r), "speedup": r.speedup})
+            writer.writerow({**asdict(r), **{k: getattr(r, k) for k in ratios}})
 
 
 def plot(rows: list[LatencyRow], path: str | Path) -> None:

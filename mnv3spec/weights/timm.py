@@ -3,7 +3,9 @@
 timm registers a MobileNetV3's tensors in the order the compiled specs do (stem, each block's
 expand → depthwise → SE → project, the head), so :func:`load_timm` pairs the two state dicts in
 order with every shape checked, as :func:`load_torchvision` does. Files that come back sorted by
-name (safetensors) are put back in timm's module order first (:func:`timm_order`).
+name (safetensors) are put back in timm's module order first (:func:`timm_order`). The twin that
+``latency --reference timm`` times beside ours is found by trying each timm MobileNetV3
+(:func:`timm_twin`).
 
 timm is optional (the ``test`` extra); only the functions that build timm models import it.
 """
@@ -18,7 +20,8 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, UserError
-from .torchvision import load_torchvision
+from ..model.builder import SpecNet
+from .torchvision import is_twin, load_torchvision
 
 PREFIX = "timm:"
 ACTIVATIONS = {nn.ReLU: "RE", nn.Hardswish: "HS", nn.ReLU6: "R6", nn.Identity: "none"}
@@ -105,7 +108,8 @@ def parse_source(source: str) -> tuple[str, str | None]:
     return name, tag or None
 
 
-def _timm():
+def import_timm():
+    """The timm module, or a :class:`UserError` saying how to install it."""
     try:
         import timm
     except ImportError:
@@ -114,7 +118,7 @@ def _timm():
 
 
 def _check_name(name: str) -> None:
-    timm = _timm()
+    timm = import_timm()
     if not timm.is_model(name):
         close = timm.list_models(f"*{name[:12]}*")[:5] if name else []
         hint = f" (close: {', '.join(close)})" if close else ""
@@ -128,13 +132,13 @@ def _check_name(name: str) -> None:
 
 
 def _v3_names() -> str:
-    return ", ".join(n for n in _timm().list_models("*mobilenetv3*"))
+    return ", ".join(n for n in import_timm().list_models("*mobilenetv3*"))
 
 
 def timm_model(name: str, **kwargs) -> nn.Module:
     """timm's MobileNetV3 ``name`` (no weights unless ``pretrained=True``), in eval mode."""
     _check_name(name)
-    return _timm().create_model(name, **kwargs).eval()
+    return import_timm().create_model(name, **kwargs).eval()
 
 
 def timm_weights(source: str) -> dict[str, torch.Tensor]:
@@ -142,7 +146,7 @@ def timm_weights(source: str) -> dict[str, torch.Tensor]:
     own loader: from the Hugging Face cache when it is there, else from the Hub. Offline, a
     :class:`CheckpointError` at once, naming the file to fetch and where to put it."""
     name, tag = parse_source(source)
-    timm = _timm()
+    timm = import_timm()
     tags = timm.list_pretrained(f"{name}.*")
     full = f"{name}.{tag or timm.models.get_pretrained_cfg(name).tag}"
     if not tags:
@@ -199,6 +203,24 @@ def _offline_message(full: str, repo: str, problem: str) -> str:
 def init_state(source: str) -> tuple[dict[str, torch.Tensor], str]:
     """``train --init timm:NAME[.TAG]``: the weights and a name for the log."""
     return timm_weights(source), f"timm's {source[len(PREFIX) :]}"
+
+
+def timm_twin(model: SpecNet) -> nn.Module | None:
+    """timm's MobileNetV3 computing the same function as ``model``, or None: each one with as
+    many parameters (counted on the meta device, so trying all of them costs little) that
+    :func:`is_twin` confirms, given our strides and shortcuts."""
+    spec = model.spec
+    want = sum(p.numel() for p in model.parameters())
+    options = {"num_classes": spec.num_classes, "in_chans": spec.in_channels}
+    for name in import_timm().list_models("*mobilenetv3*"):
+        with torch.device("meta"):
+            shapes = timm_model(name, **options)
+        if sum(p.numel() for p in shapes.parameters()) != want:
+            continue
+        theirs = timm_model(name, **options)
+        if is_twin(model, theirs, load_timm, shortcut="has_skip"):
+            return theirs
+    return None
 
 
 def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:

@@ -1,7 +1,7 @@
 """Everything that knows torchvision's MobileNets: their weights in compiled specs
 (:func:`load_torchvision`), the download behind ``train --init torchvision``
 (:func:`download_torchvision`) and the twin that ``latency --reference torchvision`` times beside
-ours (:func:`torchvision_twin`).
+ours (:func:`torchvision_twin`; :func:`is_twin` also confirms timm's).
 
 The compiled modules register their parameters in the order torchvision's do (stem, then each
 block's expand → depthwise → SE → project, then the head), so the mapping pairs the two state dicts
@@ -13,7 +13,7 @@ Which torchvision network a spec is gets decided by trying both against the mode
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import torch
@@ -116,32 +116,64 @@ def download_torchvision(name: str) -> dict[str, torch.Tensor]:
 
 
 def torchvision_twin(model: SpecNet) -> nn.Module | None:
-    """torchvision's MobileNetV3 computing the same function as ``model``, or None.
-
-    The candidate whose weights fit (:func:`torchvision_matches`) gets our strides and residual
-    flags (``si=1`` is not a torchvision option), and its outputs must then agree with ours.
-    """
+    """torchvision's MobileNetV3 computing the same function as ``model``, or None: a candidate
+    whose weights fit (:func:`torchvision_matches`) and that :func:`is_twin` confirms."""
     spec = model.spec
-    size = spec.resolution
     for _, theirs in torchvision_matches(model, spec.width, spec.num_classes):
-        probe = copy.deepcopy(model).cpu().eval()
-        load_torchvision(probe, theirs.state_dict())
-        theirs.eval()
-        _align(probe, theirs)
-        diff = max_difference(probe, theirs, [(2, spec.in_channels, size, size)])
-        if diff.within(relative=1e-4):  # relative: random-init logits are tiny
+        if is_twin(model, theirs):
             return theirs
     return None
 
 
-def _align(ours: nn.Module, theirs: nn.Module) -> None:
-    """Give torchvision's convolutions our strides and its blocks our shortcuts, pairing them in
-    order (the order :func:`load_torchvision` pairs their weights in)."""
+Loader = Callable[[nn.Module, Mapping[str, torch.Tensor]], list[tuple[str, str]]]
+
+
+def is_twin(
+    model: SpecNet,
+    theirs: nn.Module,
+    load: Loader = load_torchvision,
+    shortcut: str = "use_res_connect",
+) -> bool:
+    """Whether ``theirs``, given our strides, BN eps and residual flags (``si=1`` is an option of
+    neither torchvision nor timm; ``shortcut`` names the flag on their blocks), computes
+    ``model``'s function: with its weights loaded into a copy of ours by ``load``, the outputs
+    agree."""
+    spec = model.spec
+    probe = copy.deepcopy(model).cpu().eval()
+    try:
+        load(probe, theirs.state_dict())
+    except CheckpointError:
+        return False
+    theirs.eval()
+    _align(probe, theirs, shortcut)
+    size = spec.resolution
+    diff = max_difference(probe, theirs, [(2, spec.in_channels, size, size)])
+    return diff.within(relative=1e-4)  # relative: random-init logits are tiny
+
+
+def give_weights(model: nn.Module, twin: nn.Module, load: Loader = load_torchvision) -> None:
+    """Copy ``model``'s tensors into its ``twin``, paired as ``load`` pairs them, so both compute
+    with the same numbers."""
+    pairs = load(copy.deepcopy(model), twin.state_dict())
+    ours, theirs = model.state_dict(), twin.state_dict()
+    with torch.no_grad():
+        for mine, their_key in pairs:
+            theirs[their_key].copy_(ours[mine].reshape(theirs[their_key].shape))
+
+
+def _align(ours: nn.Module, theirs: nn.Module, shortcut: str) -> None:
+    """Give their convolutions our strides, their BatchNorms our eps and their blocks our
+    shortcuts, pairing them in order (the order :func:`load_torchvision` pairs weights in)."""
     our_convs = [m for m in ours.modules() if isinstance(m, nn.Conv2d)]
     their_convs = [m for m in theirs.modules() if isinstance(m, nn.Conv2d)]
     for o, t in zip(our_convs, their_convs, strict=False):  # ours also has the 1×1 classifier
         t.stride, t.padding = o.stride, o.padding
+    our_bns = [m for m in ours.modules() if isinstance(m, nn.BatchNorm2d)]
+    their_bns = [m for m in theirs.modules() if isinstance(m, nn.BatchNorm2d)]
+    for o, t in zip(our_bns, their_bns, strict=False):
+        t.eps = o.eps  # timm's non-tf_ models use PyTorch's 1e-5, the paper's specs 1e-3
     our_blocks = [m for m in ours.modules() if isinstance(m, Bneck)]
-    their_blocks = [m for m in theirs.modules() if hasattr(m, "use_res_connect")]
-    for o, t in zip(our_blocks, their_blocks, strict=True):
-        t.use_res_connect = o.residual
+    their_blocks = [m for m in theirs.modules() if hasattr(m, shortcut)]
+    # timm's last 1×1 conv row is a block too; a wrong pairing shows in is_twin's outputs.
+    for o, t in zip(our_blocks, their_blocks, strict=False):
+        setattr(t, shortcut, o.residual)
