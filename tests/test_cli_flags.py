@@ -65,7 +65,7 @@ def test_flag_for_names_the_flag_and_the_value_typed():
         (["validate", SMALL, "--set", "nope=1"], "error: --set nope=1: unknown parameter 'nope'"),
         (["show", SMALL, "--set", "width"], "error: --set: 'width' is not KEY=VALUE"),
         (["latency", SMALL, "--devices", "tpu"], "error: --devices: unknown tpu; use cpu"),
-        (["latency", SMALL, "--reference", "x"], "error: --reference x: unknown reference 'x'"),
+        (["latency", SMALL, "--reference", "x"], "error: --reference: unknown x; use torchvision"),
     ],
 )
 def test_every_command_shows_the_flag_typed(capsys, argv, shown):
