@@ -147,12 +147,14 @@ def measure(
         for width in widths:
             settings = {"width": width, **({"resolution": resolution} if resolution else {})}
             resolved = spec.derive(**settings)
+            shapes = build(resolved, device="meta")
             for device in devices:  # refused before the weights are made, if too large
-                _check_memory(build(resolved, device="meta"), device, batch, references)
+                _check_memory(shapes, device, batch, references)
             model = build(resolved).eval()
+            twins = _twins(model, references)
             for device in devices:
                 progress(f"{model.spec.name} width {width:g} on {device}")
-                rows += _measure_one(model, device, backends, batch, references, runs, warmup)
+                rows += _measure_one(model, twins, device, backends, batch, runs, warmup)
     return rows
 
 
@@ -186,12 +188,25 @@ def _check_memory(model: SpecNet, device: str, batch: int, references: tuple[str
         check_fits(model, 2, spec.resolution, training=False, what=what)
 
 
+def _twins(model: SpecNet, references: tuple[str, ...]) -> dict[str, torch.nn.Module]:
+    """Each reference library's twin of ``model`` (where it has one), computing with our
+    weights, so both meet the same tiny values."""
+    twins = {}
+    for name in references:
+        find, load = TWINS[name]
+        twin = find(model)
+        if twin is not None:
+            give_weights(model, twin, load)
+            twins[name] = twin
+    return twins
+
+
 def _measure_one(
     model: SpecNet,
+    twins: dict[str, torch.nn.Module],
     device: str,
     backends: tuple[str, ...],
     batch: int,
-    references: tuple[str, ...],
     runs: int,
     warmup: int,
 ) -> list[LatencyRow]:
@@ -200,12 +215,8 @@ def _measure_one(
     summary = summarize(model.cpu())
     x = torch.randn(batch, channels, size, size, device=device)
     runners, notes = {}, {}
-    for name in references:
-        find, load = TWINS[name]
-        twin = find(model)
-        if twin is not None:  # our numbers through both, so both meet the same tiny values
-            give_weights(model, twin, load)
-            runners[f"reference {name}"] = prepare(twin.to(device), "eager", x)[0]
+    for name, twin in twins.items():
+        runners[f"reference {name}"] = prepare(twin.to(device), "eager", x)[0]
     model = model.to(device)
     for backend in backends:
         try:
@@ -213,11 +224,7 @@ def _measure_one(
         except ExportError as e:  # e.g. no CUDA provider in this onnxruntime: a row saying so
             notes[backend] = f"not run: {e.message}"
     times = time_rounds(runners, runs, warmup, device)
-    medians = {
-        f"{name}_ms": percentiles(times[f"reference {name}"])[0]
-        for name in references
-        if f"reference {name}" in times
-    }
+    medians = {f"{name}_ms": percentiles(times[f"reference {name}"])[0] for name in twins}
     rows = []
     for backend in backends:
         stats = percentiles(times[backend]) if backend in times else (None, None, None)
