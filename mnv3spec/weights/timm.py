@@ -208,7 +208,7 @@ def init_state(source: str) -> tuple[dict[str, torch.Tensor], str]:
 def timm_twin(model: SpecNet) -> nn.Module | None:
     """timm's MobileNetV3 computing the same function as ``model``, or None: each one with as
     many parameters (counted on the meta device, so trying all of them costs little) that
-    :func:`is_twin` confirms, given our strides and shortcuts."""
+    :func:`is_twin` confirms, given our strides, shortcuts and BN eps."""
     spec = model.spec
     want = sum(p.numel() for p in model.parameters())
     options = {"num_classes": spec.num_classes, "in_chans": spec.in_channels}
