@@ -22,7 +22,7 @@ import argparse
 import importlib.util
 import sys
 
-from mnv3spec.run import latency
+from mnv3spec.deploy import latency
 
 # (spec, target for torchvision eager ÷ the best backend at 224, or None)
 SPECS = [("small", 3.0), ("large", None)]  # shipped specs, by name

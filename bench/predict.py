@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from mnv3spec import build, load_spec
-from mnv3spec.run import latency, predict
+from mnv3spec.deploy import latency, predict
 from mnv3spec.text import text_table
 
 SPECS = ("small", "large")

@@ -27,8 +27,8 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter
 
 from mnv3spec import build, load_spec
-from mnv3spec.run import export, latency, quantize
-from mnv3spec.run import int8 as int8_model
+from mnv3spec.deploy import export, latency, quantize
+from mnv3spec.deploy import int8 as int8_model
 
 ROOT = Path(__file__).resolve().parent.parent
 CLASSES = ["circle", "square", "triangle", "cross", "ring", "star", "hstripes", "vstripes"]

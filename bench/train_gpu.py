@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mnv3spec import build, load_spec  # noqa: E402
-from mnv3spec.run.graph import DeviceLR, GraphStep, sgd_update  # noqa: E402
+from mnv3spec.train.graph import DeviceLR, GraphStep, sgd_update  # noqa: E402
 
 
 def write_cifar100(root: Path, train: int, test: int) -> None:

@@ -88,7 +88,7 @@ def run_one(pipeline: str, steps: int, warmup: int, batch: int) -> dict:
     import torch
 
     from mnv3spec import build, load_spec
-    from mnv3spec.run.recipe import RECIPES, make_optimizer
+    from mnv3spec.train.recipe import RECIPES, make_optimizer
 
     torch.manual_seed(0)
     images, labels = cifar_like((steps + warmup) * batch)

@@ -1,9 +1,9 @@
 """MobileNetV3 (and its siblings) as data: YAML specs compiled into exact ``nn.Module``s."""
 
+from .deploy.export import optimize_for_inference
 from .errors import CheckpointError, DataError, SpecError, UserError
 from .model.builder import SpecNet, build, plan
 from .model.summary import summarize
-from .run.export import optimize_for_inference
 from .spec.load import Spec, load_spec
 from .weights.timm import load_timm
 from .weights.torchvision import load_torchvision

@@ -22,8 +22,8 @@ FLAG = re.compile(r"(?<![\w-])--[a-z]")
 # command, diff labels each side with the overrides as typed, and ``python -m mnv3spec.spec`` has
 # its own one-flag command line.
 COMMAND_LINES = {
-    "run/sweep.py": {"--set", "--resume", "--out", "--name", "--device"},
-    "run/diff.py": {"--set"},
+    "explore/sweep.py": {"--set", "--resume", "--out", "--name", "--device"},
+    "model/diff.py": {"--set"},
     "spec/__main__.py": {"--write"},
 }
 

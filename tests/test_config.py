@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 from mnv3spec.errors import UserError
-from mnv3spec.run.config import TrainConfig, config_from_json
+from mnv3spec.train.config import TrainConfig, config_from_json
 
 SAVED = dataclasses.asdict(TrainConfig("/specs/small.yaml", {"width": 0.25}, seed=3, lr=1))
 

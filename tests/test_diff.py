@@ -6,7 +6,7 @@ import json
 
 from cli import main
 from mnv3spec import build, load_spec, summarize
-from mnv3spec.run.diff import compare, compare_files, format_diff
+from mnv3spec.model.diff import compare, compare_files, format_diff
 
 from .conftest import ROOT, run_cli
 

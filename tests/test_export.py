@@ -12,8 +12,8 @@ from torch import nn
 
 import cli
 from mnv3spec import optimize_for_inference
+from mnv3spec.deploy import export
 from mnv3spec.errors import ExportError, UserError
-from mnv3spec.run import export
 
 from .conftest import ROOT, tiny_checkpoint
 

@@ -11,7 +11,7 @@ import torch
 
 from mnv3spec import build, load_spec
 from mnv3spec.data.batches import augment, normalize
-from mnv3spec.run import graph
+from mnv3spec.train import graph
 
 from .conftest import ROOT
 
@@ -175,9 +175,9 @@ def test_a_step_that_cannot_be_captured_runs_eagerly_and_says_why(
 def test_training_goes_on_eagerly_when_the_capture_fails(monkeypatch, tmp_path, capsys, recwarn):
     """The trainer asks for a captured step (as on a GPU), the capture fails: one line says so
     after the first epoch, the steps run eagerly, and the run trains as an eager one does."""
-    from mnv3spec.run import loop
-    from mnv3spec.run.config import TrainConfig
-    from mnv3spec.run.train import train
+    from mnv3spec.train import loop
+    from mnv3spec.train.config import TrainConfig
+    from mnv3spec.train.train import train
 
     overrides = {"width": 0.25, "resolution": 16}
     losses = {}
@@ -297,8 +297,8 @@ def test_a_captured_run_follows_the_eager_runs_loss_curve(cli, tmp_path):
 def test_a_compiled_run_says_what_its_first_step_cost(monkeypatch, tmp_path, capsys):
     """torch.compile compiles in the first step; that time is printed as the warm-up, once
     (compile itself replaced by the identity here: on this CPU it takes minutes)."""
-    from mnv3spec.run.config import TrainConfig
-    from mnv3spec.run.train import train
+    from mnv3spec.train.config import TrainConfig
+    from mnv3spec.train.train import train
 
     monkeypatch.setattr(torch, "compile", lambda model, **kw: model)
     overrides = {"width": 0.25, "resolution": 16}

@@ -14,8 +14,8 @@ import cli
 from mnv3spec import build, load_spec
 from mnv3spec.data.batches import normalize
 from mnv3spec.data.folders import decode_image
+from mnv3spec.deploy.infer import classify, find_checkpoints, format_tables
 from mnv3spec.errors import CheckpointError, DataError
-from mnv3spec.run.infer import classify, find_checkpoints, format_tables
 from mnv3spec.weights.checkpoint import save_weights
 
 from .conftest import ROOT, tiny_checkpoint

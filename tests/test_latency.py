@@ -11,8 +11,8 @@ import torch
 
 import cli
 from mnv3spec import build, load_spec, summarize
+from mnv3spec.deploy import latency
 from mnv3spec.errors import ExportError, UserError
-from mnv3spec.run import latency
 
 from .conftest import ROOT
 

@@ -7,10 +7,10 @@ import torch
 
 from mnv3spec.data.datasets import Dataset
 from mnv3spec.errors import SpecError
-from mnv3spec.run.config import TrainConfig
-from mnv3spec.run.plan import check_rgb, fit_to_data
 from mnv3spec.spec import load
 from mnv3spec.spec.load import load_spec
+from mnv3spec.train.config import TrainConfig
+from mnv3spec.train.plan import check_rgb, fit_to_data
 
 from .conftest import ROOT
 

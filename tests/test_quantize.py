@@ -9,11 +9,11 @@ import torch
 
 from mnv3spec.data.batches import loader
 from mnv3spec.data.datasets import load_dataset
+from mnv3spec.deploy import int8 as int8_files
+from mnv3spec.deploy import quantize
+from mnv3spec.deploy.export import optimize_for_inference, write_onnx
 from mnv3spec.errors import CheckpointError, UserError
-from mnv3spec.run import int8 as int8_files
-from mnv3spec.run import quantize
-from mnv3spec.run.evaluate import evaluate
-from mnv3spec.run.export import optimize_for_inference, write_onnx
+from mnv3spec.train.evaluate import evaluate
 
 from .conftest import ROOT, tiny_checkpoint
 

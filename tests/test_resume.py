@@ -14,8 +14,8 @@ import pytest
 
 from cli import main
 from mnv3spec.model import builder, memory
-from mnv3spec.run import run_folder
 from mnv3spec.spec import load
+from mnv3spec.train import run_folder
 
 from .conftest import ROOT, run_cli
 from .test_cli_train import RUN_FILES, TINY

@@ -13,7 +13,7 @@ import torch
 from cli import main
 from mnv3spec import CheckpointError, UserError, build, load_spec, load_timm, summarize
 from mnv3spec.model.summary import count_macs
-from mnv3spec.spec import from_timm
+from mnv3spec.weights import from_timm
 from mnv3spec.weights import init as starting_weights
 from mnv3spec.weights import timm as timm_weights
 from mnv3spec.weights.timm import max_difference, randomize_bn, timm_model, timm_order

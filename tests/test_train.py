@@ -23,13 +23,13 @@ from mnv3spec import build, load_spec
 from mnv3spec import files as outputs
 from mnv3spec.data.batches import batches
 from mnv3spec.errors import CheckpointError, TrainingError, UserError
-from mnv3spec.run import evaluate as evaluating
-from mnv3spec.run import loop, run_folder
-from mnv3spec.run.config import TrainConfig
-from mnv3spec.run.evaluate import evaluate
-from mnv3spec.run.plan import steps_per_epoch
-from mnv3spec.run.recipe import RECIPES, lr_factor, make_optimizer, make_scheduler, param_groups
-from mnv3spec.run.train import train
+from mnv3spec.train import evaluate as evaluating
+from mnv3spec.train import loop, run_folder
+from mnv3spec.train.config import TrainConfig
+from mnv3spec.train.evaluate import evaluate
+from mnv3spec.train.plan import steps_per_epoch
+from mnv3spec.train.recipe import RECIPES, lr_factor, make_optimizer, make_scheduler, param_groups
+from mnv3spec.train.train import train
 from mnv3spec.weights.checkpoint import read_metadata
 from mnv3spec.weights.init import init_from
 
@@ -245,7 +245,7 @@ def test_shapes_met_once_an_epoch_are_never_autotuned(tmp_path, monkeypatch, one
     """cuDNN's autotuner (on for an unseeded CUDA run) times every algorithm at each new shape:
     full training batches keep it, the short last batch and validation run without it. Checked
     on the CPU with the run's switch forced on, recording it at each step and validation batch."""
-    training = importlib.import_module("mnv3spec.run.train")
+    training = importlib.import_module("mnv3spec.train.train")
     real_settings, real_step, real_norm = (
         training.torch_settings,
         loop.train_step,

@@ -11,7 +11,7 @@ from mnv3spec.cli.flags import add_device, add_set, number, overrides
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
-    from mnv3spec.run.infer import classify, format_tables
+    from mnv3spec.deploy.infer import classify, format_tables
 
     report = classify(
         args.models, args.images, topk=args.topk, device=args.device, batch_size=args.batch
@@ -46,7 +46,7 @@ def add_infer(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_latency(args: argparse.Namespace) -> int:
-    from mnv3spec.run import latency
+    from mnv3spec.deploy import latency
 
     common = dict(
         widths=tuple(args.widths),
@@ -60,7 +60,7 @@ def cmd_latency(args: argparse.Namespace) -> int:
         progress=lambda line: print(f"timing {line}", file=sys.stderr, flush=True),
     )
     if args.table:
-        from mnv3spec.run.predict import make_table
+        from mnv3spec.deploy.predict import make_table
 
         print(make_table(args.table, args.specs or None, **common))
         return 0
@@ -119,7 +119,7 @@ def add_latency(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from mnv3spec.run.export import export
+    from mnv3spec.deploy.export import export
 
     r = export(
         args.source,
@@ -151,7 +151,7 @@ def add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from mnv3spec.run.quantize import AccuracyGateError, quantize_checkpoint
+    from mnv3spec.deploy.quantize import AccuracyGateError, quantize_checkpoint
 
     try:
         r = quantize_checkpoint(

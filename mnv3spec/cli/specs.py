@@ -36,7 +36,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from mnv3spec.run.diff import compare_files, format_diff
+    from mnv3spec.model.diff import compare_files, format_diff
 
     d = compare_files(args.spec_a, args.spec_b, args.set or [], args.set_a or [], args.set_b or [])
     print(json.dumps(d.to_dict(), indent=2) if args.json else format_diff(d))
@@ -44,7 +44,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from mnv3spec.spec.from_timm import import_timm
+    from mnv3spec.weights.from_timm import import_timm
 
     r = import_timm(args.source, args.out, force=args.force)
     print(

@@ -14,14 +14,14 @@ _RESUME_MAY_CHANGE = ("device", "compile", "graph")  # how it runs, not what it 
 def _train_settings(args: argparse.Namespace) -> dict:
     """The TrainConfig fields the flags gave (train's flags default to absent, so the rest keep
     TrainConfig's defaults)."""
-    from mnv3spec.run.config import TrainConfig
+    from mnv3spec.train.config import TrainConfig
 
     names = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("spec", "overrides")]
     return {name: getattr(args, name) for name in names if hasattr(args, name)}
 
 
 def _resume(args: argparse.Namespace) -> None:
-    from mnv3spec.run.train import resume
+    from mnv3spec.train.train import resume
 
     if args.spec or args.set or args.width is not None:
         raise UserError("--resume takes no SPEC, --set or --width: a run keeps its spec")
@@ -40,9 +40,9 @@ def _resume(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """A new run of SPEC (loaded here, once), or with --resume the continuation of a run."""
-    from mnv3spec.run.config import TrainConfig
-    from mnv3spec.run.train import train
     from mnv3spec.spec.load import load_spec
+    from mnv3spec.train.config import TrainConfig
+    from mnv3spec.train.train import train
 
     if args.resume:
         _resume(args)
@@ -104,7 +104,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from mnv3spec.run.evaluate import evaluate_checkpoint
+    from mnv3spec.deploy.evaluate_file import evaluate_checkpoint
 
     r = evaluate_checkpoint(
         args.checkpoint,
@@ -137,7 +137,7 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
 def cmd_sweep(args: argparse.Namespace) -> int:
     import time
 
-    from mnv3spec.run import sweep, sweep_report
+    from mnv3spec.explore import sweep, sweep_report
 
     started = time.perf_counter()
     flags = [

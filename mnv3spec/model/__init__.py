@@ -1,1 +1,2 @@
-"""Spec → ``nn.Module``, and what a compiled network costs (shapes, parameters, multiply-adds)."""
+"""Spec → ``nn.Module``, what a compiled network costs (shapes, parameters, multiply-adds), and
+how two specs differ."""

@@ -1,1 +1,2 @@
-"""Weights in and out: our safetensors checkpoints, and torchvision's MobileNets."""
+"""Weights in and out: our safetensors checkpoints, torchvision's and timm's MobileNets, and specs
+written from a timm model."""

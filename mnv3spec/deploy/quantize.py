@@ -1,7 +1,7 @@
 """Post-training static int8 quantization of a checkpoint, gated by its validation accuracy.
 
 The flow, chosen by measurement on this project's models (ONNX Runtime 1.32, an AVX2 CPU):
-BN folded (:func:`~mnv3spec.run.export.optimize_for_inference`), exported to ONNX with a dynamic
+BN folded (:func:`~mnv3spec.deploy.export.optimize_for_inference`), exported to ONNX with a dynamic
 batch, each squeeze-and-excite ``ReduceMean`` rewritten as the ``GlobalAveragePool`` it is, then
 ``onnxruntime.quantization.quantize_static`` in QDQ format with per-channel int8 weights and uint8
 activations calibrated (min/max) on training images. With uint8 activations ONNX Runtime fuses
@@ -31,8 +31,8 @@ from ..data.datasets import Dataset, load_dataset
 from ..errors import CheckpointError, DataError, UserError
 from ..files import check_output
 from ..model.builder import SpecNet
+from ..train.evaluate import evaluate
 from ..weights.checkpoint import load_model
-from .evaluate import evaluate
 from .export import optimize_for_inference, ort_session, require_onnx
 from .int8 import (
     SUFFIX,

@@ -18,8 +18,8 @@ from ..files import check_output, writing
 from ..model.builder import build
 from ..model.summary import count_macs, summarize
 from ..ops.rules import se_channels
-from ..weights.timm import ACTIVATIONS, parse_source, same_function, timm_model
-from .load import load_spec
+from ..spec.load import load_spec
+from .timm import ACTIVATIONS, parse_source, same_function, timm_model
 
 MARK = "# Written by `mnv3spec import"  # the first line of every spec this module writes
 

@@ -21,6 +21,7 @@ import torch
 from ..data.datasets import check_name
 from ..errors import UserError
 from ..files import check_output_folder
+from ..runtime import World, pick_device, thread_count, torch_settings
 from ..spec.load import Spec, load_spec
 from .config import TrainConfig, absolute
 from .loop import Trainer
@@ -34,7 +35,6 @@ from .run_folder import (
     locked,
     write_start,
 )
-from .runtime import World, pick_device, thread_count, torch_settings
 
 
 def train(cfg: TrainConfig, command: str = "", spec: Spec | None = None) -> Path:

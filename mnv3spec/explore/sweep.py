@@ -25,14 +25,14 @@ import torch
 
 import mnv3spec
 
+from ..deploy import latency, predict
 from ..errors import UserError
 from ..files import check_output_folder, writing
 from ..model.builder import build
 from ..model.summary import summarize
 from ..spec.load import Spec, load_spec, resolve_path
-from . import latency, predict
+from ..train.run_folder import CONFIG_FILE, read_metrics
 from .grid import Variant, check_grids, parse_grid, text, variants
-from .run_folder import CONFIG_FILE, read_metrics
 
 MEASURED = "measured.json"
 SETTINGS = "sweep.json"

@@ -18,9 +18,9 @@ from ..data.batches import normalize
 from ..data.folders import decode_image
 from ..errors import CheckpointError, DataError, UserError
 from ..model.memory import check_fits
+from ..runtime import pick_device
 from ..text import text_table
 from .int8 import Int8Model, load_any
-from .runtime import pick_device
 
 CHECKPOINT_NAME = "best.safetensors"
 SUBFOLDER = "a subfolder (images are not searched recursively)"

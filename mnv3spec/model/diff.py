@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SpecError
-from ..model.builder import SpecNet, build
-from ..model.summary import Summary, describe, summarize
 from ..spec.load import load_spec, parse_assignment
 from ..text import text_table
+from .builder import SpecNet, build
+from .summary import Summary, describe, summarize
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """The training loop: one optimiser step, one epoch, evaluation, and the run folder after each
-epoch (:mod:`mnv3spec.run.run_folder`), so a killed run resumes where its last epoch left it.
+epoch (:mod:`mnv3spec.train.run_folder`), so a killed run resumes where its last epoch left it.
 
 The data sits in memory as uint8 tensors (on the GPU when it fits) and each step augments the
 whole batch with tensor ops. Under torchrun each process trains on its shard with
@@ -22,12 +22,12 @@ from tqdm import tqdm
 from ..data.batches import augment, loader, normalize
 from ..errors import CheckpointError, TrainingError
 from ..model.builder import SpecNet
+from ..runtime import amp_dtype, average_buffers, no_autotune, reduce_sums, state_digest
 from .evaluate import EvalResult, evaluate
 from .graph import DeviceLR, GraphStep, sgd_update, wanted
 from .plan import RunPlan
 from .recipe import make_optimizer, make_scheduler
 from .run_folder import save_epoch
-from .runtime import amp_dtype, average_buffers, no_autotune, reduce_sums, state_digest
 
 CHECK_EVERY = 20  # steps between host syncs: loss shown, NaN looked for (on GPU a sync costs time)
 

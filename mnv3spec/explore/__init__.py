@@ -1,0 +1,1 @@
+"""Exploration: grids of spec variants trained, timed and compared (sweep, its report)."""

@@ -1,1 +1,0 @@
-"""The runners over a compiled network: train, evaluate, infer, latency, export, diff."""
