@@ -12,8 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..ops.padding import PADDINGS
-from ..ops.registry import ACTIVATIONS, OPS
+from ..ops.registry import ACTIVATIONS, OPS, PADDINGS
 from . import limits as L
 
 SHIPPED = Path(__file__).with_name("schema.json")
@@ -124,7 +123,7 @@ def _field_types() -> dict:
         "nl": {
             "enum": list(ACTIVATIONS),
             "description": ", ".join(
-                f"{k} ({v.__name__})" if v else k for k, v in ACTIVATIONS.items()
+                f"{k} ({v})" if v else k for k, v in ACTIVATIONS.items()
             ).replace(", none", " or none"),
         },
         "flag": {"type": "boolean", "description": "true or false"},
