@@ -16,6 +16,9 @@ from ..ops.registry import ACTIVATIONS, OPS, PADDINGS
 from . import limits as L
 
 SHIPPED = Path(__file__).with_name("schema.json")
+# Names the format, not a place to fetch it from (a URN is an absolute URI, as $id must be);
+# the version changes when a spec valid under the old schema would no longer be.
+SCHEMA_ID = "urn:mnv3spec:spec:v1"
 REF = {"$ref": "#/$defs/ref"}
 
 
@@ -169,7 +172,7 @@ def generate() -> dict:
     """The whole JSON Schema of the spec format."""
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": "https://mnv3spec/schema.json",
+        "$id": SCHEMA_ID,
         "title": "mnv3spec network spec",
         "description": "a mapping with name, params and layers (optionally description, source)",
         "type": "object",
