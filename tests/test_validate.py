@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
+import re
 import subprocess
 import sys
 
 import pytest
+import yaml
 
 from mnv3spec import SpecError
 from mnv3spec.cli import main
@@ -304,3 +307,16 @@ def test_shipped_specs_name_the_schema_for_editors(path):
     assert first.startswith("# yaml-language-server: $schema=")
     target = (path.parent / first.split("$schema=", 1)[1]).resolve()
     assert target == SHIPPED.resolve()
+
+
+def test_the_pre_commit_hook_runs_validate_on_spec_files():
+    (hook,) = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text(encoding="utf-8"))
+    assert hook["id"] == "mnv3spec-validate" and hook["language"] == "python"
+    command, *args = hook["entry"].split()
+    assert args == ["validate"]
+    scripts = configparser.ConfigParser()
+    scripts.read(ROOT / "setup.cfg")
+    assert f"{command} = mnv3spec.cli:main" in scripts["options.entry_points"]["console_scripts"]
+    files = re.compile(hook["files"])
+    assert all(files.search(str(p.relative_to(ROOT))) for p in SPECS)
+    assert not any(files.search(p) for p in ["tests/bad_specs/empty.yaml", "specs/README.md"])
