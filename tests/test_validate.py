@@ -174,6 +174,9 @@ def test_an_override_error_names_the_flag_in_every_format(capsys):
     assert main(["validate", "--format", "json", small, "--set", "width=1000"]) == 1
     (result,) = json.loads(capsys.readouterr().out)
     assert result["errors"][0]["field"] == "--set width=1000: params.width"
+    # an assignment that is not KEY=VALUE is a wrong command: exit 2, before any file is read
+    assert main(["validate", small, "--set", "width"]) == 2
+    assert "error: --set: 'width' is not KEY=VALUE" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
