@@ -232,6 +232,19 @@ def test_careless_or_hostile_files_are_invalid_specs_exit_1(files, capsys, text,
     assert not result["valid"] and any(message in m for m in shown), shown
 
 
+def test_a_number_as_a_parameter_name_and_a_missing_reference_both_reported(files):
+    text = TINY.replace("params: {", "params: {7: 1, ").replace("s: 2}", "s: $nope}")
+    (path,) = files(numbered=text)
+    _, errors = validate(path)
+    assert [(e.line, e.column) for e in errors] == [(2, 10), (4, 44)]
+    assert [e.message for e in errors] == [
+        "'7' is not a valid parameter name; allowed: letters, digits and _, not starting with a "
+        "digit",
+        "refers to $nope, but params defines only: 7, width, divisor, resolution, num_classes, "
+        "bn_momentum, bn_eps",
+    ]
+
+
 def test_nan_is_reported_once_not_again_by_the_schema(files):
     (path,) = files(nan=TINY.replace("bn_eps: 0.001", "bn_eps: .nan"))
     _, errors = validate(path)

@@ -181,8 +181,13 @@ def _schema_error(error: jsonschema.ValidationError, marks: Marks, prefix: Where
         missing = re.match(r"'([^']*)'", error.message)
         name = missing.group(1) if missing else error.message
         return marks.error(f"missing the required key '{name}'", where)
-    if error.validator == "propertyNames":
-        return marks.error(f"'{error.instance}' is not a valid parameter name", where)
+    if "propertyNames" in error.absolute_schema_path:  # the error is about a key, not a value
+        return marks.error(
+            f"'{error.instance}' is not a valid parameter name; allowed: letters, digits and _, "
+            "not starting with a digit",
+            (*where, str(error.instance)),
+            key=True,
+        )
     found = shown(error.instance, quote=True)
     if described:
         allowed = described
@@ -263,7 +268,8 @@ def _resolve_row(
         if ref and ref.group(1) in params:
             value = params[ref.group(1)]
         elif ref:  # left as written: the schema takes a $name, so nothing else reports it
-            message = f"refers to ${ref.group(1)}, but params defines only: {', '.join(params)}"
+            known = ", ".join(map(str, params))  # collecting, a key may be a number
+            message = f"refers to ${ref.group(1)}, but params defines only: {known}"
             _report(marks.error(message, ("layers", i, key)), errors)
         fields[key] = value
     # Values that came from a parameter are checked against the same schema as literals.

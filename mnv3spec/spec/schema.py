@@ -48,7 +48,7 @@ def _params() -> dict:
         "description": f"a mapping of parameter names to numbers; {', '.join(required)} are "
         "required",
         "required": required,
-        "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+        "propertyNames": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
         "maxProperties": 64,
         "properties": {
             "width": number(
