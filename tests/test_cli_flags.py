@@ -62,7 +62,7 @@ def test_flag_for_names_the_flag_and_the_value_typed():
     [
         (["show", SMALL, "--set", "width=0"], "error: --set width=0: params.width: found 0"),
         (["show", SMALL, "--set", "si=3"], "(the value comes from $si, overridden with si=3)"),
-        (["validate", SMALL, "--set", "nope=1"], "error: --set nope=1: unknown parameter 'nope'"),
+        (["show", SMALL, "--set", "nope=1"], "error: --set nope=1: unknown parameter 'nope'"),
         (["show", SMALL, "--set", "width"], "error: --set: 'width' is not KEY=VALUE"),
         (["latency", SMALL, "--devices", "tpu"], "error: --devices: unknown tpu; use cpu"),
         (["latency", SMALL, "--reference", "x"], "error: --reference: unknown x; use torchvision"),

@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mnv3spec import SpecError, UserError, load_spec
-from mnv3spec.model.builder import plan
+from mnv3spec.model.plan import plan
+from mnv3spec.model.validate import validate
 from mnv3spec.spec.load import parse_assignment
 
 from .conftest import SPECS
@@ -91,10 +92,32 @@ def _must_be_user_error(load) -> None:
         plan(spec)
 
 
+def _validate_agrees(source: Any, overrides: dict | None = None) -> None:
+    """``validate`` (every error) agrees with ``load_spec`` + ``plan`` (the first): no error
+    for a spec they accept; for one they refuse, a list sorted by line that holds their error."""
+    spec, errors = validate(source, **(overrides or {}))
+    assert all(isinstance(e, SpecError) for e in errors)
+    assert [(e.line or 0, e.column or 0) for e in errors] == sorted(
+        (e.line or 0, e.column or 0) for e in errors
+    )
+    try:
+        plan(load_spec(source, **(overrides or {})))
+    except SpecError as e:
+        assert spec is None and str(e) in map(str, errors), (str(e), [str(x) for x in errors])
+    else:
+        assert spec is not None and errors == []
+
+
 @SETTINGS
 @given(mutated())
 def test_mutated_documents(doc):
     _must_be_user_error(lambda: load_spec(doc))
+
+
+@SETTINGS
+@given(mutated())
+def test_validate_reports_what_load_spec_raises(doc):
+    _validate_agrees(doc)
 
 
 ASSIGN_KEYS = st.one_of(
@@ -121,6 +144,11 @@ def test_set_assignments(path, pairs):
         return load_spec(path, **overrides)
 
     _must_be_user_error(load)
+    try:
+        overrides = dict(parse_assignment(f"{k}={v}") for k, v in pairs)
+    except SpecError:  # not KEY=VALUE: the command's error, before any spec is read
+        return
+    _validate_agrees(path, overrides)
 
 
 @st.composite
@@ -181,3 +209,11 @@ def test_mutated_text(tmp_path_factory, text):
     path = tmp_path_factory.mktemp("fuzz") / "spec.yaml"
     path.write_text(text, encoding="utf-8", errors="surrogatepass")
     _must_be_user_error(lambda: load_spec(path))
+
+
+@SETTINGS
+@given(mutated_text())
+def test_validate_reports_what_load_spec_raises_in_text(tmp_path_factory, text):
+    path = tmp_path_factory.mktemp("fuzz") / "spec.yaml"
+    path.write_text(text, encoding="utf-8", errors="surrogatepass")
+    _validate_agrees(path)

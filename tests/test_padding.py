@@ -8,7 +8,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from mnv3spec import build, load_spec
-from mnv3spec.ops.padding import PADDINGS, SameConv2d, pad_like_tf, same_padding
+from mnv3spec.ops.padding import SameConv2d, pad_like_tf, same_padding
+from mnv3spec.ops.registry import PADDINGS
 from mnv3spec.spec.load import schema
 
 from .conftest import ROOT

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from mnv3spec import SpecError, load_spec
-from mnv3spec.model.builder import plan
+from mnv3spec.model.plan import plan
 from mnv3spec.spec.load import parse_assignment, shipped_specs
 
 from .conftest import ROOT, SPECS

@@ -1,4 +1,4 @@
-"""Commands on specs themselves: ``validate``, ``show``, ``diff`` and ``import``."""
+"""Commands on specs themselves: ``validate``, ``schema``, ``show``, ``diff`` and ``import``."""
 
 from __future__ import annotations
 
@@ -11,19 +11,84 @@ from mnv3spec.errors import UserError
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from mnv3spec import load_spec, plan
+    from mnv3spec.model.validate import validate
 
-    failed = 0
-    for path in args.specs:
-        try:
-            spec = load_spec(path, **overrides(args))
-            plan(spec)
-        except UserError as e:
-            print(f"error: {in_flags(e, args)}", file=sys.stderr)
-            failed += 1
-        else:
-            print(f"ok: {path} ({spec.name}, {len(spec.rows)} rows)")
-    return 2 if failed else 0
+    for source in args.specs:
+        _check_readable(source)
+    changes = overrides(args)
+    results = []
+    for source in args.specs:
+        spec, errors = validate(source, **changes)
+        results.append((source, spec, [in_flags(e, args) for e in errors]))
+    if args.format == "json":
+        print(json.dumps([_as_json(*r) for r in results], indent=2))
+    for source, spec, errors in results:
+        if args.format == "text" and spec is not None:
+            print(f"ok: {source} ({spec.name}, {len(spec.rows)} rows)", flush=True)
+        for e in errors:
+            if args.format == "text":
+                print(f"error: {e}", file=sys.stderr)
+            elif args.format == "github":
+                print(github_annotation(e, source))
+    invalid = sum(1 for _, spec, _ in results if spec is None)
+    if args.format != "json":
+        print(_summary(len(results), invalid, sum(len(r[2]) for r in results)))
+    return 1 if invalid else 0
+
+
+def _check_readable(source: str) -> None:
+    """A path that names no readable spec file (missing, a folder, a pipe, too big, binary) is
+    a mistake in the command, exit 2, not a spec that fails validation, exit 1."""
+    from mnv3spec.spec.read import read_text, resolve_path
+
+    read_text(resolve_path(source))  # a SpecError naming the file and what it is
+
+
+def _summary(specs: int, invalid: int, errors: int) -> str:
+    """``8 specs: 7 valid, 1 invalid (3 errors)``."""
+    line = f"{specs} spec{'s' * (specs != 1)}: {specs - invalid} valid, {invalid} invalid"
+    return f"{line} ({errors} error{'s' * (errors != 1)})" if errors else line
+
+
+def _as_json(source: str, spec: object, errors: list[UserError]) -> dict:
+    return {
+        "path": source,
+        "valid": spec is not None,
+        "errors": [
+            {
+                "file": e.file or source,
+                "line": e.line,
+                "col": e.column,
+                "field": e.field,
+                "message": e.message,
+            }
+            for e in errors
+        ],
+    }
+
+
+def github_annotation(error: UserError, source: str) -> str:
+    """``::error file=PATH,line=L,col=C::MESSAGE``, escaped as GitHub Actions' workflow commands
+    require (``%``, CR and LF everywhere; ``:`` and ``,`` too in the properties)."""
+
+    def escape(text: str, prop: bool = False) -> str:
+        text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+        return text.replace(":", "%3A").replace(",", "%2C") if prop else text
+
+    props = [f"file={escape(str(error.file or source), prop=True)}"]
+    if error.line is not None:
+        props.append(f"line={error.line}")
+    if error.column is not None:
+        props.append(f"col={error.column}")
+    message = f"{error.field}: {error.message}" if error.field else error.message
+    return f"::error {','.join(props)}::{escape(message)}"
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from mnv3spec.spec.schema import dumps
+
+    sys.stdout.write(dumps())
+    return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -56,10 +121,23 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def add_spec_commands(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("validate", help="check spec files; exit 0 only if all are valid")
+    p = sub.add_parser(
+        "validate",
+        help="check spec files, reporting every error; exit 0 all valid, 1 some invalid, "
+        "2 a wrong command",
+    )
     p.add_argument("specs", nargs="+", metavar="SPEC")
     add_set(p)
+    p.add_argument(
+        "--format",
+        choices=["text", "json", "github"],
+        default="text",
+        help="text (default), json (one object per file) or github (GitHub Actions annotations)",
+    )
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("schema", help="print the JSON Schema of spec files (schema.json)")
+    p.set_defaults(func=cmd_schema)
 
     p = sub.add_parser(
         "show", help="the compiled network as a table: shapes, params, multiply-adds"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -12,64 +11,9 @@ from torch import nn
 from ..errors import SpecError
 from ..ops.layers import init_weights
 from ..ops.padding import pad_like_tf
-from ..ops.registry import OPS, Block, Context, spatial_after
-from ..spec.load import Row, Spec
-
-
-@dataclass(frozen=True)
-class RowPlan:
-    """What one spec row compiles to: its module name, blocks and input → output shape (C, H, W)."""
-
-    row: Row
-    name: str
-    blocks: tuple[Block, ...]
-    in_shape: tuple[int, int, int]
-    out_shape: tuple[int, int, int]
-
-
-def context(spec: Spec) -> Context:
-    return Context(width=spec.width, divisor=spec.divisor, bn=spec.bn)
-
-
-def plan(spec: Spec) -> list[RowPlan]:
-    """Channels and shapes of every row at the spec's ``resolution``, checked to end in logits."""
-    ctx = context(spec)
-    size = spec.resolution
-    shape = (spec.in_channels, size, size)
-    digits = len(str(len(spec.rows) - 1))
-    plans = []
-    for row in spec.rows:
-        op = OPS[row.op]
-        blocks = tuple(op.plan(row.fields, shape[0], ctx))
-        out = (blocks[-1].out_ch, *(spatial_after(op, list(blocks), shape[1]),) * 2)
-        name = f"r{row.index:0{digits}d}_{row.op}"
-        plans.append(RowPlan(row, name, blocks, shape, out))
-        shape = out
-    _check_head(spec, plans)
-    return plans
-
-
-def _check_head(spec: Spec, plans: list[RowPlan]) -> None:
-    last = plans[-1]
-    where = {
-        "file": spec.source,
-        "line": last.row.line,
-        "field": f"layers[{last.row.index}]",
-    }
-    c, h, w = last.out_shape
-    if (h, w) != (1, 1):
-        raise SpecError(
-            f"the network ends with a {c}×{h}×{w} map; it must end in a 1×1 map of class "
-            "scores (add a pool row before the classifier)",
-            **where,
-        )
-    classes = spec.num_classes
-    if c != classes:
-        raise SpecError(
-            f"the last row gives {c} outputs but num_classes is {classes}; "
-            "write out: $num_classes with fixed: true on the classifier row",
-            **where,
-        )
+from ..ops.registry import OPS, Context
+from ..spec.load import Spec
+from .plan import RowPlan, context, plan
 
 
 class SpecNet(nn.Module):

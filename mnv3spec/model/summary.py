@@ -15,7 +15,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..ops.registry import OPS
 from ..text import text_table
-from .builder import RowPlan, SpecNet
+from .builder import SpecNet
+from .plan import RowPlan
 
 
 @dataclass(frozen=True)

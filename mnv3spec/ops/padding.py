@@ -15,8 +15,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-PADDINGS = ("symmetric", "same")
-
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     """Pixels before and after one axis under TF's SAME rule (``get_pad`` in TF's

@@ -3,25 +3,38 @@
 The JSON Schema (``mnv3spec/spec/schema.py`` generates its op part from :data:`OPS` and
 :data:`ACTIVATIONS`), the loader (which fills each field's default), the builder and the summary
 all read it. Adding an operator is one entry here, its layer, and ``schema.json`` regenerated.
+
+Loading, validating and planning a spec is arithmetic on this module, so it imports no torch:
+each ``build`` function imports its layers when a network is actually built.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
-
-from .layers import Bneck, ConvBNAct
 from .rules import conv_output_size, expand_by_ratio, scale_channels
 
-ACTIVATIONS: dict[str, type[nn.Module] | None] = {
-    "RE": nn.ReLU,
-    "HS": nn.Hardswish,
-    "R6": nn.ReLU6,
+if TYPE_CHECKING:
+    from torch import nn
+
+# Each activation a row may name, with the class of ``torch.nn`` it builds (None: no activation).
+ACTIVATIONS: dict[str, str | None] = {
+    "RE": "ReLU",
+    "HS": "Hardswish",
+    "R6": "ReLU6",
     "none": None,
 }
+PADDINGS = ("symmetric", "same")  # the ``padding`` parameter; ``ops/padding.py`` builds "same"
+
+
+def activation_class(nl: str) -> type[nn.Module] | None:
+    """The ``torch.nn`` class of an activation name (``"HS"`` → ``nn.Hardswish``)."""
+    from torch import nn
+
+    name = ACTIVATIONS[nl]
+    return getattr(nn, name) if name else None
 
 
 @dataclass(frozen=True)
@@ -67,7 +80,7 @@ class Op:
     name: str
     fields: dict[str, Field]
     plan: Callable[[dict, int, Context], list[Block]]
-    build: Callable[[dict, Block, Context], nn.Module]
+    build: Callable[[dict, Block, Context], nn.Module]  # imports torch when called
     pools: bool = False  # reduces the map to 1×1 whatever its size
 
 
@@ -84,8 +97,10 @@ def _plan_conv(row: dict, in_ch: int, ctx: Context) -> list[Block]:
 
 
 def _build_conv(row: dict, b: Block, ctx: Context) -> nn.Module:
+    from .layers import ConvBNAct
+
     bn = ctx.bn if row.get("bn", True) else None
-    act = ACTIVATIONS[row.get("nl", "none")]
+    act = activation_class(row.get("nl", "none"))
     se = _se(row, ctx)
     return ConvBNAct(
         b.in_ch, b.out_ch, row["k"], b.stride, act, bn, se_divisor=se, classifier=bn is None
@@ -114,7 +129,9 @@ def _plan_bneck(row: dict, in_ch: int, ctx: Context) -> list[Block]:
 
 
 def _build_bneck(row: dict, b: Block, ctx: Context) -> nn.Module:
-    act = ACTIVATIONS[row["nl"]]
+    from .layers import Bneck
+
+    act = activation_class(row["nl"])
     return Bneck(b.in_ch, b.exp, b.out_ch, row["k"], b.stride, act, ctx.bn, _se(row, ctx))
 
 
@@ -124,7 +141,9 @@ def _plan_bottleneck(row: dict, in_ch: int, ctx: Context) -> list[Block]:
 
 
 def _build_bottleneck(row: dict, b: Block, ctx: Context) -> nn.Module:
-    act = ACTIVATIONS[row["nl"]]
+    from .layers import Bneck
+
+    act = activation_class(row["nl"])
     return Bneck(b.in_ch, b.exp, b.out_ch, row["k"], b.stride, act, ctx.bn, None)
 
 
@@ -133,12 +152,26 @@ def _plan_dwconv(row: dict, in_ch: int, ctx: Context) -> list[Block]:
 
 
 def _build_dwconv(row: dict, b: Block, ctx: Context) -> nn.Module:
-    act = ACTIVATIONS[row["nl"]]
+    from .layers import ConvBNAct
+
+    act = activation_class(row["nl"])
     return ConvBNAct(b.in_ch, b.out_ch, row["k"], b.stride, act, ctx.bn, groups=b.in_ch)
 
 
 def _plan_same(row: dict, in_ch: int, ctx: Context) -> list[Block]:
     return [Block(in_ch, in_ch, 1)]
+
+
+def _build_pool(row: dict, b: Block, ctx: Context) -> nn.Module:
+    from torch import nn
+
+    return nn.AdaptiveAvgPool2d(1)
+
+
+def _build_dropout(row: dict, b: Block, ctx: Context) -> nn.Module:
+    from torch import nn
+
+    return nn.Dropout(row["p"])
 
 
 KERNEL, CHANNELS, STRIDE, ACT = Field("kernel"), Field("channels"), Field("stride"), Field("nl")
@@ -189,13 +222,8 @@ OPS: dict[str, Op] = {
             _plan_bottleneck,
             _build_bottleneck,
         ),
-        Op("pool", {}, _plan_same, lambda row, b, ctx: nn.AdaptiveAvgPool2d(1), pools=True),
-        Op(
-            "dropout",
-            {"p": Field("probability")},
-            _plan_same,
-            lambda row, b, ctx: nn.Dropout(row["p"]),
-        ),
+        Op("pool", {}, _plan_same, _build_pool, pools=True),
+        Op("dropout", {"p": Field("probability")}, _plan_same, _build_dropout),
     ]
 }
 

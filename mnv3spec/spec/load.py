@@ -2,6 +2,7 @@
 every optional row field filled with the registry's default.
 
 Every problem becomes a :class:`SpecError` naming the file, line, column and field.
+:func:`load_spec` raises the first; :func:`spec_errors` collects every one (``validate``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import functools
 import json
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import jsonschema
 import yaml
 
 from ..errors import SpecError
-from ..ops.registry import with_defaults
+from ..ops.registry import OPS, with_defaults
 from .limits import MAX_DEPTH
 from .read import Marks, Where, field_name, load_scalar, read_text, read_yaml
 from .read import resolve_path as resolve_path
@@ -180,8 +181,13 @@ def _schema_error(error: jsonschema.ValidationError, marks: Marks, prefix: Where
         missing = re.match(r"'([^']*)'", error.message)
         name = missing.group(1) if missing else error.message
         return marks.error(f"missing the required key '{name}'", where)
-    if error.validator == "propertyNames":
-        return marks.error(f"'{error.instance}' is not a valid parameter name", where)
+    if "propertyNames" in error.absolute_schema_path:  # the error is about a key, not a value
+        return marks.error(
+            f"'{error.instance}' is not a valid parameter name; allowed: letters, digits and _, "
+            "not starting with a digit",
+            (*where, str(error.instance)),
+            key=True,
+        )
     found = shown(error.instance, quote=True)
     if described:
         allowed = described
@@ -192,23 +198,36 @@ def _schema_error(error: jsonschema.ValidationError, marks: Marks, prefix: Where
     return marks.error(f"found {found}; allowed: {allowed}", where)
 
 
-def _validate(doc: Any, marks: Marks) -> None:
+def _report(error: SpecError, errors: list[SpecError] | None) -> None:
+    """Raise ``error`` or, where ``errors`` collects every error of a file, add it there."""
+    if errors is None:
+        raise error
+    errors.append(error)
+
+
+def _validate(doc: Any, marks: Marks, errors: list[SpecError] | None = None) -> bool:
+    """Check ``doc`` against the schema; False when it is not even a mapping."""
     if doc is None:
-        raise SpecError("the file is empty; a spec needs name, params and layers", file=marks.file)
+        empty = "the file is empty; a spec needs name, params and layers"
+        _report(SpecError(empty, file=marks.file), errors)
+        return False
     if not isinstance(doc, dict):
         kind = "a list" if isinstance(doc, list) else "plain text"
-        raise SpecError(
+        message = (
             f"the top level is {kind}, not a mapping with name, params and layers "
-            "(is this a spec file?)",
-            file=marks.file,
-            line=1,
+            "(is this a spec file?)"
         )
+        _report(SpecError(message, file=marks.file, line=1), errors)
+        return False
+    infinite = set()
     for where, value in _numbers(doc):
         if not math.isfinite(value):
-            raise marks.error(f"found {value}; allowed: a finite number", where)
-    errors = list(_VALIDATOR.iter_errors(doc))
-    if errors:
-        raise _schema_error(_first_by_position(errors, marks), marks)
+            _report(marks.error(f"found {value}; allowed: a finite number", where), errors)
+            infinite.add(where)
+    found = [e for e in _VALIDATOR.iter_errors(doc) if tuple(e.absolute_path) not in infinite]
+    for error in sorted(found, key=_position(marks)):
+        _report(_schema_error(error, marks), errors)
+    return True
 
 
 def _numbers(node: Any, where: Where = ()) -> Iterator[tuple[Where, float]]:
@@ -225,14 +244,14 @@ def _numbers(node: Any, where: Where = ()) -> Iterator[tuple[Where, float]]:
             yield from _numbers(value, (*where, i))
 
 
-def _first_by_position(errors: list, marks: Marks) -> jsonschema.ValidationError:
-    """The error nearest the top of the file, the most specific one on a line."""
+def _position(marks: Marks) -> Callable[[jsonschema.ValidationError], tuple]:
+    """Sort key: errors nearest the top of the file first, the most specific one on a line."""
 
     def line(e: jsonschema.ValidationError) -> tuple:
         mark = marks.values.get(tuple(e.absolute_path))
         return (mark.line if mark else 0, -len(e.absolute_path))
 
-    return min(errors, key=line)
+    return line
 
 
 @functools.cache
@@ -240,18 +259,18 @@ def _op_validator(op: str) -> jsonschema.Draft202012Validator:
     return _Validator({"$ref": f"#/$defs/op_{op}", "$defs": schema()["$defs"]})
 
 
-def _resolve_row(i: int, raw: dict, params: dict, marks: Marks) -> Row:
+def _resolve_row(
+    i: int, raw: dict, params: dict, marks: Marks, errors: list[SpecError] | None = None
+) -> Row:
     fields = {}
     for key, value in raw.items():
         ref = REF.match(value) if isinstance(value, str) else None
-        if ref:
-            name = ref.group(1)
-            if name not in params:
-                raise marks.error(
-                    f"refers to ${name}, but params defines only: {', '.join(params)}",
-                    ("layers", i, key),
-                )
-            value = params[name]
+        if ref and ref.group(1) in params:
+            value = params[ref.group(1)]
+        elif ref:  # left as written: the schema takes a $name, so nothing else reports it
+            known = ", ".join(map(str, params))  # collecting, a key may be a number
+            message = f"refers to ${ref.group(1)}, but params defines only: {known}"
+            _report(marks.error(message, ("layers", i, key)), errors)
         fields[key] = value
     # Values that came from a parameter are checked against the same schema as literals.
     for error in _op_validator(raw["op"]).iter_errors(fields):
@@ -262,7 +281,7 @@ def _resolve_row(i: int, raw: dict, params: dict, marks: Marks) -> Row:
             origin = marks.overridden.get(("params", ref.group(1)))
             source = f"{raw[name]}, overridden with {origin}" if origin else raw[name]
             err = marks.error(f"{err.message} (the value comes from {source})", ("layers", i, name))
-        raise err
+        _report(err, errors)
     mark = marks.values.get(("layers", i))
     return Row(i, raw["op"], with_defaults(raw["op"], fields), mark.line + 1 if mark else None)
 
@@ -274,20 +293,52 @@ def load_spec(source: str | Path | dict, **overrides: Any) -> Spec:
     (``{"layers.12.se": True}``), exactly like ``--set`` on the command line (errors
     at an override name the field ``set KEY=VALUE``; the CLI shows it as the flag).
     """
+    return _resolve(*_read(source), overrides)
+
+
+def _read(source: str | Path | dict) -> tuple[Any, Marks]:
     if isinstance(source, dict):
-        file, doc, marks = "<dict>", copy.deepcopy(source), Marks("<dict>")
-    else:
-        path = resolve_path(source)
-        file = str(path)
-        doc, marks = read_yaml(read_text(path), file)
-    return _resolve(doc, marks, overrides)
+        return copy.deepcopy(source), Marks("<dict>")
+    path = resolve_path(source)
+    return read_yaml(read_text(path), str(path))
 
 
-def _resolve(doc: Any, marks: Marks, overrides: dict[str, Any]) -> Spec:
+def spec_errors(source: str | Path | dict, **overrides: Any) -> tuple[Spec | None, list[SpecError]]:
+    """Every error of a spec, not only the first (as :func:`load_spec` raises it): the schema's,
+    then the references and the values they bring, sorted by line; the spec when there are none.
+    An unreadable file or one that is not YAML is one error: nothing else can be checked."""
+    errors: list[SpecError] = []
+    spec = None
+    try:
+        spec = _resolve(*_read(source), overrides, errors)
+    except SpecError as e:
+        errors.append(e)
+    unique = {str(e): e for e in errors}.values()  # the schema and a row's own check agree
+    ordered = sorted(unique, key=lambda e: (e.line or 0, e.column or 0))
+    return (None if ordered else spec), ordered
+
+
+def _resolve(
+    doc: Any, marks: Marks, overrides: dict[str, Any], errors: list[SpecError] | None = None
+) -> Spec | None:
+    """The spec of ``doc``, or (collecting ``errors``) None when it has any."""
+    before = len(errors or ())
     if isinstance(doc, dict):
         for key, value in overrides.items():
-            _apply_override(doc, key, value, marks)
-    _validate(doc, marks)
-    params = doc["params"]
-    rows = tuple(_resolve_row(i, r, params, marks) for i, r in enumerate(doc["layers"]))
+            try:
+                _apply_override(doc, key, value, marks)
+            except SpecError as e:
+                _report(e, errors)
+    if not _validate(doc, marks, errors):
+        return None
+    params, layers = doc.get("params"), doc.get("layers")
+    if not isinstance(params, dict) or not isinstance(layers, list):
+        return None  # the schema said so
+    rows = tuple(
+        _resolve_row(i, r, params, marks, errors)
+        for i, r in enumerate(layers)
+        if isinstance(r, dict) and isinstance(r.get("op"), str) and r["op"] in OPS
+    )
+    if len(errors or ()) > before:
+        return None
     return Spec(doc["name"], dict(params), rows, marks.file, doc, marks)

@@ -12,11 +12,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..ops.padding import PADDINGS
-from ..ops.registry import ACTIVATIONS, OPS
+from ..ops.registry import ACTIVATIONS, OPS, PADDINGS
 from . import limits as L
 
 SHIPPED = Path(__file__).with_name("schema.json")
+# Names the format, not a place to fetch it from (a URN is an absolute URI, as $id must be);
+# the version changes when a spec valid under the old schema would no longer be.
+SCHEMA_ID = "urn:mnv3spec:spec:v1"
 REF = {"$ref": "#/$defs/ref"}
 
 
@@ -46,7 +48,7 @@ def _params() -> dict:
         "description": f"a mapping of parameter names to numbers; {', '.join(required)} are "
         "required",
         "required": required,
-        "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+        "propertyNames": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
         "maxProperties": 64,
         "properties": {
             "width": number(
@@ -124,7 +126,7 @@ def _field_types() -> dict:
         "nl": {
             "enum": list(ACTIVATIONS),
             "description": ", ".join(
-                f"{k} ({v.__name__})" if v else k for k, v in ACTIVATIONS.items()
+                f"{k} ({v})" if v else k for k, v in ACTIVATIONS.items()
             ).replace(", none", " or none"),
         },
         "flag": {"type": "boolean", "description": "true or false"},
@@ -170,7 +172,7 @@ def generate() -> dict:
     """The whole JSON Schema of the spec format."""
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": "https://mnv3spec/schema.json",
+        "$id": SCHEMA_ID,
         "title": "mnv3spec network spec",
         "description": "a mapping with name, params and layers (optionally description, source)",
         "type": "object",
