@@ -1,4 +1,5 @@
-"""Spec → ``nn.Module``. Module names follow the spec rows: ``layers.r03_bneck.dw.conv.weight``."""
+"""Spec → ``nn.Module``. Module names follow the spec rows: a row's ``name``
+(``layers.bneck3.dw.conv.weight``), else its index and op (``layers.r03_bneck.dw.conv.weight``)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,9 @@ def context(spec: Spec) -> Context:
     return Context(width=spec.width, divisor=spec.divisor, bn=spec.bn)
 
 
+_EMPTY = nn.Sequential()  # the attributes a row's module name must not take (forward, training)
+
+
 def plan(spec: Spec) -> list[RowPlan]:
     """Channels and shapes of every row at the spec's ``resolution``, checked to end in logits."""
     ctx = context(spec)
@@ -42,7 +46,14 @@ def plan(spec: Spec) -> list[RowPlan]:
         op = OPS[row.op]
         blocks = tuple(op.plan(row.fields, shape[0], ctx))
         out = (blocks[-1].out_ch, *(spatial_after(op, list(blocks), shape[1]),) * 2)
-        name = f"r{row.index:0{digits}d}_{row.op}"
+        name = row.name or f"r{row.index:0{digits}d}_{row.op}"
+        if hasattr(_EMPTY, name):  # add_module refuses a name that is an attribute
+            raise SpecError(
+                f"the row name '{name}' is taken by PyTorch (nn.Module.{name}); choose another",
+                file=spec.source,
+                line=row.line,
+                field=f"layers[{row.index}].name",
+            )
         plans.append(RowPlan(row, name, blocks, shape, out))
         shape = out
     _check_head(spec, plans)
@@ -57,17 +68,18 @@ def _check_head(spec: Spec, plans: list[RowPlan]) -> None:
         "field": f"layers[{last.row.index}]",
     }
     c, h, w = last.out_shape
+    row = f" (row {last.row.name})" if last.row.name else ""
     if (h, w) != (1, 1):
         raise SpecError(
             f"the network ends with a {c}×{h}×{w} map; it must end in a 1×1 map of class "
-            "scores (add a pool row before the classifier)",
+            f"scores (add a pool row before the classifier){row}",
             **where,
         )
     classes = spec.num_classes
     if c != classes:
         raise SpecError(
             f"the last row gives {c} outputs but num_classes is {classes}; "
-            "write out: $num_classes with fixed: true on the classifier row",
+            f"write out: $num_classes with fixed: true on the classifier row{row}",
             **where,
         )
 

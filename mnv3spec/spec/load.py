@@ -28,17 +28,21 @@ from .read import shipped_specs as shipped_specs
 from .schema import schema
 
 REF = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)$")
+# The module names of unnamed rows (r03_bneck): a row name of this form could take another's.
+GENERATED = re.compile(r"^r[0-9]+_")
 
 
 @dataclass(frozen=True)
 class Row:
     """One row of the spec's table: ``$parameter`` references replaced by values, and every field
-    the operator has that the row leaves out set to its default (``s: 1``, ``nl: none``…)."""
+    the operator has that the row leaves out set to its default (``s: 1``, ``nl: none``…).
+    ``name`` is the row's ``name`` field (stable when rows are inserted), None if it has none."""
 
     index: int
     op: str
     fields: dict[str, Any]
     line: int | None
+    name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -150,7 +154,10 @@ def _apply_override(doc: dict, key: str, value: Any, marks: Marks) -> None:
     target: Any = doc
     parts = key.split(".")
     for part in parts[:-1]:
-        step = int(part) if isinstance(target, list) and re.fullmatch("[0-9]+", part) else part
+        if where == ["layers"]:  # a row by index or by name
+            step = row_position(target, part, label)
+        else:
+            step = int(part) if isinstance(target, list) and re.fullmatch("[0-9]+", part) else part
         try:
             target = target[step]
         except (KeyError, IndexError, TypeError):
@@ -163,6 +170,49 @@ def _apply_override(doc: dict, key: str, value: Any, marks: Marks) -> None:
         raise SpecError(f"'{field_name(tuple(where))}' is not a mapping", field=label)
     target[last] = value
     marks.overridden[(*where, last)] = assignment
+
+
+def row_names(layers: Any) -> list[str]:
+    """The ``name`` of each row of ``layers`` that has one, in order."""
+    rows = layers if isinstance(layers, list) else []
+    return [r["name"] for r in rows if isinstance(r, dict) and isinstance(r.get("name"), str)]
+
+
+def row_position(layers: Any, part: str, label: str = "set") -> int | str:
+    """The index of the row that ``part`` of a dotted key names: an index (``12``) or a row's
+    ``name`` (``bneck3``); ``part`` as given when ``layers`` is not a list."""
+    if not isinstance(layers, list) or re.fullmatch("[0-9]+", part):
+        return int(part) if isinstance(layers, list) else part
+    for i, row in enumerate(layers):
+        if isinstance(row, dict) and row.get("name") == part:
+            return i
+    names = ", ".join(row_names(layers)) or "none (address rows by index)"
+    raise SpecError(
+        f"the spec has no row named '{part}'; its rows are 0..{len(layers) - 1}, named: {names}",
+        field=label,
+    )
+
+
+def _check_names(doc: dict, marks: Marks) -> None:
+    """Row names are unique, and never the generated module name of another row."""
+    seen: dict[str, int] = {}
+    for i, row in enumerate(doc["layers"]):
+        name = row.get("name")
+        if name is None:
+            continue
+        if name in seen:
+            raise marks.error(
+                f"the row name '{name}' is already used by layers[{seen[name]}]; "
+                "names are unique within a spec",
+                ("layers", i, "name"),
+            )
+        if GENERATED.match(name):
+            raise marks.error(
+                f"'{name}' has the form of the module name of an unnamed row (r03_bneck); "
+                "choose another, such as bneck3",
+                ("layers", i, "name"),
+            )
+        seen[name] = i
 
 
 def _schema_error(error: jsonschema.ValidationError, marks: Marks, prefix: Where = ()) -> SpecError:
@@ -243,6 +293,8 @@ def _op_validator(op: str) -> jsonschema.Draft202012Validator:
 def _resolve_row(i: int, raw: dict, params: dict, marks: Marks) -> Row:
     fields = {}
     for key, value in raw.items():
+        if key == "name":
+            continue
         ref = REF.match(value) if isinstance(value, str) else None
         if ref:
             name = ref.group(1)
@@ -264,7 +316,8 @@ def _resolve_row(i: int, raw: dict, params: dict, marks: Marks) -> Row:
             err = marks.error(f"{err.message} (the value comes from {source})", ("layers", i, name))
         raise err
     mark = marks.values.get(("layers", i))
-    return Row(i, raw["op"], with_defaults(raw["op"], fields), mark.line + 1 if mark else None)
+    line = mark.line + 1 if mark else None
+    return Row(i, raw["op"], with_defaults(raw["op"], fields), line, raw.get("name"))
 
 
 def load_spec(source: str | Path | dict, **overrides: Any) -> Spec:
@@ -287,7 +340,23 @@ def _resolve(doc: Any, marks: Marks, overrides: dict[str, Any]) -> Spec:
     if isinstance(doc, dict):
         for key, value in overrides.items():
             _apply_override(doc, key, value, marks)
-    _validate(doc, marks)
-    params = doc["params"]
-    rows = tuple(_resolve_row(i, r, params, marks) for i, r in enumerate(doc["layers"]))
+    try:
+        _validate(doc, marks)
+        _check_names(doc, marks)
+        params = doc["params"]
+        rows = tuple(_resolve_row(i, r, params, marks) for i, r in enumerate(doc["layers"]))
+    except SpecError as e:
+        raise _with_row_name(e, doc) from None
     return Spec(doc["name"], dict(params), rows, marks.file, doc, marks)
+
+
+def _with_row_name(error: SpecError, doc: Any) -> SpecError:
+    """An error at ``layers[3]`` says ``(row bneck3)`` at its end: the name a reader knows."""
+    found = re.search(r"layers\[([0-9]+)\]", error.field or "")
+    layers = doc.get("layers") if isinstance(doc, dict) else None
+    if found and isinstance(layers, list) and int(found.group(1)) < len(layers):
+        row = layers[int(found.group(1))]
+        name = row.get("name") if isinstance(row, dict) else None
+        if isinstance(name, str) and not error.message.endswith(f"(row {name})"):
+            error.message = f"{error.message} (row {name})"
+    return error

@@ -143,6 +143,7 @@ def _op(name: str) -> dict:
         properties[key] = {"$ref": f"#/$defs/{f.type}"}
         if not f.required:
             properties[key]["default"] = f.default
+    properties["name"] = {"$ref": "#/$defs/row_name"}
     return {
         "type": "object",
         "additionalProperties": False,
@@ -192,6 +193,12 @@ def generate() -> dict:
         },
         "$defs": {
             "ref": {"type": "string", "pattern": "^\\$[A-Za-z_][A-Za-z0-9_]*$"},
+            "row_name": {
+                "type": "string",
+                "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+                "description": "a name for the row, unique in the spec (bneck3): letters, digits "
+                "and _, not starting with a digit, at most 64 characters",
+            },
             "params": _params(),
             **_field_types(),
             **_ops(),
