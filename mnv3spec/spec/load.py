@@ -22,10 +22,12 @@ import yaml
 from ..errors import SpecError
 from ..ops.registry import with_defaults
 from .limits import MAX_DEPTH
-from .read import Marks, Where, field_name, load_scalar, read_text, read_yaml
+from .read import Marks, Where, field_name, load_scalar
+from .read import read_yaml as read_yaml
 from .read import resolve_path as resolve_path
 from .read import shipped_specs as shipped_specs
 from .schema import schema
+from .variant import is_variant, read_spec
 
 REF = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)$")
 # The module names of unnamed rows (r03_bneck): a row name of this form could take another's.
@@ -328,12 +330,22 @@ def load_spec(source: str | Path | dict, **overrides: Any) -> Spec:
     at an override name the field ``set KEY=VALUE``; the CLI shows it as the flag).
     """
     if isinstance(source, dict):
-        file, doc, marks = "<dict>", copy.deepcopy(source), Marks("<dict>")
+        if is_variant(source):  # its base is a path relative to its file, which a dict has not
+            raise SpecError(
+                "a variant (a spec with base:) is read from its file; give the path, or its "
+                "resolved spec (show --resolved)",
+                file="<dict>",
+            )
+        doc, marks = copy.deepcopy(source), Marks("<dict>")
     else:
-        path = resolve_path(source)
-        file = str(path)
-        doc, marks = read_yaml(read_text(path), file)
+        doc, marks = read_spec(resolve_path(source), _check_flat)
     return _resolve(doc, marks, overrides)
+
+
+def _check_flat(doc: Any, marks: Marks) -> None:
+    """A flat document is valid as far as a variant needs of its base: the schema, row names."""
+    _validate(doc, marks)
+    _check_names(doc, marks)
 
 
 def _resolve(doc: Any, marks: Marks, overrides: dict[str, Any]) -> Spec:
