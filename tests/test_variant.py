@@ -100,6 +100,16 @@ def test_shipped_variants_are_their_base_with_their_edits(variant, base, sets):
     assert changed < summarize(build(load_spec(base, width=0.25), device="meta")).macs
 
 
+@pytest.mark.parametrize(
+    ("variant", "params", "macs"),
+    [("small-no-se", 2_081_216, 56_051_648), ("large-k3", 5_436_568, 210_643_904)],
+)
+def test_shipped_variants_at_224_have_the_readme_figures(variant, params, macs):
+    spec = load_spec(variant, si=2, num_classes=1000, resolution=224)
+    s = summarize(build(spec, device="meta"))
+    assert (s.params, s.macs) == (params, macs)
+
+
 def test_show_resolved_prints_a_flat_spec_that_validates_and_builds_the_same(chain, capsys):
     assert main(["show", str(chain / "a.yaml"), "--resolved", "--set", "si=2"]) == 0
     text = capsys.readouterr().out
@@ -119,6 +129,17 @@ def test_a_checkpoint_stores_the_resolved_spec_and_outlives_its_bases(chain, tmp
     assert "base" not in loaded.spec.document and loaded.spec.name == "a"
     x = torch.randn(1, 3, 32, 32)
     assert torch.equal(loaded.eval()(x), model(x))
+
+
+def test_a_run_folder_stores_the_resolved_spec_and_resumes_without_its_bases(chain, tmp_path):
+    argv = ["train", str(chain / "a.yaml"), "--data", "synthetic", "--set", "resolution=16"]
+    argv += ["--batch", "32", "--seed", "0", "--device", "cpu", "--out", str(tmp_path)]
+    assert main([*argv, "--epochs", "1", "--name", "r"]) == 0
+    saved = yaml.safe_load((tmp_path / "r" / "spec.yaml").read_text())
+    assert "base" not in saved and saved["layers"][4]["name"] == "bneck3b"
+    for name in ("a.yaml", "b.yaml", "c.yaml"):
+        (chain / name).unlink()
+    assert main(["train", "--resume", str(tmp_path / "r")]) == 0
 
 
 def test_set_on_a_variant_names_rows_and_keeps_provenance(chain):
