@@ -12,6 +12,7 @@ import yaml
 from cli import main
 from mnv3spec import SpecError, build, load_spec, summarize
 from mnv3spec.spec.limits import MAX_BASES
+from mnv3spec.spec.read import shipped_specs
 from mnv3spec.weights.checkpoint import load_model, save_weights
 
 from .conftest import ROOT
@@ -222,6 +223,15 @@ def test_a_malformed_variant_is_one_paragraph_at_its_place(tmp_path, text, expec
     assert expected in message and "\n" not in message
     assert main(["show", str(path)]) == 2
     assert expected in capsys.readouterr().err
+
+
+def test_an_error_found_when_building_points_into_the_file_of_its_row(tmp_path):
+    path = write(tmp_path, "v.yaml", "base: small\nname: x\nremove: [pool]\n")
+    with pytest.raises(SpecError) as info:
+        build(load_spec(path), device="meta")
+    small = shipped_specs()["small"]  # the base, where the row stands
+    assert str(info.value).startswith(f"{small}, line 39: layers[15]: the network ends with a ")
+    assert str(info.value).endswith("(add a pool row before the classifier) (row classifier)")
 
 
 def test_an_error_in_a_base_names_the_base_and_whose_base_it_is(chain):

@@ -50,7 +50,7 @@ def plan(spec: Spec) -> list[RowPlan]:
         if hasattr(_EMPTY, name):  # add_module refuses a name that is an attribute
             raise SpecError(
                 f"the row name '{name}' is taken by PyTorch (nn.Module.{name}); choose another",
-                file=spec.source,
+                file=row.file or spec.source,
                 line=row.line,
                 field=f"layers[{row.index}].name",
             )
@@ -63,7 +63,7 @@ def plan(spec: Spec) -> list[RowPlan]:
 def _check_head(spec: Spec, plans: list[RowPlan]) -> None:
     last = plans[-1]
     where = {
-        "file": spec.source,
+        "file": last.row.file or spec.source,
         "line": last.row.line,
         "field": f"layers[{last.row.index}]",
     }

@@ -38,13 +38,15 @@ GENERATED = re.compile(r"^r[0-9]+_")
 class Row:
     """One row of the spec's table: ``$parameter`` references replaced by values, and every field
     the operator has that the row leaves out set to its default (``s: 1``, ``nl: none``…).
-    ``name`` is the row's ``name`` field (stable when rows are inserted), None if it has none."""
+    ``name`` is the row's ``name`` field (stable when rows are inserted), None if it has none;
+    ``file`` the file the row stands in at ``line`` (a variant's base, or the spec's own file)."""
 
     index: int
     op: str
     fields: dict[str, Any]
     line: int | None
     name: str | None = None
+    file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -319,7 +321,8 @@ def _resolve_row(i: int, raw: dict, params: dict, marks: Marks) -> Row:
         raise err
     mark = marks.values.get(("layers", i))
     line = mark.line + 1 if mark else None
-    return Row(i, raw["op"], with_defaults(raw["op"], fields), line, raw.get("name"))
+    file = marks.file_of(("layers", i))
+    return Row(i, raw["op"], with_defaults(raw["op"], fields), line, raw.get("name"), file)
 
 
 def load_spec(source: str | Path | dict, **overrides: Any) -> Spec:

@@ -51,6 +51,10 @@ class ChainMarks(Marks):
         other.overridden = dict(self.overridden)
         return other
 
+    def file_of(self, where: Where) -> str:
+        mark = self.values.get(where)
+        return mark.name if mark is not None else self.file
+
     def at(self, message: str, mark: yaml.Mark | None, name: str | None = None) -> SpecError:
         file = mark.name if mark is not None else self.file
         line, column = (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
