@@ -323,3 +323,10 @@ def test_commands_take_a_variant_like_any_spec(chain, capsys):
     assert main(["diff", "small", a, "--set", "width=0.25"]) == 0
     out = capsys.readouterr().out
     assert "only in B" in out and "only in A" in out
+    onnx = chain / "a.onnx"
+    assert main(["export", a, "--format", "onnx", "--out", str(onnx)]) == 0
+    assert onnx.stat().st_size > 10_000
+    timing = ["--widths", "0.25", "--devices", "cpu", "--runs", "1", "--warmup", "1"]
+    assert main(["latency", a, *timing]) == 0
+    timed = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert ["a", "0.25", "cpu"] in [cells[:3] for cells in timed]  # the variant, by its name
