@@ -335,8 +335,8 @@ def load_spec(source: str | Path | dict, **overrides: Any) -> Spec:
     if isinstance(source, dict):
         if is_variant(source):  # its base is a path relative to its file, which a dict has not
             raise SpecError(
-                "a variant (a spec with base:) is read from its file; give the path, or its "
-                "resolved spec (show --resolved)",
+                "a variant (a spec with base:) is read from its file; give its path, or its "
+                "resolved spec",
                 file="<dict>",
             )
         doc, marks = copy.deepcopy(source), Marks("<dict>")

@@ -132,8 +132,8 @@ def _flatten(
     _check_keys(doc, marks)
     if len(chain) >= MAX_BASES:
         raise marks.error(
-            f"a chain of more than {MAX_BASES} bases; write out a spec nearer the end of the chain "
-            "(show --resolved prints one)",
+            f"a chain of more than {MAX_BASES} bases; write out the resolved spec of a variant "
+            "nearer the end of the chain",
             ("base",),
         )
     base_path = _base_path(doc["base"], path, marks)
