@@ -46,5 +46,5 @@ def test_table_has_one_line_per_row_and_totals():
     lines = text.splitlines()
     assert lines[0] == "mobilenet_v3_large at 224×224"
     assert len(lines) == 1 + 2 + 21 + 2 + 1
-    assert "13  bneck 5×5 112→160 exp 672 SE HS s2  112×14×14" in text
+    assert "13  bneck13     bneck 5×5 112→160 exp 672 SE HS s2  112×14×14" in text
     assert "5,483,032" in lines[-2] and lines[-1].startswith("5.483 M parameters, 216.6 M")

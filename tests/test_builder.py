@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import yaml
 
 import mnv3spec
 from mnv3spec import SpecError, build, load_spec
@@ -50,11 +51,28 @@ def test_every_shipped_spec_runs_at_its_resolution_and_at_224(path):
 
 def test_module_names_follow_the_spec_rows():
     keys = list(build(load_spec(SMALL)).state_dict())
-    assert keys[0] == "layers.r00_conv2d.conv.weight"
-    assert "layers.r01_bneck.se.fc1.weight" in keys  # Table 2, bneck 1 has SE
-    assert not any(k.startswith("layers.r02_bneck.se") for k in keys)  # bneck 2 has none
-    assert "layers.r01_bneck.expand.conv.weight" not in keys  # exp == in: no expansion conv
-    assert keys[-1] == "layers.r16_conv2d.conv.bias"
+    assert keys[0] == "layers.stem.conv.weight"
+    assert "layers.bneck1.se.fc1.weight" in keys  # Table 2, bneck 1 has SE
+    assert not any(k.startswith("layers.bneck2.se") for k in keys)  # bneck 2 has none
+    assert "layers.bneck1.expand.conv.weight" not in keys  # exp == in: no expansion conv
+    assert keys[-1] == "layers.classifier.conv.bias"
+
+
+def test_unnamed_rows_get_their_index_and_op_as_module_name():
+    doc = yaml.safe_load(SMALL.read_text())
+    for row in doc["layers"][:3]:
+        del row["name"]
+    keys = list(build(load_spec(doc)).state_dict())
+    assert keys[0] == "layers.r00_conv2d.conv.weight"  # an old checkpoint's keys
+    assert "layers.r01_bneck.se.fc1.weight" in keys and "layers.bneck3.dw.conv.weight" in keys
+
+
+@pytest.mark.parametrize("name", ["forward", "training", "cuda"])
+def test_a_row_name_that_pytorch_takes_is_refused_with_its_place(name):
+    doc = yaml.safe_load(SMALL.read_text())
+    doc["layers"][4]["name"] = name
+    with pytest.raises(SpecError, match=rf"layers\[4\]\.name: the row name '{name}' is taken"):
+        build(load_spec(doc), device="meta")
 
 
 def test_si_sets_the_initial_strides():
@@ -76,7 +94,7 @@ def test_residuals_only_where_stride_one_and_same_channels():
 
 def test_bn_settings_come_from_the_spec():
     model = build(load_spec(SMALL, bn_momentum=0.01))
-    bn = model.layers.r00_conv2d.bn
+    bn = model.layers.stem.bn
     assert (bn.eps, bn.momentum) == (0.001, 0.01)
 
 

@@ -86,7 +86,7 @@ def test_weights_that_do_not_fit_the_embedded_spec_are_named_in_one_line(tmp_pat
     with pytest.raises(CheckpointError) as info:
         load_model(_tampered(tmp_path, spec=wider))
     message = str(info.value)
-    assert "weights do not fit the embedded spec, the first being layers.r02_bneck" in message
+    assert "weights do not fit the embedded spec, the first being layers.bneck2" in message
     assert "\n" not in message
 
 

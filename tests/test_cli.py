@@ -41,7 +41,7 @@ def test_show_prints_the_table_and_totals(cli):
     )
     assert result.returncode == 0, result.stderr
     assert "2,542,856" in result.stdout and "56.5 M multiply-adds" in result.stdout
-    assert " 1  bneck 3×3 16→16 exp 16 SE RE s2   16×112×112  16×56×56" in result.stdout
+    assert " 1  bneck1      bneck 3×3 16→16 exp 16 SE RE s2   16×112×112  16×56×56" in result.stdout
 
 
 def test_show_json_is_machine_readable(cli):

@@ -33,7 +33,7 @@ def test_optimize_for_inference_folds_every_bn_and_keeps_the_function(checkpoint
     fast = optimize_for_inference(model.train())
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
     assert not fast.training
-    assert fast.layers.r01_bneck.dw.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert fast.layers.bneck1.dw.conv.weight.is_contiguous(memory_format=torch.channels_last)
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         expected = model.eval()(x)
@@ -192,7 +192,7 @@ def test_a_model_with_non_finite_weights_or_outputs_exports_nothing(
 
     model, _ = load_model(checkpoint[0])
     with torch.no_grad():
-        model.layers.r03_bneck.dw.conv.weight[0].fill_(value)
+        model.layers.bneck3.dw.conv.weight[0].fill_(value)
     bad = tmp_path / "bad.safetensors"
     save_weights(bad, model.eval(), classes=["cat", "dog", "bird"])
     saved = bad.read_bytes()

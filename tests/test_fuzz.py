@@ -123,7 +123,9 @@ def test_validate_reports_what_load_spec_raises(doc):
 ASSIGN_KEYS = st.one_of(
     st.sampled_from(["width", "si", "num_classes", "resolution", "divisor", "dropout", "bn_eps"]),
     st.builds(
-        lambda i, k: f"layers.{i}.{k}", st.sampled_from(["0", "1", "3", "99", "-1", "²", "x"]), KEYS
+        lambda i, k: f"layers.{i}.{k}",
+        st.sampled_from(["0", "1", "3", "99", "-1", "²", "x", "bneck3", "nosuch", "r03_bneck"]),
+        KEYS,
     ),
     st.text(max_size=10),
 )
@@ -217,3 +219,45 @@ def test_validate_reports_what_load_spec_raises_in_text(tmp_path_factory, text):
     path = tmp_path_factory.mktemp("fuzz") / "spec.yaml"
     path.write_text(text, encoding="utf-8", errors="surrogatepass")
     _validate_agrees(path)
+
+
+ROW_NAMES = st.sampled_from(["stem", "bneck1", "bneck3", "bneck11", "pool", "classifier", "zz", ""])
+ROW = st.fixed_dictionaries(
+    {"op": st.sampled_from(["bneck", "conv2d", "pool", "dropout", "nope"])},
+    optional={"name": st.one_of(ROW_NAMES, ODD), "k": ODD, "out": ODD, "exp": ODD, "s": ODD},
+)
+EDITS = st.dictionaries(ROW_NAMES, st.one_of(st.dictionaries(KEYS, ODD), ODD))
+VARIANT = st.fixed_dictionaries(
+    {"base": st.one_of(st.sampled_from(["small", "large", "v.yaml", "nosuch", "../x"]), ODD)},
+    optional={
+        "name": st.one_of(st.just("v"), ODD),
+        "params": st.one_of(st.dictionaries(st.sampled_from(["width", "si", "zz"]), ODD), ODD),
+        "rows": st.one_of(EDITS, ODD),
+        "remove": st.one_of(st.lists(st.one_of(ROW_NAMES, ODD), max_size=3), ODD),
+        "insert": st.one_of(
+            st.lists(
+                st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "after": st.one_of(ROW_NAMES, ODD),
+                        "before": ROW_NAMES,
+                        "rows": st.one_of(st.lists(ROW, max_size=2), ODD),
+                        "zz": ODD,
+                    },
+                ),
+                max_size=2,
+            ),
+            ODD,
+        ),
+        "layers": st.lists(ROW, max_size=1),
+    },
+)
+
+
+@SETTINGS
+@given(VARIANT)
+def test_variant_documents(tmp_path_factory, doc):
+    """A variant of any shape, written to a file (its base may be itself: v.yaml)."""
+    path = tmp_path_factory.mktemp("variant") / "v.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    _must_be_user_error(lambda: load_spec(path))

@@ -49,10 +49,10 @@ def test_fuse_refuses_a_block_in_training_mode():
 def test_the_classifier_flag_is_set_by_the_spec_not_guessed():
     model = build(load_spec(SMALL, si=2, num_classes=1000))
     flagged = [n for n, m in model.named_modules() if isinstance(m, ConvBNAct) and m.classifier]
-    assert flagged == ["layers.r14_conv2d", "layers.r16_conv2d"]  # the two NBN rows
+    assert flagged == ["layers.head", "layers.classifier"]  # the two NBN rows
     assert all(isinstance(model.get_submodule(n).conv, Pointwise) for n in flagged)
     # the N(0, 0.01) of a Linear layer, against Kaiming fan-out (std ≈ sqrt(2 / 1024) ≈ 0.044)
-    assert model.layers.r16_conv2d.conv.weight.std().item() == pytest.approx(0.01, rel=0.05)
+    assert model.layers.classifier.conv.weight.std().item() == pytest.approx(0.01, rel=0.05)
 
 
 def test_bneck_path_is_explicit_and_its_names_unchanged():
@@ -63,15 +63,13 @@ def test_bneck_path_is_explicit_and_its_names_unchanged():
     model = build(load_spec(SMALL, width=0.25))
     keys = list(model.state_dict())
     assert keys[:4] == [
-        "layers.r00_conv2d.conv.weight",
-        "layers.r00_conv2d.bn.weight",
-        "layers.r00_conv2d.bn.bias",
-        "layers.r00_conv2d.bn.running_mean",
+        "layers.stem.conv.weight",
+        "layers.stem.bn.weight",
+        "layers.stem.bn.bias",
+        "layers.stem.bn.running_mean",
     ]
-    assert (
-        "layers.r01_bneck.se.fc1.weight" in keys and "layers.r02_bneck.expand.conv.weight" in keys
-    )
-    assert keys[-2:] == ["layers.r16_conv2d.conv.weight", "layers.r16_conv2d.conv.bias"]
+    assert "layers.bneck1.se.fc1.weight" in keys and "layers.bneck2.expand.conv.weight" in keys
+    assert keys[-2:] == ["layers.classifier.conv.weight", "layers.classifier.conv.bias"]
 
 
 def test_bneck_shortcut_adds_the_input_and_leaves_it_alone():

@@ -6,7 +6,7 @@ import pytest
 
 from mnv3spec import load_spec
 from mnv3spec.ops.registry import ACTIVATIONS, OPS, with_defaults
-from mnv3spec.spec.schema import SHIPPED, dumps, generate
+from mnv3spec.spec.schema import SHIPPED, VARIANT_SHIPPED, dumps, generate, variant_dumps
 
 from .conftest import SPECS
 
@@ -14,6 +14,7 @@ from .conftest import SPECS
 def test_shipped_schema_json_is_the_generated_one():
     # If this fails after a registry or limits change: python -m mnv3spec.spec --write
     assert SHIPPED.read_text(encoding="utf-8") == dumps()
+    assert VARIANT_SHIPPED.read_text(encoding="utf-8") == variant_dumps()
 
 
 def test_every_field_type_is_a_schema_type():
@@ -29,7 +30,7 @@ def test_each_operator_schema_has_the_registered_fields_and_defaults():
     assert {b["if"]["properties"]["op"]["const"] for b in defs["row"]["allOf"]} == set(OPS)
     for name, op in OPS.items():
         block = defs[f"op_{name}"]
-        assert set(block["properties"]) == {"op", *op.fields}, name
+        assert set(block["properties"]) == {"op", "name", *op.fields}, name
         assert block["additionalProperties"] is False, name
         assert set(block["required"]) == {"op", *(k for k, f in op.fields.items() if f.required)}
         for key, f in op.fields.items():

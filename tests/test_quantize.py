@@ -67,7 +67,7 @@ def test_the_int8_file_carries_what_eval_and_infer_need(quantized):
     int8, meta = int8_files.load_int8(r.path)
     assert meta["classes"] == CLASSES and meta["resolution"] == 32
     assert meta["mean"] == (0.5, 0.4, 0.3) and meta["std"] == (0.2, 0.25, 0.3)
-    assert meta["extra"]["kept_float"] == ["r01_bneck"]
+    assert meta["extra"]["kept_float"] == ["bneck1"]
     assert meta["extra"]["int8_top1"] == pytest.approx(r.int8_top1, abs=1e-3)
     assert int8.spec.to_yaml() == model.spec.to_yaml()
     ds = load_dataset("synthetic", resolution=32, num_classes=4)
@@ -90,11 +90,13 @@ def test_a_plain_onnx_file_is_not_an_int8_model(tmp_path, quantized):
 def test_sensitivity_lists_each_computing_row_and_keep_float_resolves_indices(quantized):
     _, model, r = quantized
     rows = [name for name, _ in r.sensitivity]
-    assert rows[0] == "r00_conv2d" and "r01_bneck" in rows
-    assert not any(name.endswith("_dropout") for name in rows)  # no nodes in an eval export
+    assert rows[0] == "stem" and "bneck1" in rows  # the rows' names
+    assert "dropout" not in rows  # no nodes in an eval export
     assert all(0 <= top1 <= 100 for _, top1 in r.sensitivity)
-    assert r.kept_float == ["r01_bneck"]
-    assert quantize.resolve_rows(model, ["r03_bneck", "03"]) == ["r03_bneck", "r03_bneck"]
+    assert r.kept_float == ["bneck1"]
+    assert quantize.resolve_rows(model, ["bneck3", "03", "3"]) == ["bneck3"] * 3
+    with pytest.raises(UserError, match=r"no row 'r03_bneck'; rows are 0\.\.16 or names like"):
+        quantize.resolve_rows(model, ["r03_bneck"])
     with pytest.raises(UserError, match="no row '99'"):
         quantize.resolve_rows(model, ["99"])
 

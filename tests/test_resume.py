@@ -14,7 +14,7 @@ import pytest
 
 from cli import main
 from mnv3spec.model import builder, memory
-from mnv3spec.spec import load
+from mnv3spec.spec import variant
 from mnv3spec.train import run_folder
 
 from .conftest import ROOT, run_cli
@@ -48,13 +48,13 @@ def snapshot(folder) -> dict[str, bytes]:
 
 def test_a_start_and_a_resume_each_parse_the_spec_once(tmp_path, monkeypatch, capsys):
     calls = []
-    real = load.read_yaml
+    real = variant.read_yaml  # where spec files are read (a variant's bases too)
 
     def counting(text, file):
         calls.append(file)
         return real(text, file)
 
-    monkeypatch.setattr(load, "read_yaml", counting)
+    monkeypatch.setattr(variant, "read_yaml", counting)
     assert main(["train", *TINY, "--epochs", "1", "--out", str(tmp_path), "--name", "r"]) == 0
     assert len(calls) == 1, calls
     assert "| cpu, 1 thread, batch 32" in capsys.readouterr().out  # the thread count, on CPU

@@ -55,9 +55,9 @@ def test_a_limit_names_its_reason():
 def test_too_many_rows(tmp_path):
     text = SMALL.read_text()
     row = "  - {op: dropout, p: 0.1}\n"
-    head, _, tail = text.partition("  - {op: dropout")
+    head, _, tail = text.partition("  - {name: dropout")
     path = tmp_path / "long.yaml"
-    path.write_text(head + row * 260 + "  - {op: dropout" + tail)
+    path.write_text(head + row * 260 + "  - {name: dropout" + tail)
     with pytest.raises(
         SpecError, match=r"layers: found a list; allowed: a non-empty list of at most"
     ):

@@ -14,6 +14,8 @@ from mnv3spec.spec.load import parse_assignment, shipped_specs
 
 from .conftest import ROOT, SPECS
 
+SMALL = ROOT / "specs" / "small.yaml"
+
 BAD = sorted((ROOT / "tests" / "bad_specs").glob("*.yaml"))
 
 
@@ -146,3 +148,58 @@ def test_deep_nesting_is_one_error(tmp_path):
         f"{path}, line 2, column 40: nested more than 32 levels deep; a spec needs 3 "
         "(the top level, layers, a row)"
     )
+
+
+def test_set_names_a_row_by_its_name_beside_its_index():
+    by_name = load_spec(SMALL, **{"layers.last_conv.se": True})
+    by_index = load_spec(SMALL, **{"layers.12.se": True})
+    assert by_name.rows == by_index.rows and by_name.rows[12].name == "last_conv"
+    with pytest.raises(SpecError) as info:
+        load_spec(SMALL, **{"layers.bneck99.se": True})
+    assert str(info.value) == (
+        "set layers.bneck99.se=true: the spec has no row named 'bneck99'; its rows are 0..16, "
+        "named: stem, bneck1, bneck2, bneck3, bneck4, bneck5, bneck6, bneck7, bneck8, bneck9, "
+        "bneck10, bneck11, last_conv, pool, head, dropout, classifier"
+    )
+
+
+def test_an_error_in_a_named_row_names_the_row():
+    with pytest.raises(SpecError, match=r"layers\[3\]\.k: found 4; .* \(row bneck3\)$"):
+        load_spec(SMALL, **{"layers.bneck3.k": 4})
+
+
+def _small_with(tmp_path, old: str, new: str) -> Path:
+    path = tmp_path / "s.yaml"
+    path.write_text(SMALL.read_text().replace(old, new, 1))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            "name: bneck4,",
+            "name: bneck2,",
+            "line 28, column 12: layers[4].name: the row name 'bneck2' is already used by "
+            "layers[2]; names are unique within a spec",
+        ),
+        (
+            "name: bneck4,",
+            "name: r05_bneck,",
+            "line 28, column 12: layers[4].name: 'r05_bneck' has the form of the module name of "
+            "an unnamed row",
+        ),
+        (
+            "name: bneck4,",
+            "name: 4th,",
+            'line 28, column 12: layers[4].name: found "4th"; allowed: a name for the row, '
+            "unique in the spec (bneck3): letters, digits and _",
+        ),
+        ("name: bneck4,", "name: 4,", "line 28, column 12: layers[4].name: found 4; allowed:"),
+    ],
+)
+def test_row_names_are_unique_identifiers(tmp_path, old, new, expected):
+    path = _small_with(tmp_path, old, new)
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert str(info.value).startswith(f"{path}, {expected}")

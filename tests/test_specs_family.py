@@ -42,10 +42,10 @@ def test_v1_counts_are_the_keras_model_and_the_paper():
 
 def test_v1_pairs_depthwise_and_pointwise_with_the_erratum_fixed():
     model = at_224(V1)
-    dw = model.layers.r01_dwconv.conv
+    dw = model.layers.dw1.conv
     assert (dw.in_channels, dw.out_channels, dw.groups, dw.weight.shape[1]) == (32, 32, 32, 1)
-    assert model.layers.r02_conv2d.conv.kernel_size == (1, 1)
-    assert model.layers.r25_dwconv.conv.stride == (1, 1)  # printed s2; 7×7 in and out
+    assert model.layers.pw1.conv.kernel_size == (1, 1)
+    assert model.layers.dw13.conv.stride == (1, 1)  # printed s2; 7×7 in and out
     assert model.plans[26].out_shape == (1024, 7, 7)
     assert build(load_spec(V1)).plans[26].out_shape == (1024, 8, 8)  # si=1: 32×32 CIFAR ends at 8×8
 
@@ -72,13 +72,13 @@ def test_v2_widths_match_torchvision_and_the_head_rule(width, head):
 
 def test_v2_rows_are_table_2_rows():
     model = build(load_spec(V2, si=2))
-    first = model.layers.r01_bottleneck
+    first = model.layers.bottleneck1
     assert not hasattr(first, "expand")  # t = 1: no expansion conv
-    c24 = model.layers.r02_bottleneck  # t 6, c 24, n 2, s 2
+    c24 = model.layers.bottleneck2  # t 6, c 24, n 2, s 2
     assert [b.dw.conv.stride for b in c24] == [(2, 2), (1, 1)]  # stride on the first repeat only
     assert [b.expand.conv.out_channels for b in c24] == [96, 144]  # 6 × each block's input
     assert [b.residual for b in c24] == [False, True]
-    assert len(model.layers.r04_bottleneck) == 4
+    assert len(model.layers.bottleneck4) == 4
     assert build(load_spec(V2)).plans[8].out_shape == (1280, 8, 8)  # si=1: 32×32 CIFAR ends at 8×8
 
 

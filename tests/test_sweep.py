@@ -46,6 +46,7 @@ def test_pareto_front_keeps_points_nothing_beats_on_both_axes():
         ("nosuchkey=1", "unknown parameter 'nosuchkey'"),
         ("width=", "no values for width"),
         ("width", "not KEY=V1,V2"),
+        ("layers.nosuch.k=3,5", "no row named 'nosuch'; its rows are 0..16, named: stem, bneck1"),
     ],
 )
 def test_bad_grid_fails_before_any_work_in_one_line(cli, tmp_path, grid, message):
@@ -142,3 +143,11 @@ def test_sweep_killed_with_sigkill_resumes_without_redoing_finished_variants(tmp
     assert all(float(r["val_top1"]) >= 0 and float(r["train_seconds"]) > 0 for r in rows)
     assert [r["run_folder"] for r in rows] == [str(first), str(second)]
     assert (tmp_path / "small" / "pareto.png").is_file()
+
+
+def test_a_grid_names_rows_and_a_variant_sweeps_like_any_spec(tmp_path):
+    argv = ["sweep", "small-no-se", *TINY, "--grid", "layers.bneck3.k=3,5", "--no-train"]
+    assert main([*argv, "--out", str(tmp_path), *FAST]) == 0
+    rows = read(tmp_path / "small-no-se" / "sweep.csv")
+    assert [r["layers.bneck3.k"] for r in rows] == ["3", "5"] and not any(r["error"] for r in rows)
+    assert int(rows[1]["macs"]) > int(rows[0]["macs"])  # a 5×5 depthwise costs more

@@ -121,12 +121,12 @@ def test_other_networks_and_class_counts_are_refused_or_kept():
     with pytest.raises(CheckpointError, match="not the same network"):
         load_timm(twin("mobilenetv3_small_050"), state)
     ours = twin("mobilenetv3_small_100", num_classes=10)
-    head = ours.layers.r16_conv2d.conv.weight.clone()
+    head = ours.layers.classifier.conv.weight.clone()
     with pytest.raises(CheckpointError, match=r"classifier.weight has shape \(1000, 1024\)"):
         load_timm(ours, state)
     load_timm(ours, state, classifier=False)
-    assert torch.equal(ours.layers.r16_conv2d.conv.weight, head)
-    assert torch.equal(ours.layers.r00_conv2d.conv.weight, state["conv_stem.weight"])
+    assert torch.equal(ours.layers.classifier.conv.weight, head)
+    assert torch.equal(ours.layers.stem.conv.weight, state["conv_stem.weight"])
 
 
 def test_init_timm_loads_timms_weights_and_reinitialises_other_heads(monkeypatch, tmp_path):

@@ -40,11 +40,11 @@ def test_same_outputs_as_torchvision(name, width):
 def test_classifier_false_keeps_our_head_for_other_class_counts():
     theirs = mobilenet_v3_small().state_dict()
     ours = build(load_spec(ROOT / "specs" / "small.yaml", si=2, num_classes=10))
-    head = ours.layers.r16_conv2d.conv.weight.clone()
+    head = ours.layers.classifier.conv.weight.clone()
     load_torchvision(ours, theirs, classifier=False)
-    assert torch.equal(ours.layers.r16_conv2d.conv.weight, head)
+    assert torch.equal(ours.layers.classifier.conv.weight, head)
     expected = theirs["features.0.0.weight"]
-    assert torch.equal(ours.layers.r00_conv2d.conv.weight, expected)
+    assert torch.equal(ours.layers.stem.conv.weight, expected)
 
 
 def test_a_different_network_is_refused_by_name():
@@ -101,7 +101,7 @@ def test_state_dict_keys_and_shapes_are_those_checkpoints_hold(name):
     shapes = [tuple(v.shape) for v in ours.state_dict().values()]
     assert shapes == [tuple(v.shape) + ((1, 1) if v.dim() == 2 else ()) for v in theirs.values()]
     keys = list(ours.state_dict())
-    assert keys[0] == "layers.r00_conv2d.conv.weight"
-    assert all(k.startswith("layers.r") for k in keys)
-    blocks = {k.split(".")[2] for k in keys if "_bneck." in k}
+    assert keys[0] == "layers.stem.conv.weight"  # module names are the rows' names
+    assert {k.split(".")[1] for k in keys} == {r.name for r in ours.spec.rows} - {"pool", "dropout"}
+    blocks = {k.split(".")[2] for k in keys if k.startswith("layers.bneck")}
     assert blocks <= {"expand", "dw", "se", "project"}

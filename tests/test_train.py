@@ -168,6 +168,21 @@ def test_init_from_a_torchvision_state_dict_file(tmp_path, torchvision_small, su
     _check_loaded(same_classes, torchvision_small, classifier=True)
 
 
+def test_init_from_a_file_saved_before_rows_had_names(tmp_path):
+    """Module names were r03_bneck before rows had names; such a file still starts a named spec."""
+    import yaml
+
+    doc = yaml.safe_load(SMALL.read_text())
+    for row in doc["layers"]:
+        del row["name"]
+    old = build(load_spec(doc, width=0.25)).eval()
+    save_file(old.state_dict(), tmp_path / "old.safetensors")  # stored sorted by name
+    new = build(load_spec(SMALL, width=0.25)).eval()
+    assert init_from(new, str(tmp_path / "old.safetensors")).startswith("initialised from")
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(new(x), old(x))
+
+
 def test_init_torchvision_picks_the_architecture_by_shapes(
     tmp_path, monkeypatch, torchvision_small
 ):

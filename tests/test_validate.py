@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 
+import jsonschema
 import pytest
 import yaml
 
@@ -17,7 +18,7 @@ from mnv3spec import SpecError
 from mnv3spec.cli import main
 from mnv3spec.cli.specs import github_annotation
 from mnv3spec.model.validate import validate
-from mnv3spec.spec.schema import SHIPPED
+from mnv3spec.spec.schema import SHIPPED, VARIANT_SHIPPED
 
 from .conftest import ROOT, SPECS
 
@@ -151,7 +152,7 @@ def test_github_format_annotates_each_error(files, capsys):
     col = THREE.splitlines()[5].index("sx") + 1
     assert lines[2] == (
         f"::error file={paths[1]},line=6,col={col}::layers[2].sx: unknown key 'sx'; "
-        "allowed here: op, k, exp, out, se, nl, s, n, fixed"
+        "allowed here: op, k, exp, out, se, nl, s, n, fixed, name"
     )
     assert all(line.startswith(f"::error file={paths[1]},line=") for line in lines[:3])
 
@@ -322,7 +323,12 @@ def test_shipped_specs_name_the_schema_for_editors(path):
     first = path.read_text(encoding="utf-8").splitlines()[0]
     assert first.startswith("# yaml-language-server: $schema=")
     target = (path.parent / first.split("$schema=", 1)[1]).resolve()
-    assert target == SHIPPED.resolve()
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert target == (VARIANT_SHIPPED if "base" in document else SHIPPED).resolve()
+    # what an editor checks against that schema, it accepts
+    jsonschema.Draft202012Validator(json.loads(target.read_text(encoding="utf-8"))).validate(
+        document
+    )
 
 
 def test_the_pre_commit_hook_runs_validate_on_spec_files():

@@ -208,6 +208,6 @@ def add_quantize(sub: argparse._SubParsersAction) -> None:
         "--keep-float",
         action="append",
         metavar="ROWS",
-        help="rows left in float: indices or names, comma-separated (e.g. 1,r03_bneck)",
+        help="rows left in float: indices or names, comma-separated (e.g. 1,bneck3)",
     )
     p.set_defaults(func=cmd_quantize)

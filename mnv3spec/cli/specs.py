@@ -95,7 +95,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     from mnv3spec import build, load_spec, summarize
     from mnv3spec.model.summary import format_table
 
-    summary = summarize(build(load_spec(args.spec, **overrides(args)), device="meta"))
+    spec = load_spec(args.spec, **overrides(args))
+    if args.resolved:  # the flat spec: a variant's bases and the --set overrides applied
+        print(f"# {args.spec} resolved: every base and --set applied\n{spec.to_yaml()}", end="")
+        return 0
+    summary = summarize(build(spec, device="meta"))
     print(json.dumps(summary.to_dict(), indent=2) if args.json else format_table(summary))
     return 0
 
@@ -145,6 +149,11 @@ def add_spec_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("spec", metavar="SPEC")
     add_set(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument(
+        "--resolved",
+        action="store_true",
+        help="print the flat spec as YAML instead (a variant's bases and --set applied)",
+    )
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("diff", help="two specs side by side, row by row: changes, params, MAdds")

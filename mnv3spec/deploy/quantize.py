@@ -172,9 +172,10 @@ def _output_path(checkpoint: str | Path, out: str | Path | None) -> Path:
 
 
 def resolve_rows(model: SpecNet, rows: Iterable[str]) -> list[str]:
-    """Row module names (``r03_bneck``) for ``rows`` given as indices (``3``) or names."""
-    names = [name for name, _ in model.layers.named_children()]
-    by_index = {str(int(name[1:].split("_")[0])): name for name in names}
+    """Row module names (``bneck3``, ``r03_bneck``) for ``rows`` given as indices (``3``) or
+    names (a row's name is its module name)."""
+    names = [p.name for p in model.plans]
+    by_index = {str(p.row.index): p.name for p in model.plans}
     resolved = []
     for row in rows:
         name = by_index.get(row.strip().lstrip("r").lstrip("0") or "0", row.strip())

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SpecError, UserError
-from ..spec.load import Spec, parse_assignment, resolve_path
+from ..spec.load import Spec, parse_assignment, resolve_path, row_position
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def _current(spec: Spec, key: str) -> Any:
         return spec.params[key]
     target: Any = spec.document
     for part in key.split("."):
-        target = target[int(part)] if isinstance(target, list) else target[part]
+        target = target[row_position(target, part)] if isinstance(target, list) else target[part]
     if isinstance(target, str) and target.startswith("$"):
         return spec.params.get(target[1:], target)
     return target
@@ -69,7 +69,7 @@ def check_grids(specs: list[Spec], grids: list[Grid]) -> None:
             where = f"grid {g.key}={','.join(map(text, g.values))}"
             try:
                 current = _current(spec, g.key)
-            except (KeyError, IndexError, TypeError, ValueError):
+            except (KeyError, IndexError, TypeError, ValueError, SpecError):
                 try:
                     spec.derive(**{g.key: g.values[0]})
                 except SpecError as e:

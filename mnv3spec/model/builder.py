@@ -1,4 +1,5 @@
-"""Spec → ``nn.Module``. Module names follow the spec rows: ``layers.r03_bneck.dw.conv.weight``."""
+"""Spec → ``nn.Module``. Module names follow the spec rows: a row's ``name``
+(``layers.bneck3.dw.conv.weight``), else its index and op (``layers.r03_bneck.dw.conv.weight``)."""
 
 from __future__ import annotations
 
@@ -67,4 +68,22 @@ def build(spec: Spec, *, device: Literal["cpu", "meta"] = "cpu") -> SpecNet:
         raise TypeError(f"build() takes a Spec (from load_spec), not {type(spec).__name__}")
     if device not in ("cpu", "meta"):
         raise ValueError(f"build() makes a network on cpu or meta, not {device!r}; move it after")
-    return SpecNet(spec, plan(spec), device=device)
+    plans = plan(spec)
+    _check_names(spec, plans)
+    return SpecNet(spec, plans, device=device)
+
+
+_EMPTY = nn.Sequential()  # the attributes a row's module name must not take (forward, training)
+
+
+def _check_names(spec: Spec, plans: list[RowPlan]) -> None:
+    """A row's module name must not be an attribute of ``nn.Module``: ``add_module`` refuses it.
+    Checked here, not in the plan, because the plan (and so ``validate``) imports no torch."""
+    for p in plans:
+        if hasattr(_EMPTY, p.name):
+            raise SpecError(
+                f"the row name '{p.name}' is taken by PyTorch (nn.Module.{p.name}); choose another",
+                file=p.row.file or spec.source,
+                line=p.row.line,
+                field=f"layers[{p.row.index}].name",
+            )

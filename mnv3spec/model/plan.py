@@ -39,7 +39,7 @@ def plan_rows(spec: Spec) -> list[RowPlan]:
         op = OPS[row.op]
         blocks = tuple(op.plan(row.fields, shape[0], ctx))
         out = (blocks[-1].out_ch, *(spatial_after(op, list(blocks), shape[1]),) * 2)
-        name = f"r{row.index:0{digits}d}_{row.op}"
+        name = row.name or f"r{row.index:0{digits}d}_{row.op}"
         plans.append(RowPlan(row, name, blocks, shape, out))
         shape = out
     return plans
@@ -59,17 +59,18 @@ def head_errors(spec: Spec, plans: list[RowPlan]) -> list[SpecError]:
     outputs other than ``num_classes`` (both, when both are wrong)."""
     last = plans[-1]
     where = {
-        "file": spec.source,
+        "file": last.row.file or spec.source,
         "line": last.row.line,
         "field": f"layers[{last.row.index}]",
     }
     c, h, w = last.out_shape
+    row = f" (row {last.row.name})" if last.row.name else ""
     problems = []
     if (h, w) != (1, 1):
         problems.append(
             SpecError(
                 f"the network ends with a {c}×{h}×{w} map; it must end in a 1×1 map of class "
-                "scores (add a pool row before the classifier)",
+                f"scores (add a pool row before the classifier){row}",
                 **where,
             )
         )
@@ -78,7 +79,7 @@ def head_errors(spec: Spec, plans: list[RowPlan]) -> list[SpecError]:
         problems.append(
             SpecError(
                 f"the last row gives {c} outputs but num_classes is {classes}; "
-                "write out: $num_classes with fixed: true on the classifier row",
+                f"write out: $num_classes with fixed: true on the classifier row{row}",
                 **where,
             )
         )

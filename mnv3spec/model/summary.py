@@ -136,10 +136,11 @@ def describe(feat: dict[str, Any]) -> str:
 
 def format_table(summary: Summary) -> str:
     """The summary as a text table, one line per spec row, then totals."""
-    header = ("#", "row", "input", "output", "params", "MAdds")
+    header = ("#", "name", "row", "input", "output", "params", "MAdds")
     lines = [
         (
             str(r.index),
+            r.name,
             describe(r.features),
             _shape(r.in_shape),
             _shape(r.out_shape),
@@ -148,7 +149,7 @@ def format_table(summary: Summary) -> str:
         )
         for r in summary.rows
     ]
-    total = ("", "total", "", "", f"{summary.params:,}", f"{summary.macs:,}")
+    total = ("", "", "total", "", "", f"{summary.params:,}", f"{summary.macs:,}")
     title = f"{summary.name} at {summary.resolution}×{summary.resolution}"
     footer = f"{summary.params / 1e6:.3f} M parameters, {summary.macs / 1e6:.1f} M multiply-adds"
-    return "\n".join([title, *text_table(header, lines, total, {1, 2, 3}), footer])
+    return "\n".join([title, *text_table(header, lines, total, {1, 2, 3, 4}), footer])

@@ -23,23 +23,31 @@ import yaml
 from ..errors import SpecError
 from ..ops.registry import OPS, with_defaults
 from .limits import MAX_DEPTH
-from .read import Marks, Where, field_name, load_scalar, read_text, read_yaml
+from .read import Marks, Where, field_name, load_scalar
+from .read import read_yaml as read_yaml
 from .read import resolve_path as resolve_path
 from .read import shipped_specs as shipped_specs
 from .schema import schema
+from .variant import is_variant, read_spec
 
 REF = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)$")
+# The module names of unnamed rows (r03_bneck): a row name of this form could take another's.
+GENERATED = re.compile(r"^r[0-9]+_")
 
 
 @dataclass(frozen=True)
 class Row:
     """One row of the spec's table: ``$parameter`` references replaced by values, and every field
-    the operator has that the row leaves out set to its default (``s: 1``, ``nl: none``…)."""
+    the operator has that the row leaves out set to its default (``s: 1``, ``nl: none``…).
+    ``name`` is the row's ``name`` field (stable when rows are inserted), None if it has none;
+    ``file`` the file the row stands in at ``line`` (a variant's base, or the spec's own file)."""
 
     index: int
     op: str
     fields: dict[str, Any]
     line: int | None
+    name: str | None = None
+    file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -151,7 +159,10 @@ def _apply_override(doc: dict, key: str, value: Any, marks: Marks) -> None:
     target: Any = doc
     parts = key.split(".")
     for part in parts[:-1]:
-        step = int(part) if isinstance(target, list) and re.fullmatch("[0-9]+", part) else part
+        if where == ["layers"]:  # a row by index or by name
+            step = row_position(target, part, label)
+        else:
+            step = int(part) if isinstance(target, list) and re.fullmatch("[0-9]+", part) else part
         try:
             target = target[step]
         except (KeyError, IndexError, TypeError):
@@ -164,6 +175,49 @@ def _apply_override(doc: dict, key: str, value: Any, marks: Marks) -> None:
         raise SpecError(f"'{field_name(tuple(where))}' is not a mapping", field=label)
     target[last] = value
     marks.overridden[(*where, last)] = assignment
+
+
+def row_names(layers: Any) -> list[str]:
+    """The ``name`` of each row of ``layers`` that has one, in order."""
+    rows = layers if isinstance(layers, list) else []
+    return [r["name"] for r in rows if isinstance(r, dict) and isinstance(r.get("name"), str)]
+
+
+def row_position(layers: Any, part: str, label: str = "set") -> int | str:
+    """The index of the row that ``part`` of a dotted key names: an index (``12``) or a row's
+    ``name`` (``bneck3``); ``part`` as given when ``layers`` is not a list."""
+    if not isinstance(layers, list) or re.fullmatch("[0-9]+", part):
+        return int(part) if isinstance(layers, list) else part
+    for i, row in enumerate(layers):
+        if isinstance(row, dict) and row.get("name") == part:
+            return i
+    names = ", ".join(row_names(layers)) or "none (address rows by index)"
+    raise SpecError(
+        f"the spec has no row named '{part}'; its rows are 0..{len(layers) - 1}, named: {names}",
+        field=label,
+    )
+
+
+def _check_names(doc: dict, marks: Marks, errors: list[SpecError] | None = None) -> None:
+    """Row names are unique, and never the generated module name of another row."""
+    seen: dict[str, int] = {}
+    for i, row in enumerate(doc["layers"]):
+        name = row.get("name") if isinstance(row, dict) else None
+        if not isinstance(name, str):
+            continue  # the schema reports a name that is not a string
+        if name in seen:
+            message = (
+                f"the row name '{name}' is already used by layers[{seen[name]}]; "
+                "names are unique within a spec"
+            )
+            _report(marks.error(message, ("layers", i, "name")), errors)
+        elif GENERATED.match(name):
+            message = (
+                f"'{name}' has the form of the module name of an unnamed row (r03_bneck); "
+                "choose another, such as bneck3"
+            )
+            _report(marks.error(message, ("layers", i, "name")), errors)
+        seen.setdefault(name, i)
 
 
 def _schema_error(error: jsonschema.ValidationError, marks: Marks, prefix: Where = ()) -> SpecError:
@@ -264,6 +318,8 @@ def _resolve_row(
 ) -> Row:
     fields = {}
     for key, value in raw.items():
+        if key == "name":
+            continue
         ref = REF.match(value) if isinstance(value, str) else None
         if ref and ref.group(1) in params:
             value = params[ref.group(1)]
@@ -283,7 +339,9 @@ def _resolve_row(
             err = marks.error(f"{err.message} (the value comes from {source})", ("layers", i, name))
         _report(err, errors)
     mark = marks.values.get(("layers", i))
-    return Row(i, raw["op"], with_defaults(raw["op"], fields), mark.line + 1 if mark else None)
+    line = mark.line + 1 if mark else None
+    file = marks.file_of(("layers", i))
+    return Row(i, raw["op"], with_defaults(raw["op"], fields), line, raw.get("name"), file)
 
 
 def load_spec(source: str | Path | dict, **overrides: Any) -> Spec:
@@ -298,15 +356,27 @@ def load_spec(source: str | Path | dict, **overrides: Any) -> Spec:
 
 def _read(source: str | Path | dict) -> tuple[Any, Marks]:
     if isinstance(source, dict):
+        if is_variant(source):  # its base is a path relative to its file, which a dict has not
+            raise SpecError(
+                "a variant (a spec with base:) is read from its file; give its path, or its "
+                "resolved spec",
+                file="<dict>",
+            )
         return copy.deepcopy(source), Marks("<dict>")
-    path = resolve_path(source)
-    return read_yaml(read_text(path), str(path))
+    return read_spec(resolve_path(source), _check_flat)
+
+
+def _check_flat(doc: Any, marks: Marks) -> None:
+    """A flat document is valid as far as a variant needs of its base: the schema, row names."""
+    if _validate(doc, marks):
+        _check_names(doc, marks)
 
 
 def spec_errors(source: str | Path | dict, **overrides: Any) -> tuple[Spec | None, list[SpecError]]:
     """Every error of a spec, not only the first (as :func:`load_spec` raises it): the schema's,
     then the references and the values they bring, sorted by line; the spec when there are none.
-    An unreadable file or one that is not YAML is one error: nothing else can be checked."""
+    An unreadable file, one that is not YAML, or a variant whose base cannot be had is one
+    error: nothing else can be checked."""
     errors: list[SpecError] = []
     spec = None
     try:
@@ -321,8 +391,22 @@ def spec_errors(source: str | Path | dict, **overrides: Any) -> tuple[Spec | Non
 def _resolve(
     doc: Any, marks: Marks, overrides: dict[str, Any], errors: list[SpecError] | None = None
 ) -> Spec | None:
-    """The spec of ``doc``, or (collecting ``errors``) None when it has any."""
+    """The spec of ``doc``, or (collecting ``errors``) None when it has any. An error at a row
+    names the row, raised or collected."""
     before = len(errors or ())
+    try:
+        spec = _resolve_doc(doc, marks, overrides, errors)
+    except SpecError as e:
+        raise _with_row_name(e, doc) from None
+    if errors is not None and len(errors) > before:
+        errors[before:] = [_with_row_name(e, doc) for e in errors[before:]]
+        return None
+    return spec
+
+
+def _resolve_doc(
+    doc: Any, marks: Marks, overrides: dict[str, Any], errors: list[SpecError] | None
+) -> Spec | None:
     if isinstance(doc, dict):
         for key, value in overrides.items():
             try:
@@ -334,11 +418,22 @@ def _resolve(
     params, layers = doc.get("params"), doc.get("layers")
     if not isinstance(params, dict) or not isinstance(layers, list):
         return None  # the schema said so
+    _check_names(doc, marks, errors)
     rows = tuple(
         _resolve_row(i, r, params, marks, errors)
         for i, r in enumerate(layers)
         if isinstance(r, dict) and isinstance(r.get("op"), str) and r["op"] in OPS
     )
-    if len(errors or ()) > before:
-        return None
     return Spec(doc["name"], dict(params), rows, marks.file, doc, marks)
+
+
+def _with_row_name(error: SpecError, doc: Any) -> SpecError:
+    """An error at ``layers[3]`` says ``(row bneck3)`` at its end: the name a reader knows."""
+    found = re.search(r"layers\[([0-9]+)\]", error.field or "")
+    layers = doc.get("layers") if isinstance(doc, dict) else None
+    if found and isinstance(layers, list) and int(found.group(1)) < len(layers):
+        row = layers[int(found.group(1))]
+        name = row.get("name") if isinstance(row, dict) else None
+        if isinstance(name, str) and not error.message.endswith(f"(row {name})"):
+            error.message = f"{error.message} (row {name})"
+    return error

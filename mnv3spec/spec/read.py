@@ -61,6 +61,10 @@ class Marks:
         other.overridden = dict(self.overridden)
         return other
 
+    def file_of(self, where: Where) -> str:
+        """The file the value at ``where`` stands in (one file here; a variant's marks differ)."""
+        return self.file
+
     def error(self, message: str, where: Where = (), key: bool = False) -> SpecError:
         name = field_name(where) or None
         for n in range(len(where), 0, -1):

@@ -19,6 +19,8 @@ SHIPPED = Path(__file__).with_name("schema.json")
 # Names the format, not a place to fetch it from (a URN is an absolute URI, as $id must be);
 # the version changes when a spec valid under the old schema would no longer be.
 SCHEMA_ID = "urn:mnv3spec:spec:v1"
+VARIANT_SHIPPED = Path(__file__).with_name("variant.schema.json")
+VARIANT_ID = "urn:mnv3spec:variant:v1"
 REF = {"$ref": "#/$defs/ref"}
 
 
@@ -145,6 +147,7 @@ def _op(name: str) -> dict:
         properties[key] = {"$ref": f"#/$defs/{f.type}"}
         if not f.required:
             properties[key]["default"] = f.default
+    properties["name"] = {"$ref": "#/$defs/row_name"}
     return {
         "type": "object",
         "additionalProperties": False,
@@ -194,10 +197,66 @@ def generate() -> dict:
         },
         "$defs": {
             "ref": {"type": "string", "pattern": "^\\$[A-Za-z_][A-Za-z0-9_]*$"},
+            "row_name": {
+                "type": "string",
+                "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+                "description": "a name for the row, unique in the spec (bneck3): letters, digits "
+                "and _, not starting with a digit, at most 64 characters",
+            },
             "params": _params(),
             **_field_types(),
             **_ops(),
         },
+    }
+
+
+def generate_variant() -> dict:
+    """The JSON Schema of a variant file (``base:`` and its edits), for editors: the rows it
+    inserts are checked as any row is; :mod:`.variant` checks the rest with line and column."""
+    flat = generate()
+    name = {"$ref": "#/$defs/row_name"}
+    scalar = {"type": ["number", "string", "boolean"]}
+    return {
+        "$schema": flat["$schema"],
+        "$id": VARIANT_ID,
+        "title": "mnv3spec variant: a base spec and what changes",
+        "description": "a mapping with base and name, then params, rows, remove, insert",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["base", "name"],
+        "properties": {
+            "base": _text("a shipped spec (small, large, ...) or a path relative to this file"),
+            "name": _text("a name for the network"),
+            "description": _text("free text"),
+            "source": _text("where the table comes from"),
+            "params": {
+                "type": "object",
+                "description": "parameters set over the base's",
+                "additionalProperties": scalar,
+            },
+            "rows": {
+                "type": "object",
+                "description": "fields set over the named rows of the base; null drops a field",
+                "propertyNames": name,
+                "additionalProperties": {"type": "object"},
+            },
+            "remove": {"type": "array", "description": "rows dropped, by name", "items": name},
+            "insert": {
+                "type": "array",
+                "description": "new rows before or after a named row",
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["rows"],
+                    "properties": {
+                        "before": name,
+                        "after": name,
+                        "rows": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/row"}},
+                    },
+                },
+            },
+        },
+        "$defs": flat["$defs"],
     }
 
 
@@ -220,7 +279,13 @@ def dumps() -> str:
     return json.dumps(generate(), indent=2, ensure_ascii=False) + "\n"
 
 
-def write() -> Path:
-    """Regenerate the shipped ``schema.json``."""
+def variant_dumps() -> str:
+    """The text of ``variant.schema.json``."""
+    return json.dumps(generate_variant(), indent=2, ensure_ascii=False) + "\n"
+
+
+def write() -> tuple[Path, Path]:
+    """Regenerate the shipped ``schema.json`` and ``variant.schema.json``."""
     SHIPPED.write_text(dumps(), encoding="utf-8")
-    return SHIPPED
+    VARIANT_SHIPPED.write_text(variant_dumps(), encoding="utf-8")
+    return SHIPPED, VARIANT_SHIPPED

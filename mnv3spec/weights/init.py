@@ -8,6 +8,7 @@ qualifies.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -68,10 +69,35 @@ def _torchvision_state(model: SpecNet) -> tuple[dict[str, torch.Tensor], str]:
 def _in_network_order(model: SpecNet, state: dict[str, torch.Tensor]) -> dict:
     """safetensors files come back sorted by name; the mapping needs the network's own order."""
     orders = [list(torchvision_v3(name).state_dict()) for name in TORCHVISION_V3]
-    for order in (list(model.state_dict()), *orders, timm.timm_order(state)):
+    by_row = _by_row_index(model, state)
+    for order in (list(model.state_dict()), *orders, by_row, timm.timm_order(state)):
         if set(order) == set(state):
             return {k: state[k] for k in order}
     return state
+
+
+def _by_row_index(model: SpecNet, state: dict[str, torch.Tensor]) -> list[str]:
+    """The keys of a file of this network saved with other row names (``layers.r03_bneck``,
+    before rows had names; ``layers.bneck3`` now) in the network's order, rows matched by index;
+    [] when its keys are not of that form."""
+    index = {p.name: p.row.index for p in model.plans}
+    ours = {_row_key(k, index): k for k in model.state_dict()}
+    theirs = {_row_key(k, None): k for k in state}
+    if None in ours or None in theirs or set(ours) != set(theirs):
+        return []
+    return [theirs[key] for key in ours]
+
+
+def _row_key(key: str, index: dict[str, int] | None) -> tuple | None:
+    """``layers.bneck3.dw.conv.weight`` → ``(3, "dw.conv.weight")`` (a generated name r03_bneck
+    gives its index when ``index`` is None); None for a key of no row."""
+    head, row, rest = [*key.split(".", 2), "", ""][:3]
+    if head != "layers" or not rest:
+        return None
+    if index is not None:
+        return (index[row], rest) if row in index else None
+    found = re.fullmatch(r"r([0-9]+)_[a-z0-9]+", row)
+    return (int(found.group(1)), rest) if found else None
 
 
 def init_from(model: SpecNet, source: str) -> str:
