@@ -69,6 +69,8 @@ def cmd_latency(args: argparse.Namespace) -> int:
     rows = latency.measure(args.specs or None, reference=references, **common)
     print(latency.header(args.batch, args.runs, args.warmup, references))
     print(latency.format_latency(rows, references))
+    for line in latency.timing_warnings([(r.median_ms, r.iqr_ms) for r in rows]):
+        print(line, file=sys.stderr)
     if args.csv:
         latency.write_csv(rows, args.csv)
         print(f"wrote {args.csv}")
