@@ -95,12 +95,13 @@ def write_settings(folder: Path, mine: dict[str, Any]) -> None:
 MEASURED_FIX = "delete it, and the latencies are measured again"
 
 
-def _ms(value: Any) -> bool:
-    """A latency as we write it: None (not measured) or a finite, positive float."""
+def _ms(value: Any, *, spread: bool = False) -> bool:
+    """A latency as we write it: None (not measured) or a finite float, positive (a median) or
+    at least 0 (a spread)."""
     if value is None:
         return True
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    return ok and math.isfinite(value) and 0 < value < 1e9
+    return ok and math.isfinite(value) and (value >= 0 if spread else value > 0) and value < 1e9
 
 
 def read_measured(folder: Path) -> dict[str, Measured]:
@@ -118,7 +119,8 @@ def read_measured(folder: Path) -> dict[str, Measured]:
         if not (
             isinstance(got.get("settings"), str)
             and all(isinstance(c, dict) for c in columns)
-            and all(_ms(v) for c in columns for v in c.values())
+            and all(_ms(v) for v in columns[0].values())
+            and all(_ms(v, spread=True) for v in columns[1].values())
         ):
             raise UserError(
                 f"damaged: the latencies of {variant[:80]!r} are not as a sweep writes them "
