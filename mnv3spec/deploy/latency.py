@@ -286,7 +286,7 @@ def timing_warnings(pairs: Sequence[tuple[float | None, float | None]]) -> list[
         lines.append(
             f"warning: {len(noisy)} of {len(pairs)} timings have a spread (IQR) above "
             f"{SPREAD_WARNING:.0%} of their median (up to {worst:.0%}): compare them with care, "
-            "or time again with more --runs on a quieter machine"
+            "or time again with more runs on a quieter machine"
         )
     return lines
 

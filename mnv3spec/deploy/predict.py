@@ -247,7 +247,7 @@ def predict(
     if median <= 0:
         raise UserError(
             f"the prediction, {median:.3g} ms, is not positive: the table's overhead rows are "
-            "noise larger than the rows; time more networks into it, with more --runs",
+            "noise larger than the rows; time more networks into it, with more runs",
             file=str(table.path),
         )
     return median, sum(table.iqr(k) for k in keys)

@@ -116,8 +116,8 @@ def check_count(specs: list[str], grids: list[Grid], limit: int = MAX_VARIANTS) 
         raise UserError(
             f"{count:,} variants ({len(specs)} specs × "
             f"{' × '.join(str(len(g.values)) for g in grids) or '1'} grid values) is more than "
-            f"{limit}; give fewer values, or raise the bound with --max-variants {count}",
-            field="grid",
+            f"{limit}; give fewer grid values, or raise this bound to {count}",
+            field="max_variants",
         )
     return count
 

@@ -68,6 +68,7 @@ def create_run_dir(out: Path, name: str | None, base: str) -> Path:
             except FileExistsError:
                 check_free(path)
         return path
+    check_path(out / f"{base}-99", field="name")  # a default name from a long spec file name
     for path in itertools.chain([out / base], (out / f"{base}-{i}" for i in itertools.count(2))):
         try:
             with os_errors(path, kinds=(PermissionError,)):

@@ -196,7 +196,7 @@ def check_out_path(out: str | Path, force: bool) -> Path:
         if not ours:
             raise UserError(
                 "exists and is not a spec import wrote, or was edited since; it is not replaced: "
-                "give another name, or --force the overwrite",
+                "give another name, or force the overwrite",
                 file=str(path),
                 field="out",
             )
