@@ -226,8 +226,8 @@ def test_a_slow_compile_says_when_it_starts_and_ends_and_torch_noise_is_kept_qui
     lines = []
     with latency._compiling("compiled", lines.append):
         logging.getLogger("torch.utils.cpp_extension").warning("No CUDA runtime is found")
-    assert lines[0].startswith("compiling (compiled; this can take minutes")
-    assert lines[1].startswith("compiled (compiled) in ") and lines[1].endswith(" s")
+    assert lines[0].startswith("compiling with torch.compile (this can take minutes")
+    assert lines[1].startswith("compiled with torch.compile in ") and lines[1].endswith(" s")
     assert "No CUDA runtime" not in caplog.text
     with latency._compiling("eager", lines.append):
         pass

@@ -57,7 +57,7 @@ def cmd_latency(args: argparse.Namespace) -> int:
         overrides=overrides(args),
         runs=args.runs,
         warmup=args.warmup,
-        progress=lambda line: print(f"timing {line}", file=sys.stderr, flush=True),
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
     )
     if args.table:
         from mnv3spec.deploy.predict import make_table

@@ -156,7 +156,7 @@ def measure(
             model = build(resolved).eval()
             twins = _twins(model, references)
             for device in devices:
-                progress(f"{model.spec.name} width {width:g} on {device}")
+                progress(f"timing {model.spec.name} width {width:g} on {device}")
                 rows += _measure_one(model, twins, device, backends, batch, runs, warmup, progress)
     return rows
 
@@ -239,7 +239,7 @@ def _measure_one(
     return rows
 
 
-SLOW_BACKENDS = ("compiled",)  # minutes of compiling on a CPU: say so, then say how long
+SLOW_BACKENDS = {"compiled": "torch.compile"}  # minutes on a CPU: say so, then say how long
 QUIET_LOGGERS = ("torch.utils.cpp_extension",)  # "No CUDA runtime is found": not the user's news
 
 
@@ -253,14 +253,14 @@ def _compiling(backend: str, progress: Callable[[str], None]) -> Iterator[None]:
         lg.setLevel(logging.ERROR)
     started = time.perf_counter()
     if backend in SLOW_BACKENDS:
-        progress(f"compiling ({backend}; this can take minutes on a CPU)")
+        progress(f"compiling with {SLOW_BACKENDS[backend]} (this can take minutes on a CPU)")
     try:
         yield
     finally:
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
     if backend in SLOW_BACKENDS:
-        progress(f"compiled ({backend}) in {time.perf_counter() - started:.0f} s")
+        progress(f"compiled with {SLOW_BACKENDS[backend]} in {time.perf_counter() - started:.0f} s")
 
 
 SPREAD_WARNING = 0.10  # an IQR above this fraction of the median: the timings are noisy

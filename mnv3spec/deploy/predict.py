@@ -285,7 +285,7 @@ def make_table(
             model = build(spec.derive(**settings))
             for device in devices:
                 for backend in backends:
-                    progress(f"{spec.name} width {width:g} on {device} ({backend})")
+                    progress(f"timing {spec.name} width {width:g} on {device} ({backend})")
                     time_rows(
                         model,
                         table,
