@@ -206,8 +206,8 @@ def _predict(
         probs = model(x).float().softmax(dim=1)
     if probs.shape[1] != len(classes) or not bool(probs.isfinite().all()):
         raise CheckpointError(
-            f"its outputs are {probs.shape[1]} numbers, NaN or infinite where not "
-            f"{len(classes)} finite logits, one per class"
+            f"its outputs are not {len(classes)} finite logits, one per class ({probs.shape[1]} "
+            "columns, or NaN or infinite values)"
         )
     values, indices = probs.topk(min(topk, probs.shape[1]), dim=1)
     return [
