@@ -7,12 +7,20 @@ command (real paths compared, links resolved), and never over an existing file o
 than the one written (a ``--out m.onnx`` that is really a checkpoint, a ``--csv`` naming a spec):
 an existing file is replaced only when it is empty or of the same :data:`KINDS` entry, judged by
 its first bytes where the format has a signature and by its suffix where it has none.
+
+The rule for every folder a command fills (:func:`claim_folder`, :func:`locked_folder`): created
+exclusively, or recognised as ours by its own marker file, and locked while in use, so two
+commands never share one and a folder of the user's is never written into. Every path a command
+is given passes :func:`check_path` first: valid UTF-8, no component over 255 bytes.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import socket
 import stat
+import time
 import uuid
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
@@ -21,6 +29,36 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
+
+MAX_NAME_BYTES = 255  # one path component, as Linux, macOS and Windows file systems allow
+LOCK_FILE = ".lock"
+
+
+def shown(path: str | Path) -> str:
+    """``path`` as text that can always be printed: bytes that are not UTF-8 as ``\\xNN``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def check_path(path: str | Path, *, field: str | None = None) -> Path:
+    """``path`` if the operating system can take it as given: valid UTF-8 (a byte that is not
+    is refused, since every file we write records paths as text) and no component over
+    :data:`MAX_NAME_BYTES` bytes."""
+    where = {"file": shown(path), "field": field}
+    try:
+        os.fspath(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserError(
+            "holds bytes that are not UTF-8 text; rename it (or give another path)", **where
+        ) from None
+    for part in Path(path).parts:
+        size = len(part.encode("utf-8"))
+        if size > MAX_NAME_BYTES:
+            raise UserError(
+                f"has a name of {size} bytes ({part[:20]}...); a file or folder name may have "
+                f"at most {MAX_NAME_BYTES}: give a shorter one",
+                **where,
+            )
+    return Path(path)
 
 
 @dataclass(frozen=True)
@@ -105,7 +143,7 @@ def check_output(
     is none of ``inputs`` (the files the command reads), and what is there now, if anything, is
     empty or a regular file of the same kind. Call it before the work; write with :func:`writing`.
     """
-    path = Path(path)
+    path = check_path(path, field=field)
     where = {"file": str(path), "field": field}
     if suffix and path.suffix.lower() != suffix:
         raise UserError(f"must end in {suffix}", **where)
@@ -138,20 +176,29 @@ def _check_replaceable(path: Path, kind: str, where: dict) -> None:
         found = kind_of(path)
     except OSError as e:
         raise UserError(f"exists and cannot be read ({e.strerror})", **where) from None
-    if found == kind:
-        return
+    signature = KINDS[kind].signature
+    if found == kind and (signature is None or signature(path, _head(path))):
+        return  # a kind with a signature is replaced only when the file bears it
     what = KINDS[found].description if found else "a file of a kind not recognised"
+    what = f"is {what}, not {KINDS[kind].description}"
+    if found == kind:
+        what = f"is named like {KINDS[kind].description} but is not one"
     raise UserError(
-        f"exists and is {what}, not {KINDS[kind].description}; it is not replaced: give another "
-        "file name, or move that file away first",
+        f"exists and {what}; it is not replaced: give another file name, or move that file "
+        "away first",
         **where,
     )
+
+
+def _head(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(64)
 
 
 def check_output_folder(path: str | Path, *, field: str | None = None) -> Path:
     """``path`` if files can be written in it: a writable folder, or one that can be made because
     its nearest existing parent is a writable folder."""
-    path = Path(path)
+    path = check_path(path, field=field)
     where = {"file": str(path), "field": field}
     existing = next(p for p in (path, *path.absolute().parents) if p.exists())
     if not existing.is_dir():
@@ -199,3 +246,98 @@ def writing(path: str | Path, *, field: str | None = None) -> Iterator[Path]:
     """:func:`atomic_path`, with :func:`os_errors`."""
     with os_errors(path, field=field), atomic_path(path) as tmp:
         yield tmp
+
+
+def claim_folder(path: Path, marker: str, what: str, *, field: str | None = None) -> bool:
+    """Make ``path`` a folder of ours: created now (exclusively: True), or found holding
+    ``marker``, the file our command writes first (False). A folder holding anything else is a
+    folder of the user's and is refused, whatever its name; an empty one (or one holding only a
+    lock left by a killed process) is taken."""
+    check_path(path, field=field)
+    with os_errors(path, field=field):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir()
+            return True
+        except FileExistsError:
+            pass
+    check_ours(path, marker, what, field=field)
+    return False
+
+
+def check_ours(path: Path, marker: str, what: str, *, field: str | None = None) -> None:
+    """Refuse an existing ``path`` that is not a folder of ours (see :func:`claim_folder`)."""
+    if not path.is_dir():
+        raise UserError(f"is not a folder; give the name of a new {what}", file=shown(path))
+    if (path / marker).is_file() or all(p.name == LOCK_FILE for p in path.iterdir()):
+        return
+    raise UserError(
+        f"is a folder that is not a {what} (it has no {marker}); nothing is written into it: "
+        "give the name of a new folder",
+        file=shown(path),
+        field=field,
+    )
+
+
+@contextmanager
+def locked_folder(folder: Path, what: str) -> Iterator[None]:
+    """Hold ``folder/.lock`` for the block: an exclusive, non-blocking ``flock`` that the kernel
+    drops when the process ends, however it ends. A second command on the folder fails at once
+    naming the holder (its pid, host and start time, written into the file). The file is removed
+    at the end, so a finished folder holds only its own files. ``what``: the holder, for the
+    message ("training", "sweep")."""
+    path = folder / LOCK_FILE
+    fd = _take_lock(path, folder, what)
+    try:
+        os.ftruncate(fd, 0)
+        holder = f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%c')}"
+        os.write(fd, holder.encode())
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # before unlocking: see _take_lock
+        os.close(fd)
+
+
+def _take_lock(path: Path, folder: Path, what: str) -> int:
+    while True:
+        with os_errors(path):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise UserError(
+                f"{folder} is in use by another {what} ({holder}); two never share a folder: "
+                "wait for that one to end, or stop it"
+            ) from None
+        try:  # the holder removes the file as it ends: a lock on the removed file counts for none
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+def read_regular(path: str | Path, max_bytes: int, *, what: str, field: str | None = None) -> bytes:
+    """The bytes of ``path``, a regular file of at most ``max_bytes`` (``what`` it should be, for
+    the message): a folder, a pipe or a device is refused before it is opened, so nothing blocks
+    on a FIFO, and nothing huge is read into memory."""
+    where = {"file": shown(path), "field": field}
+    try:
+        info = os.stat(path)
+    except OSError as e:
+        raise UserError(f"cannot read {what}: {e.strerror}", **where) from None
+    if not stat.S_ISREG(info.st_mode):
+        raise UserError(f"is not a regular file; give {what}", **where)
+    if info.st_size > max_bytes:
+        raise UserError(
+            f"is {info.st_size:,} bytes, more than {what} may be ({max_bytes:,}); is it the "
+            "right file?",
+            **where,
+        )
+    try:
+        with open(path, "rb") as f:
+            return f.read(max_bytes + 1)[:max_bytes]
+    except OSError as e:
+        raise UserError(f"cannot read {what}: {e.strerror}", **where) from None

@@ -22,7 +22,9 @@ FLAG = re.compile(r"(?<![\w-])--[a-z]")
 # command, diff labels each side with the overrides as typed, and ``python -m mnv3spec.spec`` has
 # its own one-flag command line.
 COMMAND_LINES = {
-    "explore/sweep.py": {"--set", "--resume", "--out", "--name", "--device"},
+    "explore/sweep.py": {"--set", "--resume", "--out", "--name", "--device", "--table"},
+    "explore/state.py": {"--name"},  # the way out of a damaged sweep.json
+    "deploy/predict.py": {"--table", "--set"},  # how to add rows: latency --table
     "model/diff.py": {"--set"},
     "spec/__main__.py": {"--write"},
 }

@@ -122,3 +122,52 @@ def test_writing_turns_disk_errors_into_user_errors(tmp_path):
     with pytest.raises(UserError, match=full), writing(target):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     assert not target.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_check_path_refuses_what_the_system_cannot_take(tmp_path):
+    from mnv3spec.files import check_path
+
+    assert check_path(tmp_path / ("a" * 255)) == tmp_path / ("a" * 255)
+    with pytest.raises(UserError, match="has a name of 256 bytes"):
+        check_path(tmp_path / ("a" * 256))
+    with pytest.raises(UserError, match="has a name of 256 bytes"):  # bytes, not characters
+        check_path("é" * 128)
+    with pytest.raises(UserError, match=r"caf\\xe9: out: holds bytes that are not UTF-8"):
+        check_path("caf\udce9", field="out")
+
+
+def test_claim_folder_takes_a_new_or_own_folder_only(tmp_path):
+    from mnv3spec.files import LOCK_FILE, claim_folder
+
+    assert claim_folder(tmp_path / "new", "m.json", "sweep folder") is True
+    assert claim_folder(tmp_path / "new", "m.json", "sweep folder") is False  # empty: free
+    (tmp_path / "new" / LOCK_FILE).write_text("")
+    assert claim_folder(tmp_path / "new", "m.json", "sweep folder") is False
+    (tmp_path / "new" / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="is a folder that is not a sweep folder"):
+        claim_folder(tmp_path / "new", "m.json", "sweep folder")
+    (tmp_path / "new" / "m.json").write_text("{}")
+    assert claim_folder(tmp_path / "new", "m.json", "sweep folder") is False
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="is not a folder"):
+        claim_folder(tmp_path / "file", "m.json", "sweep folder")
+
+
+def test_read_regular_refuses_pipes_folders_and_huge_files(tmp_path):
+    from mnv3spec.files import read_regular
+
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(UserError, match="is not a regular file"):
+        read_regular(tmp_path / "fifo", 10, what="a table")
+    with pytest.raises(UserError, match="is not a regular file"):
+        read_regular(tmp_path, 10, what="a table")
+    (tmp_path / "big").write_bytes(b"x" * 11)
+    with pytest.raises(UserError, match="is 11 bytes, more than a table may be"):
+        read_regular(tmp_path / "big", 10, what="a table")
+    assert read_regular(tmp_path / "big", 11, what="a table") == b"x" * 11
+
+
+def test_a_text_file_named_like_a_png_is_not_replaced(tmp_path):
+    (tmp_path / "plot.png").write_text("my notes")
+    with pytest.raises(UserError, match="is named like a PNG image but is not one"):
+        check_output(tmp_path / "plot.png", "png")

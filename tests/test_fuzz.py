@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
+import math
 import os
 from typing import Any
 
+import pytest
+import torch
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -261,3 +265,170 @@ def test_variant_documents(tmp_path_factory, doc):
     path = tmp_path_factory.mktemp("variant") / "v.yaml"
     path.write_text(yaml.safe_dump(doc))
     _must_be_user_error(lambda: load_spec(path))
+
+
+# --- issue 23: the files sweep, latency and quantize read back, and sweep's grids ---------------
+
+SMALL = settings(SETTINGS, max_examples=int(EXAMPLES or 40))
+CELLS = st.one_of(
+    st.sampled_from(["", "0", "1", "-1", "nan", "inf", "1e308", "abc", "2", "0.5", "(overhead)"]),
+    st.text(max_size=6),
+)
+
+
+@st.composite
+def table_texts(draw: st.DrawFn) -> str:
+    """A latency table: our header (a column maybe dropped, added or repeated) and rows of odd
+    cells, some short or long."""
+    from mnv3spec.deploy import predict
+
+    header = list(predict.COLUMNS) + draw(
+        st.lists(st.sampled_from(["note", "x", "median_ms"]), max_size=2)
+    )
+    if draw(st.booleans()):
+        del header[draw(st.integers(0, len(header) - 1))]
+    rows = draw(
+        st.lists(st.lists(CELLS, min_size=len(header) - 2, max_size=len(header) + 1), max_size=4)
+    )
+    return "\n".join(",".join(r) for r in [header, *rows]) + "\n"
+
+
+@SMALL
+@given(table_texts())
+def test_latency_tables(tmp_path_factory, text):
+    from mnv3spec.deploy import predict
+
+    path = tmp_path_factory.mktemp("fuzz") / "t.csv"
+    path.write_text(text, encoding="utf-8", errors="surrogatepass")
+    try:
+        table = predict.read_table(path)
+    except UserError as e:
+        assert str(path) in str(e)
+        return
+    for row in table.rows.values():  # what was accepted is finite and usable
+        assert math.isfinite(float(row["median_ms"])) and float(row["iqr_ms"]) >= 0
+    predict.write_table(table)
+    assert predict.read_table(path).rows == table.rows
+
+
+JSONS = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.floats(), st.integers(), st.text(max_size=5)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+MEASURED_LIKE = st.dictionaries(
+    st.text(max_size=8),
+    st.fixed_dictionaries(
+        {"settings": st.one_of(st.text(max_size=4), JSONS), "latency_ms": JSONS},
+        optional={"iqr_ms": JSONS},
+    ),
+    max_size=3,
+)
+
+
+@SMALL
+@given(
+    st.sampled_from(["sweep.json", "measured.json"]), st.one_of(JSONS, MEASURED_LIKE), st.booleans()
+)
+def test_sweep_state(tmp_path_factory, file, value, truncate):
+    from mnv3spec.explore import state
+
+    folder = tmp_path_factory.mktemp("fuzz")
+    text = json.dumps(value)
+    (folder / file).write_text(text[: len(text) // 2] if truncate else text)
+    read = state.read_settings if file == "sweep.json" else state.read_measured
+    try:
+        found = read(folder)
+    except UserError as e:
+        assert file in str(e)
+        return
+    if file == "measured.json":
+        assert all(
+            v is None or (math.isfinite(v) and v >= 0)
+            for m in found.values()
+            for v in [*m.latency_ms.values(), *m.iqr_ms.values()]
+        )
+
+
+@SMALL
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["width", "layers.3.k", "dropout", "x", "", "si"]),
+            st.lists(CELLS, max_size=12),
+        ),
+        max_size=6,
+    )
+)
+def test_sweep_grids(grids):
+    from mnv3spec.explore.grid import check_count, check_grids, parse_grid, variants
+
+    texts = [f"{key}={','.join(values)}" for key, values in grids]
+    try:
+        parsed = [parse_grid(t) for t in texts]
+        check_count(["small"], parsed)
+        check_grids([load_spec("small")], parsed)
+    except UserError:
+        return
+    made = variants(["small"], {}, parsed)
+    assert len({v.id for v in made}) == len(made) <= 256
+    assert all(len(v.id.encode()) <= 120 for v in made)
+
+
+@pytest.fixture(scope="module")
+def int8_template(tmp_path_factory):
+    """A tiny graph shaped as quantize writes one (input 'input' N×3×8×8, logits N×2), with the
+    metadata of a matching spec."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from mnv3spec.deploy import int8
+
+    spec = load_spec("small", width=0.25, num_classes=2, resolution=8).to_yaml()
+    graph = helper.make_graph(
+        [
+            helper.make_node("GlobalAveragePool", ["input"], ["p"]),
+            helper.make_node("Flatten", ["p"], ["f"]),
+            helper.make_node("Gemm", ["f", "w"], ["logits"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])],
+        [helper.make_tensor("w", TensorProto.FLOAT, [3, 2], [0.1] * 6)],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    props = {"format": int8.FORMAT, "spec": spec, "classes": '["a", "b"]', "resolution": "8"}
+    props |= {"mean": "[0.5, 0.5, 0.5]", "std": "[0.2, 0.2, 0.2]", "extra": "{}"}
+    path = tmp_path_factory.mktemp("int8") / "t.int8.onnx"
+    for key, value in props.items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save(proto, str(path))
+    int8.load_int8(path)  # the template itself is accepted
+    return proto, props
+
+
+@SMALL
+@given(
+    st.sampled_from(["classes", "resolution", "mean", "std", "extra", "spec", "format"]),
+    st.one_of(JSONS.map(json.dumps), st.text(max_size=8)),
+)
+def test_int8_metadata(int8_template, tmp_path_factory, key, value):
+    import onnx
+
+    from mnv3spec.deploy import int8
+
+    proto, _ = int8_template
+    proto = copy.deepcopy(proto)
+    (prop,) = [p for p in proto.metadata_props if p.key == key]
+    prop.value = value
+    path = tmp_path_factory.mktemp("fuzz") / "m.int8.onnx"
+    onnx.save(proto, str(path))
+    try:
+        model, meta = int8.load_int8(path)
+    except UserError as e:
+        assert str(path) in str(e)
+        return
+    logits = model(torch.zeros(1, 3, 8, 8))
+    assert logits.shape == (1, len(meta["classes"]))

@@ -207,3 +207,28 @@ def test_cli_latency_a_batch_too_large_for_memory_is_refused_before_allocating(c
     assert result.stderr.count("\n") == 1  # one paragraph, no progress line: nothing was timed
     assert result.stderr.startswith("error: timing mobilenet_v3_small width 0.25 on cpu would need")
     assert "a forward pass at batch 100000, 32×32" in result.stderr
+
+
+def test_timing_warnings_say_busy_and_noisy_once(monkeypatch):
+    monkeypatch.setattr(latency.os, "getloadavg", lambda: (9.0, 9.0, 9.0))
+    monkeypatch.setattr(latency.os, "cpu_count", lambda: 2)
+    lines = latency.timing_warnings([(10.0, 0.5), (10.0, 2.0), (5.0, 1.0), (None, None)])
+    assert len(lines) == 2
+    assert "load average (9.0) exceeds the 2 cores" in lines[0]
+    assert "2 of 4 timings have a spread (IQR) above 10% of their median (up to 20%)" in lines[1]
+    monkeypatch.setattr(latency.os, "getloadavg", lambda: (0.5, 0.5, 0.5))
+    assert latency.timing_warnings([(10.0, 0.5)]) == []
+
+
+def test_a_slow_compile_says_when_it_starts_and_ends_and_torch_noise_is_kept_quiet(caplog):
+    import logging
+
+    lines = []
+    with latency._compiling("compiled", lines.append):
+        logging.getLogger("torch.utils.cpp_extension").warning("No CUDA runtime is found")
+    assert lines[0].startswith("compiling with torch.compile (this can take minutes")
+    assert lines[1].startswith("compiled with torch.compile in ") and lines[1].endswith(" s")
+    assert "No CUDA runtime" not in caplog.text
+    with latency._compiling("eager", lines.append):
+        pass
+    assert len(lines) == 2

@@ -94,7 +94,8 @@ def test_sensitivity_lists_each_computing_row_and_keep_float_resolves_indices(qu
     assert "dropout" not in rows  # no nodes in an eval export
     assert all(0 <= top1 <= 100 for _, top1 in r.sensitivity)
     assert r.kept_float == ["bneck1"]
-    assert quantize.resolve_rows(model, ["bneck3", "03", "3"]) == ["bneck3"] * 3
+    assert quantize.resolve_rows(model, ["bneck3", "4"]) == ["bneck3", "bneck4"]
+    assert quantize.resolve_rows(model, ["03"]) == ["bneck3"]
     with pytest.raises(UserError, match=r"no row 'r03_bneck'; rows are 0\.\.16 or names like"):
         quantize.resolve_rows(model, ["r03_bneck"])
     with pytest.raises(UserError, match="no row '99'"):
@@ -172,3 +173,84 @@ def test_latency_times_int8_beside_float_and_says_why_a_cuda_graph_did_not_run(c
     assert set(rows) == {"onnxruntime", "onnxruntime-int8", "cuda-graph"}
     assert float(rows["onnxruntime-int8"].split()[7]) > 0  # median ms
     assert "note: cuda-graph on cpu: not run: cuda-graph runs on CUDA only" in result.stdout
+
+
+def _damaged(path, out, change):
+    """A copy of the int8 file at ``path`` with ``change(proto)`` applied."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    change(proto)
+    onnx.save(proto, str(out))
+    return out
+
+
+def _set_prop(key, value):
+    def change(proto):
+        (prop,) = [p for p in proto.metadata_props if p.key == key]
+        prop.value = value
+
+    return change
+
+
+def _rename_input(proto):
+    for node in proto.graph.node:
+        node.input[:] = ["x" if n == "input" else n for n in node.input]
+    proto.graph.input[0].name = "x"
+
+
+def _nan_weight(proto):
+    from onnx import TensorProto, numpy_helper
+
+    init = next(i for i in proto.graph.initializer if i.data_type == TensorProto.FLOAT)
+    array = numpy_helper.to_array(init).copy()
+    array.flat[0] = float("nan")
+    init.CopyFrom(numpy_helper.from_array(array, init.name))
+
+
+def _external(proto):
+    from onnx import TensorProto
+
+    init = next(i for i in proto.graph.initializer if i.data_type == TensorProto.FLOAT)
+    init.data_location = TensorProto.EXTERNAL
+    entry = init.external_data.add()
+    entry.key, entry.value = "location", "weights.bin"
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            _set_prop("resolution", "64"),
+            "its input is N×3×32×32, where the metadata says N×3×64×64",
+        ),
+        (_set_prop("classes", '["a", "b", "c", "d", "e"]'), "5 class names for a spec with"),
+        (_rename_input, "its inputs are ['x'], not the one 'input'"),
+        (_nan_weight, "holds NaN or infinite values"),
+        (_external, "is stored in another file"),
+        (_set_prop("classes", '["a", "a", "b", "c"]'), "lists 'a' more than once"),
+    ],
+)
+def test_issue23_case11_18_int8_metadata_that_disagrees_with_the_graph(
+    quantized, tmp_path, change, message
+):
+    _, _, r = quantized
+    bad = _damaged(r.path, tmp_path / "bad.int8.onnx", change)
+    with pytest.raises(CheckpointError) as e:
+        int8_files.load_int8(bad)
+    assert message in str(e.value) and str(bad) in str(e.value)
+
+
+def test_issue23_case11_infer_skips_a_bad_int8_file_and_goes_on(quantized, tmp_path):
+    from PIL import Image
+
+    from mnv3spec.deploy.infer import classify
+
+    folder, _, r = quantized
+    bad = _damaged(r.path, tmp_path / "bad.int8.onnx", _set_prop("resolution", "64"))
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (40, 40), (200, 30, 30)).save(images / "red.png")
+    report = classify([bad, folder / "best.safetensors"], images, device="cpu")
+    assert [m.checkpoint for m in report.models] == [str(folder / "best.safetensors")]
+    assert report.skipped[0][0] == str(bad) and "where the metadata says" in report.skipped[0][1]

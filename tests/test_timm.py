@@ -194,8 +194,14 @@ def test_import_cli_round_trip(tmp_path):
 
 def test_import_rewrites_its_own_files_and_others_only_with_force(tmp_path):
     ours = tmp_path / "ours.yaml"
-    ours.write_text(f"{from_timm.MARK} timm:x`\n")
+    ours.write_text(from_timm.spec_text(timm_model("mobilenetv3_small_050"), "x"))
     assert from_timm.check_out_path(ours, force=False) == ours
+    edited = tmp_path / "edited.yaml"  # issue 23 case 2: the marker line kept, a value changed
+    edited.write_text(ours.read_text().replace("resolution: 224", "resolution: 192"))
+    assert edited.read_text() != ours.read_text()
+    with pytest.raises(UserError, match="or was edited since; it is not replaced"):
+        from_timm.check_out_path(edited, force=False)
+    assert from_timm.check_out_path(edited, force=True) == edited
     other = tmp_path / "mine.yaml"
     other.write_text("name: mine\n")
     assert main(["import", "timm:mobilenetv3_small_050", "--out", str(other)]) == 2
@@ -208,7 +214,7 @@ def test_import_rewrites_its_own_files_and_others_only_with_force(tmp_path):
 @pytest.mark.parametrize(
     ("source", "message"),
     [
-        ("timm:nosuch", "timm has no model 'nosuch'; its MobileNetV3s: mobilenetv3_large_075"),
+        ("timm:nosuch", "timm has no model 'nosuch'; import takes: mobilenetv3_large_075"),
         ("timm:resnet18", "timm's resnet18 is not a MobileNetV3 (it comes from timm.models.resnet"),
         ("mobilenetv3_large_100", "does not start with timm:"),
         ("timm:mobilenetv3_rw", "cannot say timm's mobilenetv3_rw: blocks.0.0: no shortcut"),
@@ -220,6 +226,8 @@ def test_bad_names_fail_with_one_line_and_status_2(source, message, tmp_path, ca
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
     assert not out.exists()
+    # issue 21 item 7: the names listed are the ones import takes
+    assert "import takes: mobilenetv3_large_075" in err and "mobilenetv3_rw," not in err
 
 
 def test_what_the_format_cannot_say_of_mobilenetv3_rw():

@@ -11,7 +11,7 @@ import os
 import sys
 
 from mnv3spec.cli.deploy import add_export, add_infer, add_latency, add_quantize
-from mnv3spec.cli.flags import flag_names, flags_in_errors
+from mnv3spec.cli.flags import check_arguments, flag_names, flags_in_errors
 from mnv3spec.cli.specs import add_import, add_spec_commands
 from mnv3spec.cli.training import add_eval, add_sweep, add_train
 from mnv3spec.errors import UserError
@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.flags = flag_names(_command_parser(parser, args.command))  # parameter → flag typed
     try:
+        check_arguments(args)
         with flags_in_errors(args):
             return args.func(args)
     except UserError as e:

@@ -57,7 +57,7 @@ def cmd_latency(args: argparse.Namespace) -> int:
         overrides=overrides(args),
         runs=args.runs,
         warmup=args.warmup,
-        progress=lambda line: print(f"timing {line}", file=sys.stderr, flush=True),
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
     )
     if args.table:
         from mnv3spec.deploy.predict import make_table
@@ -69,6 +69,8 @@ def cmd_latency(args: argparse.Namespace) -> int:
     rows = latency.measure(args.specs or None, reference=references, **common)
     print(latency.header(args.batch, args.runs, args.warmup, references))
     print(latency.format_latency(rows, references))
+    for line in latency.timing_warnings([(r.median_ms, r.iqr_ms) for r in rows]):
+        print(line, file=sys.stderr)
     if args.csv:
         latency.write_csv(rows, args.csv)
         print(f"wrote {args.csv}")

@@ -113,3 +113,30 @@ def flags_in_errors(args: argparse.Namespace) -> Iterator[None]:
     except UserError as e:
         in_flags(e, args)
         raise
+
+
+# Arguments that name files or folders: each component is checked for length (all arguments are
+# checked for bytes that are not UTF-8, which nothing may hold).
+_PATHS = {"spec", "specs", "spec_a", "spec_b", "out", "name", "checkpoint", "source", "models"}
+_PATHS |= {"images", "csv", "plot", "table", "predict", "data", "data_dir", "resume", "init"}
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Before any work: every argument is UTF-8 text, and every path one the operating system
+    takes (:func:`~mnv3spec.files.check_path`), so a refused command leaves nothing behind."""
+    from mnv3spec.files import check_path, shown
+
+    for dest, value in vars(args).items():
+        for item in value if isinstance(value, list) else [value]:
+            if not isinstance(item, str):
+                continue
+            flag = args.flags.get(dest, dest)
+            if dest in _PATHS:
+                check_path(item, field=flag)
+            else:
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise UserError(
+                        f"{shown(item)!r} holds bytes that are not UTF-8 text", field=flag
+                    ) from None

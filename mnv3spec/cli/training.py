@@ -161,14 +161,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         runs=args.latency_runs,
         warmup=args.latency_warmup,
         table=args.predict,
+        max_variants=args.max_variants,
         say=lambda line: print(line, flush=True),
     )
-    if result is not None:
-        print(sweep_report.finish(result, started))
-    return 0
+    if result is None:
+        return 0
+    print(sweep_report.summary(result, started))
+    return result.exit_code()
 
 
 def add_sweep(sub: argparse._SubParsersAction) -> None:
+    from mnv3spec.explore import MAX_VARIANTS
+
     p = sub.add_parser(
         "sweep",
         help="every combination of --grid values: params, MAdds, latency, training, Pareto plot",
@@ -189,12 +193,27 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
     add("--latency-batch", type=number(int, 1), default=1, help="latency --batch (default 1)")
     add("--latency-runs", type=number(int, 1), default=50, help="latency --runs (default 50)")
     add("--latency-warmup", type=number(int, 1), default=10, help="latency --warmup (10)")
-    add("--predict", metavar="TABLE.csv", help="latency from a look-up table (latency --table)")
+    add(
+        "--predict",
+        metavar="TABLE.csv",
+        help="latency from a look-up table (latency --table), which is only read",
+    )
+    add(
+        "--max-variants",
+        type=number(int, 1),
+        default=MAX_VARIANTS,
+        help=f"refuse a grid of more variants (default {MAX_VARIANTS})",
+    )
     train = sub.choices["train"]  # its flags, passed through to every variant's train command
     options = []
+    passed = p.add_argument_group(
+        "train flags",
+        "passed to every variant's train command (--batch and --warmup are "
+        "training's; latency's are --latency-batch and --latency-warmup)",
+    )
     for action in train._actions:
         names = set(action.option_strings)
         if names and not names & {"-h", "--set", "--width", "--out", "--name", "--resume"}:
-            p._add_action(action)
+            passed._add_action(action)
             options.append((action.dest, action.option_strings[-1], action.nargs != 0))
     p.set_defaults(func=cmd_sweep, train_options=options)

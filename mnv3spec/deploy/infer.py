@@ -4,7 +4,8 @@ Each model rebuilds itself from its file's metadata (spec, class names, resoluti
 normalisation). Images are prepared as for training on folders
 (:func:`mnv3spec.data.folders.decode_image`): any mode to RGB, the first frame of a GIF, the shorter
 side scaled to the model's resolution and the centre cropped. A file that is not a readable
-image, or a checkpoint that does not load, is reported and skipped; the rest are still classified.
+image, or a checkpoint that does not load (or, an int8 file, does not run), is reported and skipped;
+the rest are still classified.
 """
 
 from __future__ import annotations
@@ -149,9 +150,16 @@ def classify(
         names, decoded = _decode_batch(batch, resolutions, unreadable)
         if not names:
             continue
-        for model, meta, result in models:
+        for entry in list(models):
+            model, meta, result = entry
             x = normalize(decoded[meta["resolution"]].to(dev), meta["mean"], meta["std"])
-            result.predictions += _predict(model, x, names, meta["classes"], topk)
+            try:
+                result.predictions += _predict(model, x, names, meta["classes"], topk)
+            except UserError as e:  # an int8 file ONNX Runtime cannot run: skipped, not fatal
+                skipped.append((result.checkpoint, e.message))
+                models.remove(entry)
+    if not models:
+        raise DataError(f"nothing was classified: no model could run ({_reasons(skipped)})")
     if len(unreadable) == len(images):
         searched = "; subfolders are not searched" if subfolders else ""
         raise DataError(
@@ -196,6 +204,11 @@ def _predict(
 ) -> list[Prediction]:
     with torch.inference_mode():
         probs = model(x).float().softmax(dim=1)
+    if probs.shape[1] != len(classes) or not bool(probs.isfinite().all()):
+        raise CheckpointError(
+            f"its outputs are not {len(classes)} finite logits, one per class ({probs.shape[1]} "
+            "columns, or NaN or infinite values)"
+        )
     values, indices = probs.topk(min(topk, probs.shape[1]), dim=1)
     return [
         Prediction(name, [(classes[i], p) for i, p in zip(idx.tolist(), val.tolist(), strict=True)])

@@ -9,8 +9,11 @@ CPU calls are timed with ``perf_counter``; CUDA calls with events after a synchr
 from __future__ import annotations
 
 import csv
+import logging
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -134,7 +137,7 @@ def measure(
     (its time is None where the library has no twin of that network)."""
     devices = devices or default_devices()
     references = (reference,) if isinstance(reference, str) else tuple(reference or ())
-    _check(devices, backends, references, batch, runs, warmup)
+    check_settings(devices, backends, references, batch, runs, warmup)
     if "width" in (overrides or {}):
         raise UserError(
             "the width comes from the widths (one row per width), so this override would be "
@@ -153,14 +156,15 @@ def measure(
             model = build(resolved).eval()
             twins = _twins(model, references)
             for device in devices:
-                progress(f"{model.spec.name} width {width:g} on {device}")
-                rows += _measure_one(model, twins, device, backends, batch, runs, warmup)
+                progress(f"timing {model.spec.name} width {width:g} on {device}")
+                rows += _measure_one(model, twins, device, backends, batch, runs, warmup, progress)
     return rows
 
 
-def _check(
+def check_settings(
     devices: list[str], backends: tuple[str, ...], references: tuple[str, ...], *counts: int
 ) -> None:
+    """Refuse, before any work, a device, backend or reference this machine cannot time."""
     for name, allowed, given in (
         ("devices", DEVICES, devices),
         ("backends", BACKENDS, backends),
@@ -209,6 +213,7 @@ def _measure_one(
     batch: int,
     runs: int,
     warmup: int,
+    progress: Callable[[str], None] = lambda line: None,
 ) -> list[LatencyRow]:
     spec = model.spec
     size, channels = spec.resolution, spec.in_channels
@@ -220,7 +225,8 @@ def _measure_one(
     model = model.to(device)
     for backend in backends:
         try:
-            runners[backend], notes[backend] = prepare(model, backend, x)
+            with _compiling(backend, progress):
+                runners[backend], notes[backend] = prepare(model, backend, x)
         except ExportError as e:  # e.g. no CUDA provider in this onnxruntime: a row saying so
             notes[backend] = f"not run: {e.message}"
     times = time_rounds(runners, runs, warmup, device)
@@ -231,6 +237,58 @@ def _measure_one(
         common = (spec.name, spec.width, device, backend, batch, size, summary.params, summary.macs)
         rows.append(LatencyRow(*common, *stats, **medians, note=notes[backend]))
     return rows
+
+
+SLOW_BACKENDS = {"compiled": "torch.compile"}  # minutes on a CPU: say so, then say how long
+QUIET_LOGGERS = ("torch.utils.cpp_extension",)  # "No CUDA runtime is found": not the user's news
+
+
+@contextmanager
+def _compiling(backend: str, progress: Callable[[str], None]) -> Iterator[None]:
+    """Around preparing ``backend``: a line when a slow compile starts and its time when it ends,
+    and the warnings of torch's compile machinery that say nothing to the user kept quiet."""
+    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    started = time.perf_counter()
+    if backend in SLOW_BACKENDS:
+        progress(f"compiling with {SLOW_BACKENDS[backend]} (this can take minutes on a CPU)")
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+    if backend in SLOW_BACKENDS:
+        progress(f"compiled with {SLOW_BACKENDS[backend]} in {time.perf_counter() - started:.0f} s")
+
+
+SPREAD_WARNING = 0.10  # an IQR above this fraction of the median: the timings are noisy
+
+
+def timing_warnings(pairs: Sequence[tuple[float | None, float | None]]) -> list[str]:
+    """At most one line each, to print once: the machine was busy (load average above its
+    cores) while timing, and some spread (IQR) exceeds 10 % of its median."""
+    lines = []
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # not on every platform
+        load = 0.0
+    if load > cores:
+        lines.append(
+            f"warning: the load average ({load:.1f}) exceeds the {cores} cores: other work ran "
+            "while timing, so these times are slower and noisier than on a quiet machine"
+        )
+    noisy = [(m, q) for m, q in pairs if m and q is not None and q > SPREAD_WARNING * m]
+    if noisy:
+        worst = max(q / m for m, q in noisy)
+        lines.append(
+            f"warning: {len(noisy)} of {len(pairs)} timings have a spread (IQR) above "
+            f"{SPREAD_WARNING:.0%} of their median (up to {worst:.0%}): compare them with care, "
+            "or time again with more runs on a quieter machine"
+        )
+    return lines
 
 
 COLUMNS = (

@@ -13,6 +13,8 @@ A prediction is the sum of the network's row medians plus the median of those ov
 from __future__ import annotations
 
 import csv
+import io
+import math
 import statistics
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -22,7 +24,7 @@ from typing import Any
 import torch
 
 from ..errors import UserError
-from ..files import check_output, writing
+from ..files import check_output, read_regular, writing
 from ..model.builder import SpecNet, build
 from ..model.summary import describe, row_features
 from ..spec.load import load_spec
@@ -38,6 +40,10 @@ METHOD = (
     "overhead (whole network − sum of its rows, measured per network timed)"
 )
 
+MAX_TABLE_BYTES = 64 << 20  # a table of every row of a thousand networks is about 1 MB
+MAX_MS = 1e6  # a row or an overhead of more than 1,000 s is not a measurement of one call
+FIX = "this table is written by latency --table: restore it, or delete it to time the rows again"
+
 Key = tuple[str, ...]
 
 
@@ -47,10 +53,15 @@ class Table:
 
     path: Path
     rows: dict[Key, dict[str, str]] = field(default_factory=dict)
+    extra: list[str] = field(default_factory=list)  # the user's own columns, kept as they are
 
     def add(self, key: Key, median: float, iqr: float, example: str) -> None:
         values = {"median_ms": f"{median:.6g}", "iqr_ms": f"{iqr:.6g}", "example": example}
-        self.rows[key] = dict(zip(KEY, key, strict=True)) | values
+        self.rows[key] = {c: "" for c in self.extra} | dict(zip(KEY, key, strict=True)) | values
+
+    def iqr(self, key: Key) -> float | None:
+        row = self.rows.get(key)
+        return float(row["iqr_ms"]) if row else None
 
     def median(self, key: Key) -> float | None:
         row = self.rows.get(key)
@@ -66,33 +77,77 @@ class Table:
         return statistics.median(values) if values else None
 
 
-def read_table(path: str | Path, *, field: str = "table") -> Table:
-    """The table at ``path``; an empty one if there is no such file yet."""
+def read_table(path: str | Path, *, field: str = "table", must_exist: bool = False) -> Table:
+    """The table at ``path`` (an empty one if there is no such file yet, or it is empty, unless
+    ``must_exist``), every row checked: all columns present, batch and threads whole numbers,
+    medians and spreads finite milliseconds (a row's positive; a network's overhead may be
+    negative, the timer's noise), each key once. Columns it does not know are kept."""
     path = Path(path)
     table = Table(path)
-    if not path.exists():
+    if not path.exists() and not must_exist:
         return table
+    raw = read_regular(path, MAX_TABLE_BYTES, what="a latency table (CSV)", field=field)
+    if not raw and not must_exist:
+        return table
+    where = {"file": str(path), "field": field}
     try:
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            missing = set(COLUMNS) - set(reader.fieldnames or ())
-            if missing:
+        reader = csv.DictReader(io.StringIO(raw.decode("utf-8"), newline=""))
+        names = reader.fieldnames or []
+        missing = [c for c in COLUMNS if c not in names]
+        if missing or len(set(names)) != len(names):
+            what = f"no column {', '.join(missing)}" if missing else "a column named twice"
+            raise UserError(
+                f"not a latency table ({what}); time rows into a new table to make one", **where
+            )
+        table.extra = [c for c in names if c not in COLUMNS]
+        for row in reader:
+            key = _checked_row(row, reader.line_num, where)
+            if key in table.rows:
                 raise UserError(
-                    f"not a latency table (no column {', '.join(sorted(missing))}); "
-                    "time rows into a new table to make one",
-                    file=str(path),
-                    field=field,
+                    f"the row of {key[4]} {key[5]}→{key[6]} appears twice; {FIX}",
+                    line=reader.line_num,
+                    **where,
                 )
-            for row in reader:
-                table.rows[tuple(row[k] for k in KEY)] = {k: row[k] for k in COLUMNS}
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise UserError(f"cannot read: {e}", file=str(path), field=field) from None
+            table.rows[key] = row
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"cannot read as CSV ({e}); {FIX}", **where) from None
     return table
 
 
+def _checked_row(row: dict, line: int, where: dict) -> Key:
+    """The key of one table row, after checking its values."""
+    if None in row or any(v is None for v in row.values()):
+        raise UserError(
+            f"a row of {len(row)} cells where the header has more or fewer; {FIX}",
+            line=line,
+            **where,
+        )
+    for name in ("batch", "threads"):
+        if not row[name].isdigit() or int(row[name]) < 1:
+            raise UserError(
+                f"{name} {row[name]!r} is not a whole number >= 1; {FIX}", line=line, **where
+            )
+    overhead = row["op"] == OVERHEAD
+    for name in ("median_ms", "iqr_ms"):
+        try:
+            value = float(row[name])
+        except ValueError:
+            value = math.nan
+        low = -MAX_MS if overhead and name == "median_ms" else 0
+        if not (math.isfinite(value) and low <= value <= MAX_MS) or (
+            value == 0 and name == "median_ms" and not overhead
+        ):
+            allowed = "finite" if low else "a positive number of"
+            raise UserError(
+                f"{name} {row[name]!r} is not {allowed} milliseconds; {FIX}", line=line, **where
+            )
+    return tuple(row[k] for k in KEY)
+
+
 def write_table(table: Table) -> None:
+    """The table, sorted by key, with the user's own columns after ours."""
     with writing(table.path, field="table") as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, COLUMNS)
+        writer = csv.DictWriter(f, [*COLUMNS, *table.extra])
         writer.writeheader()
         writer.writerows(sorted(table.rows.values(), key=lambda r: tuple(r[k] for k in KEY)))
 
@@ -167,14 +222,18 @@ def time_rows(
     return len(runners) - whole
 
 
-def predict(model: SpecNet, table: Table, device: str, backend: str, batch: int) -> float:
-    """Predicted median latency (ms) of ``model``: its rows' medians + the fixed overhead."""
+def predict(
+    model: SpecNet, table: Table, device: str, backend: str, batch: int
+) -> tuple[float, float]:
+    """Predicted median latency (ms) of ``model`` (its rows' medians + the fixed overhead), and
+    its spread: the sum of its rows' IQRs (as if the rows varied together, the worst case)."""
     keys = row_keys(model, device, backend, batch)
     missing = [k for k in keys if table.median(k) is None]
     if missing:
         raise UserError(
             f"{len(missing)} rows are not in the table (first: {missing[0][4]} "
-            f"{missing[0][5]}→{missing[0][6]} k{missing[0][7]})",
+            f"{missing[0][5]}→{missing[0][6]} k{missing[0][7]}, {missing[0][3]} threads); time "
+            "them into it with latency SPEC --table (with the same --set)",
             file=str(table.path),
         )
     overhead = table.overhead(keys[0][:4])
@@ -184,7 +243,14 @@ def predict(model: SpecNet, table: Table, device: str, backend: str, batch: int)
             f"{keys[0][3]} threads; time a whole network into the table",
             file=str(table.path),
         )
-    return sum(table.median(k) for k in keys) + overhead
+    median = sum(table.median(k) for k in keys) + overhead
+    if median <= 0:
+        raise UserError(
+            f"the prediction, {median:.3g} ms, is not positive: the table's overhead rows are "
+            "noise larger than the rows; time more networks into it, with more runs",
+            file=str(table.path),
+        )
+    return median, sum(table.iqr(k) for k in keys)
 
 
 def make_table(
@@ -219,7 +285,7 @@ def make_table(
             model = build(spec.derive(**settings))
             for device in devices:
                 for backend in backends:
-                    progress(f"{spec.name} width {width:g} on {device} ({backend})")
+                    progress(f"timing {spec.name} width {width:g} on {device} ({backend})")
                     time_rows(
                         model,
                         table,

@@ -17,6 +17,7 @@ The int8 file is one ``.onnx`` whose ``metadata_props`` carry what a checkpoint'
 
 from __future__ import annotations
 
+import re
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -172,16 +173,22 @@ def _output_path(checkpoint: str | Path, out: str | Path | None) -> Path:
 
 
 def resolve_rows(model: SpecNet, rows: Iterable[str]) -> list[str]:
-    """Row module names (``bneck3``, ``r03_bneck``) for ``rows`` given as indices (``3``) or
-    names (a row's name is its module name)."""
+    """Row module names (``bneck3``, ``r03_bneck``) for ``rows`` given as indices (``3``, ``r3``)
+    or names (a row's name is its module name); an empty entry, an unknown row and a row given
+    twice are refused."""
     names = [p.name for p in model.plans]
-    by_index = {str(p.row.index): p.name for p in model.plans}
+    by_index = {p.row.index: p.name for p in model.plans}
     resolved = []
     for row in rows:
-        name = by_index.get(row.strip().lstrip("r").lstrip("0") or "0", row.strip())
-        if name not in names:
+        text = row.strip()
+        index = re.fullmatch(r"r?(\d{1,6})", text)
+        name = by_index.get(int(index[1])) if index else text if text in names else None
+        if name is None or name in resolved:
+            problem = "an empty entry" if not text else f"no row {row!r}"
+            if name is not None:
+                problem = f"row {row!r} ({name}) is given twice"
             raise UserError(
-                f"no row {row!r}; rows are 0..{len(names) - 1} or names like {names[1]}",
+                f"{problem}; rows are 0..{len(names) - 1} or names like {names[1]}",
                 field="keep_float",
             )
         resolved.append(name)

@@ -3,8 +3,10 @@ the variants they make: the cartesian product of the grids over each spec."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +14,9 @@ from typing import Any
 
 from ..errors import SpecError, UserError
 from ..spec.load import Spec, parse_assignment, resolve_path, row_position
+from . import MAX_VARIANTS
+
+MAX_ID_BYTES = 120  # a variant's id names its run folder and log: well inside a 255-byte name
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,7 @@ class Variant:
     spec: str  # absolute path
     label: str  # the grid values in a few characters, for tables and plots
     overrides: dict[str, Any]  # --set first, then the grid values
+    spec_name: str = ""  # the spec's stem, numbered where two specs share one
 
 
 def _short(key: str, value: Any) -> str:
@@ -102,16 +108,53 @@ def _short(key: str, value: Any) -> str:
     return f"{name}{text(value)}"
 
 
+def check_count(specs: list[str], grids: list[Grid], limit: int = MAX_VARIANTS) -> int:
+    """The number of variants, refused above ``limit`` before any is made (the product of the
+    grids grows fast: 10 keys of 10 values are 10 billion)."""
+    count = len(specs) * math.prod(len(g.values) for g in grids)
+    if count > limit:
+        raise UserError(
+            f"{count:,} variants ({len(specs)} specs × "
+            f"{' × '.join(str(len(g.values)) for g in grids) or '1'} grid values) is more than "
+            f"{limit}; give fewer grid values, or raise this bound to {count}",
+            field="max_variants",
+        )
+    return count
+
+
+def spec_names(specs: list[str]) -> list[str]:
+    """A short name per spec for ids, tables and plots: its file stem, numbered where two specs
+    share one (``small``, ``small-2``); the same file twice is refused."""
+    paths = [str(resolve_path(s).resolve()) for s in specs]
+    twice = next((p for i, p in enumerate(paths) if p in paths[:i]), None)
+    if twice:
+        raise UserError(f"{twice} is given twice; give each spec once", field="specs")
+    stems = [Path(p).stem for p in paths]
+    return [
+        stem if stems.count(stem) == 1 or stems[:i].count(stem) == 0 else f"{stem}-{i + 1}"
+        for i, stem in enumerate(stems)
+    ]
+
+
+def _id(name: str) -> str:
+    """A folder name: safe characters, and at most :data:`MAX_ID_BYTES` (a long one is cut and
+    told apart from its neighbours by a hash of the whole)."""
+    name = re.sub(r"[^\w.=+-]", "_", name, flags=re.ASCII)
+    if len(name) > MAX_ID_BYTES:
+        digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+        name = f"{name[: MAX_ID_BYTES - 9]}~{digest}"
+    return name
+
+
 def variants(specs: list[str], fixed: dict[str, Any], grids: list[Grid]) -> list[Variant]:
     """Every spec × every combination of grid values, in order."""
     out = []
-    for source in specs:
+    for source, stem in zip(specs, spec_names(specs), strict=True):
         path = str(resolve_path(source).resolve())
         for combo in itertools.product(*(g.values for g in grids)):
             chosen = {g.key: v for g, v in zip(grids, combo, strict=True)}
             parts = [_short(k, v) for k, v in chosen.items()]
-            name = "-".join([Path(path).stem, *parts])
             out.append(
-                Variant(re.sub(r"[^\w.=+-]", "_", name), path, " ".join(parts), fixed | chosen)
+                Variant(_id("-".join([stem, *parts])), path, " ".join(parts), fixed | chosen, stem)
             )
     return out

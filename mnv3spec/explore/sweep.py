@@ -9,11 +9,14 @@ Latencies are kept in ``measured.json`` and reused while the latency settings ar
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -27,16 +30,27 @@ import mnv3spec
 
 from ..deploy import latency, predict
 from ..errors import UserError
-from ..files import check_output_folder, writing
+from ..files import (
+    check_ours,
+    check_output,
+    check_output_folder,
+    claim_folder,
+    locked_folder,
+)
 from ..model.builder import build
 from ..model.summary import summarize
 from ..spec.load import Spec, load_spec, resolve_path
-from ..train.run_folder import CONFIG_FILE, read_metrics
-from .grid import Variant, check_grids, parse_grid, text, variants
-
-MEASURED = "measured.json"
-SETTINGS = "sweep.json"
-
+from ..train.run_folder import CONFIG_FILE, check_run_name, read_metrics
+from . import MAX_VARIANTS, state, sweep_report
+from .grid import (
+    Variant,
+    check_count,
+    check_grids,
+    parse_grid,
+    spec_names,
+    text,
+    variants,
+)
 
 # --- one result per variant --------------------------------------------------------------------
 
@@ -47,11 +61,13 @@ class Result:
     params: int | None = None
     macs: int | None = None
     latency_ms: dict[str, float | None] = field(default_factory=dict)  # "cpu eager" → median
+    iqr_ms: dict[str, float | None] = field(default_factory=dict)  # and its spread
     top1: float | None = None
     top5: float | None = None
     train_seconds: float | None = None
     run_folder: str = ""
     error: str = ""
+    train_exit: int = 0  # the exit status of its train command (3: diverged)
 
     def fail(self, what: str, e: Exception) -> None:
         self.error = "; ".join(filter(None, [self.error, f"{what}: {e}"]))
@@ -91,16 +107,20 @@ def _analyse(result: Result) -> Spec | None:
     return spec
 
 
-def _time(spec: Spec, s: LatencySettings, table: predict.Table | None) -> dict[str, float | None]:
+def _time(spec: Spec, s: LatencySettings, table: predict.Table | None) -> state.Measured:
+    """Latency (median and IQR per column) of one variant: measured, or predicted from the
+    table (which is only read)."""
+    key = json.dumps(asdict(s), sort_keys=True)
     if table is not None:
-        model = build(spec)
-        out = {}
+        model = build(spec, device="meta")
+        medians, spreads = {}, {}
         for device in s.devices:
             for backend in s.backends:
-                common = {"device": device, "backend": backend, "batch": s.batch}
-                predict.time_rows(model, table, runs=s.runs, warmup=s.warmup, whole=False, **common)
-                out[f"{device} {backend}"] = predict.predict(model, table, **common)
-        return out
+                column = f"{device} {backend}"
+                medians[column], spreads[column] = predict.predict(
+                    model, table, device=device, backend=backend, batch=s.batch
+                )
+        return state.Measured(key, medians, spreads)
     rows = latency.measure(
         [spec.document],
         widths=(spec.width,),
@@ -110,7 +130,11 @@ def _time(spec: Spec, s: LatencySettings, table: predict.Table | None) -> dict[s
         runs=s.runs,
         warmup=s.warmup,
     )
-    return {f"{r.device} {r.backend}": r.median_ms for r in rows}
+    return state.Measured(
+        key,
+        {f"{r.device} {r.backend}": r.median_ms for r in rows},
+        {f"{r.device} {r.backend}": r.iqr_ms for r in rows},
+    )
 
 
 # --- training: one ordinary train command per variant ------------------------------------------
@@ -129,9 +153,9 @@ def finished(run_dir: Path) -> bool:
     """Every epoch the run was started with is in its metrics.csv."""
     try:
         epochs = int(json.loads((run_dir / CONFIG_FILE).read_text())["epochs"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return len(read_metrics(run_dir / "metrics.csv")) >= epochs
+        return len(read_metrics(run_dir / "metrics.csv")) >= epochs
+    except (OSError, ValueError, KeyError, TypeError, UserError):
+        return False  # train --resume says what is wrong with it
 
 
 def read_run(result: Result, run_dir: Path) -> None:
@@ -154,42 +178,82 @@ def _environment(gpu: int | None, parallel: int) -> dict[str, str]:
     return env
 
 
+DIVERGED = 3  # train's exit status when the loss became NaN or infinite (TrainingError)
+INTERRUPTED = (130, -signal.SIGINT)  # train stopped by Ctrl-C (its own handler, or the signal)
+
+
 def run_trainings(
     jobs: list[tuple[Variant, list[str]]], logs: Path, gpus: int, say: Callable[[str], None]
-) -> dict[str, str]:
+) -> dict[str, tuple[int, str]]:
     """Run the train commands, one at a time, or one per GPU in parallel when ``gpus`` > 1;
-    each logs to ``logs/<variant>.log``. Returns the errors by variant id."""
+    each logs to ``logs/<variant>.log``. Returns (exit status, error) by variant id. Ctrl-C (in
+    this process or in a train command) stops them all, each run left resumable, and raises
+    KeyboardInterrupt: no further variant starts."""
     logs.mkdir(parents=True, exist_ok=True)
     parallel = max(1, min(gpus, len(jobs)))
     free: Queue[int | None] = Queue()
     for gpu in range(parallel) if gpus > 1 else [None]:
         free.put(gpu)
-    errors: dict[str, str] = {}
+    errors: dict[str, tuple[int, str]] = {}
+    stop = threading.Event()
+    running: set[subprocess.Popen] = set()
 
     def one(i: int, v: Variant, args: list[str]) -> None:
         gpu = free.get()
-        log = logs / f"{v.id}.log"
-        on = f" on GPU {gpu}" if gpu is not None else ""
-        say(f"[{i}/{len(jobs)}] {'resuming' if '--resume' in args else 'training'} {v.id}{on}")
         try:
-            with open(log, "a") as f:
-                f.write(f"$ {shlex.join(['python', '-m', 'mnv3spec.cli', *args])}\n")
-                f.flush()
-                cmd = [sys.executable, "-m", "mnv3spec.cli", *args]
-                code = subprocess.run(
-                    cmd, stdout=f, stderr=subprocess.STDOUT, env=_environment(gpu, parallel)
-                ).returncode
+            if stop.is_set():
+                return
+            on = f" on GPU {gpu}" if gpu is not None else ""
+            say(f"[{i}/{len(jobs)}] {'resuming' if '--resume' in args else 'training'} {v.id}{on}")
+            code, error = _train_one(
+                args, logs / f"{v.id}.log", _environment(gpu, parallel), running
+            )
         finally:
             free.put(gpu)
-        if code:
-            lines = log.read_text(errors="replace").strip().splitlines()
-            errors[v.id] = f"train exited with {code}: {lines[-1] if lines else ''} (log {log})"
-            say(f"[{i}/{len(jobs)}] {v.id} failed: {errors[v.id]}")
+        if code in INTERRUPTED:
+            stop.set()
+        elif code:
+            errors[v.id] = (code, error)
+            say(f"[{i}/{len(jobs)}] {v.id} failed: {error}")
 
-    with ThreadPoolExecutor(parallel) as pool:
+    pool = ThreadPoolExecutor(parallel)
+    try:
         for fut in [pool.submit(one, i, v, a) for i, (v, a) in enumerate(jobs, 1)]:
             fut.result()
+    except KeyboardInterrupt:
+        stop.set()
+        for proc in list(running):  # Ctrl-C reached us alone (kill -INT): pass it on
+            proc.send_signal(signal.SIGINT)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    if stop.is_set():
+        raise KeyboardInterrupt
     return errors
+
+
+def _train_one(args: list[str], log: Path, env: dict, running: set) -> tuple[int, str]:
+    """Run one train command appending to ``log``; its exit status and, when it failed, the
+    error it printed (this run's own last ``error:`` line, else its last line)."""
+    with open(log, "a") as f:
+        f.write(f"$ {shlex.join(['python', '-m', 'mnv3spec.cli', *args])}\n")
+        f.flush()
+        start = f.tell()
+        cmd = [sys.executable, "-m", "mnv3spec.cli", *args]
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+        running.add(proc)
+        try:
+            code = proc.wait()
+        finally:
+            running.discard(proc)
+    if code == 0:
+        return 0, ""
+    with open(log, "rb") as f:
+        f.seek(start)
+        lines = f.read().decode(errors="replace").strip().splitlines()
+    said = [line for line in lines if line.startswith("error: ")] or lines[-1:]
+    last = said[-1].removeprefix("error: ") if said else "(no output)"
+    return code, f"train exited with {code}: {last} (log {log})"
 
 
 # --- the sweep ---------------------------------------------------------------------------------
@@ -205,6 +269,13 @@ class Sweep:
 
     def method(self) -> str:
         return self.settings.method()
+
+    def exit_code(self) -> int:
+        """0 when some variant succeeded and none diverged; 3 (as train) when one diverged;
+        2 when none succeeded for another reason (bad data, bad settings)."""
+        if any(r.train_exit == DIVERGED for r in self.results):
+            return DIVERGED
+        return 0 if any(not r.error for r in self.results) else 2
 
 
 def sweep(
@@ -223,19 +294,21 @@ def sweep(
     runs: int = 50,
     warmup: int = 10,
     table: str | None = None,
+    max_variants: int = MAX_VARIANTS,
     say: Callable[[str], None] = print,
 ) -> Sweep | None:
-    """Run (or continue) the sweep in ``out/name``; None with ``print_commands`` (printed)."""
+    """Run (or continue) the sweep in ``out/name``, writing its table and plot; None with
+    ``print_commands`` (printed, nothing written). Everything the command line decides is
+    checked before the folder is touched."""
     grids = [parse_grid(t) for t in grid_texts]
+    check_count(specs, grids, max_variants)
     loaded = [load_spec(s, **fixed) for s in specs]
     check_grids(loaded, grids)
-    folder = check_output_folder(Path(out), field="out") / (
-        name or "-".join(Path(s.source).stem for s in loaded)
-    )
     chosen = variants(specs, fixed, grids)
+    folder = check_output_folder(Path(out), field="out") / check_run_name(
+        name or "-".join(spec_names(specs))
+    )
     train_flags = train_flags or []
-    paths = [str(resolve_path(s).resolve()) for s in specs]
-    _check_same_sweep(folder, paths, grid_texts, fixed, train_flags if train else None)
     settings = LatencySettings(
         tuple(devices or latency.default_devices()),
         tuple(backends),
@@ -245,40 +318,68 @@ def sweep(
         torch.get_num_threads(),
         str(Path(table).resolve()) if table else None,
     )
-    lookup = predict.read_table(table, field="predict") if table else None
+    _check_latency(settings)
+    lookup = predict.read_table(table, field="predict", must_exist=True) if table else None
     if lookup is not None and not lookup.rows:
-        raise UserError("no such latency table; time rows into one first", file=table)
+        raise UserError("holds no rows; time rows into it first (latency --table)", file=table)
+    paths = [str(resolve_path(s).resolve()) for s in specs]
+    mine = state.settings(paths, grid_texts, fixed, train_flags if train else None)
+    if folder.is_dir():  # refused before any work if it is not this sweep's folder
+        _check_folder(folder, mine)
 
     results = [Result(v) for v in chosen]
     compiled = [(r, _analyse(r)) for r in results]
     if print_commands:
         _print_commands(compiled, folder / "runs", train_flags, say)
         return None
-    _measure_all(compiled, folder, settings, lookup, say)
-    if train:
-        _train_all(compiled, folder, train_flags, say)
-    return Sweep(folder, results, [g.key for g in grids], settings, train)
+    created = claim_folder(folder, state.SETTINGS, "sweep folder", field="name")
+    try:
+        with locked_folder(folder, "sweep"):
+            state.write_settings(folder, _check_folder(folder, mine))
+            created = False  # the folder is a sweep's now: kept whatever happens next
+            _measure_all(compiled, folder, settings, lookup, say)
+            if train:
+                _train_all(compiled, folder, train_flags, say)
+            result = Sweep(folder, results, [g.key for g in grids], settings, train)
+            sweep_report.write(result)
+    finally:
+        if created:  # refused before anything was written: leave no folder behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+    return result
 
 
-def _check_same_sweep(
-    folder: Path, specs: list[str], grids: list[str], fixed: dict, train_flags: list[str] | None
-) -> None:
-    """A sweep folder holds one sweep: running it again continues it, anything else is refused."""
-    mine = {"specs": specs, "grids": grids, "set": fixed, "train": train_flags}
-    path = folder / SETTINGS
-    if path.is_file():
-        theirs = json.loads(path.read_text())
-        # a --no-train rerun of a trained sweep only redraws it
-        if train_flags is None and theirs.get("train") is not None:
-            mine["train"] = theirs["train"]
-        if theirs != mine:
+def _check_latency(s: LatencySettings) -> None:
+    """The devices and backends, refused before any work if this machine cannot time them."""
+    latency.check_settings(list(s.devices), s.backends, (), s.batch, s.runs, s.warmup)
+    if s.predict:
+        bad = [b for b in s.backends if b not in predict.BACKENDS]
+        if bad:
             raise UserError(
-                f"{folder} holds another sweep ({SETTINGS} differs: specs, grids, overrides or "
-                "train settings); choose another name, or repeat its command to continue it",
-                field="name",
+                f"a look-up table holds rows timed one by one, so only "
+                f"{', '.join(predict.BACKENDS)}; {', '.join(bad)} optimises across rows",
+                field="backends",
             )
-    with writing(path) as tmp:
-        tmp.write_text(json.dumps(mine, indent=2))
+
+
+def _check_folder(folder: Path, mine: dict[str, Any]) -> dict[str, Any]:
+    """The settings to keep in ``folder``: it must be a sweep folder (or empty) holding this
+    very sweep, and the files the sweep writes there, if present, must be its own."""
+    check_ours(folder, state.SETTINGS, "sweep folder", field="name")
+    agreed = state.check_same(folder, mine)
+    for file, kind in (("sweep.csv", "csv"), ("pareto.png", "png")):
+        check_output(folder / file, kind, field="name")
+    table = folder / "sweep.csv"
+    if table.is_file() and table.stat().st_size:
+        with open(table, "rb") as f:
+            head = f.read(len(sweep_report.CSV_START))
+        if head != sweep_report.CSV_START:
+            raise UserError(
+                "exists and is not a sweep's table; it is not replaced: move it away",
+                file=str(table),
+            )
+    state.read_measured(folder)
+    return agreed
 
 
 def _print_commands(compiled, runs: Path, train_flags: list[str], say) -> None:
@@ -293,27 +394,31 @@ def _print_commands(compiled, runs: Path, train_flags: list[str], say) -> None:
 
 
 def _measure_all(compiled, folder: Path, s: LatencySettings, lookup, say) -> None:
-    """Latency of each variant that compiles, reused from measured.json when the settings match."""
-    path = folder / MEASURED
-    cache = json.loads(path.read_text()) if path.is_file() else {}
+    """Latency of each variant that compiles, reused from measured.json when the settings match;
+    then the warnings about the timings (a busy machine, a wide spread), once."""
+    cache = state.read_measured(folder)
     key = json.dumps(asdict(s), sort_keys=True)
     todo = [(r, spec) for r, spec in compiled if spec is not None]
+    timed = False
     for i, (r, spec) in enumerate(todo, 1):
         kept = cache.get(r.variant.id)
-        if kept and kept["settings"] == key:
-            r.latency_ms = kept["latency_ms"]
+        if kept and kept.settings == key:
+            r.latency_ms, r.iqr_ms = kept.latency_ms, kept.iqr_ms
             continue
         say(f"[{i}/{len(todo)}] {'predicting' if lookup else 'timing'} {r.variant.id}")
         try:
-            r.latency_ms = _time(spec, s, lookup)
+            measured = _time(spec, s, lookup)
         except UserError as e:
             r.fail("latency", e)
             continue
-        cache[r.variant.id] = {"settings": key, "latency_ms": r.latency_ms}
-        with writing(path) as tmp:
-            tmp.write_text(json.dumps(cache, indent=1))
-    if lookup is not None:
-        predict.write_table(lookup)  # with the rows timed for these variants
+        r.latency_ms, r.iqr_ms = measured.latency_ms, measured.iqr_ms
+        cache[r.variant.id] = measured
+        state.write_measured(folder, cache)
+        timed = True
+    if timed and lookup is None:
+        pairs = [(r.latency_ms[c], r.iqr_ms.get(c)) for r, _ in todo for c in r.latency_ms]
+        for line in latency.timing_warnings(pairs):
+            say(line)
 
 
 def _train_all(compiled, folder: Path, train_flags: list[str], say) -> None:
@@ -337,6 +442,9 @@ def _train_all(compiled, folder: Path, train_flags: list[str], say) -> None:
             continue
         run_dir = runs / r.variant.id
         r.run_folder = str(run_dir)
-        read_run(r, run_dir)
+        try:
+            read_run(r, run_dir)
+        except UserError as e:
+            r.fail("run folder", e)
         if r.variant.id in errors:
-            r.error = errors[r.variant.id]
+            r.train_exit, r.error = errors[r.variant.id]

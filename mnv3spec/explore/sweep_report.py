@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,9 @@ if TYPE_CHECKING:
 
 MAX_LABELS = 8
 Point = tuple[float, float, "Result"]
+CSV_START = (
+    b"variant,spec,"  # the first bytes of every sweep.csv: a file that lacks them is not ours
+)
 
 
 def pareto_front(points: list[Point], *, more_x_is_better: bool = False) -> list[Point]:
@@ -42,9 +46,12 @@ def _panel(
     xlabel: str,
     ylabel: str,
     front: list[Point],
+    *,
+    xerr: Callable[[Point], float] | None = None,
+    yerr: Callable[[Point], float] | None = None,
 ) -> None:
     for spec, colour in colours.items():
-        mine = [p for p in points if Path(p[2].variant.spec).stem == spec]
+        mine = [p for p in points if p[2].variant.spec_name == spec]
         ax.scatter(
             [p[0] for p in mine],
             [p[1] for p in mine],
@@ -56,6 +63,19 @@ def _panel(
             linewidths=0.6,
             zorder=3,
         )
+        if xerr or yerr:  # the latency's spread: its IQR, drawn as a bar centred on the median
+            spread = [xerr(p) if xerr else yerr(p) for p in mine]
+            bars = {"xerr" if xerr else "yerr": [[e / 2 for e in spread]] * 2}
+            ax.errorbar(
+                [p[0] for p in mine],
+                [p[1] for p in mine],
+                fmt="none",
+                ecolor=colour,
+                elinewidth=0.8,
+                alpha=0.6,
+                zorder=2,
+                **bars,
+            )
     ax.plot(
         [p[0] for p in front],
         [p[1] for p in front],
@@ -65,10 +85,10 @@ def _panel(
         zorder=2,
         label="Pareto front",
     )
-    step = -(-len(front) // MAX_LABELS)  # label every step-th point of a long front
+    step = max(1, -(-len(front) // MAX_LABELS))  # label every step-th point of a long front
     for i, (x, y, r) in enumerate(front[::step]):
         ax.annotate(
-            r.variant.label or Path(r.variant.spec).stem,
+            r.variant.label or r.variant.spec_name,
             (x, y),
             fontsize=6.5,
             xytext=(5, -9 if i % 2 else 4),
@@ -89,11 +109,15 @@ def plot(s: Sweep, path: Path) -> None:
     from matplotlib.figure import Figure  # no pyplot: no display, no global state
 
     column = s.settings.columns()[0]
-    lat_label = f"latency, {column}, batch {s.settings.batch} (ms)"
+    lat_label = f"latency, {column}, batch {s.settings.batch} (ms; bars: IQR)"
+
+    def spread(p: Point) -> float:
+        return p[2].iqr_ms.get(column) or 0.0
+
     if s.settings.predict:
         lat_label = f"predicted {lat_label}"
     ok = [r for r in s.results if r.macs is not None and not r.error]
-    specs = list(dict.fromkeys(Path(r.variant.spec).stem for r in s.results))
+    specs = list(dict.fromkeys(r.variant.spec_name for r in s.results))
     palette = colormaps["tab10"].colors
     colours = {spec: palette[i % len(palette)] for i, spec in enumerate(specs)}
     trained = s.trained and any(r.top1 is not None for r in ok)
@@ -102,7 +126,8 @@ def plot(s: Sweep, path: Path) -> None:
         left, right = fig.subplots(1, 2, sharey=True)
         with_lat = [(r.latency_ms.get(column), r.top1, r) for r in ok if r.top1 is not None]
         with_lat = [p for p in with_lat if p[0] is not None]
-        _panel(left, with_lat, colours, lat_label, "top-1 (%)", pareto_front(with_lat))
+        front = pareto_front(with_lat)
+        _panel(left, with_lat, colours, lat_label, "top-1 (%)", front, xerr=spread)
         with_macs = [(r.macs / 1e6, r.top1, r) for r in ok if r.top1 is not None]
         _panel(right, with_macs, colours, "multiply-adds (millions)", "", pareto_front(with_macs))
         left.legend(fontsize=8, frameon=False, loc="lower right")
@@ -114,11 +139,13 @@ def plot(s: Sweep, path: Path) -> None:
         # latency is a cost: the front is the most multiply-adds for the least latency
         flipped = pareto_front([(x, -y, r) for x, y, r in points], more_x_is_better=True)
         front = [(x, -y, r) for x, y, r in flipped]
-        _panel(ax, points, colours, "multiply-adds (millions)", lat_label, front)
+        _panel(ax, points, colours, "multiply-adds (millions)", lat_label, front, yerr=spread)
         ax.legend(fontsize=8, frameon=False, loc="upper left")
         ax.set_title(
             "latency against multiply-adds (front: most MAdds for the latency)", fontsize=10
         )
+    if not ok:
+        fig.text(0.5, 0.5, "no variant succeeded: see sweep.csv", ha="center", fontsize=12)
     fig.tight_layout()
     with writing(path) as tmp:
         fig.savefig(tmp, format="png", dpi=150)
@@ -129,7 +156,7 @@ def _fmt(value: float | None, digits: int = 2) -> str:
 
 
 def csv_rows(s: Sweep) -> tuple[list[str], list[dict[str, Any]]]:
-    lat = [f"latency_ms {c}" for c in s.settings.columns()]
+    lat = [f"{kind} {c}" for c in s.settings.columns() for kind in ("latency_ms", "iqr_ms")]
     header = ["variant", "spec", *s.keys, "params", "macs", *lat, "latency_method"]
     header += ["val_top1", "val_top5", "train_seconds", "run_folder", "error"]
     rows = []
@@ -138,6 +165,7 @@ def csv_rows(s: Sweep) -> tuple[list[str], list[dict[str, Any]]]:
         row = {"variant": v.id, "spec": v.spec, **{k: text(v.overrides[k]) for k in s.keys}}
         row |= {"params": r.params, "macs": r.macs, "latency_method": s.method()}
         row |= {f"latency_ms {c}": r.latency_ms.get(c) for c in s.settings.columns()}
+        row |= {f"iqr_ms {c}": r.iqr_ms.get(c) for c in s.settings.columns()}
         row |= {"val_top1": r.top1, "val_top5": r.top5, "train_seconds": r.train_seconds}
         rows.append(row | {"run_folder": r.run_folder, "error": r.error})
     return header, rows
@@ -154,19 +182,17 @@ def write_csv(s: Sweep, path: Path) -> None:
 def format_table(s: Sweep) -> str:
     """One line per variant, then how latency was obtained and the errors in full."""
     cols = s.settings.columns()
-    header = ("spec", *s.keys, "params M", "MAdds M", *(f"{c} ms" for c in cols))
+    header = ("spec", *s.keys, "params M", "MAdds M")
+    header += tuple(f"{c} {kind}" for c in cols for kind in ("ms", "IQR"))
     if s.trained:
         header += ("top-1 %", "top-5 %", "train s")
     failed = any(r.error for r in s.results)
     header += ("",) if failed else ()
     lines = []
     for r in s.results:
-        line = (Path(r.variant.spec).stem, *(text(r.variant.overrides[k]) for k in s.keys))
-        line += (
-            _fmt(r.params and r.params / 1e6, 3),
-            _fmt(r.macs and r.macs / 1e6, 1),
-            *(_fmt(r.latency_ms.get(c)) for c in cols),
-        )
+        line = (r.variant.spec_name, *(text(r.variant.overrides[k]) for k in s.keys))
+        line += (_fmt(r.params and r.params / 1e6, 3), _fmt(r.macs and r.macs / 1e6, 1))
+        line += tuple(_fmt(d.get(c)) for c in cols for d in (r.latency_ms, r.iqr_ms))
         if s.trained:
             line += (_fmt(r.top1), _fmt(r.top5), _fmt(r.train_seconds, 0))
         lines.append((*line, "error: see below" if r.error else "") if failed else line)
@@ -176,13 +202,24 @@ def format_table(s: Sweep) -> str:
     return "\n".join([*table, *notes])
 
 
-def finish(s: Sweep, started: float) -> str:
-    """Write sweep.csv and pareto.png; the table and where they are, to print."""
+def write(s: Sweep) -> None:
+    """sweep.csv and pareto.png, in the sweep folder (checked to be ours before any work)."""
     write_csv(s, s.folder / "sweep.csv")
     plot(s, s.folder / "pareto.png")
+
+
+def summary(s: Sweep, started: float) -> str:
+    """The table, then what was written, and a last line that says plainly when no variant
+    succeeded."""
     seconds = time.perf_counter() - started
-    return (
-        f"{format_table(s)}\n"
+    lines = [
+        format_table(s),
         f"{len(s.results)} variants in {seconds:.0f} s: wrote {s.folder / 'sweep.csv'} and "
-        f"{s.folder / 'pareto.png'}"
-    )
+        f"{s.folder / 'pareto.png'}",
+    ]
+    failed = sum(bool(r.error) for r in s.results)
+    if failed == len(s.results):
+        lines.append(f"no variant succeeded: all {failed} failed (the errors above say why)")
+    elif failed:
+        lines.append(f"{failed} of {len(s.results)} variants failed (the errors above say why)")
+    return "\n".join(lines)

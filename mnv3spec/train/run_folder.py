@@ -10,14 +10,8 @@ last finished epoch.
 from __future__ import annotations
 
 import csv
-import fcntl
 import itertools
 import json
-import os
-import socket
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +19,7 @@ import torch
 from safetensors import SafetensorError
 
 from ..errors import CheckpointError, UserError
-from ..files import atomic_path, os_errors, writing
+from ..files import LOCK_FILE, atomic_path, check_path, locked_folder, os_errors, writing
 from ..model.builder import SpecNet
 from ..weights.checkpoint import save_weights
 
@@ -33,7 +27,6 @@ RESUME_FILE = "resume.pt"
 CONFIG_FILE = "config.json"
 SPEC_FILE = "spec.yaml"
 METRICS_FILE = "metrics.csv"
-LOCK_FILE = ".lock"
 # Percentages; val_top5 is top-k with k = min(5, classes), so always 100 with 5 classes or fewer.
 METRICS = ("epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5")
 METRICS += ("seconds", "images_per_s")
@@ -41,12 +34,13 @@ METRICS += ("seconds", "images_per_s")
 
 def check_run_name(name: str) -> str:
     """``name`` if it names a folder directly inside the output folder, not one elsewhere."""
-    if "/" in name or "\\" in name or name in ("", ".", ".."):
+    if "/" in name or "\\" in name or name in ("", ".", "..") or "\0" in name:
         raise UserError(
             "must be a plain folder name (no '/' or '\\', not '.' or '..'); "
             "choose the parent folder as the output folder instead",
             field="name",
         )
+    check_path(name, field="name")
     return name
 
 
@@ -74,6 +68,7 @@ def create_run_dir(out: Path, name: str | None, base: str) -> Path:
             except FileExistsError:
                 check_free(path)
         return path
+    check_path(out / f"{base}-99", field="name")  # a default name from a long spec file name
     for path in itertools.chain([out / base], (out / f"{base}-{i}" for i in itertools.count(2))):
         try:
             with os_errors(path, kinds=(PermissionError,)):
@@ -84,43 +79,10 @@ def create_run_dir(out: Path, name: str | None, base: str) -> Path:
     raise AssertionError("unreachable")
 
 
-@contextmanager
-def locked(run_dir: Path) -> Iterator[None]:
-    """Hold ``run_dir/.lock`` for the block: an exclusive, non-blocking ``flock`` that the kernel
-    drops when the process ends, however it ends. A second run or resume of the folder fails at
-    once naming the holder (its pid, host and start time, written into the file). The file is
-    removed at the end, so a finished run folder holds only the run's own files."""
-    path = run_dir / LOCK_FILE
-    fd = _take_lock(path, run_dir)
-    try:
-        os.ftruncate(fd, 0)
-        holder = f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%c')}"
-        os.write(fd, holder.encode())
-        yield
-    finally:
-        path.unlink(missing_ok=True)  # before unlocking: see _take_lock
-        os.close(fd)
-
-
-def _take_lock(path: Path, run_dir: Path) -> int:
-    while True:
-        with os_errors(path):
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
-            os.close(fd)
-            raise UserError(
-                f"{run_dir} is in use by another training ({holder}); two runs never share a "
-                "folder: wait for that one to end, or stop it"
-            ) from None
-        try:  # the holder removes the file as it ends: a lock on the removed file counts for none
-            if os.stat(path).st_ino == os.fstat(fd).st_ino:
-                return fd
-        except FileNotFoundError:
-            pass
-        os.close(fd)
+def locked(run_dir: Path):
+    """Hold ``run_dir/.lock`` for the block (:func:`~mnv3spec.files.locked_folder`): a second
+    run or resume of the folder fails at once naming the holder."""
+    return locked_folder(run_dir, "training")
 
 
 def write_start(run_dir: Path, spec: SpecNet, config: dict[str, Any], command: str) -> None:

@@ -11,6 +11,7 @@ import math
 import os
 import stat
 import struct
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from ..errors import CheckpointError, SpecError
 from ..files import atomic_path
 from ..model.builder import SpecNet, build
+from ..spec.limits import MAX_CLASSES
 from ..spec.load import load_spec, read_yaml
 
 FORMAT = "mnv3spec"
@@ -144,8 +146,10 @@ def _metadata_problem(spec: Any, meta: dict[str, Any]) -> str | None:
     classes, resolution = meta["classes"], meta["resolution"]
     if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
         return "classes is not a list of names"
-    if len(set(classes)) != len(classes):
-        repeated = sorted({c for c in classes if classes.count(c) > 1})
+    if len(classes) > MAX_CLASSES:
+        return f"classes lists {len(classes):,} names, more than the {MAX_CLASSES:,} a spec allows"
+    if len(set(classes)) != len(classes):  # counted once each: a huge list must not take hours
+        repeated = sorted(c for c, n in Counter(classes).items() if n > 1)
         return f"classes lists {', '.join(map(repr, repeated[:3]))} more than once"
     expected = spec["params"].get("num_classes")
     if len(classes) != expected:

@@ -7,6 +7,8 @@ Every feature the spec format cannot say is refused by name, never approximated.
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,9 +21,11 @@ from ..model.builder import build
 from ..model.summary import count_macs, summarize
 from ..ops.rules import se_channels
 from ..spec.load import load_spec
+from . import timm as timm_weights
 from .timm import ACTIVATIONS, parse_source, same_function, timm_model
 
 MARK = "# Written by `mnv3spec import"  # the first line of every spec this module writes
+HASH = "content sha256 "  # in that line: the hash of the lines after it, as written
 
 
 @dataclass(frozen=True)
@@ -115,7 +119,6 @@ def spec_text(model: nn.Module, name: str) -> str:
     bn = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
     same = any(type(m).__name__ == "Conv2dSame" for m in model.modules())
     lines = [
-        f"{MARK} timm:{name}` (timm's {name}, read off the built model).",
         "# Every channel as timm builds it; `width` scales them from there. Check: import again.",
         f"name: {name}",
         f"source: timm {_timm_version()}, {name}",
@@ -131,7 +134,38 @@ def spec_text(model: nn.Module, name: str) -> str:
         "layers:",
     ]
     lines += [f"  - {{{', '.join(f'{k}: {_yaml(v)}' for k, v in r.items())}}}" for r in rows]
-    return "\n".join(lines) + "\n"
+    body = "\n".join(lines) + "\n"
+    first = f"{MARK} timm:{name}` (timm's {name}, read off the built model; {HASH}{_hash(body)})."
+    return f"{first}\n{body}"
+
+
+def _hash(body: str) -> str:
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()[:16]
+
+
+def unedited(text: str) -> bool:
+    """Whether ``text`` is a spec ``import`` wrote, exactly as it wrote it: its first line is our
+    marker, and the hash in it is that of the rest (an edit anywhere changes it)."""
+    first, _, body = text.partition("\n")
+    found = re.search(rf"{HASH}([0-9a-f]{{16}})\)\.$", first)
+    return first.startswith(MARK) and found is not None and found[1] == _hash(body)
+
+
+def importable_names() -> list[str]:
+    """timm's MobileNetV3s whose spec ``import`` can write (each built on the meta device, no
+    weights, and read as :func:`rows_of` reads it): the names to suggest."""
+    import torch
+
+    timm, names = timm_weights.import_timm(), []
+    for name in timm.list_models("*mobilenetv3*"):
+        with torch.device("meta"):
+            model = timm.create_model(name)
+        try:
+            rows_of(model)
+        except UserError:
+            continue
+        names.append(name)
+    return names
 
 
 def _yaml(value: object) -> str:
@@ -154,14 +188,15 @@ def check_out_path(out: str | Path, force: bool) -> Path:
     """``out`` if ``import`` may write it: a new file, a spec ``import`` wrote, or (``force``)
     any file."""
     path = check_output(out, "spec", suffix=".yaml", field="out")
-    if path.exists() and not force:
+    if path.exists() and path.stat().st_size and not force:
         try:
-            ours = path.read_text(encoding="utf-8", errors="replace").startswith(MARK)
+            ours = unedited(path.read_text(encoding="utf-8", errors="replace"))
         except OSError:
             ours = False
         if not ours:
             raise UserError(
-                "exists and was not written by import; give another name, or force the overwrite",
+                "exists and is not a spec import wrote, or was edited since; it is not replaced: "
+                "give another name, or force the overwrite",
                 file=str(path),
                 field="out",
             )
@@ -172,9 +207,15 @@ def import_timm(source: str, out: str | Path, *, force: bool = False, size: int 
     """Write the spec of ``timm:NAME`` to ``out``, after checking it: the same parameters,
     multiply-adds and (timm's random weights loaded, BN statistics randomised) outputs."""
     path = check_out_path(out, force)
-    name, _ = parse_source(source)
-    theirs = timm_model(name)
-    text = spec_text(theirs, name)
+    try:
+        name, _ = parse_source(source)
+        theirs = timm_model(name)
+        text = spec_text(theirs, name)
+    except UserError as e:  # say which names would work, not timm's whole MobileNetV3 family
+        message = e.message.split("; its MobileNetV3s:")[0]
+        raise UserError(
+            f"{message}; import takes: {', '.join(importable_names())}", field=e.field
+        ) from None
     spec = load_spec(yaml.safe_load(text))
     ours = build(spec).eval()
     n_ours = sum(p.numel() for p in ours.parameters())
