@@ -1,9 +1,16 @@
-"""Shared helpers: the repo root and a way to run cli.py the way a user does."""
+"""Shared helpers: the repo root, the CLI run in this process (as fast as a call) or in a real
+one (where a process is the point), and tiny checkpoints and runs the tests share."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+import signal
 import subprocess
 import sys
+import traceback
+import warnings
 from pathlib import Path
 
 import pytest
@@ -13,8 +20,70 @@ ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted((ROOT / "specs").glob("*.yaml"))
 
 
-def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 300) -> subprocess.CompletedProcess:
-    """``python cli.py ARGS`` in a subprocess; returns the completed process (text output)."""
+def run_cli(*args, cwd: Path = ROOT, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python cli.py ARGS`` as a user runs it, but in this process: ``main(argv)`` with
+    ``sys.argv``, the working folder, stdout and stderr as a fresh process would have them, all
+    restored after. An exception that escapes main is printed as Python prints it, exit 1 (as a
+    process would end). ``timeout`` guards against a hang (SIGALRM, like subprocess's timeout)."""
+    from mnv3spec.cli import main
+
+    argv = [str(a) for a in args]
+    out, err = io.StringIO(), io.StringIO()
+    saved_argv, saved_cwd, before = sys.argv, os.getcwd(), _process_state()
+    old_alarm = signal.signal(signal.SIGALRM, _timed_out)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        sys.argv = [str(ROOT / "cli.py"), *argv]
+        os.chdir(cwd)
+        with (
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(err),
+            warnings.catch_warnings(),
+        ):
+            warnings.resetwarnings()  # a fresh process shows each warning again
+            try:
+                code = main(argv)
+            except SystemExit as e:  # argparse: --help, bad flags
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            except CliTimeout:
+                raise
+            except Exception:
+                traceback.print_exc()
+                code = 1
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old_alarm)
+        sys.argv = saved_argv
+        os.chdir(saved_cwd)
+    leaked = {k: (v, _process_state()[k]) for k, v in before.items() if _process_state()[k] != v}
+    assert not leaked, f"cli {' '.join(argv)} left process state changed (before, after): {leaked}"
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+
+
+def _process_state() -> dict:
+    """What a command run in this process must leave as it found it."""
+    return {
+        "threads": torch.get_num_threads(),
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "cudnn.benchmark": torch.backends.cudnn.benchmark,
+        "grad": torch.is_grad_enabled(),
+        "dtype": torch.get_default_dtype(),
+        # torch's compiler stack sets its cache folders in os.environ when first imported
+        "environ": {k: v for k, v in os.environ.items() if not k.startswith("TORCHINDUCTOR_")},
+    }
+
+
+class CliTimeout(Exception):
+    """run_cli's command ran past its timeout."""
+
+
+def _timed_out(signum, frame):
+    raise CliTimeout("the command ran past run_cli's timeout")
+
+
+def run_cli_process(*args, cwd: Path = ROOT, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python cli.py ARGS`` in a real subprocess: for what needs one (the start-up itself, what
+    a fresh interpreter imports, exit codes of the real binary)."""
     return subprocess.run(
         [sys.executable, str(ROOT / "cli.py"), *map(str, args)],
         cwd=cwd,
