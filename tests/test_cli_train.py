@@ -332,3 +332,16 @@ def test_an_unavailable_device_names_the_flag(capsys):
     assert capsys.readouterr().err == (
         "error: --device: cuda is not available on this machine; use auto\n"
     )
+
+
+def test_a_rerun_says_on_its_start_line_that_the_default_folder_holds_a_run(tmp_path):
+    """Re-running a command makes NAME-2 beside NAME (never overwrites it) and says so."""
+    first = run_cli("train", *TINY, "--epochs", "1", "--out", tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "(new: " not in first.stdout
+    again = run_cli("train", *TINY, "--epochs", "1", "--out", tmp_path)
+    assert again.returncode == 0, again.stderr
+    taken = tmp_path / "small-w0.25-synthetic"
+    start = next(line for line in again.stdout.splitlines() if line.startswith("mobilenet"))
+    assert start.endswith(f"| {taken}-2 (new: {taken} holds a run; --resume {taken} continues it)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [taken.name, f"{taken.name}-2"]
