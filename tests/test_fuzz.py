@@ -181,3 +181,25 @@ def test_mutated_text(tmp_path_factory, text):
     path = tmp_path_factory.mktemp("fuzz") / "spec.yaml"
     path.write_text(text, encoding="utf-8", errors="surrogatepass")
     _must_be_user_error(lambda: load_spec(path))
+
+
+# --- file kinds (mnv3spec/kinds.py): any bytes, a known kind or none, never an exception -------
+
+SIGNATURES = [b"PK\x03\x04", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"\x08\x07\x12", b"RIFF"]
+SIGNATURES += [b"\x1c\x00\x00\x00ET12", b"\x1c\x00\x00\x00TFL3", b"\x10" + bytes(7) + b"{"]
+SIGNATURES += [b"layers:\n", b"\xef\xbb\xbf", b""]
+
+
+@SETTINGS
+@given(st.sampled_from(SIGNATURES), st.binary(max_size=64), st.sampled_from([0, 8, 4096, 5000]))
+def test_file_kind_of_any_bytes(tmp_path_factory, head, tail, pad):
+    """A real signature followed by anything: judged as a kind, or refused by check_kind with a
+    FileKindError, and never another exception."""
+    from mnv3spec.errors import FileKindError
+    from mnv3spec.kinds import KINDS, check_kind, file_kind
+
+    path = tmp_path_factory.mktemp("kind") / "f"
+    path.write_bytes(head + tail + b"\x00" * pad)
+    assert file_kind(path) in KINDS
+    with contextlib.suppress(FileKindError):
+        check_kind(path, "eval", {"safetensors"}, "a checkpoint")
