@@ -133,7 +133,10 @@ def check_model_file(path: str | Path, command: str) -> None:
     wanted = "a .safetensors checkpoint or an int8 .onnx written by quantize"
     if check_kind(path, command, {"safetensors", "onnx"}, wanted) != "onnx":
         return
+    from .deploy.export import require_onnx
     from .deploy.int8 import is_int8_model
+
+    require_onnx()  # or an error naming the extra to install, not "not an int8 model"
 
     if not is_int8_model(path):
         raise FileKindError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
 import warnings
 
 import onnx
@@ -141,3 +142,11 @@ def test_a_command_given_a_file_of_another_kind_names_it(files, args, name, mess
     assert result.stderr.startswith(f"error: {files / name}: this is ")
     assert message in result.stderr and len(result.stderr.splitlines()) == 1
     assert (files / name).read_bytes() == before
+
+
+def test_an_onnx_file_without_the_onnx_extra_names_the_extra(files, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import fails as if not installed
+    result = run_cli("eval", files / "best.onnx")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert 'pip install -e ".[export]"' in result.stderr
+    assert "(onnx is not installed)" in result.stderr
