@@ -1,9 +1,10 @@
-"""What a file is, judged by its first bytes (never by its name), and which command takes it.
+"""What a file is, judged by its first bytes (never by its name).
 
-A command given a file of another kind says what the file is and where it goes, instead of the
-error of a reader that was handed the wrong thing (a float ``.onnx`` read as safetensors once
-reported a header of 8,031,177,557,570,357,768 bytes). Reading is safe on anything a user passes:
-only a regular file is opened, and only its first bytes (and a zip's directory) are read.
+A command given a file of another kind says what the file is and where it goes
+(:mod:`mnv3spec.cli.kinds`), instead of the error of a reader handed the wrong thing (a float
+``.onnx`` read as safetensors once reported a header of 8,031,177,557,570,357,768 bytes). Reading
+is safe on anything a user passes: only a regular file is opened, and only its first bytes (and a
+zip's directory) are read.
 """
 
 from __future__ import annotations
@@ -13,35 +14,20 @@ import stat
 import struct
 from pathlib import Path
 
-from .errors import FileKindError
-
 HEAD = 4096  # bytes read to judge a file
 
-# kind → what it is, in a sentence's words; and the commands that take it
-KINDS: dict[str, tuple[str, str]] = {
-    "safetensors": ("a safetensors weights file", "eval, infer, export and quantize take it"),
-    "onnx": ("an ONNX model", "eval and infer take an int8 .onnx written by quantize"),
-    "torchscript": (
-        "a TorchScript model (a .pt written by export)",
-        "it is for torch.jit.load; eval, infer and quantize take the .safetensors it came from",
-    ),
-    "torch-save": (
-        "a PyTorch pickle archive (a run's resume.pt, or a saved state_dict)",
-        "train --resume takes the run folder that holds a resume.pt; train --init takes a "
-        "state_dict",
-    ),
-    "pte": (
-        "an ExecuTorch program (.pte)",
-        "it runs in ExecuTorch on a phone; the commands here take the .safetensors it came from",
-    ),
-    "tflite": (
-        "a LiteRT / TFLite model (.tflite)",
-        "it runs in LiteRT on a phone; the commands here take the .safetensors it came from",
-    ),
-    "spec": ("a YAML spec", "validate, show, diff, train, latency and export take it"),
-    "image": ("an image", "infer --images takes a folder of them"),
-    "text": ("a text file", "no command takes it"),
-    "unknown": ("not a file kind mnv3spec knows", "no command takes it"),
+# kind → what it is, in a sentence's words (the CLI adds which command takes it)
+KINDS: dict[str, str] = {
+    "safetensors": "a safetensors weights file",
+    "onnx": "an ONNX model",
+    "torchscript": "a TorchScript model (a .pt written by export)",
+    "torch-save": "a PyTorch pickle archive (a run's resume.pt, or a saved state_dict)",
+    "pte": "an ExecuTorch program (.pte)",
+    "tflite": "a LiteRT / TFLite model (.tflite)",
+    "spec": "a YAML spec",
+    "image": "an image",
+    "text": "a text file",
+    "unknown": "not a file kind mnv3spec knows",
 }
 
 _IMAGES = (
@@ -114,34 +100,3 @@ def _zip_kind(path: Path) -> str:
     if any(n.endswith("/data.pkl") for n in names):
         return "torch-save"
     return "unknown"
-
-
-def check_kind(path: str | Path, command: str, takes: set[str], wanted: str) -> str | None:
-    """``path``'s kind when ``command`` takes it (or it is not a regular file, or of no kind we
-    know: the command's reader then says what is wrong). A file of another known kind raises
-    :class:`FileKindError` naming what it is, what ``command`` wants and which command takes it."""
-    kind = file_kind(path)
-    if kind is None or kind in takes or kind in ("text", "unknown"):
-        return kind
-    what, taken_by = KINDS[kind]
-    raise FileKindError(f"this is {what}; {command} takes {wanted} ({taken_by})", file=str(path))
-
-
-def check_model_file(path: str | Path, command: str) -> None:
-    """What eval and infer run: a checkpoint, or an int8 ``.onnx`` from quantize (an ONNX
-    model whose metadata rebuilds it); any other kind is refused, naming what it is."""
-    wanted = "a .safetensors checkpoint or an int8 .onnx written by quantize"
-    if check_kind(path, command, {"safetensors", "onnx"}, wanted) != "onnx":
-        return
-    from .deploy.export import require_onnx
-    from .deploy.int8 import is_int8_model
-
-    require_onnx()  # or an error naming the extra to install, not "not an int8 model"
-
-    if not is_int8_model(path):
-        raise FileKindError(
-            f"this is an ONNX model without the metadata of quantize's int8 files (a float model "
-            f"written by export?); {command} takes {wanted}: give it the .safetensors the model "
-            "was exported from",
-            file=str(path),
-        )

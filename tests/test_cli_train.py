@@ -340,5 +340,5 @@ def test_a_rerun_says_on_its_start_line_that_the_default_folder_holds_a_run(tiny
     again = run_cli("train", *TINY, "--epochs", "1", "--out", tmp_path)
     assert again.returncode == 0, again.stderr
     start = next(line for line in again.stdout.splitlines() if line.startswith("mobilenet"))
-    assert start.endswith(f"| {taken}-2 (new: {taken} holds a run; --resume {taken} continues it)")
+    assert start.endswith(f"| {taken}-2 (new: {taken} holds a run; resume it to continue that one)")
     assert sorted(p.name for p in tmp_path.iterdir()) == [taken.name, f"{taken.name}-2"]

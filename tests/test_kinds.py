@@ -15,6 +15,7 @@ from onnx import TensorProto, helper
 from PIL import Image
 from safetensors.torch import save_file
 
+from mnv3spec.cli.kinds import TAKEN_BY
 from mnv3spec.kinds import KINDS, file_kind
 
 from .conftest import ROOT, run_cli, tiny_checkpoint
@@ -111,7 +112,8 @@ def test_damaged_or_lookalike_heads_are_not_taken_for_a_kind(tmp_path, head):
 
 
 def test_every_kind_says_what_it_is_and_which_command_takes_it():
-    assert all(what and taken_by for what, taken_by in KINDS.values())
+    assert all(KINDS.values())
+    assert set(TAKEN_BY) == set(KINDS) - {"text", "unknown"}  # those go to the reader
 
 
 FOREIGN = [

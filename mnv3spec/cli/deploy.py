@@ -8,7 +8,7 @@ import os
 import sys
 
 from mnv3spec.cli.flags import add_device, add_set, number, overrides
-from mnv3spec.kinds import check_kind, check_model_file
+from mnv3spec.cli.kinds import check_kind, check_model_file
 
 
 def cmd_infer(args: argparse.Namespace) -> int:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from mnv3spec.cli.flags import add_device, add_set, command_line, number, overrides
+from mnv3spec.cli.kinds import check_model_file
 from mnv3spec.errors import UserError
-from mnv3spec.kinds import check_model_file
 
 _RESUME_MAY_CHANGE = ("device", "compile", "graph")  # how it runs, not what it computes
 

@@ -147,7 +147,7 @@ def _numbered(plan: RunPlan, run_dir: Path) -> str:
     taken = run_dir.parent / _default_name(plan)
     if run_dir == taken:
         return ""
-    return f" (new: {taken} holds a run; --resume {taken} continues it)"
+    return f" (new: {taken} holds a run; resume it to continue that one)"
 
 
 def _resuming(trainer: Trainer) -> str | None:
