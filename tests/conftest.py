@@ -42,7 +42,7 @@ def run_cli(*args, cwd: Path = ROOT, timeout: float = 300) -> subprocess.Complet
             contextlib.redirect_stderr(err),
             warnings.catch_warnings(),
         ):
-            warnings.resetwarnings()  # a fresh process shows each warning again
+            _fresh_process_warnings()
             try:
                 code = main(argv)
             except SystemExit as e:  # argparse: --help, bad flags
@@ -57,9 +57,19 @@ def run_cli(*args, cwd: Path = ROOT, timeout: float = 300) -> subprocess.Complet
         signal.signal(signal.SIGALRM, old_alarm)
         sys.argv = saved_argv
         os.chdir(saved_cwd)
-    leaked = {k: (v, _process_state()[k]) for k, v in before.items() if _process_state()[k] != v}
+    after = _process_state()
+    leaked = {k: (v, after[k]) for k, v in before.items() if after[k] != v}
     assert not leaked, f"cli {' '.join(argv)} left process state changed (before, after): {leaked}"
     return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+
+
+def _fresh_process_warnings() -> None:
+    """Python's own warning filters, as a fresh process starts with them (pytest adds its own),
+    and each warning shown again once (catch_warnings forgets those already shown)."""
+    warnings.resetwarnings()
+    warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
+    for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+        warnings.filterwarnings("ignore", category=category, append=True)
 
 
 def _process_state() -> dict:
