@@ -61,3 +61,7 @@ class TrainingError(UserError):
 
 class ExportError(UserError):
     """An export cannot be written (a missing optional package) or does not reproduce the model."""
+
+
+class FileKindError(UserError):
+    """A file of another kind than the command takes (a spec given to eval, an image to export)."""

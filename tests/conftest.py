@@ -1,9 +1,17 @@
-"""Shared helpers: the repo root and a way to run cli.py the way a user does."""
+"""Shared helpers: the repo root, the CLI run in this process (as fast as a call) or in a real
+one (where a process is the point), and tiny checkpoints and runs the tests share."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+import signal
 import subprocess
 import sys
+import traceback
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -13,8 +21,86 @@ ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted((ROOT / "specs").glob("*.yaml"))
 
 
-def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 300) -> subprocess.CompletedProcess:
-    """``python cli.py ARGS`` in a subprocess; returns the completed process (text output)."""
+def run_cli(*args, cwd: Path = ROOT, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python cli.py ARGS`` as a user runs it, but in this process: ``main(argv)`` with
+    ``sys.argv``, the working folder, stdout and stderr as a fresh process would have them, all
+    restored after. An exception that escapes main is printed as Python prints it, exit 1 (as a
+    process would end). ``timeout`` guards against a hang (SIGALRM, like subprocess's timeout)."""
+    from mnv3spec.cli import main
+
+    argv = [str(a) for a in args]
+    out, err = io.StringIO(), io.StringIO()
+    saved_argv, saved_cwd, before = sys.argv, os.getcwd(), _process_state()
+    _alarm.rang = False
+    old_alarm = signal.signal(signal.SIGALRM, _timed_out)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        sys.argv = [str(ROOT / "cli.py"), *argv]
+        os.chdir(cwd)
+        with (
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(err),
+            warnings.catch_warnings(),
+        ):
+            _fresh_process_warnings()
+            try:
+                code = main(argv)
+            except SystemExit as e:  # argparse: --help, bad flags
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            except Exception:
+                if _alarm.rang:  # however a library wrapped it (torch.onnx does)
+                    raise CliTimeout(f"cli {' '.join(argv)} ran past {timeout} s") from None
+                traceback.print_exc()
+                code = 1
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old_alarm)
+        sys.argv = saved_argv
+        os.chdir(saved_cwd)
+    after = _process_state()
+    leaked = {k: (v, after[k]) for k, v in before.items() if after[k] != v}
+    assert not leaked, f"cli {' '.join(argv)} left process state changed (before, after): {leaked}"
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+
+
+def _fresh_process_warnings() -> None:
+    """Python's own warning filters, as a fresh process starts with them (pytest adds its own),
+    and each warning shown again once (catch_warnings forgets those already shown)."""
+    warnings.resetwarnings()
+    warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
+    for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+        warnings.filterwarnings("ignore", category=category, append=True)
+
+
+def _process_state() -> dict:
+    """What a command run in this process must leave as it found it."""
+    return {
+        "threads": torch.get_num_threads(),
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "cudnn.benchmark": torch.backends.cudnn.benchmark,
+        "grad": torch.is_grad_enabled(),
+        "dtype": torch.get_default_dtype(),
+        # torch's compiler stack sets its cache folders in os.environ when first imported
+        "environ": {k: v for k, v in os.environ.items() if not k.startswith("TORCHINDUCTOR_")},
+    }
+
+
+class CliTimeout(Exception):
+    """run_cli's command ran past its timeout."""
+
+
+class _alarm:
+    rang = False
+
+
+def _timed_out(signum, frame):
+    _alarm.rang = True
+    raise CliTimeout("the command ran past run_cli's timeout")
+
+
+def run_cli_process(*args, cwd: Path = ROOT, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python cli.py ARGS`` in a real subprocess: for what needs one (the start-up itself, what
+    a fresh interpreter imports, exit codes of the real binary)."""
     return subprocess.run(
         [sys.executable, str(ROOT / "cli.py"), *map(str, args)],
         cwd=cwd,
@@ -27,6 +113,29 @@ def run_cli(*args: str, cwd: Path = ROOT, timeout: float = 300) -> subprocess.Co
 @pytest.fixture
 def cli():
     return run_cli
+
+
+# 512 synthetic 16×16 images, batch 32: 16 steps an epoch, well under a second each.
+TINY = ["specs/small.yaml", "--data", "synthetic", "--set", "resolution=16", "--width", "0.25"]
+TINY += ["--batch", "32", "--seed", "0", "--device", "cpu"]
+
+
+@dataclass(frozen=True)
+class TinyRun:
+    folder: Path  # the run folder, one epoch finished
+    stdout: str  # what train printed
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> TinyRun:
+    """One finished epoch of TINY, trained once for the session: tests that read a run, or copy
+    one to damage or continue, share it."""
+    out = tmp_path_factory.mktemp("tiny_run")
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv("OMP_NUM_THREADS", "1")
+        result = run_cli("train", *TINY, "--epochs", "1", "--out", out, "--name", "r")
+    assert result.returncode == 0, result.stderr
+    return TinyRun(out / "r", result.stdout)
 
 
 def tiny_checkpoint(path: Path, classes: list[str], **overrides) -> torch.nn.Module:

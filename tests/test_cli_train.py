@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
 import subprocess
 import sys
 
@@ -20,7 +21,7 @@ from mnv3spec.spec.load import load_spec
 from mnv3spec.train.run_folder import METRICS
 from mnv3spec.weights.checkpoint import read_metadata
 
-from .conftest import ROOT, run_cli, tiny_checkpoint
+from .conftest import ROOT, TINY, run_cli, tiny_checkpoint
 from .test_cifar import CLASSES, make_cifar100
 from .test_folders import write_image
 
@@ -34,9 +35,6 @@ RUN_FILES = {
     "command.txt",
     "config.json",
 }
-# 512 synthetic 16×16 images, batch 32: 16 steps an epoch, well under a second each.
-TINY = ["specs/small.yaml", "--data", "synthetic", "--set", "resolution=16", "--width", "0.25"]
-TINY += ["--batch", "32", "--seed", "0", "--device", "cpu"]
 
 
 @pytest.fixture(autouse=True)
@@ -332,3 +330,15 @@ def test_an_unavailable_device_names_the_flag(capsys):
     assert capsys.readouterr().err == (
         "error: --device: cuda is not available on this machine; use auto\n"
     )
+
+
+def test_a_rerun_says_on_its_start_line_that_the_default_folder_holds_a_run(tiny_run, tmp_path):
+    """Re-running a command makes NAME-2 beside NAME (never overwrites it) and says so."""
+    assert "(new: " not in tiny_run.stdout
+    taken = tmp_path / "small-w0.25-synthetic"
+    shutil.copytree(tiny_run.folder, taken)  # as the first run of the command left it
+    again = run_cli("train", *TINY, "--epochs", "1", "--out", tmp_path)
+    assert again.returncode == 0, again.stderr
+    start = next(line for line in again.stdout.splitlines() if line.startswith("mobilenet"))
+    assert start.endswith(f"| {taken}-2 (new: {taken} holds a run; resume it to continue that one)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [taken.name, f"{taken.name}-2"]

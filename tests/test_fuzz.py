@@ -432,3 +432,26 @@ def test_int8_metadata(int8_template, tmp_path_factory, key, value):
         return
     logits = model(torch.zeros(1, 3, 8, 8))
     assert logits.shape == (1, len(meta["classes"]))
+
+
+# --- file kinds (mnv3spec/kinds.py): any bytes, a known kind or none, never an exception -------
+
+SIGNATURES = [b"PK\x03\x04", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"\x08\x07\x12", b"RIFF"]
+SIGNATURES += [b"\x1c\x00\x00\x00ET12", b"\x1c\x00\x00\x00TFL3", b"\x10" + bytes(7) + b"{"]
+SIGNATURES += [b"layers:\n", b"\xef\xbb\xbf", b""]
+
+
+@SETTINGS
+@given(st.sampled_from(SIGNATURES), st.binary(max_size=64), st.sampled_from([0, 8, 4096, 5000]))
+def test_file_kind_of_any_bytes(tmp_path_factory, head, tail, pad):
+    """A real signature followed by anything: judged as a kind, or refused by check_kind with a
+    FileKindError, and never another exception."""
+    from mnv3spec.cli.kinds import check_kind
+    from mnv3spec.errors import FileKindError
+    from mnv3spec.kinds import KINDS, file_kind
+
+    path = tmp_path_factory.mktemp("kind") / "f"
+    path.write_bytes(head + tail + b"\x00" * pad)
+    assert file_kind(path) in KINDS
+    with contextlib.suppress(FileKindError):
+        check_kind(path, "eval", {"safetensors"}, "a checkpoint")

@@ -27,18 +27,10 @@ def at_root(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """A run of one finished epoch, copied by each test that damages it."""
-    out = tmp_path_factory.mktemp("runs")
-    result = run_cli("train", *TINY, "--epochs", "1", "--out", out, "--name", "r")
-    assert result.returncode == 0, result.stderr
-    return out / "r"
-
-
 @pytest.fixture
-def run(finished, tmp_path):
-    shutil.copytree(finished, tmp_path / "r")
+def run(tiny_run, tmp_path):
+    """The session's run of one finished epoch, copied for a test that damages it."""
+    shutil.copytree(tiny_run.folder, tmp_path / "r")
     return tmp_path / "r"
 
 

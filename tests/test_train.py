@@ -8,8 +8,6 @@ import itertools
 import json
 import math
 import re
-import subprocess
-import sys
 import urllib.error
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from torch import nn
 
 from mnv3spec import build, load_spec
 from mnv3spec import files as outputs
+from mnv3spec.data import folders
 from mnv3spec.data.batches import batches
 from mnv3spec.errors import CheckpointError, TrainingError, UserError
 from mnv3spec.train import evaluate as evaluating
@@ -312,20 +311,15 @@ def test_every_file_of_the_run_folder_is_written_atomically(tmp_path, monkeypatc
 
 # --- a folder too large for memory: decoded per batch by workers, same training ----------------
 
-# cli.py with no memory to hold any dataset in: every folder is decoded batch by batch.
-CLI_WITHOUT_MEMORY = (
-    "import sys; from mnv3spec.data import folders; folders.MEMORY_FRACTION = 0; import cli; "
-    "sys.exit(cli.main(sys.argv[1:]))"
-)
-
-
-def cli_without_memory(*args) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-c", CLI_WITHOUT_MEMORY, *map(str, args)]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
-
 
 def test_cli_trains_on_a_streamed_folder_as_on_one_held_in_memory(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+    def cli_without_memory(*args):  # no memory to hold any dataset in: decoded batch by batch
+        with monkeypatch.context() as m:
+            m.setattr(folders, "MEMORY_FRACTION", 0)
+            return run_cli(*args)
+
     folder = noise_folder(tmp_path / "images")  # 12 train, 4 val images: 3 steps of 4
     args = ["train", SMALL, "--data", folder, "--width", "0.25", "--set", "resolution=16"]
     args += ["--epochs", "1", "--batch", "4", "--seed", "0", "--device", "cpu", "--out", tmp_path]

@@ -291,11 +291,6 @@ def test_validate_imports_no_torch():
     assert done.stdout.count("ok: ") == len(SPECS)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="train's parser imports mnv3spec.data.datasets (torch) while the CLI is built; "
-    "issue 21 makes the CLI lazy: then remove this mark",
-)
 def test_the_command_line_validate_imports_no_torch():
     code = "import sys; from mnv3spec.cli import main; main(sys.argv[1:]); "
     code += "print('torch' in sys.modules)"

@@ -10,8 +10,9 @@ import argparse
 import os
 import sys
 
+from mnv3spec import __version__
 from mnv3spec.cli.deploy import add_export, add_infer, add_latency, add_quantize
-from mnv3spec.cli.flags import check_arguments, flag_names, flags_in_errors
+from mnv3spec.cli.flags import check_arguments, flag_names, flags_in_errors, unrecognized
 from mnv3spec.cli.specs import add_import, add_spec_commands
 from mnv3spec.cli.training import add_eval, add_sweep, add_train
 from mnv3spec.errors import UserError
@@ -19,11 +20,20 @@ from mnv3spec.errors import UserError
 __all__ = ["build_parser", "main"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """Every parser and subparser takes flags whole: ``--epoch 1`` is an error, never a silent
+    ``--epochs 1`` (argparse's prefix matching)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **{"allow_abbrev": False, **kwargs})
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mnv3spec",
         description="MobileNets as data: validate, show, train, infer, export.",
     )
+    parser.add_argument("--version", action="version", version=f"mnv3spec {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (add_spec_commands, add_train, add_eval, add_infer, add_latency, add_export):
         add(sub)
@@ -39,8 +49,11 @@ def _command_parser(parser: argparse.ArgumentParser, command: str) -> argparse.A
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    args.flags = flag_names(_command_parser(parser, args.command))  # parameter → flag typed
+    args, unknown = parser.parse_known_args(argv)
+    command = _command_parser(parser, args.command)
+    if unknown:
+        command.error(unrecognized(unknown, command))
+    args.flags = flag_names(command)  # parameter → flag typed
     try:
         check_arguments(args)
         with flags_in_errors(args):

@@ -8,9 +8,12 @@ import os
 import sys
 
 from mnv3spec.cli.flags import add_device, add_set, number, overrides
+from mnv3spec.cli.kinds import check_kind, check_model_file
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
+    for path in args.models:  # a folder is searched for checkpoints; a file must be a model
+        check_model_file(path, "infer")
     from mnv3spec.deploy.infer import classify, format_tables
 
     report = classify(
@@ -46,6 +49,8 @@ def add_infer(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_latency(args: argparse.Namespace) -> int:
+    for spec in args.specs:  # a name (small) is not a file; a file must be a spec
+        check_kind(spec, "latency", {"spec"}, "specs (a YAML file or a shipped name)")
     from mnv3spec.deploy import latency
 
     common = dict(
@@ -121,6 +126,7 @@ def add_latency(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    check_kind(args.source, "export", {"spec", "safetensors"}, "a spec or a checkpoint")
     from mnv3spec.deploy.export import export
 
     r = export(
@@ -153,6 +159,7 @@ def add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
+    check_kind(args.checkpoint, "quantize", {"safetensors"}, "a .safetensors checkpoint")
     from mnv3spec.deploy.quantize import AccuracyGateError, quantize_checkpoint
 
     try:

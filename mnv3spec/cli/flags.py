@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import math
 import os
 import shlex
@@ -58,6 +59,19 @@ def number(kind: type, low: float, *, above: bool = False):
         return value
 
     return parse
+
+
+def unrecognized(words: list[str], parser: argparse.ArgumentParser) -> str:
+    """argparse's message for arguments no flag takes, naming the flag a word looks like: the
+    one it abbreviates (flags are never abbreviated), else a close spelling."""
+    message = f"unrecognized arguments: {' '.join(words)}"
+    options = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+    for word in (w.partition("=")[0] for w in words if w.startswith("--")):
+        longer = [o for o in options if o.startswith(word)]
+        close = longer or difflib.get_close_matches(word, options, n=1)
+        if close:
+            message += f"; {word} is not a flag: did you mean {' or '.join(close)}?"
+    return message
 
 
 def command_line() -> str:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
 from mnv3spec.cli.flags import add_device, add_set, command_line, number, overrides
+from mnv3spec.cli.kinds import check_model_file
 from mnv3spec.errors import UserError
 
 _RESUME_MAY_CHANGE = ("device", "compile", "graph")  # how it runs, not what it computes
@@ -14,6 +14,8 @@ _RESUME_MAY_CHANGE = ("device", "compile", "graph")  # how it runs, not what it 
 def _train_settings(args: argparse.Namespace) -> dict:
     """The TrainConfig fields the flags gave (train's flags default to absent, so the rest keep
     TrainConfig's defaults)."""
+    import dataclasses
+
     from mnv3spec.train.config import TrainConfig
 
     names = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("spec", "overrides")]
@@ -57,9 +59,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_train(sub: argparse._SubParsersAction) -> None:
-    from mnv3spec.data.datasets import describe_sources
+# --data's help: kept here, not beside the datasets, so that --help needs no torch
+DATA_SOURCES = (
+    "cifar100 (default), cifar10 (official archives, downloaded into the data root if absent), "
+    "synthetic (random images, for smoke tests and benchmarks), or a folder with "
+    "train/<class>/ and val/<class>/ image subfolders (./NAME for one named like a dataset)"
+)
 
+
+def add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train a spec (CIFAR-100 by default) into runs/NAME",
@@ -74,7 +82,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     add("--width", type=positive, default=None, help="width multiplier (= --set width=W)")
     add("--epochs", type=number(int, 1), help="epochs (default 20)")
     add("--batch", type=number(int, 1), help="global batch size (default 128)")
-    add("--data", help=describe_sources())
+    add("--data", help=DATA_SOURCES)
     add("--data-dir", help="where CIFAR archives are looked for / downloaded (default ./data)")
     add_device(p, default=argparse.SUPPRESS)
     add("--recipe", help="optimiser and schedule preset (default seed); the flags below change it")
@@ -104,6 +112,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    check_model_file(args.checkpoint, "eval")
     from mnv3spec.deploy.evaluate_file import evaluate_checkpoint
 
     r = evaluate_checkpoint(

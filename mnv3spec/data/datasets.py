@@ -43,15 +43,6 @@ class Dataset:
         return isinstance(self.train_images, FolderImages)
 
 
-def describe_sources() -> str:
-    """One line for the CLI's ``--data`` help."""
-    return (
-        "cifar100 (default), cifar10 (official archives, downloaded into the data root if absent), "
-        "synthetic (random images, for smoke tests and benchmarks), or a folder with "
-        "train/<class>/ and val/<class>/ image subfolders (./NAME for one named like a dataset)"
-    )
-
-
 def load_dataset(
     name: str,
     root: str | Path = "./data",

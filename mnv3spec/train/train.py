@@ -92,6 +92,7 @@ def _launch(cfg: TrainConfig, spec: Spec, command: str, point: ResumePoint | Non
         torch.manual_seed(cfg.seed)
         plan = make_plan(cfg, spec, world, device, resumed=point is not None)
         net, note = build_network(plan, start_from=None if point else cfg.init)
+        unnamed = point is None and cfg.name is None  # _claimed names it
         with _claimed(plan, point) as run_dir:
             trainer = Trainer(plan, net, run_dir)
             if point is not None and point.state is not None:
@@ -99,7 +100,7 @@ def _launch(cfg: TrainConfig, spec: Spec, command: str, point: ResumePoint | Non
                 trainer.restore(point.state, point.rows, point.state_file)
             if world.main:
                 write_start(run_dir, net, dataclasses.asdict(cfg), command)
-            start = _start_line(plan, run_dir, threads)
+            start = _start_line(plan, run_dir, threads, _numbered(plan, run_dir) if unnamed else "")
             for line in (note, _resuming(trainer), start, trainer.step_line()):
                 if line:
                     trainer.log(line)
@@ -120,8 +121,7 @@ def _claimed(plan: RunPlan, point: ResumePoint | None) -> Iterator[Path]:
         run_dir, error = None, None
         if world.main:
             try:
-                base = f"{Path(cfg.spec).stem}-w{plan.spec.params['width']}-{Path(cfg.data).name}"
-                run_dir = create_run_dir(Path(cfg.out), cfg.name, base)
+                run_dir = create_run_dir(Path(cfg.out), cfg.name, _default_name(plan))
                 lock.enter_context(locked(run_dir))
                 check_free(run_dir)  # a run that took the empty folder first and has ended
             except UserError as e:
@@ -135,12 +135,27 @@ def _claimed(plan: RunPlan, point: ResumePoint | None) -> Iterator[Path]:
         yield Path(path)
 
 
+def _default_name(plan: RunPlan) -> str:
+    """The run folder's name when --name is not given: SPEC-wWIDTH-DATA."""
+    cfg = plan.cfg
+    return f"{Path(cfg.spec).stem}-w{plan.spec.params['width']}-{Path(cfg.data).name}"
+
+
+def _numbered(plan: RunPlan, run_dir: Path) -> str:
+    """For a new run that took NAME-2 (NAME-3, ...) because NAME held a run: where that run is
+    and how to continue it, so that a re-run does not leave a copy unnoticed."""
+    taken = run_dir.parent / _default_name(plan)
+    if run_dir == taken:
+        return ""
+    return f" (new: {taken} holds a run; resume it to continue that one)"
+
+
 def _resuming(trainer: Trainer) -> str | None:
     done, epochs = trainer.epoch, trainer.plan.cfg.epochs
     return f"resuming {trainer.run_dir} after epoch {done} of {epochs}" if done else None
 
 
-def _start_line(plan: RunPlan, run_dir: Path, threads: int) -> str:
+def _start_line(plan: RunPlan, run_dir: Path, threads: int, note: str = "") -> str:
     """What runs where, in one line (and a second when images are decoded batch by batch)."""
     spec, data, cfg, world = plan.spec, plan.data, plan.cfg, plan.world
     where = f"{plan.device}{f' ×{world.size}' if world.size > 1 else ''}"
@@ -150,7 +165,7 @@ def _start_line(plan: RunPlan, run_dir: Path, threads: int) -> str:
         f"{spec.name}: width {spec.params['width']}, {len(data.classes)} classes, "
         f"{spec.resolution}px | {cfg.data}: {len(data.train_labels)} train / "
         f"{len(data.val_labels)} val | {where}, batch {cfg.batch}, {plan.steps} steps/epoch | "
-        f"{run_dir}"
+        f"{run_dir}{note}"
     )
     if data.streamed:
         size = (data.train_images.nbytes + data.val_images.nbytes) / 2**30

@@ -1,0 +1,53 @@
+"""Which command takes which kind of file (:mod:`mnv3spec.kinds` judges the kind): a command given
+a file of another kind names what it is and the command that takes it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mnv3spec.errors import FileKindError
+from mnv3spec.kinds import KINDS, file_kind
+
+TAKEN_BY = {
+    "safetensors": "eval, infer, export and quantize take it",
+    "onnx": "eval and infer take an int8 .onnx written by quantize",
+    "torchscript": "it is for torch.jit.load; eval, infer and quantize take the .safetensors it "
+    "came from",
+    "torch-save": "train --resume takes the run folder that holds a resume.pt; train --init takes "
+    "a state_dict",
+    "pte": "it runs in ExecuTorch on a phone; the commands here take the .safetensors it came from",
+    "tflite": "it runs in LiteRT on a phone; the commands here take the .safetensors it came from",
+    "spec": "validate, show, diff, train, latency and export take it",
+    "image": "infer --images takes a folder of them",
+}
+
+
+def check_kind(path: str | Path, command: str, takes: set[str], wanted: str) -> str | None:
+    """``path``'s kind when ``command`` takes it (or it is not a regular file, or of no kind we
+    know: the command's reader then says what is wrong). A file of another known kind raises
+    :class:`FileKindError` naming what it is, what ``command`` wants and which command takes it."""
+    kind = file_kind(path)
+    if kind is None or kind in takes or kind not in TAKEN_BY:
+        return kind
+    raise FileKindError(
+        f"this is {KINDS[kind]}; {command} takes {wanted} ({TAKEN_BY[kind]})", file=str(path)
+    )
+
+
+def check_model_file(path: str | Path, command: str) -> None:
+    """What eval and infer run: a checkpoint, or an int8 ``.onnx`` from quantize (an ONNX
+    model whose metadata rebuilds it); any other kind is refused, naming what it is."""
+    wanted = "a .safetensors checkpoint or an int8 .onnx written by quantize"
+    if check_kind(path, command, {"safetensors", "onnx"}, wanted) != "onnx":
+        return
+    from mnv3spec.deploy.export import require_onnx
+    from mnv3spec.deploy.int8 import is_int8_model
+
+    require_onnx()  # or an error naming the extra to install, not "not an int8 model"
+    if not is_int8_model(path):
+        raise FileKindError(
+            f"this is an ONNX model without the metadata of quantize's int8 files (a float model "
+            f"written by export?); {command} takes {wanted}: give it the .safetensors the model "
+            "was exported from",
+            file=str(path),
+        )
