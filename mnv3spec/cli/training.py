@@ -76,6 +76,12 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     add("--batch", type=number(int, 1), help="global batch size (default 128)")
     add("--data", help=describe_sources())
     add("--data-dir", help="where CIFAR archives are looked for / downloaded (default ./data)")
+    add(
+        "--train-subset",
+        type=number(int, 1),
+        metavar="N",
+        help="train on N training images (a fixed random draw; validation stays whole)",
+    )
     add_device(p, default=argparse.SUPPRESS)
     add("--recipe", help="optimiser and schedule preset (default seed); the flags below change it")
     add("--lr", type=positive, help="base learning rate (seed: 0.1)")

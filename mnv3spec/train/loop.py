@@ -228,7 +228,7 @@ class Trainer:
         for step, (images, labels) in enumerate(self.train_batches):
             images = images.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
-            x = augment(images, generator=self.augment)
+            x = augment(images, flip=data.flip, generator=self.augment)
             x = normalize(x, data.mean, data.std, channels_last=True)
             loss, logits = self.step(x, labels)
             self.scheduler.step()

@@ -25,7 +25,7 @@ from ..runtime import World, pick_device, thread_count, torch_settings
 from ..spec.load import Spec, load_spec
 from .config import TrainConfig, absolute
 from .loop import Trainer
-from .plan import RunPlan, build_network, check_rgb, make_plan
+from .plan import RunPlan, build_network, make_plan
 from .resume import ResumePoint, check_state_fits, read_run
 from .run_folder import (
     CONFIG_FILE,
@@ -45,7 +45,6 @@ def train(cfg: TrainConfig, command: str = "", spec: Spec | None = None) -> Path
     """
     if spec is None:
         spec = load_spec(cfg.spec, **cfg.overrides)
-    check_rgb(spec)
     cfg.resolved_recipe()
     check_output_folder(cfg.out, field="out")
     check_name(cfg.data)
