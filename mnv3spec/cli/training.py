@@ -83,7 +83,11 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         help="train on N training images (a fixed random draw; validation stays whole)",
     )
     add_device(p, default=argparse.SUPPRESS)
-    add("--recipe", help="optimiser and schedule preset (default seed); the flags below change it")
+    add(
+        "--recipe",
+        help="optimiser, schedule and augmentation preset: seed (default) or cosine-ls-erase; "
+        "the flags below change it",
+    )
     add("--lr", type=positive, help="base learning rate (seed: 0.1)")
     add("--momentum", type=non_negative, help="SGD momentum (seed: 0.9)")
     add("--weight-decay", type=non_negative, help="on weights, never on BN or biases (seed: 0)")
@@ -91,6 +95,12 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     add("--schedule", choices=["multistep", "cosine"], help="seed: multistep 15/20/30 x0.1")
     add("--warmup", type=non_negative, help="epochs of linear learning-rate warm-up (seed: 0)")
     add("--label-smoothing", type=non_negative, help="cross-entropy label smoothing (seed: 0)")
+    add(
+        "--random-erasing",
+        type=non_negative,
+        metavar="P",
+        help="erase a random rectangle of each image with probability P (seed: 0)",
+    )
     add("--compile", action="store_true", help="torch.compile the model")
     add(
         "--no-graph",

@@ -35,6 +35,7 @@ class TrainConfig:
     schedule: str | None = None
     warmup: float | None = None
     label_smoothing: float | None = None
+    random_erasing: float | None = None
     compile: bool = False
     out: str = "runs"
     name: str | None = None
