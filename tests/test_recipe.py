@@ -4,6 +4,7 @@ run of it killed and resumed equal to one that was not."""
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -100,3 +101,37 @@ def test_preset_killed_during_epoch_2_and_resumed_equals_an_uninterrupted_run(tm
     b = load_file(killed / "last.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert metrics(tmp_path / "straight")[-1]["val_loss"] == metrics(killed)[-1]["val_loss"]
+
+
+def test_resume_epochs_extends_a_multistep_run_to_what_a_longer_run_gives(tmp_path):
+    straight = run_cli("train", *TINY, "--epochs", "3", "--out", tmp_path, "--name", "straight")
+    assert straight.returncode == 0, straight.stderr
+    short = run_cli("train", *TINY, "--epochs", "2", "--out", tmp_path, "--name", "short")
+    assert short.returncode == 0, short.stderr
+    longer = run_cli("train", "--resume", tmp_path / "short", "--epochs", "3")
+    assert longer.returncode == 0, longer.stderr
+    assert "after epoch 2 of 3" in longer.stdout and "epoch 3/3" in longer.stdout
+    a = load_file(tmp_path / "straight" / "last.safetensors")
+    b = load_file(tmp_path / "short" / "last.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((tmp_path / "short" / "config.json").read_text())["epochs"] == 3
+
+
+def snapshot(folder) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_resume_epochs_refuses_cosine_with_the_reason_and_too_few_epochs(tmp_path):
+    cosine = run_cli("train", *TINY, "--recipe", PRESET, "--epochs", "1", "--out", tmp_path)
+    assert cosine.returncode == 0, cosine.stderr
+    (run,) = tmp_path.iterdir()
+    before = snapshot(run)
+    r = run_cli("train", "--resume", run, "--epochs", "2")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "cannot change a run with the cosine schedule" in r.stderr
+    assert "depends on the total (1)" in r.stderr and "--init" in r.stderr
+    assert snapshot(run) == before
+    seed = run_cli("train", *TINY, "--epochs", "2", "--out", tmp_path, "--name", "seed")
+    assert seed.returncode == 0, seed.stderr
+    r = run_cli("train", "--resume", tmp_path / "seed", "--epochs", "2")
+    assert r.returncode == 2 and "has done 2 epoch(s) already" in r.stderr

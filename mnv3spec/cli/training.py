@@ -26,16 +26,17 @@ def _resume(args: argparse.Namespace) -> None:
     if args.spec or args.set or args.width is not None:
         raise UserError("--resume takes no SPEC, --set or --width: a run keeps its spec")
     given = _train_settings(args)
-    fixed = [f for f in given if f not in _RESUME_MAY_CHANGE]
+    fixed = [f for f in given if f not in (*_RESUME_MAY_CHANGE, "epochs")]
     if fixed:
         flags = args.flags
         raise UserError(
             f"--resume continues {args.resume} with the settings stored in its config.json; "
             f"drop {', '.join(flags[f] for f in fixed)} (only "
             f"{', '.join(flags[f] for f in _RESUME_MAY_CHANGE[:-1])} and "
-            f"{flags[_RESUME_MAY_CHANGE[-1]]} may change)"
+            f"{flags[_RESUME_MAY_CHANGE[-1]]} may change; --epochs N extends a multistep run)"
         )
-    resume(args.resume, command_line(), **{f: given[f] for f in given if f in _RESUME_MAY_CHANGE})
+    kept = (*_RESUME_MAY_CHANGE, "epochs")
+    resume(args.resume, command_line(), **{f: given[f] for f in given if f in kept})
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -72,7 +73,11 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     positive, non_negative = number(float, 0, above=True), number(float, 0)
     add = p.add_argument
     add("--width", type=positive, default=None, help="width multiplier (= --set width=W)")
-    add("--epochs", type=number(int, 1), help="epochs (default 20)")
+    add(
+        "--epochs",
+        type=number(int, 1),
+        help="epochs (default 20); with --resume, extends a run to this many (multistep only)",
+    )
     add("--batch", type=number(int, 1), help="global batch size (default 128)")
     add("--data", help=describe_sources())
     add("--data-dir", help="where CIFAR archives are looked for / downloaded (default ./data)")
