@@ -128,8 +128,8 @@ def test_resume_epochs_refuses_cosine_with_the_reason_and_too_few_epochs(tmp_pat
     before = snapshot(run)
     r = run_cli("train", "--resume", run, "--epochs", "2")
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert "cannot change a run with the cosine schedule" in r.stderr
-    assert "depends on the total (1)" in r.stderr and "--init" in r.stderr
+    assert "--epochs: a run with the cosine schedule cannot be extended" in r.stderr
+    assert "depends on the total (1)" in r.stderr and "initialised from" in r.stderr
     assert snapshot(run) == before
     seed = run_cli("train", *TINY, "--epochs", "2", "--out", tmp_path, "--name", "seed")
     assert seed.returncode == 0, seed.stderr

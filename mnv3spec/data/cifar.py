@@ -156,7 +156,13 @@ def _locate_cifar(src: CifarSource, root: Path, download: bool) -> Path:
             f"{src.title} is not in {root} and downloading is off. {_fetch_help(src, root)}"
         )
     else:
-        fetch.download(src.url, src.md5, archive, title=src.title, fix=_fetch_help(src, root))
+        fetch.download(
+            src.url,
+            src.md5,
+            archive,
+            missing=f"{src.title} is not in {root}",
+            fix=_fetch_help(src, root),
+        )
     _extract(src, archive, root)
     return folder
 

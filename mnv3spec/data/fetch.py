@@ -23,9 +23,10 @@ def md5_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def download(url: str, md5: str, target: Path, *, title: str, fix: str) -> None:
+def download(url: str, md5: str, target: Path, *, missing: str, fix: str) -> None:
     """Fetch ``url`` to ``target`` if its md5 is ``md5``; else a DataError ending in ``fix`` (what
-    the user can do instead), with ``target`` untouched."""
+    the user can do instead), with ``target`` untouched. ``missing`` says what was not found
+    ("CIFAR-10 is not in ./data")."""
     print(f"downloading {url} to {target}", file=sys.stderr)
     try:
         with atomic_path(target) as tmp:
@@ -38,4 +39,4 @@ def download(url: str, md5: str, target: Path, *, title: str, fix: str) -> None:
                     f"was not kept. {fix}"
                 )
     except (OSError, urllib.error.URLError) as e:
-        raise DataError(f"{title} is not here and downloading it failed ({e}). {fix}") from e
+        raise DataError(f"{missing} and downloading it failed ({e}). {fix}") from e

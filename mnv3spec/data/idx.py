@@ -140,8 +140,11 @@ def _locate(src: IdxSource, root: Path, name: str, download: bool) -> Path:
             + fetch_help(src, root)
         )
     placed.parent.mkdir(parents=True, exist_ok=True)
+    missing = f"{src.title} is not in {root / src.folder}" + (
+        f" nor in {src.debian}" if src.debian else ""
+    )
     fetch.download(
-        src.url + name, src.md5[name][0], placed, title=src.title, fix=fetch_help(src, root)
+        src.url + name, src.md5[name][0], placed, missing=missing, fix=fetch_help(src, root)
     )
     return placed
 

@@ -131,15 +131,17 @@ def extended(point: ResumePoint, epochs: int) -> ResumePoint:
     done = point.state["epoch"] if point.state is not None else 0
     if recipe.schedule != "multistep":
         raise UserError(
-            f"--epochs cannot change a run with the {recipe.schedule} schedule: its learning rate "
-            f"at every epoch depends on the total ({point.cfg.epochs}), so the {done} epoch(s) "
-            f"done would not be those of a {epochs}-epoch run. Start a new run with --epochs "
-            f"{epochs} (or --init {point.run_dir / 'last.safetensors'} to start from its weights)",
+            f"a run with the {recipe.schedule} schedule cannot be extended: its learning rate at "
+            f"every epoch depends on the total ({point.cfg.epochs}), so the {done} epoch(s) done "
+            f"would not be those of a {epochs}-epoch run. Start a new run of {epochs} epochs, or "
+            f"one initialised from {point.run_dir / 'last.safetensors'}",
             file=str(point.run_dir),
+            field="epochs",
         )
     if epochs <= done:
         raise UserError(
-            f"--epochs {epochs}: the run has done {done} epoch(s) already; give more to extend it",
+            f"the run has done {done} epoch(s) already; give more to extend it",
             file=str(point.run_dir),
+            field="epochs",
         )
     return dataclasses.replace(point, cfg=dataclasses.replace(point.cfg, epochs=epochs))
