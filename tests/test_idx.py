@@ -15,10 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
+from cli import main
 from mnv3spec.data import idx
 from mnv3spec.data.datasets import load_dataset
 from mnv3spec.errors import DataError
+from mnv3spec.spec.load import load_spec
+from mnv3spec.weights.checkpoint import read_metadata
 
 from .conftest import ROOT, run_cli
 
@@ -229,3 +233,23 @@ def test_cli_offline_md5_mismatch_exits_2_in_one_paragraph(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "md5 is" in r.stderr and str(folder / idx.TRAIN[0]) in r.stderr
     assert (folder / idx.TRAIN[0]).read_bytes() == placed and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(("extra", "channels"), [([], 1), (["--set", "params.in_channels=3"], 3)])
+def test_train_on_fashion_mnist_files_grey_or_as_rgb(
+    tmp_path, monkeypatch, offline, extra, channels
+):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    write_set(tmp_path / "fashion-mnist", n_train=33, n_test=8)
+    trust(monkeypatch, tmp_path / "fashion-mnist")
+    args = ["train", str(ROOT / "specs" / "small.yaml"), "--data", "fashion-mnist", *extra]
+    args += ["--data-dir", str(tmp_path), "--width", "0.25", "--epochs", "1", "--batch", "16"]
+    args += ["--device", "cpu", "--seed", "0", "--out", str(tmp_path / "runs"), "--name", "r"]
+    assert main(args) == 0
+    run = tmp_path / "runs" / "r"
+    spec = load_spec(run / "spec.yaml")
+    assert (spec.in_channels, spec.resolution, spec.num_classes) == (channels, 28, 10)
+    meta = read_metadata(run / "last.safetensors")
+    assert tuple(meta["mean"]) == (0.2860,) * channels and meta["classes"][9] == "Ankle boot"
+    stem = load_file(run / "last.safetensors")
+    assert next(t for t in stem.values() if t.ndim == 4).shape[1] == channels
