@@ -190,6 +190,16 @@ def test_truncated_gzip_is_refused(tmp_path, monkeypatch, offline):
         load_dataset("fashion-mnist", tmp_path, 28)
 
 
+def test_a_file_that_expands_beyond_any_official_one_is_refused(tmp_path, monkeypatch, offline):
+    folder = tmp_path / "fashion-mnist"
+    write_set(folder)
+    monkeypatch.setattr(idx, "MAX_BYTES", 1000)  # the test's image files hold 12×28×28 bytes
+    trust(monkeypatch, folder)
+    with pytest.raises(DataError, match="decompresses to more than 0 MiB") as e:
+        load_dataset("fashion-mnist", tmp_path, 28)
+    assert str(folder / idx.TRAIN[0]) in str(e.value)
+
+
 def test_label_count_other_than_image_count_is_refused(tmp_path, monkeypatch, offline):
     folder = tmp_path / "fashion-mnist"
     write_set(folder)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import math
 import zlib
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ Split = tuple[torch.Tensor, torch.Tensor]  # uint8 N×1×H×W images and their i
 TRAIN = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
 TEST = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 UBYTE = 0x08
+MAX_BYTES = 64 << 20  # the largest official file, train-images, is 47,040,016 bytes
 
 
 @dataclass(frozen=True)
@@ -159,8 +161,8 @@ def _content(src: IdxSource, path: Path) -> bytes:
         return _gunzip(packed, path)
     if content_md5:
         try:
-            raw = gzip.decompress(packed)
-        except (OSError, EOFError, zlib.error):
+            raw = _gunzip(packed, path)
+        except DataError:
             raw = b""
         if hashlib.md5(raw, usedforsecurity=False).hexdigest() == content_md5:
             return raw
@@ -174,12 +176,21 @@ def _content(src: IdxSource, path: Path) -> bytes:
 
 
 def _gunzip(packed: bytes, path: Path) -> bytes:
+    """The decompressed bytes, at most :data:`MAX_BYTES` of them (so an unchecked file cannot
+    expand without bound)."""
     try:
-        return gzip.decompress(packed)
+        with gzip.GzipFile(fileobj=io.BytesIO(packed)) as f:
+            raw = f.read(MAX_BYTES + 1)
     except (OSError, EOFError, zlib.error) as e:
         raise DataError(
             f"cannot decompress ({e}); the files are read gzip'd, as shipped", file=str(path)
         ) from e
+    if len(raw) > MAX_BYTES:
+        raise DataError(
+            f"decompresses to more than {MAX_BYTES >> 20} MiB, larger than any official file",
+            file=str(path),
+        )
+    return raw
 
 
 def parse_idx(raw: bytes, dims: int, file: str) -> np.ndarray:
