@@ -57,7 +57,7 @@ def steps_per_epoch(images: int, batch: int, world_size: int) -> tuple[int, bool
 def load_data(cfg: TrainConfig, spec: Spec) -> Dataset:
     """CIFAR and (Fashion-)MNIST keep their 32×32 and 28×28 unless the run set ``resolution``;
     folders and synthetic data come at the spec's resolution. Grey images come as three equal
-    channels when the run set ``in_channels`` to 3 (e.g. to start from ImageNet weights)."""
+    channels when the spec names ``in_channels`` 3 (e.g. to start from ImageNet weights)."""
     resolution = spec.resolution
     if native_resolution(cfg.data) and "resolution" not in cfg.overrides:
         resolution = native_resolution(cfg.data)
@@ -65,29 +65,27 @@ def load_data(cfg: TrainConfig, spec: Spec) -> Dataset:
     data = load_dataset(cfg.data, cfg.data_dir, resolution, num_classes=classes)
     if cfg.train_subset is not None:
         data = data.train_subset(cfg.train_subset)
-    return data.as_rgb() if channels_set(cfg) == 3 else data
+    return data.as_rgb() if channels_set(spec) == 3 else data
 
 
-def channels_set(cfg: TrainConfig) -> int | None:
-    """``in_channels`` as the run set it: ``--set in_channels=N`` where the spec's params name
-    it, else ``--set params.in_channels=N``."""
-    for key in ("in_channels", "params.in_channels"):
-        if key in cfg.overrides:
-            return cfg.overrides[key]
-    return None
+def channels_set(spec: Spec) -> int | None:
+    """``in_channels`` where the spec names it (in its file, or by an override); None where it
+    leaves it to the data."""
+    return spec.params.get("in_channels")
 
 
 def fit_to_data(spec: Spec, data: Dataset, cfg: TrainConfig) -> Spec:
-    """The spec with ``num_classes``, ``resolution`` and ``in_channels`` those of the data, unless
-    the run set them (more classes than the data has are allowed, fewer are not; channels must
-    be the data's, which :func:`load_data` made RGB if the run asked for 3)."""
+    """The spec with ``num_classes`` and ``resolution`` those of the data unless the run set them
+    (more classes than the data has are allowed, fewer are not), and ``in_channels`` the data's
+    unless the spec names it, which must then match the data (:func:`load_data` made grey
+    images RGB where the spec names 3)."""
     classes = spec.num_classes if "num_classes" in cfg.overrides else data.num_classes
     if classes < data.num_classes:
         raise SpecError(
             f"num_classes is {classes} but the data has {data.num_classes} classes",
             field="overrides",
         )
-    channels = spec.in_channels if channels_set(cfg) is not None else data.channels
+    channels = spec.in_channels if channels_set(spec) is not None else data.channels
     if channels != data.channels:
         allowed = "1 or 3" if data.channels == 1 else str(data.channels)
         raise SpecError(
