@@ -257,7 +257,7 @@ def test_eval_of_a_file_that_is_not_a_checkpoint(tmp_path, capsys):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["{grey}", *TINY[1:]], "params.in_channels: in_channels is 1, but training data is RGB"),
+        (["{grey}", *TINY[1:]], "in_channels is 1 but synthetic has 3-channel images; allowed: 3"),
         ([*TINY, "--out", "{tmp}/afile"], "afile: --out: is a file; give a folder"),
         ([*TINY, "--out", "{tmp}/afile/runs"], "--out: is inside {tmp}/afile, a file"),
         ([*TINY, "--name", "../../etc/x"], "--name ../../etc/x: must be a plain folder name"),

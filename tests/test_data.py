@@ -11,7 +11,7 @@ from mnv3spec.errors import DataError
 
 
 def test_unknown_name_lists_choices(tmp_path):
-    with pytest.raises(DataError, match="cifar100, cifar10, synthetic"):
+    with pytest.raises(DataError, match="cifar100, cifar10, fashion-mnist, mnist, synthetic"):
         load_dataset(str(tmp_path / "nope"))
 
 

@@ -21,9 +21,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mnv3spec import SpecError, UserError, load_spec
+from mnv3spec.data.idx import parse_idx
+from mnv3spec.errors import DataError
 from mnv3spec.model.plan import plan
 from mnv3spec.model.validate import validate
 from mnv3spec.spec.load import parse_assignment
+from mnv3spec.train.recipe import RECIPES, resolve_recipe
 
 from .conftest import SPECS
 
@@ -455,3 +458,44 @@ def test_file_kind_of_any_bytes(tmp_path_factory, head, tail, pad):
     assert file_kind(path) in KINDS
     with contextlib.suppress(FileKindError):
         check_kind(path, "eval", {"safetensors"}, "a checkpoint")
+
+
+@st.composite
+def idx_files(draw: st.DrawFn) -> tuple[bytes, int]:
+    """A small IDX file of images or labels, then cut, overwritten or lengthened at random."""
+    dims = draw(st.sampled_from([1, 3]))
+    shape = [draw(st.integers(0, 3))] + [draw(st.integers(0, 4)) for _ in range(dims - 1)]
+    raw = bytes([0, 0, 8, dims]) + b"".join(d.to_bytes(4, "big") for d in shape)
+    raw += bytes(draw(st.integers(0, 255)) for _ in range(math.prod(shape)))
+    for _ in range(draw(st.integers(0, 3))):
+        at = draw(st.integers(0, len(raw)))
+        edit = draw(st.sampled_from(["cut", "flip", "add"]))
+        if edit == "cut":
+            raw = raw[:at]
+        elif edit == "flip" and at < len(raw):
+            raw = raw[:at] + bytes([draw(st.integers(0, 255))]) + raw[at + 1 :]
+        else:
+            raw = raw[:at] + draw(st.binary(max_size=6)) + raw[at:]
+    return raw, dims
+
+
+@SETTINGS
+@given(idx_files())
+def test_mutated_idx_files(file):
+    """An IDX file either parses to an array of the size its header says, or is a DataError."""
+    raw, dims = file
+    try:
+        array = parse_idx(raw, dims, "f.gz")
+    except DataError:
+        return
+    assert array.ndim == dims and array.size == len(raw) - 4 - 4 * dims
+
+
+@SETTINGS
+@given(st.sampled_from(list(RECIPES)), st.floats(), st.floats(), st.floats(allow_nan=False))
+def test_recipe_values(name, erasing, smoothing, lr):
+    try:
+        resolve_recipe(name, random_erasing=erasing, label_smoothing=smoothing, lr=lr)
+    except UserError:
+        return
+    assert 0 <= erasing <= 1 and 0 <= smoothing < 1

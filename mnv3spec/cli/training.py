@@ -28,16 +28,17 @@ def _resume(args: argparse.Namespace) -> None:
     if args.spec or args.set or args.width is not None:
         raise UserError("--resume takes no SPEC, --set or --width: a run keeps its spec")
     given = _train_settings(args)
-    fixed = [f for f in given if f not in _RESUME_MAY_CHANGE]
+    fixed = [f for f in given if f not in (*_RESUME_MAY_CHANGE, "epochs")]
     if fixed:
         flags = args.flags
         raise UserError(
             f"--resume continues {args.resume} with the settings stored in its config.json; "
             f"drop {', '.join(flags[f] for f in fixed)} (only "
             f"{', '.join(flags[f] for f in _RESUME_MAY_CHANGE[:-1])} and "
-            f"{flags[_RESUME_MAY_CHANGE[-1]]} may change)"
+            f"{flags[_RESUME_MAY_CHANGE[-1]]} may change; --epochs N extends a multistep run)"
         )
-    resume(args.resume, command_line(), **{f: given[f] for f in given if f in _RESUME_MAY_CHANGE})
+    kept = (*_RESUME_MAY_CHANGE, "epochs")
+    resume(args.resume, command_line(), **{f: given[f] for f in given if f in kept})
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -62,6 +63,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 # --data's help: kept here, not beside the datasets, so that --help needs no torch
 DATA_SOURCES = (
     "cifar100 (default), cifar10 (official archives, downloaded into the data root if absent), "
+    "fashion-mnist, mnist (official IDX files: data root, then /usr/share/datasets, then "
+    "downloaded), "
     "synthetic (random images, for smoke tests and benchmarks), or a folder with "
     "train/<class>/ and val/<class>/ image subfolders (./NAME for one named like a dataset)"
 )
@@ -80,12 +83,26 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     positive, non_negative = number(float, 0, above=True), number(float, 0)
     add = p.add_argument
     add("--width", type=positive, default=None, help="width multiplier (= --set width=W)")
-    add("--epochs", type=number(int, 1), help="epochs (default 20)")
+    add(
+        "--epochs",
+        type=number(int, 1),
+        help="epochs (default 20); with --resume, extends a run to this many (multistep only)",
+    )
     add("--batch", type=number(int, 1), help="global batch size (default 128)")
     add("--data", help=DATA_SOURCES)
     add("--data-dir", help="where CIFAR archives are looked for / downloaded (default ./data)")
+    add(
+        "--train-subset",
+        type=number(int, 1),
+        metavar="N",
+        help="train on N training images (a fixed random draw; validation stays whole)",
+    )
     add_device(p, default=argparse.SUPPRESS)
-    add("--recipe", help="optimiser and schedule preset (default seed); the flags below change it")
+    add(
+        "--recipe",
+        help="optimiser, schedule and augmentation preset: seed (default) or cosine-ls-erase; "
+        "the flags below change it",
+    )
     add("--lr", type=positive, help="base learning rate (seed: 0.1)")
     add("--momentum", type=non_negative, help="SGD momentum (seed: 0.9)")
     add("--weight-decay", type=non_negative, help="on weights, never on BN or biases (seed: 0)")
@@ -93,6 +110,12 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     add("--schedule", choices=["multistep", "cosine"], help="seed: multistep 15/20/30 x0.1")
     add("--warmup", type=non_negative, help="epochs of linear learning-rate warm-up (seed: 0)")
     add("--label-smoothing", type=non_negative, help="cross-entropy label smoothing (seed: 0)")
+    add(
+        "--random-erasing",
+        type=non_negative,
+        metavar="P",
+        help="erase a random rectangle of each image with probability P (seed: 0)",
+    )
     add("--compile", action="store_true", help="torch.compile the model")
     add(
         "--no-graph",

@@ -7,12 +7,8 @@ once if a resolution other than 32 is asked for.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
-import sys
 import tarfile
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import ClassVar
@@ -23,7 +19,7 @@ import torch.nn.functional as F
 
 from ..errors import DataError
 from ..files import atomic_path
-from . import folders
+from . import fetch, folders
 
 try:  # numpy >= 2 moved it; the CIFAR pickles still name numpy.core
     from numpy._core.multiarray import _reconstruct
@@ -119,8 +115,8 @@ def read_cifar(
                 file=str(folder),
             )
         train_images, val_images = (
-            _resize(train_images, resolution),
-            _resize(val_images, resolution),
+            resize(train_images, resolution),
+            resize(val_images, resolution),
         )
     return (train_images, train_labels), (val_images, val_labels), classes
 
@@ -149,7 +145,7 @@ def _locate_cifar(src: CifarSource, root: Path, download: bool) -> Path:
             file=str(folder),
         )
     if archive.is_file():
-        if (md5 := _md5(archive)) != src.md5:
+        if (md5 := fetch.md5_of(archive)) != src.md5:
             raise DataError(
                 f"md5 is {md5}, expected {src.md5}: the file is incomplete or not the official "
                 f"archive. Delete it. {_fetch_help(src, root)}",
@@ -160,37 +156,15 @@ def _locate_cifar(src: CifarSource, root: Path, download: bool) -> Path:
             f"{src.title} is not in {root} and downloading is off. {_fetch_help(src, root)}"
         )
     else:
-        _download(src, archive, root)
+        fetch.download(
+            src.url,
+            src.md5,
+            archive,
+            missing=f"{src.title} is not in {root}",
+            fix=_fetch_help(src, root),
+        )
     _extract(src, archive, root)
     return folder
-
-
-def _download(src: CifarSource, archive: Path, root: Path) -> None:
-    """Fetch into a temporary file, check its md5, and only then rename it into place."""
-    print(f"downloading {src.url} to {archive}", file=sys.stderr)
-    try:
-        with atomic_path(archive) as tmp:
-            with urllib.request.urlopen(src.url, timeout=60) as response, open(tmp, "wb") as f:
-                while chunk := response.read(1 << 20):
-                    f.write(chunk)
-            if (md5 := _md5(tmp)) != src.md5:
-                raise DataError(
-                    f"the file downloaded from {src.url} has md5 {md5}, expected {src.md5}, so it "
-                    f"was not kept. {_fetch_help(src, root)}"
-                )
-    except (OSError, urllib.error.URLError) as e:
-        raise DataError(
-            f"{src.title} is not in {root} and downloading it failed ({e}). "
-            + _fetch_help(src, root)
-        ) from e
-
-
-def _md5(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _extract(src: CifarSource, archive: Path, root: Path) -> None:
@@ -270,9 +244,9 @@ def _cifar_batch(
     return torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()), labels
 
 
-def _resize(images: torch.Tensor, resolution: int, chunk: int = 1024) -> torch.Tensor:
+def resize(images: torch.Tensor, resolution: int, chunk: int = 1024) -> torch.Tensor:
     """Antialiased bilinear resize of uint8 NCHW, in chunks to bound the float copy."""
-    out = torch.empty((len(images), 3, resolution, resolution), dtype=torch.uint8)
+    out = torch.empty((*images.shape[:2], resolution, resolution), dtype=torch.uint8)
     for start in range(0, len(images), chunk):
         x = images[start : start + chunk].float()
         x = F.interpolate(x, size=(resolution, resolution), mode="bilinear", antialias=True)

@@ -6,6 +6,7 @@ uint8 tensors and handed to training as one
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,8 +16,13 @@ from ..errors import DataError
 from . import folders
 from .cifar import SOURCES, read_cifar
 from .folders import IMAGENET_MEAN, IMAGENET_STD, FolderImages, read_folder
+from .idx import SOURCES as IDX_SOURCES
+from .idx import read_idx_dataset
 
-DATASETS = (*SOURCES, "synthetic")  # names that win over folders of the same name
+DATASETS = (*SOURCES, *IDX_SOURCES, "synthetic")  # names that win over folders of the same name
+
+
+_IMAGES = ("train_images", "val_images")
 
 
 @dataclass
@@ -29,13 +35,37 @@ class Dataset:
     val_images: torch.Tensor | FolderImages
     val_labels: torch.Tensor
     classes: list[str]
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    mean: tuple[float, ...]  # one per channel
+    std: tuple[float, ...]
     name: str
+    flip: bool = True  # whether training mirrors images (not digits)
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def channels(self) -> int:
+        return int(self.train_images.shape[1])
+
+    def as_rgb(self) -> Dataset:
+        """Grey images as three equal channels, for a network that takes RGB input."""
+        if self.channels != 1:
+            return self
+        rgb = {k: getattr(self, k).expand(-1, 3, -1, -1).contiguous() for k in _IMAGES}
+        return dataclasses.replace(self, **rgb, mean=self.mean * 3, std=self.std * 3)
+
+    def train_subset(self, count: int) -> Dataset:
+        """The first ``count`` images of a fixed random order of the training split (the same
+        draw for every run, so recipes compare on the same images); validation is kept whole."""
+        total = len(self.train_labels)
+        if not 1 <= count <= total or self.streamed:
+            held = "" if not self.streamed else " (and only of data held in memory)"
+            raise DataError(f"a training subset must be 1..{total} images{held}, got {count}")
+        keep = torch.randperm(total, generator=torch.Generator().manual_seed(0))[:count]
+        return dataclasses.replace(
+            self, train_images=self.train_images[keep], train_labels=self.train_labels[keep]
+        )
 
     @property
     def streamed(self) -> bool:
@@ -56,6 +86,7 @@ def load_dataset(
     """Decode a dataset once into memory at ``resolution``×``resolution``.
 
     ``name`` is ``cifar100``, ``cifar10`` (archives looked for, or downloaded, under ``root``),
+    ``fashion-mnist`` or ``mnist`` (grey, 1 channel; :mod:`mnv3spec.data.idx`),
     ``synthetic`` (``synthetic_size`` train/val images of ``num_classes`` classes) or a folder
     with ``train/<class>/`` and ``val/<class>/`` (names win: write ``./cifar10`` for a folder).
     Nothing is cached on disk beyond the official files. A folder whose decoded size fails
@@ -69,10 +100,23 @@ def load_dataset(
         src = SOURCES[name]
         train, val, classes = read_cifar(src, Path(root), resolution, download)
         return Dataset(*train, *val, classes, src.mean, src.std, name)
+    if name in IDX_SOURCES:
+        idx = IDX_SOURCES[name]
+        train, val = read_idx_dataset(idx, Path(root), resolution, download)
+        return Dataset(*train, *val, list(idx.classes), idx.mean, idx.std, name, idx.flip)
     if name == "synthetic":
         return _synthetic(synthetic_size, num_classes, resolution, seed)
     train, val, classes = read_folder(Path(name), resolution)
     return Dataset(*train, *val, classes, IMAGENET_MEAN, IMAGENET_STD, str(Path(name)))
+
+
+def native_resolution(name: str) -> int | None:
+    """The resolution a named dataset ships at (None for folders and synthetic data)."""
+    if name in SOURCES:
+        return 32
+    if name in IDX_SOURCES:
+        return 28
+    return None
 
 
 def check_name(name: str) -> None:

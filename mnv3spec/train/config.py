@@ -23,6 +23,7 @@ class TrainConfig:
     overrides: dict[str, Any] = field(default_factory=dict)
     data: str = "cifar100"
     data_dir: str = "./data"
+    train_subset: int | None = None  # train on this many training images (a fixed draw)
     epochs: int = 20
     batch: int = 128  # global: split over the processes of a torchrun launch
     device: str = "auto"
@@ -34,6 +35,7 @@ class TrainConfig:
     schedule: str | None = None
     warmup: float | None = None
     label_smoothing: float | None = None
+    random_erasing: float | None = None
     compile: bool = False
     out: str = "runs"
     name: str | None = None
@@ -76,7 +78,10 @@ _KINDS: dict[str, tuple[type, ...]] = {
     "dict[str, Any]": (dict,),
 }
 _AT_LEAST_ONE = ("epochs", "batch")
-_ADDED_LATER = {"graph": True}  # fields newer than the first release: absent in older runs
+_ADDED_LATER = {
+    "graph": True,
+    "train_subset": None,
+}  # fields newer than the first release: absent in older runs
 
 
 def _fits(value: Any, annotation: str) -> bool:

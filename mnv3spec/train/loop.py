@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..data.batches import augment, loader, normalize
+from ..data.batches import augment, loader, normalize, random_erase
 from ..errors import CheckpointError, TrainingError
 from ..model.builder import SpecNet
 from ..runtime import amp_dtype, average_buffers, no_autotune, reduce_sums, state_digest
@@ -228,7 +228,9 @@ class Trainer:
         for step, (images, labels) in enumerate(self.train_batches):
             images = images.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
-            x = augment(images, generator=self.augment)
+            x = augment(images, flip=data.flip, generator=self.augment)
+            if self.recipe.random_erasing:  # drawn only when on: the seed recipe's draws stay
+                x = random_erase(x, self.recipe.random_erasing, generator=self.augment)
             x = normalize(x, data.mean, data.std, channels_last=True)
             loss, logits = self.step(x, labels)
             self.scheduler.step()

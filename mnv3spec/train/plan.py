@@ -13,8 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from ..data.batches import worker_count
-from ..data.cifar import SOURCES
-from ..data.datasets import Dataset, load_dataset
+from ..data.datasets import Dataset, load_dataset, native_resolution
 from ..errors import DataError, SpecError, UserError
 from ..model.builder import SpecNet, build
 from ..model.memory import check_fits
@@ -42,17 +41,6 @@ class RunPlan:
     workers: int  # decoding processes per process, for data too large for memory
 
 
-def check_rgb(spec: Spec) -> None:
-    """Every dataset training reads (CIFAR, image folders, synthetic) is RGB."""
-    if spec.in_channels != 3:
-        raise SpecError(
-            f"in_channels is {spec.in_channels}, but training data is RGB (3 channels); "
-            "train with in_channels 3",
-            file=spec.source,
-            field="params.in_channels",
-        )
-
-
 def steps_per_epoch(images: int, batch: int, world_size: int) -> tuple[int, bool]:
     """Batches per rank per epoch, and whether the last one is dropped: only when it would hold
     a single image, which BatchNorm cannot train on."""
@@ -67,28 +55,50 @@ def steps_per_epoch(images: int, batch: int, world_size: int) -> tuple[int, bool
 
 
 def load_data(cfg: TrainConfig, spec: Spec) -> Dataset:
-    """CIFAR keeps its 32×32 unless the run set ``resolution``; folders and synthetic data come at
-    the spec's resolution."""
+    """CIFAR and (Fashion-)MNIST keep their 32×32 and 28×28 unless the run set ``resolution``;
+    folders and synthetic data come at the spec's resolution. Grey images come as three equal
+    channels when the spec names ``in_channels`` 3 (e.g. to start from ImageNet weights)."""
     resolution = spec.resolution
-    if cfg.data in SOURCES and "resolution" not in cfg.overrides:
-        resolution = 32
+    if native_resolution(cfg.data) and "resolution" not in cfg.overrides:
+        resolution = native_resolution(cfg.data)
     classes = spec.num_classes if "num_classes" in cfg.overrides else SYNTHETIC_CLASSES
-    return load_dataset(cfg.data, cfg.data_dir, resolution, num_classes=classes)
+    data = load_dataset(cfg.data, cfg.data_dir, resolution, num_classes=classes)
+    if cfg.train_subset is not None:
+        data = data.train_subset(cfg.train_subset)
+    return data.as_rgb() if channels_set(spec) == 3 else data
+
+
+def channels_set(spec: Spec) -> int | None:
+    """``in_channels`` where the spec names it (in its file, or by an override); None where it
+    leaves it to the data."""
+    return spec.params.get("in_channels")
 
 
 def fit_to_data(spec: Spec, data: Dataset, cfg: TrainConfig) -> Spec:
-    """The spec with ``num_classes`` and ``resolution`` those of the data, unless the run set
-    them (more classes than the data has are allowed, fewer are not)."""
+    """The spec with ``num_classes`` and ``resolution`` those of the data unless the run set them
+    (more classes than the data has are allowed, fewer are not), and ``in_channels`` the data's
+    unless the spec names it, which must then match the data (:func:`load_data` made grey
+    images RGB where the spec names 3)."""
     classes = spec.num_classes if "num_classes" in cfg.overrides else data.num_classes
     if classes < data.num_classes:
         raise SpecError(
             f"num_classes is {classes} but the data has {data.num_classes} classes",
             field="overrides",
         )
+    channels = spec.in_channels if channels_set(spec) is not None else data.channels
+    if channels != data.channels:
+        allowed = "1 or 3" if data.channels == 1 else str(data.channels)
+        raise SpecError(
+            f"in_channels is {channels} but {data.name} has {data.channels}-channel images; "
+            f"allowed: {allowed} (3 repeats grey images into RGB), or leave it to follow the data",
+            file=spec.source,
+            field="params.in_channels",
+        )
     resolution = int(data.train_images.shape[-1])
-    if (classes, resolution) == (spec.num_classes, spec.resolution):
+    if (classes, resolution, channels) == (spec.num_classes, spec.resolution, spec.in_channels):
         return spec
-    return spec.derive(num_classes=classes, resolution=resolution)
+    grey = {} if channels == spec.in_channels else {"params.in_channels": channels}
+    return spec.derive(num_classes=classes, resolution=resolution, **grey)
 
 
 def place(data: Dataset, device: torch.device) -> Dataset:
@@ -110,14 +120,14 @@ def make_plan(
     it; on resume the run's own spec must already fit."""
     if cfg.batch % world.size:
         raise UserError(f"{cfg.batch} does not split over {world.size} processes", field="batch")
-    check_rgb(spec)
     with world.main_first():
         data = load_data(cfg, spec)
     fitted = fit_to_data(spec, data, cfg)
     if resumed and fitted is not spec:
         raise DataError(
-            f"{cfg.data} now has {data.num_classes} classes at {fitted.resolution}px, but the run "
-            f"was trained with {spec.num_classes} at {spec.resolution}px; restore the data, or "
+            f"{cfg.data} now has {data.num_classes} classes at {fitted.resolution}px with "
+            f"{data.channels} channel(s), but the run was trained with {spec.num_classes} at "
+            f"{spec.resolution}px with {spec.in_channels}; restore the data, or "
             "start a new run",
             file=spec.source,
         )

@@ -9,6 +9,7 @@ silently started over.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,3 +120,28 @@ def check_state_fits(net: nn.Module, state: dict, file: str) -> None:
                 "new run",
                 file=file,
             )
+
+
+def extended(point: ResumePoint, epochs: int) -> ResumePoint:
+    """``point`` set to train to ``epochs`` in all: allowed for a multistep schedule, whose
+    learning rate at an epoch does not depend on the total, so the epochs done stay exactly what
+    a run of ``epochs`` from the start would have trained; refused for cosine, which decays to 0
+    at the last epoch and so would have trained the done epochs at other rates."""
+    recipe = point.cfg.resolved_recipe()
+    done = point.state["epoch"] if point.state is not None else 0
+    if recipe.schedule != "multistep":
+        raise UserError(
+            f"a run with the {recipe.schedule} schedule cannot be extended: its learning rate at "
+            f"every epoch depends on the total ({point.cfg.epochs}), so the {done} epoch(s) done "
+            f"would not be those of a {epochs}-epoch run. Start a new run of {epochs} epochs, or "
+            f"one initialised from {point.run_dir / 'last.safetensors'}",
+            file=str(point.run_dir),
+            field="epochs",
+        )
+    if epochs <= done:
+        raise UserError(
+            f"the run has done {done} epoch(s) already; give more to extend it",
+            file=str(point.run_dir),
+            field="epochs",
+        )
+    return dataclasses.replace(point, cfg=dataclasses.replace(point.cfg, epochs=epochs))

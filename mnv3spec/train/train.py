@@ -25,8 +25,8 @@ from ..runtime import World, pick_device, thread_count, torch_settings
 from ..spec.load import Spec, load_spec
 from .config import TrainConfig, absolute
 from .loop import Trainer
-from .plan import RunPlan, build_network, check_rgb, make_plan
-from .resume import ResumePoint, check_state_fits, read_run
+from .plan import RunPlan, build_network, make_plan
+from .resume import ResumePoint, check_state_fits, extended, read_run
 from .run_folder import (
     CONFIG_FILE,
     check_free,
@@ -45,7 +45,6 @@ def train(cfg: TrainConfig, command: str = "", spec: Spec | None = None) -> Path
     """
     if spec is None:
         spec = load_spec(cfg.spec, **cfg.overrides)
-    check_rgb(spec)
     cfg.resolved_recipe()
     check_output_folder(cfg.out, field="out")
     check_name(cfg.data)
@@ -61,15 +60,19 @@ def resume(
     device: str | None = None,
     compile: bool | None = None,
     graph: bool | None = None,
+    epochs: int | None = None,
 ) -> Path:
     """Continue a run after its last finished epoch, with the settings stored in its folder;
-    only ``device``, ``compile`` and ``graph`` may change (they do not change what is computed).
+    only ``device``, ``compile`` and ``graph`` may change (they do not change what is computed),
+    and ``epochs`` where the schedule does not depend on it (:func:`.resume.extended`).
     The folder is locked before it is read, so a second resume of it fails at once."""
     run_dir = Path(run_dir)
     world = World.from_env()
     ours = world.main and (run_dir / CONFIG_FILE).is_file()  # else read_run says what it is
     with locked(run_dir) if ours else nullcontext():
         point = read_run(run_dir)
+        if epochs is not None:
+            point = extended(point, epochs)
         changes = {"device": device, "compile": compile, "graph": graph}
         cfg = dataclasses.replace(point.cfg, **{k: v for k, v in changes.items() if v is not None})
         return _launch(cfg, point.spec, command, point)
