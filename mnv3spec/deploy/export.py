@@ -1,10 +1,12 @@
-"""An inference copy of a compiled network, and its export to ONNX or TorchScript.
+"""An inference copy of a compiled network, and its export to ONNX, TorchScript or ExecuTorch
+(a ``.pte`` delegated to XNNPACK, :mod:`.executorch`, with its metadata beside it).
 
 Every export is written to a temporary file, loaded back by the runtime that will run it (ONNX
-Runtime or ``torch.jit.load``) and compared with the PyTorch model on random inputs; only a file
-that reproduces the model within :data:`TOLERANCE` replaces the output path. A model whose own
-outputs are not finite (NaN or infinite weights) is refused before anything is written, and the
-output path is never one of the command's inputs nor a file of another kind (:mod:`..files`).
+Runtime, ``torch.jit.load`` or ExecuTorch's runtime) and compared with the PyTorch model on
+random inputs; only a file that reproduces the model within :data:`TOLERANCE` replaces the
+output path. A model whose own outputs are not finite (NaN or infinite weights) is refused before
+anything is written, and the output path is never one of the command's inputs nor a file of
+another kind (:mod:`..files`).
 
 ONNX goes through ``torch.onnx.export(..., dynamo=True)``: in torch ≥ 2.9 it is the default and
 maintained exporter, while the TorchScript-based one warns on every call that it will be removed.

@@ -92,6 +92,16 @@ def check_outputs(out: Path, runtime: str, inputs: list[Path], field: str = "out
     """:func:`check_output` for the program and its metadata file, before any work."""
     suffix = SIGNATURES[runtime][0]
     out = check_output(out, runtime, inputs=inputs, suffix=suffix, field=field)
+    if out.is_file() and out.stat().st_size > 0:  # the suffix alone does not make it ours
+        try:
+            check_signature(out, runtime)
+        except CheckpointError:
+            raise UserError(
+                f"exists and is not a {runtime} program (it has the suffix, not the signature); "
+                "it is left as it is: choose another name",
+                file=str(out),
+                field=field,
+            ) from None
     check_output(sidecar(out), "json", inputs=inputs, field=field)
     return out
 
