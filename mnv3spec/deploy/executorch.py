@@ -143,10 +143,16 @@ def _rows_in_order(program: Any) -> list[str]:
 
 
 def set_threads(threads: int) -> None:
-    """XNNPACK's thread pool size in this process (ExecuTorch has one pool for all programs)."""
-    from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+    """XNNPACK's thread pool size in this process. ExecuTorch has one pool for all programs and
+    resetting it frees the one that programs already loaded hold (a crash when they run next, as
+    in latency's rounds of two programs), so it is reset only when the size changes."""
+    from executorch.extension.pybindings.portable_lib import (
+        _threadpool_get_thread_count,
+        _unsafe_reset_threadpool,
+    )
 
-    _unsafe_reset_threadpool(max(1, threads))
+    if _threadpool_get_thread_count() != max(1, threads):
+        _unsafe_reset_threadpool(max(1, threads))
 
 
 def runner(
