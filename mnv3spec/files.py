@@ -101,6 +101,8 @@ KINDS: dict[str, Kind] = {
     "torchscript": Kind("a TorchScript model", (".pt", ".pth"), _torchscript),
     "torch": Kind("a PyTorch file (torch.save)", (".pt", ".pth", ".ckpt", ".bin"), _torch_save),
     "onnx": Kind("an ONNX model", (".onnx",)),
+    "executorch": Kind("an ExecuTorch program", (".pte",), lambda _, h: h[4:6] == b"ET"),
+    "litert": Kind("a LiteRT (TFLite) model", (".tflite",), lambda _, h: h[4:8] == b"TFL3"),
     "spec": Kind("a spec (YAML)", (".yaml", ".yml")),
     "csv": Kind("a CSV table", (".csv",)),
     "json": Kind("a JSON file", (".json",)),

@@ -18,7 +18,7 @@ from mnv3spec.train.evaluate import evaluate
 from .conftest import ROOT, tiny_checkpoint
 
 CLASSES = [f"class{i}" for i in range(4)]  # the synthetic dataset's names
-FAST = {"calib": 32, "data": "synthetic"}
+FAST = {"calib": 32, "data": "synthetic", "to": "onnxruntime"}  # ExecuTorch: test_executorch
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +113,7 @@ def test_gate_refuses_a_model_that_loses_too_much_and_writes_nothing(tmp_path, c
     out = tmp_path / "q.onnx"
     # int8 would have to beat float by 100 points to pass: the gate must refuse
     r = cli("quantize", tmp_path / "best.safetensors", "--out", out, "--max-drop", "-100",
-            "--calib", "16", "--data", "synthetic")  # fmt: skip
+            "--calib", "16", "--data", "synthetic", "--to", "onnxruntime")  # fmt: skip
     assert r.returncode == 4, r.stderr
     assert "top-1 float" in r.stdout and "drop" in r.stdout
     left = next(line for line in r.stdout.splitlines() if line.startswith("ops left in float"))
@@ -140,7 +140,7 @@ def test_bad_input_is_one_line_and_status_2(tmp_path, cli, case, args, message):
     junk = tmp_path / "junk.safetensors"
     junk.write_text("not weights")
     names = {"ckpt": ckpt, "junk": junk, "folder": tmp_path}
-    r = cli("quantize", *(str(a).format(**names) for a in args))
+    r = cli("quantize", *(str(a).format(**names) for a in args), "--to", "onnxruntime")
     assert r.returncode == 2, (case, r.stderr)
     assert message in r.stderr and "Traceback" not in r.stderr
     assert not list(tmp_path.glob("*.onnx"))
@@ -254,3 +254,18 @@ def test_issue23_case11_infer_skips_a_bad_int8_file_and_goes_on(quantized, tmp_p
     report = classify([bad, folder / "best.safetensors"], images, device="cpu")
     assert [m.checkpoint for m in report.models] == [str(folder / "best.safetensors")]
     assert report.skipped[0][0] == str(bad) and "where the metadata says" in report.skipped[0][1]
+
+
+def test_the_default_runtime_is_executorch_only_where_it_is_installed(monkeypatch):
+    """ExecuTorch's int8 is the fast one, but quantize must work with the export extra alone."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    for missing, expected in (((), "executorch"), (("executorch",), "onnxruntime")):
+        present = {"executorch", "torchao"} - set(missing)
+        monkeypatch.setattr(
+            importlib.util,
+            "find_spec",
+            lambda name, *a, present=present: object() if name in present else real(name, *a),
+        )
+        assert quantize.default_runtime() == expected

@@ -1,6 +1,6 @@
 """The ways ``latency`` (and ``sweep``) run a network: eager, channels_last, compiled,
-ONNX Runtime in float and int8, and a captured CUDA graph. Each gives a no-argument call that
-runs the network once on a fixed example, and a note on how it ran.
+ONNX Runtime and ExecuTorch (XNNPACK) in float and int8, and a captured CUDA graph. Each gives a
+no-argument call that runs the network once on a fixed example, and a note on how it ran.
 """
 
 from __future__ import annotations
@@ -15,10 +15,15 @@ import torch
 from torch import nn
 
 from ..errors import ExportError, UserError
+from . import executorch
 from .export import optimize_for_inference, ort_session, trace_frozen, write_onnx
 from .int8 import latency_runner as int8_runner
 
-BACKENDS = ("eager", "channels_last", "compiled", "onnxruntime", "onnxruntime-int8", "cuda-graph")
+BACKENDS = (
+    *("eager", "channels_last", "compiled", "onnxruntime", "onnxruntime-int8"),
+    *("executorch", "executorch-int8", "cuda-graph"),
+)
+CALIB = 8  # random images calibrating a timed int8 program (the ranges do not change the time)
 GRAPH_WARMUP = 3  # eager calls on a side stream before capture (cuDNN picks its algorithms)
 
 Runner = Callable[[], Any]
@@ -28,6 +33,8 @@ def prepare(model: nn.Module, backend: str, example: torch.Tensor) -> tuple[Runn
     """A no-argument call running ``model`` on ``example`` with ``backend``, and a note on how."""
     if backend == "eager":
         return lambda: model(example), ""
+    if backend.startswith("executorch"):
+        return _executorch(model, example, int8=backend.endswith("-int8"))
     cl = example.contiguous(memory_format=torch.channels_last)
     if backend == "channels_last":
         m = copy.deepcopy(model).to(memory_format=torch.channels_last)
@@ -66,6 +73,22 @@ def _onnxruntime(fast: nn.Module, x: torch.Tensor) -> tuple[Runner, str]:
     feed = {"input": x.cpu().numpy()}
     provider = session.get_providers()[0]
     return lambda: session.run(None, feed), provider
+
+
+def _executorch(model: nn.Module, x: torch.Tensor, int8: bool) -> tuple[Runner, str]:
+    """The network lowered to XNNPACK as export (or quantize, calibrated on random inputs) does,
+    run by ExecuTorch's runtime with as many threads as torch uses."""
+    if x.device.type != "cpu":
+        raise ExportError("ExecuTorch runs on the CPU here (its XNNPACK backend is for CPUs)")
+    executorch.require_executorch()
+    fast = executorch.for_xnnpack(model)
+    if int8:
+        calib = torch.randn(CALIB, *x.shape[1:], generator=torch.Generator().manual_seed(0))
+        fast = executorch.quantize_pt2e(fast, x[:1], calib)
+    program, delegation = executorch.lower(fast, x)
+    run = executorch.runner(program, threads=torch.get_num_threads())
+    kind = "int8 (PT2E)" if int8 else "fp32"
+    return lambda: run(x), f"XNNPACK {kind}, {len(delegation.delegated)} rows delegated"
 
 
 def _cuda_graph(fast: nn.Module, x: torch.Tensor) -> tuple[Runner, str]:

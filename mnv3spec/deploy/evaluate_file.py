@@ -1,5 +1,6 @@
-"""``eval``: a weights file (our safetensors checkpoint or a quantized int8 ``.onnx``) scored on the
-validation split of the data it was trained on."""
+"""``eval``: a weights file (our safetensors checkpoint, a quantized int8 ``.onnx``, or an
+ExecuTorch ``.pte`` from export or quantize) scored on the validation split of the data it was
+trained on."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from ..model.memory import check_fits
 from ..runtime import pick_device
 from ..train.evaluate import EvalResult, evaluate
 from .int8 import is_int8_model, load_any
+from .mobile import runtime_of
 
 
 def evaluate_checkpoint(
@@ -26,7 +28,7 @@ def evaluate_checkpoint(
 ) -> EvalResult:
     """Rebuild the model from a weights file alone; evaluate it on ``data``'s validation split
     (by default the data it was trained on, as recorded in the file, else CIFAR-100)."""
-    int8 = is_int8_model(path)  # runs in ONNX Runtime on the CPU
+    int8 = is_int8_model(path) or runtime_of(path) is not None  # runs on the CPU
     dev = torch.device("cpu") if int8 else pick_device(device)
     model, meta = load_any(path, dev)
     if not int8:

@@ -1,10 +1,12 @@
-"""An inference copy of a compiled network, and its export to ONNX or TorchScript.
+"""An inference copy of a compiled network, and its export to ONNX, TorchScript or ExecuTorch
+(a ``.pte`` delegated to XNNPACK, :mod:`.executorch`, with its metadata beside it).
 
 Every export is written to a temporary file, loaded back by the runtime that will run it (ONNX
-Runtime or ``torch.jit.load``) and compared with the PyTorch model on random inputs; only a file
-that reproduces the model within :data:`TOLERANCE` replaces the output path. A model whose own
-outputs are not finite (NaN or infinite weights) is refused before anything is written, and the
-output path is never one of the command's inputs nor a file of another kind (:mod:`..files`).
+Runtime, ``torch.jit.load`` or ExecuTorch's runtime) and compared with the PyTorch model on
+random inputs; only a file that reproduces the model within :data:`TOLERANCE` replaces the
+output path. A model whose own outputs are not finite (NaN or infinite weights) is refused before
+anything is written, and the output path is never one of the command's inputs nor a file of
+another kind (:mod:`..files`).
 
 ONNX goes through ``torch.onnx.export(..., dynamo=True)``: in torch ≥ 2.9 it is the default and
 maintained exporter, while the TorchScript-based one warns on every call that it will be removed.
@@ -29,12 +31,16 @@ from ..errors import ExportError, UserError
 from ..files import check_output, writing
 from ..model.builder import SpecNet, build
 from ..model.memory import check_fits
-from ..model.parity import max_difference
+from ..model.parity import Difference, max_difference
 from ..ops.layers import ConvBNAct
 from ..spec.load import load_spec, resolve_path
 from ..weights.checkpoint import load_model
+from . import executorch
+from .executorch import require_executorch
+from .mobile import check_outputs, metadata
 
-FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}  # format → default suffix; also its files.KINDS
+# format → default suffix; also its files.KINDS key
+FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "executorch": ".pte"}
 TOLERANCE = 1e-4  # max abs difference of the logits, and at most RELATIVE × the largest logit:
 RELATIVE = 1e-3  # randomly initialised specs give logits near 1e-6, where 1e-4 alone checks nothing
 INSTALL_HINT = 'pip install -e ".[export]"'
@@ -140,13 +146,14 @@ class ExportResult:
     max_logit: float  # the scale the difference is judged against
     opset: int | None  # ONNX only
     random_init: bool  # exported from a spec, not a checkpoint
+    delegation: str = ""  # ExecuTorch only: which rows XNNPACK runs
 
 
 def load_source(
     source: str | Path, overrides: dict[str, Any] | None = None
-) -> tuple[SpecNet, bool]:
+) -> tuple[SpecNet, dict | None]:
     """A checkpoint (``.safetensors``, rebuilt from its metadata) or a spec with random weights;
-    returns ``(model in eval mode, random_init)``."""
+    returns ``(model in eval mode, the checkpoint's metadata or None for a spec)``."""
     if Path(source).suffix == ".safetensors":
         if overrides:
             raise UserError(
@@ -154,9 +161,9 @@ def load_source(
                 file=str(source),
                 field="overrides",
             )
-        model, _ = load_model(source)
-        return model.eval(), False
-    return build(load_spec(source, **(overrides or {}))).eval(), True
+        model, meta = load_model(source)
+        return model.eval(), meta
+    return build(load_spec(source, **(overrides or {}))).eval(), None
 
 
 def export(
@@ -176,19 +183,32 @@ def export(
         raise UserError(f"unknown format '{fmt}'; use {' or '.join(FORMATS)}", field="format")
     if fmt == "onnx":
         require_onnx()
-    model, random_init = load_source(source, overrides)
+    if fmt == "executorch":
+        require_executorch()
+        if dynamic_batch:
+            raise UserError(
+                "a .pte is exported at batch 1, as an app calls it; leave out dynamic_batch",
+                field="dynamic_batch",
+            )
+    model, meta = load_source(source, overrides)
+    random_init = meta is None
     size = resolution or model.spec.resolution
     channels = model.spec.in_channels
     source = Path(source) if not random_init else resolve_path(source)
     if out is None:
         folder = source.parent if not random_init else Path.cwd()
         out = folder / (source.stem + FORMATS[fmt])
-    out = check_output(out, fmt, inputs=[source], field="out")
+    if fmt == "executorch":
+        out = check_outputs(out, fmt, inputs=[source])
+    else:
+        out = check_output(out, fmt, inputs=[source], field="out")
     shapes = [(b, channels, size, size) for b in ((1, 3) if dynamic_batch else (1, 1))]
     check_fits(model, max(b for b, *_ in shapes), size, training=False, what="this export")
     # A dynamic batch is traced at 2: torch.export specialises a dimension that is 1 in the example.
     example = torch.randn(2 if dynamic_batch else 1, channels, size, size)
     check_finite(model, example, source)
+    if fmt == "executorch":
+        return _export_pte(model, meta, example, out)
     fast = optimize_for_inference(model)
     opset = None
     with writing(out, field="out") as tmp:
@@ -197,15 +217,35 @@ def export(
         else:
             write_torchscript(fast, tmp, example)
         diff = max_difference(model, load_back(fmt, tmp), shapes)
-        if not diff.within(TOLERANCE, RELATIVE):
-            raise ExportError(
-                f"the exported {fmt} model differs from the PyTorch model by up to "
-                f"{diff.max_abs:.3g} (limit {TOLERANCE:g}, and {RELATIVE:g} × the largest logit "
-                f"{diff.scale:.3g}); nothing was written",
-                file=str(out),
-            )
+        check_parity(diff, fmt, out)
     return ExportResult(
         out, fmt, os.path.getsize(out), diff.max_abs, diff.scale, opset, random_init
+    )
+
+
+def check_parity(diff: Difference, fmt: str, out: Path) -> None:
+    """Refuse an export whose outputs are not the PyTorch model's (NaN included)."""
+    if not diff.within(TOLERANCE, RELATIVE):
+        raise ExportError(
+            f"the exported {fmt} model differs from the PyTorch model by up to "
+            f"{diff.max_abs:.3g} (limit {TOLERANCE:g}, and {RELATIVE:g} × the largest logit "
+            f"{diff.scale:.3g}); nothing was written",
+            file=str(out),
+        )
+
+
+def _export_pte(
+    model: SpecNet, meta: dict | None, example: torch.Tensor, out: Path
+) -> ExportResult:
+    """Lower to XNNPACK, run the program in ExecuTorch's runtime against ``model``, and only then
+    write it with its metadata file."""
+    program, delegation = executorch.lower(executorch.for_xnnpack(model), example)
+    diff = max_difference(model, executorch.runner(program), [tuple(example.shape)] * 2)
+    check_parity(diff, "executorch", out)
+    executorch.write_pte(out, program, metadata(model, meta, "executorch", "float32"))
+    size = os.path.getsize(out)
+    return ExportResult(
+        out, "executorch", size, diff.max_abs, diff.scale, None, meta is None, delegation.describe()
     )
 
 

@@ -22,6 +22,7 @@ from ..model.memory import check_fits
 from ..runtime import pick_device
 from ..text import text_table
 from .int8 import Int8Model, load_any
+from .mobile import ProgramModel
 
 CHECKPOINT_NAME = "best.safetensors"
 SUBFOLDER = "a subfolder (images are not searched recursively)"
@@ -132,7 +133,7 @@ def classify(
     for path in checkpoints:
         try:
             model, meta = load_any(path, dev)
-            if not isinstance(model, Int8Model):
+            if not isinstance(model, Int8Model | ProgramModel):
                 check_fits(model, batch_size, meta["resolution"], training=False, device=dev)
         except UserError as e:  # CheckpointError, or the memory check's
             skipped.append((str(path), e.message))

@@ -25,6 +25,7 @@ from ..model.builder import SpecNet
 from ..spec.load import load_spec, read_yaml
 from ..weights.checkpoint import _metadata_problem, load_model
 from .export import ort_session, require_onnx, write_onnx
+from .mobile import runtime_of
 
 BATCH = 64  # images per calibration call
 FORMAT = "mnv3spec-int8"  # metadata_props["format"] of our int8 files
@@ -159,11 +160,15 @@ def load_int8(path: str | Path, threads: int | None = None) -> tuple[Int8Model, 
 
 
 def load_any(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """A checkpoint or an int8 file, as ``(model, metadata)``: the one call ``eval`` and
-    ``infer`` need to accept both. An int8 model always runs on the CPU (ONNX Runtime) and hands
-    its logits back on ``device``."""
+    """A checkpoint, an int8 file or an ExecuTorch ``.pte``, as ``(model, metadata)``: the one
+    call ``eval`` and ``infer`` need to accept all. An int8 ``.onnx`` and a ``.pte`` always run on
+    the CPU (ONNX Runtime, ExecuTorch) and hand their logits back on ``device``."""
     if is_int8_model(path):
         return load_int8(path)
+    if runtime_of(path) == "executorch":  # runs in ExecuTorch on the CPU
+        from .executorch import load_pte
+
+        return load_pte(path)
     return load_model(path, device)
 
 

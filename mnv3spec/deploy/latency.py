@@ -31,6 +31,7 @@ from ..text import text_table
 from ..weights import timm as timm_weights
 from ..weights.torchvision import give_weights, load_torchvision, torchvision_twin
 from .backends import BACKENDS, Runner, prepare
+from .executorch import require_executorch
 from .export import require_onnx
 
 DEVICES = ("cpu", "cuda")
@@ -177,6 +178,8 @@ def check_settings(
         raise UserError("CUDA is not available on this machine; leave cuda out", field="devices")
     if any(b.startswith("onnxruntime") for b in backends):
         require_onnx()
+    if any(b.startswith("executorch") for b in backends):
+        require_executorch()
     if "timm" in references:
         timm_weights.import_timm()  # a UserError saying how to install it, before any timing
     if min(counts) < 1:

@@ -1,0 +1,242 @@
+"""ExecuTorch programs (``.pte``) with the whole network delegated to XNNPACK, in float or int8.
+
+The flow is ExecuTorch's own for MobileNetV3 (its ``mv3`` example): ``torch.export`` →
+``to_edge_transform_and_lower`` with the XNNPACK partitioner → ``to_executorch``; int8 first goes
+through PT2E quantization with the XNNPACK quantizer (per-channel symmetric int8 weights, int8
+activations calibrated on images). Each program is run back in ExecuTorch's runtime before it is
+kept; its metadata travels beside it (:mod:`.mobile`).
+
+Two things in our network kept rows out of the delegate, and :func:`for_xnnpack` removes both:
+- hard-sigmoid (every squeeze-and-excite) is decomposed by the edge dialect into ``x + 3``, clamps
+  and ``/ 6`` with *integer* tensor constants, each cast to float at run time by a
+  ``_to_dim_order_copy`` that XNNPACK does not take: two per SE block, left outside the delegate.
+  :data:`DECOMPOSITIONS` writes it with float scalars instead;
+- the classifier's :class:`~mnv3spec.ops.layers.Pointwise` runs as ``linear(x.flatten(1),
+  weight.flatten(1))``: a weight reshaped at run time is not a static weight to XNNPACK, so both
+  classifier rows fell back to portable ``addmm``. As the plain 1×1 convolution it is, XNNPACK
+  runs it (as a matrix product, as it runs every 1×1 convolution).
+With both, every row of the shipped specs is one XNNPACK partition.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError, ExportError
+from ..ops.layers import ConvBNAct, Pointwise
+from .mobile import INSTALL_HINT, ProgramModel, read_metadata, write_program
+
+SUFFIX = ".pte"
+CALIB_BATCH = 64  # images per calibration call
+
+
+def require_executorch() -> None:
+    """Nothing, or an :class:`ExportError` naming the extra to install."""
+    try:
+        import executorch.exir
+        import executorch.runtime  # noqa: F401
+        import torchao  # noqa: F401
+    except ImportError as e:
+        raise ExportError(
+            f"ExecuTorch needs the optional mobile extra ({e.name or 'executorch'} is not "
+            f"installed): {INSTALL_HINT}"
+        ) from None
+
+
+def _hardsigmoid(x: torch.Tensor) -> torch.Tensor:
+    return torch.clamp(x + 3.0, 0.0, 6.0) / 6.0
+
+
+DECOMPOSITIONS = {torch.ops.aten.hardsigmoid.default: _hardsigmoid}
+
+
+def for_xnnpack(model: nn.Module) -> nn.Module:
+    """An eval-mode copy for XNNPACK: BN folded, weights contiguous (a channels_last weight fails
+    XNNPACK's layout pass) and each :class:`Pointwise` a plain 1×1 ``Conv2d`` (module docstring);
+    module names unchanged, so rows keep their names."""
+    fused = copy.deepcopy(model).eval()
+    for m in fused.modules():
+        if isinstance(m, ConvBNAct):
+            m.fuse()
+    for parent in list(fused.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, Pointwise):
+                conv = nn.Conv2d(
+                    child.in_channels, child.out_channels, 1, bias=child.bias is not None
+                )
+                conv.load_state_dict(child.state_dict())
+                setattr(parent, name, conv)
+    for p in fused.parameters():
+        p.data = p.data.clone(memory_format=torch.contiguous_format)
+    return fused
+
+
+@dataclass(frozen=True)
+class Delegation:
+    """Which spec rows XNNPACK runs, and the ops left to ExecuTorch's portable kernels by row
+    (``""``: ops outside any row, such as an input quantize)."""
+
+    delegated: list[str]
+    fallback: dict[str, Counter] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        rows = f"{len(self.delegated)} rows delegated to XNNPACK"
+        if not self.fallback:
+            return f"{rows}; none fall back to portable kernels"
+        back = "; ".join(
+            f"{row or '(outside rows)'}: " + ", ".join(f"{op}×{n}" for op, n in ops.items())
+            for row, ops in self.fallback.items()
+        )
+        return f"{rows}; falling back to portable kernels: {back}"
+
+    def ops(self) -> Counter:
+        return sum(self.fallback.values(), Counter())
+
+
+def _row(node: torch.fx.Node) -> str:
+    """The spec row (``r03_bneck``) a graph node computes, from its module stack; ``""`` if none."""
+    for path, _ in (node.meta.get("nn_module_stack") or {}).values():
+        parts = path.replace("L['self'].", "").split(".")
+        if len(parts) >= 2 and parts[0] == "layers":
+            return parts[1]
+    return ""
+
+
+def _op_name(node: torch.fx.Node) -> str:
+    """``_to_dim_order_copy``, ``addmm``: the op without its namespace and overload."""
+    name = getattr(node.target, "__name__", str(node.target))
+    parts = [p for p in name.split(".") if p not in ("default", "Tensor", "Scalar")]
+    return parts[-1] if len(parts) < 3 else parts[1]
+
+
+def lower(model: nn.Module, example: torch.Tensor) -> tuple[bytes, Delegation]:
+    """``model`` (from :func:`for_xnnpack`, or a PT2E-converted int8 graph) traced on ``example``,
+    lowered to XNNPACK, as the bytes of a ``.pte``, and which rows were delegated."""
+    require_executorch()
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    program = torch.export.export(model, (example,)).run_decompositions(DECOMPOSITIONS)
+    computing = {_row(n) for n in program.graph.nodes if n.op == "call_function"} - {""}
+    edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+    fallback: dict[str, Counter] = {}
+    for node in edge.exported_program().graph.nodes:
+        name = str(node.target)
+        if node.op != "call_function" or "delegate" in name or "getitem" in name:
+            continue
+        fallback.setdefault(_row(node), Counter())[_op_name(node)] += 1
+    order = [row for row in _rows_in_order(program) if row in computing]
+    delegated = [row for row in order if row not in fallback]
+    return edge.to_executorch().buffer, Delegation(delegated, fallback)
+
+
+def _rows_in_order(program: Any) -> list[str]:
+    return list(dict.fromkeys(_row(n) for n in program.graph.nodes if _row(n)))
+
+
+def set_threads(threads: int) -> None:
+    """XNNPACK's thread pool size in this process. ExecuTorch has one pool for all programs and
+    resetting it frees the one that programs already loaded hold (a crash when they run next, as
+    in latency's rounds of two programs), so it is reset only when the size changes."""
+    from executorch.extension.pybindings.portable_lib import (
+        _threadpool_get_thread_count,
+        _unsafe_reset_threadpool,
+    )
+
+    if _threadpool_get_thread_count() != max(1, threads):
+        _unsafe_reset_threadpool(max(1, threads))
+
+
+def runner(
+    program: Path | bytes, threads: int | None = None
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The program's ``forward`` as a function of one CPU batch, run by ExecuTorch's runtime."""
+    require_executorch()
+    from executorch.runtime import Runtime
+
+    set_threads(threads or torch.get_num_threads())
+    loaded = Runtime.get().load_program(program if isinstance(program, bytes) else str(program))
+    method = loaded.load_method("forward")
+    return lambda x: method.execute([x.contiguous()])[0].clone()
+
+
+# --- int8 (PT2E) -------------------------------------------------------------------------------
+
+
+def quantize_pt2e(
+    fast: nn.Module,
+    example: torch.Tensor,
+    calib_images: torch.Tensor,
+    *,
+    exclude_rows: Iterable[str] = (),
+    only_rows: Iterable[str] | None = None,
+) -> nn.Module:
+    """``fast`` (:func:`for_xnnpack`) quantized by PT2E with the XNNPACK quantizer (per-channel,
+    symmetric), calibrated on ``calib_images``: a graph module computing with quantize /
+    dequantize pairs, ready for :func:`lower` (and a fake-quant reference to check it against).
+    ``exclude_rows`` stay float; with ``only_rows`` only those rows are quantized."""
+    require_executorch()
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    config = get_symmetric_quantization_config(is_per_channel=True)
+    quantizer = XNNPACKQuantizer()
+    if only_rows is None and not exclude_rows:
+        quantizer.set_global(config)
+    else:  # the quantizer cannot exempt a module, so name every row it quantizes
+        rows = (
+            only_rows
+            if only_rows is not None
+            else [name for name, _ in fast.layers.named_children()]
+        )
+        for row in set(rows) - set(exclude_rows):
+            quantizer.set_module_name(f"layers.{row}", config)
+    # a dynamic batch, so calibration and the fake-quant reference run batched; lower() traces
+    # the converted graph again at batch 1
+    batch = {0: torch.export.Dim("batch", min=1, max=CALIB_BATCH)}
+    twice = example[:1].expand(2, *example.shape[1:]).contiguous()
+    graph = torch.export.export(fast, (twice,), dynamic_shapes=(batch,)).module()
+    prepared = prepare_pt2e(graph, quantizer)
+    with torch.no_grad():
+        for images in calib_images.split(CALIB_BATCH):
+            prepared(images)
+    return convert_pt2e(prepared)
+
+
+# --- files --------------------------------------------------------------------------------------
+
+
+def load_pte(path: str | Path, threads: int | None = None) -> tuple[ProgramModel, dict]:
+    """``(model, metadata)`` of a ``.pte`` written by export or quantize, checked against the
+    metadata file beside it; the model runs the program in ExecuTorch's runtime on the CPU."""
+    require_executorch()
+    path = Path(path)
+    meta, spec = read_metadata(path, "executorch")
+    try:
+        run = runner(path, threads)
+    except Exception as e:  # the runtime raises RuntimeError for any program it cannot load
+        raise CheckpointError(
+            f"ExecuTorch cannot load this program ({_first_line(e)})", file=str(path)
+        ) from None
+    return ProgramModel(path, spec, meta["resolution"], run), meta
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:160] if text else type(e).__name__
+
+
+def write_pte(out: Path, program: bytes, info: dict[str, Any]) -> None:
+    """The program and its metadata file, each written atomically (:func:`.write_program`)."""
+    write_program(out, lambda tmp: tmp.write_bytes(program), info)

@@ -1,0 +1,181 @@
+"""What the phone formats share: the metadata file beside a program, and a program as a module.
+
+An ExecuTorch ``.pte`` or a LiteRT ``.tflite`` holds the network and nothing else a command needs
+(the spec, class names, resolution, normalisation). That travels beside it as ``NAME.pte.json``:
+plain JSON that an app on the phone reads too (its class names and normalisation), written with
+the program's SHA-256, so a program swapped or changed after export is refused rather than run
+with another program's labels. The JSON keys and checks are those of a checkpoint's metadata.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError, UserError
+from ..files import check_output, writing
+from ..model.builder import SpecNet
+from ..spec.load import load_spec, read_yaml
+from ..weights.checkpoint import _metadata_problem
+
+FORMAT = "mnv3spec-mobile"  # the JSON's "format"
+INSTALL_HINT = 'pip install -e ".[mobile]"'
+# runtime → (suffix, signature bytes at offset 4 of its flatbuffer): how a file is recognised
+SIGNATURES = {"executorch": (".pte", (b"ET",)), "litert": (".tflite", (b"TFL3",))}
+
+
+def sidecar(path: str | Path) -> Path:
+    """The metadata file of a program: ``model.pte`` → ``model.pte.json``."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
+def runtime_of(path: str | Path) -> str | None:
+    """``executorch`` or ``litert`` when ``path`` has that suffix, else None (cheap: no read)."""
+    suffix = Path(path).suffix.lower()
+    return next((rt for rt, (s, _) in SIGNATURES.items() if s == suffix), None)
+
+
+def check_signature(path: Path, runtime: str) -> None:
+    """Refuse a file that is not a flatbuffer of ``runtime`` (its identifier at offset 4)."""
+    suffix, marks = SIGNATURES[runtime]
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise CheckpointError(f"cannot be read ({e.strerror})", file=str(path)) from None
+    if not any(head[4 : 4 + len(m)] == m for m in marks):
+        raise CheckpointError(
+            f"is not a {runtime} program (a {suffix} file starts with "
+            f"{marks[0].decode()!r} at byte 4)",
+            file=str(path),
+        )
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def metadata(model: SpecNet, meta: dict | None, runtime: str, precision: str) -> dict[str, Any]:
+    """The JSON beside a program, from a checkpoint's metadata or, for a spec (``meta`` None),
+    numbered classes and identity normalisation (a spec knows no data)."""
+    if meta is None:
+        c = model.spec.in_channels
+        n = model.spec.params["num_classes"]
+        meta = {
+            "classes": [str(i) for i in range(n)],
+            "resolution": model.spec.resolution,
+            "mean": [0.0] * c,
+            "std": [1.0] * c,
+            "extra": {"random_init": True},
+        }
+    return {
+        "format": FORMAT,
+        "runtime": runtime,
+        "precision": precision,
+        "spec": model.spec.to_yaml(),
+        "classes": list(meta["classes"]),
+        "resolution": meta["resolution"],
+        "mean": list(meta["mean"]),
+        "std": list(meta["std"]),
+        "extra": meta["extra"],
+    }
+
+
+def check_outputs(out: Path, runtime: str, inputs: list[Path], field: str = "out") -> Path:
+    """:func:`check_output` for the program and its metadata file, before any work."""
+    suffix = SIGNATURES[runtime][0]
+    out = check_output(out, runtime, inputs=inputs, suffix=suffix, field=field)
+    if out.is_file() and out.stat().st_size > 0:  # the suffix alone does not make it ours
+        try:
+            check_signature(out, runtime)
+        except CheckpointError:
+            raise UserError(
+                f"exists and is not a {runtime} program (it has the suffix, not the signature); "
+                "it is left as it is: choose another name",
+                file=str(out),
+                field=field,
+            ) from None
+    check_output(sidecar(out), "json", inputs=inputs, field=field)
+    return out
+
+
+def write_program(
+    out: Path, fill: Callable[[Path], None], info: dict[str, Any], field: str = "out"
+) -> None:
+    """Write the program (``fill(tmp)`` writes it) and its metadata file, each atomically; the
+    metadata records the program's SHA-256."""
+    with writing(out, field=field) as tmp:
+        fill(tmp)
+        info = {**info, "sha256": digest(tmp)}
+        with writing(sidecar(out), field=field) as tmp_json:
+            tmp_json.write_text(json.dumps(info, indent=1) + "\n")
+
+
+def read_metadata(path: str | Path, runtime: str) -> tuple[dict[str, Any], Any]:
+    """``(metadata decoded as a checkpoint's, the spec)`` of a program, checked against it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError("no such file", file=str(path))
+    check_signature(path, runtime)
+    beside = sidecar(path)
+    if not beside.is_file():
+        raise CheckpointError(
+            f"has no metadata file beside it ({beside.name}, written by export and quantize); "
+            "copy it along with the program",
+            file=str(path),
+        )
+    try:
+        raw = json.loads(beside.read_text())
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+            raise ValueError(f"not an {FORMAT} metadata file")
+        spec, _ = read_yaml(raw["spec"], f"{beside} (embedded spec)")
+        meta = {key: raw[key] for key in ("classes", "resolution", "mean", "std", "extra")}
+        problem = _metadata_problem(spec, meta)
+        recorded = raw["sha256"]
+    except (KeyError, ValueError, TypeError, UserError) as e:
+        raise CheckpointError(f"damaged metadata ({e})", file=str(beside)) from None
+    if problem:
+        raise CheckpointError(f"damaged metadata: {problem}", file=str(beside))
+    if recorded != digest(path):
+        raise CheckpointError(
+            f"is not the program {beside.name} describes (its SHA-256 differs: the file was "
+            "changed or replaced after export)",
+            file=str(path),
+        )
+    meta = {**meta, "spec": spec, "mean": tuple(meta["mean"]), "std": tuple(meta["std"])}
+    meta["extra"] = {**meta["extra"], "precision": raw.get("precision", "")}
+    return meta, load_spec(spec)
+
+
+class ProgramModel(nn.Module):
+    """A phone program as a module: ``model(x)`` runs it on the CPU one image at a time (the
+    program is exported at batch 1, as an app calls it) and returns float logits on ``x``'s
+    device. No parameters; ``.spec`` as a :class:`SpecNet` has, so ``evaluate``, ``infer`` and
+    ``latency`` use it as they use a checkpoint's model."""
+
+    def __init__(
+        self, path: Path, spec: Any, resolution: int, run: Callable[[torch.Tensor], torch.Tensor]
+    ) -> None:
+        super().__init__()
+        self.spec = spec
+        self.path = path
+        self.resolution = resolution
+        self._run = run
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = self.resolution
+        expected = (self.spec.in_channels, size, size)
+        if tuple(x.shape[1:]) != expected:
+            raise UserError(
+                f"the program takes images of {expected}, got {tuple(x.shape[1:])}",
+                file=str(self.path),
+            )
+        cpu = x.detach().to("cpu", torch.float32).contiguous()
+        return torch.cat([self._run(image[None]) for image in cpu]).to(x.device)
