@@ -424,7 +424,8 @@ def _resolve_doc(
         for i, r in enumerate(layers)
         if isinstance(r, dict) and isinstance(r.get("op"), str) and r["op"] in OPS
     )
-    return Spec(doc["name"], dict(params), rows, marks.file, doc, marks)
+    name = doc.get("name", "")  # missing only while collecting errors: the spec is then dropped
+    return Spec(name, dict(params), rows, marks.file, doc, marks)
 
 
 def _with_row_name(error: SpecError, doc: Any) -> SpecError:
