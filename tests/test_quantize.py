@@ -125,7 +125,7 @@ def test_gate_refuses_a_model_that_loses_too_much_and_writes_nothing(tmp_path, c
 @pytest.mark.parametrize(
     "case, args, message",
     [
-        ("spec", [ROOT / "specs" / "small.yaml"], "is a spec"),
+        ("spec", [ROOT / "specs" / "small.yaml"], "is a YAML spec"),
         ("calib", ["{ckpt}", "--calib", "0"], "--calib"),
         ("not ours", ["{junk}"], "not a safetensors weights file"),
         ("into itself", ["{ckpt}", "--out", "{ckpt}"], "is the checkpoint itself"),
