@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 import traceback
+import urllib.error
+import urllib.request
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,3 +160,31 @@ def tiny_checkpoint(path: Path, classes: list[str], **overrides) -> torch.nn.Mod
         classifier.weight.normal_(0, 3)
     save_weights(path, model.eval(), classes=classes, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
     return model
+
+
+def kill_during_epoch_2(tmp_path: Path, *train_args: object) -> Path:
+    """``train *train_args --out tmp_path --name killed`` in a real process (three epochs),
+    killed while epoch 2 runs: returns the run folder, epoch 1 saved and nothing after."""
+    cmd = [sys.executable, str(ROOT / "cli.py"), "train", *map(str, train_args)]
+    cmd += ["--out", str(tmp_path), "--name", "killed"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith("epoch 1/3"):  # printed once epoch 1 is saved: epoch 2 is running
+            proc.kill()
+            break
+    proc.wait()
+    proc.stdout.close()
+    return tmp_path / "killed"
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """urlopen fails as it does without network; records the URLs asked for."""
+    calls = []
+
+    def urlopen(url, *args, **kwargs):
+        calls.append(url)
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    return calls

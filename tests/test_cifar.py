@@ -97,19 +97,6 @@ def as_nchw(batch: dict) -> torch.Tensor:
     return torch.from_numpy(batch[b"data"].reshape(-1, 3, 32, 32))
 
 
-@pytest.fixture
-def offline(monkeypatch):
-    """urlopen fails as it does without network; records the URLs asked for."""
-    calls = []
-
-    def urlopen(url, *args, **kwargs):
-        calls.append(url)
-        raise urllib.error.URLError("no network")
-
-    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
-    return calls
-
-
 def test_cifar100_from_extracted_folder(tmp_path, offline):
     written = make_cifar100(tmp_path)
     ds = load_dataset("cifar100", tmp_path)

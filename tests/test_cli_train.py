@@ -21,7 +21,7 @@ from mnv3spec.spec.load import load_spec
 from mnv3spec.train.run_folder import METRICS
 from mnv3spec.weights.checkpoint import read_metadata
 
-from .conftest import ROOT, TINY, run_cli, tiny_checkpoint
+from .conftest import ROOT, TINY, kill_during_epoch_2, run_cli, tiny_checkpoint
 from .test_cifar import CLASSES, make_cifar100
 from .test_folders import write_image
 
@@ -84,16 +84,7 @@ def test_killed_during_epoch_2_and_resumed_equals_an_uninterrupted_run(tmp_path)
     straight = run_cli("train", *TINY, "--epochs", "3", "--out", tmp_path, "--name", "straight")
     assert straight.returncode == 0, straight.stderr
 
-    cmd = [sys.executable, str(ROOT / "cli.py"), "train", *TINY, "--epochs", "3"]
-    cmd += ["--out", str(tmp_path), "--name", "killed"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    for line in proc.stdout:
-        if line.startswith("epoch 1/3"):  # printed once epoch 1 is saved: epoch 2 is running
-            proc.kill()
-            break
-    proc.wait()
-    proc.stdout.close()
-    killed = tmp_path / "killed"
+    killed = kill_during_epoch_2(tmp_path, *TINY, "--epochs", "3")
     assert len(metrics(killed)) == 1, "the run was not killed during epoch 2"
     assert torch.load(killed / "resume.pt", weights_only=True)["epoch"] == 1
 

@@ -61,18 +61,6 @@ def trust(monkeypatch, folder: Path, name: str = "fashion-mnist", debian: Path |
     monkeypatch.setitem(idx.SOURCES, name, src)
 
 
-@pytest.fixture
-def offline(monkeypatch):
-    calls = []
-
-    def urlopen(url, *args, **kwargs):
-        calls.append(url)
-        raise urllib.error.URLError("no network")
-
-    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
-    return calls
-
-
 def test_fashion_mnist_from_the_data_root_grey_uint8_official_split(tmp_path, monkeypatch, offline):
     written = write_set(tmp_path / "fashion-mnist")
     trust(monkeypatch, tmp_path / "fashion-mnist")

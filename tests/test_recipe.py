@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -17,7 +15,7 @@ from mnv3spec.data.batches import random_erase
 from mnv3spec.errors import UserError
 from mnv3spec.train.recipe import RECIPES, lr_factor, resolve_recipe
 
-from .conftest import ROOT, run_cli
+from .conftest import ROOT, kill_during_epoch_2, run_cli
 from .test_cli_train import TINY, metrics
 
 PRESET = "cosine-ls-erase"
@@ -85,15 +83,7 @@ def test_preset_killed_during_epoch_2_and_resumed_equals_an_uninterrupted_run(tm
     args = [*TINY, "--recipe", PRESET, "--epochs", "3", "--out", str(tmp_path)]
     straight = run_cli("train", *args, "--name", "straight")
     assert straight.returncode == 0, straight.stderr
-    cmd = [sys.executable, str(ROOT / "cli.py"), "train", *args, "--name", "killed"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    for line in proc.stdout:
-        if line.startswith("epoch 1/3"):
-            proc.kill()
-            break
-    proc.wait()
-    proc.stdout.close()
-    killed = tmp_path / "killed"
+    killed = kill_during_epoch_2(tmp_path, *TINY, "--recipe", PRESET, "--epochs", "3")
     assert len(metrics(killed)) == 1, "the run was not killed during epoch 2"
     resumed = run_cli("train", "--resume", killed)
     assert resumed.returncode == 0, resumed.stderr
