@@ -231,7 +231,7 @@ def test_without_executorch_each_command_names_the_extra(tmp_path, monkeypatch, 
     spec = ROOT / "specs" / "small.yaml"
     for command in (
         ("export", spec, "--format", "executorch", "--out", tmp_path / "s.pte"),
-        ("quantize", tmp_path / "best.safetensors", "--data", "synthetic"),
+        ("quantize", tmp_path / "best.safetensors", "--data", "synthetic", "--to", "executorch"),
         ("latency", spec, "--widths", "0.25", "--backends", "executorch", "--runs", "1"),
         ("eval", tmp_path / "m.pte", "--data", "synthetic"),
     ):

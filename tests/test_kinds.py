@@ -122,7 +122,7 @@ FOREIGN = [
     (["eval", "{f}"], "model.pt", "this is a TorchScript model (a .pt written by export)"),
     (["eval", "{f}"], "resume.pt", "train --resume takes the run folder that holds a resume.pt"),
     (["eval", "{f}"], "image.png", "this is an image; eval takes"),
-    (["eval", "{f}"], "model.pte", "this is an ExecuTorch program (.pte)"),
+    (["quantize", "{f}"], "model.pte", "this is an ExecuTorch program (.pte)"),  # eval runs one
     (["eval", "{f}"], "model.tflite", "this is a LiteRT / TFLite model (.tflite)"),
     (["eval", "{f}"], "best.onnx", "without the metadata of quantize's int8 files"),
     (["infer", "--models", "{f}", "--images", "."], "best.onnx", "give it the .safetensors"),

@@ -10,12 +10,12 @@ from mnv3spec.kinds import KINDS, file_kind
 
 TAKEN_BY = {
     "safetensors": "eval, infer, export and quantize take it",
+    "pte": "eval and infer take a .pte written by export or quantize, with its .pte.json",
     "onnx": "eval and infer take an int8 .onnx written by quantize",
     "torchscript": "it is for torch.jit.load; eval, infer and quantize take the .safetensors it "
     "came from",
     "torch-save": "train --resume takes the run folder that holds a resume.pt; train --init takes "
     "a state_dict",
-    "pte": "it runs in ExecuTorch on a phone; the commands here take the .safetensors it came from",
     "tflite": "it runs in LiteRT on a phone; the commands here take the .safetensors it came from",
     "spec": "validate, show, diff, train, latency and export take it",
     "image": "infer --images takes a folder of them",
@@ -35,10 +35,11 @@ def check_kind(path: str | Path, command: str, takes: set[str], wanted: str) -> 
 
 
 def check_model_file(path: str | Path, command: str) -> None:
-    """What eval and infer run: a checkpoint, or an int8 ``.onnx`` from quantize (an ONNX
-    model whose metadata rebuilds it); any other kind is refused, naming what it is."""
-    wanted = "a .safetensors checkpoint or an int8 .onnx written by quantize"
-    if check_kind(path, command, {"safetensors", "onnx"}, wanted) != "onnx":
+    """What eval and infer run: a checkpoint, an int8 ``.onnx`` from quantize (an ONNX model
+    whose metadata rebuilds it) or an ExecuTorch ``.pte`` (its metadata beside it); any other
+    kind is refused, naming what it is."""
+    wanted = "a .safetensors checkpoint, an int8 .onnx written by quantize, or a .pte"
+    if check_kind(path, command, {"safetensors", "onnx", "pte"}, wanted) != "onnx":
         return
     from mnv3spec.deploy.export import require_onnx
     from mnv3spec.deploy.int8 import is_int8_model
