@@ -146,7 +146,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         device=args.device,
     )
     print(
-        f"{args.checkpoint}: top-1 {r.top1:.2f}%  top-{r.k} {r.top5:.2f}%  loss {r.loss:.4f}  "
+        f"{args.checkpoint}: top-1 {r.top1:.2f}%  top-{r.k} {r.topk:.2f}%  loss {r.loss:.4f}  "
         f"({r.images} validation images)"
     )
     return 0

@@ -21,10 +21,10 @@ from ..errors import CheckpointError, DataError, UserError
 from ..model.memory import check_fits
 from ..runtime import pick_device
 from ..text import text_table
+from ..train.run_folder import RunFolder
 from .int8 import Int8Model, load_any
 from .mobile import ProgramModel
 
-CHECKPOINT_NAME = "best.safetensors"
 SUBFOLDER = "a subfolder (images are not searched recursively)"
 
 
@@ -74,7 +74,7 @@ def find_checkpoints(paths: list[str | Path]) -> list[Path]:
     a file in it) is listed once."""
     found: list[Path] = []
     for path in map(Path, paths):
-        inside = sorted(path.rglob(CHECKPOINT_NAME)) if path.is_dir() else []
+        inside = sorted(path.rglob(RunFolder.BEST)) if path.is_dir() else []
         if inside:
             found += inside
         elif path.is_dir() and path.suffix != ".safetensors":
@@ -86,7 +86,7 @@ def find_checkpoints(paths: list[str | Path]) -> list[Path]:
     if not found:
         where = ", ".join(map(str, paths))
         raise CheckpointError(
-            f"no {CHECKPOINT_NAME} under {where}; train one, or name checkpoint files or folders",
+            f"no {RunFolder.BEST} under {where}; train one, or name checkpoint files or folders",
             field="models",
         )
     unique: dict[Path, Path] = {}
