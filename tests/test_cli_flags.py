@@ -31,8 +31,7 @@ COMMAND_LINES = {
 
 
 def _parser(command: str) -> argparse.ArgumentParser:
-    (sub,) = (a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    return sub.choices[command]
+    return build_parser().commands[command]
 
 
 def test_flag_names_come_from_each_commands_parser():

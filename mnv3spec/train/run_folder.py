@@ -55,6 +55,42 @@ class MetricsRow:
         """A row read back; ValueError or TypeError when a cell is not a number."""
         return cls(**{k: int(v) if k == "epoch" else float(v) for k, v in cells.items()})
 
+    @staticmethod
+    def write(path: Path, rows: list[MetricsRow]) -> None:
+        with writing(path) as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=METRICS)
+            writer.writeheader()
+            writer.writerows(row.cells() for row in rows)
+
+    @classmethod
+    def read(cls, path: Path) -> list[MetricsRow]:
+        """The rows of metrics.csv (none when it is absent), epochs 1, 2, ... in order; anything
+        else is refused naming the file and line."""
+        if not path.is_file():
+            return []
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None:
+                return []
+            if tuple(reader.fieldnames) != METRICS:
+                raise UserError(f"the header is not {','.join(METRICS)}", file=str(path), line=1)
+            rows: list[MetricsRow] = []
+            for cells in reader:
+                try:
+                    row = cls.parse(cells)
+                except (TypeError, ValueError):
+                    row = None
+                if row is None or row.epoch != len(rows) + 1:
+                    raise UserError(
+                        f"not the row of epoch {len(rows) + 1}: "
+                        f"{','.join(map(str, cells.values()))!r} (damaged or edited?); restore the "
+                        "file, or start a new run",
+                        file=str(path),
+                        line=reader.line_num,
+                    )
+                rows.append(row)
+        return rows
+
 
 METRICS = tuple(f.name for f in dataclasses.fields(MetricsRow))  # metrics.csv's header
 
@@ -204,39 +240,10 @@ class RunFolder:
         return state
 
     def write_metrics(self, rows: list[MetricsRow]) -> None:
-        with writing(self / self.METRICS) as tmp, open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=METRICS)
-            writer.writeheader()
-            writer.writerows(row.cells() for row in rows)
+        MetricsRow.write(self / self.METRICS, rows)
 
     def read_metrics(self) -> list[MetricsRow]:
-        """The rows of metrics.csv (none when it is absent), epochs 1, 2, ... in order; anything
-        else is refused naming the file and line."""
-        path = self / self.METRICS
-        if not path.is_file():
-            return []
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            if reader.fieldnames is None:
-                return []
-            if tuple(reader.fieldnames) != METRICS:
-                raise UserError(f"the header is not {','.join(METRICS)}", file=str(path), line=1)
-            rows: list[MetricsRow] = []
-            for cells in reader:
-                try:
-                    row = MetricsRow.parse(cells)
-                except (TypeError, ValueError):
-                    row = None
-                if row is None or row.epoch != len(rows) + 1:
-                    raise UserError(
-                        f"not the row of epoch {len(rows) + 1}: "
-                        f"{','.join(map(str, cells.values()))!r} (damaged or edited?); restore the "
-                        "file, or start a new run",
-                        file=str(path),
-                        line=reader.line_num,
-                    )
-                rows.append(row)
-        return rows
+        return MetricsRow.read(self / self.METRICS)
 
     def finished(self) -> bool:
         """Every epoch the run was started with is in its metrics.csv."""
