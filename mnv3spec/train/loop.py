@@ -17,18 +17,18 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from ..data.batches import augment, loader, normalize, random_erase
+from ..data.batches import rank_loaders, training_batch
 from ..errors import TrainingError
 from ..model.builder import SpecNet
-from ..runtime import World, average_buffers, reduce_sums, state_digest
 from .evaluate import EvalResult, evaluate
 from .plan import RunPlan
 from .recipe import make_optimizer, make_scheduler
 from .report import Reporter
 from .resume import ResumePoint
 from .run_folder import MetricsRow, RunFolder
+from .runtime import World, amp_dtype, average_buffers, reduce_sums, state_digest
 from .state import TrainState, training_generators
-from .steps import Stepper, loss_scaler
+from .steps import Stepper
 
 CHECK_EVERY = 20  # steps between host syncs: loss shown, NaN looked for (on GPU a sync costs time)
 
@@ -48,10 +48,11 @@ def train_epochs(
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     optimizer = make_optimizer(net, recipe)
     scheduler = make_scheduler(optimizer, recipe, cfg.epochs, plan.steps)
-    scaler = loss_scaler(plan.device)
+    amp = amp_dtype(plan.device)
+    scaler = torch.amp.GradScaler(plan.device.type, enabled=amp == torch.float16)
     order, augmenting = training_generators(cfg.seed, world.rank)
     train_batches, val_batches = loaders(plan, order)
-    step = Stepper(model, criterion, optimizer, scaler, plan)
+    step = Stepper(model, criterion, optimizer, scaler, amp, plan)
     state = TrainState(net, optimizer, scheduler, scaler, order, augmenting, plan.device)
     if point is not None and point.state is not None:
         state.load(point.state, world.rank, str(folder / folder.RESUME))
@@ -98,10 +99,14 @@ def train_epoch(
     for i, (images, labels) in enumerate(batches):
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
-        x = augment(images, flip=data.flip, generator=state.augment)
-        if erasing:  # drawn only when on: the seed recipe's draws stay
-            x = random_erase(x, erasing, generator=state.augment)
-        x = normalize(x, data.mean, data.std, channels_last=True)
+        x = training_batch(
+            images,
+            flip=data.flip,
+            erasing=erasing,
+            mean=data.mean,
+            std=data.std,
+            generator=state.augment,
+        )
         loss, logits = step(x, labels)
         state.scheduler.step()
         losses[i] = loss
@@ -195,22 +200,16 @@ def validation_batch(batch: int, resolution: int, device: torch.device) -> int:
 
 
 def loaders(plan: RunPlan, order: torch.Generator) -> tuple[Iterable, Iterable]:
-    """Train batches (this rank's shard of a fresh permutation each epoch) and this rank's
-    validation images in order; decoding workers live for one pass, never both sets at once."""
-    d, w = plan.data, plan.world
-    decoding = {"workers": plan.workers, "pin_memory": plan.device.type == "cuda"}
-    train = loader(
-        d.train_images,
-        d.train_labels,
+    """This rank's train and validation batches (:func:`~mnv3spec.data.batches.rank_loaders`)."""
+    w = plan.world
+    return rank_loaders(
+        plan.data,
         plan.batch,
-        shuffle=True,
+        validation_batch(plan.batch, plan.spec.resolution, plan.device),
         generator=order,
         drop_last=plan.drop_last,
         rank=w.rank,
         world_size=w.size,
-        **decoding,
+        workers=plan.workers,
+        pin_memory=plan.device.type == "cuda",
     )
-    shard = slice(w.rank, None, w.size)
-    val_batch = validation_batch(plan.batch, plan.spec.resolution, plan.device)
-    val = loader(d.val_images[shard], d.val_labels[shard], val_batch, shuffle=False, **decoding)
-    return train, val

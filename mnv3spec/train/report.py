@@ -7,8 +7,8 @@ import sys
 
 from tqdm import tqdm
 
-from ..runtime import World
 from .run_folder import MetricsRow
+from .runtime import World
 
 
 class Reporter:

@@ -22,7 +22,14 @@ import torch
 from safetensors import SafetensorError
 
 from ..errors import CheckpointError, UserError
-from ..files import LOCK_FILE, atomic_path, check_path, locked_folder, os_errors, writing
+from ..files import (
+    LOCK_FILE,
+    atomic_path,
+    check_path,
+    locked_folder,
+    os_errors,
+    writing,
+)
 from ..model.builder import SpecNet
 from ..weights.checkpoint import save_weights
 from .config import TrainConfig, config_from_json

@@ -9,9 +9,9 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
-from ..runtime import amp_dtype, no_autotune
 from .graph import DeviceLR, GraphStep, sgd_update, why_not_captured
 from .plan import RunPlan
+from .runtime import no_autotune
 
 
 def train_step(
@@ -54,11 +54,6 @@ def captured_step(
     return GraphStep(step)
 
 
-def loss_scaler(device: torch.device) -> torch.amp.GradScaler:
-    """A loss scaler, on only for fp16 (bf16 and fp32 need none)."""
-    return torch.amp.GradScaler(device.type, enabled=amp_dtype(device) == torch.float16)
-
-
 class Stepper:
     """Runs each optimiser step: replayed as a CUDA graph where it can be, else eagerly; a batch
     of another shape than the captured one (a short last batch) runs eagerly too, and without
@@ -71,6 +66,7 @@ class Stepper:
         criterion: nn.Module,
         optimizer: torch.optim.Optimizer,
         scaler: torch.amp.GradScaler,
+        amp: torch.dtype | None,
         plan: RunPlan,
     ) -> None:
         self.model, self.criterion, self.optimizer, self.scaler = (
@@ -80,7 +76,7 @@ class Stepper:
             scaler,
         )
         self.device, self.batch, self.compiled = plan.device, plan.batch, plan.cfg.compile
-        self.amp = amp_dtype(plan.device)
+        self.amp = amp  # autocast's dtype; None: float32
         self.eager_because = why_not_captured(
             plan.device,
             enabled=plan.cfg.graph,

@@ -19,7 +19,6 @@ from pathlib import Path
 from ..data.datasets import check_name
 from ..errors import UserError
 from ..files import check_output_folder
-from ..runtime import World, pick_device, thread_count, torch_settings
 from ..spec.load import Spec, load_spec
 from .config import TrainConfig, absolute
 from .loop import train_epochs
@@ -27,6 +26,7 @@ from .plan import RunPlan, build_network, make_plan
 from .recipe import Recipe
 from .resume import ResumePoint, extended, read_resume_point
 from .run_folder import RunFolder, check_run_name
+from .runtime import World, pick_device, thread_count, torch_settings
 from .state import seed_weights
 
 
@@ -91,8 +91,9 @@ def _launch(
         seed_weights(cfg.seed)
         plan = make_plan(cfg, recipe, spec, world, device, resumed=point is not None)
         net, note = build_network(plan, start_from=None if point else cfg.init)
-        with _claimed(plan, point) as folder:
-            numbered = _numbered(plan, folder) if point is None and cfg.name is None else ""
+        base = _default_name(plan)
+        with _claimed(plan, point, base) as folder:
+            numbered = _numbered(folder, base) if point is None and cfg.name is None else ""
             if point is None:  # the name it took
                 plan = dataclasses.replace(
                     plan, cfg=dataclasses.replace(cfg, name=folder.path.name)
@@ -108,10 +109,11 @@ def _launch(
 
 
 @contextmanager
-def _claimed(plan: RunPlan, point: ResumePoint | None) -> Iterator[RunFolder]:
+def _claimed(plan: RunPlan, point: ResumePoint | None, base: str) -> Iterator[RunFolder]:
     """The run folder, this run's alone for the block. On resume, the folder read (rank 0 holds
-    its lock already); for a new run, one rank 0 creates exclusively and locks, its path shared
-    with the other ranks (and its refusal too, so every rank stops alike)."""
+    its lock already); for a new run, one rank 0 creates exclusively (named ``base`` unless the
+    run names it) and locks, its path shared with the other ranks (and its refusal too, so every
+    rank stops alike)."""
     if point is not None:
         yield point.folder
         return
@@ -120,7 +122,7 @@ def _claimed(plan: RunPlan, point: ResumePoint | None) -> Iterator[RunFolder]:
         path, error = None, None
         if world.main:
             try:
-                folder = RunFolder.create(Path(cfg.out), cfg.name, _default_name(plan))
+                folder = RunFolder.create(Path(cfg.out), cfg.name, base)
                 lock.enter_context(folder.locked())
                 folder.check_free()  # a run that took the empty folder first and has ended
                 path = str(folder)
@@ -140,10 +142,10 @@ def _default_name(plan: RunPlan) -> str:
     return f"{Path(cfg.spec).stem}-w{plan.spec.params['width']}-{Path(cfg.data).name}"
 
 
-def _numbered(plan: RunPlan, folder: RunFolder) -> str:
-    """For a new run that took NAME-2 (NAME-3, ...) because NAME held a run: where that run is
-    and how to continue it, so that a re-run does not leave a copy unnoticed."""
-    taken = folder.path.parent / _default_name(plan)
+def _numbered(folder: RunFolder, base: str) -> str:
+    """For a new run that took NAME-2 (NAME-3, ...) because NAME (``base``) held a run: where
+    that run is and how to continue it, so that a re-run does not leave a copy unnoticed."""
+    taken = folder.path.parent / base
     if folder.path == taken:
         return ""
     return f" (new: {taken} holds a run; resume it to continue that one)"
