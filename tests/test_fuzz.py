@@ -339,7 +339,7 @@ MEASURED_LIKE = st.dictionaries(
     st.sampled_from(["sweep.json", "measured.json"]), st.one_of(JSONS, MEASURED_LIKE), st.booleans()
 )
 def test_sweep_state(tmp_path_factory, file, value, truncate):
-    from mnv3spec.explore import state
+    from mnv3spec.explore import sweep_folder as state
 
     folder = tmp_path_factory.mktemp("fuzz")
     text = json.dumps(value)

@@ -27,7 +27,7 @@ from ..model.summary import summarize
 from ..spec.load import Spec, load_spec, resolve_path
 from ..train.config import TrainConfig
 from ..train.run_folder import RunFolder, check_run_name
-from . import state, sweep_report
+from . import sweep_folder, sweep_report
 from .grid import check_count, check_grids, parse_grid, spec_names, variants
 from .launch import Training, run_trainings
 from .results import LatencySettings, Result, Sweep, SweepSettings
@@ -48,7 +48,7 @@ def sweep(s: SweepSettings, say: Callable[[str], None] = print, *, dry_run: bool
     timing = _latency_settings(s)
     lookup = _lookup(s.predict)
     paths = [str(resolve_path(spec).resolve()) for spec in s.specs]
-    mine = state.settings(paths, list(s.grids), s.fixed, s.training)
+    mine = sweep_folder.settings(paths, list(s.grids), s.fixed, s.training)
     if folder.is_dir():  # refused before any work if it is not this sweep's folder
         _check_folder(folder, mine)
     results = [Result(v) for v in chosen]
@@ -58,10 +58,10 @@ def sweep(s: SweepSettings, say: Callable[[str], None] = print, *, dry_run: bool
     result = Sweep(folder, results, [g.key for g in grids], timing, trained, jobs)
     if dry_run:
         return result
-    created = claim_folder(folder, state.SETTINGS, "sweep folder", field="name")
+    created = claim_folder(folder, sweep_folder.SETTINGS, "sweep folder", field="name")
     try:
         with locked_folder(folder, "sweep"):
-            state.write_settings(folder, _check_folder(folder, mine))
+            sweep_folder.write_settings(folder, _check_folder(folder, mine))
             created = False  # the folder is a sweep's now: kept whatever happens next
             _measure_all(compiled, folder, timing, lookup, say)
             if trained:
@@ -111,7 +111,7 @@ def _analyse(result: Result) -> Spec | None:
     return spec
 
 
-def _time(spec: Spec, s: LatencySettings, table: predict.Table | None) -> state.Measured:
+def _time(spec: Spec, s: LatencySettings, table: predict.Table | None) -> sweep_folder.Measured:
     """Latency (median and IQR per column) of one variant: measured, or predicted from the
     table (which is only read)."""
     key = json.dumps(asdict(s), sort_keys=True)
@@ -124,7 +124,7 @@ def _time(spec: Spec, s: LatencySettings, table: predict.Table | None) -> state.
                 medians[column], spreads[column] = predict.predict(
                     model, table, device=device, backend=backend, batch=s.batch
                 )
-        return state.Measured(key, medians, spreads)
+        return sweep_folder.Measured(key, medians, spreads)
     rows = latency.measure(
         [spec.document],
         widths=(spec.width,),
@@ -134,7 +134,7 @@ def _time(spec: Spec, s: LatencySettings, table: predict.Table | None) -> state.
         runs=s.runs,
         warmup=s.warmup,
     )
-    return state.Measured(
+    return sweep_folder.Measured(
         key,
         {f"{r.device} {r.backend}": r.median_ms for r in rows},
         {f"{r.device} {r.backend}": r.iqr_ms for r in rows},
@@ -157,8 +157,8 @@ def _check_latency(s: LatencySettings) -> None:
 def _check_folder(folder: Path, mine: dict[str, Any]) -> dict[str, Any]:
     """The settings to keep in ``folder``: it must be a sweep folder (or empty) holding this
     very sweep, and the files the sweep writes there, if present, must be its own."""
-    check_ours(folder, state.SETTINGS, "sweep folder", field="name")
-    agreed = state.check_same(folder, mine)
+    check_ours(folder, sweep_folder.SETTINGS, "sweep folder", field="name")
+    agreed = sweep_folder.check_same(folder, mine)
     for file, kind in (("sweep.csv", "csv"), ("pareto.png", "png")):
         check_output(folder / file, kind, field="name")
     table = folder / "sweep.csv"
@@ -170,14 +170,14 @@ def _check_folder(folder: Path, mine: dict[str, Any]) -> dict[str, Any]:
                 "exists and is not a sweep's table; it is not replaced: move it away",
                 file=str(table),
             )
-    state.read_measured(folder)
+    sweep_folder.read_measured(folder)
     return agreed
 
 
 def _measure_all(compiled, folder: Path, s: LatencySettings, lookup, say) -> None:
     """Latency of each variant that compiles, reused from measured.json when the settings match;
     then the warnings about the timings (a busy machine, a wide spread), once."""
-    cache = state.read_measured(folder)
+    cache = sweep_folder.read_measured(folder)
     key = json.dumps(asdict(s), sort_keys=True)
     todo = [(r, spec) for r, spec in compiled if spec is not None]
     timed = False
@@ -194,7 +194,7 @@ def _measure_all(compiled, folder: Path, s: LatencySettings, lookup, say) -> Non
             continue
         r.latency_ms, r.iqr_ms = measured.latency_ms, measured.iqr_ms
         cache[r.variant.id] = measured
-        state.write_measured(folder, cache)
+        sweep_folder.write_measured(folder, cache)
         timed = True
     if timed and lookup is None:
         pairs = [(r.latency_ms[c], r.iqr_ms.get(c)) for r, _ in todo for c in r.latency_ms]

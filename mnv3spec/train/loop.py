@@ -1,7 +1,9 @@
 """The training loop, read top to bottom in :func:`train_epochs`: set up; then for each epoch:
 steps, evaluation, the run folder saved, one line said. The jobs it calls live beside it: the
 step (:mod:`.steps`), what a resume needs (:mod:`.state`), what the user sees (:mod:`.report`),
-the run folder (:mod:`.run_folder`).
+the run folder (:mod:`.run_folder`). A new piece of training, say an average of the weights,
+is a line after the step in :func:`train_epoch`, a field of :class:`~.state.TrainState` (so a
+resume restores it) and a line in :func:`save` and :func:`train_epochs` for its evaluation.
 
 The data sits in memory as uint8 tensors (on the GPU when it fits) and each step augments the
 whole batch with tensor ops. Under torchrun each process trains on its shard with
@@ -43,7 +45,7 @@ def train_epochs(
 ) -> None:
     """Train the epochs left of ``plan`` into ``folder``, after ``point``'s when resuming;
     ``command`` goes to command.txt and ``intro``'s lines are said before the first epoch."""
-    cfg, recipe, world = plan.cfg, plan.recipe, plan.world
+    cfg, recipe, world = plan.cfg, plan.recipe, plan.world  # set up
     model = wrap(net, plan)
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     optimizer = make_optimizer(net, recipe)
@@ -54,14 +56,14 @@ def train_epochs(
     train_batches, val_batches = loaders(plan, order)
     step = Stepper(model, criterion, optimizer, scaler, amp, plan)
     state = TrainState(net, optimizer, scheduler, scaler, order, augmenting, plan.device)
-    if point is not None and point.state is not None:
-        state.load(point.state, world.rank, str(folder / folder.RESUME))
+    if point is not None and point.saved is not None:
+        state.load(point.saved, world.rank, str(folder / folder.RESUME))
     report = Reporter(world, cfg.epochs, point.rows[: state.epoch] if point else [])
     if world.main:
         folder.write_start(net, cfg, command)
     report.say(*intro, step.mode_line())
 
-    while state.epoch < cfg.epochs:
+    while state.epoch < cfg.epochs:  # each epoch: steps, evaluation, save, one line
         start, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
         loss, top1, images_per_s = train_epoch(plan, state, step, train_batches, report, folder)
         report.say(step.warmup_line())

@@ -27,12 +27,12 @@ class ResumePoint:
     folder: RunFolder
     cfg: TrainConfig
     spec: Spec
-    state: dict | None
+    saved: dict | None  # resume.pt, as TrainState packed it
     rows: list[MetricsRow]
 
     @property
     def epochs_done(self) -> int:
-        return self.state["epoch"] if self.state is not None else 0
+        return self.saved["epoch"] if self.saved is not None else 0
 
 
 def read_resume_point(folder: RunFolder) -> ResumePoint:
@@ -46,12 +46,12 @@ def read_resume_point(folder: RunFolder) -> ResumePoint:
         )
     spec = load_spec(folder / folder.SPEC)
     rows = folder.read_metrics()
-    state = folder.read_state()
-    if state is None:
+    saved = folder.read_state()
+    if saved is None:
         _check_nothing_finished(folder, rows)
     else:
-        _check_epochs_agree(folder, cfg, state, rows)
-    return ResumePoint(folder, cfg, spec, state, rows)
+        _check_epochs_agree(folder, cfg, saved, rows)
+    return ResumePoint(folder, cfg, spec, saved, rows)
 
 
 def _check_nothing_finished(folder: RunFolder, rows: list[MetricsRow]) -> None:
