@@ -14,6 +14,8 @@ import csv
 import dataclasses
 import itertools
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,6 +102,7 @@ class MetricsRow:
 
 
 METRICS = tuple(f.name for f in dataclasses.fields(MetricsRow))  # metrics.csv's header
+HOLDER = "training"  # who holds a run folder's lock, as a second run is told
 
 
 def check_run_name(name: str) -> str:
@@ -180,7 +183,7 @@ class RunFolder:
     def locked(self):
         """Hold ``.lock`` for the block (:func:`~mnv3spec.files.locked_folder`): a second run or
         resume of the folder fails at once naming the holder."""
-        return locked_folder(self.path, "training")
+        return locked_folder(self.path, HOLDER)
 
     def write_start(self, net: SpecNet, config: TrainConfig, command: str) -> None:
         """At every start or resume: the spec as built, the settings, one more command line."""
@@ -258,6 +261,16 @@ class RunFolder:
             return len(self.read_metrics()) >= self.read_config().epochs
         except (OSError, UserError):
             return False  # a resume says what is wrong with it
+
+
+@contextmanager
+def claimed(out: Path, name: str | None, base: str) -> Iterator[RunFolder]:
+    """A new run's folder (:meth:`RunFolder.create`), locked for the block and checked free once
+    locked (a run that took the empty folder first and has ended leaves it taken)."""
+    folder = RunFolder.create(out, name, base)
+    with locked_folder(folder.path, HOLDER):
+        folder.check_free()
+        yield folder
 
 
 def plot_curves(rows: list[MetricsRow], path: Path) -> None:

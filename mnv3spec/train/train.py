@@ -25,7 +25,7 @@ from .loop import train_epochs
 from .plan import RunPlan, build_network, make_plan
 from .recipe import Recipe
 from .resume import ResumePoint, extended, read_resume_point
-from .run_folder import RunFolder, check_run_name
+from .run_folder import RunFolder, check_run_name, claimed
 from .runtime import World, pick_device, thread_count, torch_settings
 from .state import seed_weights
 
@@ -39,10 +39,11 @@ def train(cfg: TrainConfig, command: str = "", spec: Spec | None = None) -> Path
     if spec is None:
         spec = load_spec(cfg.spec, **cfg.overrides)
     recipe = cfg.resolved_recipe()
+    name = check_run_name(cfg.name) if cfg.name else None
     check_output_folder(cfg.out, field="out")
     check_name(cfg.data)
-    if cfg.name:
-        RunFolder(Path(cfg.out) / check_run_name(cfg.name)).check_free()
+    if name:
+        RunFolder(Path(cfg.out) / name).check_free()
     return _launch(absolute(cfg), recipe, spec, command, None)
 
 
@@ -122,10 +123,7 @@ def _claimed(plan: RunPlan, point: ResumePoint | None, base: str) -> Iterator[Ru
         path, error = None, None
         if world.main:
             try:
-                folder = RunFolder.create(Path(cfg.out), cfg.name, base)
-                lock.enter_context(folder.locked())
-                folder.check_free()  # a run that took the empty folder first and has ended
-                path = str(folder)
+                path = str(lock.enter_context(claimed(Path(cfg.out), cfg.name, base)))
             except UserError as e:
                 error = e
         path, message = world.share((path, error and str(error)))
