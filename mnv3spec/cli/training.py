@@ -189,13 +189,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         predict=args.predict,
         max_variants=args.max_variants,
     )
-    say = lambda line: print(line, flush=True)  # noqa: E731
-    result = sweep.sweep(settings, say, dry_run=args.print_commands)
+    result = sweep.sweep(settings, _say, dry_run=args.print_commands)
     if args.print_commands:
         _print_commands(result, args.train_options)
         return 0
     print(sweep_report.summary(result, started))
     return result.exit_code()
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
 
 
 def _print_commands(result, options: list[argparse.Action]) -> None:
