@@ -4,7 +4,7 @@ don't guess).
     python bench/first_epoch.py               # on a CUDA machine: one table, three fresh processes
 
 Small at 32 px (si=1, width 1.0, 100 classes), batch 128, bf16, channels_last, the training
-step as ``cli.py train`` runs it (``mnv3spec.train.loop.captured_step``). Each configuration runs
+step as ``cli.py train`` runs it (``mnv3spec.train.steps.captured_step``). Each configuration runs
 in a fresh process, since cuDNN's autotune cache and CUDA's loaded kernels live as long as the
 process. The configurations:
 
@@ -37,10 +37,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mnv3spec import build, load_spec  # noqa: E402
-from mnv3spec.runtime import amp_dtype  # noqa: E402
 from mnv3spec.train.graph import DeviceLR  # noqa: E402
-from mnv3spec.train.loop import captured_step, train_step  # noqa: E402
 from mnv3spec.train.recipe import RECIPES, make_optimizer  # noqa: E402
+from mnv3spec.train.runtime import amp_dtype  # noqa: E402
+from mnv3spec.train.steps import captured_step, train_step  # noqa: E402
 
 CONFIGS = {
     "autotune on": ({}, True),

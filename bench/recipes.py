@@ -23,15 +23,15 @@ sys.path.insert(0, str(ROOT))
 
 from mnv3spec.train.config import TrainConfig  # noqa: E402
 from mnv3spec.train.recipe import RECIPES  # noqa: E402
-from mnv3spec.train.run_folder import METRICS_FILE, read_metrics  # noqa: E402
+from mnv3spec.train.run_folder import RunFolder  # noqa: E402
 from mnv3spec.train.train import resume, train  # noqa: E402
 
 
 def run_one(args: argparse.Namespace, recipe: str, width: float) -> Path:
     """Train (or continue) one run; its folder."""
     folder = Path(args.out) / f"{recipe}-w{width}"
-    if (folder / "config.json").is_file():
-        done = len(read_metrics(folder / METRICS_FILE))
+    if RunFolder(folder).holds_run():
+        done = len(RunFolder(folder).read_metrics())
         if done < args.epochs:
             resume(folder, "bench/recipes.py (resume)")
         return folder
@@ -53,11 +53,11 @@ def run_one(args: argparse.Namespace, recipe: str, width: float) -> Path:
 
 
 def row(recipe: str, width: float, folder: Path) -> str:
-    rows = read_metrics(folder / METRICS_FILE)
+    rows = RunFolder(folder).read_metrics()
     if not rows:
         return f"{recipe:<18} {width:>5}  {'no epoch finished':>30}"
-    top1 = [float(r["val_top1"]) for r in rows]
-    seconds = sum(float(r["seconds"]) for r in rows)
+    top1 = [r.val_top1 for r in rows]
+    seconds = sum(r.seconds for r in rows)
     return (
         f"{recipe:<18} {width:>5} {len(rows):>6} {max(top1):>8.2f} {top1[-1]:>8.2f} "
         f"{seconds / 60:>8.1f}"

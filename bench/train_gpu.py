@@ -21,7 +21,6 @@ real CIFAR path, and prints, for Small at 32 px (si=1, width 1.0, 100 classes, b
 from __future__ import annotations
 
 import argparse
-import csv
 import pickle
 import subprocess
 import sys
@@ -37,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from mnv3spec import build, load_spec  # noqa: E402
 from mnv3spec.train.graph import DeviceLR, GraphStep, sgd_update  # noqa: E402
+from mnv3spec.train.run_folder import RunFolder  # noqa: E402
 
 
 def write_cifar100(root: Path, train: int, test: int) -> None:
@@ -149,15 +149,15 @@ def cli_run(
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr}")
-    rows = list(csv.DictReader((out / name / "metrics.csv").open()))
-    steady = [float(r["images_per_s"]) for r in rows[1:]] or [float(rows[0]["images_per_s"])]
+    rows = RunFolder(out / name).read_metrics()
+    steady = [r.images_per_s for r in rows[1:]] or [rows[0].images_per_s]
     said = [line for line in done.stdout.splitlines() if line.startswith(("warm-up", "steps"))]
     return {
         "wall": wall,
-        "epoch1": float(rows[0]["seconds"]),
-        "steady_epoch": sorted(float(r["seconds"]) for r in rows[1:] or rows)[len(rows[1:]) // 2],
+        "epoch1": rows[0].seconds,
+        "steady_epoch": sorted(r.seconds for r in rows[1:] or rows)[len(rows[1:]) // 2],
         "steady": sorted(steady)[len(steady) // 2],
-        "losses": [float(r["train_loss"]) for r in rows],
+        "losses": [r.train_loss for r in rows],
         "notes": "; ".join(said),
     }
 

@@ -23,7 +23,7 @@ FLAG = re.compile(r"(?<![\w-])--[a-z]")
 # its own one-flag command line.
 COMMAND_LINES = {
     "explore/sweep.py": {"--set", "--resume", "--out", "--name", "--device", "--table"},
-    "explore/state.py": {"--name"},  # the way out of a damaged sweep.json
+    "explore/sweep_folder.py": {"--name"},  # the way out of a damaged sweep.json
     "deploy/predict.py": {"--table", "--set"},  # how to add rows: latency --table
     "model/diff.py": {"--set"},
     "spec/__main__.py": {"--write"},
@@ -31,8 +31,7 @@ COMMAND_LINES = {
 
 
 def _parser(command: str) -> argparse.ArgumentParser:
-    (sub,) = (a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    return sub.choices[command]
+    return build_parser().commands[command]
 
 
 def test_flag_names_come_from_each_commands_parser():

@@ -93,7 +93,7 @@ def test_evaluate_counts_top1_topk_and_loss():
     r = evaluate(
         Fixed(), [(images, labels)], mean=(0.5,) * 3, std=(0.5,) * 3, device=torch.device("cpu")
     )
-    assert (r.top1, r.top5, r.images, r.k) == (50.0, 100.0, 4, 3)
+    assert (r.top1, r.topk, r.images, r.k) == (50.0, 100.0, 4, 3)
 
 
 def test_eval_on_a_folder_whose_class_is_a_link_to_the_other_split(tmp_path, cli):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
+import io
 import json
 import math
 import os
@@ -26,6 +28,7 @@ from mnv3spec.errors import DataError
 from mnv3spec.model.plan import plan
 from mnv3spec.model.validate import validate
 from mnv3spec.spec.load import parse_assignment
+from mnv3spec.train.config import TrainConfig
 from mnv3spec.train.recipe import RECIPES, resolve_recipe
 
 from .conftest import SPECS
@@ -336,7 +339,7 @@ MEASURED_LIKE = st.dictionaries(
     st.sampled_from(["sweep.json", "measured.json"]), st.one_of(JSONS, MEASURED_LIKE), st.booleans()
 )
 def test_sweep_state(tmp_path_factory, file, value, truncate):
-    from mnv3spec.explore import state
+    from mnv3spec.explore import sweep_folder as state
 
     folder = tmp_path_factory.mktemp("fuzz")
     text = json.dumps(value)
@@ -353,6 +356,29 @@ def test_sweep_state(tmp_path_factory, file, value, truncate):
             for m in found.values()
             for v in [*m.latency_ms.values(), *m.iqr_ms.values()]
         )
+
+
+FIELDS = [f.name for f in dataclasses.fields(TrainConfig)]
+REQUESTS = st.one_of(
+    JSONS,
+    st.fixed_dictionaries({"resume": JSONS}),
+    st.fixed_dictionaries({"config": st.dictionaries(st.sampled_from(FIELDS), JSONS)}),
+)
+
+
+@SMALL
+@given(REQUESTS, st.booleans())
+def test_sweep_worker_requests(tmp_path_factory, value, truncate):
+    """A sweep worker's request file, damaged any way: one error naming it, exit 2, no run."""
+    from mnv3spec.explore import worker
+
+    folder = tmp_path_factory.mktemp("fuzz")
+    text = json.dumps(value)
+    (folder / "v.json").write_text(text[: len(text) // 2] if truncate else text)
+    with contextlib.redirect_stderr(io.StringIO()) as err:
+        assert worker.main([str(folder / "v.json")]) == 2
+    assert err.getvalue().startswith("error: ") and err.getvalue().count("\n") == 1
+    assert sorted(p.name for p in folder.iterdir()) == ["v.json"]
 
 
 @SMALL

@@ -5,6 +5,7 @@ runs only there)."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import shutil
 
 import pytest
@@ -78,13 +79,16 @@ def test_sgd_update_is_torchs_sgd_with_a_device_learning_rate(nesterov):
 def test_uncaptured_steps_say_why_in_one_line():
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
     kw = {"enabled": True, "scaler_enabled": False, "processes": 1, "compiled": False}
-    assert "need a GPU" in graph.wanted(cpu, **kw)
-    assert graph.wanted(cuda, **kw) is None
-    assert "off" in graph.wanted(cuda, **{**kw, "enabled": False})
-    assert "loss scaler" in graph.wanted(cuda, **{**kw, "scaler_enabled": True})
-    assert "several processes" in graph.wanted(cuda, **{**kw, "processes": 2})
-    assert "compile" in graph.wanted(cuda, **{**kw, "compiled": True})
-    for reason in (graph.wanted(cpu, **kw), graph.wanted(cuda, **{**kw, "processes": 2})):
+    assert "need a GPU" in graph.why_not_captured(cpu, **kw)
+    assert graph.why_not_captured(cuda, **kw) is None
+    assert "off" in graph.why_not_captured(cuda, **{**kw, "enabled": False})
+    assert "loss scaler" in graph.why_not_captured(cuda, **{**kw, "scaler_enabled": True})
+    assert "several processes" in graph.why_not_captured(cuda, **{**kw, "processes": 2})
+    assert "compile" in graph.why_not_captured(cuda, **{**kw, "compiled": True})
+    for reason in (
+        graph.why_not_captured(cpu, **kw),
+        graph.why_not_captured(cuda, **{**kw, "processes": 2}),
+    ):
         assert "\n" not in reason
 
 
@@ -176,7 +180,7 @@ def test_a_step_that_cannot_be_captured_runs_eagerly_and_says_why(
 def test_training_goes_on_eagerly_when_the_capture_fails(monkeypatch, tmp_path, capsys, recwarn):
     """The trainer asks for a captured step (as on a GPU), the capture fails: one line says so
     after the first epoch, the steps run eagerly, and the run trains as an eager one does."""
-    from mnv3spec.train import loop
+    from mnv3spec.train import steps
     from mnv3spec.train.config import TrainConfig
     from mnv3spec.train.train import train
 
@@ -187,9 +191,9 @@ def test_training_goes_on_eagerly_when_the_capture_fails(monkeypatch, tmp_path, 
             _without_cuda(
                 monkeypatch, "CUDA error: operation not permitted when stream is capturing"
             )
-            monkeypatch.setattr(loop, "wanted", lambda *args, **kw: None)
+            monkeypatch.setattr(steps, "why_not_captured", lambda *args, **kw: None)
         cfg = TrainConfig(str(SMALL), overrides, data="synthetic", epochs=2, batch=64, seed=0)
-        cfg.out, cfg.name = str(tmp_path), name
+        cfg = dataclasses.replace(cfg, out=str(tmp_path), name=name)
         train(cfg)
         rows = (tmp_path / name / "metrics.csv").read_text().splitlines()[1:]
         losses[name] = [float(r.split(",")[2]) for r in rows]
@@ -300,7 +304,7 @@ def test_a_compiled_run_says_what_its_first_step_cost(monkeypatch, tmp_path, cap
     monkeypatch.setattr(torch, "compile", lambda model, **kw: model)
     overrides = {"width": 0.25, "resolution": 16}
     cfg = TrainConfig(str(SMALL), overrides, data="synthetic", epochs=2, batch=64, seed=0)
-    cfg.out, cfg.name, cfg.compile = str(tmp_path), "run", True
+    cfg = dataclasses.replace(cfg, out=str(tmp_path), name="run", compile=True)
     train(cfg)
     lines = capsys.readouterr().out.splitlines()
     warm = [i for i, line in enumerate(lines) if line.startswith("warm-up: ")]

@@ -5,6 +5,7 @@ hostile user. Each either works or ends with one paragraph and exit status 2 (3:
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -20,7 +21,7 @@ from cli import main
 from mnv3spec import UserError, build, load_spec
 from mnv3spec.deploy import predict
 from mnv3spec.deploy.quantize import resolve_rows
-from mnv3spec.explore import state
+from mnv3spec.explore import sweep_folder as state
 from mnv3spec.files import locked_folder
 from mnv3spec.weights.checkpoint import _metadata_problem
 
@@ -117,17 +118,20 @@ def test_case15_a_second_sweep_into_a_folder_in_use_is_refused(swept, tmp_path, 
 
 def test_case15_a_locked_variant_says_in_use_not_an_old_epoch_line(tmp_path):
     from mnv3spec.explore.grid import variants
-    from mnv3spec.explore.sweep import run_trainings
+    from mnv3spec.explore.launch import Training, run_trainings
+    from mnv3spec.train.config import TrainConfig
+    from mnv3spec.train.run_folder import RunFolder
 
     (v,) = variants(["small"], {"width": 0.25, "resolution": 16}, [])
     runs, logs = tmp_path / "runs", tmp_path / "logs"
     (runs / v.id).mkdir(parents=True)
     logs.mkdir()
     (logs / f"{v.id}.log").write_text("epoch 3/20  loss 1.2 (an orphaned run's last line)\n")
-    args = ["train", "small", *TINY, "--data", "synthetic", "--epochs", "1", "--device", "cpu"]
+    cfg = TrainConfig(v.spec, v.overrides, data="synthetic", epochs=1, device="cpu")
+    cfg = dataclasses.replace(cfg, out=str(runs), name=v.id)
     with locked_folder(runs / v.id, "training"):
         errors = run_trainings(
-            [(v, [*args, "--out", str(runs), "--name", v.id])], logs, 0, lambda line: None
+            [Training(v, RunFolder(runs / v.id), cfg)], logs, 0, lambda line: None
         )
     code, error = errors[v.id]
     assert code == 2 and f"in use by another training (pid {os.getpid()}" in error

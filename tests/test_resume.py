@@ -15,7 +15,7 @@ import pytest
 from cli import main
 from mnv3spec.model import builder, memory
 from mnv3spec.spec import variant
-from mnv3spec.train import run_folder
+from mnv3spec.train.run_folder import RunFolder
 
 from .conftest import ROOT, run_cli
 from .test_cli_train import RUN_FILES, TINY
@@ -127,7 +127,7 @@ def test_resume_refuses_a_folder_whose_files_disagree(run, tmp_path, capsys, dam
 
 def test_resume_of_a_run_folder_in_use_fails_at_once_naming_the_holder(run):
     before = snapshot(run)
-    with run_folder.locked(run):
+    with RunFolder(run).locked():
         result = run_cli("train", "--resume", run)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"is in use by another training (pid {os.getpid()} on " in result.stderr
@@ -136,7 +136,7 @@ def test_resume_of_a_run_folder_in_use_fails_at_once_naming_the_holder(run):
 
 def test_a_new_run_in_a_named_folder_in_use_fails_at_once(tmp_path):
     (tmp_path / "x").mkdir()
-    with run_folder.locked(tmp_path / "x"):
+    with RunFolder(tmp_path / "x").locked():
         result = run_cli("train", *TINY, "--epochs", "1", "--out", tmp_path, "--name", "x")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"(pid {os.getpid()} on " in result.stderr

@@ -15,7 +15,7 @@ from mnv3spec.weights import checkpoint
 
 from .conftest import ROOT
 
-ROW = dict.fromkeys(run_folder.METRICS, 1.0)
+ROW = run_folder.MetricsRow(**dict.fromkeys(run_folder.METRICS, 1.0))
 
 
 def disk_full(*_args, **_kwargs):
@@ -31,7 +31,7 @@ def test_a_run_name_is_one_folder_inside_out(name):
 def test_a_full_disk_while_writing_metrics_names_the_file(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "replace", disk_full)  # as the finished file is renamed into place
     with pytest.raises(UserError, match=r"metrics\.csv: cannot write: No space left on device"):
-        run_folder.write_metrics(tmp_path / "metrics.csv", [ROW])
+        run_folder.RunFolder(tmp_path).write_metrics([ROW])
     assert not list(tmp_path.iterdir())  # no temporary file left behind
 
 
@@ -42,35 +42,35 @@ def test_a_full_disk_while_saving_weights_names_the_file(tmp_path, monkeypatch):
     monkeypatch.setattr(checkpoint, "save_file", full)
     net = build(load_spec(ROOT / "specs" / "small.yaml", width=0.25, num_classes=2))
     with pytest.raises(UserError, match=r"last\.safetensors: cannot write: .*No space left"):
-        run_folder.save_epoch(tmp_path, net, [ROW], {}, improved=True)
+        run_folder.RunFolder(tmp_path).save_epoch(net, [ROW], {}, improved=True)
 
 
 def test_resume_of_a_file_says_it_takes_a_folder(tmp_path):
     (tmp_path / "best.safetensors").write_bytes(b"")
     with pytest.raises(UserError, match="is a file; give a run folder") as e:
-        run_folder.read_config(tmp_path / "best.safetensors")
+        run_folder.RunFolder(tmp_path / "best.safetensors").read_config()
     assert e.value.field == "resume"
 
 
 def test_a_locked_run_folder_refuses_a_second_holder_and_is_left_clean(tmp_path):
-    with run_folder.locked(tmp_path):
+    with run_folder.RunFolder(tmp_path).locked():
         assert f"pid {os.getpid()} on " in (tmp_path / ".lock").read_text()
         held = pytest.raises(UserError, match=r"is in use by another training \(pid \d+ on ")
-        with held, run_folder.locked(tmp_path):
+        with held, run_folder.RunFolder(tmp_path).locked():
             pass
     assert not list(tmp_path.iterdir())
-    with run_folder.locked(tmp_path):  # free again once its holder has gone
+    with run_folder.RunFolder(tmp_path).locked():  # free again once its holder has gone
         pass
 
 
 def test_run_folders_are_created_exclusively(tmp_path):
-    made = [run_folder.create_run_dir(tmp_path / "out", None, "small") for _ in range(3)]
+    made = [run_folder.RunFolder.create(tmp_path / "out", None, "small").path for _ in range(3)]
     assert [p.name for p in made] == ["small", "small-2", "small-3"]
     (made[0] / ".lock").write_text("")  # a run killed before it wrote anything: free
-    assert run_folder.create_run_dir(tmp_path / "out", "small", "-") == made[0]
+    assert run_folder.RunFolder.create(tmp_path / "out", "small", "-").path == made[0]
     (made[1] / "metrics.csv").write_text("")
     with pytest.raises(UserError, match="small-2 already holds a run"):
-        run_folder.create_run_dir(tmp_path / "out", "small-2", "-")
+        run_folder.RunFolder.create(tmp_path / "out", "small-2", "-")
 
 
 @pytest.mark.parametrize(
@@ -86,5 +86,5 @@ def test_a_damaged_metrics_file_names_its_line(tmp_path, lines, line, message):
     path = tmp_path / "metrics.csv"
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(UserError, match=message) as e:
-        run_folder.read_metrics(path)
+        run_folder.RunFolder(tmp_path).read_metrics()
     assert (e.value.file, e.value.line) == (str(path), line)

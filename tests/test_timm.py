@@ -16,7 +16,7 @@ from mnv3spec.model.summary import count_macs
 from mnv3spec.weights import from_timm
 from mnv3spec.weights import init as starting_weights
 from mnv3spec.weights import timm as timm_weights
-from mnv3spec.weights.timm import max_difference, randomize_bn, timm_model, timm_order
+from mnv3spec.weights.timm import max_logit_difference, randomize_bn, timm_model, timm_order
 from mnv3spec.weights.torchvision import give_weights
 
 from .conftest import ROOT, run_cli
@@ -62,7 +62,7 @@ def test_twin_has_timms_parameters_multiply_adds_and_outputs(name):
     pairs = load_timm(ours, theirs.state_dict())
     assert len(pairs) == len(theirs.state_dict())
     # float64: the same function agrees to ~1e-14; float32 logits near 80 differ by rounding alone
-    assert max_difference(ours, theirs, SIZE) < 1e-9
+    assert max_logit_difference(ours, theirs, SIZE) < 1e-9
     x = torch.randn(2, 3, SIZE, SIZE)
     with torch.no_grad():
         a, b = ours(x), theirs(x)
@@ -87,14 +87,14 @@ def test_timm_twin_computes_our_function_with_our_weights(spec, overrides, name)
         x = torch.randn(2, 3, SIZE, SIZE)
         with torch.no_grad():
             scale = ours(x).abs().max().item()
-        assert max_difference(ours, twin, SIZE) < 1e-6 * scale and scale > 1e-3
+        assert max_logit_difference(ours, twin, SIZE) < 1e-6 * scale and scale > 1e-3
 
 
 def test_tf_twins_need_same_padding_and_symmetric_ones_do_not_fit_them():
     theirs = randomize_bn(timm_model("tf_mobilenetv3_small_075"))
     ours = twin("tf_mobilenetv3_small_075", padding="symmetric")
     load_timm(ours, theirs.state_dict())  # the same tensors...
-    assert max_difference(ours, theirs, SIZE) > 1e-3  # ...another function
+    assert max_logit_difference(ours, theirs, SIZE) > 1e-3  # ...another function
 
 
 def test_stem_stays_at_16_below_width_1_and_grows_above_as_timms():
@@ -113,7 +113,7 @@ def test_a_state_dict_sorted_by_name_loads_the_same():
     assert timm_order(shuffled) == list(state)
     ours = twin("tf_mobilenetv3_small_minimal_100")
     load_timm(ours, shuffled)
-    assert max_difference(ours, theirs, SIZE) < 1e-9
+    assert max_logit_difference(ours, theirs, SIZE) < 1e-9
 
 
 def test_other_networks_and_class_counts_are_refused_or_kept():
@@ -135,7 +135,7 @@ def test_init_timm_loads_timms_weights_and_reinitialises_other_heads(monkeypatch
     ours = twin("mobilenetv3_small_050")
     line = starting_weights.init_from(ours, "timm:mobilenetv3_small_050.lamb_in1k")
     assert line == "initialised from timm's mobilenetv3_small_050.lamb_in1k"
-    assert max_difference(ours, theirs, SIZE) < 1e-9
+    assert max_logit_difference(ours, theirs, SIZE) < 1e-9
     line = starting_weights.init_from(twin("mobilenetv3_small_050", num_classes=10), "timm:x")
     assert line.endswith("classifier re-initialised for 10 classes")
     from safetensors.torch import save_file  # a timm file on disk: sorted by name
@@ -143,7 +143,7 @@ def test_init_timm_loads_timms_weights_and_reinitialises_other_heads(monkeypatch
     save_file(dict(theirs.state_dict()), tmp_path / "model.safetensors")
     ours = twin("mobilenetv3_small_050")
     starting_weights.init_from(ours, str(tmp_path / "model.safetensors"))
-    assert max_difference(ours, theirs, SIZE) < 1e-9
+    assert max_logit_difference(ours, theirs, SIZE) < 1e-9
 
 
 def test_offline_init_names_the_file_and_where_it_goes(monkeypatch):
@@ -172,7 +172,7 @@ def test_import_says_large_150d_a_variant_with_no_shipped_twin(tmp_path):
     ours = build(spec).eval()
     assert n_params(ours) == n_params(theirs) == r.params
     load_timm(ours, theirs.state_dict())
-    assert max_difference(ours, theirs, SIZE, seed=1) < 1e-9
+    assert max_logit_difference(ours, theirs, SIZE, seed=1) < 1e-9
     # large-tf at width 1.5 with each stage's repeats × 1.2, rounded up: 23 blocks, not 15
     assert len(spec.rows) == 28 and ours.plans[0].out_shape[0] == 24
     assert ours.plans[-3].out_shape[0] == 1280
@@ -189,7 +189,7 @@ def test_import_cli_round_trip(tmp_path):
     theirs = randomize_bn(timm_model("tf_mobilenetv3_small_minimal_100"))
     ours = build(spec)
     load_timm(ours, theirs.state_dict())
-    assert max_difference(ours, theirs, SIZE) < 1e-9
+    assert max_logit_difference(ours, theirs, SIZE) < 1e-9
 
 
 def test_import_rewrites_its_own_files_and_others_only_with_force(tmp_path):

@@ -3,6 +3,7 @@ and a folder too large for memory trained through ``cli.py`` on decoding workers
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import itertools
 import json
@@ -23,7 +24,7 @@ from mnv3spec.data import folders
 from mnv3spec.data.batches import batches
 from mnv3spec.errors import CheckpointError, TrainingError, UserError
 from mnv3spec.train import evaluate as evaluating
-from mnv3spec.train import loop, run_folder
+from mnv3spec.train import run_folder, steps
 from mnv3spec.train.config import TrainConfig
 from mnv3spec.train.evaluate import evaluate
 from mnv3spec.train.plan import steps_per_epoch
@@ -129,7 +130,7 @@ def test_evaluate_counts_top1_top5_and_loss_exactly():
     expected_loss = nn.functional.cross_entropy(torch.arange(7.0).expand(7, 7), labels)
     assert r.images == 7
     assert r.top1 == pytest.approx(100 * 2 / 7)
-    assert r.top5 == pytest.approx(100 * 5 / 7)  # 6, 6, 5, 2, 3
+    assert r.topk == pytest.approx(100 * 5 / 7)  # 6, 6, 5, 2, 3
     assert r.loss == pytest.approx(float(expected_loss))
 
 
@@ -244,7 +245,9 @@ def test_nan_loss_stops_naming_epoch_and_step_and_keeps_last_good_epoch(
     monkeypatch.setattr(nn, "CrossEntropyLoss", PoisonedLoss)
     overrides = {"width": 0.25, "resolution": 16}
     cfg = TrainConfig(str(SMALL), overrides, data="synthetic", epochs=3, batch=32, seed=0)
-    cfg.out, cfg.name = str(tmp_path), "run"  # 512 synthetic images: 16 steps per epoch
+    cfg = dataclasses.replace(
+        cfg, out=str(tmp_path), name="run"
+    )  # 512 synthetic images: 16 steps per epoch
     with pytest.raises(TrainingError, match="at epoch 2, step 3 of 16") as e:
         train(cfg)
     assert "keeps epoch 1" in str(e.value) and e.value.exit_code == 3
@@ -262,7 +265,7 @@ def test_shapes_met_once_an_epoch_are_never_autotuned(tmp_path, monkeypatch, one
     training = importlib.import_module("mnv3spec.train.train")
     real_settings, real_step, real_norm = (
         training.torch_settings,
-        loop.train_step,
+        steps.train_step,
         evaluating.normalize,
     )
     seen = []
@@ -278,11 +281,13 @@ def test_shapes_met_once_an_epoch_are_never_autotuned(tmp_path, monkeypatch, one
     monkeypatch.setattr(
         training, "torch_settings", lambda **kw: real_settings(**kw | {"benchmark": True})
     )
-    monkeypatch.setattr(loop, "train_step", step)
+    monkeypatch.setattr(steps, "train_step", step)
     monkeypatch.setattr(evaluating, "normalize", norm)
     overrides = {"width": 0.25, "resolution": 16}
     cfg = TrainConfig(str(SMALL), overrides, data="synthetic", epochs=1, batch=48, seed=0)
-    cfg.out, cfg.name = str(tmp_path), "run"  # 512 images: 10 batches of 48 and one of 32
+    cfg = dataclasses.replace(
+        cfg, out=str(tmp_path), name="run"
+    )  # 512 images: 10 batches of 48 and one of 32
     before = torch.backends.cudnn.benchmark
     train(cfg)
     assert torch.backends.cudnn.benchmark is before
@@ -303,7 +308,7 @@ def test_every_file_of_the_run_folder_is_written_atomically(tmp_path, monkeypatc
     monkeypatch.setattr(run_folder, "atomic_path", recording)
     monkeypatch.setattr(outputs, "atomic_path", recording)  # what run_folder's writing() uses
     cfg = TrainConfig(str(SMALL), {"width": 0.25, "resolution": 16}, data="synthetic", epochs=1)
-    cfg.out, cfg.name, cfg.seed = str(tmp_path), "run", 0
+    cfg = dataclasses.replace(cfg, out=str(tmp_path), name="run", seed=0)
     train(cfg)
     files = {p.name for p in (tmp_path / "run").iterdir()}
     assert files - set(written) == {"best.safetensors", "last.safetensors", "command.txt"}

@@ -22,13 +22,33 @@ __all__ = ["build_parser", "main"]
 
 class _Parser(argparse.ArgumentParser):
     """Every parser and subparser takes flags whole: ``--epoch 1`` is an error, never a silent
-    ``--epochs 1`` (argparse's prefix matching)."""
+    ``--epochs 1`` (argparse's prefix matching); and keeps the options added to it, in
+    ``options`` (argparse has no public list of them), and its commands, in ``commands``."""
 
     def __init__(self, *args, **kwargs) -> None:
+        self.options: list[argparse.Action] = []
+        self.commands: dict[str, argparse.ArgumentParser] = {}
         super().__init__(*args, **{"allow_abbrev": False, **kwargs})
 
+    def add_argument(self, *args, **kwargs) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        self.options.append(action)
+        return action
 
-def build_parser() -> argparse.ArgumentParser:
+    def add_argument_group(self, *args, **kwargs):
+        group = super().add_argument_group(*args, **kwargs)
+        add = group.add_argument
+
+        def recorded(*args, **kwargs) -> argparse.Action:
+            action = add(*args, **kwargs)
+            self.options.append(action)
+            return action
+
+        group.add_argument = recorded
+        return group
+
+
+def build_parser() -> _Parser:
     parser = _Parser(
         prog="mnv3spec",
         description="MobileNets as data: validate, show, train, infer, export.",
@@ -37,20 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (add_spec_commands, add_train, add_eval, add_infer, add_latency, add_export):
         add(sub)
-    for add in (add_sweep, add_quantize, add_import):  # sweep passes train's flags through
+    for add in (add_sweep, add_quantize, add_import):
         add(sub)
+    parser.commands = sub.choices
     return parser
-
-
-def _command_parser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
-    (sub,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return sub.choices[command]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
-    command = _command_parser(parser, args.command)
+    command = parser.commands[args.command]
     if unknown:
         command.error(unrecognized(unknown, command))
     args.flags = flag_names(command)  # parameter → flag typed

@@ -34,8 +34,8 @@ def add_set(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_device(p: argparse.ArgumentParser, default: str = "auto") -> None:
-    p.add_argument(
+def add_device(p: argparse.ArgumentParser, default: str = "auto") -> argparse.Action:
+    return p.add_argument(
         "--device",
         choices=["auto", "cpu", "cuda", "mps"],
         default=default,
@@ -65,7 +65,7 @@ def unrecognized(words: list[str], parser: argparse.ArgumentParser) -> str:
     """argparse's message for arguments no flag takes, naming the flag a word looks like: the
     one it abbreviates (flags are never abbreviated), else a close spelling."""
     message = f"unrecognized arguments: {' '.join(words)}"
-    options = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+    options = [o for a in parser.options for o in a.option_strings if o.startswith("--")]
     for word in (w.partition("=")[0] for w in words if w.startswith("--")):
         longer = [o for o in options if o.startswith(word)]
         close = longer or difflib.get_close_matches(word, options, n=1)
@@ -87,7 +87,7 @@ def flag_names(parser: argparse.ArgumentParser) -> dict[str, str]:
     (``data_dir`` → ``--data-dir``, ``graph`` → ``--no-graph``), plus the library's aliases."""
     flags = {
         a.dest: a.option_strings[0]
-        for a in parser._actions
+        for a in parser.options
         if a.option_strings and a.dest != argparse.SUPPRESS and a.dest != "help"
     }
     flags.update({name: flags[dest] for name, dest in _ALIASES.items() if dest in flags})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 
 from mnv3spec.cli.flags import add_device, add_set, command_line, number, overrides
 from mnv3spec.cli.kinds import check_model_file
@@ -70,6 +71,48 @@ DATA_SOURCES = (
 )
 
 
+def add_train_options(p) -> list[argparse.Action]:
+    """The options of a training that ``train`` takes and ``sweep`` passes to every variant, on
+    ``p`` (a parser or a group whose options default to absent); the actions added."""
+    positive, non_negative = number(float, 0, above=True), number(float, 0)
+    add = p.add_argument
+    actions = [
+        add("--epochs", type=number(int, 1), help=EPOCHS),
+        add("--batch", type=number(int, 1), help="global batch size (default 128)"),
+        add("--data", help=DATA_SOURCES),
+        add("--data-dir", help="where CIFAR archives are looked for / downloaded (default ./data)"),
+        add("--train-subset", type=number(int, 1), metavar="N", help=SUBSET),
+        add_device(p, default=argparse.SUPPRESS),
+        add("--recipe", help=RECIPE),
+        add("--lr", type=positive, help="base learning rate (seed: 0.1)"),
+        add("--momentum", type=non_negative, help="SGD momentum (seed: 0.9)"),
+        add(
+            "--weight-decay", type=non_negative, help="on weights, never on BN or biases (seed: 0)"
+        ),
+        add("--nesterov", action="store_true", help="Nesterov momentum"),
+        add("--schedule", choices=["multistep", "cosine"], help="seed: multistep 15/20/30 x0.1"),
+        add("--warmup", type=non_negative, help="epochs of linear learning-rate warm-up (seed: 0)"),
+        add("--label-smoothing", type=non_negative, help="cross-entropy label smoothing (seed: 0)"),
+        add("--random-erasing", type=non_negative, metavar="P", help=ERASING),
+        add("--compile", action="store_true", help="torch.compile the model"),
+        add("--no-graph", dest="graph", action="store_false", help=NO_GRAPH),
+        add("--seed", type=number(int, 0), help="seed; on CPU also deterministic algorithms"),
+        add("--init", help=INIT),
+    ]
+    return actions
+
+
+EPOCHS = "epochs (default 20); with --resume, extends a run to this many (multistep only)"
+SUBSET = "train on N training images (a fixed random draw; validation stays whole)"
+RECIPE = (
+    "optimiser, schedule and augmentation preset: seed (default) or cosine-ls-erase; the flags "
+    "below change it"
+)
+ERASING = "erase a random rectangle of each image with probability P (seed: 0)"
+NO_GRAPH = "on CUDA, run each step eagerly instead of replaying it as a captured CUDA graph"
+INIT = "start from weights: 'torchvision' or 'timm:NAME[.TAG]' (ImageNet), or a state_dict"
+
+
 def add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
@@ -80,57 +123,14 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("spec", nargs="?", default=None, metavar="SPEC", help="e.g. specs/small.yaml")
     add_set(p)
-    positive, non_negative = number(float, 0, above=True), number(float, 0)
-    add = p.add_argument
-    add("--width", type=positive, default=None, help="width multiplier (= --set width=W)")
-    add(
-        "--epochs",
-        type=number(int, 1),
-        help="epochs (default 20); with --resume, extends a run to this many (multistep only)",
+    width = number(float, 0, above=True)
+    p.add_argument("--width", type=width, default=None, help="width multiplier (= --set width=W)")
+    add_train_options(p)
+    p.add_argument("--out", help="parent folder of run folders (default runs)")
+    p.add_argument("--name", help="run folder name (default SPEC-wWIDTH-DATA)")
+    p.add_argument(
+        "--resume", default=None, metavar="RUN_FOLDER", help="continue a run after its last epoch"
     )
-    add("--batch", type=number(int, 1), help="global batch size (default 128)")
-    add("--data", help=DATA_SOURCES)
-    add("--data-dir", help="where CIFAR archives are looked for / downloaded (default ./data)")
-    add(
-        "--train-subset",
-        type=number(int, 1),
-        metavar="N",
-        help="train on N training images (a fixed random draw; validation stays whole)",
-    )
-    add_device(p, default=argparse.SUPPRESS)
-    add(
-        "--recipe",
-        help="optimiser, schedule and augmentation preset: seed (default) or cosine-ls-erase; "
-        "the flags below change it",
-    )
-    add("--lr", type=positive, help="base learning rate (seed: 0.1)")
-    add("--momentum", type=non_negative, help="SGD momentum (seed: 0.9)")
-    add("--weight-decay", type=non_negative, help="on weights, never on BN or biases (seed: 0)")
-    add("--nesterov", action="store_true", help="Nesterov momentum")
-    add("--schedule", choices=["multistep", "cosine"], help="seed: multistep 15/20/30 x0.1")
-    add("--warmup", type=non_negative, help="epochs of linear learning-rate warm-up (seed: 0)")
-    add("--label-smoothing", type=non_negative, help="cross-entropy label smoothing (seed: 0)")
-    add(
-        "--random-erasing",
-        type=non_negative,
-        metavar="P",
-        help="erase a random rectangle of each image with probability P (seed: 0)",
-    )
-    add("--compile", action="store_true", help="torch.compile the model")
-    add(
-        "--no-graph",
-        dest="graph",
-        action="store_false",
-        help="on CUDA, run each step eagerly instead of replaying it as a captured CUDA graph",
-    )
-    add("--out", help="parent folder of run folders (default runs)")
-    add("--name", help="run folder name (default SPEC-wWIDTH-DATA)")
-    add("--seed", type=number(int, 0), help="seed; on CPU also deterministic algorithms")
-    add(
-        "--init",
-        help="start from weights: 'torchvision' or 'timm:NAME[.TAG]' (ImageNet), or a state_dict",
-    )
-    add("--resume", default=None, metavar="RUN_FOLDER", help="continue a run after its last epoch")
     p.set_defaults(func=cmd_train, set=None)
 
 
@@ -146,7 +146,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         device=args.device,
     )
     print(
-        f"{args.checkpoint}: top-1 {r.top1:.2f}%  top-{r.k} {r.top5:.2f}%  loss {r.loss:.4f}  "
+        f"{args.checkpoint}: top-1 {r.top1:.2f}%  top-{r.k} {r.topk:.2f}%  loss {r.loss:.4f}  "
         f"({r.images} validation images)"
     )
     return 0
@@ -170,36 +170,64 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     import time
 
     from mnv3spec.explore import sweep, sweep_report
+    from mnv3spec.explore.results import SweepSettings
 
     started = time.perf_counter()
-    flags = [
-        f
-        for dest, option, takes_value in args.train_options
-        if dest in args
-        for f in ([option, str(getattr(args, dest))] if takes_value else [option])
-    ]
-    result = sweep.sweep(
-        args.specs,
-        args.grid or [],
-        fixed=overrides(args),
+    training = {a.dest: getattr(args, a.dest) for a in args.train_options if a.dest in args}
+    settings = SweepSettings(
+        tuple(args.specs),
+        tuple(args.grid or []),
+        overrides(args),
         out=args.out,
         name=args.name,
-        train=not args.no_train,
-        train_flags=flags,
-        print_commands=args.print_commands,
-        devices=args.devices,
+        training=None if args.no_train else training,
+        devices=tuple(args.devices) if args.devices else None,
         backends=tuple(args.backends),
-        batch=args.latency_batch,
-        runs=args.latency_runs,
-        warmup=args.latency_warmup,
-        table=args.predict,
+        latency_batch=args.latency_batch,
+        latency_runs=args.latency_runs,
+        latency_warmup=args.latency_warmup,
+        predict=args.predict,
         max_variants=args.max_variants,
-        say=lambda line: print(line, flush=True),
     )
-    if result is None:
+    result = sweep.sweep(settings, _say, dry_run=args.print_commands)
+    if args.print_commands:
+        _print_commands(result, args.train_options)
         return 0
     print(sweep_report.summary(result, started))
     return result.exit_code()
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _print_commands(result, options: list[argparse.Action]) -> None:
+    """The ``train`` command of each training the sweep would start, or why there is none."""
+    jobs = {job.variant.id: job for job in result.trainings}
+    for r in result.results:
+        job = jobs.get(r.variant.id)
+        if r.error or job is None:
+            print(f"# {r.variant.id}: {r.error or 'finished'}")
+        else:
+            print(shlex.join(["python", "-m", "mnv3spec.cli", *_train_arguments(job, options)]))
+
+
+def _train_arguments(job, options: list[argparse.Action]) -> list[str]:
+    """``train``'s arguments for a training of a sweep: its spec, overrides and the flags of
+    its settings that are not the defaults."""
+    from mnv3spec.explore.grid import text
+    from mnv3spec.train.config import TrainConfig
+
+    if job.config is None:
+        return ["train", "--resume", str(job.folder)]
+    cfg, default = job.config, TrainConfig(job.config.spec)
+    words = ["train", cfg.spec]
+    words += [w for k, v in cfg.overrides.items() for w in ("--set", f"{k}={text(v)}")]
+    for a in options:
+        value, flag = getattr(cfg, a.dest), a.option_strings[-1]
+        if value != getattr(default, a.dest):
+            words += [flag] if a.nargs == 0 else [flag, str(value)]
+    return [*words, "--out", cfg.out, "--name", cfg.name]
 
 
 def add_sweep(sub: argparse._SubParsersAction) -> None:
@@ -209,8 +237,8 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
         "sweep",
         help="every combination of --grid values: params, MAdds, latency, training, Pareto plot",
         description="Each variant is compiled and counted, timed as `latency` times it, and "
-        "(unless --no-train) trained by an ordinary `train` command into OUT/NAME/runs/VARIANT; "
-        "the train flags below are passed to it. Repeat the command to continue a sweep.",
+        "(unless --no-train) trained as `train` trains, into OUT/NAME/runs/VARIANT, with the "
+        "train flags below. Repeat the command to continue a sweep.",
     )
     p.add_argument("specs", nargs="+", metavar="SPEC")
     add = p.add_argument
@@ -236,16 +264,10 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
         default=MAX_VARIANTS,
         help=f"refuse a grid of more variants (default {MAX_VARIANTS})",
     )
-    train = sub.choices["train"]  # its flags, passed through to every variant's train command
-    options = []
     passed = p.add_argument_group(
         "train flags",
-        "passed to every variant's train command (--batch and --warmup are "
-        "training's; latency's are --latency-batch and --latency-warmup)",
+        "every variant is trained with them (--batch and --warmup are training's; latency's "
+        "are --latency-batch and --latency-warmup)",
+        argument_default=argparse.SUPPRESS,
     )
-    for action in train._actions:
-        names = set(action.option_strings)
-        if names and not names & {"-h", "--set", "--width", "--out", "--name", "--resume"}:
-            passed._add_action(action)
-            options.append((action.dest, action.option_strings[-1], action.nargs != 0))
-    p.set_defaults(func=cmd_sweep, train_options=options)
+    p.set_defaults(func=cmd_sweep, train_options=add_train_options(passed))

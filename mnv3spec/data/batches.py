@@ -13,12 +13,15 @@ import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..errors import DataError
 from .folders import FolderImages
+
+if TYPE_CHECKING:
+    from .datasets import Dataset
 
 MAX_WORKERS = 8  # decoding processes per training process, for folders too large for memory
 
@@ -110,6 +113,38 @@ def loader(
         generator=torch.Generator(),  # seeds the workers; else one draw from torch's (dropout's)
     )
     return _Reraise(decoded)
+
+
+def rank_loaders(
+    data: Dataset,
+    batch: int,
+    val_batch: int,
+    *,
+    generator: torch.Generator,
+    drop_last: bool,
+    rank: int = 0,
+    world_size: int = 1,
+    workers: int = 0,
+    pin_memory: bool = False,
+) -> tuple[Iterable, Iterable]:
+    """One process's batches of ``data``: training (its shard of a fresh permutation each epoch,
+    drawn from ``generator``, the same on every rank) and validation (its shard, in order, in
+    batches of ``val_batch``). Decoding workers live for one pass, never both sets at once."""
+    decoding = {"workers": workers, "pin_memory": pin_memory}
+    train = loader(
+        data.train_images,
+        data.train_labels,
+        batch,
+        shuffle=True,
+        generator=generator,
+        drop_last=drop_last,
+        rank=rank,
+        world_size=world_size,
+        **decoding,
+    )
+    shard = slice(rank, None, world_size)
+    val_images, val_labels = data.val_images[shard], data.val_labels[shard]
+    return train, loader(val_images, val_labels, val_batch, shuffle=False, **decoding)
 
 
 @dataclass(frozen=True)
@@ -270,3 +305,21 @@ def normalize(
     std_t = to_device(torch.tensor(std, dtype=torch.float32), x.device).view(1, -1, 1, 1)
     x.mul_(1 / (255 * std_t)).sub_(mean_t / std_t)
     return x if dtype == torch.float32 else x.to(dtype)
+
+
+def training_batch(
+    images_u8: torch.Tensor,
+    *,
+    flip: bool,
+    erasing: float,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """A batch as a training step takes it: cropped and flipped (:func:`augment`), erased with
+    probability ``erasing`` (drawn only when above 0, so a recipe without it keeps its draws),
+    normalised channels-last."""
+    x = augment(images_u8, flip=flip, generator=generator)
+    if erasing:
+        x = random_erase(x, erasing, generator=generator)
+    return normalize(x, mean, std, channels_last=True)

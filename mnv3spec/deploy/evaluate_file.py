@@ -12,8 +12,8 @@ from ..data.batches import loader, worker_count
 from ..data.datasets import load_dataset
 from ..errors import DataError
 from ..model.memory import check_fits
-from ..runtime import pick_device
 from ..train.evaluate import EvalResult, evaluate
+from ..train.runtime import pick_device
 from .int8 import is_int8_model, load_any
 from .mobile import runtime_of
 

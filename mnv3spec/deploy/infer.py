@@ -19,12 +19,12 @@ from ..data.batches import normalize
 from ..data.folders import decode_image
 from ..errors import CheckpointError, DataError, UserError
 from ..model.memory import check_fits
-from ..runtime import pick_device
 from ..text import text_table
+from ..train.run_folder import RunFolder
+from ..train.runtime import pick_device
 from .int8 import Int8Model, load_any
 from .mobile import ProgramModel
 
-CHECKPOINT_NAME = "best.safetensors"
 SUBFOLDER = "a subfolder (images are not searched recursively)"
 
 
@@ -74,7 +74,7 @@ def find_checkpoints(paths: list[str | Path]) -> list[Path]:
     a file in it) is listed once."""
     found: list[Path] = []
     for path in map(Path, paths):
-        inside = sorted(path.rglob(CHECKPOINT_NAME)) if path.is_dir() else []
+        inside = sorted(path.rglob(RunFolder.BEST)) if path.is_dir() else []
         if inside:
             found += inside
         elif path.is_dir() and path.suffix != ".safetensors":
@@ -86,7 +86,7 @@ def find_checkpoints(paths: list[str | Path]) -> list[Path]:
     if not found:
         where = ", ".join(map(str, paths))
         raise CheckpointError(
-            f"no {CHECKPOINT_NAME} under {where}; train one, or name checkpoint files or folders",
+            f"no {RunFolder.BEST} under {where}; train one, or name checkpoint files or folders",
             field="models",
         )
     unique: dict[Path, Path] = {}
@@ -129,36 +129,16 @@ def classify(
     dev = pick_device(device)
     images, subfolders = list_images(image_folder)
     checkpoints = find_checkpoints(model_paths)
-    models, skipped, unreadable = [], [], []
-    for path in checkpoints:
-        try:
-            model, meta = load_any(path, dev)
-            if not isinstance(model, Int8Model | ProgramModel):
-                check_fits(model, batch_size, meta["resolution"], training=False, device=dev)
-        except UserError as e:  # CheckpointError, or the memory check's
-            skipped.append((str(path), e.message))
-            continue
-        result = ModelResult(str(path), model.spec.name, meta["resolution"], len(meta["classes"]))
-        models.append((model.eval(), meta, result))
+    models, skipped = _load_models(checkpoints, dev, batch_size)
     if not models:
         raise DataError(
             f"nothing was classified: no checkpoint could be used "
             f"({_count(checkpoints, 'checkpoint')} found; {_reasons(skipped)})"
         )
-    resolutions = sorted({meta["resolution"] for _, meta, _ in models})
+    unreadable: list[tuple[str, str]] = []
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size]
-        names, decoded = _decode_batch(batch, resolutions, unreadable)
-        if not names:
-            continue
-        for entry in list(models):
-            model, meta, result = entry
-            x = normalize(decoded[meta["resolution"]].to(dev), meta["mean"], meta["std"])
-            try:
-                result.predictions += _predict(model, x, names, meta["classes"], topk)
-            except UserError as e:  # an int8 file ONNX Runtime cannot run: skipped, not fatal
-                skipped.append((result.checkpoint, e.message))
-                models.remove(entry)
+        _classify_batch(batch, models, dev, topk, skipped, unreadable)
     if not models:
         raise DataError(f"nothing was classified: no model could run ({_reasons(skipped)})")
     if len(unreadable) == len(images):
@@ -169,6 +149,43 @@ def classify(
         )
     skipped += unreadable + [(f"{d.name}/", SUBFOLDER) for d in subfolders]
     return Report([result for _, _, result in models], skipped)
+
+
+def _load_models(checkpoints: list[Path], dev: torch.device, batch_size: int) -> tuple[list, list]:
+    """(model, metadata, result) of each checkpoint that loads and fits in memory; and the
+    others as (file, reason)."""
+    models, skipped = [], []
+    for path in checkpoints:
+        try:
+            model, meta = load_any(path, dev)
+            if not isinstance(model, Int8Model | ProgramModel):
+                check_fits(model, batch_size, meta["resolution"], training=False, device=dev)
+        except UserError as e:  # CheckpointError, or the memory check's
+            skipped.append((str(path), e.message))
+            continue
+        result = ModelResult(str(path), model.spec.name, meta["resolution"], len(meta["classes"]))
+        models.append((model.eval(), meta, result))
+    return models, skipped
+
+
+def _classify_batch(
+    batch: list[Path], models: list, dev: torch.device, topk: int, skipped: list, unreadable: list
+) -> None:
+    """Every model's predictions for one batch of image files, added to its result; a model that
+    cannot run is dropped from ``models`` into ``skipped``, an unreadable file into
+    ``unreadable``."""
+    resolutions = sorted({meta["resolution"] for _, meta, _ in models})
+    names, decoded = _decode_batch(batch, resolutions, unreadable)
+    if not names:
+        return
+    for entry in list(models):
+        model, meta, result = entry
+        x = normalize(decoded[meta["resolution"]].to(dev), meta["mean"], meta["std"])
+        try:
+            result.predictions += _predict(model, x, names, meta["classes"], topk)
+        except UserError as e:  # an int8 file ONNX Runtime cannot run: skipped, not fatal
+            skipped.append((result.checkpoint, e.message))
+            models.remove(entry)
 
 
 def _count(items: list, noun: str) -> str:

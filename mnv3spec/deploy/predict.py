@@ -19,7 +19,7 @@ import statistics
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -30,8 +30,33 @@ from ..model.summary import describe, row_features
 from ..spec.load import load_spec
 from . import latency
 
-KEY = ("device", "backend", "batch", "threads", "op", "input", "output", "k", "s", "exp", "se")
-KEY += ("nl", "bn", "n", "p")
+
+class Key(NamedTuple):
+    """A row of the look-up table: what it was timed on (device, backend, batch and the thread
+    count), then what its latency depends on (the operator, its shapes and its settings)."""
+
+    device: str
+    backend: str
+    batch: str
+    threads: str
+    op: str
+    input: str
+    output: str
+    k: str
+    s: str
+    exp: str
+    se: str
+    nl: str
+    bn: str
+    n: str
+    p: str
+
+    @property
+    def timed_on(self) -> tuple[str, str, str, str]:
+        return self.device, self.backend, self.batch, self.threads
+
+
+KEY = Key._fields
 COLUMNS = (*KEY, "median_ms", "iqr_ms", "example")
 OVERHEAD = "(overhead)"
 BACKENDS = ("eager", "channels_last")  # the row-by-row ones: compiled and ONNX fuse across rows
@@ -43,8 +68,6 @@ METHOD = (
 MAX_TABLE_BYTES = 64 << 20  # a table of every row of a thousand networks is about 1 MB
 MAX_MS = 1e6  # a row or an overhead of more than 1,000 s is not a measurement of one call
 FIX = "this table is written by latency --table: restore it, or delete it to time the rows again"
-
-Key = tuple[str, ...]
 
 
 @dataclass
@@ -67,12 +90,12 @@ class Table:
         row = self.rows.get(key)
         return float(row["median_ms"]) if row else None
 
-    def overhead(self, where: Key) -> float | None:
-        """Median overhead over the networks timed on ``where`` (device … threads)."""
+    def overhead(self, like: Key) -> float | None:
+        """Median overhead over the networks timed as ``like`` was (device … threads)."""
         values = [
             float(r["median_ms"])
             for k, r in self.rows.items()
-            if k[: len(where)] == where and k[len(where)] == OVERHEAD
+            if k.timed_on == like.timed_on and k.op == OVERHEAD
         ]
         return statistics.median(values) if values else None
 
@@ -104,7 +127,7 @@ def read_table(path: str | Path, *, field: str = "table", must_exist: bool = Fal
             key = _checked_row(row, reader.line_num, where)
             if key in table.rows:
                 raise UserError(
-                    f"the row of {key[4]} {key[5]}→{key[6]} appears twice; {FIX}",
+                    f"the row of {key.op} {key.input}→{key.output} appears twice; {FIX}",
                     line=reader.line_num,
                     **where,
                 )
@@ -141,7 +164,7 @@ def _checked_row(row: dict, line: int, where: dict) -> Key:
             raise UserError(
                 f"{name} {row[name]!r} is not {allowed} milliseconds; {FIX}", line=line, **where
             )
-    return tuple(row[k] for k in KEY)
+    return Key(*(row[k] for k in KEY))
 
 
 def write_table(table: Table) -> None:
@@ -160,9 +183,10 @@ def _cell(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def where(device: str, backend: str, batch: int) -> Key:
-    """The first columns of a key: what the rows were timed on."""
-    return (device, backend, str(batch), str(torch.get_num_threads()))
+def timed_on(device: str, backend: str, batch: int) -> dict[str, str]:
+    """The first fields of a key: what the rows were timed on, this process's threads included."""
+    threads = str(torch.get_num_threads())
+    return {"device": device, "backend": backend, "batch": str(batch), "threads": threads}
 
 
 def row_keys(model: SpecNet, device: str, backend: str, batch: int) -> list[Key]:
@@ -170,9 +194,12 @@ def row_keys(model: SpecNet, device: str, backend: str, batch: int) -> list[Key]
     keys = []
     for p in model.plans:
         f = row_features(p)
-        shapes = ("x".join(map(str, p.in_shape)), "x".join(map(str, p.out_shape)))
-        rest = (f[k] for k in ("k", "s", "exp", "se", "nl", "bn", "n", "p"))
-        keys.append((*where(device, backend, batch), f["op"], *shapes, *map(_cell, rest)))
+        shapes = {
+            "input": "x".join(map(str, p.in_shape)),
+            "output": "x".join(map(str, p.out_shape)),
+        }
+        rest = {k: _cell(f[k]) for k in ("k", "s", "exp", "se", "nl", "bn", "n", "p")}
+        keys.append(Key(**timed_on(device, backend, batch), op=f["op"], **shapes, **rest))
     return keys
 
 
@@ -217,7 +244,8 @@ def time_rows(
     if whole:
         name = f"{model.spec.name} width {model.spec.width:g} at {size}px"
         row_sum = sum(stats[k][0] if k in stats else table.median(k) for k in keys)
-        key = (*where(device, backend, batch), OVERHEAD, name, *[""] * (len(KEY) - 6))
+        empty = dict.fromkeys(KEY[6:], "")
+        key = Key(**timed_on(device, backend, batch), op=OVERHEAD, input=name, **empty)
         table.add(key, stats[OVERHEAD][0] - row_sum, stats[OVERHEAD][2], f"whole {name}")
     return len(runners) - whole
 
@@ -231,16 +259,17 @@ def predict(
     missing = [k for k in keys if table.median(k) is None]
     if missing:
         raise UserError(
-            f"{len(missing)} rows are not in the table (first: {missing[0][4]} "
-            f"{missing[0][5]}→{missing[0][6]} k{missing[0][7]}, {missing[0][3]} threads); time "
+            f"{len(missing)} rows are not in the table (first: {missing[0].op} "
+            f"{missing[0].input}→{missing[0].output} k{missing[0].k}, {missing[0].threads} "
+            "threads); time "
             "them into it with latency SPEC --table (with the same --set)",
             file=str(table.path),
         )
-    overhead = table.overhead(keys[0][:4])
+    overhead = table.overhead(keys[0])
     if overhead is None:
         raise UserError(
-            f"no overhead measured for {' '.join(keys[0][:2])}, batch {batch}, "
-            f"{keys[0][3]} threads; time a whole network into the table",
+            f"no overhead measured for {keys[0].device} {keys[0].backend}, batch {batch}, "
+            f"{keys[0].threads} threads; time a whole network into the table",
             file=str(table.path),
         )
     median = sum(table.median(k) for k in keys) + overhead

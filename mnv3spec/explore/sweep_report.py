@@ -17,7 +17,7 @@ from .grid import text
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from .sweep import Result, Sweep
+    from .results import Result, Sweep
 
 MAX_LABELS = 8
 Point = tuple[float, float, "Result"]
@@ -52,40 +52,40 @@ def _panel(
 ) -> None:
     for spec, colour in colours.items():
         mine = [p for p in points if p[2].variant.spec_name == spec]
-        ax.scatter(
-            [p[0] for p in mine],
-            [p[1] for p in mine],
-            s=28,
-            color=colour,
-            label=spec,
-            alpha=0.85,
-            edgecolors="white",
-            linewidths=0.6,
-            zorder=3,
-        )
-        if xerr or yerr:  # the latency's spread: its IQR, drawn as a bar centred on the median
-            spread = [xerr(p) if xerr else yerr(p) for p in mine]
-            bars = {"xerr" if xerr else "yerr": [[e / 2 for e in spread]] * 2}
-            ax.errorbar(
-                [p[0] for p in mine],
-                [p[1] for p in mine],
-                fmt="none",
-                ecolor=colour,
-                elinewidth=0.8,
-                alpha=0.6,
-                zorder=2,
-                **bars,
-            )
-    ax.plot(
-        [p[0] for p in front],
-        [p[1] for p in front],
-        "-",
-        color="0.25",
-        lw=1.1,
-        zorder=2,
-        label="Pareto front",
-    )
-    step = max(1, -(-len(front) // MAX_LABELS))  # label every step-th point of a long front
+        _scatter(ax, mine, spec, colour, xerr=xerr, yerr=yerr)
+    _front(ax, front)
+    ax.margins(x=0.14, y=0.08)  # room for the labels of the front
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.25, lw=0.6)
+    ax.spines[["top", "right"]].set_visible(False)
+
+
+def _scatter(
+    ax: Axes,
+    points: list[Point],
+    spec: str,
+    colour: str,
+    *,
+    xerr: Callable[[Point], float] | None,
+    yerr: Callable[[Point], float] | None,
+) -> None:
+    """One spec's points, with the latency's spread: its IQR, a bar centred on the median."""
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    style = {"alpha": 0.85, "edgecolors": "white", "linewidths": 0.6, "zorder": 3}
+    ax.scatter(xs, ys, s=28, color=colour, label=spec, **style)
+    if xerr or yerr:
+        spread = [xerr(p) if xerr else yerr(p) for p in points]
+        bars = {"xerr" if xerr else "yerr": [[e / 2 for e in spread]] * 2}
+        style = {"elinewidth": 0.8, "alpha": 0.6, "zorder": 2}
+        ax.errorbar(xs, ys, fmt="none", ecolor=colour, **style, **bars)
+
+
+def _front(ax: Axes, front: list[Point]) -> None:
+    """The Pareto front as a line, every point of it labelled (every step-th of a long one)."""
+    xs, ys = [p[0] for p in front], [p[1] for p in front]
+    ax.plot(xs, ys, "-", color="0.25", lw=1.1, zorder=2, label="Pareto front")
+    step = max(1, -(-len(front) // MAX_LABELS))
     for i, (x, y, r) in enumerate(front[::step]):
         ax.annotate(
             r.variant.label or r.variant.spec_name,
@@ -95,11 +95,6 @@ def _panel(
             textcoords="offset points",
             color="0.15",
         )
-    ax.margins(x=0.14, y=0.08)  # room for the labels of the front
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.25, lw=0.6)
-    ax.spines[["top", "right"]].set_visible(False)
 
 
 def plot(s: Sweep, path: Path) -> None:
@@ -166,7 +161,7 @@ def csv_rows(s: Sweep) -> tuple[list[str], list[dict[str, Any]]]:
         row |= {"params": r.params, "macs": r.macs, "latency_method": s.method()}
         row |= {f"latency_ms {c}": r.latency_ms.get(c) for c in s.settings.columns()}
         row |= {f"iqr_ms {c}": r.iqr_ms.get(c) for c in s.settings.columns()}
-        row |= {"val_top1": r.top1, "val_top5": r.top5, "train_seconds": r.train_seconds}
+        row |= {"val_top1": r.top1, "val_top5": r.topk, "train_seconds": r.train_seconds}
         rows.append(row | {"run_folder": r.run_folder, "error": r.error})
     return header, rows
 
@@ -194,7 +189,7 @@ def format_table(s: Sweep) -> str:
         line += (_fmt(r.params and r.params / 1e6, 3), _fmt(r.macs and r.macs / 1e6, 1))
         line += tuple(_fmt(d.get(c)) for c in cols for d in (r.latency_ms, r.iqr_ms))
         if s.trained:
-            line += (_fmt(r.top1), _fmt(r.top5), _fmt(r.train_seconds, 0))
+            line += (_fmt(r.top1), _fmt(r.topk), _fmt(r.train_seconds, 0))
         lines.append((*line, "error: see below" if r.error else "") if failed else line)
     notes = [f"latency: {s.method()}"]
     notes += [f"error: {r.variant.id}: {r.error}" for r in s.results if r.error]

@@ -28,22 +28,54 @@ def _or_ref(kind: dict, description: str) -> dict:
     return {"anyOf": [kind, REF], "description": description}
 
 
-def _params() -> dict:
-    def number(low: str, high: float, why: str, **bounds: Any) -> dict:
-        return {
+def _number(low: str, high: float, why: str, **bounds: Any) -> dict:
+    return {"type": "number", **bounds, "description": f"a number {low}, at most {high:g} ({why})"}
+
+
+def _integer(high: int, why: str) -> dict:
+    return {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": high,
+        "description": f"an integer >= 1, at most {high:,} ({why})",
+    }
+
+
+def _param_properties() -> dict:
+    """The named parameters: the ones every spec has, and a few optional ones."""
+    return {
+        "width": _number(
+            "> 0",
+            L.MAX_WIDTH,
+            "the width multiplier; the widest published MobileNet is 1.5",
+            exclusiveMinimum=0,
+            maximum=L.MAX_WIDTH,
+        ),
+        "divisor": _integer(L.MAX_DIVISOR, "channel counts are rounded to multiples of it"),
+        "resolution": _integer(L.MAX_RESOLUTION, "input height and width; the checkpoint limit"),
+        "num_classes": _integer(L.MAX_CLASSES, "ImageNet-21k has 21,841"),
+        "bn_momentum": _number(
+            "in (0, 1]", 1, "PyTorch's convention: 1 - TF decay", exclusiveMinimum=0, maximum=1
+        ),
+        "bn_eps": _number(
+            "> 0", 1, "a variance floor; MobileNets use 0.001", exclusiveMinimum=0, maximum=1
+        ),
+        "in_channels": _integer(L.MAX_IN_CHANNELS, "3 for RGB, the default"),
+        "dropout": {
             "type": "number",
-            **bounds,
-            "description": f"a number {low}, at most {high:g} ({why})",
-        }
+            "minimum": 0,
+            "exclusiveMaximum": 1,
+            "description": "a number in [0, 1)",
+        },
+        "padding": {
+            "enum": list(PADDINGS),
+            "description": "symmetric (k // 2 on every side, PyTorch's; the default) or same "
+            "(TF's SAME: strided convs put the odd pixel after)",
+        },
+    }
 
-    def integer(high: int, why: str) -> dict:
-        return {
-            "type": "integer",
-            "minimum": 1,
-            "maximum": high,
-            "description": f"an integer >= 1, at most {high:,} ({why})",
-        }
 
+def _params() -> dict:
     required = ["width", "divisor", "resolution", "num_classes", "bn_momentum", "bn_eps"]
     return {
         "type": "object",
@@ -52,36 +84,7 @@ def _params() -> dict:
         "required": required,
         "propertyNames": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
         "maxProperties": 64,
-        "properties": {
-            "width": number(
-                "> 0",
-                L.MAX_WIDTH,
-                "the width multiplier; the widest published MobileNet is 1.5",
-                exclusiveMinimum=0,
-                maximum=L.MAX_WIDTH,
-            ),
-            "divisor": integer(L.MAX_DIVISOR, "channel counts are rounded to multiples of it"),
-            "resolution": integer(L.MAX_RESOLUTION, "input height and width; the checkpoint limit"),
-            "num_classes": integer(L.MAX_CLASSES, "ImageNet-21k has 21,841"),
-            "bn_momentum": number(
-                "in (0, 1]", 1, "PyTorch's convention: 1 - TF decay", exclusiveMinimum=0, maximum=1
-            ),
-            "bn_eps": number(
-                "> 0", 1, "a variance floor; MobileNets use 0.001", exclusiveMinimum=0, maximum=1
-            ),
-            "in_channels": integer(L.MAX_IN_CHANNELS, "3 for RGB, the default"),
-            "dropout": {
-                "type": "number",
-                "minimum": 0,
-                "exclusiveMaximum": 1,
-                "description": "a number in [0, 1)",
-            },
-            "padding": {
-                "enum": list(PADDINGS),
-                "description": "symmetric (k // 2 on every side, PyTorch's; the default) or same "
-                "(TF's SAME: strided convs put the odd pixel after)",
-            },
-        },
+        "properties": _param_properties(),
         "additionalProperties": {
             "type": "number",
             "minimum": -L.MAX_PARAM,

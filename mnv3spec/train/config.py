@@ -15,9 +15,10 @@ from .recipe import FIELDS as RECIPE_FIELDS
 from .recipe import Recipe, resolve_recipe
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
-    """Everything a run depends on; saved as config.json so a resume repeats it exactly."""
+    """Everything a run depends on; saved as config.json so a resume repeats it exactly. Frozen:
+    a changed setting is a new config (``dataclasses.replace``)."""
 
     spec: str
     overrides: dict[str, Any] = field(default_factory=dict)

@@ -11,16 +11,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.batches import normalize
-from ..runtime import amp_dtype, no_autotune, reduce_sums
+from .runtime import amp_dtype, no_autotune, reduce_sums
 
 
 @dataclass(frozen=True)
 class EvalResult:
     loss: float
     top1: float  # percent
-    top5: float  # percent, top-k with k = min(5, classes): the name stays, as in metrics.csv
+    topk: float  # percent, top-k with k = min(5, classes)
     images: int
-    k: int = 5  # the k of ``top5``
+    k: int = 5  # the k of ``topk``
 
 
 @torch.no_grad()
@@ -38,7 +38,7 @@ def evaluate(
     passes its own shard and every rank gets the result over all of them."""
     was_training = model.training
     model.eval()
-    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, top5, count
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, topk, count
     dtype, k = amp_dtype(device), 5
     for x, y in batches:
         x = normalize(x.to(device, non_blocking=True), mean, std, channels_last=True)
@@ -56,6 +56,6 @@ def evaluate(
             ]
         )
     model.train(was_training)
-    loss, top1, top5, n = reduce_sums(sums.tolist(), device)
+    loss, top1, topk, n = reduce_sums(sums.tolist(), device)
     n = max(n, 1)
-    return EvalResult(loss / n, 100 * top1 / n, 100 * top5 / n, int(n), k)
+    return EvalResult(loss / n, 100 * top1 / n, 100 * topk / n, int(n), k)

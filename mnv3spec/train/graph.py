@@ -15,10 +15,10 @@ CUDA semantics notes). What a replay needs, and what this module provides:
 - a few eager warm-up steps on a side stream first, so cuDNN picks its algorithms and the
   optimiser's momentum buffers exist before capture.
 
-A step that cannot be captured runs eagerly, and one line says why: :func:`wanted` for what is
-known up front (the CPU, fp16 with a loss scaler, DistributedDataParallel over several
-processes, ``--compile``), :attr:`GraphStep.failed` for what the warm-up finds (a step that
-waits for the device, a shape that depends on the data) or a capture CUDA refused. The
+A step that cannot be captured runs eagerly, and one line says why: :func:`why_not_captured`
+for what is known up front (the CPU, fp16 with a loss scaler, DistributedDataParallel over
+several processes, ``--compile``), :attr:`GraphStep.failed` for what the warm-up finds (a step
+that waits for the device, a shape that depends on the data) or a capture CUDA refused. The
 arithmetic is the same either way, so a captured run follows the eager run's loss curve.
 """
 
@@ -35,7 +35,7 @@ WARMUP_STEPS = 3  # eager steps before capture: cuDNN autotuning, momentum buffe
 Step = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-def wanted(
+def why_not_captured(
     device: torch.device, *, enabled: bool, scaler_enabled: bool, processes: int, compiled: bool
 ) -> str | None:
     """None when the step can be captured, else the reason it runs eagerly (one line)."""

@@ -17,10 +17,11 @@ from ..data.datasets import Dataset, load_dataset, native_resolution
 from ..errors import DataError, SpecError, UserError
 from ..model.builder import SpecNet, build
 from ..model.memory import check_fits
-from ..runtime import World
 from ..spec.load import Spec
 from ..weights.init import init_from
 from .config import TrainConfig
+from .recipe import Recipe
+from .runtime import World
 
 SYNTHETIC_CLASSES = 10  # classes of synthetic data unless num_classes is set
 
@@ -31,6 +32,7 @@ class RunPlan:
     (on the device when it fits there), and how the batch splits into steps."""
 
     cfg: TrainConfig
+    recipe: Recipe  # cfg's, resolved once
     spec: Spec
     data: Dataset
     world: World
@@ -114,7 +116,13 @@ def place(data: Dataset, device: torch.device) -> Dataset:
 
 
 def make_plan(
-    cfg: TrainConfig, spec: Spec, world: World, device: torch.device, *, resumed: bool
+    cfg: TrainConfig,
+    recipe: Recipe,
+    spec: Spec,
+    world: World,
+    device: torch.device,
+    *,
+    resumed: bool,
 ) -> RunPlan:
     """Load the data (rank 0 first: it downloads what the others then find) and fit the spec to
     it; on resume the run's own spec must already fit."""
@@ -135,7 +143,7 @@ def make_plan(
     steps, drop_last = steps_per_epoch(len(data.train_labels), batch, world.size)
     workers = worker_count(world.local_size) if data.streamed else 0
     data = place(data, device)
-    return RunPlan(cfg, fitted, data, world, device, batch, steps, drop_last, workers)
+    return RunPlan(cfg, recipe, fitted, data, world, device, batch, steps, drop_last, workers)
 
 
 def build_network(plan: RunPlan, *, start_from: str | None) -> tuple[SpecNet, str | None]:

@@ -16,25 +16,18 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 
-import torch
-
 from ..data.datasets import check_name
 from ..errors import UserError
 from ..files import check_output_folder
-from ..runtime import World, pick_device, thread_count, torch_settings
 from ..spec.load import Spec, load_spec
 from .config import TrainConfig, absolute
-from .loop import Trainer
+from .loop import train_epochs
 from .plan import RunPlan, build_network, make_plan
-from .resume import ResumePoint, check_state_fits, extended, read_run
-from .run_folder import (
-    CONFIG_FILE,
-    check_free,
-    check_run_name,
-    create_run_dir,
-    locked,
-    write_start,
-)
+from .recipe import Recipe
+from .resume import ResumePoint, extended, read_resume_point
+from .run_folder import RunFolder, check_run_name, claimed
+from .runtime import World, pick_device, thread_count, torch_settings
+from .state import seed_weights
 
 
 def train(cfg: TrainConfig, command: str = "", spec: Spec | None = None) -> Path:
@@ -45,12 +38,13 @@ def train(cfg: TrainConfig, command: str = "", spec: Spec | None = None) -> Path
     """
     if spec is None:
         spec = load_spec(cfg.spec, **cfg.overrides)
-    cfg.resolved_recipe()
+    recipe = cfg.resolved_recipe()
+    name = check_run_name(cfg.name) if cfg.name else None
     check_output_folder(cfg.out, field="out")
     check_name(cfg.data)
-    if cfg.name:
-        check_free(Path(cfg.out) / check_run_name(cfg.name))
-    return _launch(absolute(cfg), spec, command, None)
+    if name:
+        RunFolder(Path(cfg.out) / name).check_free()
+    return _launch(absolute(cfg), recipe, spec, command, None)
 
 
 def resume(
@@ -66,19 +60,21 @@ def resume(
     only ``device``, ``compile`` and ``graph`` may change (they do not change what is computed),
     and ``epochs`` where the schedule does not depend on it (:func:`.resume.extended`).
     The folder is locked before it is read, so a second resume of it fails at once."""
-    run_dir = Path(run_dir)
-    world = World.from_env()
-    ours = world.main and (run_dir / CONFIG_FILE).is_file()  # else read_run says what it is
-    with locked(run_dir) if ours else nullcontext():
-        point = read_run(run_dir)
+    folder = RunFolder(run_dir)
+    ours = World.from_env().main and folder.holds_run()  # else read_resume_point says what it is
+    with folder.locked() if ours else nullcontext():
+        point = read_resume_point(folder)
+        recipe = point.cfg.resolved_recipe()
         if epochs is not None:
-            point = extended(point, epochs)
+            point = extended(point, recipe, epochs)
         changes = {"device": device, "compile": compile, "graph": graph}
         cfg = dataclasses.replace(point.cfg, **{k: v for k, v in changes.items() if v is not None})
-        return _launch(cfg, point.spec, command, point)
+        return _launch(cfg, recipe, point.spec, command, point)
 
 
-def _launch(cfg: TrainConfig, spec: Spec, command: str, point: ResumePoint | None) -> Path:
+def _launch(
+    cfg: TrainConfig, recipe: Recipe, spec: Spec, command: str, point: ResumePoint | None
+) -> Path:
     """Plan, build, claim the folder and train, in the torchrun group if there is one, with
     torch's process-wide switches set for the run and restored after it."""
     world = World.from_env()
@@ -91,51 +87,51 @@ def _launch(cfg: TrainConfig, spec: Spec, command: str, point: ResumePoint | Non
     )
     with world.joined(device), settings:
         if point is None:
-            cfg.seed = world.share(cfg.seed if cfg.seed is not None else secrets.randbelow(2**31))
-        torch.manual_seed(cfg.seed)
-        plan = make_plan(cfg, spec, world, device, resumed=point is not None)
+            seed = cfg.seed if cfg.seed is not None else secrets.randbelow(2**31)
+            cfg = dataclasses.replace(cfg, seed=world.share(seed))
+        seed_weights(cfg.seed)
+        plan = make_plan(cfg, recipe, spec, world, device, resumed=point is not None)
         net, note = build_network(plan, start_from=None if point else cfg.init)
-        unnamed = point is None and cfg.name is None  # _claimed names it
-        with _claimed(plan, point) as run_dir:
-            trainer = Trainer(plan, net, run_dir)
-            if point is not None and point.state is not None:
-                check_state_fits(net, point.state, point.state_file)
-                trainer.restore(point.state, point.rows, point.state_file)
-            if world.main:
-                write_start(run_dir, net, dataclasses.asdict(cfg), command)
-            start = _start_line(plan, run_dir, threads, _numbered(plan, run_dir) if unnamed else "")
-            for line in (note, _resuming(trainer), start, trainer.step_line()):
-                if line:
-                    trainer.log(line)
-            trainer.fit()
-    return run_dir
+        base = _default_name(plan)
+        with _claimed(plan, point, base) as folder:
+            numbered = _numbered(folder, base) if point is None and cfg.name is None else ""
+            if point is None:  # the name it took
+                plan = dataclasses.replace(
+                    plan, cfg=dataclasses.replace(cfg, name=folder.path.name)
+                )
+            resuming = point and point.epochs_done
+            intro = [
+                note,
+                f"resuming {folder} after epoch {resuming} of {cfg.epochs}" if resuming else None,
+                _start_line(plan, folder, threads, numbered),
+            ]
+            train_epochs(plan, net, folder, point, command, intro)
+    return folder.path
 
 
 @contextmanager
-def _claimed(plan: RunPlan, point: ResumePoint | None) -> Iterator[Path]:
+def _claimed(plan: RunPlan, point: ResumePoint | None, base: str) -> Iterator[RunFolder]:
     """The run folder, this run's alone for the block. On resume, the folder read (rank 0 holds
-    its lock already); for a new run, one rank 0 creates exclusively and locks, its path shared
-    with the other ranks (and its refusal too, so every rank stops alike)."""
+    its lock already); for a new run, one rank 0 creates exclusively (named ``base`` unless the
+    run names it) and locks, its path shared with the other ranks (and its refusal too, so every
+    rank stops alike)."""
     if point is not None:
-        yield point.run_dir
+        yield point.folder
         return
     cfg, world = plan.cfg, plan.world
     with ExitStack() as lock:
-        run_dir, error = None, None
+        path, error = None, None
         if world.main:
             try:
-                run_dir = create_run_dir(Path(cfg.out), cfg.name, _default_name(plan))
-                lock.enter_context(locked(run_dir))
-                check_free(run_dir)  # a run that took the empty folder first and has ended
+                path = str(lock.enter_context(claimed(Path(cfg.out), cfg.name, base)))
             except UserError as e:
                 error = e
-        path, message = world.share((run_dir and str(run_dir), error and str(error)))
+        path, message = world.share((path, error and str(error)))
         if error is not None:
             raise error
         if message:
             raise UserError(message)
-        cfg.name = Path(path).name
-        yield Path(path)
+        yield RunFolder(path)
 
 
 def _default_name(plan: RunPlan) -> str:
@@ -144,21 +140,16 @@ def _default_name(plan: RunPlan) -> str:
     return f"{Path(cfg.spec).stem}-w{plan.spec.params['width']}-{Path(cfg.data).name}"
 
 
-def _numbered(plan: RunPlan, run_dir: Path) -> str:
-    """For a new run that took NAME-2 (NAME-3, ...) because NAME held a run: where that run is
-    and how to continue it, so that a re-run does not leave a copy unnoticed."""
-    taken = run_dir.parent / _default_name(plan)
-    if run_dir == taken:
+def _numbered(folder: RunFolder, base: str) -> str:
+    """For a new run that took NAME-2 (NAME-3, ...) because NAME (``base``) held a run: where
+    that run is and how to continue it, so that a re-run does not leave a copy unnoticed."""
+    taken = folder.path.parent / base
+    if folder.path == taken:
         return ""
     return f" (new: {taken} holds a run; resume it to continue that one)"
 
 
-def _resuming(trainer: Trainer) -> str | None:
-    done, epochs = trainer.epoch, trainer.plan.cfg.epochs
-    return f"resuming {trainer.run_dir} after epoch {done} of {epochs}" if done else None
-
-
-def _start_line(plan: RunPlan, run_dir: Path, threads: int, note: str = "") -> str:
+def _start_line(plan: RunPlan, folder: RunFolder, threads: int, note: str = "") -> str:
     """What runs where, in one line (and a second when images are decoded batch by batch)."""
     spec, data, cfg, world = plan.spec, plan.data, plan.cfg, plan.world
     where = f"{plan.device}{f' ×{world.size}' if world.size > 1 else ''}"
@@ -168,7 +159,7 @@ def _start_line(plan: RunPlan, run_dir: Path, threads: int, note: str = "") -> s
         f"{spec.name}: width {spec.params['width']}, {len(data.classes)} classes, "
         f"{spec.resolution}px | {cfg.data}: {len(data.train_labels)} train / "
         f"{len(data.val_labels)} val | {where}, batch {cfg.batch}, {plan.steps} steps/epoch | "
-        f"{run_dir}{note}"
+        f"{folder}{note}"
     )
     if data.streamed:
         size = (data.train_images.nbytes + data.val_images.nbytes) / 2**30

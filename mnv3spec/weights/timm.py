@@ -234,7 +234,7 @@ def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
-def max_difference(ours: nn.Module, theirs: nn.Module, size: int, seed: int = 0) -> float:
+def max_logit_difference(ours: nn.Module, theirs: nn.Module, size: int, seed: int = 0) -> float:
     """Largest absolute difference of the two networks' logits on random ``size``² images, in
     float64: the same function then agrees to ~1e-14 whatever the logits' scale (in float32,
     random-weight logits near 80 differ by rounding alone, ~2e-5)."""
@@ -246,9 +246,9 @@ def max_difference(ours: nn.Module, theirs: nn.Module, size: int, seed: int = 0)
 
 def same_function(ours: nn.Module, theirs: nn.Module, size: int) -> float:
     """Load ``theirs`` (BN statistics randomised) into a copy of ``ours``; the largest logit
-    difference at ``size`` (:func:`max_difference`). :class:`CheckpointError` when the tensors
+    difference at ``size`` (:func:`max_logit_difference`). :class:`CheckpointError` when the tensors
     do not fit."""
     theirs = randomize_bn(copy.deepcopy(theirs))
     probe = copy.deepcopy(ours)
     load_timm(probe, theirs.state_dict(), source=f"timm's {type(theirs).__name__}")
-    return max_difference(probe, theirs, size)
+    return max_logit_difference(probe, theirs, size)

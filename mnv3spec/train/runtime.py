@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .errors import UserError
+from ..errors import UserError
 
 
 def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:

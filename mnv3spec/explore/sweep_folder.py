@@ -1,5 +1,5 @@
 """A sweep folder's own state, written and read back here only: ``sweep.json`` (what the sweep
-is: its specs, grids, overrides and train flags; also the marker that makes the folder a sweep
+is: its specs, grids, overrides and training settings; also the marker that makes the folder a sweep
 folder) and ``measured.json`` (the latencies measured so far, reused while the latency settings
 are the same). Every read checks what it finds and names the file and the way out."""
 
@@ -49,7 +49,7 @@ def read_settings(folder: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     found = _load(path, "a sweep's settings (sweep.json)", SETTINGS_FIX)
-    kinds = {"specs": list, "grids": list, "set": dict, "train": (list, type(None))}
+    kinds = {"specs": list, "grids": list, "set": dict, "train": (dict, type(None))}
     if not isinstance(found, dict) or set(found) != set(kinds):
         raise UserError(
             f"damaged: not the mapping of {', '.join(kinds)}; {SETTINGS_FIX}", file=str(path)
@@ -65,14 +65,16 @@ def read_settings(folder: Path) -> dict[str, Any] | None:
 
 
 def settings(
-    specs: list[str], grids: list[str], fixed: dict, train_flags: list[str] | None
+    specs: list[str], grids: list[str], fixed: dict, training: dict[str, Any] | None
 ) -> dict[str, Any]:
-    return {"specs": specs, "grids": grids, "set": fixed, "train": train_flags}
+    """What ``sweep.json`` holds: the specs, grids and overrides, and the training settings
+    every variant shares (None: not trained)."""
+    return {"specs": specs, "grids": grids, "set": fixed, "train": training}
 
 
 def check_same(folder: Path, mine: dict[str, Any]) -> dict[str, Any]:
     """``mine``, or refused if ``folder`` holds another sweep; a ``--no-train`` rerun of a
-    trained sweep only redraws it, so it takes that sweep's train flags."""
+    trained sweep only redraws it, so it takes that sweep's training settings."""
     theirs = read_settings(folder)
     if theirs is None:
         return mine

@@ -1,0 +1,136 @@
+"""A sweep's trainings, each in a process of its own (:mod:`.worker`) handed its configuration,
+so a variant that fails, diverges or is killed cannot take the others down.
+
+Each variant's request is a JSON file beside its log, ``logs/<variant>.json``: the
+:class:`~mnv3spec.train.config.TrainConfig` of a new run (config.json's very format), or the run
+folder of an interrupted one to resume. One at a time, or one per GPU in parallel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from queue import Queue
+
+import mnv3spec
+
+from ..files import writing
+from ..train.config import TrainConfig
+from ..train.run_folder import RunFolder
+from .grid import Variant
+
+WORKER = "mnv3spec.explore.worker"
+INTERRUPTED = (130, -signal.SIGINT)  # a training stopped by Ctrl-C (its handler, or the signal)
+
+
+@dataclass(frozen=True)
+class Training:
+    """One variant's training: a new run of ``config`` into ``folder``, or (``config`` None) the
+    continuation of the interrupted run there."""
+
+    variant: Variant
+    folder: RunFolder
+    config: TrainConfig | None
+
+    def request(self) -> dict:
+        """What the worker is handed."""
+        if self.config is None:
+            return {"resume": str(self.folder)}
+        return {"config": dataclasses.asdict(self.config)}
+
+
+def _environment(gpu: int | None, parallel: int) -> dict[str, str]:
+    env = dict(os.environ)
+    package_root = str(Path(mnv3spec.__file__).resolve().parent.parent)  # this very package
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    if "OMP_NUM_THREADS" not in env:  # one run alone uses every core; parallel runs share them
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // parallel))
+    return env
+
+
+def run_trainings(
+    jobs: list[Training], logs: Path, gpus: int, say: Callable[[str], None]
+) -> dict[str, tuple[int, str]]:
+    """Run the trainings, one at a time, or one per GPU in parallel when ``gpus`` > 1; each
+    logs to ``logs/<variant>.log``. Returns (exit status, error) by variant id. Ctrl-C (in this
+    process or in a worker) stops them all, each run left resumable, and raises
+    KeyboardInterrupt: no further variant starts."""
+    logs.mkdir(parents=True, exist_ok=True)
+    parallel = max(1, min(gpus, len(jobs)))
+    free: Queue[int | None] = Queue()
+    for gpu in range(parallel) if gpus > 1 else [None]:
+        free.put(gpu)
+    errors: dict[str, tuple[int, str]] = {}
+    stop = threading.Event()
+    running: set[subprocess.Popen] = set()
+
+    def one(i: int, job: Training) -> None:
+        gpu = free.get()
+        try:
+            if stop.is_set():
+                return
+            on = f" on GPU {gpu}" if gpu is not None else ""
+            doing = "training" if job.config is not None else "resuming"
+            say(f"[{i}/{len(jobs)}] {doing} {job.variant.id}{on}")
+            code, error = _train_one(job, logs, _environment(gpu, parallel), running)
+        finally:
+            free.put(gpu)
+        if code in INTERRUPTED:
+            stop.set()
+        elif code:
+            errors[job.variant.id] = (code, error)
+            say(f"[{i}/{len(jobs)}] {job.variant.id} failed: {error}")
+
+    pool = ThreadPoolExecutor(parallel)
+    try:
+        for fut in [pool.submit(one, i, job) for i, job in enumerate(jobs, 1)]:
+            fut.result()
+    except KeyboardInterrupt:
+        stop.set()
+        for proc in list(running):  # Ctrl-C reached us alone (kill -INT): pass it on
+            proc.send_signal(signal.SIGINT)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    if stop.is_set():
+        raise KeyboardInterrupt
+    return errors
+
+
+def _train_one(job: Training, logs: Path, env: dict, running: set) -> tuple[int, str]:
+    """Hand ``job`` to a worker process appending to its log; its exit status and, when it
+    failed, the error it printed (this run's own last ``error:`` line, else its last line)."""
+    request, log = logs / f"{job.variant.id}.json", logs / f"{job.variant.id}.log"
+    with writing(request) as tmp:
+        tmp.write_text(json.dumps(job.request(), indent=2))
+    cmd = [sys.executable, "-m", WORKER, str(request)]
+    with open(log, "a") as f:
+        f.write(f"$ {shlex.join(['python', *cmd[1:]])}\n")
+        f.flush()
+        start = f.tell()
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+        running.add(proc)
+        try:
+            code = proc.wait()
+        finally:
+            running.discard(proc)
+    if code == 0:
+        return 0, ""
+    with open(log, "rb") as f:
+        f.seek(start)
+        lines = f.read().decode(errors="replace").strip().splitlines()
+    said = [line for line in lines if line.startswith("error: ")] or lines[-1:]
+    last = said[-1].removeprefix("error: ") if said else "(no output)"
+    return code, f"train exited with {code}: {last} (log {log})"

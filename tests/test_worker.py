@@ -1,0 +1,79 @@
+"""A sweep's worker (``python -m mnv3spec.explore.worker REQUEST.json``): a training handed its
+configuration, and a bad request refused in one line with exit status 2, nothing written."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import pytest
+
+from mnv3spec.explore import worker
+from mnv3spec.explore.grid import variants
+from mnv3spec.explore.launch import Training
+from mnv3spec.train.config import TrainConfig
+from mnv3spec.train.run_folder import RunFolder
+
+from .conftest import ROOT
+
+
+def _request(tmp_path, value) -> str:
+    path = tmp_path / "v.json"
+    path.write_text(value if isinstance(value, str) else json.dumps(value))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("{not json", "v.json: cannot read the request"),
+        ([1, 2], "v.json: not a training request (config or resume)"),
+        ({"config": {"spec": "small"}}, "v.json: the field 'overrides' is missing"),
+        ({"config": "small"}, "not a training request"),
+        ({"resume": "nosuch"}, "nosuch is not a run folder (no config.json)"),
+    ],
+)
+def test_a_bad_request_is_refused_in_one_line(tmp_path, capsys, value, message):
+    request = _request(tmp_path, value)
+    assert worker.main([request]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.json"]
+
+
+def test_a_missing_request_or_none_is_refused(tmp_path, capsys):
+    assert worker.main([str(tmp_path / "absent.json")]) == 2
+    assert "absent.json: cannot read the request" in capsys.readouterr().err
+    assert worker.main([]) == 2 and "usage:" in capsys.readouterr().err
+
+
+def test_the_worker_trains_the_configuration_it_is_handed(tmp_path):
+    """In its own process, as a sweep starts it: the run folder holds that very configuration."""
+    (v,) = variants([str(ROOT / "specs" / "small.yaml")], {"width": 0.25, "resolution": 16}, [])
+    cfg = TrainConfig(v.spec, v.overrides, data="synthetic", epochs=1, batch=256, seed=0)
+    cfg = dataclasses.replace(cfg, device="cpu", out=str(tmp_path / "runs"), name=v.id)
+    job = Training(v, RunFolder(tmp_path / "runs" / v.id), cfg)
+    request = _request(tmp_path, job.request())
+    env = {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "mnv3spec.explore.worker", request],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    folder = RunFolder(tmp_path / "runs" / v.id)
+    stored = folder.read_config()
+    assert (stored.spec, stored.overrides, stored.epochs, stored.seed) == (
+        v.spec,
+        v.overrides,
+        1,
+        0,
+    )
+    assert (stored.out, stored.name) == (str(tmp_path / "runs"), v.id)
+    assert [r.epoch for r in folder.read_metrics()] == [1] and folder.finished()
+    assert "mnv3spec.explore.worker" in (folder / folder.COMMAND).read_text()
