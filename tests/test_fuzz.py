@@ -518,10 +518,16 @@ def test_mutated_idx_files(file):
 
 
 @SETTINGS
-@given(st.sampled_from(list(RECIPES)), st.floats(), st.floats(), st.floats(allow_nan=False))
-def test_recipe_values(name, erasing, smoothing, lr):
+@given(
+    st.sampled_from(list(RECIPES)),
+    st.floats(),
+    st.floats(),
+    st.floats(allow_nan=False),
+    st.floats() | st.sampled_from([0.0, 1.0, 0.999]),
+)
+def test_recipe_values(name, erasing, smoothing, lr, ema):
     try:
-        resolve_recipe(name, random_erasing=erasing, label_smoothing=smoothing, lr=lr)
+        resolve_recipe(name, random_erasing=erasing, label_smoothing=smoothing, lr=lr, ema=ema)
     except UserError:
         return
-    assert 0 <= erasing <= 1 and 0 <= smoothing < 1
+    assert 0 <= erasing <= 1 and 0 <= smoothing < 1 and (ema == 0 or 0 < ema < 1)

@@ -94,6 +94,7 @@ def add_train_options(p) -> list[argparse.Action]:
         add("--warmup", type=non_negative, help="epochs of linear learning-rate warm-up (seed: 0)"),
         add("--label-smoothing", type=non_negative, help="cross-entropy label smoothing (seed: 0)"),
         add("--random-erasing", type=non_negative, metavar="P", help=ERASING),
+        add("--ema", type=non_negative, metavar="DECAY", help=EMA),
         add("--compile", action="store_true", help="torch.compile the model"),
         add("--no-graph", dest="graph", action="store_false", help=NO_GRAPH),
         add("--seed", type=number(int, 0), help="seed; on CPU also deterministic algorithms"),
@@ -109,6 +110,10 @@ RECIPE = (
     "below change it"
 )
 ERASING = "erase a random rectangle of each image with probability P (seed: 0)"
+EMA = (
+    "evaluate and save a moving average of the weights with this decay, e.g. 0.999 "
+    "(seed: none); it warms up as min(DECAY, (1+n)/(10+n)) after n steps"
+)
 NO_GRAPH = "on CUDA, run each step eagerly instead of replaying it as a captured CUDA graph"
 INIT = "start from weights: 'torchvision' or 'timm:NAME[.TAG]' (ImageNet), or a state_dict"
 

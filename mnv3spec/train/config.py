@@ -37,6 +37,7 @@ class TrainConfig:
     warmup: float | None = None
     label_smoothing: float | None = None
     random_erasing: float | None = None
+    ema: float | None = None
     compile: bool = False
     out: str = "runs"
     name: str | None = None
@@ -82,6 +83,7 @@ _AT_LEAST_ONE = ("epochs", "batch")
 _ADDED_LATER = {
     "graph": True,
     "train_subset": None,
+    "ema": None,
 }  # fields newer than the first release: absent in older runs
 
 

@@ -22,6 +22,7 @@ from torch import nn
 from ..data.batches import rank_loaders, training_batch
 from ..errors import TrainingError
 from ..model.builder import SpecNet
+from .ema import WeightAverage
 from .evaluate import EvalResult, evaluate
 from .plan import RunPlan
 from .recipe import make_optimizer, make_scheduler
@@ -55,7 +56,10 @@ def train_epochs(
     order, augmenting = training_generators(cfg.seed, world.rank)
     train_batches, val_batches = loaders(plan, order)
     step = Stepper(model, criterion, optimizer, scaler, amp, plan)
-    state = TrainState(net, optimizer, scheduler, scaler, order, augmenting, plan.device)
+    average = WeightAverage(net, recipe.ema) if recipe.ema else None
+    state = TrainState(
+        net, optimizer, scheduler, scaler, order, augmenting, plan.device, average=average
+    )
     if point is not None and point.saved is not None:
         state.load(point.saved, world.rank, str(folder / folder.RESUME))
     report = Reporter(world, cfg.epochs, point.rows[: state.epoch] if point else [])
@@ -67,8 +71,7 @@ def train_epochs(
         start, lr = time.perf_counter(), optimizer.param_groups[0]["lr"]
         loss, top1, images_per_s = train_epoch(plan, state, step, train_batches, report, folder)
         report.say(step.warmup_line())
-        average_buffers(net, world)
-        val = evaluate(net, val_batches, mean=plan.data.mean, std=plan.data.std, device=plan.device)
+        val = evaluate_epoch(plan, state, val_batches)
         seconds = time.perf_counter() - start
         improved = state.finish_epoch(val.top1)
         report.add(
@@ -111,6 +114,8 @@ def train_epoch(
         )
         loss, logits = step(x, labels)
         state.scheduler.step()
+        if state.average is not None:
+            state.average.update(state.net)
         losses[i] = loss
         loss_sum += loss * len(labels)
         correct += (logits.argmax(1) == labels).sum()
@@ -127,6 +132,15 @@ def train_epoch(
     seconds = time.perf_counter() - start
     loss_sum, hits, n = reduce_sums([float(loss_sum), float(correct), float(seen)], device)
     return loss_sum / n, 100 * hits / n, n / seconds
+
+
+def evaluate_epoch(plan: RunPlan, state: TrainState, batches: Iterable) -> EvalResult:
+    """Validation of the network a run keeps (the weights' average when on), after the ranks'
+    BatchNorm statistics are made to agree (in the same order on every rank)."""
+    for module in [state.net] + ([state.average.module] if state.average is not None else []):
+        average_buffers(module, plan.world)
+    d = plan.data
+    return evaluate(state.evaluated, batches, mean=d.mean, std=d.std, device=plan.device)
 
 
 def check_finite(
@@ -166,7 +180,7 @@ def save(
     d = plan.data
     extra = {"epoch": state.epoch, "val_top1": val.top1, "data": plan.cfg.data}
     meta = {"classes": d.classes, "mean": d.mean, "std": d.std, "extra": extra}
-    folder.save_epoch(state.net, rows, state.to_dict(rngs), improved=improved, **meta)
+    folder.save_epoch(state.evaluated, rows, state.to_dict(rngs), improved=improved, **meta)
 
 
 def check_ranks_agree(net: nn.Module, world: World, report: Reporter) -> None:

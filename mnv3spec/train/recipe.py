@@ -34,6 +34,7 @@ class Recipe:
     random_erasing: float = (
         0.0  # probability per image (:func:`mnv3spec.data.batches.random_erase`)
     )
+    ema: float = 0.0  # decay of the weights' moving average (:mod:`.ema`); 0: none
 
 
 RECIPES = {
@@ -66,6 +67,8 @@ def resolve_recipe(name: str, **changes: Any) -> Recipe:
         raise UserError("Nesterov momentum needs a momentum above 0", field="nesterov")
     if not 0 <= recipe.random_erasing <= 1:
         raise UserError(f"must be in [0, 1], got {recipe.random_erasing}", field="random_erasing")
+    if recipe.ema != 0 and not 0 < recipe.ema < 1:
+        raise UserError(f"must be in (0, 1), or 0 for none; got {recipe.ema}", field="ema")
     if not 0 <= recipe.label_smoothing < 1:
         raise UserError(f"must be in [0, 1), got {recipe.label_smoothing}", field="label_smoothing")
     return recipe

@@ -1,6 +1,7 @@
 """Everything a resume needs, in one dict that :class:`TrainState` alone packs and unpacks: the
 weights, the optimiser (its momentum buffers), the schedule, the loss scaler, the random state of
-every rank and the epochs done (nanoGPT keeps its checkpoint in one dict the same way).
+every rank, the epochs done and, when on, the moving average of the weights (nanoGPT keeps its
+checkpoint in one dict the same way).
 
 Every random draw of a run comes from its seed, set here and only here
 (:func:`seed_weights`, :func:`training_generators`). A later piece of state (an average of the
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
+from .ema import WeightAverage
 
 KEYS = frozenset({"epoch", "best", "model", "optimizer", "scheduler", "scaler", "rng"})
 
@@ -75,6 +77,12 @@ class TrainState:
     device: torch.device
     epoch: int = 0  # epochs finished
     best: float = -1.0  # best validation top-1 so far
+    average: WeightAverage | None = None  # the weights' moving average, when the recipe has one
+
+    @property
+    def evaluated(self) -> nn.Module:
+        """The network a run evaluates and saves as its weights: the average when there is one."""
+        return self.average.module if self.average is not None else self.net
 
     def finish_epoch(self, val_top1: float) -> bool:
         """Count one more epoch; whether its validation top-1 is the best so far."""
@@ -102,6 +110,7 @@ class TrainState:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": rngs,
+            **({"average": self.average.state_dict()} if self.average is not None else {}),
         }
 
     def load(self, saved: dict, rank: int, file: str) -> None:
@@ -113,6 +122,8 @@ class TrainState:
             self.optimizer.load_state_dict(saved["optimizer"])
             self.scheduler.load_state_dict(saved["scheduler"])
             self.scaler.load_state_dict(saved["scaler"])
+            if self.average is not None:
+                self.average.load_state_dict(saved["average"])
             rng = saved["rng"]
             self.order.set_state(rng[0]["order"])  # the same on every rank
             if rank < len(rng):
