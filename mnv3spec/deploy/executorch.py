@@ -192,16 +192,11 @@ def quantize_pt2e(
 
     config = get_symmetric_quantization_config(is_per_channel=True)
     quantizer = XNNPACKQuantizer()
-    if only_rows is None and not exclude_rows:
+    rows = rows_to_quantize(fast, exclude_rows, only_rows)
+    if rows is None:
         quantizer.set_global(config)
-    else:  # the quantizer cannot exempt a module, so name every row it quantizes
-        rows = (
-            only_rows
-            if only_rows is not None
-            else [name for name, _ in fast.layers.named_children()]
-        )
-        for row in set(rows) - set(exclude_rows):
-            quantizer.set_module_name(f"layers.{row}", config)
+    for row in rows or ():
+        quantizer.set_module_name(f"layers.{row}", config)
     # a dynamic batch, so calibration and the fake-quant reference run batched; lower() traces
     # the converted graph again at batch 1
     batch = {0: torch.export.Dim("batch", min=1, max=CALIB_BATCH)}
@@ -212,6 +207,17 @@ def quantize_pt2e(
         for images in calib_images.split(CALIB_BATCH):
             prepared(images)
     return convert_pt2e(prepared)
+
+
+def rows_to_quantize(
+    fast: nn.Module, exclude_rows: Iterable[str], only_rows: Iterable[str] | None
+) -> list[str] | None:
+    """The rows a PT2E quantizer is told by name, or None for all (``set_global``): the
+    quantizers cannot exempt a module, so leaving rows float means naming every other one."""
+    if only_rows is None and not exclude_rows:
+        return None
+    rows = only_rows if only_rows is not None else [n for n, _ in fast.layers.named_children()]
+    return sorted(set(rows) - set(exclude_rows))
 
 
 # --- files --------------------------------------------------------------------------------------
