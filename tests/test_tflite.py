@@ -30,12 +30,7 @@ def converted(tmp_path_factory):
     model = tiny_checkpoint(folder / "best.safetensors", CLASSES)
     fp32 = export.export(folder / "best.safetensors", "tflite")
     q = quantize.quantize_checkpoint(
-        folder / "best.safetensors",
-        force=True,
-        keep_float=["1"],
-        calib=32,
-        data="synthetic",
-        to="tflite",
+        folder / "best.safetensors", force=True, calib=32, data="synthetic", to="tflite"
     )
     return folder, model.eval(), fp32, q
 
@@ -70,15 +65,20 @@ def test_quantize_writes_an_int8_tflite_that_carries_its_measurements(converted)
     assert q.images == 128 and q.calib == 32 and 0 <= q.int8_top1 <= 100
     assert "ops run by LiteRT" in q.delegation
     model_file, meta = tflite.load_tflite(q.path)
-    assert meta["extra"]["kept_float"] == ["r01_bneck"]
-    assert meta["extra"]["precision"] == "int8"
+    assert meta["extra"]["kept_float"] == [] and meta["extra"]["precision"] == "int8"
     assert meta["extra"]["int8_top1"] == pytest.approx(q.int8_top1, abs=1e-3)
-    ops = tflite.op_counts(q.path.read_bytes())
-    assert ops["CONV_2D"] + ops.get("DEPTHWISE_CONV_2D", 0) > 0
+    # every convolution int8 (what stays float is the converter's choice, and is reported)
+    floats = tflite.op_counts(q.path.read_bytes(), float_only=True)
+    assert "CONV_2D" not in floats and "DEPTHWISE_CONV_2D" not in floats
+    assert q.float_ops == floats and q.path.stat().st_size < 0.6 * r_size(folder)
     x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         want, got = model(x), model_file(x)
     assert (want - got).abs().max().item() <= 0.5 * want.abs().max().item()  # int8, roughly
+
+
+def r_size(folder):
+    return (folder / "best.tflite").stat().st_size
 
 
 def test_eval_and_infer_take_the_tflite_as_they_take_a_checkpoint(converted, cli, tmp_path):
@@ -220,6 +220,18 @@ def test_a_tflite_is_never_written_over_a_checkpoint_or_a_spec(converted, target
         assert victim.read_bytes() == before
     if ".tflite" not in target:
         assert "must end in .tflite" in result.stderr
+
+
+@pytest.mark.parametrize("flags", [("--keep-float", "1"), ("--sensitivity",)])
+def test_quantize_to_tflite_refuses_choosing_rows_before_any_work(converted, flags, cli):
+    folder, _, _, _ = converted
+    out = folder / "rows.tflite"
+    result = cli(
+        *("quantize", folder / "best.safetensors", "--data", "synthetic", "--to", "tflite"),
+        *("--out", out, *flags),
+    )
+    assert result.returncode == 2 and "use --to executorch" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()
 
 
 def test_export_tflite_refuses_a_dynamic_batch(converted, cli):

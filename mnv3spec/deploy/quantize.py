@@ -134,6 +134,8 @@ def quantize_checkpoint(
     model, meta = _load_checkpoint(checkpoint)
     out = _output_path(checkpoint, out, to)
     keep = resolve_rows(model, keep_float)
+    if to == "tflite" and (keep or sensitivity):
+        raise UserError(tflite.ROWS_REFUSED, field="keep_float" if keep else "sensitivity")
     ds = _dataset(checkpoint, meta, data, data_dir)
     job = _Job(Path(checkpoint), out, model, meta, ds, _calibration_images(ds, calib, meta), keep)
     return QUANTIZERS[to](job, sensitivity, _Gate(max_drop, force), progress)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, ExportError
+from ..errors import CheckpointError, ExportError, UserError
 from .mobile import ProgramModel, read_metadata, write_program
 
 SUFFIX = ".tflite"
@@ -60,7 +60,7 @@ def convert(model: nn.Module, example: torch.Tensor, int8: bool = False) -> byte
     from litert_torch.quantize.quant_config import QuantConfig
 
     # the converter reads from the quantizer only whether it is static or dynamic
-    config = QuantConfig(pt2e_quantizer=_quantizer(global_=True)) if int8 else None
+    config = QuantConfig(pt2e_quantizer=_quantizer()) if int8 else None
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             converted = litert_torch.convert(model, (example,), quant_config=config)
@@ -72,18 +72,24 @@ def convert(model: nn.Module, example: torch.Tensor, int8: bool = False) -> byte
     return bytes(converted.model_content())
 
 
-def _quantizer(global_: bool) -> Any:
-    """litert-torch's PT2E quantizer, per-channel symmetric int8 (for every op if ``global_``)."""
+def _quantizer() -> Any:
+    """litert-torch's PT2E quantizer, per-channel symmetric int8 for every op it quantizes."""
     from litert_torch.quantize import pt2e_quantizer as pq
 
-    quantizer = pq.PT2EQuantizer()
-    return quantizer.set_global(_config()) if global_ else quantizer
+    return pq.PT2EQuantizer().set_global(_config())
 
 
 def _config() -> Any:
     from litert_torch.quantize import pt2e_quantizer as pq
 
     return pq.get_symmetric_quantization_config(is_per_channel=True)
+
+
+ROWS_REFUSED = (
+    "litert-torch's quantizer cannot leave rows in float here (its module-name filter does not "
+    "match torch 2.14's graphs), so --to tflite quantizes every row; use --to executorch for "
+    "--keep-float and --sensitivity"
+)
 
 
 def quantize_pt2e(
@@ -94,22 +100,20 @@ def quantize_pt2e(
     exclude_rows: Iterable[str] = (),
     only_rows: Iterable[str] | None = None,
 ) -> nn.Module:
-    """``fast`` quantized by PT2E with ``litert_torch``'s quantizer (per-channel, symmetric) and
-    calibrated on ``calib_images``: the fake-quant graph that :func:`convert` takes with ``int8``.
-    ``exclude_rows`` stay float; with ``only_rows`` only those rows are quantized."""
+    """``fast`` quantized by PT2E with ``litert_torch``'s quantizer (per-channel, symmetric, every
+    row) and calibrated on ``calib_images``: the fake-quant graph that :func:`convert` takes with
+    ``int8``. Rows cannot be chosen (:data:`ROWS_REFUSED`)."""
     require_litert(convert=True)
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    from .executorch import CALIB_BATCH, rows_to_quantize
+    from .executorch import CALIB_BATCH
 
-    rows = rows_to_quantize(fast, exclude_rows, only_rows)
-    quantizer = _quantizer(global_=rows is None)
-    for row in rows or ():
-        quantizer.set_module_name(f"layers.{row}", _config())
+    if exclude_rows or only_rows is not None:
+        raise UserError(ROWS_REFUSED, field="keep_float")
     batch = {0: torch.export.Dim("batch", min=1, max=CALIB_BATCH)}
     twice = example[:1].expand(2, *example.shape[1:]).contiguous()
     graph = torch.export.export(fast, (twice,), dynamic_shapes=(batch,)).module()
-    prepared = prepare_pt2e(graph, quantizer)
+    prepared = prepare_pt2e(graph, _quantizer())
     with torch.no_grad():
         for images in calib_images.split(CALIB_BATCH):
             prepared(images)
