@@ -69,7 +69,10 @@ def default_runtime() -> str:
     return DEFAULT_TO if all(importlib.util.find_spec(m) for m in wanted) else "onnxruntime"
 
 
-PARITY = 0.05  # an int8 program's logits within this × their scale of its fake-quant graph's
+# an int8 program's logits within this × their scale of its fake-quant graph's, by runtime. LiteRT
+# requantizes in fixed point where the graph rounds in float: 0.075 measured on the tests' tiny
+# checkpoint; a broken lowering (layout, scales) is off by the whole scale.
+PARITY = {"executorch": 0.05, "tflite": 0.15}
 DEFAULT_CALIB = 256
 DEFAULT_MAX_DROP = 1.0  # top-1 points
 BATCH = 64  # images per evaluation / calibration call
@@ -296,11 +299,11 @@ def _check_program(
             ref, got = graph(x), run(x)
             scale = ref.abs().max().item()
             diff = (ref - got).abs().max().item()
-            if not (got.isfinite().all() and diff <= PARITY * scale):
+            if not (got.isfinite().all() and diff <= PARITY[runtime] * scale):
                 raise ExportError(
                     f"the int8 program run by {runtime} differs from its fake-quant graph by "
-                    f"{diff:.3g} (limit {PARITY:g} × the largest logit {scale:.3g}); nothing "
-                    "was written",
+                    f"{diff:.3g} (limit {PARITY[runtime]:g} × the largest logit {scale:.3g}); "
+                    "nothing was written",
                     file=str(out),
                 )
 

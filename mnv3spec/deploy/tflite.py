@@ -63,13 +63,14 @@ def convert(model: nn.Module, example: torch.Tensor, int8: bool = False) -> byte
     config = QuantConfig(pt2e_quantizer=_quantizer()) if int8 else None
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            converted = litert_torch.convert(model, (example,), quant_config=config)
+            return bytes(
+                litert_torch.convert(model, (example,), quant_config=config).model_content()
+            )
     except Exception as e:  # the converter raises many types; its message names the op
         raise ExportError(
             f"litert-torch cannot convert this network ({_first_line(e)}); export it to "
             "ExecuTorch or ONNX instead"
         ) from None
-    return bytes(converted.model_content())
 
 
 def _quantizer() -> Any:
