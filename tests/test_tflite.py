@@ -230,7 +230,7 @@ def test_quantize_to_tflite_refuses_choosing_rows_before_any_work(converted, fla
         *("quantize", folder / "best.safetensors", "--data", "synthetic", "--to", "tflite"),
         *("--out", out, *flags),
     )
-    assert result.returncode == 2 and "use --to executorch" in result.stderr, result.stderr
+    assert result.returncode == 2 and "quantize for executorch" in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()
 
 

@@ -87,9 +87,9 @@ def _config() -> Any:
 
 
 ROWS_REFUSED = (
-    "litert-torch's quantizer cannot leave rows in float here (its module-name filter does not "
-    "match torch 2.14's graphs), so --to tflite quantizes every row; use --to executorch for "
-    "--keep-float and --sensitivity"
+    "litert-torch's quantizer cannot leave rows in float here (its module-name filter matches "
+    "nothing in torch 2.14's graphs), so tflite quantizes every row; quantize for executorch to "
+    "keep rows in float or to measure each row's sensitivity"
 )
 
 
