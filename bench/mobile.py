@@ -105,6 +105,8 @@ def main() -> None:
     parser.add_argument("--calib", type=int, default=256, help="calibration images")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.checkpoint:  # first: minutes, where the table takes most of an hour on 2 cores
+        accuracy(args.checkpoint, args.data, args.calib)
     columns = [*BACKENDS, REFERENCE]
     print(f"{args.resolution} px, batch 1, {args.threads} threads, median ms of {args.runs} runs")
     print("| spec | " + " | ".join(columns) + " |")
@@ -117,8 +119,6 @@ def main() -> None:
         print(f"| {spec} | " + " | ".join(cells) + " |", flush=True)
         lines.append(ratios(spec, ms))
     print("\n".join(lines), flush=True)
-    if args.checkpoint:
-        accuracy(args.checkpoint, args.data, args.calib)
 
 
 if __name__ == "__main__":

@@ -165,7 +165,14 @@ def runner(
     set_threads(threads or torch.get_num_threads())
     loaded = Runtime.get().load_program(program if isinstance(program, bytes) else str(program))
     method = loaded.load_method("forward")
-    return lambda x: method.execute([x.contiguous()])[0].clone()
+
+    def run(x: torch.Tensor, _alive: Any = (program, loaded)) -> torch.Tensor:
+        # The runtime reads the program from the buffer it was loaded from, without a copy: a
+        # bytes object freed after this function returned made later calls read garbage
+        # (latency's runners, whose lowering returned and dropped the bytes).
+        return method.execute([x.contiguous()])[0].clone()
+
+    return run
 
 
 # --- int8 (PT2E) -------------------------------------------------------------------------------
