@@ -463,6 +463,34 @@ def test_int8_metadata(int8_template, tmp_path_factory, key, value):
     assert logits.shape == (1, len(meta["classes"]))
 
 
+@SMALL
+@given(
+    st.sampled_from(["executorch", "litert"]),
+    st.sampled_from(["classes", "resolution", "mean", "std", "extra", "spec", "format", "sha256"]),
+    st.one_of(JSONS, st.text(max_size=8)),
+)
+def test_phone_metadata(tmp_path_factory, runtime, key, value):
+    """The JSON beside a .pte or .tflite with one value replaced: refused with the file named, or
+    read into metadata a model can be built from (no runtime is needed to read it)."""
+    from mnv3spec.deploy import mobile
+
+    suffix, _, mark = mobile.SIGNATURES[runtime]
+    path = tmp_path_factory.mktemp("fuzz") / f"m{suffix}"
+    path.write_bytes(b"\x1c\x00\x00\x00" + mark.encode() + b"12" + bytes(32))
+    spec = load_spec("small", width=0.25, num_classes=2, resolution=8).to_yaml()
+    info = {"format": mobile.FORMAT, "runtime": runtime, "precision": "int8", "spec": spec}
+    info |= {"classes": ["a", "b"], "resolution": 8, "mean": [0.5] * 3, "std": [0.2] * 3}
+    info |= {"extra": {}, "sha256": mobile.digest(path), key: value}
+    mobile.sidecar(path).write_text(json.dumps(info))
+    try:
+        meta, built = mobile.read_metadata(path, runtime)
+    except UserError as e:
+        assert str(path) in str(e)
+        return
+    assert len(meta["classes"]) == built.params["num_classes"]
+    assert meta["resolution"] == built.resolution
+
+
 # --- file kinds (mnv3spec/kinds.py): any bytes, a known kind or none, never an exception -------
 
 SIGNATURES = [b"PK\x03\x04", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"\x08\x07\x12", b"RIFF"]

@@ -123,7 +123,7 @@ FOREIGN = [
     (["eval", "{f}"], "resume.pt", "train --resume takes the run folder that holds a resume.pt"),
     (["eval", "{f}"], "image.png", "this is an image; eval takes"),
     (["quantize", "{f}"], "model.pte", "this is an ExecuTorch program (.pte)"),  # eval runs one
-    (["eval", "{f}"], "model.tflite", "this is a LiteRT / TFLite model (.tflite)"),
+    (["quantize", "{f}"], "model.tflite", "this is a LiteRT / TFLite model (.tflite)"),
     (["eval", "{f}"], "best.onnx", "without the metadata of quantize's int8 files"),
     (["infer", "--models", "{f}", "--images", "."], "best.onnx", "give it the .safetensors"),
     (["infer", "--models", "{f}", "--images", "."], "spec.yaml", "this is a YAML spec; infer"),

@@ -108,7 +108,8 @@ def add_latency(sub: argparse._SubParsersAction) -> None:
         metavar="BACKEND",
         help="eager, channels_last, compiled (BN folded + torch.compile), onnxruntime, "
         "onnxruntime-int8 (quantized as quantize does), executorch and executorch-int8 (lowered "
-        "to XNNPACK as export and quantize do), cuda-graph (a captured CUDA graph)",
+        "to XNNPACK as export and quantize do), tflite and tflite-int8 (converted by litert-torch, "
+        "run by LiteRT), cuda-graph (a captured CUDA graph)",
     )
     add(
         "--reference",
@@ -152,16 +153,19 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "export", help="a checkpoint or spec to ONNX, TorchScript or ExecuTorch, verified"
+        "export", help="a checkpoint or spec to ONNX, TorchScript, ExecuTorch or LiteRT, verified"
     )
     p.add_argument("source", metavar="SPEC_OR_CHECKPOINT", help="a .safetensors or a spec .yaml")
     p.add_argument(
         "--format",
         required=True,
-        choices=["onnx", "torchscript", "executorch"],
-        help="executorch: a .pte delegated to XNNPACK, with NAME.pte.json beside it",
+        choices=["onnx", "torchscript", "executorch", "tflite"],
+        help="executorch: a .pte delegated to XNNPACK, with NAME.pte.json beside it; tflite: a "
+        "LiteRT .tflite, with NAME.tflite.json beside it",
     )
-    p.add_argument("--out", help="default: beside a checkpoint, or NAME.onnx / .pt / .pte here")
+    p.add_argument(
+        "--out", help="default: beside a checkpoint, or NAME.onnx / .pt / .pte / .tflite here"
+    )
     p.add_argument("--resolution", type=number(int, 1), help="input size (default: the spec's)")
     p.add_argument("--dynamic-batch", action="store_true", help="any batch size, not only 1")
     add_set(p)
@@ -213,21 +217,26 @@ def _print_quantized(r) -> None:
 def add_quantize(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "quantize",
-        help="int8 .pte (or .onnx) of a checkpoint, written only if top-1 drops at most --max-drop",
+        help="int8 .pte (or .tflite, .onnx) of a checkpoint, written only if top-1 drops at most "
+        "--max-drop",
         description="Post-training static int8 quantization calibrated on training images: "
-        "for ExecuTorch (PT2E, XNNPACK quantizer, per-channel; a .pte) or ONNX Runtime (QDQ, "
-        "per-channel; an .onnx). Exit status 4: the int8 model lost more than --max-drop "
-        "points of top-1, and nothing was written.",
+        "for ExecuTorch (PT2E, XNNPACK quantizer, per-channel; a .pte), LiteRT (PT2E, "
+        "litert-torch's quantizer; a .tflite) or ONNX Runtime (QDQ, per-channel; an .onnx). "
+        "Exit status 4: the int8 model lost more than --max-drop points of top-1, and nothing "
+        "was written.",
     )
     add = p.add_argument
     add("checkpoint", metavar="CHECKPOINT", help="a .safetensors file written by train")
     add(
         "--to",
-        choices=["executorch", "onnxruntime"],
+        choices=["executorch", "onnxruntime", "tflite"],
         help="the runtime (default: executorch where the mobile extra is installed, since its "
         "int8 runs 4-5x faster than its float, else onnxruntime, whose int8 is no faster)",
     )
-    add("--out", help="a .pte or .onnx file (default: CHECKPOINT's name + .int8.pte/.onnx)")
+    add(
+        "--out",
+        help="a .pte, .tflite or .onnx file (default: CHECKPOINT's name + .int8.pte/.tflite/.onnx)",
+    )
     add("--calib", type=number(int, 1), default=256, help="calibration images (default 256)")
     add("--max-drop", type=number(float, -100), default=1.0, help="top-1 points (default 1.0)")
     add("--force", action="store_true", help="write the int8 model whatever it loses")

@@ -16,7 +16,7 @@ TAKEN_BY = {
     "came from",
     "torch-save": "train --resume takes the run folder that holds a resume.pt; train --init takes "
     "a state_dict",
-    "tflite": "it runs in LiteRT on a phone; the commands here take the .safetensors it came from",
+    "tflite": "eval and infer take a .tflite written by export or quantize, with its .tflite.json",
     "spec": "validate, show, diff, train, latency and export take it",
     "image": "infer --images takes a folder of them",
 }
@@ -36,10 +36,10 @@ def check_kind(path: str | Path, command: str, takes: set[str], wanted: str) -> 
 
 def check_model_file(path: str | Path, command: str) -> None:
     """What eval and infer run: a checkpoint, an int8 ``.onnx`` from quantize (an ONNX model
-    whose metadata rebuilds it) or an ExecuTorch ``.pte`` (its metadata beside it); any other
-    kind is refused, naming what it is."""
-    wanted = "a .safetensors checkpoint, an int8 .onnx written by quantize, or a .pte"
-    if check_kind(path, command, {"safetensors", "onnx", "pte"}, wanted) != "onnx":
+    whose metadata rebuilds it), an ExecuTorch ``.pte`` or a LiteRT ``.tflite`` (their metadata
+    beside them); any other kind is refused, naming what it is."""
+    wanted = "a .safetensors checkpoint, an int8 .onnx written by quantize, a .pte or a .tflite"
+    if check_kind(path, command, {"safetensors", "onnx", "pte", "tflite"}, wanted) != "onnx":
         return
     from mnv3spec.deploy.export import require_onnx
     from mnv3spec.deploy.int8 import is_int8_model

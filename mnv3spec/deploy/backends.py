@@ -1,6 +1,6 @@
-"""The ways ``latency`` (and ``sweep``) run a network: eager, channels_last, compiled,
-ONNX Runtime and ExecuTorch (XNNPACK) in float and int8, and a captured CUDA graph. Each gives a
-no-argument call that runs the network once on a fixed example, and a note on how it ran.
+"""The ways ``latency`` (and ``sweep``) run a network: eager, channels_last, compiled, ONNX
+Runtime, ExecuTorch (XNNPACK) and LiteRT in float and int8, and a captured CUDA graph. Each gives
+a no-argument call that runs the network once on a fixed example, and a note on how it ran.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ import torch
 from torch import nn
 
 from ..errors import ExportError, UserError
-from . import executorch
+from . import executorch, tflite
 from .export import optimize_for_inference, ort_session, trace_frozen, write_onnx
 from .int8 import latency_runner as int8_runner
 
 BACKENDS = (
     *("eager", "channels_last", "compiled", "onnxruntime", "onnxruntime-int8"),
-    *("executorch", "executorch-int8", "cuda-graph"),
+    *("executorch", "executorch-int8", "tflite", "tflite-int8", "cuda-graph"),
 )
 CALIB = 8  # random images calibrating a timed int8 program (the ranges do not change the time)
 GRAPH_WARMUP = 3  # eager calls on a side stream before capture (cuDNN picks its algorithms)
@@ -35,6 +35,8 @@ def prepare(model: nn.Module, backend: str, example: torch.Tensor) -> tuple[Runn
         return lambda: model(example), ""
     if backend.startswith("executorch"):
         return _executorch(model, example, int8=backend.endswith("-int8"))
+    if backend.startswith("tflite"):
+        return _tflite(model, example, int8=backend.endswith("-int8"))
     cl = example.contiguous(memory_format=torch.channels_last)
     if backend == "channels_last":
         m = copy.deepcopy(model).to(memory_format=torch.channels_last)
@@ -89,6 +91,20 @@ def _executorch(model: nn.Module, x: torch.Tensor, int8: bool) -> tuple[Runner, 
     run = executorch.runner(program, threads=torch.get_num_threads())
     kind = "int8 (PT2E)" if int8 else "fp32"
     return lambda: run(x), f"XNNPACK {kind}, {len(delegation.delegated)} rows delegated"
+
+
+def _tflite(model: nn.Module, x: torch.Tensor, int8: bool) -> tuple[Runner, str]:
+    """The network converted by litert-torch as export (or quantize, calibrated on random
+    inputs) does, run by LiteRT's interpreter (XNNPACK delegate) with torch's thread count."""
+    if x.device.type != "cpu":
+        raise ExportError("LiteRT runs on the CPU here (its XNNPACK delegate is for CPUs)")
+    tflite.require_litert(convert=True)
+    fast = executorch.for_xnnpack(model)
+    if int8:
+        calib = torch.randn(CALIB, *x.shape[1:], generator=torch.Generator().manual_seed(0))
+        fast = tflite.quantize_pt2e(fast, x[:1], calib)
+    run = tflite.runner(tflite.convert(fast, x, int8=int8), threads=torch.get_num_threads())
+    return lambda: run(x), f"LiteRT XNNPACK {'int8 (PT2E)' if int8 else 'fp32'}"
 
 
 def _cuda_graph(fast: nn.Module, x: torch.Tensor) -> tuple[Runner, str]:

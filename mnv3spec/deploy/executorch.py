@@ -165,7 +165,14 @@ def runner(
     set_threads(threads or torch.get_num_threads())
     loaded = Runtime.get().load_program(program if isinstance(program, bytes) else str(program))
     method = loaded.load_method("forward")
-    return lambda x: method.execute([x.contiguous()])[0].clone()
+
+    def run(x: torch.Tensor, _alive: Any = (program, loaded)) -> torch.Tensor:
+        # The runtime reads the program from the buffer it was loaded from, without a copy: a
+        # bytes object freed after this function returned made later calls read garbage
+        # (latency's runners, whose lowering returned and dropped the bytes).
+        return method.execute([x.contiguous()])[0].clone()
+
+    return run
 
 
 # --- int8 (PT2E) -------------------------------------------------------------------------------
@@ -192,16 +199,11 @@ def quantize_pt2e(
 
     config = get_symmetric_quantization_config(is_per_channel=True)
     quantizer = XNNPACKQuantizer()
-    if only_rows is None and not exclude_rows:
+    rows = rows_to_quantize(fast, exclude_rows, only_rows)
+    if rows is None:
         quantizer.set_global(config)
-    else:  # the quantizer cannot exempt a module, so name every row it quantizes
-        rows = (
-            only_rows
-            if only_rows is not None
-            else [name for name, _ in fast.layers.named_children()]
-        )
-        for row in set(rows) - set(exclude_rows):
-            quantizer.set_module_name(f"layers.{row}", config)
+    for row in rows or ():
+        quantizer.set_module_name(f"layers.{row}", config)
     # a dynamic batch, so calibration and the fake-quant reference run batched; lower() traces
     # the converted graph again at batch 1
     batch = {0: torch.export.Dim("batch", min=1, max=CALIB_BATCH)}
@@ -212,6 +214,17 @@ def quantize_pt2e(
         for images in calib_images.split(CALIB_BATCH):
             prepared(images)
     return convert_pt2e(prepared)
+
+
+def rows_to_quantize(
+    fast: nn.Module, exclude_rows: Iterable[str], only_rows: Iterable[str] | None
+) -> list[str] | None:
+    """The rows a PT2E quantizer is told by name, or None for all (``set_global``): the
+    quantizers cannot exempt a module, so leaving rows float means naming every other one."""
+    if only_rows is None and not exclude_rows:
+        return None
+    rows = only_rows if only_rows is not None else [n for n, _ in fast.layers.named_children()]
+    return sorted(set(rows) - set(exclude_rows))
 
 
 # --- files --------------------------------------------------------------------------------------

@@ -1,12 +1,13 @@
-"""An inference copy of a compiled network, and its export to ONNX, TorchScript or ExecuTorch
-(a ``.pte`` delegated to XNNPACK, :mod:`.executorch`, with its metadata beside it).
+"""An inference copy of a compiled network, and its export to ONNX, TorchScript, ExecuTorch (a
+``.pte`` delegated to XNNPACK, :mod:`.executorch`) or LiteRT (a ``.tflite``, :mod:`.tflite`), the
+phone formats with their metadata beside them.
 
 Every export is written to a temporary file, loaded back by the runtime that will run it (ONNX
-Runtime, ``torch.jit.load`` or ExecuTorch's runtime) and compared with the PyTorch model on
-random inputs; only a file that reproduces the model within :data:`TOLERANCE` replaces the
-output path. A model whose own outputs are not finite (NaN or infinite weights) is refused before
-anything is written, and the output path is never one of the command's inputs nor a file of
-another kind (:mod:`..files`).
+Runtime, ``torch.jit.load``, ExecuTorch's runtime or LiteRT's interpreter) and compared with the
+PyTorch model on random inputs; only a file that reproduces the model within :data:`TOLERANCE`
+replaces the output path. A model whose own outputs are not finite (NaN or infinite weights) is
+refused before anything is written, and the output path is never one of the command's inputs nor
+a file of another kind (:mod:`..files`).
 
 ONNX goes through ``torch.onnx.export(..., dynamo=True)``: in torch ≥ 2.9 it is the default and
 maintained exporter, while the TorchScript-based one warns on every call that it will be removed.
@@ -35,12 +36,13 @@ from ..model.parity import Difference, max_difference
 from ..ops.layers import ConvBNAct
 from ..spec.load import load_spec, resolve_path
 from ..weights.checkpoint import load_model
-from . import executorch
+from . import executorch, tflite
 from .executorch import require_executorch
 from .mobile import check_outputs, metadata
 
 # format → default suffix; also its files.KINDS key
-FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "executorch": ".pte"}
+FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "executorch": ".pte", "tflite": ".tflite"}
+PHONE = {"executorch": "executorch", "tflite": "litert"}  # format → its .mobile runtime
 TOLERANCE = 1e-4  # max abs difference of the logits, and at most RELATIVE × the largest logit:
 RELATIVE = 1e-3  # randomly initialised specs give logits near 1e-6, where 1e-4 alone checks nothing
 INSTALL_HINT = 'pip install -e ".[export]"'
@@ -146,7 +148,7 @@ class ExportResult:
     max_logit: float  # the scale the difference is judged against
     opset: int | None  # ONNX only
     random_init: bool  # exported from a spec, not a checkpoint
-    delegation: str = ""  # ExecuTorch only: which rows XNNPACK runs
+    delegation: str = ""  # ExecuTorch: which rows XNNPACK runs; LiteRT: how many ops
 
 
 def load_source(
@@ -179,48 +181,60 @@ def export(
 
     Without ``out`` a checkpoint's export goes beside it, a spec's into the current folder.
     """
+    _check_format(fmt, dynamic_batch)
+    model, meta = load_source(source, overrides)
+    source = Path(source) if meta is not None else resolve_path(source)
+    out = _output_path(source, out, fmt, beside=meta is not None)
+    size = resolution or model.spec.resolution
+    batches = (1, 3) if dynamic_batch else (1, 1)
+    check_fits(model, max(batches), size, training=False, what="this export")
+    # A dynamic batch is traced at 2: torch.export specialises a dimension that is 1 in the example.
+    example = torch.randn(2 if dynamic_batch else 1, model.spec.in_channels, size, size)
+    check_finite(model, example, source)
+    shapes = [(b, *example.shape[1:]) for b in batches]
+    return EXPORTERS[fmt](model, meta, example, out, shapes)
+
+
+def _check_format(fmt: str, dynamic_batch: bool) -> None:
+    """Refuse, before any work, an unknown format, a missing extra, or a phone program with a
+    dynamic batch."""
     if fmt not in FORMATS:
         raise UserError(f"unknown format '{fmt}'; use {' or '.join(FORMATS)}", field="format")
-    if fmt == "onnx":
-        require_onnx()
-    if fmt == "executorch":
-        require_executorch()
-        if dynamic_batch:
-            raise UserError(
-                "a .pte is exported at batch 1, as an app calls it; leave out dynamic_batch",
-                field="dynamic_batch",
-            )
-    model, meta = load_source(source, overrides)
-    random_init = meta is None
-    size = resolution or model.spec.resolution
-    channels = model.spec.in_channels
-    source = Path(source) if not random_init else resolve_path(source)
+    REQUIRES[fmt]()
+    if fmt in PHONE and dynamic_batch:
+        raise UserError(
+            f"a {FORMATS[fmt]} is exported at batch 1, as an app calls it; leave out dynamic_batch",
+            field="dynamic_batch",
+        )
+
+
+def _output_path(source: Path, out: str | Path | None, fmt: str, beside: bool) -> Path:
+    """``out`` checked (:mod:`..files`), or the default: beside a checkpoint, here for a spec."""
     if out is None:
-        folder = source.parent if not random_init else Path.cwd()
-        out = folder / (source.stem + FORMATS[fmt])
-    if fmt == "executorch":
-        out = check_outputs(out, fmt, inputs=[source])
-    else:
-        out = check_output(out, fmt, inputs=[source], field="out")
-    shapes = [(b, channels, size, size) for b in ((1, 3) if dynamic_batch else (1, 1))]
-    check_fits(model, max(b for b, *_ in shapes), size, training=False, what="this export")
-    # A dynamic batch is traced at 2: torch.export specialises a dimension that is 1 in the example.
-    example = torch.randn(2 if dynamic_batch else 1, channels, size, size)
-    check_finite(model, example, source)
-    if fmt == "executorch":
-        return _export_pte(model, meta, example, out)
-    fast = optimize_for_inference(model)
-    opset = None
-    with writing(out, field="out") as tmp:
-        if fmt == "onnx":
-            opset = write_onnx(fast, tmp, example, dynamic_batch)
-        else:
-            write_torchscript(fast, tmp, example)
-        diff = max_difference(model, load_back(fmt, tmp), shapes)
-        check_parity(diff, fmt, out)
-    return ExportResult(
-        out, fmt, os.path.getsize(out), diff.max_abs, diff.scale, opset, random_init
-    )
+        out = (source.parent if beside else Path.cwd()) / (source.stem + FORMATS[fmt])
+    if fmt in PHONE:
+        return check_outputs(out, PHONE[fmt], inputs=[source])
+    return check_output(out, fmt, inputs=[source], field="out")
+
+
+def _export_host(fmt: str) -> Callable[..., ExportResult]:
+    """The exporter of ONNX or TorchScript: the BN-folded channels_last model written, loaded
+    back by its runtime and compared with ``model`` at each shape."""
+
+    def write(model: SpecNet, meta: dict | None, example: torch.Tensor, out: Path, shapes: list):
+        fast = optimize_for_inference(model)
+        opset = None
+        with writing(out, field="out") as tmp:
+            if fmt == "onnx":
+                opset = write_onnx(fast, tmp, example, dynamic_batch=shapes[0] != shapes[1])
+            else:
+                write_torchscript(fast, tmp, example)
+            diff = max_difference(model, load_back(fmt, tmp), shapes)
+            check_parity(diff, fmt, out)
+        size = os.path.getsize(out)
+        return ExportResult(out, fmt, size, diff.max_abs, diff.scale, opset, meta is None)
+
+    return write
 
 
 def check_parity(diff: Difference, fmt: str, out: Path) -> None:
@@ -235,18 +249,48 @@ def check_parity(diff: Difference, fmt: str, out: Path) -> None:
 
 
 def _export_pte(
-    model: SpecNet, meta: dict | None, example: torch.Tensor, out: Path
+    model: SpecNet, meta: dict | None, example: torch.Tensor, out: Path, shapes: list
 ) -> ExportResult:
     """Lower to XNNPACK, run the program in ExecuTorch's runtime against ``model``, and only then
     write it with its metadata file."""
     program, delegation = executorch.lower(executorch.for_xnnpack(model), example)
-    diff = max_difference(model, executorch.runner(program), [tuple(example.shape)] * 2)
+    diff = max_difference(model, executorch.runner(program), shapes)
     check_parity(diff, "executorch", out)
     executorch.write_pte(out, program, metadata(model, meta, "executorch", "float32"))
     size = os.path.getsize(out)
     return ExportResult(
         out, "executorch", size, diff.max_abs, diff.scale, None, meta is None, delegation.describe()
     )
+
+
+def _export_tflite(
+    model: SpecNet, meta: dict | None, example: torch.Tensor, out: Path, shapes: list
+) -> ExportResult:
+    """Convert with litert-torch, run the model in LiteRT's interpreter against ``model``, and
+    only then write it with its metadata file."""
+    program = tflite.convert(executorch.for_xnnpack(model), example)
+    diff = max_difference(model, tflite.runner(program), shapes)
+    check_parity(diff, "tflite", out)
+    tflite.write_tflite(out, program, metadata(model, meta, tflite.RUNTIME, "float32"))
+    ops = tflite.op_counts(program)
+    summary = f"{sum(ops.values())} ops, run by LiteRT's XNNPACK delegate"
+    size = os.path.getsize(out)
+    return ExportResult(out, "tflite", size, diff.max_abs, diff.scale, None, meta is None, summary)
+
+
+# format → what checks its extra is installed, and what writes and checks the file
+REQUIRES: dict[str, Callable[[], Any]] = {
+    "onnx": require_onnx,
+    "torchscript": lambda: None,
+    "executorch": require_executorch,
+    "tflite": lambda: tflite.require_litert(convert=True),
+}
+EXPORTERS: dict[str, Callable[..., ExportResult]] = {
+    "onnx": _export_host("onnx"),
+    "torchscript": _export_host("torchscript"),
+    "executorch": _export_pte,
+    "tflite": _export_tflite,
+}
 
 
 def check_finite(model: nn.Module, example: torch.Tensor, source: Path) -> None:

@@ -160,15 +160,20 @@ def load_int8(path: str | Path, threads: int | None = None) -> tuple[Int8Model, 
 
 
 def load_any(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """A checkpoint, an int8 file or an ExecuTorch ``.pte``, as ``(model, metadata)``: the one
-    call ``eval`` and ``infer`` need to accept all. An int8 ``.onnx`` and a ``.pte`` always run on
-    the CPU (ONNX Runtime, ExecuTorch) and hand their logits back on ``device``."""
+    """A checkpoint, an int8 file, an ExecuTorch ``.pte`` or a LiteRT ``.tflite``, as ``(model,
+    metadata)``: the one call ``eval`` and ``infer`` need to accept all. An int8 ``.onnx``, a
+    ``.pte`` and a ``.tflite`` always run on the CPU (ONNX Runtime, ExecuTorch, LiteRT) and hand
+    their logits back on ``device``."""
     if is_int8_model(path):
         return load_int8(path)
     if runtime_of(path) == "executorch":  # runs in ExecuTorch on the CPU
         from .executorch import load_pte
 
         return load_pte(path)
+    if runtime_of(path) == "litert":
+        from .tflite import load_tflite
+
+        return load_tflite(path)
     return load_model(path, device)
 
 

@@ -33,6 +33,7 @@ from ..weights.torchvision import give_weights, load_torchvision, torchvision_tw
 from .backends import BACKENDS, Runner, prepare
 from .executorch import require_executorch
 from .export import require_onnx
+from .tflite import require_litert
 
 DEVICES = ("cpu", "cuda")
 DEFAULT_SPECS = ("small", "large")  # shipped specs, by name
@@ -180,6 +181,8 @@ def check_settings(
         require_onnx()
     if any(b.startswith("executorch") for b in backends):
         require_executorch()
+    if any(b.startswith("tflite") for b in backends):
+        require_litert(convert=True)
     if "timm" in references:
         timm_weights.import_timm()  # a UserError saying how to install it, before any timing
     if min(counts) < 1:

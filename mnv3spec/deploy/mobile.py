@@ -20,14 +20,16 @@ from torch import nn
 
 from ..errors import CheckpointError, UserError
 from ..files import check_output, writing
+from ..kinds import file_kind
 from ..model.builder import SpecNet
 from ..spec.load import load_spec, read_yaml
 from ..weights.checkpoint import _metadata_problem
 
 FORMAT = "mnv3spec-mobile"  # the JSON's "format"
 INSTALL_HINT = 'pip install -e ".[mobile]"'
-# runtime → (suffix, signature bytes at offset 4 of its flatbuffer): how a file is recognised
-SIGNATURES = {"executorch": (".pte", (b"ET",)), "litert": (".tflite", (b"TFL3",))}
+# runtime → (suffix, its kind in :mod:`mnv3spec.kinds`, which judges a file by its flatbuffer
+# identifier at offset 4: "ET" and two digits for ExecuTorch, "TFL3" for LiteRT)
+SIGNATURES = {"executorch": (".pte", "pte", "ET"), "litert": (".tflite", "tflite", "TFL3")}
 
 
 def sidecar(path: str | Path) -> Path:
@@ -39,21 +41,19 @@ def sidecar(path: str | Path) -> Path:
 def runtime_of(path: str | Path) -> str | None:
     """``executorch`` or ``litert`` when ``path`` has that suffix, else None (cheap: no read)."""
     suffix = Path(path).suffix.lower()
-    return next((rt for rt, (s, _) in SIGNATURES.items() if s == suffix), None)
+    return next((rt for rt, (s, _, _) in SIGNATURES.items() if s == suffix), None)
 
 
 def check_signature(path: Path, runtime: str) -> None:
-    """Refuse a file that is not a flatbuffer of ``runtime`` (its identifier at offset 4)."""
-    suffix, marks = SIGNATURES[runtime]
-    try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-    except OSError as e:
-        raise CheckpointError(f"cannot be read ({e.strerror})", file=str(path)) from None
-    if not any(head[4 : 4 + len(m)] == m for m in marks):
+    """Refuse a file that is not a flatbuffer of ``runtime`` (:func:`mnv3spec.kinds.file_kind`
+    judges it)."""
+    suffix, kind, mark = SIGNATURES[runtime]
+    found = file_kind(path)
+    if found is None:
+        raise CheckpointError("cannot be read (not a regular file)", file=str(path))
+    if found != kind:
         raise CheckpointError(
-            f"is not a {runtime} program (a {suffix} file starts with "
-            f"{marks[0].decode()!r} at byte 4)",
+            f"is not a {runtime} program (a {suffix} file starts with {mark!r} at byte 4)",
             file=str(path),
         )
 

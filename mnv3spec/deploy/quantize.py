@@ -44,7 +44,7 @@ from ..files import check_output
 from ..model.builder import SpecNet
 from ..train.evaluate import evaluate
 from ..weights.checkpoint import load_model
-from . import executorch
+from . import executorch, tflite
 from .export import optimize_for_inference, ort_session, require_onnx
 from .int8 import (
     SUFFIX,
@@ -57,7 +57,8 @@ from .int8 import (
 )
 from .mobile import ProgramModel, check_outputs, metadata
 
-RUNTIMES = {"executorch": executorch.SUFFIX, "onnxruntime": SUFFIX}  # --to → suffix of its file
+# --to → suffix of its file
+RUNTIMES = {"executorch": executorch.SUFFIX, "onnxruntime": SUFFIX, "tflite": tflite.SUFFIX}
 DEFAULT_TO = "executorch"  # the int8 that runs faster than its float (module docstring)
 
 
@@ -68,7 +69,10 @@ def default_runtime() -> str:
     return DEFAULT_TO if all(importlib.util.find_spec(m) for m in wanted) else "onnxruntime"
 
 
-PARITY = 0.05  # an int8 program's logits within this × their scale of its fake-quant graph's
+# an int8 program's logits within this × their scale of its fake-quant graph's, by runtime. LiteRT
+# requantizes in fixed point where the graph rounds in float: 0.075 measured on the tests' tiny
+# checkpoint; a broken lowering (layout, scales) is off by the whole scale.
+PARITY = {"executorch": 0.05, "tflite": 0.15}
 DEFAULT_CALIB = 256
 DEFAULT_MAX_DROP = 1.0  # top-1 points
 BATCH = 64  # images per evaluation / calibration call
@@ -119,39 +123,51 @@ def quantize_checkpoint(
     progress: Callable[[str], None] = lambda line: None,
 ) -> QuantizeResult:
     """Quantize ``checkpoint`` to int8 for the runtime ``to``, evaluate float and int8 top-1 on
-    its validation split and write ``out`` (default: ``NAME.int8.pte`` or ``.onnx`` beside it)
-    only if the drop is at most ``max_drop`` points (or ``force``); else raise
+    its validation split and write ``out`` (default: ``NAME.int8.pte``, ``.tflite`` or ``.onnx``
+    beside it) only if the drop is at most ``max_drop`` points (or ``force``); else raise
     :class:`AccuracyGateError`. ``keep_float``: rows (index or name) left in float.
     ``sensitivity``: also the top-1 with each row alone int8. ``to``: a runtime, or None for
     :func:`default_runtime`."""
     to = to or default_runtime()
     if to not in RUNTIMES:
         raise UserError(f"unknown runtime '{to}'; use {' or '.join(RUNTIMES)}", field="to")
-    if to == "executorch":
-        executorch.require_executorch()
-    else:
-        require_onnx()
+    REQUIRES[to]()
     if calib < 1:
         raise UserError(f"must be at least 1 image, got {calib}", field="calib")
     model, meta = _load_checkpoint(checkpoint)
     out = _output_path(checkpoint, out, to)
     keep = resolve_rows(model, keep_float)
+    if to == "tflite" and (keep or sensitivity):
+        raise UserError(tflite.ROWS_REFUSED, field="keep_float" if keep else "sensitivity")
     ds = _dataset(checkpoint, meta, data, data_dir)
-    calib_images = _calibration_images(ds, calib, meta)
-    if to == "executorch":
-        return _quantize_executorch(
-            checkpoint,
-            out,
-            model,
-            meta,
-            ds,
-            calib_images,
-            keep,
-            sensitivity,
-            max_drop,
-            force,
-            progress,
-        )
+    job = _Job(Path(checkpoint), out, model, meta, ds, _calibration_images(ds, calib, meta), keep)
+    return QUANTIZERS[to](job, sensitivity, _Gate(max_drop, force), progress)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What every runtime's quantization starts from."""
+
+    checkpoint: Path
+    out: Path
+    model: SpecNet
+    meta: dict
+    ds: Dataset
+    calib_images: torch.Tensor  # normalised training images
+    keep: list[str]  # rows left in float
+
+
+@dataclass(frozen=True)
+class _Gate:
+    max_drop: float
+    force: bool
+
+
+def _to_onnxruntime(
+    job: _Job, sensitivity: bool, gate: _Gate, progress: Callable[[str], None]
+) -> QuantizeResult:
+    """:func:`quantize_checkpoint` for ONNX Runtime: QDQ int8 of the float ONNX export."""
+    model, meta, calib_images = job.model, job.meta, job.calib_images
     with tempfile.TemporaryDirectory(prefix="mnv3spec-quant-") as tmp:
         work = Path(tmp)
         progress("exporting the BN-folded float model to ONNX")
@@ -160,20 +176,22 @@ def quantize_checkpoint(
         cache = work / "calibration.json"
         progress(f"calibrating on {len(calib_images)} training images")
         int8_path = work / "int8.onnx"
-        quantize_onnx(float_path, int8_path, calib_images, cache, exclude_rows=keep)
-        val = _validation(ds)
+        quantize_onnx(float_path, int8_path, calib_images, cache, exclude_rows=job.keep)
+        val = _validation(job.ds)
         progress("evaluating float and int8 top-1")
         float_top1 = evaluate(model, val, mean=meta["mean"], std=meta["std"], device=_CPU).top1
         int8_top1, images = onnx_top1(int8_path, val, meta["mean"], meta["std"])
         result = QuantizeResult(
-            None, float_top1, int8_top1, images, len(calib_images), float_ops(int8_path), keep
+            None, float_top1, int8_top1, images, len(calib_images), float_ops(int8_path), job.keep
         )
+        result.runtime = "onnxruntime"
         if sensitivity:
             result.sensitivity = _sensitivity(model, float_path, cache, calib_images, val, meta)
             progress("sensitivity done")
-        _gate(result, max_drop, force, checkpoint)
-        write_int8(int8_path, out, model, {**meta, "extra": _extra(checkpoint, meta, result)})
-        result.path = out
+        _gate(result, gate.max_drop, gate.force, job.checkpoint)
+        extra = _extra(job.checkpoint, meta, result)
+        write_int8(int8_path, job.out, model, {**meta, "extra": extra})
+        result.path = job.out
     return result
 
 
@@ -200,66 +218,92 @@ def _extra(checkpoint: str | Path, meta: dict, result: QuantizeResult) -> dict:
     }
 
 
-def _quantize_executorch(
-    checkpoint: str | Path,
-    out: Path,
-    model: SpecNet,
-    meta: dict,
-    ds: Dataset,
-    calib_images: torch.Tensor,
-    keep: list[str],
-    sensitivity: bool,
-    max_drop: float,
-    force: bool,
-    progress: Callable[[str], None],
+@dataclass(frozen=True)
+class _Program:
+    """A phone runtime's int8 steps: PT2E quantization, lowering to its file's bytes (and a
+    description of what its delegate runs, and the float ops left), running those bytes, and
+    writing them with the metadata file."""
+
+    name: str  # the metadata's runtime
+    quantize: Callable[..., Any]  # (fast, example, calib, exclude_rows=, only_rows=) → graph
+    lower: Callable[[Any, torch.Tensor], tuple[bytes, str, Counter]]
+    runner: Callable[[bytes], Callable[[torch.Tensor], torch.Tensor]]
+    write: Callable[[Path, bytes, dict], None]
+
+
+def _et_lower(graph: Any, example: torch.Tensor) -> tuple[bytes, str, Counter]:
+    program, delegation = executorch.lower(graph, example)
+    return program, delegation.describe(), delegation.ops()
+
+
+def _tfl_lower(graph: Any, example: torch.Tensor) -> tuple[bytes, str, Counter]:
+    model = tflite.convert(graph, example, int8=True)
+    ops, floats = tflite.op_counts(model), tflite.op_counts(model, float_only=True)
+    left = ", ".join(f"{op}×{n}" for op, n in floats.most_common()) or "none"
+    return model, f"{sum(ops.values())} ops run by LiteRT; computing in float: {left}", floats
+
+
+PROGRAMS = {
+    "executorch": _Program(
+        "executorch", executorch.quantize_pt2e, _et_lower, executorch.runner, executorch.write_pte
+    ),
+    "tflite": _Program(
+        tflite.RUNTIME, tflite.quantize_pt2e, _tfl_lower, tflite.runner, tflite.write_tflite
+    ),
+}
+
+
+def _to_program(
+    runtime: str, job: _Job, sensitivity: bool, gate: _Gate, progress: Callable[[str], None]
 ) -> QuantizeResult:
-    """:func:`quantize_checkpoint` for ExecuTorch: PT2E, lowered to XNNPACK, the program run in
-    ExecuTorch's runtime for its top-1 (what ships is what is measured)."""
+    """:func:`quantize_checkpoint` for a phone runtime: PT2E, lowered or converted, the program
+    run in the runtime itself for its top-1 (what ships is what is measured)."""
+    steps, model, meta, calib_images = PROGRAMS[runtime], job.model, job.meta, job.calib_images
     fast = executorch.for_xnnpack(model)
     size = meta["resolution"]
     example = torch.zeros(1, model.spec.in_channels, size, size)
-    progress(f"calibrating on {len(calib_images)} training images (PT2E, XNNPACK quantizer)")
-    graph = executorch.quantize_pt2e(fast, example, calib_images, exclude_rows=keep)
-    progress("lowering to XNNPACK")
-    program, delegation = executorch.lower(graph, example)
-    run = executorch.runner(program)
-    _check_program(run, graph, calib_images[:2], out)
-    val = _validation(ds)
+    progress(f"calibrating on {len(calib_images)} training images (PT2E)")
+    graph = steps.quantize(fast, example, calib_images, exclude_rows=job.keep)
+    progress(f"lowering to {runtime}")
+    program, described, left_float = steps.lower(graph, example)
+    run = steps.runner(program)
+    _check_program(run, graph, calib_images[:2], job.out, runtime)
+    val = _validation(job.ds)
     progress("evaluating float and int8 top-1")
     float_top1 = evaluate(model, val, mean=meta["mean"], std=meta["std"], device=_CPU).top1
-    pte = ProgramModel(out, model.spec, size, run)
+    pte = ProgramModel(job.out, model.spec, size, run)
     int8_top1, images = top1_of(pte, val, meta["mean"], meta["std"])
     result = QuantizeResult(
-        None, float_top1, int8_top1, images, len(calib_images), delegation.ops(), keep
+        None, float_top1, int8_top1, images, len(calib_images), left_float, job.keep
     )
-    result.runtime, result.delegation = "executorch", delegation.describe()
+    result.runtime, result.delegation = runtime, described
     if sensitivity:
         for row in _computing_rows(model):
-            alone = executorch.quantize_pt2e(fast, example, calib_images, only_rows=[row])
+            alone = steps.quantize(fast, example, calib_images, only_rows=[row])
             result.sensitivity.append((row, top1_of(alone, val, meta["mean"], meta["std"])[0]))
         progress("sensitivity done")
-    _gate(result, max_drop, force, checkpoint)
-    info = metadata(
-        model, {**meta, "extra": _extra(checkpoint, meta, result)}, "executorch", "int8"
-    )
-    executorch.write_pte(out, program, info)
-    result.path = out
+    _gate(result, gate.max_drop, gate.force, job.checkpoint)
+    extra = _extra(job.checkpoint, meta, result)
+    steps.write(job.out, program, metadata(model, {**meta, "extra": extra}, steps.name, "int8"))
+    result.path = job.out
     return result
 
 
-def _check_program(run: Callable, graph: Callable, images: torch.Tensor, out: Path) -> None:
-    """The int8 program in ExecuTorch's runtime against its fake-quant graph in PyTorch: the
-    same integer arithmetic up to rounding, so a larger difference is a broken lowering."""
+def _check_program(
+    run: Callable, graph: Callable, images: torch.Tensor, out: Path, runtime: str = "executorch"
+) -> None:
+    """The int8 program in its runtime against its fake-quant graph in PyTorch: the same
+    integer arithmetic up to rounding, so a larger difference is a broken lowering."""
     with torch.no_grad():
         for x in images.split(1):
             ref, got = graph(x), run(x)
             scale = ref.abs().max().item()
             diff = (ref - got).abs().max().item()
-            if not (got.isfinite().all() and diff <= PARITY * scale):
+            if not (got.isfinite().all() and diff <= PARITY[runtime] * scale):
                 raise ExportError(
-                    f"the int8 program run by ExecuTorch differs from its fake-quant graph by "
-                    f"{diff:.3g} (limit {PARITY:g} × the largest logit {scale:.3g}); nothing "
-                    "was written",
+                    f"the int8 program run by {runtime} differs from its fake-quant graph by "
+                    f"{diff:.3g} (limit {PARITY[runtime]:g} × the largest logit {scale:.3g}); "
+                    "nothing was written",
                     file=str(out),
                 )
 
@@ -296,8 +340,8 @@ def _output_path(checkpoint: str | Path, out: str | Path | None, to: str) -> Pat
         out = checkpoint.with_name(checkpoint.stem + ".int8" + suffix)
     if Path(out).resolve() == checkpoint.resolve():
         raise UserError("is the checkpoint itself; write the int8 model elsewhere", file=str(out))
-    if to == "executorch":
-        return check_outputs(Path(out), to, inputs=[checkpoint])
+    if to in PROGRAMS:
+        return check_outputs(Path(out), PROGRAMS[to].name, inputs=[checkpoint])
     return check_output(out, "onnx", inputs=[checkpoint], suffix=suffix, field="out")
 
 
@@ -397,3 +441,16 @@ def _sensitivity(
             quantize_onnx(float_path, path, calib_images, cache, only_rows=[name])
             results.append((name, onnx_top1(path, val, meta["mean"], meta["std"])[0]))
     return results
+
+
+# --to → what checks its extra is installed, and what quantizes, gates and writes
+REQUIRES: dict[str, Callable[[], Any]] = {
+    "executorch": executorch.require_executorch,
+    "onnxruntime": require_onnx,
+    "tflite": lambda: tflite.require_litert(convert=True),
+}
+QUANTIZERS: dict[str, Callable[..., QuantizeResult]] = {
+    "executorch": lambda *a: _to_program("executorch", *a),
+    "onnxruntime": _to_onnxruntime,
+    "tflite": lambda *a: _to_program("tflite", *a),
+}

@@ -1,0 +1,202 @@
+"""LiteRT (TFLite) models (``.tflite``), in float or int8, converted by ``litert-torch``.
+
+LiteRT is the runtime of the MobileNetV3 paper's phone latencies. ``litert_torch.convert`` takes
+the network as :func:`.executorch.for_xnnpack` prepares it (BN folded, classifier a 1×1
+convolution) and writes a flatbuffer that LiteRT's interpreter (``ai-edge-litert``) runs with its
+default XNNPACK delegate. int8 is the converter's own path: PT2E with ``litert_torch``'s quantizer
+(per-channel symmetric int8 weights, int8 activations calibrated on images), converted with that
+quantizer's config. The int8 model takes and gives int8 tensors; :func:`runner` quantizes the
+image and dequantizes the logits with the scale and zero point the model records, as an app does.
+Each model is run back in the interpreter before it is kept; its metadata travels beside it
+(:mod:`.mobile`), as a ``.pte``'s does.
+
+No converter is written here: a network the converter cannot take is refused in one paragraph
+that names the converter's complaint (:func:`convert`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import CheckpointError, ExportError, UserError
+from .mobile import ProgramModel, read_metadata, write_program
+
+SUFFIX = ".tflite"
+RUNTIME = "litert"  # the key of .mobile.SIGNATURES and files.KINDS
+INSTALL_HINT = 'pip install -e ".[litert]"'
+
+
+def require_litert(convert: bool = False) -> None:
+    """Nothing, or an :class:`ExportError` naming the extra: the interpreter always, the
+    converter (and torchao, for int8) when ``convert``."""
+    try:
+        import ai_edge_litert.interpreter  # noqa: F401
+
+        if convert:
+            import litert_torch  # noqa: F401
+            import torchao  # noqa: F401
+    except ImportError as e:
+        raise ExportError(
+            f"LiteRT needs the optional litert extra ({e.name or 'litert_torch'} is not "
+            f"installed): {INSTALL_HINT}"
+        ) from None
+
+
+def convert(model: nn.Module, example: torch.Tensor, int8: bool = False) -> bytes:
+    """``model`` (from :func:`.executorch.for_xnnpack`, or its PT2E graph from
+    :func:`quantize_pt2e` with ``int8``) converted by ``litert_torch`` at ``example``'s shape,
+    as ``.tflite`` bytes."""
+    require_litert(convert=True)
+    import litert_torch
+    from litert_torch.quantize.quant_config import QuantConfig
+
+    # the converter reads from the quantizer only whether it is static or dynamic
+    config = QuantConfig(pt2e_quantizer=_quantizer()) if int8 else None
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            return bytes(
+                litert_torch.convert(model, (example,), quant_config=config).model_content()
+            )
+    except Exception as e:  # the converter raises many types; its message names the op
+        raise ExportError(
+            f"litert-torch cannot convert this network ({_first_line(e)}); export it to "
+            "ExecuTorch or ONNX instead"
+        ) from None
+
+
+def _quantizer() -> Any:
+    """litert-torch's PT2E quantizer, per-channel symmetric int8 for every op it quantizes."""
+    from litert_torch.quantize import pt2e_quantizer as pq
+
+    return pq.PT2EQuantizer().set_global(_config())
+
+
+def _config() -> Any:
+    from litert_torch.quantize import pt2e_quantizer as pq
+
+    return pq.get_symmetric_quantization_config(is_per_channel=True)
+
+
+ROWS_REFUSED = (
+    "litert-torch's quantizer cannot leave rows in float here (its module-name filter matches "
+    "nothing in torch 2.14's graphs), so tflite quantizes every row; quantize for executorch to "
+    "keep rows in float or to measure each row's sensitivity"
+)
+
+
+def quantize_pt2e(
+    fast: nn.Module,
+    example: torch.Tensor,
+    calib_images: torch.Tensor,
+    *,
+    exclude_rows: Iterable[str] = (),
+    only_rows: Iterable[str] | None = None,
+) -> nn.Module:
+    """``fast`` quantized by PT2E with ``litert_torch``'s quantizer (per-channel, symmetric, every
+    row) and calibrated on ``calib_images``: the fake-quant graph that :func:`convert` takes with
+    ``int8``. Rows cannot be chosen (:data:`ROWS_REFUSED`)."""
+    require_litert(convert=True)
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from .executorch import CALIB_BATCH
+
+    if exclude_rows or only_rows is not None:
+        raise UserError(ROWS_REFUSED, field="keep_float")
+    batch = {0: torch.export.Dim("batch", min=1, max=CALIB_BATCH)}
+    twice = example[:1].expand(2, *example.shape[1:]).contiguous()
+    graph = torch.export.export(fast, (twice,), dynamic_shapes=(batch,)).module()
+    prepared = prepare_pt2e(graph, _quantizer())
+    with torch.no_grad():
+        for images in calib_images.split(CALIB_BATCH):
+            prepared(images)
+    return convert_pt2e(prepared, fold_quantize=False)
+
+
+def runner(
+    model: Path | bytes, threads: int | None = None
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The model's signature as a function of one CPU batch of float images, run by LiteRT's
+    interpreter with its XNNPACK delegate; an int8 model's input is quantized and its output
+    dequantized with the parameters it records."""
+    require_litert()
+    from ai_edge_litert.interpreter import Interpreter
+
+    source = {"model_content": model} if isinstance(model, bytes) else {"model_path": str(model)}
+    interpreter = Interpreter(**source, num_threads=threads or torch.get_num_threads())
+    interpreter.allocate_tensors()
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        interpreter.set_tensor(inp["index"], _to(inp, x.numpy()))
+        interpreter.invoke()
+        return torch.from_numpy(_from(out, interpreter.get_tensor(out["index"])))
+
+    return run
+
+
+def _to(detail: dict, x: np.ndarray) -> np.ndarray:
+    """A float array as the input tensor's type (quantized if it is an integer tensor)."""
+    if detail["dtype"] == np.float32:
+        return np.ascontiguousarray(x, dtype=np.float32)
+    scale, zero = detail["quantization"]
+    info = np.iinfo(detail["dtype"])
+    return np.clip(np.round(x / scale) + zero, info.min, info.max).astype(detail["dtype"])
+
+
+def _from(detail: dict, y: np.ndarray) -> np.ndarray:
+    if detail["dtype"] == np.float32:
+        return y.copy()
+    scale, zero = detail["quantization"]
+    return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
+
+
+def op_counts(model: bytes, float_only: bool = False) -> Counter:
+    """Op name → count in the model's graph (``CONV_2D``, ``HARD_SWISH``, …); with
+    ``float_only``, only the ops computing in float (what an int8 model left unquantized)."""
+    require_litert()
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=model)
+    dtypes = {t["index"]: t["dtype"] for t in interpreter.get_tensor_details()}
+    counts: Counter = Counter()
+    for op in interpreter._get_ops_details():
+        computes_float = op["op_name"] not in ("DEQUANTIZE", "QUANTIZE") and any(
+            dtypes.get(i) == np.float32 for i in op["outputs"]
+        )
+        if computes_float or not float_only:
+            counts[op["op_name"]] += 1
+    return counts
+
+
+def load_tflite(path: str | Path, threads: int | None = None) -> tuple[ProgramModel, dict]:
+    """``(model, metadata)`` of a ``.tflite`` written by export or quantize, checked against the
+    metadata file beside it; the model runs in LiteRT's interpreter on the CPU."""
+    require_litert()
+    path = Path(path)
+    meta, spec = read_metadata(path, RUNTIME)
+    try:
+        run = runner(path, threads)
+    except Exception as e:  # the interpreter raises ValueError / RuntimeError for a bad model
+        raise CheckpointError(
+            f"LiteRT cannot load this model ({_first_line(e)})", file=str(path)
+        ) from None
+    return ProgramModel(path, spec, meta["resolution"], run), meta
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:160] if text else type(e).__name__
+
+
+def write_tflite(out: Path, model: bytes, info: dict[str, Any]) -> None:
+    """The model and its metadata file, each written atomically (:func:`.write_program`)."""
+    write_program(out, lambda tmp: tmp.write_bytes(model), info)
