@@ -12,8 +12,7 @@ from .conftest import ROOT
 
 PACKAGE = ROOT / "mnv3spec"
 MAX_FUNCTION, MAX_CLASS = 50, 150
-# Owned by another change in flight (deploy/export.py, deploy/quantize.py): to be split there.
-LONG_FOR_NOW = {"deploy/export.py:export", "deploy/quantize.py:quantize_checkpoint"}
+LONG_FOR_NOW: set[str] = set()  # none: export and quantize_checkpoint are split by runtime now
 RUN_FILES = {
     RunFolder.CONFIG,
     RunFolder.SPEC,
