@@ -140,6 +140,23 @@ def tiny_run(tmp_path_factory) -> TinyRun:
     return TinyRun(out / "r", result.stdout)
 
 
+@dataclass(frozen=True)
+class TinyOnnx:
+    path: Path  # tiny_run's best.safetensors as a float .onnx of any batch, with our metadata
+    stdout: str  # what export printed
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_run, tmp_path_factory) -> TinyOnnx:
+    """``export`` of tiny_run's checkpoint to ONNX (``--dynamic-batch``), done once for the
+    session: an ONNX export takes seconds of tracing. Tests that damage it work on a copy."""
+    out = tmp_path_factory.mktemp("tiny_onnx") / "best.onnx"
+    source = tiny_run.folder / "best.safetensors"
+    result = run_cli("export", source, "--format", "onnx", "--dynamic-batch", "--out", out)
+    assert result.returncode == 0, result.stderr
+    return TinyOnnx(out, result.stdout)
+
+
 def tiny_checkpoint(path: Path, classes: list[str], **overrides) -> torch.nn.Module:
     """Save a width-0.25 Small at 32×32 as a training run would, with weights that give O(1)
     logits (BN statistics of random input, a larger classifier) so predictions are not ties."""

@@ -38,6 +38,7 @@ from ..weights.checkpoint import load_model
 from . import executorch
 from .executorch import require_executorch
 from .mobile import check_outputs, metadata
+from .onnx_model import stamp_float
 
 # format → default suffix; also its files.KINDS key
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "executorch": ".pte"}
@@ -214,6 +215,7 @@ def export(
     with writing(out, field="out") as tmp:
         if fmt == "onnx":
             opset = write_onnx(fast, tmp, example, dynamic_batch)
+            stamp_float(tmp, model, meta, size)  # what eval and infer need to run it
         else:
             write_torchscript(fast, tmp, example)
         diff = max_difference(model, load_back(fmt, tmp), shapes)

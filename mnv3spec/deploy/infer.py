@@ -21,8 +21,9 @@ from ..errors import CheckpointError, DataError, UserError
 from ..model.memory import check_fits
 from ..runtime import pick_device
 from ..text import text_table
-from .int8 import Int8Model, load_any
+from .int8 import load_any
 from .mobile import ProgramModel
+from .onnx_model import OnnxModel
 
 CHECKPOINT_NAME = "best.safetensors"
 SUBFOLDER = "a subfolder (images are not searched recursively)"
@@ -133,7 +134,7 @@ def classify(
     for path in checkpoints:
         try:
             model, meta = load_any(path, dev)
-            if not isinstance(model, Int8Model | ProgramModel):
+            if not isinstance(model, OnnxModel | ProgramModel):
                 check_fits(model, batch_size, meta["resolution"], training=False, device=dev)
         except UserError as e:  # CheckpointError, or the memory check's
             skipped.append((str(path), e.message))
@@ -156,7 +157,7 @@ def classify(
             x = normalize(decoded[meta["resolution"]].to(dev), meta["mean"], meta["std"])
             try:
                 result.predictions += _predict(model, x, names, meta["classes"], topk)
-            except UserError as e:  # an int8 file ONNX Runtime cannot run: skipped, not fatal
+            except UserError as e:  # an .onnx ONNX Runtime cannot run: skipped, not fatal
                 skipped.append((result.checkpoint, e.message))
                 models.remove(entry)
     if not models:
