@@ -49,6 +49,7 @@ def files(tmp_path_factory):
         warnings.simplefilter("ignore", FutureWarning)
         torch.jit.save(torch.jit.script(Scripted()), d / "model.pt")
     torch.save({"epoch": 1, "model": {"w": torch.zeros(2)}}, d / "resume.pt")
+    torch.save({"w": torch.zeros(2)}, d / "legacy.pt", _use_new_zipfile_serialization=False)
     (d / "model.pte").write_bytes(b"\x1c\x00\x00\x00ET12" + bytes(40))
     (d / "model.tflite").write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(40))
     (d / "spec.yaml").write_text((ROOT / "specs" / "small.yaml").read_text())
@@ -68,6 +69,7 @@ def files(tmp_path_factory):
         ("best.onnx", "onnx"),
         ("model.pt", "torchscript"),
         ("resume.pt", "torch-save"),
+        ("legacy.pt", "torch-save"),
         ("model.pte", "pte"),
         ("model.tflite", "tflite"),
         ("spec.yaml", "spec"),
