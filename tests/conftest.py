@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -148,13 +149,14 @@ class TinyOnnx:
 
 @pytest.fixture(scope="session")
 def tiny_onnx(tiny_run, tmp_path_factory) -> TinyOnnx:
-    """``export`` of tiny_run's checkpoint to ONNX (``--dynamic-batch``), done once for the
-    session: an ONNX export takes seconds of tracing. Tests that damage it work on a copy."""
-    out = tmp_path_factory.mktemp("tiny_onnx") / "best.onnx"
-    source = tiny_run.folder / "best.safetensors"
-    result = run_cli("export", source, "--format", "onnx", "--dynamic-batch", "--out", out)
+    """``export`` of tiny_run's checkpoint to ONNX (``--dynamic-batch``, no ``--out``: beside a
+    copy of the checkpoint), done once for the session, as an ONNX export takes seconds of
+    tracing. Tests that damage it work on a copy."""
+    source = tmp_path_factory.mktemp("tiny_onnx") / "best.safetensors"
+    shutil.copyfile(tiny_run.folder / "best.safetensors", source)
+    result = run_cli("export", source, "--format", "onnx", "--dynamic-batch")
     assert result.returncode == 0, result.stderr
-    return TinyOnnx(out, result.stdout)
+    return TinyOnnx(source.with_suffix(".onnx"), result.stdout)
 
 
 def tiny_checkpoint(path: Path, classes: list[str], **overrides) -> torch.nn.Module:
