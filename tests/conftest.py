@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted((ROOT / "specs").glob("*.yaml"))
 
 
-def run_cli(*args, cwd: Path = ROOT, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_cli(*args, cwd: Path = ROOT, timeout: float = 900) -> subprocess.CompletedProcess:
     """``python cli.py ARGS`` as a user runs it, but in this process: ``main(argv)`` with
     ``sys.argv``, the working folder, stdout and stderr as a fresh process would have them, all
     restored after. An exception that escapes main is printed as Python prints it, exit 1 (as a
@@ -139,6 +139,16 @@ def tiny_run(tmp_path_factory) -> TinyRun:
         result = run_cli("train", *TINY, "--epochs", "1", "--out", out, "--name", "r")
     assert result.returncode == 0, result.stderr
     return TinyRun(out / "r", result.stdout)
+
+
+@pytest.fixture(scope="session")
+def tiny_run_3(tmp_path_factory) -> Path:
+    """``train *TINY --epochs 3`` run straight through once for the session (in this process, as
+    the tests that compare a resumed or extended run with it ran it themselves): its folder."""
+    out = tmp_path_factory.mktemp("tiny_run_3")
+    result = run_cli("train", *TINY, "--epochs", "3", "--out", out, "--name", "straight")
+    assert result.returncode == 0, result.stderr
+    return out / "straight"
 
 
 @dataclass(frozen=True)

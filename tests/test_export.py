@@ -169,12 +169,13 @@ def test_cli_export_does_not_replace_a_file_of_another_kind(checkpoint, tmp_path
     assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
-@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+@pytest.mark.filterwarnings("ignore:`torch.jit.(load|save|script)` is deprecated:FutureWarning")
 def test_an_earlier_export_of_the_same_kind_is_replaced(checkpoint, tmp_path):
-    out = tmp_path / "m.pt"
-    first = export.export(checkpoint[0], "torchscript", out)
+    out = tmp_path / "m.pt"  # an earlier TorchScript file there (scripted: no export's tracing)
+    torch.jit.save(torch.jit.script(nn.Identity()), str(out))
     again = export.export(checkpoint[0], "torchscript", out)
-    assert first.path == again.path == out and [p.name for p in tmp_path.iterdir()] == ["m.pt"]
+    assert again.path == out and [p.name for p in tmp_path.iterdir()] == ["m.pt"]
+    assert torch.jit.load(str(out))(torch.randn(1, 3, 32, 32)).shape == (1, 3)  # the new one
 
 
 @pytest.mark.parametrize(
