@@ -141,16 +141,6 @@ def tiny_run(tmp_path_factory) -> TinyRun:
     return TinyRun(out / "r", result.stdout)
 
 
-@pytest.fixture(scope="session")
-def tiny_run_3(tmp_path_factory) -> Path:
-    """``train *TINY --epochs 3`` run straight through once for the session (in this process, as
-    the tests that compare a resumed or extended run with it ran it themselves): its folder."""
-    out = tmp_path_factory.mktemp("tiny_run_3")
-    result = run_cli("train", *TINY, "--epochs", "3", "--out", out, "--name", "straight")
-    assert result.returncode == 0, result.stderr
-    return out / "straight"
-
-
 @dataclass(frozen=True)
 class TinyOnnx:
     path: Path  # tiny_run's best.safetensors as a float .onnx of any batch, with our metadata

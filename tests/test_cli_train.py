@@ -80,8 +80,10 @@ def test_train_on_a_cifar_archive_writes_the_run_folder_and_eval_agrees(tmp_path
     assert re.search(r"^epoch 2/2 .* top3 100\.00% ", result.stdout, re.M)
 
 
-def test_killed_during_epoch_2_and_resumed_equals_an_uninterrupted_run(tmp_path, tiny_run_3):
-    straight = tiny_run_3  # train *TINY --epochs 3, uninterrupted
+def test_killed_during_epoch_2_and_resumed_equals_an_uninterrupted_run(tmp_path):
+    straight = run_cli("train", *TINY, "--epochs", "3", "--out", tmp_path, "--name", "straight")
+    assert straight.returncode == 0, straight.stderr
+
     killed = kill_during_epoch_2(tmp_path, *TINY, "--epochs", "3")
     assert len(metrics(killed)) == 1, "the run was not killed during epoch 2"
     assert torch.load(killed / "resume.pt", weights_only=True)["epoch"] == 1
@@ -89,10 +91,13 @@ def test_killed_during_epoch_2_and_resumed_equals_an_uninterrupted_run(tmp_path,
     resumed = run_cli("train", "--resume", killed)
     assert resumed.returncode == 0, resumed.stderr
     assert "after epoch 1 of 3" in resumed.stdout and "epoch 1/3" not in resumed.stdout
-    a, b = load_file(straight / "last.safetensors"), load_file(killed / "last.safetensors")
+    a, b = (
+        load_file(tmp_path / "straight" / "last.safetensors"),
+        load_file(killed / "last.safetensors"),
+    )
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     same = ["epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5"]
-    assert [[r[k] for k in same] for r in metrics(straight)] == [
+    assert [[r[k] for k in same] for r in metrics(tmp_path / "straight")] == [
         [r[k] for k in same] for r in metrics(killed)
     ]
     assert (killed / "command.txt").read_text().splitlines()[1].endswith(f"--resume {killed}")
