@@ -6,7 +6,8 @@ The rule for every file a command writes (:func:`check_output`): never onto an i
 command (real paths compared, links resolved), and never over an existing file of another kind
 than the one written (a ``--out m.onnx`` that is really a checkpoint, a ``--csv`` naming a spec):
 an existing file is replaced only when it is empty or of the same :data:`KINDS` entry, judged by
-its first bytes where the format has a signature and by its suffix where it has none.
+its first bytes where the format has a signature (:func:`mnv3spec.kinds.file_kind`, the one judge
+of signatures) and by its suffix where it has none.
 
 The rule for every folder a command fills (:func:`claim_folder`, :func:`locked_folder`): created
 exclusively, or recognised as ours by its own marker file, and locked while in use, so two
@@ -22,13 +23,13 @@ import socket
 import stat
 import time
 import uuid
-import zipfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
+from .kinds import file_kind
 
 MAX_NAME_BYTES = 255  # one path component, as Linux, macOS and Windows file systems allow
 LOCK_FILE = ".lock"
@@ -63,46 +64,25 @@ def check_path(path: str | Path, *, field: str | None = None) -> Path:
 
 @dataclass(frozen=True)
 class Kind:
-    """A kind of file: what to call it, its usual suffixes, and its signature when it has one."""
+    """A kind of file: what to call it, its usual suffixes, and where its bytes tell what it is,
+    the name :func:`mnv3spec.kinds.file_kind` gives it (the one judge of signatures)."""
 
     description: str
     suffixes: tuple[str, ...]
-    signature: Callable[[Path, bytes], bool] | None = None
-
-
-def _zip_names(path: Path) -> list[str]:
-    try:
-        with zipfile.ZipFile(path) as z:
-            return z.namelist()
-    except (OSError, zipfile.BadZipFile):
-        return []
-
-
-def _torchscript(path: Path, head: bytes) -> bool:
-    names = head.startswith(b"PK\x03\x04") and _zip_names(path)
-    return bool(names) and any("/code/" in n or n.endswith("/constants.pkl") for n in names)
-
-
-def _torch_save(path: Path, head: bytes) -> bool:
-    if head.startswith(b"\x80") and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-        return True  # the legacy pickle format
-    names = head.startswith(b"PK\x03\x04") and _zip_names(path)
-    return bool(names) and not _torchscript(path, head)
-
-
-def _safetensors(path: Path, head: bytes) -> bool:
-    # an 8-byte little-endian header length, then the JSON header
-    return len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 2**27
+    judged: str | None = None
+    # A file named like this kind is replaced only when its bytes say it is one. ONNX's are a
+    # protobuf without a magic number (file_kind's test is a heuristic), so its name suffices.
+    bytes_required: bool = True
 
 
 KINDS: dict[str, Kind] = {
-    "png": Kind("a PNG image", (".png",), lambda _, h: h.startswith(b"\x89PNG\r\n\x1a\n")),
-    "safetensors": Kind("safetensors weights", (".safetensors",), _safetensors),
-    "torchscript": Kind("a TorchScript model", (".pt", ".pth"), _torchscript),
-    "torch": Kind("a PyTorch file (torch.save)", (".pt", ".pth", ".ckpt", ".bin"), _torch_save),
-    "onnx": Kind("an ONNX model", (".onnx",)),
-    "executorch": Kind("an ExecuTorch program", (".pte",), lambda _, h: h[4:6] == b"ET"),
-    "litert": Kind("a LiteRT (TFLite) model", (".tflite",), lambda _, h: h[4:8] == b"TFL3"),
+    "png": Kind("a PNG image", (".png",), "image"),  # file_kind tells an image, not its format
+    "safetensors": Kind("safetensors weights", (".safetensors",), "safetensors"),
+    "torchscript": Kind("a TorchScript model", (".pt", ".pth"), "torchscript"),
+    "torch": Kind("a PyTorch file (torch.save)", (".pt", ".pth", ".ckpt", ".bin"), "torch-save"),
+    "onnx": Kind("an ONNX model", (".onnx",), "onnx", bytes_required=False),
+    "executorch": Kind("an ExecuTorch program", (".pte",), "pte"),
+    "litert": Kind("a LiteRT (TFLite) model", (".tflite",), "tflite"),
     "spec": Kind("a spec (YAML)", (".yaml", ".yml")),
     "csv": Kind("a CSV table", (".csv",)),
     "json": Kind("a JSON file", (".json",)),
@@ -112,15 +92,20 @@ KINDS: dict[str, Kind] = {
 
 def kind_of(path: str | Path) -> str | None:
     """The :data:`KINDS` key of an existing file: by signature first, then by a suffix that only
-    one kind uses; None when neither tells."""
-    path = Path(path)
-    with open(path, "rb") as f:
-        head = f.read(64)
+    one kind uses; None when neither tells. An unreadable file raises ``OSError``."""
+    return _identify(Path(path))[0]
+
+
+def _identify(path: Path) -> tuple[str | None, bool]:
+    """``(kind_of(path), whether the file's bytes prove it)``."""
+    with open(path, "rb"):  # an unreadable file raises here, for the caller to name
+        pass
+    judged = file_kind(path)
     for name, kind in KINDS.items():
-        if kind.signature is not None and kind.signature(path, head):
-            return name
+        if kind.judged is not None and kind.judged == judged:
+            return name, True
     claims = [name for name, kind in KINDS.items() if path.suffix.lower() in kind.suffixes]
-    return claims[0] if len(claims) == 1 else None
+    return (claims[0] if len(claims) == 1 else None), False
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -175,26 +160,21 @@ def _check_replaceable(path: Path, kind: str, where: dict) -> None:
     if os.stat(path).st_size == 0:
         return
     try:
-        found = kind_of(path)
+        found, proved = _identify(path)
     except OSError as e:
         raise UserError(f"exists and cannot be read ({e.strerror})", **where) from None
-    signature = KINDS[kind].signature
-    if found == kind and (signature is None or signature(path, _head(path))):
-        return  # a kind with a signature is replaced only when the file bears it
+    wanted = KINDS[kind]
+    if found == kind and (proved or wanted.judged is None or not wanted.bytes_required):
+        return
     what = KINDS[found].description if found else "a file of a kind not recognised"
-    what = f"is {what}, not {KINDS[kind].description}"
+    what = f"is {what}, not {wanted.description}"
     if found == kind:
-        what = f"is named like {KINDS[kind].description} but is not one"
+        what = f"is named like {wanted.description} but is not one"
     raise UserError(
         f"exists and {what}; it is not replaced: give another file name, or move that file "
         "away first",
         **where,
     )
-
-
-def _head(path: Path) -> bytes:
-    with open(path, "rb") as f:
-        return f.read(64)
 
 
 def check_output_folder(path: str | Path, *, field: str | None = None) -> Path:

@@ -67,6 +67,8 @@ def _judge(head: bytes, path: Path) -> str:
         return "pte"
     if head.startswith(b"PK\x03\x04"):
         return _zip_kind(path)
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "torch-save"  # a pickle: torch.save's legacy format (before its zip files)
     if head.startswith(_IMAGES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
         return "image"
     if len(head) >= 9 and head[8:9] == b"{":

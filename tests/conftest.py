@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted((ROOT / "specs").glob("*.yaml"))
 
 
-def run_cli(*args, cwd: Path = ROOT, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_cli(*args, cwd: Path = ROOT, timeout: float = 900) -> subprocess.CompletedProcess:
     """``python cli.py ARGS`` as a user runs it, but in this process: ``main(argv)`` with
     ``sys.argv``, the working folder, stdout and stderr as a fresh process would have them, all
     restored after. An exception that escapes main is printed as Python prints it, exit 1 (as a
@@ -138,6 +139,24 @@ def tiny_run(tmp_path_factory) -> TinyRun:
         result = run_cli("train", *TINY, "--epochs", "1", "--out", out, "--name", "r")
     assert result.returncode == 0, result.stderr
     return TinyRun(out / "r", result.stdout)
+
+
+@dataclass(frozen=True)
+class TinyOnnx:
+    path: Path  # tiny_run's best.safetensors as a float .onnx of any batch, with our metadata
+    stdout: str  # what export printed
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_run, tmp_path_factory) -> TinyOnnx:
+    """``export`` of tiny_run's checkpoint to ONNX (``--dynamic-batch``, no ``--out``: beside a
+    copy of the checkpoint), done once for the session, as an ONNX export takes seconds of
+    tracing. Tests that damage it work on a copy."""
+    source = tmp_path_factory.mktemp("tiny_onnx") / "best.safetensors"
+    shutil.copyfile(tiny_run.folder / "best.safetensors", source)
+    result = run_cli("export", source, "--format", "onnx", "--dynamic-batch")
+    assert result.returncode == 0, result.stderr
+    return TinyOnnx(source.with_suffix(".onnx"), result.stdout)
 
 
 def tiny_checkpoint(path: Path, classes: list[str], **overrides) -> torch.nn.Module:

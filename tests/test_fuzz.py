@@ -407,13 +407,13 @@ def test_sweep_grids(grids):
 
 
 @pytest.fixture(scope="module")
-def int8_template(tmp_path_factory):
-    """A tiny graph shaped as quantize writes one (input 'input' N×3×8×8, logits N×2), with the
-    metadata of a matching spec."""
+def onnx_template(tmp_path_factory):
+    """A tiny graph shaped as export and quantize write one (input 'input' N×3×8×8, logits N×2),
+    with the metadata of a matching spec."""
     import onnx
     from onnx import TensorProto, helper
 
-    from mnv3spec.deploy import int8
+    from mnv3spec.deploy import onnx_model
 
     spec = load_spec("small", width=0.25, num_classes=2, resolution=8).to_yaml()
     graph = helper.make_graph(
@@ -428,34 +428,37 @@ def int8_template(tmp_path_factory):
         [helper.make_tensor("w", TensorProto.FLOAT, [3, 2], [0.1] * 6)],
     )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    props = {"format": int8.FORMAT, "spec": spec, "classes": '["a", "b"]', "resolution": "8"}
-    props |= {"mean": "[0.5, 0.5, 0.5]", "std": "[0.2, 0.2, 0.2]", "extra": "{}"}
-    path = tmp_path_factory.mktemp("int8") / "t.int8.onnx"
-    for key, value in props.items():
-        proto.metadata_props.add(key=key, value=value)
-    onnx.save(proto, str(path))
-    int8.load_int8(path)  # the template itself is accepted
-    return proto, props
+    meta = {"classes": ["a", "b"], "resolution": 8, "mean": [0.5] * 3, "std": [0.2] * 3}
+    onnx_model.set_metadata(proto, onnx_model.metadata_props(spec, {**meta, "extra": {}}, ""))
+    path = tmp_path_factory.mktemp("onnx") / "t.onnx"
+    for fmt in onnx_model.FORMATS:  # the template itself is accepted, as either
+        proto.metadata_props[0].value = fmt
+        onnx.save(proto, str(path))
+        onnx_model.load_onnx(path)
+    return proto
 
 
 @SMALL
 @given(
     st.sampled_from(["classes", "resolution", "mean", "std", "extra", "spec", "format"]),
     st.one_of(JSONS.map(json.dumps), st.text(max_size=8)),
+    st.sampled_from(["mnv3spec-float", "mnv3spec-int8"]),
 )
-def test_int8_metadata(int8_template, tmp_path_factory, key, value):
+def test_onnx_metadata(onnx_template, tmp_path_factory, key, value, fmt):
+    """Float (export) and int8 (quantize) files alike: any value of any key loads a model that
+    runs, or is a UserError naming the file."""
     import onnx
 
-    from mnv3spec.deploy import int8
+    from mnv3spec.deploy import onnx_model
 
-    proto, _ = int8_template
-    proto = copy.deepcopy(proto)
-    (prop,) = [p for p in proto.metadata_props if p.key == key]
-    prop.value = value
-    path = tmp_path_factory.mktemp("fuzz") / "m.int8.onnx"
+    proto = copy.deepcopy(onnx_template)
+    props = {p.key: p for p in proto.metadata_props}
+    props["format"].value = fmt
+    props[key].value = value
+    path = tmp_path_factory.mktemp("fuzz") / "m.onnx"
     onnx.save(proto, str(path))
     try:
-        model, meta = int8.load_int8(path)
+        model, meta = onnx_model.load_onnx(path)
     except UserError as e:
         assert str(path) in str(e)
         return

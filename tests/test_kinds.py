@@ -49,6 +49,7 @@ def files(tmp_path_factory):
         warnings.simplefilter("ignore", FutureWarning)
         torch.jit.save(torch.jit.script(Scripted()), d / "model.pt")
     torch.save({"epoch": 1, "model": {"w": torch.zeros(2)}}, d / "resume.pt")
+    torch.save({"w": torch.zeros(2)}, d / "legacy.pt", _use_new_zipfile_serialization=False)
     (d / "model.pte").write_bytes(b"\x1c\x00\x00\x00ET12" + bytes(40))
     (d / "model.tflite").write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(40))
     (d / "spec.yaml").write_text((ROOT / "specs" / "small.yaml").read_text())
@@ -68,6 +69,7 @@ def files(tmp_path_factory):
         ("best.onnx", "onnx"),
         ("model.pt", "torchscript"),
         ("resume.pt", "torch-save"),
+        ("legacy.pt", "torch-save"),
         ("model.pte", "pte"),
         ("model.tflite", "tflite"),
         ("spec.yaml", "spec"),
@@ -124,8 +126,9 @@ FOREIGN = [
     (["eval", "{f}"], "image.png", "this is an image; eval takes"),
     (["quantize", "{f}"], "model.pte", "this is an ExecuTorch program (.pte)"),  # eval runs one
     (["quantize", "{f}"], "model.tflite", "this is a LiteRT / TFLite model (.tflite)"),
-    (["eval", "{f}"], "best.onnx", "without the metadata of quantize's int8 files"),
-    (["infer", "--models", "{f}", "--images", "."], "best.onnx", "give it the .safetensors"),
+    (["eval", "{f}"], "best.onnx", "this is an ONNX model without mnv3spec's metadata"),
+    (["infer", "--models", "{f}", "--images", "."], "best.onnx", "export the .safetensors again"),
+    (["latency", "{f}"], "best.onnx", "eval and infer take an .onnx written by export or quantize"),
     (["infer", "--models", "{f}", "--images", "."], "spec.yaml", "this is a YAML spec; infer"),
     (["quantize", "{f}"], "best.onnx", "this is an ONNX model; quantize takes a .safetensors"),
     (["quantize", "{f}"], "image.jpeg", "this is an image; quantize takes a .safetensors"),

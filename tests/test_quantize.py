@@ -12,6 +12,7 @@ from mnv3spec.data.datasets import load_dataset
 from mnv3spec.deploy import int8 as int8_files
 from mnv3spec.deploy import quantize
 from mnv3spec.deploy.export import optimize_for_inference, write_onnx
+from mnv3spec.deploy.onnx_model import OnnxModel
 from mnv3spec.errors import CheckpointError, UserError
 from mnv3spec.train.evaluate import evaluate
 
@@ -75,7 +76,7 @@ def test_the_int8_file_carries_what_eval_and_infer_need(quantized):
     via_eval = evaluate(int8, val, mean=meta["mean"], std=meta["std"], device=torch.device("cpu"))
     assert via_eval.top1 == pytest.approx(r.int8_top1)
     model_any, _ = int8_files.load_any(r.path)
-    assert isinstance(model_any, int8_files.Int8Model)
+    assert isinstance(model_any, OnnxModel)
 
 
 def test_a_plain_onnx_file_is_not_an_int8_model(tmp_path, quantized):

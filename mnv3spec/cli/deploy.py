@@ -35,8 +35,8 @@ def add_infer(sub: argparse._SubParsersAction) -> None:
         nargs="+",
         default=["runs"],
         metavar="PATH",
-        help="checkpoint files (or int8 .onnx files from quantize), or folders searched for "
-        "best.safetensors (default runs)",
+        help="checkpoint files (or .onnx / .pte files from export or quantize), or folders "
+        "searched for best.safetensors (default runs)",
     )
     p.add_argument("--images", default="test_images", help="folder of images (default test_images)")
     p.add_argument("--topk", type=number(int, 1), default=5, help="classes per image (default 5)")

@@ -11,7 +11,7 @@ from mnv3spec.kinds import KINDS, file_kind
 TAKEN_BY = {
     "safetensors": "eval, infer, export and quantize take it",
     "pte": "eval and infer take a .pte written by export or quantize, with its .pte.json",
-    "onnx": "eval and infer take an int8 .onnx written by quantize",
+    "onnx": "eval and infer take an .onnx written by export or quantize",
     "torchscript": "it is for torch.jit.load; eval, infer and quantize take the .safetensors it "
     "came from",
     "torch-save": "train --resume takes the run folder that holds a resume.pt; train --init takes "
@@ -35,20 +35,23 @@ def check_kind(path: str | Path, command: str, takes: set[str], wanted: str) -> 
 
 
 def check_model_file(path: str | Path, command: str) -> None:
-    """What eval and infer run: a checkpoint, an int8 ``.onnx`` from quantize (an ONNX model
+    """What eval and infer run: a checkpoint, an ``.onnx`` from export or quantize (an ONNX model
     whose metadata rebuilds it), an ExecuTorch ``.pte`` or a LiteRT ``.tflite`` (their metadata
     beside them); any other kind is refused, naming what it is."""
-    wanted = "a .safetensors checkpoint, an int8 .onnx written by quantize, a .pte or a .tflite"
+    wanted = (
+        "a .safetensors checkpoint, an .onnx written by export or quantize, a .pte or a .tflite"
+    )
     if check_kind(path, command, {"safetensors", "onnx", "pte", "tflite"}, wanted) != "onnx":
         return
     from mnv3spec.deploy.export import require_onnx
-    from mnv3spec.deploy.int8 import is_int8_model
+    from mnv3spec.deploy.onnx_model import read_format
 
-    require_onnx()  # or an error naming the extra to install, not "not an int8 model"
-    if not is_int8_model(path):
+    require_onnx()  # or an error naming the extra to install, not "not one of ours"
+    if read_format(path) is None:  # (a truncated file: a CheckpointError saying so)
         raise FileKindError(
-            f"this is an ONNX model without the metadata of quantize's int8 files (a float model "
-            f"written by export?); {command} takes {wanted}: give it the .safetensors the model "
-            "was exported from",
+            "this is an ONNX model without mnv3spec's metadata (spec, class names, resolution, "
+            "normalisation), so its outputs cannot be named: written by another tool, or by an "
+            f"export older than this version; it runs in ONNX Runtime as it is. {command} takes "
+            f"{wanted}: export the .safetensors again (export CHECKPOINT --format onnx)",
             file=str(path),
         )

@@ -162,7 +162,7 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "checkpoint",
         metavar="CHECKPOINT",
-        help="a .safetensors file written by train, or an int8 .onnx written by quantize",
+        help="a .safetensors file written by train, or an .onnx or .pte from export or quantize",
     )
     p.add_argument("--data", help="as for train (default: the data it was trained on)")
     p.add_argument("--data-dir", default="./data", help="as for train (default ./data)")

@@ -1,5 +1,5 @@
-"""``eval``: a weights file (our safetensors checkpoint, a quantized int8 ``.onnx``, or an
-ExecuTorch ``.pte`` from export or quantize) scored on the validation split of the data it was
+"""``eval``: a weights file (our safetensors checkpoint, an ``.onnx`` from export or quantize, or
+an ExecuTorch ``.pte`` from export or quantize) scored on the validation split of the data it was
 trained on."""
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ import torch
 from ..data.batches import loader, worker_count
 from ..data.datasets import load_dataset
 from ..errors import DataError
+from ..kinds import file_kind
 from ..model.memory import check_fits
 from ..train.evaluate import EvalResult, evaluate
 from ..train.runtime import pick_device
-from .int8 import is_int8_model, load_any
+from .int8 import load_any
 from .mobile import runtime_of
 
 
@@ -28,10 +29,10 @@ def evaluate_checkpoint(
 ) -> EvalResult:
     """Rebuild the model from a weights file alone; evaluate it on ``data``'s validation split
     (by default the data it was trained on, as recorded in the file, else CIFAR-100)."""
-    int8 = is_int8_model(path) or runtime_of(path) is not None  # runs on the CPU
-    dev = torch.device("cpu") if int8 else pick_device(device)
+    runtime = file_kind(path) == "onnx" or runtime_of(path) is not None  # runs on the CPU
+    dev = torch.device("cpu") if runtime else pick_device(device)
     model, meta = load_any(path, dev)
-    if not int8:
+    if not runtime:
         model = model.to(memory_format=torch.channels_last)
         check_fits(model, batch_size, meta["resolution"], training=False, device=dev, what="eval")
     data = data or meta["extra"].get("data", "cifar100")

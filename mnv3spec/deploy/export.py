@@ -39,6 +39,7 @@ from ..weights.checkpoint import load_model
 from . import executorch, tflite
 from .executorch import require_executorch
 from .mobile import check_outputs, metadata
+from .onnx_model import stamp_float
 
 # format → default suffix; also its files.KINDS key
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt", "executorch": ".pte", "tflite": ".tflite"}
@@ -227,6 +228,7 @@ def _export_host(fmt: str) -> Callable[..., ExportResult]:
         with writing(out, field="out") as tmp:
             if fmt == "onnx":
                 opset = write_onnx(fast, tmp, example, dynamic_batch=shapes[0] != shapes[1])
+                stamp_float(tmp, model, meta, example.shape[-1])  # what eval and infer need
             else:
                 write_torchscript(fast, tmp, example)
             diff = max_difference(model, load_back(fmt, tmp), shapes)

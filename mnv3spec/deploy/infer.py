@@ -22,8 +22,9 @@ from ..model.memory import check_fits
 from ..text import text_table
 from ..train.run_folder import RunFolder
 from ..train.runtime import pick_device
-from .int8 import Int8Model, load_any
+from .int8 import load_any
 from .mobile import ProgramModel
+from .onnx_model import OnnxModel
 
 SUBFOLDER = "a subfolder (images are not searched recursively)"
 
@@ -158,7 +159,7 @@ def _load_models(checkpoints: list[Path], dev: torch.device, batch_size: int) ->
     for path in checkpoints:
         try:
             model, meta = load_any(path, dev)
-            if not isinstance(model, Int8Model | ProgramModel):
+            if not isinstance(model, OnnxModel | ProgramModel):
                 check_fits(model, batch_size, meta["resolution"], training=False, device=dev)
         except UserError as e:  # CheckpointError, or the memory check's
             skipped.append((str(path), e.message))

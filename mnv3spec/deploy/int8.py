@@ -1,7 +1,8 @@
 """int8 ONNX models: made (the float export, its calibration and static quantization in QDQ
 format, what stays float) and read back. The file is one ``.onnx`` whose ``metadata_props`` carry
 what a checkpoint's metadata carries (spec, classes, resolution, mean, std, extra), run by ONNX
-Runtime on the CPU; ``eval`` and ``infer`` take it as they take checkpoints (:func:`load_any`).
+Runtime on the CPU (:mod:`.onnx_model`, shared with export's float files); ``eval`` and ``infer``
+take it as they take checkpoints (:func:`load_any`).
 The command around it, with its accuracy gate, is :mod:`.quantize`.
 """
 
@@ -19,153 +20,37 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, UserError
 from ..files import writing
+from ..kinds import file_kind
 from ..model.builder import SpecNet
-from ..spec.load import load_spec, read_yaml
-from ..weights.checkpoint import _metadata_problem, load_model
+from ..weights.checkpoint import load_model
 from .export import ort_session, require_onnx, write_onnx
 from .mobile import runtime_of
+from .onnx_model import INT8, OnnxModel, load_onnx, metadata_props, onnx_format, set_metadata
 
 BATCH = 64  # images per calibration call
-FORMAT = "mnv3spec-int8"  # metadata_props["format"] of our int8 files
+FORMAT = INT8  # metadata_props["format"] of our int8 files
 SUFFIX = ".onnx"
-
-
-MAX_FILE_BYTES = 1 << 31  # protobuf's own limit; our int8 files are a few MB
-MAX_PROP_BYTES = 16 << 20  # all metadata together, as a checkpoint's header is bounded
 
 
 def is_int8_model(path: str | Path) -> bool:
     """Whether ``path`` is an int8 model written by :func:`quantize_checkpoint` (an ``.onnx``
     whose metadata says so); cheap enough to call on every file ``infer`` meets."""
-    path = Path(path)
-    if path.suffix.lower() != SUFFIX or not path.is_file():
-        return False
-    try:
-        return _read_proto(path)[1].get("format") == FORMAT
-    except (CheckpointError, ImportError):  # without onnx nothing is an int8 model
-        return False
+    return onnx_format(path) == FORMAT
 
 
-def _read_proto(path: Path) -> tuple[Any, dict[str, str]]:
-    """The ONNX model (external data not loaded) and its metadata_props, size-checked."""
-    import onnx
-
-    where = {"file": str(path)}
-    if path.stat().st_size > MAX_FILE_BYTES:
-        raise CheckpointError(
-            f"is larger than {MAX_FILE_BYTES:,} bytes; not our int8 model", **where
-        )
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # onnx raises DecodeError, ValueError, OSError... for a bad file
-        raise CheckpointError(f"not a readable ONNX file ({type(e).__name__})", **where) from None
-    props = {p.key: p.value for p in proto.metadata_props}
-    if sum(len(k) + len(v) for k, v in props.items()) > MAX_PROP_BYTES:
-        raise CheckpointError(f"its metadata is over {MAX_PROP_BYTES:,} bytes (damaged?)", **where)
-    return proto, props
-
-
-def _graph_problem(proto: Any, spec: dict, meta: dict) -> str | None:
-    """What in the graph disagrees with the metadata (or with what quantize writes), or None:
-    weights stored outside the file or not finite, an input other than ``input`` of the
-    metadata's channels and resolution, an output of another class count."""
-    from onnx import TensorProto, numpy_helper
-
-    for init in proto.graph.initializer:
-        if init.data_location == TensorProto.EXTERNAL or init.external_data:
-            return f"weight {init.name[:60]} is stored in another file; quantize writes one file"
-        floating = init.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE)
-        if floating and not np.isfinite(numpy_helper.to_array(init)).all():
-            return f"weight {init.name[:60]} holds NaN or infinite values"
-    weights = {i.name for i in proto.graph.initializer}
-    inputs = [i for i in proto.graph.input if i.name not in weights]
-    channels, size = spec["params"].get("in_channels", 3), meta["resolution"]
-    if [i.name for i in inputs] != ["input"]:
-        return f"its inputs are {[i.name[:40] for i in inputs][:4]}, not the one 'input'"
-    if len(proto.graph.output) != 1:
-        return f"it has {len(proto.graph.output)} outputs, not the one of logits"
-    want = {"input": [None, channels, size, size], "output": [None, len(meta["classes"])]}
-    for what, value in (("input", inputs[0]), ("output", proto.graph.output[0])):
-        dims = [
-            d.dim_value if d.HasField("dim_value") else None
-            for d in value.type.tensor_type.shape.dim
-        ]
-        fixed = [d for d, w in zip(dims, want[what], strict=False) if w is not None]
-        if len(dims) != len(want[what]) or fixed != [w for w in want[what] if w is not None]:
-            shape = "×".join("N" if d is None else str(d) for d in dims)
-            expected = "×".join("N" if w is None else str(w) for w in want[what])
-            return f"its {what} is {shape}, where the metadata says {expected}"
-    return None
-
-
-class Int8Model(nn.Module):
-    """An int8 ``.onnx`` as a module: ``model(x)`` runs ONNX Runtime on the CPU on a normalised
-    float NCHW batch and returns float logits on ``x``'s device. It has no parameters, so
-    ``evaluate`` and ``infer`` use it as they use a :class:`SpecNet` (``.spec`` included)."""
-
-    def __init__(self, path: Path, spec: Any, threads: int | None = None) -> None:
-        super().__init__()
-        self.spec = spec
-        self.path = path
-        try:
-            self._session = ort_session(path, "cpu", threads=threads or torch.get_num_threads())
-        except Exception as e:  # ONNX Runtime's own errors: a graph it cannot run
-            raise CheckpointError(
-                f"ONNX Runtime cannot load it ({_first_line(e)})", file=str(path)
-            ) from None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feed = {"input": x.detach().to("cpu", torch.float32).contiguous().numpy()}
-        try:
-            logits = self._session.run(None, feed)[0]
-        except Exception as e:
-            raise CheckpointError(
-                f"ONNX Runtime cannot run it ({_first_line(e)})", file=str(self.path)
-            ) from None
-        return torch.from_numpy(logits).to(x.device)
-
-
-def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-
-
-def load_int8(path: str | Path, threads: int | None = None) -> tuple[Int8Model, dict]:
-    """``(Int8Model, metadata)`` from an int8 file; the metadata is decoded and checked as
-    :func:`~mnv3spec.weights.checkpoint.read_metadata` decodes a checkpoint's, then against the
-    graph it describes (:func:`_graph_problem`)."""
-    require_onnx()
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError("no such file", file=str(path))
-    proto, raw = _read_proto(path)
-    if raw.get("format") != FORMAT:
-        raise CheckpointError("an ONNX file, but not an mnv3spec int8 model", file=str(path))
-    try:
-        spec, _ = read_yaml(raw["spec"], f"{path} (embedded spec)")
-        meta = {key: json.loads(raw[key]) for key in ("classes", "resolution", "mean", "std")}
-        meta["extra"] = json.loads(raw.get("extra", "{}"))
-        problem = _metadata_problem(spec, meta) or _graph_problem(proto, spec, meta)
-    except (KeyError, ValueError, UserError) as e:
-        raise CheckpointError(f"damaged metadata ({e})", file=str(path)) from None
-    if problem:
-        raise CheckpointError(f"damaged: {problem}", file=str(path))
-    meta = {**meta, "spec": spec, "mean": tuple(meta["mean"]), "std": tuple(meta["std"])}
-    try:
-        built = load_spec(spec)
-    except UserError as e:
-        raise CheckpointError(f"its embedded spec is not valid: {e}", file=str(path)) from None
-    return Int8Model(path, built, threads), meta
+def load_int8(path: str | Path, threads: int | None = None) -> tuple[OnnxModel, dict]:
+    """``(OnnxModel, metadata)`` from an int8 file (:func:`.onnx_model.load_onnx`)."""
+    return load_onnx(path, threads, formats=(FORMAT,))
 
 
 def load_any(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """A checkpoint, an int8 file, an ExecuTorch ``.pte`` or a LiteRT ``.tflite``, as ``(model,
-    metadata)``: the one call ``eval`` and ``infer`` need to accept all. An int8 ``.onnx``, a
-    ``.pte`` and a ``.tflite`` always run on the CPU (ONNX Runtime, ExecuTorch, LiteRT) and hand
-    their logits back on ``device``."""
-    if is_int8_model(path):
-        return load_int8(path)
+    """A checkpoint, one of our ``.onnx`` files (float from export, int8 from quantize), an
+    ExecuTorch ``.pte`` or a LiteRT ``.tflite``, as ``(model, metadata)``: the one call ``eval``
+    and ``infer`` need to accept all. An ``.onnx``, a ``.pte`` and a ``.tflite`` always run on the
+    CPU (ONNX Runtime, ExecuTorch, LiteRT) and hand their logits back on ``device``."""
+    if file_kind(path) == "onnx":  # ours, or an error saying why not
+        return load_onnx(path)
     if runtime_of(path) == "executorch":  # runs in ExecuTorch on the CPU
         from .executorch import load_pte
 
@@ -317,18 +202,7 @@ def write_int8(int8_path: Path, out: Path, model: SpecNet, meta: dict) -> None:
     meaning, in the keys and JSON encoding a checkpoint uses."""
     onnx, _ = require_onnx()
     proto = onnx.load(str(int8_path))
-    props = {
-        "format": FORMAT,
-        "spec": model.spec.to_yaml(),
-        "classes": json.dumps(meta["classes"]),
-        "resolution": json.dumps(meta["resolution"]),
-        "mean": json.dumps(list(meta["mean"])),
-        "std": json.dumps(list(meta["std"])),
-        "extra": json.dumps(meta["extra"]),
-    }
-    del proto.metadata_props[:]
-    for key, value in props.items():
-        proto.metadata_props.add(key=key, value=value)
+    set_metadata(proto, metadata_props(model.spec.to_yaml(), meta, FORMAT))
     with writing(out, field="out") as tmp:
         onnx.save(proto, str(tmp))
 
