@@ -30,9 +30,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, ExportError
+from ..errors import ExportError
 from ..ops.layers import ConvBNAct, Pointwise
-from .mobile import INSTALL_HINT, ProgramModel, read_metadata, write_program
+from .mobile import INSTALL_HINT, ProgramModel, load_program, write_program
 
 SUFFIX = ".pte"
 CALIB_BATCH = 64  # images per calibration call
@@ -234,20 +234,9 @@ def load_pte(path: str | Path, threads: int | None = None) -> tuple[ProgramModel
     """``(model, metadata)`` of a ``.pte`` written by export or quantize, checked against the
     metadata file beside it; the model runs the program in ExecuTorch's runtime on the CPU."""
     require_executorch()
-    path = Path(path)
-    meta, spec = read_metadata(path, "executorch")
-    try:
-        run = runner(path, threads)
-    except Exception as e:  # the runtime raises RuntimeError for any program it cannot load
-        raise CheckpointError(
-            f"ExecuTorch cannot load this program ({_first_line(e)})", file=str(path)
-        ) from None
-    return ProgramModel(path, spec, meta["resolution"], run), meta
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:160] if text else type(e).__name__
+    return load_program(
+        path, "executorch", lambda p: runner(p, threads), "ExecuTorch cannot load this program"
+    )
 
 
 def write_pte(out: Path, program: bytes, info: dict[str, Any]) -> None:

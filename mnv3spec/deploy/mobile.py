@@ -154,6 +154,27 @@ def read_metadata(path: str | Path, runtime: str) -> tuple[dict[str, Any], Any]:
     return meta, load_spec(spec)
 
 
+def first_line(e: Exception) -> str:
+    """A runtime's or converter's error in one short line (their messages run to pages)."""
+    text = str(e).strip()
+    return text.splitlines()[0][:160] if text else type(e).__name__
+
+
+def load_program(
+    path: str | Path, runtime: str, runner: Callable[[Path], Callable], failure: str
+) -> tuple[ProgramModel, dict]:
+    """``(model, metadata)`` of a phone program, checked against the metadata file beside it;
+    ``runner(path)`` loads it in ``runtime``, and any error it raises is ``failure`` (e.g.
+    "ExecuTorch cannot load this program") with the runtime's first line."""
+    path = Path(path)
+    meta, spec = read_metadata(path, runtime)
+    try:
+        run = runner(path)
+    except Exception as e:  # the runtimes raise RuntimeError / ValueError for what they refuse
+        raise CheckpointError(f"{failure} ({first_line(e)})", file=str(path)) from None
+    return ProgramModel(path, spec, meta["resolution"], run), meta
+
+
 class ProgramModel(nn.Module):
     """A phone program as a module: ``model(x)`` runs it on the CPU one image at a time (the
     program is exported at batch 1, as an app calls it) and returns float logits on ``x``'s

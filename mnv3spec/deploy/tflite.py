@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, ExportError, UserError
-from .mobile import ProgramModel, read_metadata, write_program
+from ..errors import ExportError, UserError
+from .mobile import ProgramModel, first_line, load_program, write_program
 
 SUFFIX = ".tflite"
 RUNTIME = "litert"  # the key of .mobile.SIGNATURES and files.KINDS
@@ -68,7 +68,7 @@ def convert(model: nn.Module, example: torch.Tensor, int8: bool = False) -> byte
             )
     except Exception as e:  # the converter raises many types; its message names the op
         raise ExportError(
-            f"litert-torch cannot convert this network ({_first_line(e)}); export it to "
+            f"litert-torch cannot convert this network ({first_line(e)}); export it to "
             "ExecuTorch or ONNX instead"
         ) from None
 
@@ -181,20 +181,9 @@ def load_tflite(path: str | Path, threads: int | None = None) -> tuple[ProgramMo
     """``(model, metadata)`` of a ``.tflite`` written by export or quantize, checked against the
     metadata file beside it; the model runs in LiteRT's interpreter on the CPU."""
     require_litert()
-    path = Path(path)
-    meta, spec = read_metadata(path, RUNTIME)
-    try:
-        run = runner(path, threads)
-    except Exception as e:  # the interpreter raises ValueError / RuntimeError for a bad model
-        raise CheckpointError(
-            f"LiteRT cannot load this model ({_first_line(e)})", file=str(path)
-        ) from None
-    return ProgramModel(path, spec, meta["resolution"], run), meta
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:160] if text else type(e).__name__
+    return load_program(
+        path, RUNTIME, lambda p: runner(p, threads), "LiteRT cannot load this model"
+    )
 
 
 def write_tflite(out: Path, model: bytes, info: dict[str, Any]) -> None:
