@@ -417,6 +417,9 @@ def test_case6_ctrl_c_ends_the_sweep_with_130_and_starts_no_other_variant(tmp_pa
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # a terminal's Ctrl-C even where the suite itself runs in the background (`cmd &`), which
+        # starts its children with SIGINT ignored, and Python then never raises KeyboardInterrupt
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 600

@@ -135,6 +135,8 @@ def read_metadata(path: str | Path, runtime: str) -> tuple[dict[str, Any], Any]:
         raw = json.loads(beside.read_text())
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
             raise ValueError(f"not an {FORMAT} metadata file")
+        if not isinstance(raw["spec"], str):
+            raise ValueError("its spec is not YAML text")
         spec, _ = read_yaml(raw["spec"], f"{beside} (embedded spec)")
         meta = {key: raw[key] for key in ("classes", "resolution", "mean", "std", "extra")}
         problem = _metadata_problem(spec, meta)
