@@ -29,18 +29,21 @@ class WeightAverage:
         self.decay = decay
         self.updates = 0
         self.module = copy.deepcopy(net).eval().requires_grad_(False)
+        # (average, weights) tensor pairs, found once: training and resuming change both in place
+        pairs = zip(self.module.state_dict().values(), net.state_dict().values(), strict=True)
+        self._floats, self._others = [], []
+        for pair in pairs:
+            (self._floats if pair[0].is_floating_point() else self._others).append(pair)
 
     @torch.no_grad()
-    def update(self, net: nn.Module) -> None:
-        """One step of the average towards ``net``'s weights; integer buffers (BatchNorm's step
-        count) are copied."""
+    def update(self) -> None:
+        """One step of the average towards the trained network's weights; integer buffers
+        (BatchNorm's step count) are copied."""
         keep = decay_after(self.decay, self.updates)
-        mine = self.module.state_dict()
-        for name, value in net.state_dict().items():
-            if value.is_floating_point():
-                mine[name].lerp_(value, 1 - keep)
-            else:
-                mine[name].copy_(value)
+        for mine, theirs in self._floats:
+            mine.lerp_(theirs, 1 - keep)
+        for mine, theirs in self._others:
+            mine.copy_(theirs)
         self.updates += 1
 
     def state_dict(self) -> dict:

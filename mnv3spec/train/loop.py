@@ -115,7 +115,7 @@ def train_epoch(
         loss, logits = step(x, labels)
         state.scheduler.step()
         if state.average is not None:
-            state.average.update(state.net)
+            state.average.update()
         losses[i] = loss
         loss_sum += loss * len(labels)
         correct += (logits.argmax(1) == labels).sum()
