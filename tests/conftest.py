@@ -21,6 +21,14 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Under pytest-xdist (setup.cfg runs ``-n auto``), each worker takes its share of the cores, and so
+# do the processes it starts: torch's thread pools, each sized for the whole machine, would
+# oversubscribe the cores and slow every training 20-30×.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    _share = (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ["OMP_NUM_THREADS"] = str(max(1, _share))
+    torch.set_num_threads(max(1, _share))
 SPECS = sorted((ROOT / "specs").glob("*.yaml"))
 
 

@@ -17,6 +17,9 @@ from mnv3spec.errors import CheckpointError, ExportError
 
 from .conftest import ROOT, run_cli_process, tiny_checkpoint
 
+# one xdist worker runs this file: its module fixture lowers programs for minutes
+pytestmark = pytest.mark.xdist_group("executorch")
+
 CLASSES = [f"class{i}" for i in range(4)]  # the synthetic dataset's names
 SLOW = 1800  # seconds: a subprocess that lowers a program on a busy 2-core machine
 NOT_INSTALLED = "ExecuTorch is not installed (the mobile extra)"

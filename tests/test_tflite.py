@@ -17,6 +17,9 @@ from mnv3spec.errors import CheckpointError, ExportError
 
 from .conftest import ROOT, run_cli_process, tiny_checkpoint
 
+# one xdist worker runs this file: its module fixture converts programs for half a minute
+pytestmark = pytest.mark.xdist_group("tflite")
+
 CLASSES = [f"class{i}" for i in range(4)]  # the synthetic dataset's names
 SLOW = 1800  # seconds: a command that converts a model on a busy 2-core machine
 NOT_INSTALLED = "LiteRT is not installed (the litert extra)"
