@@ -38,6 +38,17 @@ def exported(tmp_path_factory):
     return folder, model.eval(), fp32, q
 
 
+def _convs(model: torch.nn.Module, rows: list[str] | None = None) -> list[torch.nn.Module]:
+    layers = model.layers.named_children()
+    return [
+        m
+        for n, row in layers
+        if rows is None or n in rows
+        for m in row.modules()
+        if isinstance(m, torch.nn.Conv2d)
+    ]
+
+
 def test_export_writes_a_pte_run_by_executorch_within_tolerance_every_row_delegated(exported):
     folder, model, r, _ = exported
     assert r.path == folder / "best.pte" and r.format == "executorch"
@@ -46,6 +57,7 @@ def test_export_writes_a_pte_run_by_executorch_within_tolerance_every_row_delega
     assert r.delegation.endswith("none fall back to portable kernels")
     rows = [n for n, _ in model.layers.named_children() if "dropout" not in n]  # identity in eval
     assert r.delegation.startswith(f"{len(rows)} rows delegated")
+    assert f"(convolutions: {len(_convs(model))} float)" in r.delegation
 
 
 def test_the_pte_loads_like_a_checkpoint_with_its_metadata(exported):
@@ -67,7 +79,12 @@ def test_quantize_writes_an_int8_pte_that_carries_its_measurements(exported):
     folder, model, _, q = exported
     assert q.path == folder / "best.int8.pte" and q.runtime == "executorch"
     assert q.images == 128 and q.calib == 32 and 0 <= q.int8_top1 <= 100
+    # no quantize / dequantize left outside the delegate, and every convolution XNNPACK runs
+    # int8 except those of the row kept float
     assert q.delegation.endswith("none fall back to portable kernels")
+    kept = len(_convs(model, quantize.resolve_rows(model, ["1"])))
+    int8_convs = len(_convs(model)) - kept
+    assert kept > 0 and f"(convolutions: {kept} float, {int8_convs} int8)" in q.delegation
     pte, meta = executorch.load_pte(q.path)
     assert meta["extra"]["kept_float"] == quantize.resolve_rows(model, ["1"])
     assert meta["extra"]["precision"] == "int8"
@@ -76,6 +93,28 @@ def test_quantize_writes_an_int8_pte_that_carries_its_measurements(exported):
     with torch.no_grad():
         want, got = model(x), pte(x)
     assert (want - got).abs().max().item() <= 0.5 * want.abs().max().item()  # int8, roughly
+
+
+def test_rows_named_for_pt2e_get_their_convolutions_quantized():
+    """--keep-float and --sensitivity name rows. The XNNPACK quantizer's ``set_module_name``
+    never matched a convolution (it also asks about the weight, which has no module stack), so
+    a named row's convolutions stayed float: the converted graph, no lowering, in seconds."""
+    pytest.importorskip("executorch.runtime", reason=NOT_INSTALLED)
+    from mnv3spec import build, load_spec
+
+    model = build(load_spec(ROOT / "specs" / "small.yaml", width=0.25, num_classes=4)).eval()
+    fast, x = executorch.for_xnnpack(model), torch.zeros(1, 3, 32, 32)
+    calib = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+    def int8_convs(**rows) -> int:
+        graph = executorch.quantize_pt2e(fast, x, calib, **rows).graph
+        convs = [n for n in graph.nodes if n.target == torch.ops.aten.conv2d.default]
+        return sum("dequantize_per_channel" in str(n.args[1].target) for n in convs)
+
+    row = len(_convs(model, ["bneck4"]))  # expand, depthwise, SE's two, project
+    assert row == 5
+    assert int8_convs(only_rows=["bneck4"]) == row
+    assert int8_convs(exclude_rows=["bneck4"]) == len(_convs(model)) - row
 
 
 def test_eval_and_infer_take_the_pte_as_they_take_a_checkpoint(exported, cli, tmp_path):

@@ -81,14 +81,20 @@ def for_xnnpack(model: nn.Module) -> nn.Module:
 
 @dataclass(frozen=True)
 class Delegation:
-    """Which spec rows XNNPACK runs, and the ops left to ExecuTorch's portable kernels by row
-    (``""``: ops outside any row, such as an input quantize)."""
+    """Which spec rows XNNPACK runs, the ops left to ExecuTorch's portable kernels by row
+    (``""``: ops outside any row, such as an input quantize), and the delegate's convolutions by
+    precision: a row delegated is not yet a row in int8, since XNNPACK also runs a convolution
+    the quantizer left float, in float between converts."""
 
     delegated: list[str]
     fallback: dict[str, Counter] = field(default_factory=dict)
+    convs: Counter = field(default_factory=Counter)  # "int8" / "float" → count
 
     def describe(self) -> str:
-        rows = f"{len(self.delegated)} rows delegated to XNNPACK"
+        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(self.convs.items()))
+        rows = f"{len(self.delegated)} rows delegated to XNNPACK" + (
+            f" (convolutions: {kinds})" if kinds else ""
+        )
         if not self.fallback:
             return f"{rows}; none fall back to portable kernels"
         back = "; ".join(
@@ -108,6 +114,20 @@ def _row(node: torch.fx.Node) -> str:
         if len(parts) >= 2 and parts[0] == "layers":
             return parts[1]
     return ""
+
+
+def _conv_precisions(edge_module: torch.fx.GraphModule) -> Counter:
+    """The convolutions inside the XNNPACK delegates, ``int8`` where the weight comes through a
+    dequantize (XNNPACK then runs the quantized kernel) and ``float`` otherwise."""
+    from executorch.exir.lowered_backend_module import get_lowered_backend_modules
+
+    found: Counter = Counter()
+    for lowered in get_lowered_backend_modules(edge_module):
+        for node in lowered.original_module.graph.nodes:
+            if node.op == "call_function" and _op_name(node) == "convolution":
+                weight = node.args[1]
+                found["int8" if "dequantize" in _op_name(weight) else "float"] += 1
+    return found
 
 
 def _op_name(node: torch.fx.Node) -> str:
@@ -135,7 +155,8 @@ def lower(model: nn.Module, example: torch.Tensor) -> tuple[bytes, Delegation]:
         fallback.setdefault(_row(node), Counter())[_op_name(node)] += 1
     order = [row for row in _rows_in_order(program) if row in computing]
     delegated = [row for row in order if row not in fallback]
-    return edge.to_executorch().buffer, Delegation(delegated, fallback)
+    convs = _conv_precisions(edge.exported_program().graph_module)
+    return edge.to_executorch().buffer, Delegation(delegated, fallback, convs)
 
 
 def _rows_in_order(program: Any) -> list[str]:
@@ -197,13 +218,12 @@ def quantize_pt2e(
     )
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    config = get_symmetric_quantization_config(is_per_channel=True)
-    quantizer = XNNPACKQuantizer()
+    quantizer = XNNPACKQuantizer().set_global(
+        get_symmetric_quantization_config(is_per_channel=True)
+    )
     rows = rows_to_quantize(fast, exclude_rows, only_rows)
-    if rows is None:
-        quantizer.set_global(config)
-    for row in rows or ():
-        quantizer.set_module_name(f"layers.{row}", config)
+    if rows is not None:
+        quantizer.set_filter_function(_in_rows(set(rows)))
     # a dynamic batch, so calibration and the fake-quant reference run batched; lower() traces
     # the converted graph again at batch 1
     batch = {0: torch.export.Dim("batch", min=1, max=CALIB_BATCH)}
@@ -216,11 +236,19 @@ def quantize_pt2e(
     return convert_pt2e(prepared)
 
 
+def _in_rows(rows: set[str]) -> Callable[[torch.fx.Node], bool]:
+    """The XNNPACK quantizer's filter for ``rows``. It asks about every node of a pattern, the
+    weight and bias of a convolution too, and those carry no module stack: its own
+    ``set_module_name`` therefore never matched a convolution, and rows named that way ran
+    their convolutions in float. A parameter passes here; the op that reads it decides."""
+    return lambda node: node.op != "call_function" or _row(node) in rows
+
+
 def rows_to_quantize(
     fast: nn.Module, exclude_rows: Iterable[str], only_rows: Iterable[str] | None
 ) -> list[str] | None:
-    """The rows a PT2E quantizer is told by name, or None for all (``set_global``): the
-    quantizers cannot exempt a module, so leaving rows float means naming every other one."""
+    """The rows to quantize (leaving rows float is quantizing every other one), or None for
+    all."""
     if only_rows is None and not exclude_rows:
         return None
     rows = only_rows if only_rows is not None else [n for n, _ in fast.layers.named_children()]

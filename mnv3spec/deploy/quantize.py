@@ -69,10 +69,12 @@ def default_runtime() -> str:
     return DEFAULT_TO if all(importlib.util.find_spec(m) for m in wanted) else "onnxruntime"
 
 
-# an int8 program's logits within this × their scale of its fake-quant graph's, by runtime. LiteRT
-# requantizes in fixed point where the graph rounds in float: 0.075 measured on the tests' tiny
-# checkpoint; a broken lowering (layout, scales) is off by the whole scale.
-PARITY = {"executorch": 0.05, "tflite": 0.15}
+# an int8 program's logits within this × their scale of its fake-quant graph's, by runtime. Both
+# requantize in fixed point where the graph rounds in float, and a rounding step apart compounds
+# over the rows of the tests' tiny checkpoint: 0.075 measured there for LiteRT, 0.155 for
+# ExecuTorch (once the convolutions of a --keep-float program were int8 at all: 0.05 held only
+# while they ran float); a broken lowering (layout, scales) is off by the whole scale.
+PARITY = {"executorch": 0.3, "tflite": 0.15}
 DEFAULT_CALIB = 256
 DEFAULT_MAX_DROP = 1.0  # top-1 points
 BATCH = 64  # images per evaluation / calibration call
