@@ -167,16 +167,23 @@ def tiny_onnx(tiny_run, tmp_path_factory) -> TinyOnnx:
     return TinyOnnx(source.with_suffix(".onnx"), result.stdout)
 
 
-def tiny_checkpoint(path: Path, classes: list[str], **overrides) -> torch.nn.Module:
-    """Save a width-0.25 Small at 32×32 as a training run would, with weights that give O(1)
-    logits (BN statistics of random input, a larger classifier) so predictions are not ties."""
+# every kind of row the shipped specs have, in 3 blocks: for the tests that lower to phone runtimes
+TINY_PHONE = ROOT / "tests" / "data" / "tiny_phone.yaml"
+
+
+def tiny_checkpoint(
+    path: Path, classes: list[str], spec: Path = ROOT / "specs" / "small.yaml", **overrides
+) -> torch.nn.Module:
+    """Save ``spec`` (by default Small at width 0.25) at 32×32 as a training run would, with
+    weights that give O(1) logits (BN statistics of random input, a larger classifier) so
+    predictions are not ties."""
     from mnv3spec import build, load_spec
     from mnv3spec.weights.checkpoint import save_weights
 
     torch.manual_seed(0)
-    model = build(
-        load_spec(ROOT / "specs" / "small.yaml", width=0.25, num_classes=len(classes), **overrides)
-    )
+    if spec.name == "small.yaml":
+        overrides.setdefault("width", 0.25)
+    model = build(load_spec(spec, num_classes=len(classes), **overrides))
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.momentum = None  # the running statistics become those of the one batch below

@@ -15,7 +15,7 @@ import torch
 from mnv3spec.deploy import executorch, export, int8, mobile, quantize
 from mnv3spec.errors import CheckpointError, ExportError
 
-from .conftest import ROOT, run_cli_process, tiny_checkpoint
+from .conftest import ROOT, TINY_PHONE, run_cli_process, tiny_checkpoint
 
 # one xdist worker runs this file: its module fixture lowers programs for minutes
 pytestmark = pytest.mark.xdist_group("executorch")
@@ -30,7 +30,7 @@ def exported(tmp_path_factory):
     """A tiny checkpoint exported to a float .pte, and quantized to an int8 one."""
     pytest.importorskip("executorch.runtime", reason=NOT_INSTALLED)
     folder = tmp_path_factory.mktemp("et")
-    model = tiny_checkpoint(folder / "best.safetensors", CLASSES)
+    model = tiny_checkpoint(folder / "best.safetensors", CLASSES, TINY_PHONE)
     fp32 = export.export(folder / "best.safetensors", "executorch")
     q = quantize.quantize_checkpoint(
         folder / "best.safetensors", force=True, keep_float=["1"], calib=32, data="synthetic"
@@ -102,7 +102,7 @@ def test_rows_named_for_pt2e_get_their_convolutions_quantized():
     pytest.importorskip("executorch.runtime", reason=NOT_INSTALLED)
     from mnv3spec import build, load_spec
 
-    model = build(load_spec(ROOT / "specs" / "small.yaml", width=0.25, num_classes=4)).eval()
+    model = build(load_spec(TINY_PHONE)).eval()
     fast, x = executorch.for_xnnpack(model), torch.zeros(1, 3, 32, 32)
     calib = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
@@ -111,10 +111,10 @@ def test_rows_named_for_pt2e_get_their_convolutions_quantized():
         convs = [n for n in graph.nodes if n.target == torch.ops.aten.conv2d.default]
         return sum("dequantize_per_channel" in str(n.args[1].target) for n in convs)
 
-    row = len(_convs(model, ["bneck4"]))  # expand, depthwise, SE's two, project
+    row = len(_convs(model, ["bneck3"]))  # expand, depthwise, SE's two, project
     assert row == 5
-    assert int8_convs(only_rows=["bneck4"]) == row
-    assert int8_convs(exclude_rows=["bneck4"]) == len(_convs(model)) - row
+    assert int8_convs(only_rows=["bneck3"]) == row
+    assert int8_convs(exclude_rows=["bneck3"]) == len(_convs(model)) - row
 
 
 def test_eval_and_infer_take_the_pte_as_they_take_a_checkpoint(exported, cli, tmp_path):
@@ -135,13 +135,13 @@ def test_eval_and_infer_take_the_pte_as_they_take_a_checkpoint(exported, cli, tm
 def test_latency_times_executorch_float_and_int8_in_the_same_rounds(cli):
     pytest.importorskip("executorch.runtime", reason=NOT_INSTALLED)
     result = cli(
-        *("latency", ROOT / "specs" / "small.yaml", "--widths", "0.25", "--devices", "cpu"),
+        *("latency", TINY_PHONE, "--widths", "1.0", "--devices", "cpu"),
         *("--resolution", "32", "--backends", "eager", "executorch", "executorch-int8"),
         *("--runs", "3", "--warmup", "1"),
         timeout=SLOW,
     )
     assert result.returncode == 0, result.stderr
-    rows = {line.split()[3]: line for line in result.stdout.splitlines() if "small" in line}
+    rows = {line.split()[3]: line for line in result.stdout.splitlines() if "tiny_phone" in line}
     assert set(rows) == {"eager", "executorch", "executorch-int8"}
     assert float(rows["executorch-int8"].split()[7]) > 0  # median ms
     assert "XNNPACK int8 (PT2E)" in result.stdout

@@ -15,7 +15,7 @@ import torch
 from mnv3spec.deploy import export, int8, mobile, quantize, tflite
 from mnv3spec.errors import CheckpointError, ExportError
 
-from .conftest import ROOT, run_cli_process, tiny_checkpoint
+from .conftest import ROOT, TINY_PHONE, run_cli_process, tiny_checkpoint
 
 # one xdist worker runs this file: its module fixture converts programs for half a minute
 pytestmark = pytest.mark.xdist_group("tflite")
@@ -30,7 +30,7 @@ def converted(tmp_path_factory):
     """A tiny checkpoint exported to a float .tflite, and quantized to an int8 one."""
     pytest.importorskip("litert_torch", reason=NOT_INSTALLED)
     folder = tmp_path_factory.mktemp("tfl")
-    model = tiny_checkpoint(folder / "best.safetensors", CLASSES)
+    model = tiny_checkpoint(folder / "best.safetensors", CLASSES, TINY_PHONE)
     fp32 = export.export(folder / "best.safetensors", "tflite")
     q = quantize.quantize_checkpoint(
         folder / "best.safetensors", force=True, calib=32, data="synthetic", to="tflite"
@@ -102,13 +102,13 @@ def test_eval_and_infer_take_the_tflite_as_they_take_a_checkpoint(converted, cli
 def test_latency_times_litert_float_and_int8_in_the_same_rounds(cli):
     pytest.importorskip("litert_torch", reason=NOT_INSTALLED)
     result = cli(
-        *("latency", ROOT / "specs" / "small.yaml", "--widths", "0.25", "--devices", "cpu"),
+        *("latency", TINY_PHONE, "--widths", "1.0", "--devices", "cpu"),
         *("--resolution", "32", "--backends", "eager", "tflite", "tflite-int8"),
         *("--runs", "3", "--warmup", "1"),
         timeout=SLOW,
     )
     assert result.returncode == 0, result.stderr
-    rows = {line.split()[3]: line for line in result.stdout.splitlines() if "small" in line}
+    rows = {line.split()[3]: line for line in result.stdout.splitlines() if "tiny_phone" in line}
     assert set(rows) == {"eager", "tflite", "tflite-int8"}
     assert float(rows["tflite-int8"].split()[7]) > 0  # median ms
     assert "LiteRT XNNPACK int8 (PT2E)" in result.stdout
