@@ -26,9 +26,11 @@ ROOT = Path(__file__).resolve().parent.parent
 # do the processes it starts: torch's thread pools, each sized for the whole machine, would
 # oversubscribe the cores and slow every training 20-30×.
 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
-    _share = (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
-    os.environ["OMP_NUM_THREADS"] = str(max(1, _share))
-    torch.set_num_threads(max(1, _share))
+    from mnv3spec.train.runtime import thread_count
+
+    _share = thread_count(int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ["OMP_NUM_THREADS"] = str(_share)
+    torch.set_num_threads(_share)
 SPECS = sorted((ROOT / "specs").glob("*.yaml"))
 
 
@@ -172,18 +174,20 @@ TINY_PHONE = ROOT / "tests" / "data" / "tiny_phone.yaml"
 
 
 def tiny_checkpoint(
-    path: Path, classes: list[str], spec: Path = ROOT / "specs" / "small.yaml", **overrides
+    path: Path,
+    classes: list[str],
+    spec: Path = ROOT / "specs" / "small.yaml",
+    width: float = 0.25,
+    **overrides,
 ) -> torch.nn.Module:
-    """Save ``spec`` (by default Small at width 0.25) at 32×32 as a training run would, with
+    """Save ``spec`` at ``width`` (by default Small at 0.25), 32×32, as a training run would, with
     weights that give O(1) logits (BN statistics of random input, a larger classifier) so
     predictions are not ties."""
     from mnv3spec import build, load_spec
     from mnv3spec.weights.checkpoint import save_weights
 
     torch.manual_seed(0)
-    if spec.name == "small.yaml":
-        overrides.setdefault("width", 0.25)
-    model = build(load_spec(spec, num_classes=len(classes), **overrides))
+    model = build(load_spec(spec, width=width, num_classes=len(classes), **overrides))
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.momentum = None  # the running statistics become those of the one batch below

@@ -30,7 +30,7 @@ def exported(tmp_path_factory):
     """A tiny checkpoint exported to a float .pte, and quantized to an int8 one."""
     pytest.importorskip("executorch.runtime", reason=NOT_INSTALLED)
     folder = tmp_path_factory.mktemp("et")
-    model = tiny_checkpoint(folder / "best.safetensors", CLASSES, TINY_PHONE)
+    model = tiny_checkpoint(folder / "best.safetensors", CLASSES, TINY_PHONE, width=1.0)
     fp32 = export.export(folder / "best.safetensors", "executorch")
     q = quantize.quantize_checkpoint(
         folder / "best.safetensors", force=True, keep_float=["1"], calib=32, data="synthetic"

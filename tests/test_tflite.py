@@ -30,7 +30,7 @@ def converted(tmp_path_factory):
     """A tiny checkpoint exported to a float .tflite, and quantized to an int8 one."""
     pytest.importorskip("litert_torch", reason=NOT_INSTALLED)
     folder = tmp_path_factory.mktemp("tfl")
-    model = tiny_checkpoint(folder / "best.safetensors", CLASSES, TINY_PHONE)
+    model = tiny_checkpoint(folder / "best.safetensors", CLASSES, TINY_PHONE, width=1.0)
     fp32 = export.export(folder / "best.safetensors", "tflite")
     q = quantize.quantize_checkpoint(
         folder / "best.safetensors", force=True, calib=32, data="synthetic", to="tflite"
