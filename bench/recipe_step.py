@@ -57,9 +57,10 @@ class Variant:
             std=(0.25,) * 3,
             generator=self.generator,
         )
-        train_step(self.net, self.criterion, self.optimizer, self.scaler, x, labels, None)
         if self.average is not None:
-            self.average.update()
+            self.average.prepare()
+        args = (self.net, self.criterion, self.optimizer, self.scaler, x, labels, None)
+        train_step(*args, self.average)
 
 
 def main() -> int:

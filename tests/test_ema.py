@@ -9,9 +9,12 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from mnv3spec import build, load_spec
 from mnv3spec.errors import UserError
 from mnv3spec.train.ema import WeightAverage, decay_after
+from mnv3spec.train.graph import DeviceLR
 from mnv3spec.train.recipe import resolve_recipe
+from mnv3spec.train.steps import captured_step, train_step
 
 from .conftest import ROOT, run_cli
 from .test_cli_train import TINY, metrics
@@ -39,6 +42,41 @@ def test_an_update_moves_each_float_tensor_and_copies_integer_ones():
         else:
             assert torch.equal(value, now[name]), name
     assert not any(p.requires_grad for p in average.module.parameters())
+
+
+@pytest.mark.parametrize("path", ["eager", "captured"])
+def test_each_step_moves_the_average_by_that_steps_decay(path):
+    """The average is updated inside the step: by :func:`train_step` (the CPU, a short batch) and
+    by the function a GPU records as one CUDA graph (:func:`captured_step`, run eagerly here).
+    After five steps it is the moving average of the five weights the steps left."""
+    torch.manual_seed(0)
+    net = build(load_spec(ROOT / "specs" / "small.yaml", width=0.25, num_classes=4, dropout=0.0))
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    criterion = nn.CrossEntropyLoss()
+    average = WeightAverage(net, decay=0.8)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    lr = DeviceLR(optimizer, torch.device("cpu"))
+    captured = captured_step(net, criterion, optimizer, lr, None, average).step
+
+    def step(x, y):
+        if path == "captured":
+            return captured(x, y)
+        return train_step(net, criterion, optimizer, scaler, x, y, None, average)
+
+    expected = {k: v.clone() for k, v in net.state_dict().items()}
+    g = torch.Generator().manual_seed(0)
+    for n in range(5):
+        lr.refresh()
+        average.prepare()
+        step(torch.randn(8, 3, 16, 16, generator=g), torch.randint(0, 4, (8,), generator=g))
+        keep = decay_after(0.8, n)
+        for k, v in net.state_dict().items():
+            expected[k] = keep * expected[k] + (1 - keep) * v if v.is_floating_point() else v
+    assert average.updates == 5
+    for k, v in average.module.state_dict().items():
+        torch.testing.assert_close(v, expected[k], rtol=1e-5, atol=1e-6, msg=k)
+    moved = [k for k, v in net.state_dict().items() if k.endswith("weight")]
+    assert not any(torch.equal(average.module.state_dict()[k], net.state_dict()[k]) for k in moved)
 
 
 def test_a_run_saves_the_average_and_resume_pt_carries_both(tmp_path):

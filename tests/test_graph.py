@@ -123,6 +123,47 @@ def test_the_warm_up_line_says_what_the_first_step_and_the_capture_cost():
     )
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_the_weights_average_is_captured_with_the_step():
+    """``--ema`` on a GPU: the average's update is recorded in the step's CUDA graph, the decay
+    read from the device, so a replayed step leaves the same average as an eager one and the
+    host never waits for the GPU once the graph is captured."""
+    from mnv3spec.train.ema import WeightAverage
+    from mnv3spec.train.steps import captured_step
+
+    device = torch.device("cuda")
+    nets = [_net(dropout=0.0).to(device) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    opts = [torch.optim.SGD(_groups(n, 5e-4), lr=0.1, momentum=0.9) for n in nets]
+    lrs = [graph.DeviceLR(o, device) for o in opts]
+    averages = [WeightAverage(n, decay=0.9) for n in nets]
+    criterion = torch.nn.CrossEntropyLoss()
+    steps = [
+        captured_step(n, criterion, o, lr, None, a)
+        for n, o, lr, a in zip(nets, opts, lrs, averages, strict=True)
+    ]
+    eager, captured = steps[0].step, steps[1]
+    g = torch.Generator(device="cpu").manual_seed(0)
+    for i in range(10):
+        x = torch.randn(16, 3, 32, 32, generator=g).to(device)
+        y = torch.randint(0, 4, (16,), generator=g).to(device)
+        if i > graph.WARMUP_STEPS:  # captured by now: from here on any wait raises
+            torch.cuda.synchronize()
+            torch.cuda.set_sync_debug_mode("error")
+        try:
+            for lr, average in zip(lrs, averages, strict=True):
+                lr.refresh()
+                average.prepare()
+            eager(x, y)
+            captured(x, y)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    assert captured.graph is not None and averages[1].updates == 10
+    a, b = (avg.module.state_dict() for avg in averages)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
 def _without_cuda(monkeypatch, capture_error: str | None = None, waited: str | None = None):
     """GraphStep on the CPU: eager steps run in place of the side stream, the last eager step
     reports ``waited`` as its first host synchronisation, and the capture fails with

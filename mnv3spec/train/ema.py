@@ -7,6 +7,11 @@ last weights; the trained network goes on in ``resume.pt``.
 The decay warms up as TensorFlow's ``ExponentialMovingAverage(num_updates=…)`` does,
 ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates, so a short run is not dominated by the
 random initial weights that a fixed 0.999 would keep for its first thousand steps.
+
+The update is part of the training step (:mod:`.steps`): :meth:`WeightAverage.prepare` puts the
+step's decay in a device scalar before the step, as :class:`~.graph.DeviceLR` does the learning
+rate, and :meth:`WeightAverage.apply` is tensor arithmetic on it, so on a GPU the average is
+captured and replayed with the rest of the step in one CUDA graph.
 """
 
 from __future__ import annotations
@@ -34,17 +39,30 @@ class WeightAverage:
         self._floats, self._others = [], []
         for pair in pairs:
             (self._floats if pair[0].is_floating_point() else self._others).append(pair)
+        device = next(iter(net.state_dict().values())).device
+        self.keep = torch.zeros((), device=device)  # the next update's decay, on the device
+
+    def prepare(self) -> None:
+        """Before a step: the decay its update uses into :attr:`keep` (a fill: the host never
+        waits for the device), and the update counted."""
+        self.keep.fill_(decay_after(self.decay, self.updates))
+        self.updates += 1
 
     @torch.no_grad()
+    def apply(self) -> None:
+        """The update :meth:`prepare` readied, in tensor arithmetic only (a CUDA graph can
+        capture it): ``average ← keep·average + (1 − keep)·weights`` for every float tensor;
+        integer buffers (BatchNorm's step count) are copied."""
+        mine, theirs = [a for a, _ in self._floats], [w for _, w in self._floats]
+        torch._foreach_mul_(mine, self.keep)
+        torch._foreach_add_(mine, torch._foreach_mul(theirs, 1 - self.keep))
+        for a, w in self._others:
+            a.copy_(w)
+
     def update(self) -> None:
-        """One step of the average towards the trained network's weights; integer buffers
-        (BatchNorm's step count) are copied."""
-        keep = decay_after(self.decay, self.updates)
-        for mine, theirs in self._floats:
-            mine.lerp_(theirs, 1 - keep)
-        for mine, theirs in self._others:
-            mine.copy_(theirs)
-        self.updates += 1
+        """One step of the average towards the trained network's weights."""
+        self.prepare()
+        self.apply()
 
     def state_dict(self) -> dict:
         return {"weights": self.module.state_dict(), "updates": self.updates}

@@ -2,8 +2,9 @@
 steps, evaluation, the run folder saved, one line said. The jobs it calls live beside it: the
 step (:mod:`.steps`), what a resume needs (:mod:`.state`), what the user sees (:mod:`.report`),
 the run folder (:mod:`.run_folder`). A new piece of training, say an average of the weights,
-is a line after the step in :func:`train_epoch`, a field of :class:`~.state.TrainState` (so a
-resume restores it) and a line in :func:`save` and :func:`train_epochs` for its evaluation.
+is part of the step (:class:`~.steps.Stepper`, so a CUDA graph holds it too), a field of
+:class:`~.state.TrainState` (so a resume restores it) and a line in :func:`save` and
+:func:`train_epochs` for its evaluation.
 
 The data sits in memory as uint8 tensors (on the GPU when it fits) and each step augments the
 whole batch with tensor ops. Under torchrun each process trains on its shard with
@@ -55,8 +56,8 @@ def train_epochs(
     scaler = torch.amp.GradScaler(plan.device.type, enabled=amp == torch.float16)
     order, augmenting = training_generators(cfg.seed, world.rank)
     train_batches, val_batches = loaders(plan, order)
-    step = Stepper(model, criterion, optimizer, scaler, amp, plan)
     average = WeightAverage(net, recipe.ema) if recipe.ema else None
+    step = Stepper(model, criterion, optimizer, scaler, amp, plan, average)
     state = TrainState(
         net, optimizer, scheduler, scaler, order, augmenting, plan.device, average=average
     )
@@ -114,8 +115,6 @@ def train_epoch(
         )
         loss, logits = step(x, labels)
         state.scheduler.step()
-        if state.average is not None:
-            state.average.update()
         losses[i] = loss
         loss_sum += loss * len(labels)
         correct += (logits.argmax(1) == labels).sum()

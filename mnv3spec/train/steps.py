@@ -1,5 +1,6 @@
-"""One optimiser step of training: forward, loss, backward, update; eager, or replayed as a CUDA
-graph (:mod:`.graph`) where it can be. :class:`Stepper` makes that decision once and says it."""
+"""One optimiser step of training: forward, loss, backward, update, and the weights' moving
+average when the recipe has one; eager, or replayed as a CUDA graph (:mod:`.graph`) where it can
+be. :class:`Stepper` makes that decision once and says it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
+from .ema import WeightAverage
 from .graph import DeviceLR, GraphStep, sgd_update, why_not_captured
 from .plan import RunPlan
 from .runtime import no_autotune
@@ -22,10 +24,12 @@ def train_step(
     x: torch.Tensor,
     labels: torch.Tensor,
     amp: torch.dtype | None,
+    average: WeightAverage | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimiser step on a normalised batch: forward, loss, backward, update. Returns the loss
-    and the logits, detached and on the device: nothing here waits for the device, so the step
-    can be captured whole (a CUDA graph) as a function of its inputs."""
+    """One optimiser step on a normalised batch: forward, loss, backward, update, then the
+    ``average``'s update (:meth:`~.ema.WeightAverage.prepare` was called for it). Returns the
+    loss and the logits, detached and on the device: nothing here waits for the device, so the
+    step can be captured whole (a CUDA graph) as a function of its inputs."""
     with torch.autocast(x.device.type, dtype=amp, enabled=amp is not None):
         logits = model(x)
         loss = criterion(logits.float(), labels)
@@ -33,14 +37,22 @@ def train_step(
     scaler.scale(loss).backward()
     scaler.step(optimizer)
     scaler.update()
+    if average is not None:
+        average.apply()
     return loss.detach(), logits.detach()
 
 
 def captured_step(
-    model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer, lr: DeviceLR, amp
+    model: nn.Module,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    lr: DeviceLR,
+    amp: torch.dtype | None,
+    average: WeightAverage | None = None,
 ) -> GraphStep:
     """:func:`train_step` for a CUDA graph: the same forward, loss and backward, with the SGD
-    update written in tensor arithmetic on the device learning rate (:func:`.graph.sgd_update`)."""
+    update written in tensor arithmetic on the device learning rate (:func:`.graph.sgd_update`),
+    and the average's update on its device decay, so one graph holds the whole step."""
 
     def step(x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.autocast(x.device.type, dtype=amp, enabled=amp is not None):
@@ -49,6 +61,8 @@ def captured_step(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         sgd_update(optimizer, lr.values)
+        if average is not None:
+            average.apply()
         return loss.detach(), logits.detach()
 
     return GraphStep(step)
@@ -68,6 +82,7 @@ class Stepper:
         scaler: torch.amp.GradScaler,
         amp: torch.dtype | None,
         plan: RunPlan,
+        average: WeightAverage | None = None,
     ) -> None:
         self.model, self.criterion, self.optimizer, self.scaler = (
             model,
@@ -77,6 +92,7 @@ class Stepper:
         )
         self.device, self.batch, self.compiled = plan.device, plan.batch, plan.cfg.compile
         self.amp = amp  # autocast's dtype; None: float32
+        self.average = average  # the weights' moving average, updated by every step
         self.eager_because = why_not_captured(
             plan.device,
             enabled=plan.cfg.graph,
@@ -87,11 +103,13 @@ class Stepper:
         self.lr = DeviceLR(optimizer, plan.device)
         self.graph = None
         if self.eager_because is None:
-            self.graph = captured_step(model, criterion, optimizer, self.lr, self.amp)
+            self.graph = captured_step(model, criterion, optimizer, self.lr, amp, average)
         self.compile_seconds: float | None = None  # the first compiled step's, when compiled
         self.warmup_said = False
 
     def __call__(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.average is not None:
+            self.average.prepare()
         if self.graph is not None and self.graph.fits(x, labels):
             self.lr.refresh()
             return self.graph(x, labels)
@@ -99,7 +117,14 @@ class Stepper:
         start = time.perf_counter()
         with no_autotune() if len(labels) < self.batch else nullcontext():
             out = train_step(
-                self.model, self.criterion, self.optimizer, self.scaler, x, labels, self.amp
+                self.model,
+                self.criterion,
+                self.optimizer,
+                self.scaler,
+                x,
+                labels,
+                self.amp,
+                self.average,
             )
         if first_compiled:  # compiling happens in the first call: its time is said apart
             if self.device.type == "cuda":
