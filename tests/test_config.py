@@ -10,7 +10,9 @@ import pytest
 from mnv3spec.errors import UserError
 from mnv3spec.train.config import TrainConfig, config_from_json
 
-SAVED = dataclasses.asdict(TrainConfig("/specs/small.yaml", {"width": 0.25}, seed=3, lr=1))
+SAVED = dataclasses.asdict(
+    TrainConfig("/specs/small.yaml", {"width": 0.25}, batch=128, seed=3, lr=1)
+)
 
 
 def test_a_saved_config_reads_back_equal():
@@ -23,6 +25,8 @@ def test_a_saved_config_reads_back_equal():
         ({"epochs": None}, "the field 'epochs' is None, expected a whole number of at least 1"),
         ({"epochs": 0}, "the field 'epochs' is 0, expected a whole number of at least 1"),
         ({"epochs": 2.5}, "the field 'epochs' is 2.5"),
+        ({"batch": None}, "the field 'batch' is None, expected a whole number of at least 1"),
+        ({"batch": 0}, "the field 'batch' is 0, expected a whole number of at least 1"),
         ({"seed": True}, "the field 'seed' is True, expected a whole number"),
         ({"lr": "0.1"}, "the field 'lr' is '0.1', expected a number"),
         ({"overrides": []}, "the field 'overrides' is []"),

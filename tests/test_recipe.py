@@ -50,12 +50,32 @@ def test_random_erase_probability_is_per_image():
 def test_the_preset_is_nesterov_cosine_with_warmup_smoothing_decay_and_erasing():
     r = resolve_recipe(PRESET)
     assert (r.nesterov, r.schedule, r.warmup, r.label_smoothing) == (True, "cosine", 1.0, 0.1)
-    assert (r.weight_decay, r.random_erasing) == (5e-4, 0.5)
+    assert (r.weight_decay, r.random_erasing, r.batch) == (5e-3, 0.5, 64)
     factors = [lr_factor(r, 4, step, 10) for step in range(40)]
     assert factors[0] == pytest.approx(0.1)  # warm-up from 1/10, then the cosine alone:
     assert factors[9] == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.9 / 4)))
     assert factors[20] == pytest.approx(0.5) and factors[39] < 0.01  # cosine to 0
     assert RECIPES["seed"].random_erasing == 0  # the seed's recipe draws no erasing at all
+
+
+@pytest.mark.parametrize(
+    ("flags", "batch"),
+    [([], 128), (["--recipe", PRESET], 64), (["--recipe", PRESET, "--batch", "32"], 32)],
+)
+def test_the_batch_is_the_recipes_unless_given_and_config_json_holds_it(tmp_path, flags, batch):
+    i = TINY.index("--batch")
+    r = run_cli("train", *TINY[:i], *TINY[i + 2 :], *flags, "--epochs", "1", "--out", tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert f"batch {batch}, {512 // batch} steps/epoch" in r.stdout  # 512 synthetic images
+    (run,) = tmp_path.iterdir()
+    assert json.loads((run / "config.json").read_text())["batch"] == batch
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5])
+def test_a_batch_below_1_or_not_whole_is_refused_naming_it(bad):
+    with pytest.raises(UserError, match="must be a whole number of at least 1") as e:
+        resolve_recipe(PRESET, batch=bad)
+    assert e.value.field == "batch"
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.5])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 
 from mnv3spec.cli.flags import add_device, add_set, command_line, number, overrides
@@ -15,7 +16,6 @@ _RESUME_MAY_CHANGE = ("device", "compile", "graph")  # how it runs, not what it 
 def _train_settings(args: argparse.Namespace) -> dict:
     """The TrainConfig fields the flags gave (train's flags default to absent, so the rest keep
     TrainConfig's defaults)."""
-    import dataclasses
 
     from mnv3spec.train.config import TrainConfig
 
@@ -78,7 +78,7 @@ def add_train_options(p) -> list[argparse.Action]:
     add = p.add_argument
     actions = [
         add("--epochs", type=number(int, 1), help=EPOCHS),
-        add("--batch", type=number(int, 1), help="global batch size (default 128)"),
+        add("--batch", type=number(int, 1), help="global batch size (default: the recipe's)"),
         add("--data", help=DATA_SOURCES),
         add("--data-dir", help="where CIFAR archives are looked for / downloaded (default ./data)"),
         add("--train-subset", type=number(int, 1), metavar="N", help=SUBSET),
@@ -106,8 +106,8 @@ def add_train_options(p) -> list[argparse.Action]:
 EPOCHS = "epochs (default 20); with --resume, extends a run to this many (multistep only)"
 SUBSET = "train on N training images (a fixed random draw; validation stays whole)"
 RECIPE = (
-    "optimiser, schedule and augmentation preset: seed (default) or cosine-ls-erase; the flags "
-    "below change it"
+    "optimiser, schedule, batch and augmentation preset: seed (default) or cosine-ls-erase; the "
+    "flags below change it"
 )
 ERASING = "erase a random rectangle of each image with probability P (seed: 0)"
 EMA = (
@@ -225,7 +225,8 @@ def _train_arguments(job, options: list[argparse.Action]) -> list[str]:
 
     if job.config is None:
         return ["train", "--resume", str(job.folder)]
-    cfg, default = job.config, TrainConfig(job.config.spec)
+    cfg = job.config  # its batch filled in from its recipe: the default is the recipe's
+    default = dataclasses.replace(TrainConfig(cfg.spec), batch=cfg.resolved_recipe().batch)
     words = ["train", cfg.spec]
     words += [w for k, v in cfg.overrides.items() for w in ("--set", f"{k}={text(v)}")]
     for a in options:

@@ -26,7 +26,7 @@ class TrainConfig:
     data_dir: str = "./data"
     train_subset: int | None = None  # train on this many training images (a fixed draw)
     epochs: int = 20
-    batch: int = 128  # global: split over the processes of a torchrun launch
+    batch: int | None = None  # None: the recipe's (a run's config.json holds the number)
     device: str = "auto"
     recipe: str = "seed"
     lr: float | None = None  # None: the recipe's value (same for the fields below)
@@ -110,7 +110,8 @@ def config_from_json(values: dict[str, Any], file: str) -> TrainConfig:
         if name not in values:
             raise UserError(f"the field '{name}' is missing (damaged or edited?); {fix}", file=file)
         value = values[name]
-        if not _fits(value, str(f.type)) or (name in _AT_LEAST_ONE and value < 1):
+        at_least_one = name in _AT_LEAST_ONE and (value is None or value < 1)
+        if not _fits(value, str(f.type)) or at_least_one:
             wanted = {"int": "a whole number", "float": "a number", "str": "text"}.get(
                 str(f.type).split(" | ")[0], str(f.type)
             )

@@ -88,7 +88,7 @@ def _launch(
     with world.joined(device), settings:
         if point is None:
             seed = cfg.seed if cfg.seed is not None else secrets.randbelow(2**31)
-            cfg = dataclasses.replace(cfg, seed=world.share(seed))
+            cfg = dataclasses.replace(cfg, seed=world.share(seed), batch=recipe.batch)
         seed_weights(cfg.seed)
         plan = make_plan(cfg, recipe, spec, world, device, resumed=point is not None)
         net, note = build_network(plan, start_from=None if point else cfg.init)
