@@ -73,10 +73,13 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--data-dir", default="./data")
-    p.add_argument("--out", help="default runs/recipes-N (N: training images)")
+    p.add_argument("--out", help="default runs/recipes-N-seedS (N: training images, S: --seed)")
     p.add_argument("--report", action="store_true", help="print the table only, train nothing")
     args = p.parse_args()
-    args.out = args.out or str(ROOT / "runs" / f"recipes-{args.train_subset or 60000}")
+    default = (
+        f"recipes-{args.train_subset or 60000}-seed{args.seed}"  # a seed never resumes another's
+    )
+    args.out = args.out or str(ROOT / "runs" / default)
     folders = {}
     for width in args.widths:
         for recipe in args.recipes:
