@@ -127,7 +127,7 @@ def test_case15_a_locked_variant_says_in_use_not_an_old_epoch_line(tmp_path):
     (runs / v.id).mkdir(parents=True)
     logs.mkdir()
     (logs / f"{v.id}.log").write_text("epoch 3/20  loss 1.2 (an orphaned run's last line)\n")
-    cfg = TrainConfig(v.spec, v.overrides, data="synthetic", epochs=1, device="cpu")
+    cfg = TrainConfig(v.spec, v.overrides, data="synthetic", epochs=1, batch=128, device="cpu")
     cfg = dataclasses.replace(cfg, out=str(runs), name=v.id)
     with locked_folder(runs / v.id, "training"):
         errors = run_trainings(

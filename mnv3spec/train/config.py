@@ -110,8 +110,8 @@ def config_from_json(values: dict[str, Any], file: str) -> TrainConfig:
         if name not in values:
             raise UserError(f"the field '{name}' is missing (damaged or edited?); {fix}", file=file)
         value = values[name]
-        at_least_one = name in _AT_LEAST_ONE and (value is None or value < 1)
-        if not _fits(value, str(f.type)) or at_least_one:
+        fits = _fits(value, str(f.type))
+        if not fits or (name in _AT_LEAST_ONE and (value is None or value < 1)):
             wanted = {"int": "a whole number", "float": "a number", "str": "text"}.get(
                 str(f.type).split(" | ")[0], str(f.type)
             )
