@@ -11,7 +11,6 @@ kept in ``measured.json`` and reused while the latency settings are the same.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import asdict
@@ -215,7 +214,7 @@ def _trainings(compiled: Compiled, runs: Path, training: dict) -> list[Training]
         if not folder.holds_run():
             v = r.variant
             config = TrainConfig(v.spec, v.overrides, **training, out=str(runs), name=v.id)
-            config = dataclasses.replace(config, batch=config.resolved_recipe().batch)
+            config = config.with_batch()
         jobs.append(Training(r.variant, folder, config))
     return jobs
 

@@ -50,6 +50,11 @@ class TrainConfig:
         changes = {k: getattr(self, k) for k in RECIPE_FIELDS if hasattr(self, k)}
         return resolve_recipe(self.recipe, **changes)
 
+    def with_batch(self) -> TrainConfig:
+        """This config with its batch a number (the recipe's when not given), as config.json
+        holds it."""
+        return dataclasses.replace(self, batch=self.resolved_recipe().batch)
+
 
 def absolute(cfg: TrainConfig) -> TrainConfig:
     """``cfg`` with the spec, data folder, data root, init file and output folder absolute, so a
@@ -110,8 +115,9 @@ def config_from_json(values: dict[str, Any], file: str) -> TrainConfig:
         if name not in values:
             raise UserError(f"the field '{name}' is missing (damaged or edited?); {fix}", file=file)
         value = values[name]
-        fits = _fits(value, str(f.type))
-        if not fits or (name in _AT_LEAST_ONE and (value is None or value < 1)):
+        if not _fits(value, str(f.type)) or (
+            name in _AT_LEAST_ONE and (value is None or value < 1)
+        ):
             wanted = {"int": "a whole number", "float": "a number", "str": "text"}.get(
                 str(f.type).split(" | ")[0], str(f.type)
             )
