@@ -91,6 +91,8 @@ def test_random_erasing_outside_0_1_is_refused_naming_it(bad):
         (["--recipe", "fast"], "unknown recipe 'fast'; known: seed, cosine-ls-erase"),
         (["--random-erasing", "1.5"], "must be in [0, 1], got 1.5"),
         (["--random-erasing", "nan"], "--random-erasing"),
+        (["--batch", "0"], "--batch"),  # the last --batch wins over TINY's
+        (["--batch", "2.5"], "--batch"),
     ],
 )
 def test_cli_bad_recipe_flags_exit_2_in_one_paragraph(tmp_path, flags, message):
