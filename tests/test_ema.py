@@ -34,7 +34,8 @@ def test_an_update_moves_each_float_tensor_and_copies_integer_ones():
         for p in net.parameters():
             p.add_(1.0)
     net.train()(torch.randn(4, 2))  # BatchNorm's statistics and step count change
-    average.update()  # decay min(0.5, 1/10) = 0.1: 90 % of the way to the new weights
+    average.prepare()  # decay min(0.5, 1/10) = 0.1: 90 % of the way to the new weights
+    average.apply()
     now = net.state_dict()
     for name, value in average.module.state_dict().items():
         if value.is_floating_point():

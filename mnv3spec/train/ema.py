@@ -59,11 +59,6 @@ class WeightAverage:
         for a, w in self._others:
             a.copy_(w)
 
-    def update(self) -> None:
-        """One step of the average towards the trained network's weights."""
-        self.prepare()
-        self.apply()
-
     def state_dict(self) -> dict:
         return {"weights": self.module.state_dict(), "updates": self.updates}
 
