@@ -326,9 +326,10 @@ def test_shipped_specs_name_the_schema_for_editors(path):
     )
 
 
-def test_the_pre_commit_hook_runs_validate_on_spec_files():
-    (hook,) = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text(encoding="utf-8"))
-    assert hook["id"] == "mnv3spec-validate" and hook["language"] == "python"
+@pytest.mark.parametrize("hook_id", ["mnv3spec-validate", "mnv3spec-validate-system"])
+def test_the_pre_commit_hooks_run_validate_on_spec_files(hook_id):
+    hooks = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text(encoding="utf-8"))
+    (hook,) = [h for h in hooks if h["id"] == hook_id]
     command, *args = hook["entry"].split()
     assert args == ["validate"]
     scripts = configparser.ConfigParser()
