@@ -140,8 +140,23 @@ def test_cifar_offline_says_what_to_put_where(tmp_path, offline):
     assert "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz" in message
     assert str(tmp_path / "data" / "cifar-100-python.tar.gz") in message
     assert "eb9058c3a382ffc7106e4002c42a8d85" in message and "no network" in message
+    assert "--data synthetic" in message and "apt-get install dataset-fashion-mnist" in message
     assert offline == [cifar.SOURCES["cifar100"].url]
-    assert not any((tmp_path / "data").iterdir())  # no partial download left behind
+    assert list(tmp_path.iterdir()) == []  # no partial download, and no data/ folder, left behind
+
+
+def test_cifar_offline_keeps_a_data_root_that_was_there(tmp_path, offline):
+    (tmp_path / "data").mkdir()
+    with pytest.raises(DataError):
+        load_dataset("cifar100", tmp_path / "data")
+    assert (tmp_path / "data").is_dir() and not any((tmp_path / "data").iterdir())
+
+
+def test_a_data_root_that_is_a_file_is_refused_naming_it(tmp_path, offline):
+    (tmp_path / "data").write_text("mine")
+    with pytest.raises(DataError, match=r"data.*is a file where a data folder is needed"):
+        load_dataset("cifar10", tmp_path / "data")
+    assert (tmp_path / "data").read_text() == "mine" and offline == []
 
 
 def test_cifar_download_false_never_connects(tmp_path, offline):
@@ -158,7 +173,7 @@ def test_cifar_download_checks_md5_before_keeping(tmp_path, monkeypatch):
     root = tmp_path / "data"
     with pytest.raises(DataError, match=r"has md5 \w+, expected eb9058c3a382ffc7106e4002c42a8d85"):
         load_dataset("cifar100", root)
-    assert not any(root.iterdir())
+    assert not root.exists()  # neither the file nor the folder made for it is kept
     patch_md5(monkeypatch, md5)
     assert load_dataset("cifar100", root).train_images.shape == (6, 3, 32, 32)
     assert (root / "cifar-100-python.tar.gz").read_bytes() == payload

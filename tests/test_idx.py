@@ -112,8 +112,18 @@ def test_offline_and_absent_names_the_package_and_the_files(tmp_path, monkeypatc
     text = str(e.value)
     assert "apt-get install dataset-fashion-mnist" in text and "t10k-labels-idx1-ubyte.gz" in text
     assert str(tmp_path / "data" / "fashion-mnist") in text and "\n" not in text
+    assert "--data synthetic" in text
     assert offline == [src.url + idx.TRAIN[0]]
-    assert list((tmp_path / "data" / "fashion-mnist").iterdir()) == []  # no partial file left
+    assert list(tmp_path.iterdir()) == []  # no partial file, nor data/fashion-mnist/, left
+
+
+@pytest.mark.parametrize("root, blocker", [("file", "file"), ("D", "D/mnist")])
+def test_a_file_where_the_data_folder_goes_is_refused_naming_it(tmp_path, offline, root, blocker):
+    (tmp_path / "D").mkdir()
+    (tmp_path / blocker).write_text("mine")
+    with pytest.raises(DataError, match=f"{blocker}: is a file where a data folder is needed"):
+        load_dataset("mnist", tmp_path / root, 28)
+    assert (tmp_path / blocker).read_text() == "mine" and offline == []
 
 
 def test_download_false_never_connects(tmp_path, offline):

@@ -153,7 +153,8 @@ def _locate_cifar(src: CifarSource, root: Path, download: bool) -> Path:
             )
     elif not download:
         raise DataError(
-            f"{src.title} is not in {root} and downloading is off. {_fetch_help(src, root)}"
+            f"{src.title} is not in {root} and downloading is off. {_fetch_help(src, root)} "
+            f"{fetch.OFFLINE}"
         )
     else:
         fetch.download(

@@ -23,11 +23,55 @@ def md5_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+# What trains with no network: named by every "cannot download" message, so that a user offline
+# learns of them where they are stuck.
+OFFLINE = (
+    "Offline, `--data synthetic` trains on random images, and `--data fashion-mnist` reads "
+    "Debian's copy of the official files after `apt-get install dataset-fashion-mnist`."
+)
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """The folders that must be made for ``folder`` to exist, outermost first; a DataError when
+    something on the way is a file (a data root given as a file, or ``ROOT/mnist`` a file)."""
+    made = []
+    for part in (folder, *folder.parents):
+        if part.is_dir():
+            break
+        if part.exists() or part.is_symlink():
+            raise DataError(
+                "is a file where a data folder is needed (the data root, or a dataset's folder "
+                "in it)",
+                file=str(part),
+            )
+        made.append(part)
+    return made[::-1]
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Undo the folders a failed download made (only those left empty: never a user's file)."""
+    for folder in reversed(folders):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
 def download(url: str, md5: str, target: Path, *, missing: str, fix: str) -> None:
     """Fetch ``url`` to ``target`` if its md5 is ``md5``; else a DataError ending in ``fix`` (what
-    the user can do instead), with ``target`` untouched. ``missing`` says what was not found
-    ("CIFAR-10 is not in ./data")."""
+    the user can do instead) and :data:`OFFLINE`, with ``target`` untouched and no folder left
+    behind that this call made. ``missing`` says what was not found ("CIFAR-10 is not in
+    ./data")."""
+    made = _missing_folders(target.parent)
     print(f"downloading {url} to {target}", file=sys.stderr)
+    try:
+        _fetch(url, md5, target, missing, fix)
+    except BaseException:
+        _remove_empty(made)
+        raise
+
+
+def _fetch(url: str, md5: str, target: Path, missing: str, fix: str) -> None:
     try:
         with atomic_path(target) as tmp:
             with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as f:
@@ -36,7 +80,7 @@ def download(url: str, md5: str, target: Path, *, missing: str, fix: str) -> Non
             if (found := md5_of(tmp)) != md5:
                 raise DataError(
                     f"the file downloaded from {url} has md5 {found}, expected {md5}, so it "
-                    f"was not kept. {fix}"
+                    f"was not kept. {fix} {OFFLINE}"
                 )
     except (OSError, urllib.error.URLError) as e:
-        raise DataError(f"{missing} and downloading it failed ({e}). {fix}") from e
+        raise DataError(f"{missing} and downloading it failed ({e}). {fix} {OFFLINE}") from e

@@ -139,9 +139,8 @@ def _locate(src: IdxSource, root: Path, name: str, download: bool) -> Path:
     if not download:
         raise DataError(
             f"{src.title} is not in {root / src.folder} and downloading is off. "
-            + fetch_help(src, root)
+            + f"{fetch_help(src, root)} {fetch.OFFLINE}"
         )
-    placed.parent.mkdir(parents=True, exist_ok=True)
     missing = f"{src.title} is not in {root / src.folder}" + (
         f" nor in {src.debian}" if src.debian else ""
     )
