@@ -190,7 +190,8 @@ def check_out_path(out: str | Path, force: bool) -> Path:
     path = check_output(out, "spec", suffix=".yaml", field="out")
     if path.exists() and path.stat().st_size and not force:
         try:
-            ours = unedited(path.read_text(encoding="utf-8", errors="replace"))
+            # bytes, not read_text: universal newlines would fold an edit to CRLF line ends
+            ours = unedited(path.read_bytes().decode("utf-8", errors="replace"))
         except OSError:
             ours = False
         if not ours:
