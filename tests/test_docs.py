@@ -451,3 +451,28 @@ def test_every_example_kind_is_covered():
     infos = {b.info for b in BLOCKS}
     assert {"console", "console parse-only", "yaml", "python"} <= infos
     assert os.path.basename(DOCS[0]) == "README.md" and len(DOCS) >= 6
+
+
+# --- every flag is documented with its command ------------------------------------------------
+
+
+def sections(path: Path) -> dict[str, str]:
+    """``## heading`` → the text under it."""
+    parts = re.split(r"^## ", path.read_text(encoding="utf-8"), flags=re.M)[1:]
+    return {part.split("\n", 1)[0].strip(): part for part in parts}
+
+
+def test_every_flag_is_documented_with_its_command():
+    """The flags are declared once, in the parser; the reference is checked against it: each
+    command's ``--flags`` appear in its section of docs/commands.md (export's and quantize's may be
+    in docs/deploy.md). sweep trains as train does, so train's flags count for it too."""
+    commands_md, deploy_md = sections(ROOT / "docs/commands.md"), sections(ROOT / "docs/deploy.md")
+    parser = build_parser()
+    for name, command in parser.commands.items():
+        text = commands_md.get(name, "") + deploy_md.get(name, "")
+        if name == "sweep":
+            text += commands_md["train"]
+        flags = {f for a in command.options for f in a.option_strings if f.startswith("--")}
+        shown = set(re.findall(r"(?<![\w-])--[a-z][\w-]*", text))
+        missing = sorted(flags - shown - {"--help"})
+        assert not missing, f"docs/commands.md, ## {name}: undocumented {missing}"
