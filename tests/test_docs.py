@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import configparser
 import contextlib
+import functools
 import glob
 import importlib.util
 import io
@@ -198,10 +199,11 @@ def scratch(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def tracked_top_level() -> set[str]:
+@functools.cache
+def tracked_top_level() -> frozenset[str]:
     listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
     names = {line.split("/")[0] for line in listed.stdout.splitlines() if line}
-    return {n for n in names if (ROOT / n).exists()}
+    return frozenset(n for n in names if (ROOT / n).exists())
 
 
 def expand(words: list[str], cwd: Path) -> list[str]:
