@@ -201,8 +201,14 @@ def scratch(tmp_path: Path) -> Path:
 
 @functools.cache
 def tracked_top_level() -> frozenset[str]:
-    listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
-    names = {line.split("/")[0] for line in listed.stdout.splitlines() if line}
+    """The files and folders at the top of the repository: git's list, or where there is no git
+    checkout, everything at the top but git's own."""
+    try:
+        listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+        names = {line.split("/")[0] for line in listed.stdout.splitlines() if line}
+    except OSError:
+        names = set()
+    names = names or {p.name for p in ROOT.iterdir() if not p.name.startswith(".git")}
     return frozenset(n for n in names if (ROOT / n).exists())
 
 
