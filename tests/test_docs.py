@@ -34,9 +34,9 @@ The rules an example follows (a block that breaks one fails here, named by its f
 - **Links**: every relative link resolves to a file of the repository and every ``#anchor`` to a
   heading of its target (GitHub's slugs). Web links are not followed (tests have no network).
 
-The file takes about 40 s of one core's time, most of it the smoke-test training, the first network
-built at 224 px, ``import timm:...`` and an export; examples that would take longer belong in
-parse-only blocks.
+The file takes about 25 s of one core's time (a minute of wall time on a loaded 2-core machine),
+most of it the smoke-test training, the first network built at 224 px, ``import timm:...`` and an
+export; examples that would take longer belong in parse-only blocks.
 """
 
 from __future__ import annotations
