@@ -34,15 +34,20 @@ if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
 SPECS = sorted((ROOT / "specs").glob("*.yaml"))
 
 
-def run_cli(*args, cwd: Path = ROOT, timeout: float = 900) -> subprocess.CompletedProcess:
+def run_cli(
+    *args, cwd: Path = ROOT, timeout: float = 900, merge: bool = False
+) -> subprocess.CompletedProcess:
     """``python cli.py ARGS`` as a user runs it, but in this process: ``main(argv)`` with
     ``sys.argv``, the working folder, stdout and stderr as a fresh process would have them, all
     restored after. An exception that escapes main is printed as Python prints it, exit 1 (as a
-    process would end). ``timeout`` guards against a hang (SIGALRM, like subprocess's timeout)."""
+    process would end). ``timeout`` guards against a hang (SIGALRM, like subprocess's timeout).
+    ``merge``: stderr goes into stdout, interleaved as a terminal shows them (stderr is then "")."""
     from mnv3spec.cli import main
 
     argv = [str(a) for a in args]
     out, err = io.StringIO(), io.StringIO()
+    if merge:
+        err = out
     saved_argv, saved_cwd, before = sys.argv, os.getcwd(), _process_state()
     _alarm.rang = False
     old_alarm = signal.signal(signal.SIGALRM, _timed_out)
@@ -73,7 +78,7 @@ def run_cli(*args, cwd: Path = ROOT, timeout: float = 900) -> subprocess.Complet
     after = _process_state()
     leaked = {k: (v, after[k]) for k, v in before.items() if after[k] != v}
     assert not leaked, f"cli {' '.join(argv)} left process state changed (before, after): {leaked}"
-    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), "" if merge else err.getvalue())
 
 
 def _fresh_process_warnings() -> None:

@@ -230,8 +230,8 @@ def add_quantize(sub: argparse._SubParsersAction) -> None:
     add(
         "--to",
         choices=["executorch", "onnxruntime", "tflite"],
-        help="the runtime (default: executorch where the mobile extra is installed, since its "
-        "int8 runs 4-5x faster than its float, else onnxruntime, whose int8 is no faster)",
+        help="the runtime (default: executorch where the mobile extra is installed, else "
+        "onnxruntime; docs/deploy.md compares them)",
     )
     add(
         "--out",

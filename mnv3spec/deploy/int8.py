@@ -66,8 +66,8 @@ def load_any(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.M
 
 
 # 7-bit weights: without AVX-512 VNNI, ONNX Runtime's uint8 × int8 kernels sum pairs of products
-# in int16, which saturates on 8-bit weights (measured here: logits 10 % of their scale away from
-# the fake-quant graph's; 2 % with 7 bits). ONNX Runtime's own advice for such CPUs.
+# in int16, which saturates on 8-bit weights (logits far from the fake-quant graph's; 7 bits keep
+# them close: docs/measurements.md). ONNX Runtime's own advice for such CPUs.
 REDUCE_RANGE = True
 # Ops that move or re-type int8 data, not float compute, in the graph ONNX Runtime runs.
 _NOT_COMPUTE = {

@@ -4,9 +4,8 @@ ExecuTorch (the default) or ONNX Runtime.
 ExecuTorch (``--to executorch``, :mod:`.executorch`): PT2E quantization with the XNNPACK
 quantizer (per-channel symmetric int8 weights, int8 activations) calibrated on training images,
 lowered to XNNPACK, written as a ``.pte`` with its metadata file beside it. It is the default
-because it is the int8 that pays: measured here (issue 20, 224 px, batch 1, 2 threads) it runs
-Small 5.0× and Large 4.4× faster than its own fp32, where ONNX Runtime's int8 runs at 0.85–0.96×
-its fp32 (below); ``bench/mobile.py`` measures both side by side.
+because its program runs whole in one XNNPACK delegate and is the one a phone app loads;
+``bench/mobile.py`` times every runtime's int8 against its fp32 (figures: docs/measurements.md).
 
 ONNX Runtime (``--to onnxruntime``), the flow chosen by measurement on this project's models
 (ONNX Runtime 1.32, an AVX2 CPU): BN folded
@@ -59,11 +58,11 @@ from .mobile import ProgramModel, check_outputs, metadata
 
 # --to → suffix of its file
 RUNTIMES = {"executorch": executorch.SUFFIX, "onnxruntime": SUFFIX, "tflite": tflite.SUFFIX}
-DEFAULT_TO = "executorch"  # the int8 that runs faster than its float (module docstring)
+DEFAULT_TO = "executorch"  # the int8 a phone app loads (module docstring)
 
 
 def default_runtime() -> str:
-    """ExecuTorch where the mobile extra is installed (its int8 is the fast one), else ONNX
+    """ExecuTorch where the mobile extra is installed (the int8 a phone app loads), else ONNX
     Runtime, which the export extra brings: ``quantize`` works out of the box either way."""
     wanted = ("executorch", "torchao")
     return DEFAULT_TO if all(importlib.util.find_spec(m) for m in wanted) else "onnxruntime"

@@ -20,7 +20,7 @@ from .limits import MAX_DEPTH, MAX_SPEC_BYTES
 Where = tuple  # a position in the document: ("layers", 3, "nl")
 
 
-class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml when present: 6× faster
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml when present: faster
     """The safe loader, also reading YAML 1.2 floats such as ``1e-5`` (YAML 1.1 wants a dot)."""
 
 

@@ -47,7 +47,7 @@ RECIPES = {
     # cosine to 0 at the end of the run (Goyal et al. 2017; Loshchilov & Hutter 2017), label
     # smoothing 0.1 (Szegedy et al. 2016) and random erasing with p 0.5 (Zhong et al. 2020), on
     # top of the seed's crop and flip. Batch 64 and weight decay 5e-3 on weights only: measured
-    # better than 128 and 5e-4 on 6,000 Fashion-MNIST images in 20 epochs (README, Recipes);
+    # better than 128 and 5e-4 on 6,000 Fashion-MNIST images in 20 epochs (docs/measurements.md);
     # 5e-4 is the value for runs of tens of thousands of steps, and a 20-epoch run is short.
     "cosine-ls-erase": Recipe(
         0.1, 0.9, 5e-3, True, "cosine", (), 0.1, 1.0, 0.1, random_erasing=0.5, batch=64

@@ -53,8 +53,8 @@ def thread_count(local_size: int = 1, environ: Mapping[str, str] = os.environ) -
     ``OMP_NUM_THREADS``, when set to a positive integer, wins: it is the user's choice (and the
     one torchrun makes). Otherwise the threads torch would take alone (one per core) are split
     over the processes of a launch: each process sizing its pool for the whole machine
-    oversubscribes the cores, and two CPU trainings on 2 cores then run 20-30× slower (1.0 s →
-    31 s an epoch) instead of 2×. Independent runs that share a machine cannot see each other:
+    oversubscribes the cores, and two CPU trainings on 2 cores then run many times slower, not
+    2× (docs/measurements.md). Independent runs that share a machine cannot see each other:
     give each ``OMP_NUM_THREADS`` = cores ÷ runs.
     """
     value = environ.get("OMP_NUM_THREADS", "").strip()
