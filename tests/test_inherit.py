@@ -6,11 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 import yaml
+from safetensors.torch import save_file
 
 from mnv3spec import CheckpointError, build, load_spec
 from mnv3spec.weights.inherit import Kept, inherit
 
-from .conftest import TINY_PHONE
+from .conftest import TINY_PHONE, run_cli, tiny_checkpoint
 
 # bneck2 → bneck3 is a residual group (bneck3 adds into bneck2's 24 channels); bneck3 has SE.
 NARROW = {"layers.bneck2.exp": 40, "layers.bneck2.out": 16, "layers.bneck3.out": 16}
@@ -181,3 +182,71 @@ def test_a_child_that_is_not_a_narrowing_is_refused_and_left_alone(
     assert text.startswith("the child is not a narrowing of the parent: ") and message in text
     assert "\n" not in text
     assert all(torch.equal(v, before[k]) for k, v in child.state_dict().items())
+
+
+# --- train --init PARENT.safetensors, as a user runs it ------------------------------------------
+
+CHILD = [TINY_PHONE, "--data", "synthetic", "--set", "resolution=16", "--batch", "32"]
+CHILD += ["--epochs", "1", "--seed", "0", "--device", "cpu"]
+SYNTHETIC = [str(i) for i in range(10)]  # synthetic data's classes
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+def test_train_from_a_wider_checkpoint_says_what_each_row_kept(tmp_path):
+    tiny_checkpoint(tmp_path / "parent.safetensors", SYNTHETIC, spec=TINY_PHONE, width=1.0)
+    args = [*CHILD, "--set", "layers.bneck3.exp=56", "--init", tmp_path / "parent.safetensors"]
+    result = run_cli("train", *args, "--out", tmp_path / "runs", "--name", "r")
+    assert result.returncode == 0, result.stderr
+    assert (
+        f"initialised from {tmp_path / 'parent.safetensors'}, a wider network:\n"
+        "  bneck3: exp 72 → 56 kept by filter norm\n"
+        "  bneck3: se 24 → 16 kept by filter norm\n"
+    ) in result.stdout
+    assert (tmp_path / "runs" / "r" / "best.safetensors").is_file()
+
+
+def _wider(path):
+    tiny_checkpoint(path, SYNTHETIC, spec=TINY_PHONE, width=0.5)
+
+
+def _junk(path):
+    path.write_bytes(b"not weights at all, but long enough to have a header length")
+
+
+def _plain(path):
+    torch.manual_seed(0)
+    save_file(tiny(width=2.0).state_dict(), str(path))  # wider, but no spec in its metadata
+
+
+def _truncated(path):
+    tiny_checkpoint(path, SYNTHETIC, spec=TINY_PHONE, width=2.0)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])
+
+
+def _pickled(path):
+    path.write_bytes(b"not a pickle")
+
+
+@pytest.mark.parametrize(
+    "name, make, message",
+    [
+        ("p.safetensors", _wider, "p.safetensors: the child is not a narrowing of the parent: row"),
+        ("p.safetensors", _junk, "p.safetensors: not a safetensors weights file"),
+        ("p.safetensors", _plain, "only an mnv3spec checkpoint (its spec in the metadata)"),
+        ("p.safetensors", _truncated, "p.safetensors: "),
+        ("p.pth", _pickled, "p.pth: not a readable state_dict"),
+    ],
+)
+def test_train_refuses_a_parent_it_cannot_narrow(tmp_path, name, make, message):
+    make(tmp_path / name)
+    args = [*CHILD, "--init", tmp_path / name, "--out", tmp_path / "runs"]
+    result = run_cli("train", *args)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert message in result.stderr
+    assert not (tmp_path / "runs").exists()

@@ -46,7 +46,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # unreadable files fail in many ways; all mean "not a state_dict"
-        raise CheckpointError(f"not a readable state_dict ({e})", file=str(path)) from None
+        raise CheckpointError(f"not a readable state_dict ({_reason(e)})", file=str(path)) from None
     if not isinstance(state, Mapping) or not all(
         isinstance(v, torch.Tensor) for v in state.values()
     ):
@@ -56,6 +56,14 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             file=str(path),
         )
     return dict(state)
+
+
+def _reason(error: Exception) -> str:
+    """An exception's text as one line: torch.load's refusal of a file runs over pages, telling
+    how to unpickle anything; the reason is the line after "WeightsUnpickler error:"."""
+    text = str(error)
+    found = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    return found.group(1).strip() if found else " ".join(text.split())
 
 
 def _torchvision_state(model: SpecNet) -> tuple[dict[str, torch.Tensor], str]:
