@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from mnv3spec import CheckpointError, build, load_spec
 from mnv3spec.weights.inherit import Kept, inherit
 
-from .conftest import TINY_PHONE, run_cli, tiny_checkpoint
+from .conftest import ROOT, TINY_PHONE, run_cli, tiny_checkpoint
 
 # bneck2 → bneck3 is a residual group (bneck3 adds into bneck2's 24 channels); bneck3 has SE.
 NARROW = {"layers.bneck2.exp": 40, "layers.bneck2.out": 16, "layers.bneck3.out": 16}
@@ -250,3 +250,12 @@ def test_train_refuses_a_parent_it_cannot_narrow(tmp_path, name, make, message):
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
     assert message in result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_python_example_of_the_doc_runs(tmp_path, monkeypatch, capsys):
+    text = (ROOT / "docs" / "inherit.md").read_text()
+    code = text.split("```python\n")[1].split("```")[0]
+    tiny_checkpoint(tmp_path / "best.safetensors", SYNTHETIC, width=1.0)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "docs/inherit.md", "exec"), {})
+    assert capsys.readouterr().out == "bneck3: exp 88 → 72 kept by filter norm\n"
