@@ -45,7 +45,7 @@ class _Width:
     produce them (whose norms choose), and the index set kept (None: all of them)."""
 
     size: int
-    label: str | None = None  # what it is, for errors: "row bneck3: exp"
+    label: str | None = None  # what it is, for errors: "row bneck3's exp"
     filters: list[torch.Tensor] = field(default_factory=list)
     child: int | None = None
     keep: torch.Tensor | None = None
