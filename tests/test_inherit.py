@@ -184,6 +184,7 @@ def _dropped(layers):
         ({"layers.bneck3.se": False}, None, "row bneck3 has se True in the parent and False"),
         ({"layers.bneck3.nl": "RE"}, None, "row bneck3 has nl HS in the parent and RE"),
         ({"num_classes": 3}, None, "it has 3 classes and the parent 4"),
+        ({"params.in_channels": 1}, None, "the input image has 1 channels in the child and 3"),
         (
             {"layers.bneck3.out": 16},
             None,

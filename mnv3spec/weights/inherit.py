@@ -137,7 +137,7 @@ def _follow_row(w: _Wiring, p: RowPlan, module: nn.Module, x: _Width) -> _Width:
 def _follow(model: SpecNet) -> _Wiring:
     """The widths of ``model`` (the parent), row by row from the input image."""
     w = _Wiring()
-    x = _Width(model.spec.in_channels, "the input image's channels")
+    x = _Width(model.spec.in_channels, "the input image")
     for p in model.plans:
         x = _follow_row(w, p, getattr(model.layers, p.name), x)
     return w
@@ -240,8 +240,8 @@ def _choose(width: _Width, score: Score) -> None:
         return
     if not width.filters:
         raise CheckpointError(
-            f"{width.label} has {width.child} channels in the child and {width.size} in the "
-            "parent; it cannot be narrowed"
+            f"the child is not a narrowing of the parent: {width.label} has {width.child} "
+            f"channels in the child and {width.size} in the parent, and no filters to choose from"
         )
     order = torch.sort(score(width.filters), descending=True, stable=True).indices
     width.keep = order[: width.child].sort().values
