@@ -16,6 +16,7 @@ from mnv3spec.cli.flags import check_arguments, flag_names, flags_in_errors, unr
 from mnv3spec.cli.specs import add_import, add_spec_commands
 from mnv3spec.cli.training import add_eval, add_sweep, add_train
 from mnv3spec.errors import UserError
+from mnv3spec.text import printable
 
 __all__ = ["build_parser", "main"]
 
@@ -47,6 +48,10 @@ class _Parser(argparse.ArgumentParser):
         group.add_argument = recorded
         return group
 
+    def error(self, message: str):
+        """argparse's usage error, its message on one line: it quotes what the user typed."""
+        super().error(printable(message))
+
 
 def build_parser() -> _Parser:
     parser = _Parser(
@@ -75,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         with flags_in_errors(args):
             return args.func(args)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {printable(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
