@@ -4,6 +4,7 @@ infer), and the one rule that keeps a message on one printable line."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 
 def text_table(
@@ -53,3 +54,10 @@ def quoted(text: str, limit: int = 60) -> str:
     """``text`` in single quotes for a message: control characters escaped, cut to ``limit``."""
     text = printable(text)
     return f"'{text if len(text) <= limit else text[: limit - 3] + '...'}'"
+
+
+def kind_of(value: Any) -> str:
+    """What a value is, without its text: ``a string``, ``an integer``, ``a mapping``..."""
+    kinds = [(bool, "true or false"), (int, "an integer"), (float, "a number"), (str, "a string")]
+    kinds += [(dict, "a mapping"), (list, "a list")]
+    return next((name for kind, name in kinds if isinstance(value, kind)), "null")

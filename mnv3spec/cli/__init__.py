@@ -12,7 +12,13 @@ import sys
 
 from mnv3spec import __version__
 from mnv3spec.cli.deploy import add_export, add_infer, add_latency, add_quantize
-from mnv3spec.cli.flags import check_arguments, flag_names, flags_in_errors, unrecognized
+from mnv3spec.cli.flags import (
+    allowed_bases,
+    check_arguments,
+    flag_names,
+    flags_in_errors,
+    unrecognized,
+)
 from mnv3spec.cli.specs import add_import, add_spec_commands
 from mnv3spec.cli.training import add_eval, add_sweep, add_train
 from mnv3spec.errors import UserError
@@ -77,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     args.flags = flag_names(command)  # parameter → flag typed
     try:
         check_arguments(args)
-        with flags_in_errors(args):
+        with flags_in_errors(args), allowed_bases(args):
             return args.func(args)
     except UserError as e:
         print(f"error: {printable(str(e))}", file=sys.stderr)

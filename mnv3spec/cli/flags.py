@@ -26,12 +26,38 @@ def overrides(args: argparse.Namespace) -> dict:
 
 
 def add_set(p: argparse.ArgumentParser) -> None:
+    """The flags of every command that loads a spec: ``--set`` and ``--allow-base``."""
     p.add_argument(
         "--set",
         action="append",
         metavar="KEY=VALUE",
         help="override a spec parameter (width=0.5, si=2) or a field (layers.12.se=true)",
     )
+    p.add_argument(
+        "--allow-base",
+        action="append",
+        metavar="DIR",
+        help="a variant's base: may also be a file in DIR or below (by default only a shipped "
+        "spec or a file in the variant's own folder or below); repeat for more folders",
+    )
+
+
+@contextlib.contextmanager
+def allowed_bases(args: argparse.Namespace) -> Iterator[None]:
+    """The folders ``--allow-base`` names trusted for a variant's base while the command runs;
+    each must be a folder, so a mistyped one is not silently no folder at all."""
+    from mnv3spec.spec.variant import trusted_bases
+
+    folders = getattr(args, "allow_base", None) or []
+    for folder in folders:
+        if not os.path.isdir(folder):
+            raise UserError(
+                "is not a folder; give the folder a variant's base: lies in",
+                file=folder,
+                field="allow_base",
+            )
+    with trusted_bases(folders):
+        yield
 
 
 def add_device(p: argparse.ArgumentParser, default: str = "auto") -> argparse.Action:
@@ -133,6 +159,7 @@ def flags_in_errors(args: argparse.Namespace) -> Iterator[None]:
 # checked for bytes that are not UTF-8, which nothing may hold).
 _PATHS = {"spec", "specs", "spec_a", "spec_b", "out", "name", "checkpoint", "source", "models"}
 _PATHS |= {"images", "csv", "plot", "table", "predict", "data", "data_dir", "resume", "init"}
+_PATHS |= {"allow_base"}
 
 
 def check_arguments(args: argparse.Namespace) -> None:

@@ -83,7 +83,7 @@ def _params() -> dict:
         "required",
         "required": required,
         "propertyNames": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-        "maxProperties": 64,
+        "maxProperties": L.MAX_PARAMS,
         "properties": _param_properties(),
         "additionalProperties": {
             "type": "number",
