@@ -69,8 +69,9 @@ def add_device(p: argparse.ArgumentParser, default: str = "auto") -> argparse.Ac
     )
 
 
-def number(kind: type, low: float, *, above: bool = False):
-    """An argparse type: ``kind`` at least ``low`` (strictly above with ``above``)."""
+def number(kind: type, low: float, *, above: bool = False, high: float | None = None):
+    """An argparse type: ``kind`` at least ``low`` (strictly above with ``above``), and at most
+    ``high`` when given."""
 
     def parse(text: str):
         try:
@@ -82,6 +83,8 @@ def number(kind: type, low: float, *, above: bool = False):
             raise argparse.ArgumentTypeError(f"must be a finite number: {text}")
         if value < low or (above and value == low):
             raise argparse.ArgumentTypeError(f"must be {'>' if above else '>='} {low}: {text}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high}: {text}")
         return value
 
     return parse

@@ -29,7 +29,6 @@ import contextlib
 import copy
 import os
 from collections.abc import Callable, Iterable, Iterator
-from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,18 +45,25 @@ Check = Callable[[Any, Marks], None]  # validates a flat document (a base), rais
 Errors = list[SpecError] | None  # where every error is collected (validate), or None: raise
 
 # Folders beside a variant's own from which its base may come: the user's, never the spec's word.
-_TRUSTED: ContextVar[tuple[str, ...]] = ContextVar("trusted_bases", default=())
+# Process-wide, not a ContextVar: a sweep hands them to its workers from threads of its own.
+_TRUSTED: list[tuple[str, ...]] = [()]
 
 
 @contextlib.contextmanager
 def trusted_bases(folders: Iterable[str | Path]) -> Iterator[None]:
     """Within the block, a variant's ``base:`` may also be a file in ``folders`` or below (the
     CLI's ``--allow-base DIR``); links are resolved, so a link cannot lead out of them."""
-    token = _TRUSTED.set(tuple(os.path.realpath(f) for f in folders))
+    before = _TRUSTED[0]
+    _TRUSTED[0] = tuple(os.path.realpath(f) for f in folders)
     try:
         yield
     finally:
-        _TRUSTED.reset(token)
+        _TRUSTED[0] = before
+
+
+def trusted_folders() -> tuple[str, ...]:
+    """The folders :func:`trusted_bases` trusts now (real paths)."""
+    return _TRUSTED[0]
 
 
 class ChainMarks(Marks):
@@ -262,7 +268,7 @@ def _base_path(value: Any, path: Path, marks: Marks) -> Path:
     if not isinstance(value, str) or not value.strip() or "\0" in value:
         raise marks.error(f"found {kind_of(value)}; allowed: {allowed}", ("base",))
     candidate = path.parent / value
-    roots = (os.path.realpath(path.parent), *_TRUSTED.get())
+    roots = (os.path.realpath(path.parent), *_TRUSTED[0])
     real = os.path.realpath(candidate)
     if not any(os.path.commonpath([real, root]) == root for root in roots):
         raise marks.error(
