@@ -342,7 +342,11 @@ def read_json(
     read by :func:`read_regular`'s rules (a regular file, bounded) and refused, never crashed
     on, when damaged: not UTF-8, not JSON, or nested past what Python's parser can take.
     ``fix``: what the user can do about a damaged one."""
-    raw = read_regular(path, max_bytes, what=what, field=field)
+    try:
+        raw = read_regular(path, max_bytes, what=what, field=field)
+    except UserError as e:
+        e.message += f"; {fix}"
+        raise
     where = {"file": shown(path), "field": field}
     try:
         return json.loads(raw.decode("utf-8"))

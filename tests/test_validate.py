@@ -329,6 +329,24 @@ def test_shipped_specs_name_the_schema_for_editors(path):
     )
 
 
+@pytest.mark.parametrize(
+    ("edits", "valid"),
+    [
+        ({"params": {"x": None}}, True),  # null drops a parameter, as validate takes it
+        ({"rows": {"bneck1": {"name": None}}}, True),
+        ({"remove": ["bneck1"] * 300}, False),  # the bounds validate refuses, an editor too
+        ({"rows": {"bneck1": {f"f{i}": 1 for i in range(40)}}}, False),
+    ],
+)
+def test_the_variant_schema_agrees_with_validate(tmp_path, edits, valid):
+    document = {"base": "small", "name": "v", **edits}
+    path = tmp_path / "v.yaml"
+    path.write_text(yaml.safe_dump(document))
+    checker = jsonschema.Draft202012Validator(json.loads(VARIANT_SHIPPED.read_text()))
+    assert checker.is_valid(document) == valid
+    assert (validate(path)[0] is not None) == valid
+
+
 def test_the_pre_commit_hook_runs_validate_on_spec_files():
     (hook,) = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text(encoding="utf-8"))
     assert hook["id"] == "mnv3spec-validate" and hook["language"] == "python"
