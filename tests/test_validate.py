@@ -380,6 +380,12 @@ def test_a_file_name_cannot_inject_a_workflow_command(tmp_path, capsys):
     assert out.startswith("ok: ") and out.count("\n") == 2 and "\\n::warning" in out
 
 
+def test_a_long_name_is_cut_in_the_ok_line(files, capsys):
+    (path,) = files(long=TINY.replace("name: tiny", "name: " + "n" * 10_000))
+    assert main(["validate", path]) == 0
+    assert f"({'n' * 57}..., 5 rows)" in capsys.readouterr().out
+
+
 def test_an_unknown_word_from_the_user_is_printed_on_one_line(capsys):
     with pytest.raises(SystemExit):
         main(["validate", "--format", "x\n::warning::pwned", "small"])

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterator
 
 from mnv3spec.errors import UserError
+from mnv3spec.text import printable
 
 # Parameters the library names that no flag's dest spells: the flag that sets them.
 _ALIASES = {"overrides": "set"}
@@ -51,11 +52,8 @@ def allowed_bases(args: argparse.Namespace) -> Iterator[None]:
     folders = getattr(args, "allow_base", None) or []
     for folder in folders:
         if not os.path.isdir(folder):
-            raise UserError(
-                "is not a folder; give the folder a variant's base: lies in",
-                file=folder,
-                field="allow_base",
-            )
+            message = "is not a folder; give the folder a variant's base: lies in"
+            raise UserError(message, file=folder, field="allow_base")
     with trusted_bases(folders):
         yield
 
@@ -143,8 +141,13 @@ def flag_for(error: UserError, flags: dict[str, str], args: argparse.Namespace) 
 
 
 def in_flags(error: UserError, args: argparse.Namespace) -> UserError:
-    """``error`` with its field named by the flag the user typed (``args.flags``, set by main)."""
+    """``error`` with its field named by the flag the user typed (``args.flags``, set by main),
+    and the folders trusted for a variant's base by the flag that names them."""
+    from mnv3spec.spec.variant import TRUSTED
+
     error.field = flag_for(error, args.flags, args) or error.field
+    if "allow_base" in args.flags:
+        error.message = error.message.replace(TRUSTED, f"{TRUSTED} (--allow-base DIR)")
     return error
 
 
@@ -163,6 +166,9 @@ def flags_in_errors(args: argparse.Namespace) -> Iterator[None]:
 _PATHS = {"spec", "specs", "spec_a", "spec_b", "out", "name", "checkpoint", "source", "models"}
 _PATHS |= {"images", "csv", "plot", "table", "predict", "data", "data_dir", "resume", "init"}
 _PATHS |= {"allow_base"}
+# Paths a command writes: a control character there would name a file that every log, table
+# and message showing it must escape, so it is refused (a file read may have any name).
+_WRITTEN = {"out", "name", "csv", "plot", "table"}
 
 
 def check_arguments(args: argparse.Namespace) -> None:
@@ -175,6 +181,13 @@ def check_arguments(args: argparse.Namespace) -> None:
             if not isinstance(item, str):
                 continue
             flag = args.flags.get(dest, dest)
+            if dest in _WRITTEN and printable(item) != item:
+                raise UserError(
+                    "holds a control character (a newline, a tab, an escape); name what is "
+                    "written without one",
+                    file=printable(item),
+                    field=flag,
+                )
             if dest in _PATHS:
                 check_path(item, field=flag)
             else:

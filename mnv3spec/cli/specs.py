@@ -25,7 +25,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(json.dumps([_as_json(*r) for r in results], indent=2))
     for source, spec, errors in results:
         if args.format == "text" and spec is not None:
-            ok = f"ok: {source} ({spec.name}, {len(spec.rows)} rows)"
+            name = spec.name if len(spec.name) <= 60 else spec.name[:57] + "..."
+            ok = f"ok: {source} ({name}, {len(spec.rows)} rows)"
             print(printable(ok), flush=True)
         for e in errors:
             if args.format == "text":

@@ -229,7 +229,7 @@ def generate_variant() -> dict:
         "properties": {
             "base": _text(
                 "a shipped spec (small, large, ...), or a path relative to this file to a file in "
-                "its folder or below (or in a folder given with --allow-base)"
+                "its folder or below (or in a folder the command line trusts)"
             ),
             "name": _text("a name for the network"),
             "description": _text("free text"),

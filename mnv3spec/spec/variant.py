@@ -44,6 +44,7 @@ KEYS = ("base", "name", "description", "source", "params", "rows", "remove", "in
 Check = Callable[[Any, Marks], None]  # validates a flat document (a base), raising SpecError
 Errors = list[SpecError] | None  # where every error is collected (validate), or None: raise
 
+TRUSTED = "a folder trusted for bases"  # the CLI names its flag after these words
 # Folders beside a variant's own from which its base may come: the user's, never the spec's word.
 # Process-wide, not a ContextVar: a sweep hands them to its workers from threads of its own.
 _TRUSTED: list[tuple[str, ...]] = [()]
@@ -263,7 +264,7 @@ def _base_path(value: Any, path: Path, marks: Marks) -> Path:
     shipped = shipped_specs()
     allowed = (
         f"a shipped spec ({', '.join(sorted(shipped))}), or a file in this spec's folder or "
-        "below, or in a folder allowed with --allow-base"
+        f"below, or in {TRUSTED}"
     )
     if not isinstance(value, str) or not value.strip() or "\0" in value:
         raise marks.error(f"found {kind_of(value)}; allowed: {allowed}", ("base",))
