@@ -85,7 +85,9 @@ KINDS: dict[str, Kind] = {
     "onnx": Kind("an ONNX model", (".onnx",), "onnx", bytes_required=False),
     "executorch": Kind("an ExecuTorch program", (".pte",), "pte"),
     "litert": Kind("a LiteRT (TFLite) model", (".tflite",), "tflite"),
-    "spec": Kind("a spec (YAML)", (".yaml", ".yml")),
+    # A spec is known by its bytes (file_kind's top-level keys), so one named .csv or .json is
+    # never taken for a table or a sidecar and replaced; a .yaml that is no spec is the user's.
+    "spec": Kind("a spec (YAML)", (".yaml", ".yml"), "spec"),
     "csv": Kind("a CSV table", (".csv",)),
     "json": Kind("a JSON file", (".json",)),
     "text": Kind("a text file", (".txt", ".log")),
