@@ -202,6 +202,10 @@ def test_import_rewrites_its_own_files_and_others_only_with_force(tmp_path):
     with pytest.raises(UserError, match="or was edited since; it is not replaced"):
         from_timm.check_out_path(edited, force=False)
     assert from_timm.check_out_path(edited, force=True) == edited
+    crlf = tmp_path / "crlf.yaml"  # issue 31: line ends converted is an edit too
+    crlf.write_bytes(ours.read_bytes().replace(b"\n", b"\r\n"))
+    with pytest.raises(UserError, match="or was edited since; it is not replaced"):
+        from_timm.check_out_path(crlf, force=False)
     other = tmp_path / "mine.yaml"
     other.write_text("name: mine\n")
     assert main(["import", "timm:mobilenetv3_small_050", "--out", str(other)]) == 2
