@@ -601,3 +601,33 @@ def test_run_config_json(tmp_path_factory, changes, damage):
     recipe = cfg.resolved_recipe()
     assert recipe.lr > 0 and recipe.momentum >= 0 and recipe.weight_decay >= 0
     assert cfg.seed is None or 0 <= cfg.seed < 2**63
+
+
+@SMALL
+@given(
+    st.one_of(
+        st.binary(max_size=64),
+        st.builds(
+            lambda n, c: c * n, st.integers(0, 200_000), st.sampled_from([b"[", b"{", b'{"a":'])
+        ),
+        JSONS.map(lambda v: json.dumps(v).encode()),
+    ),
+    st.sampled_from(["file", "fifo", "folder"]),
+)
+def test_json_files_we_wrote(tmp_path_factory, raw, kind):
+    """files.read_json (config.json, a worker's request, a sweep's state), issue 31: any bytes,
+    nesting past Python's parser, a FIFO or a folder in its place: a value or one UserError."""
+    from mnv3spec.files import read_json
+
+    path = tmp_path_factory.mktemp("json") / "f.json"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "folder":
+        path.mkdir()
+    else:
+        path.write_bytes(raw)
+    try:
+        read_json(path, what="a JSON file", fix="write it again")
+    except UserError as e:
+        assert "f.json" in str(e) and "\n" not in str(e)
+        assert kind == "file" or "not a regular file" in str(e)
