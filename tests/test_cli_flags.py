@@ -120,3 +120,19 @@ def test_a_path_written_with_a_control_character_is_refused_on_one_line(tmp_path
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "\x1b" not in err
     assert "holds a control character" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "small", "--epochs", "9" * 5000], "--epochs: not an integer: 999"),
+        (["train", "small", "--seed", str(2**70)], "--seed: must be <= 9223372036854775807"),
+        (["latency", "small", "--runs", "9" * 5000], "(5,000 characters)"),
+    ],
+)
+def test_a_number_flag_of_thousands_of_digits_is_refused_in_a_short_line(capsys, argv, message):
+    """Issue 31: bounded before conversion where the flag has a bound, cut short where not."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and message in err and len(err.splitlines()[-1]) < 200

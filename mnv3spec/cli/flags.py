@@ -72,17 +72,18 @@ def number(kind: type, low: float, *, above: bool = False, high: float | None = 
     ``high`` when given."""
 
     def parse(text: str):
-        try:
+        typed = text if len(text) <= 40 else f"{text[:37]}... ({len(text):,} characters)"
+        try:  # int() refuses 4,300 digits with a ValueError too: no number of ours is that long
             value = kind(text)
         except ValueError:
             what = "an integer" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"not {what}: {text}") from None
+            raise argparse.ArgumentTypeError(f"not {what}: {typed}") from None
         if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"must be a finite number: {text}")
+            raise argparse.ArgumentTypeError(f"must be a finite number: {typed}")
         if value < low or (above and value == low):
-            raise argparse.ArgumentTypeError(f"must be {'>' if above else '>='} {low}: {text}")
+            raise argparse.ArgumentTypeError(f"must be {'>' if above else '>='} {low}: {typed}")
         if high is not None and value > high:
-            raise argparse.ArgumentTypeError(f"must be <= {high}: {text}")
+            raise argparse.ArgumentTypeError(f"must be <= {high}: {typed}")
         return value
 
     return parse
