@@ -379,7 +379,7 @@ def _insert_rows(rows: list[_Row], doc: dict, marks: Marks, errors: Errors) -> l
                 f"most {MAX_ROWS}",
                 (*where, "rows"),
             )
-        names = {r.name for r in rows}
+        names = {r.name for r in rows if isinstance(r.name, str)}
         new = []
         for j, row in enumerate(item["rows"]):
             if isinstance(row.get("name"), str) and row["name"] in names:
@@ -389,7 +389,7 @@ def _insert_rows(rows: list[_Row], doc: dict, marks: Marks, errors: Errors) -> l
                 )
                 report(marks.error(message, (*where, "rows", j, "name")), errors)
                 continue
-            names.add(row.get("name"))
+            names.add(row.get("name") if isinstance(row.get("name"), str) else "")
             new.append(_Row(row, *positions.get((*where, "rows", j), ({}, {}))))
         rows = [*rows[:at], *new, *rows[at:]]
     return rows
