@@ -535,3 +535,10 @@ def test_a_row_index_of_5000_digits_is_refused_before_conversion(capsys):
     assert main(["show", "small", "--set", f"layers.{digits}.k=5"]) == 2
     err = capsys.readouterr().err
     assert "is no row's index: a spec has at most 256 rows" in err and len(err) < 400
+
+
+def test_an_inserted_row_named_by_a_list_is_a_schema_error_not_a_crash(tmp_path):
+    text = "insert:\n  - {after: bneck3, rows: [{name: [1], op: pool}, {name: {a: 1}, op: pool}]}\n"
+    path = write(tmp_path, "v.yaml", f"base: small\nname: x\n{text}")
+    _, errors = validate(path)
+    assert [e.message.split(";")[0] for e in errors] == ["found a list", "found a mapping"]
