@@ -299,7 +299,20 @@ def _schema_error(error: jsonschema.ValidationError, marks: Marks, prefix: Where
             if marks.private
             else error.message
         )
-    return marks.error(f"found {found}; allowed: {allowed}", where)
+    hint = _spelled(error.instance, described) if not marks.private else ""
+    return marks.error(f"found {found}; allowed: {allowed}{hint}", where)
+
+
+def _spelled(value: Any, described: str | None) -> str:
+    """For a word the description spells another way (``relu`` for ``RE (ReLU)``, ``hs`` for
+    ``HS``): which word to write. Only exact names, never a guess by likeness."""
+    if not isinstance(value, str) or not described:
+        return ""
+    typed = value.strip().lower()
+    for code, name in re.findall(r"\b([A-Za-z0-9]+) \(([^)]+)\)", described):
+        if typed in (code.lower(), name.lower()) and value != code:
+            return f" (for {name} write {code})"
+    return ""
 
 
 def _validate(doc: Any, marks: Marks, errors: list[SpecError] | None = None) -> bool:
