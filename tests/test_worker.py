@@ -34,6 +34,10 @@ def _request(tmp_path, value) -> str:
         ("[" * 100_000, "v.json: damaged: JSON nested thousands of levels deep"),
         ({"config": {"spec": "small"}, "trusted_bases": "/"}, "trusted_bases is not a list"),
         ({"resume": "r" * 300}, "has a name of 300 bytes"),
+        (
+            {"config": {**dataclasses.asdict(TrainConfig("small", batch=8)), "spec": "s" * 300}},
+            "v.json: the field 'spec' has a name of 300 bytes",
+        ),
         ([1, 2], "v.json: not a training request (config or resume)"),
         ({"config": {"spec": "small"}}, "v.json: the field 'overrides' is missing"),
         ({"config": "small"}, "not a training request"),

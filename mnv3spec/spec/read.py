@@ -208,10 +208,14 @@ def resolve_path(source: str | Path) -> Path:
     """A spec path as given, or a shipped spec by name (``small``, ``small.yaml``, or
     ``specs/small.yaml`` from a folder that has no ``specs/``)."""
     path = Path(source)
-    if path.is_dir():
-        raise SpecError("is a folder; give a spec file such as specs/small.yaml", file=str(path))
-    if path.exists():
-        return path
+    try:
+        if path.is_dir():
+            message = "is a folder; give a spec file such as specs/small.yaml"
+            raise SpecError(message, file=str(path))
+        if path.exists():
+            return path
+    except OSError as e:  # a name too long for the system, a loop of links
+        raise SpecError(f"cannot read the file: {e.strerror}", file=str(path)) from None
     shipped = shipped_specs()
     if path.suffix in ("", ".yaml") and str(path.parent) in (".", "specs") and path.stem in shipped:
         return shipped[path.stem]

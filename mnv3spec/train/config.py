@@ -10,6 +10,7 @@ from typing import Any
 
 from ..data.datasets import DATASETS
 from ..errors import UserError
+from ..files import check_path
 from ..spec.load import resolve_path
 from .recipe import FIELDS as RECIPE_FIELDS
 from .recipe import Recipe, resolve_recipe
@@ -126,6 +127,12 @@ def config_from_json(values: dict[str, Any], file: str) -> TrainConfig:
             if name in _AT_LEAST_ONE:
                 wanted = "a whole number of at least 1"
             raise UserError(f"the field '{name}' is {value!r}, expected {wanted}; {fix}", file=file)
+    for name in ("spec", "data", "data_dir", "out", "name", "init"):  # names the system takes
+        if isinstance(values[name], str):
+            try:
+                check_path(values[name])
+            except UserError as e:
+                raise UserError(f"the field '{name}' {e.message}; {fix}", file=file) from None
     seed = values["seed"]
     if seed is not None and not 0 <= seed <= MAX_SEED:
         wanted = f"a whole number from 0 to {MAX_SEED} (2**63 - 1)"
