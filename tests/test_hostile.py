@@ -90,7 +90,8 @@ def test_case1_a_folder_of_the_users_is_never_written_into(tmp_path, capsys):
 @pytest.mark.parametrize(
     "file, content, message",
     [
-        ("sweep.csv", b"name: mine\nlayers: []\n", "is not a sweep's table"),
+        # a spec is known by its bytes (issue 31): refused as one before the table is read
+        ("sweep.csv", b"name: mine\nlayers: []\n", "is a spec (YAML), not a CSV table"),
         ("pareto.png", b"\x10\x00\x00\x00\x00\x00\x00\x00{}" + b" " * 16, "is safetensors"),
         ("pareto.png", b"my notes\n", "is named like a PNG image but is not one"),
     ],
