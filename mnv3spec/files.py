@@ -18,6 +18,7 @@ is given passes :func:`check_path` first: valid UTF-8, no component over 255 byt
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import socket
 import stat
@@ -27,6 +28,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import UserError
 from .kinds import file_kind
@@ -83,7 +85,9 @@ KINDS: dict[str, Kind] = {
     "onnx": Kind("an ONNX model", (".onnx",), "onnx", bytes_required=False),
     "executorch": Kind("an ExecuTorch program", (".pte",), "pte"),
     "litert": Kind("a LiteRT (TFLite) model", (".tflite",), "tflite"),
-    "spec": Kind("a spec (YAML)", (".yaml", ".yml")),
+    # A spec is known by its bytes (file_kind's top-level keys), so one named .csv or .json is
+    # never taken for a table or a sidecar and replaced; a .yaml that is no spec is the user's.
+    "spec": Kind("a spec (YAML)", (".yaml", ".yml"), "spec"),
     "csv": Kind("a CSV table", (".csv",)),
     "json": Kind("a JSON file", (".json",)),
     "text": Kind("a text file", (".txt", ".log")),
@@ -323,3 +327,32 @@ def read_regular(path: str | Path, max_bytes: int, *, what: str, field: str | No
             return f.read(max_bytes + 1)[:max_bytes]
     except OSError as e:
         raise UserError(f"cannot read {what}: {e.strerror}", **where) from None
+
+
+MAX_JSON_BYTES = 1 << 20  # a config.json or a worker's request holds about 1 KB
+
+
+def read_json(
+    path: str | Path,
+    *,
+    what: str,
+    fix: str,
+    max_bytes: int = MAX_JSON_BYTES,
+    field: str | None = None,
+) -> Any:
+    """A JSON file this tool wrote (a run's config.json, a worker's request, a sweep's state),
+    read by :func:`read_regular`'s rules (a regular file, bounded) and refused, never crashed
+    on, when damaged: not UTF-8, not JSON, or nested past what Python's parser can take.
+    ``fix``: what the user can do about a damaged one."""
+    try:
+        raw = read_regular(path, max_bytes, what=what, field=field)
+    except UserError as e:
+        e.message += f"; {fix}"
+        raise
+    where = {"file": shown(path), "field": field}
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:  # JSON's own message quotes no text
+        raise UserError(f"damaged: not JSON ({e}); {fix}", **where) from None
+    except RecursionError:
+        raise UserError(f"damaged: JSON nested thousands of levels deep; {fix}", **where) from None

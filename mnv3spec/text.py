@@ -1,6 +1,10 @@
-"""Plain-text tables, shared by every table the CLI prints (show, diff, latency, infer)."""
+"""Plain text for the user: tables shared by every table the CLI prints (show, diff, latency,
+infer), and the one rule that keeps a message on one printable line."""
 
 from __future__ import annotations
+
+import re
+from typing import Any
 
 
 def text_table(
@@ -24,3 +28,36 @@ def text_table(
     rule = "-" * len(fmt(header))
     table = [fmt(header), rule, *map(fmt, lines)]
     return [*table, rule, fmt(total)] if total else table
+
+
+# Characters a terminal or a log reader acts on: C0 and C1 controls, DEL, Unicode's line and
+# paragraph separators and its direction overrides (which reorder what a reader sees). A file
+# name holding a newline and "::warning::" would otherwise start a GitHub Actions workflow
+# command of its own in a CI log.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character escaped (``\\n``, ``\\x1b``, ``\\u2028``): one line
+    that means on a terminal or in a CI log only what it says."""
+    return _CONTROL.sub(_escape, text)
+
+
+def _escape(match: re.Match) -> str:
+    char = match.group()
+    code = ord(char)
+    return _NAMED.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def quoted(text: str, limit: int = 60) -> str:
+    """``text`` in single quotes for a message: control characters escaped, cut to ``limit``."""
+    text = printable(text)
+    return f"'{text if len(text) <= limit else text[: limit - 3] + '...'}'"
+
+
+def kind_of(value: Any) -> str:
+    """What a value is, without its text: ``a string``, ``an integer``, ``a mapping``..."""
+    kinds = [(bool, "true or false"), (int, "an integer"), (float, "a number"), (str, "a string")]
+    kinds += [(dict, "a mapping"), (list, "a list")]
+    return next((name for kind, name in kinds if isinstance(value, kind)), "null")

@@ -189,3 +189,17 @@ def test_a_header_longer_than_the_limit_or_the_file_is_refused_unread(tmp_path):
         f.truncate(MAX_HEADER + 100)
     with pytest.raises(CheckpointError, match=f"at most {MAX_HEADER:,} are read"):
         read_metadata(big)
+
+
+def test_an_embedded_spec_that_does_not_compile_is_named_as_the_files_own(tmp_path):
+    """Issue 31: the error names the checkpoint and the row, never a ``<dict>``."""
+    from safetensors import safe_open
+
+    good = _tampered(tmp_path)
+    with safe_open(str(good), framework="pt") as f:
+        spec = f.metadata()["spec"].replace("name: bneck3", "name: forward")
+    with pytest.raises(CheckpointError) as info:
+        load_model(_tampered(tmp_path, spec=spec))
+    message = str(info.value)
+    assert "<dict>" not in message and "is taken by PyTorch" in message
+    assert message.startswith(f"{tmp_path / 'bad.safetensors'}: its embedded spec does not compile")

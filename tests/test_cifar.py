@@ -154,7 +154,7 @@ def test_cifar_offline_keeps_a_data_root_that_was_there(tmp_path, offline):
 
 def test_a_data_root_that_is_a_file_is_refused_naming_it(tmp_path, offline):
     (tmp_path / "data").write_text("mine")
-    with pytest.raises(DataError, match=r"data.*is a file where a data folder is needed"):
+    with pytest.raises(DataError, match=r"data.*is a file, not a folder"):
         load_dataset("cifar10", tmp_path / "data")
     assert (tmp_path / "data").read_text() == "mine" and offline == []
 

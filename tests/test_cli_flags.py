@@ -103,3 +103,36 @@ def test_no_library_module_names_a_flag():
             if flags:
                 offenders.append(f"mnv3spec/{module}:{node.lineno}: {node.value!r}")
     assert not offenders, "library strings naming flags:\n" + "\n".join(offenders)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["latency", "small", "--csv", "t\n::warning::x.csv"],
+        ["train", "small", "--name", "r\x1b[2J", "--data", "synthetic"],
+        ["export", "small", "--format", "onnx", "--out", "m\r.onnx"],
+    ],
+)
+def test_a_path_written_with_a_control_character_is_refused_on_one_line(tmp_path, capsys, argv):
+    """Issue 31: a file we would write named with a newline or an escape would need escaping in
+    every log that shows it; refused before any work, the name escaped in the message."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "\x1b" not in err
+    assert "holds a control character" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "small", "--epochs", "9" * 5000], "--epochs: not an integer: 999"),
+        (["train", "small", "--seed", str(2**70)], "--seed: must be <= 9223372036854775807"),
+        (["latency", "small", "--runs", "9" * 5000], "(5,000 characters)"),
+    ],
+)
+def test_a_number_flag_of_thousands_of_digits_is_refused_in_a_short_line(capsys, argv, message):
+    """Issue 31: bounded before conversion where the flag has a bound, cut short where not."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and message in err and len(err.splitlines()[-1]) < 200

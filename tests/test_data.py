@@ -36,3 +36,25 @@ def test_synthetic_data_too_large_for_memory_is_refused(monkeypatch):
     monkeypatch.setattr(folders, "MEMORY_FRACTION", 0)  # no room for anything
     with pytest.raises(DataError, match=r"640 synthetic images at 8×8 take .* lower"):
         load_dataset("synthetic", resolution=8)
+
+
+@pytest.mark.parametrize("where", ["root", "dataset", "parent"])
+def test_a_file_in_the_way_of_the_data_root_is_one_paragraph_before_any_work(
+    tmp_path, capsys, where
+):
+    """Issue 31: ``--data-dir`` a file, or ``D/mnist`` a file: exit 2 naming it, no run."""
+    from cli import main
+
+    (tmp_path / "D").mkdir()
+    blocker = {"root": tmp_path / "f", "dataset": tmp_path / "D" / "mnist"}.get(where)
+    blocker = blocker or tmp_path / "f"
+    blocker.write_text("mine")
+    data_dir = {"root": "f", "dataset": "D", "parent": "f/below"}[where]
+    argv = ["train", "small", "--data", "mnist", "--data-dir", str(tmp_path / data_dir)]
+    assert main([*argv, "--epochs", "1", "--out", str(tmp_path / "runs"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith(f"error: {blocker}: --data-dir: is a file, not a folder")
+        and err.count("\n") == 1
+    )
+    assert not (tmp_path / "runs").exists() and blocker.read_text() == "mine"

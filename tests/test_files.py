@@ -107,6 +107,21 @@ def test_an_existing_file_of_another_kind_is_not_replaced(tmp_path):
         check_output("/dev/null", "csv")
 
 
+@pytest.mark.parametrize("name", ["table.csv", "m.pte.json", "notes.txt"])
+def test_a_spec_is_known_by_its_bytes_whatever_its_name(tmp_path, name):
+    """Issue 31: a spec named like a CSV or a sidecar JSON is a spec, and is not replaced."""
+    spec = tmp_path / name
+    spec.write_bytes((ROOT / "specs" / "small.yaml").read_bytes())
+    kind = {".csv": "csv", ".json": "json", ".txt": "text"}[spec.suffix]
+    with pytest.raises(UserError, match=r"exists and is a spec \(YAML\), not a"):
+        check_output(spec, kind)
+    assert kind_of(spec) == "spec"
+    plain = tmp_path / "config.yaml"  # YAML that is no spec is the user's, not replaced by one
+    plain.write_text("colour: red\n")
+    with pytest.raises(UserError, match="is named like a spec \\(YAML\\) but is not one"):
+        check_output(plain, "spec")
+
+
 def test_check_output_folder_accepts_folders_it_can_create(tmp_path):
     assert check_output_folder(tmp_path / "runs" / "deeper") == tmp_path / "runs" / "deeper"
     (tmp_path / "afile").write_text("")

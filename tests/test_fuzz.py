@@ -238,7 +238,13 @@ ROW = st.fixed_dictionaries(
 )
 EDITS = st.dictionaries(ROW_NAMES, st.one_of(st.dictionaries(KEYS, ODD), ODD))
 VARIANT = st.fixed_dictionaries(
-    {"base": st.one_of(st.sampled_from(["small", "large", "v.yaml", "nosuch", "../x"]), ODD)},
+    {
+        "base": st.one_of(
+            st.sampled_from(["small", "large", "v.yaml", "nosuch", "../x", "/etc/passwd"]),
+            st.sampled_from(["/dev/zero", "a/../../x", "./v.yaml", "/", ".", "small\n::x::"]),
+            ODD,
+        )
+    },
     optional={
         "name": st.one_of(st.just("v"), ODD),
         "params": st.one_of(st.dictionaries(st.sampled_from(["width", "si", "zz"]), ODD), ODD),
@@ -271,6 +277,8 @@ def test_variant_documents(tmp_path_factory, doc):
     path = tmp_path_factory.mktemp("variant") / "v.yaml"
     path.write_text(yaml.safe_dump(doc))
     _must_be_user_error(lambda: load_spec(path))
+    _, errors = validate(path)  # every error of it at once, each a place in v.yaml or a base
+    assert all("root:" not in str(e) for e in errors)  # /etc/passwd is never read
 
 
 # --- issue 23: the files sweep, latency and quantize read back, and sweep's grids ---------------
@@ -633,4 +641,65 @@ def test_recipe_values(name, erasing, smoothing, lr, ema):
         resolve_recipe(name, random_erasing=erasing, label_smoothing=smoothing, lr=lr, ema=ema)
     except UserError:
         return
-    assert 0 <= erasing <= 1 and 0 <= smoothing < 1 and (ema == 0 or 0 < ema < 1)
+    assert 0 <= erasing <= 1 and 0 <= smoothing < 1 and (ema == 0 or 0 < ema < 1) and lr > 0
+
+
+CONFIG = dataclasses.asdict(TrainConfig("small", data="synthetic", batch=8, seed=0))
+NUMBERS = st.one_of(
+    st.sampled_from([-1, 0, -0.0, 2**70, -(2**70), 1e308, 2**63, 2**63 - 1]),
+    st.floats(),
+    st.integers(),
+)
+
+
+@SMALL
+@given(
+    st.dictionaries(st.sampled_from(["lr", "momentum", "weight_decay", "warmup", "seed"]), NUMBERS),
+    st.sampled_from([b"", b"[" * 50_000, b"{" * 3, b"\0", b"\xff"]),
+)
+def test_run_config_json(tmp_path_factory, changes, damage):
+    """A run's config.json (issue 31): numbers SGD or torch refuse, JSON nested past Python's
+    parser, bytes that are not UTF-8: a config whose recipe resolves, or one UserError."""
+    from mnv3spec.train.run_folder import RunFolder
+
+    folder = tmp_path_factory.mktemp("run")
+    text = damage or json.dumps({**CONFIG, **changes}).encode()
+    (folder / "config.json").write_bytes(text)
+    try:
+        cfg = RunFolder(folder).read_config()
+    except UserError as e:
+        assert "config.json" in str(e) and "\n" not in str(e)
+        return
+    recipe = cfg.resolved_recipe()
+    assert recipe.lr > 0 and recipe.momentum >= 0 and recipe.weight_decay >= 0
+    assert cfg.seed is None or 0 <= cfg.seed < 2**63
+
+
+@SMALL
+@given(
+    st.one_of(
+        st.binary(max_size=64),
+        st.builds(
+            lambda n, c: c * n, st.integers(0, 200_000), st.sampled_from([b"[", b"{", b'{"a":'])
+        ),
+        JSONS.map(lambda v: json.dumps(v).encode()),
+    ),
+    st.sampled_from(["file", "fifo", "folder"]),
+)
+def test_json_files_we_wrote(tmp_path_factory, raw, kind):
+    """files.read_json (config.json, a worker's request, a sweep's state), issue 31: any bytes,
+    nesting past Python's parser, a FIFO or a folder in its place: a value or one UserError."""
+    from mnv3spec.files import read_json
+
+    path = tmp_path_factory.mktemp("json") / "f.json"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "folder":
+        path.mkdir()
+    else:
+        path.write_bytes(raw)
+    try:
+        read_json(path, what="a JSON file", fix="write it again")
+    except UserError as e:
+        assert "f.json" in str(e) and "\n" not in str(e)
+        assert kind == "file" or "not a regular file" in str(e)

@@ -90,7 +90,8 @@ def test_case1_a_folder_of_the_users_is_never_written_into(tmp_path, capsys):
 @pytest.mark.parametrize(
     "file, content, message",
     [
-        ("sweep.csv", b"name: mine\nlayers: []\n", "is not a sweep's table"),
+        # a spec is known by its bytes (issue 31): refused as one before the table is read
+        ("sweep.csv", b"name: mine\nlayers: []\n", "is a spec (YAML), not a CSV table"),
         ("pareto.png", b"\x10\x00\x00\x00\x00\x00\x00\x00{}" + b" " * 16, "is safetensors"),
         ("pareto.png", b"my notes\n", "is named like a PNG image but is not one"),
     ],
@@ -448,3 +449,53 @@ def test_sweep_state_round_trips(tmp_path):
     measured = {"v": state.Measured("k", {"cpu eager": 1.5}, {"cpu eager": 0.1})}
     state.write_measured(tmp_path, measured)
     assert state.read_measured(tmp_path) == measured
+
+
+# --- issue 31: a spec from a pull request, validated in CI as a workflow would --------------------
+
+
+def test_a_hostile_pull_request_cannot_read_files_or_inject_workflow_commands(tmp_path):
+    """In a subprocess, as a GitHub workflow runs it: a variant whose base is a file outside the
+    checkout and another named with a newline and ``::warning::``. Every line printed is ours, no
+    file outside is read, and the answer comes at once."""
+    secret = tmp_path / "secret.yaml"
+    secret.write_text("name: s3cr3t-token\nparams: s3cr3t-token\n")
+    repo = tmp_path / "repo"
+    (repo / "specs").mkdir(parents=True)
+    (repo / "specs" / "v.yaml").write_text(f"base: {secret}\nname: v\n")
+    (repo / "specs" / "w.yaml").write_text("base: ../../secret.yaml\nname: w\n")
+    hostile = repo / "specs" / "x\n::warning file=a::owned\n.yaml"
+    hostile.write_text("base: small\nname: x\nrows: {bneck1: {name: forward}}\n")
+    names = ["specs/v.yaml", "specs/w.yaml", str(hostile.relative_to(repo)), "specs/gone.yaml"]
+    start = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "mnv3spec", "validate", "--format", "github", *names],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 2 and time.monotonic() - start < 30
+    lines = (done.stdout + done.stderr).splitlines()
+    assert lines[0].startswith("::error file=specs/gone.yaml::no such file"), lines
+    assert all(line.startswith(("::error ", "error: ")) for line in lines), lines
+    assert "s3cr3t" not in done.stdout + done.stderr
+    names.remove("specs/gone.yaml")
+    done = subprocess.run(
+        [sys.executable, "-m", "mnv3spec", "validate", "--format", "github", *names],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 1 and "s3cr3t" not in done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split(",")[0] for line in lines[:3]] == [
+        "::error file=specs/v.yaml",
+        "::error file=specs/w.yaml",
+        "::error file=specs/x%0A%3A%3Awarning file=a%3A%3Aowned%0A.yaml",
+    ]
+    assert "lies outside the folder" in lines[0] and "taken by PyTorch" in lines[2]
+    assert lines[-1] == "3 specs: 0 valid, 3 invalid (3 errors)"

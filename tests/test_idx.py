@@ -121,7 +121,7 @@ def test_offline_and_absent_names_the_package_and_the_files(tmp_path, monkeypatc
 def test_a_file_where_the_data_folder_goes_is_refused_naming_it(tmp_path, offline, root, blocker):
     (tmp_path / "D").mkdir()
     (tmp_path / blocker).write_text("mine")
-    with pytest.raises(DataError, match=f"{blocker}: is a file where a data folder is needed"):
+    with pytest.raises(DataError, match=f"{blocker}: data_dir: is a file, not a folder"):
         load_dataset("mnist", tmp_path / root, 28)
     assert (tmp_path / blocker).read_text() == "mine" and offline == []
 

@@ -72,3 +72,9 @@ def test_unreadable_numbers_and_dates_are_one_error(tmp_path):
     path.write_text(SMALL.read_text().replace("name: mobilenet_v3_small", "name: 2024-02-03"))
     with pytest.raises(SpecError, match=r"name: found a date value; allowed: a name"):
         load_spec(path)
+
+
+def test_a_path_too_long_for_the_system_is_one_error(tmp_path):
+    """Issue 31: the library (not only the CLI, which checks arguments) answers OSErrors."""
+    with pytest.raises(SpecError, match="cannot read the file: File name too long"):
+        load_spec(tmp_path / ("s" * 300 + ".yaml"))

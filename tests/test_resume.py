@@ -35,7 +35,7 @@ def run(tiny_run, tmp_path):
 
 
 def snapshot(folder) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
 def test_a_start_and_a_resume_each_parse_the_spec_once(tmp_path, monkeypatch, capsys):
@@ -96,6 +96,30 @@ def edit_spec(run, _tmp_path):
         (
             lambda run, _: damage_config(run, lambda c: c.update(lr="fast")),
             "config.json: the field 'lr' is 'fast', expected a number",
+        ),
+        (  # issue 31: values SGD or torch would raise a bare ValueError or overflow on
+            lambda run, _: damage_config(run, lambda c: c.update(lr=-1)),
+            "config.json: the field 'lr' must be a finite number above 0, got -1",
+        ),
+        (
+            lambda run, _: damage_config(run, lambda c: c.update(momentum=-1)),
+            "config.json: the field 'momentum' must be a finite number at least 0, got -1",
+        ),
+        (
+            lambda run, _: damage_config(run, lambda c: c.update(seed=2**70)),
+            "config.json: the field 'seed' is 1180591620717411303424, expected a whole number",
+        ),
+        (
+            lambda run, _: (run / "config.json").write_text("[" * 100_000),
+            "config.json: --resume: damaged: JSON nested thousands of levels deep",
+        ),
+        (
+            lambda run, _: ((run / "config.json").unlink(), (run / "config.json").mkdir()),
+            "config.json: --resume: is not a regular file",
+        ),
+        (
+            lambda run, _: ((run / "config.json").unlink(), os.mkfifo(run / "config.json")),
+            "config.json: --resume: is not a regular file",
         ),
         (
             lambda run, _: (run / "metrics.csv").write_text(

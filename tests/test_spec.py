@@ -203,3 +203,23 @@ def test_row_names_are_unique_identifiers(tmp_path, old, new, expected):
     with pytest.raises(SpecError) as info:
         load_spec(path)
     assert str(info.value).startswith(f"{path}, {expected}")
+
+
+@pytest.mark.parametrize(
+    ("value", "hint"),
+    [
+        ("relu", " (for ReLU write RE)"),
+        ("ReLU6", " (for ReLU6 write R6)"),
+        ("hardswish", " (for Hardswish write HS)"),
+        ("hs", " (for Hardswish write HS)"),
+        ("hswish", ""),  # no guess by likeness: the allowed words are listed
+        ("gelu", ""),
+    ],
+)
+def test_an_activation_spelled_another_way_names_the_word_to_write(value, hint):
+    """Issue 31: ``nl: relu`` says to write RE, never a suggestion by spelling alone."""
+    with pytest.raises(SpecError) as info:
+        load_spec("small", **{"layers.bneck1.nl": value})
+    message = info.value.message
+    assert message.startswith(f'found "{value}"; allowed: RE (ReLU), HS (Hardswish), R6 (ReLU6)')
+    assert message.endswith(f"or none{hint} (row bneck1)")

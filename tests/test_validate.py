@@ -210,7 +210,10 @@ def test_a_path_that_is_no_spec_file_exits_2_before_validating(files, tmp_path, 
         for fmt in ("text", "json", "github"):
             assert main(["validate", "--format", fmt, good, str(bad)]) == 2
             out, err = capsys.readouterr()
-            assert out == "" and err.startswith(f"error: {bad}") and message in err, err
+            assert err.startswith(f"error: {bad}") and message in err, err
+            # in CI's format the refused path is an annotation too; no other format prints
+            annotation = f"::error file={bad}::" if fmt == "github" else ""
+            assert out.startswith(annotation) and out.count("\n") == (fmt == "github"), out
 
 
 @pytest.mark.parametrize(
@@ -326,6 +329,24 @@ def test_shipped_specs_name_the_schema_for_editors(path):
     )
 
 
+@pytest.mark.parametrize(
+    ("edits", "valid"),
+    [
+        ({"params": {"x": None}}, True),  # null drops a parameter, as validate takes it
+        ({"rows": {"bneck1": {"name": None}}}, True),
+        ({"remove": ["bneck1"] * 300}, False),  # the bounds validate refuses, an editor too
+        ({"rows": {"bneck1": {f"f{i}": 1 for i in range(40)}}}, False),
+    ],
+)
+def test_the_variant_schema_agrees_with_validate(tmp_path, edits, valid):
+    document = {"base": "small", "name": "v", **edits}
+    path = tmp_path / "v.yaml"
+    path.write_text(yaml.safe_dump(document))
+    checker = jsonschema.Draft202012Validator(json.loads(VARIANT_SHIPPED.read_text()))
+    assert checker.is_valid(document) == valid
+    assert (validate(path)[0] is not None) == valid
+
+
 @pytest.mark.parametrize("hook_id", ["mnv3spec-validate", "mnv3spec-validate-system"])
 def test_the_pre_commit_hooks_run_validate_on_spec_files(hook_id):
     hooks = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text(encoding="utf-8"))
@@ -338,3 +359,47 @@ def test_the_pre_commit_hooks_run_validate_on_spec_files(hook_id):
     files = re.compile(hook["files"])
     assert all(files.search(str(p.relative_to(ROOT))) for p in SPECS)
     assert not any(files.search(p) for p in ["tests/bad_specs/empty.yaml", "specs/README.md"])
+
+
+def test_a_file_name_cannot_inject_a_workflow_command(tmp_path, capsys):
+    """A path holding a newline and ``::warning ...::``, refused (exit 2) or valid, and a --set
+    that is not KEY=VALUE: every line on stdout and stderr starts as ours."""
+    hostile = tmp_path / "a\n::warning file=x::pwned\r\x1b[2J.yaml"
+    for argv in (
+        ["validate", "--format", "github", str(hostile)],  # missing: exit 2
+        ["validate", "--format", "github", "small", "--set", "x\n::warning::pwned"],
+        ["show", str(hostile)],
+    ):
+        assert main(argv) == 2
+        out, err = capsys.readouterr()
+        lines = (out + err).splitlines()
+        assert lines and all(line.startswith(("::error ", "error: ")) for line in lines), lines
+        assert "\x1b" not in out + err and "\r" not in out + err
+    hostile.write_text(TINY)
+    assert main(["validate", str(hostile)]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("ok: ") and out.count("\n") == 2 and "\\n::warning" in out
+
+
+def test_a_long_name_is_cut_in_the_ok_line(files, capsys):
+    (path,) = files(long=TINY.replace("name: tiny", "name: " + "n" * 10_000))
+    assert main(["validate", path]) == 0
+    assert f"({'n' * 57}..., 5 rows)" in capsys.readouterr().out
+
+
+def test_an_unknown_word_from_the_user_is_printed_on_one_line(capsys):
+    with pytest.raises(SystemExit):
+        main(["validate", "--format", "x\n::warning::pwned", "small"])
+    err = capsys.readouterr().err
+    assert "\n::warning" not in err and "\\n::warning" in err
+
+
+def test_annotation_paths_are_relative_to_the_working_directory(tmp_path, monkeypatch, capsys):
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "three.yaml").write_text(THREE)
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate", "--format", "github", str(tmp_path / "specs" / "three.yaml")]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert all(line.startswith("::error file=specs/three.yaml,line=") for line in lines[:3])
+    assert main(["validate", "--format", "github", "specs/gone.yaml"]) == 2
+    assert capsys.readouterr().out.startswith("::error file=specs/gone.yaml::no such file")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,8 @@ import yaml
 
 from cli import main
 from mnv3spec import SpecError, build, load_spec, summarize
+from mnv3spec.model.validate import validate
+from mnv3spec.spec import variant
 from mnv3spec.spec.limits import MAX_BASES
 from mnv3spec.spec.read import shipped_specs
 from mnv3spec.weights.checkpoint import load_model, save_weights
@@ -159,8 +163,11 @@ def test_a_variant_handed_over_as_a_mapping_is_refused():
 # --- errors: each names the file, line and column of what caused it, and the chain -------------
 
 BAD = [
-    ("base: nosuch\nname: x\n", "v.yaml, line 1, column 7: base: no base 'nosuch': no file"),
-    ("base: [small]\nname: x\n", "v.yaml, line 1, column 7: base: found a list; allowed: a path"),
+    ("base: nosuch\nname: x\n", "v.yaml, line 1, column 7: base: no base 'nosuch': no such file"),
+    (
+        "base: [small]\nname: x\n",
+        "v.yaml, line 1, column 7: base: found a list; allowed: a shipped spec",
+    ),
     ("base: small\n", "v.yaml, line 1, column 1: base: a variant needs a name of its own"),
     (
         "base: small\nname: x\nlayers: []\n",
@@ -173,7 +180,7 @@ BAD = [
     ),
     (
         "base: small\nname: x\nrows: {bneck2: 3}\n",
-        "v.yaml, line 3, column 16: rows.bneck2: found '3'; allowed: a mapping of fields",
+        "v.yaml, line 3, column 16: rows.bneck2: found an integer; allowed: a mapping of at most",
     ),
     (
         "base: small\nname: x\nremove: [bneck2, head2]\n",
@@ -330,3 +337,208 @@ def test_commands_take_a_variant_like_any_spec(chain, capsys):
     assert main(["latency", a, *timing]) == 0
     timed = [line.split() for line in capsys.readouterr().out.splitlines()]
     assert ["a", "0.25", "cpu"] in [cells[:3] for cells in timed]  # the variant, by its name
+
+
+# --- a spec is untrusted input (issue 31): where a base may come from, what an error may say --
+
+SECRET = "hunter2-SECRET-TOKEN"
+
+
+@pytest.fixture
+def outside(tmp_path):
+    """``tmp_path/repo/v.yaml`` a variant; ``tmp_path/private/`` a folder beside it holding a
+    file whose text must never be printed, and a valid spec."""
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "private").mkdir()
+    write(tmp_path / "private", "secret.yaml", f"root:{SECRET}:19000:0:99999:7:::\n")
+    write(tmp_path / "private", "spec.yaml", SMALL.read_text())
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "base",
+    [
+        "{root}/private/secret.yaml",
+        "../private/secret.yaml",
+        "link.yaml",
+        "/etc/passwd",
+        "/dev/zero",
+    ],
+)
+def test_a_base_outside_the_variants_folder_is_refused_before_it_is_read(
+    outside, base, monkeypatch
+):
+    (outside / "repo" / "link.yaml").symlink_to(outside / "private" / "secret.yaml")
+    path = write(outside / "repo", "v.yaml", f"base: {base.format(root=outside)}\nname: x\n")
+    read = []
+    monkeypatch.setattr(variant, "read_text", lambda p: read.append(p) or Path(p).read_text())
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}, line 1, column 7: base: the base '")
+    assert "lies outside the folder of this spec" in message and "trusted for bases" in message
+    assert SECRET not in message and read == [path]  # only the variant itself was read
+
+
+def test_allow_base_trusts_a_folder_on_every_command_that_loads_a_spec(outside, capsys):
+    path = write(outside / "repo", "v.yaml", "base: ../private/spec.yaml\nname: x\n")
+    allow = ["--allow-base", str(outside / "private")]
+    assert main(["validate", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "lies outside the folder" in err and "trusted for bases (--allow-base DIR)" in err
+    assert main(["validate", str(path), *allow]) == 0
+    assert main(["show", str(path), *allow]) == 0
+    assert main(["diff", "small", str(path), *allow]) == 0
+    assert main(["show", str(path)]) == 2  # the trust ends with the command that was given it
+    capsys.readouterr()
+    assert (
+        main(["validate", str(path), "--allow-base", str(outside / "private" / "spec.yaml")]) == 2
+    )
+    assert "--allow-base: is not a folder" in capsys.readouterr().err
+    with variant.trusted_bases([outside / "private"]):
+        assert load_spec(path).name == "x"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"name: [{SECRET}\n",  # not YAML: PyYAML's message would quote it
+        f"{SECRET}\n",  # plain text
+        f"- {SECRET}\n",  # a list
+        f"name: x\nparams: {SECRET}\nlayers: []\n",  # a value of the wrong type
+        f"name: x\nparams: {{width: {SECRET}}}\nlayers: [{{op: pool}}]\n",
+        f"name: x\nparams: {{width: 1}}\nlayers: [{{op: {SECRET}}}]\n",  # enum and oneOf
+        f"name: x\nparams: {{width: 1}}\nlayers: [{{op: pool, k: {SECRET}}}]\n",
+        f"a: !!python/name:{SECRET} x\n",
+        "",
+    ],
+)
+def test_an_error_in_a_base_says_where_and_what_kind_never_its_text(tmp_path, text, capsys):
+    write(tmp_path, "b.yaml", text)
+    path = write(tmp_path, "v.yaml", "base: b.yaml\nname: x\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'b.yaml'}"), message
+    assert SECRET not in message and message.endswith(f"is the base of {path})"), message
+    assert main(["validate", "--format", "json", str(path)]) == 1
+    assert SECRET not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("edit", "where"),
+    [
+        ("rows:\n  bneck1: {name: forward}\n", "line 4, column 18: layers[1].name"),
+        ("rows:\n  bneck1: {name: state_dict}\n", "line 4, column 18: layers[1].name"),
+        ("insert:\n  - {after: bneck3, rows: [{name: training, op: pool}]}\n", "line 4, column 35"),
+        (
+            "insert:\n  - {after: bneck3, rows: [{name: __class__, op: pool}]}\n",
+            "line 4, column 35",
+        ),
+    ],
+)
+def test_a_row_name_taken_by_pytorch_is_refused_where_the_variant_gives_it(tmp_path, edit, where):
+    path = write(tmp_path, "v.yaml", f"base: small\nname: x\n{edit}")
+    spec, errors = validate(path)
+    assert spec is None and len(errors) == 1
+    assert str(errors[0]).startswith(f"{path}, {where}") and "is taken by PyTorch" in str(errors[0])
+
+
+def test_a_row_name_taken_by_pytorch_is_refused_in_a_plain_spec_and_by_set(tmp_path, capsys):
+    plain = write(tmp_path, "p.yaml", SMALL.read_text().replace("name: bneck3,", "name: forward,"))
+    assert main(["validate", str(plain)]) == 1
+    assert "layers[3].name: the row name 'forward' is taken by PyTorch" in capsys.readouterr().err
+    assert main(["validate", "small", "--set", "layers.bneck3.name=training"]) == 1
+    err = capsys.readouterr().err
+    assert "--set layers.bneck3.name=training: layers[3].name: the row name 'training'" in err
+
+
+def test_a_rename_onto_a_base_row_blames_the_rename_not_the_base(tmp_path):
+    path = write(tmp_path, "v.yaml", "base: small\nname: x\nrows:\n  bneck3: {name: bneck4}\n")
+    _, errors = validate(path)
+    assert [str(e) for e in errors] == [
+        f"{path}, line 4, column 18: layers[3].name: the row name 'bneck4' is already used by "
+        "layers[4]; names are unique within a spec (row bneck4)"
+    ]
+    _, errors = validate("small", **{"layers.bneck3.name": "bneck4"})
+    assert errors[0].field == "set layers.bneck3.name=bneck4: layers[3].name"
+
+
+def test_validate_reports_every_error_of_a_variant_in_one_run(tmp_path, capsys):
+    text = (
+        "base: small\nname: x\nrows:\n  bneck99: {k: 3}\n  bneck2: {k: 4}\nremove: [nope]\n"
+        "insert:\n  - {after: zzz, rows: [{op: pool}]}\nparams: {width: 0}\nlayres: 1\n"
+    )
+    path = write(tmp_path, "v.yaml", text)
+    assert main(["validate", "--format", "json", str(path)]) == 1
+    (result,) = json.loads(capsys.readouterr().out)
+    assert [(e["line"], e["field"]) for e in result["errors"]] == [
+        (4, "rows.bneck99"),
+        (5, "layers[2].k"),
+        (6, "remove[0]"),
+        (8, "insert[0].after"),
+        (9, "params.width"),
+        (10, "layres"),
+    ]
+    assert main(["validate", "--format", "github", str(tmp_path / "gone.yaml"), str(path)]) == 2
+    assert capsys.readouterr().out.startswith(f"::error file={tmp_path / 'gone.yaml'}::no such")
+
+
+def _timed_errors(path: Path) -> tuple[list[SpecError], float]:
+    start = time.perf_counter()
+    _, errors = validate(path)
+    return errors, time.perf_counter() - start
+
+
+@pytest.mark.parametrize(
+    ("edits", "expected"),
+    [
+        (  # 1,000 insertions: refused at the variant's insert:, not at the base's layers
+            "insert:\n" + "  - {after: bneck3, rows: [{op: pool}]}\n" * 1000,
+            "line 4, column 3: insert: 1,000 entries; allowed: a list of insertions",
+        ),
+        (
+            "insert:\n  - {after: bneck3, rows: [" + "{op: pool}, " * 240 + "]}\n",
+            "line 4, column 27: insert[0].rows: this insertion makes 257 rows; a spec has at most",
+        ),
+        (
+            "rows:\n  bneck1: {" + ", ".join(f"f{i}: 1" for i in range(72_000)) + "}\n",
+            "holds more than 10,000 values",
+        ),
+        (
+            "rows:\n  bneck1: {" + ", ".join(f"f{i}: 1" for i in range(40)) + "}\n",
+            "line 4, column 11: rows.bneck1: found a mapping of 40 fields; allowed: a mapping",
+        ),
+        ("remove: [" + "bneck1, " * 300 + "]\n", "remove: 300 entries"),
+    ],
+    ids=["insertions", "rows", "fields-1MiB", "fields", "removals"],
+)
+def test_a_variant_is_bounded_before_any_work(tmp_path, edits, expected):
+    path = write(tmp_path, "v.yaml", f"base: small\nname: x\n{edits}")
+    errors, seconds = _timed_errors(path)
+    assert expected in str(errors[0]) and str(errors[0]).startswith(str(path)), str(errors[0])
+    assert seconds < 1.5, seconds
+
+
+def test_a_1_mib_variant_answers_within_a_second(tmp_path):
+    rows = "".join(
+        f"  - after: bneck3\n    rows: [{{name: n{i}, op: pool}}]\n" for i in range(20000)
+    )
+    path = write(tmp_path, "v.yaml", ("base: small\nname: x\ninsert:\n" + rows)[: (1 << 20) - 64])
+    errors, seconds = _timed_errors(path)
+    assert len(errors) == 1 and "holds more than 10,000 values" in str(errors[0])
+    assert seconds < 1.5, seconds
+
+
+def test_a_row_index_of_5000_digits_is_refused_before_conversion(capsys):
+    digits = "9" * 5000
+    assert main(["show", "small", "--set", f"layers.{digits}.k=5"]) == 2
+    err = capsys.readouterr().err
+    assert "is no row's index: a spec has at most 256 rows" in err and len(err) < 400
+
+
+def test_an_inserted_row_named_by_a_list_is_a_schema_error_not_a_crash(tmp_path):
+    text = "insert:\n  - {after: bneck3, rows: [{name: [1], op: pool}, {name: {a: 1}, op: pool}]}\n"
+    path = write(tmp_path, "v.yaml", f"base: small\nname: x\n{text}")
+    _, errors = validate(path)
+    assert [e.message.split(";")[0] for e in errors] == ["found a list", "found a mapping"]

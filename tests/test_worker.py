@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 
@@ -13,6 +14,7 @@ import pytest
 from mnv3spec.explore import worker
 from mnv3spec.explore.grid import variants
 from mnv3spec.explore.launch import Training
+from mnv3spec.spec.variant import trusted_bases
 from mnv3spec.train.config import TrainConfig
 from mnv3spec.train.run_folder import RunFolder
 
@@ -28,7 +30,14 @@ def _request(tmp_path, value) -> str:
 @pytest.mark.parametrize(
     "value, message",
     [
-        ("{not json", "v.json: cannot read the request"),
+        ("{not json", "v.json: damaged: not JSON"),
+        ("[" * 100_000, "v.json: damaged: JSON nested thousands of levels deep"),
+        ({"config": {"spec": "small"}, "trusted_bases": "/"}, "trusted_bases is not a list"),
+        ({"resume": "r" * 300}, "has a name of 300 bytes"),
+        (
+            {"config": {**dataclasses.asdict(TrainConfig("small", batch=8)), "spec": "s" * 300}},
+            "v.json: the field 'spec' has a name of 300 bytes",
+        ),
         ([1, 2], "v.json: not a training request (config or resume)"),
         ({"config": {"spec": "small"}}, "v.json: the field 'overrides' is missing"),
         ({"config": "small"}, "not a training request"),
@@ -45,8 +54,29 @@ def test_a_bad_request_is_refused_in_one_line(tmp_path, capsys, value, message):
 
 def test_a_missing_request_or_none_is_refused(tmp_path, capsys):
     assert worker.main([str(tmp_path / "absent.json")]) == 2
-    assert "absent.json: cannot read the request" in capsys.readouterr().err
+    assert "absent.json: cannot read a training request (JSON)" in capsys.readouterr().err
     assert worker.main([]) == 2 and "usage:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder", "/dev/zero"])
+def test_a_request_that_is_no_regular_file_is_refused_without_blocking(tmp_path, capsys, kind):
+    path = tmp_path / "v.json"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "folder":
+        path.mkdir()
+    else:
+        path = "/dev/zero"
+    assert worker.main([str(path)]) == 2
+    assert "is not a regular file; give a training request" in capsys.readouterr().err
+
+
+def test_a_request_carries_the_folders_trusted_for_bases(tmp_path):
+    (v,) = variants([str(ROOT / "specs" / "small.yaml")], {}, [])
+    job = Training(v, RunFolder(tmp_path / "r"), None)
+    assert job.request()["trusted_bases"] == []
+    with trusted_bases([tmp_path]):
+        assert job.request()["trusted_bases"] == [os.path.realpath(tmp_path)]
 
 
 def test_the_worker_trains_the_configuration_it_is_handed(tmp_path):

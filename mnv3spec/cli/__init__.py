@@ -12,10 +12,17 @@ import sys
 
 from mnv3spec import __version__
 from mnv3spec.cli.deploy import add_export, add_infer, add_latency, add_quantize
-from mnv3spec.cli.flags import check_arguments, flag_names, flags_in_errors, unrecognized
+from mnv3spec.cli.flags import (
+    allowed_bases,
+    check_arguments,
+    flag_names,
+    flags_in_errors,
+    unrecognized,
+)
 from mnv3spec.cli.specs import add_import, add_spec_commands
 from mnv3spec.cli.training import add_eval, add_sweep, add_train
 from mnv3spec.errors import UserError
+from mnv3spec.text import printable
 
 __all__ = ["build_parser", "main"]
 
@@ -47,6 +54,10 @@ class _Parser(argparse.ArgumentParser):
         group.add_argument = recorded
         return group
 
+    def error(self, message: str):
+        """argparse's usage error, its message on one line: it quotes what the user typed."""
+        super().error(printable(message))
+
 
 def build_parser() -> _Parser:
     parser = _Parser(
@@ -72,10 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     args.flags = flag_names(command)  # parameter → flag typed
     try:
         check_arguments(args)
-        with flags_in_errors(args):
+        with flags_in_errors(args), allowed_bases(args):
             return args.func(args)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {printable(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

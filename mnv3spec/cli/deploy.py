@@ -9,6 +9,7 @@ import sys
 
 from mnv3spec.cli.flags import add_device, add_set, number, overrides
 from mnv3spec.cli.kinds import check_kind, check_model_file
+from mnv3spec.text import printable
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
@@ -20,7 +21,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
         args.models, args.images, topk=args.topk, device=args.device, batch_size=args.batch
     )
     for file, reason in report.skipped:
-        print(f"skipped {file}: {reason}", file=sys.stderr)
+        print(printable(f"skipped {file}: {reason}"), file=sys.stderr)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
@@ -140,7 +141,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         overrides=overrides(args),
     )
     if r.random_init:
-        print(f"note: {args.source} is a spec, so the weights are random (export a checkpoint)")
+        print(
+            printable(
+                f"note: {args.source} is a spec, so the weights are random (export a checkpoint)"
+            )
+        )
     opset = f", opset {r.opset}" if r.opset else ""
     if r.delegation:
         print(r.delegation)

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterator
 
 from mnv3spec.errors import UserError
+from mnv3spec.text import printable
 
 # Parameters the library names that no flag's dest spells: the flag that sets them.
 _ALIASES = {"overrides": "set"}
@@ -26,12 +27,35 @@ def overrides(args: argparse.Namespace) -> dict:
 
 
 def add_set(p: argparse.ArgumentParser) -> None:
+    """The flags of every command that loads a spec: ``--set`` and ``--allow-base``."""
     p.add_argument(
         "--set",
         action="append",
         metavar="KEY=VALUE",
         help="override a spec parameter (width=0.5, si=2) or a field (layers.12.se=true)",
     )
+    p.add_argument(
+        "--allow-base",
+        action="append",
+        metavar="DIR",
+        help="a variant's base: may also be a file in DIR or below (by default only a shipped "
+        "spec or a file in the variant's own folder or below); repeat for more folders",
+    )
+
+
+@contextlib.contextmanager
+def allowed_bases(args: argparse.Namespace) -> Iterator[None]:
+    """The folders ``--allow-base`` names trusted for a variant's base while the command runs;
+    each must be a folder, so a mistyped one is not silently no folder at all."""
+    from mnv3spec.spec.variant import trusted_bases
+
+    folders = getattr(args, "allow_base", None) or []
+    for folder in folders:
+        if not os.path.isdir(folder):
+            message = "is not a folder; give the folder a variant's base: lies in"
+            raise UserError(message, file=folder, field="allow_base")
+    with trusted_bases(folders):
+        yield
 
 
 def add_device(p: argparse.ArgumentParser, default: str = "auto") -> argparse.Action:
@@ -43,19 +67,23 @@ def add_device(p: argparse.ArgumentParser, default: str = "auto") -> argparse.Ac
     )
 
 
-def number(kind: type, low: float, *, above: bool = False):
-    """An argparse type: ``kind`` at least ``low`` (strictly above with ``above``)."""
+def number(kind: type, low: float, *, above: bool = False, high: float | None = None):
+    """An argparse type: ``kind`` at least ``low`` (strictly above with ``above``), and at most
+    ``high`` when given."""
 
     def parse(text: str):
-        try:
+        typed = text if len(text) <= 40 else f"{text[:37]}... ({len(text):,} characters)"
+        try:  # int() refuses 4,300 digits with a ValueError too: no number of ours is that long
             value = kind(text)
         except ValueError:
             what = "an integer" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"not {what}: {text}") from None
+            raise argparse.ArgumentTypeError(f"not {what}: {typed}") from None
         if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"must be a finite number: {text}")
+            raise argparse.ArgumentTypeError(f"must be a finite number: {typed}")
         if value < low or (above and value == low):
-            raise argparse.ArgumentTypeError(f"must be {'>' if above else '>='} {low}: {text}")
+            raise argparse.ArgumentTypeError(f"must be {'>' if above else '>='} {low}: {typed}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high}: {typed}")
         return value
 
     return parse
@@ -114,8 +142,13 @@ def flag_for(error: UserError, flags: dict[str, str], args: argparse.Namespace) 
 
 
 def in_flags(error: UserError, args: argparse.Namespace) -> UserError:
-    """``error`` with its field named by the flag the user typed (``args.flags``, set by main)."""
+    """``error`` with its field named by the flag the user typed (``args.flags``, set by main),
+    and the folders trusted for a variant's base by the flag that names them."""
+    from mnv3spec.spec.variant import TRUSTED
+
     error.field = flag_for(error, args.flags, args) or error.field
+    if "allow_base" in args.flags:
+        error.message = error.message.replace(TRUSTED, f"{TRUSTED} (--allow-base DIR)")
     return error
 
 
@@ -133,6 +166,10 @@ def flags_in_errors(args: argparse.Namespace) -> Iterator[None]:
 # checked for bytes that are not UTF-8, which nothing may hold).
 _PATHS = {"spec", "specs", "spec_a", "spec_b", "out", "name", "checkpoint", "source", "models"}
 _PATHS |= {"images", "csv", "plot", "table", "predict", "data", "data_dir", "resume", "init"}
+_PATHS |= {"allow_base"}
+# Paths a command writes: a control character there would name a file that every log, table
+# and message showing it must escape, so it is refused (a file read may have any name).
+_WRITTEN = {"out", "name", "csv", "plot", "table"}
 
 
 def check_arguments(args: argparse.Namespace) -> None:
@@ -145,6 +182,13 @@ def check_arguments(args: argparse.Namespace) -> None:
             if not isinstance(item, str):
                 continue
             flag = args.flags.get(dest, dest)
+            if dest in _WRITTEN and printable(item) != item:
+                raise UserError(
+                    "holds a control character (a newline, a tab, an escape); name what is "
+                    "written without one",
+                    file=printable(item),
+                    field=flag,
+                )
             if dest in _PATHS:
                 check_path(item, field=flag)
             else:

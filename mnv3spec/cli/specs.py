@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from mnv3spec.cli.flags import add_set, in_flags, overrides
 from mnv3spec.errors import UserError
+from mnv3spec.text import printable
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from mnv3spec.model.validate import validate
 
-    for source in args.specs:
-        _check_readable(source)
+    _check_readable(args.specs, args.format)
     changes = overrides(args)
     results = []
     for source in args.specs:
@@ -24,10 +25,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(json.dumps([_as_json(*r) for r in results], indent=2))
     for source, spec, errors in results:
         if args.format == "text" and spec is not None:
-            print(f"ok: {source} ({spec.name}, {len(spec.rows)} rows)", flush=True)
+            name = spec.name if len(spec.name) <= 60 else spec.name[:57] + "..."
+            ok = f"ok: {source} ({name}, {len(spec.rows)} rows)"
+            print(printable(ok), flush=True)
         for e in errors:
             if args.format == "text":
-                print(f"error: {e}", file=sys.stderr)
+                print(f"error: {printable(str(e))}", file=sys.stderr)
             elif args.format == "github":
                 print(github_annotation(e, source))
     invalid = sum(1 for _, spec, _ in results if spec is None)
@@ -36,12 +39,22 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 1 if invalid else 0
 
 
-def _check_readable(source: str) -> None:
+def _check_readable(sources: list[str], format: str) -> None:
     """A path that names no readable spec file (missing, a folder, a pipe, too big, binary) is
-    a mistake in the command, exit 2, not a spec that fails validation, exit 1."""
+    a mistake in the command, exit 2, not a spec that fails validation, exit 1. In CI's format
+    each such path is an annotation too, so the log points at it."""
     from mnv3spec.spec.read import read_text, resolve_path
 
-    read_text(resolve_path(source))  # a SpecError naming the file and what it is
+    refused = []
+    for source in sources:
+        try:
+            read_text(resolve_path(source))
+        except UserError as e:
+            refused.append((e, source))
+            if format == "github":
+                print(github_annotation(e, source))
+    if refused:
+        raise refused[0][0]
 
 
 def _summary(specs: int, invalid: int, errors: int) -> str:
@@ -73,15 +86,26 @@ def github_annotation(error: UserError, source: str) -> str:
 
     def escape(text: str, prop: bool = False) -> str:
         text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+        text = printable(text)  # any other control character: escaped, never acted on
         return text.replace(":", "%3A").replace(",", "%2C") if prop else text
 
-    props = [f"file={escape(str(error.file or source), prop=True)}"]
+    props = [f"file={escape(relative(error.file or source), prop=True)}"]
     if error.line is not None:
         props.append(f"line={error.line}")
     if error.column is not None:
         props.append(f"col={error.column}")
     message = f"{error.field}: {error.message}" if error.field else error.message
     return f"::error {','.join(props)}::{escape(message)}"
+
+
+def relative(path: str) -> str:
+    """``path`` relative to the working directory when it lies below it (GitHub places an
+    annotation by a path from the checkout's root), else as given."""
+    try:
+        inside = os.path.relpath(os.path.abspath(path))
+    except ValueError:  # another drive on Windows
+        return path
+    return path if inside.startswith(os.pardir) else inside
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -97,7 +121,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec, **overrides(args))
     if args.resolved:  # the flat spec: a variant's bases and the --set overrides applied
-        print(f"# {args.spec} resolved: every base and --set applied\n{spec.to_yaml()}", end="")
+        header = printable(f"# {args.spec} resolved: every base and --set applied")
+        print(f"{header}\n{spec.to_yaml()}", end="")
         return 0
     summary = summarize(build(spec, device="meta"))
     print(json.dumps(summary.to_dict(), indent=2) if args.json else format_table(summary))

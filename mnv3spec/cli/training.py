@@ -97,12 +97,17 @@ def add_train_options(p) -> list[argparse.Action]:
         add("--ema", type=non_negative, metavar="DECAY", help=EMA),
         add("--compile", action="store_true", help="torch.compile the model"),
         add("--no-graph", dest="graph", action="store_false", help=NO_GRAPH),
-        add("--seed", type=number(int, 0), help="seed; on CPU also deterministic algorithms"),
+        add(
+            "--seed",
+            type=number(int, 0, high=SEED_MAX),
+            help="seed; on CPU also deterministic algorithms",
+        ),
         add("--init", help=INIT),
     ]
     return actions
 
 
+SEED_MAX = 2**63 - 1  # config.MAX_SEED, restated: importing it would import torch for --help
 EPOCHS = "epochs (default 20); with --resume, extends a run to this many (multistep only)"
 SUBSET = "train on N training images (a fixed random draw; validation stays whole)"
 RECIPE = (

@@ -7,12 +7,14 @@ uint8 tensors and handed to training as one
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..errors import DataError
+from ..files import shown
 from . import folders
 from .cifar import SOURCES, read_cifar
 from .folders import IMAGENET_MEAN, IMAGENET_STD, FolderImages, read_folder
@@ -95,7 +97,7 @@ def load_dataset(
     """
     if resolution < 1:
         raise DataError(f"resolution must be a positive number of pixels, got {resolution}")
-    check_name(name)
+    check_name(name, root)
     if name in SOURCES:
         src = SOURCES[name]
         train, val, classes = read_cifar(src, Path(root), resolution, download)
@@ -119,12 +121,32 @@ def native_resolution(name: str) -> int | None:
     return None
 
 
-def check_name(name: str) -> None:
+def check_name(name: str, root: str | Path | None = None) -> None:
     """Refuse a ``name`` that is neither a dataset nor a folder, reading nothing: training checks
-    this on every process before they wait for each other."""
+    this on every process before they wait for each other. With ``root`` (the data root), a
+    named dataset's folders there must be folders, or none yet: a file in the way is named now,
+    not met as an OSError after the network is built."""
     if name not in DATASETS and not Path(name).is_dir():
         choices = ", ".join(DATASETS)
         raise DataError(f"unknown dataset {name!r}: use one of {choices}, or an existing folder")
+    source = SOURCES.get(name) or IDX_SOURCES.get(name)
+    if root is not None and source is not None:
+        for path in (Path(root), Path(root) / source.folder):
+            _check_folder(path)
+
+
+def _check_folder(path: Path) -> None:
+    """``path`` and every part of it that exists is a folder (the rest can be created)."""
+    for part in (path, *path.parents):
+        if os.path.lexists(part):
+            if not part.is_dir():
+                raise DataError(
+                    "is a file, not a folder; the data root holds one folder per dataset: give "
+                    f"another data root, or move {shown(part)} away",
+                    file=shown(part),
+                    field="data_dir",
+                )
+            return
 
 
 def _synthetic(sizes: tuple[int, int], num_classes: int, resolution: int, seed: int) -> Dataset:

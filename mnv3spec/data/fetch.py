@@ -6,6 +6,7 @@ and nothing a user placed is written over. CIFAR (:mod:`.cifar`) and the IDX dat
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 import urllib.error
 import urllib.request
@@ -32,18 +33,12 @@ OFFLINE = (
 
 
 def _missing_folders(folder: Path) -> list[Path]:
-    """The folders that must be made for ``folder`` to exist, outermost first; a DataError when
-    something on the way is a file (a data root given as a file, or ``ROOT/mnist`` a file)."""
+    """The folders that must be made for ``folder`` to exist, outermost first (a file in the way
+    was refused by :func:`mnv3spec.data.datasets.check_name` before any work)."""
     made = []
     for part in (folder, *folder.parents):
-        if part.is_dir():
+        if os.path.lexists(part):
             break
-        if part.exists() or part.is_symlink():
-            raise DataError(
-                "is a file where a data folder is needed (the data root, or a dataset's folder "
-                "in it)",
-                file=str(part),
-            )
         made.append(part)
     return made[::-1]
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import SpecError, UserError
 from ..spec.load import Spec, parse_assignment, resolve_path, row_position
+from ..text import quoted
 from . import MAX_VARIANTS
 
 MAX_ID_BYTES = 120  # a variant's id names its run folder and log: well inside a 255-byte name
@@ -28,7 +29,7 @@ class Grid:
 def parse_grid(text: str) -> Grid:
     """``"width=0.5,1.0"`` → ``Grid("width", (0.5, 1.0))``, each value read as --set reads it."""
     key, sep, values = text.partition("=")
-    where = f"grid {text}"
+    where = _label(text)
     if not sep or not key.strip():
         raise UserError("not KEY=V1,V2,...; for example width=0.5,1.0", field=where)
     parts = [v.strip() for v in values.split(",")]
@@ -43,6 +44,12 @@ def parse_grid(text: str) -> Grid:
     if len(set(map(repr, parsed))) < len(parsed):
         raise UserError("a value appears twice", field=where)
     return Grid(key.strip(), parsed)
+
+
+def _label(grid: str) -> str:
+    """The field an error at a grid names: ``grid KEY=V1,V2``, cut short (a key may be a row
+    index of thousands of digits)."""
+    return f"grid {grid if len(grid) <= 80 else grid[:77] + '...'}"
 
 
 def _kind(value: Any) -> str:
@@ -71,7 +78,7 @@ def check_grids(specs: list[Spec], grids: list[Grid]) -> None:
         raise UserError(f"{key} has two grids; give its values in one", field=f"grid {key}")
     for spec in specs:
         for g in grids:
-            where = f"grid {g.key}={','.join(map(text, g.values))}"
+            where = _label(f"{g.key}={','.join(map(text, g.values))}")
             try:
                 current = _current(spec, g.key)
             except (KeyError, IndexError, TypeError, ValueError, SpecError):
@@ -83,7 +90,7 @@ def check_grids(specs: list[Spec], grids: list[Grid]) -> None:
             for v in g.values:
                 if _kind(v) != _kind(current):
                     raise UserError(
-                        f"'{text(v)}' is not {_kind(current)}, as {g.key} is in "
+                        f"{quoted(text(v))} is not {_kind(current)}, as {g.key} is in "
                         f"{spec.source} ({text(current)})",
                         field=where,
                     )

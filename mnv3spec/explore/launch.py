@@ -25,6 +25,7 @@ from queue import Queue
 import mnv3spec
 
 from ..files import writing
+from ..spec.variant import trusted_folders
 from ..train.config import TrainConfig
 from ..train.run_folder import RunFolder
 from .grid import Variant
@@ -43,10 +44,12 @@ class Training:
     config: TrainConfig | None
 
     def request(self) -> dict:
-        """What the worker is handed."""
+        """What the worker is handed: the run, and the folders the user trusts for a variant's
+        base (``--allow-base``), which a process of its own would not know otherwise."""
+        trusted = {"trusted_bases": list(trusted_folders())}
         if self.config is None:
-            return {"resume": str(self.folder)}
-        return {"config": dataclasses.asdict(self.config)}
+            return {"resume": str(self.folder), **trusted}
+        return {"config": dataclasses.asdict(self.config), **trusted}
 
 
 def _environment(gpu: int | None, parallel: int) -> dict[str, str]:

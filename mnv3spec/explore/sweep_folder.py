@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..files import read_regular, writing
+from ..files import read_json, writing
 
 SETTINGS = "sweep.json"
 MEASURED = "measured.json"
@@ -29,11 +29,7 @@ class Measured:
 
 
 def _load(path: Path, what: str, fix: str) -> Any:
-    raw = read_regular(path, MAX_STATE_BYTES, what=what)
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise UserError(f"damaged: not JSON ({e}); {fix}", file=str(path)) from None
+    return read_json(path, what=what, fix=fix, max_bytes=MAX_STATE_BYTES)
 
 
 SETTINGS_FIX = (

@@ -22,4 +22,7 @@ MAX_FACTOR = 100.0  # expansion ratios are 1 to 6; min_width is a width multipli
 MAX_ROWS = 256  # MobileNetV3-Large has 21 rows
 MAX_PARAM = 1e6  # a free parameter (such as si) is a stride, a size or a ratio
 MAX_TEXT = 10_000  # characters of a name, description or source
+MAX_VALUES = 10_000  # YAML keys and values in one file; 256 rows of 10 fields are about 5,500
+MAX_FIELDS = 32  # fields a variant sets on one row; an operator has at most 12
+MAX_PARAMS = 64  # parameters of a spec; the shipped ones have 8
 MAX_BASES = 16  # a variant's chain of bases (a variant of a variant...); each is a file to read

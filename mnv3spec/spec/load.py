@@ -22,8 +22,10 @@ import yaml
 
 from ..errors import SpecError
 from ..ops.registry import OPS, with_defaults
-from .limits import MAX_DEPTH
-from .read import Marks, Where, field_name, load_scalar
+from ..text import kind_of, quoted
+from .limits import MAX_DEPTH, MAX_ROWS
+from .names import taken_by_torch
+from .read import Marks, Where, field_name, load_scalar, report
 from .read import read_yaml as read_yaml
 from .read import resolve_path as resolve_path
 from .read import shipped_specs as shipped_specs
@@ -145,13 +147,14 @@ def shown(value: Any, quote: bool = False) -> str:
 
 def _apply_override(doc: dict, key: str, value: Any, marks: Marks) -> None:
     # An override is named by its assignment; errors at it name the field "set KEY=VALUE".
-    assignment = f"{key}={json.dumps(value) if isinstance(value, bool) else shown(value)}"
+    assignment = f"{shown(key)}={json.dumps(value) if isinstance(value, bool) else shown(value)}"
     label = f"set {assignment}"
     if "." not in key:
         params = doc.get("params")
         if not isinstance(params, dict) or key not in params:
             known = ", ".join(params) if isinstance(params, dict) else "none"
-            raise SpecError(f"unknown parameter '{key}'; the spec defines: {known}", field=label)
+            message = f"unknown parameter {quoted(key)}; the spec defines: {known}"
+            raise SpecError(message, field=label)
         params[key] = value
         marks.overridden[("params", key)] = assignment
         return
@@ -162,7 +165,8 @@ def _apply_override(doc: dict, key: str, value: Any, marks: Marks) -> None:
         if where == ["layers"]:  # a row by index or by name
             step = row_position(target, part, label)
         else:
-            step = int(part) if isinstance(target, list) and re.fullmatch("[0-9]+", part) else part
+            index = _index(part, label) if isinstance(target, list) else None
+            step = part if index is None else index
         try:
             target = target[step]
         except (KeyError, IndexError, TypeError):
@@ -177,6 +181,18 @@ def _apply_override(doc: dict, key: str, value: Any, marks: Marks) -> None:
     marks.overridden[(*where, last)] = assignment
 
 
+def _index(part: str, label: str) -> int | None:
+    """``part`` of a dotted key as a list index when it is digits, else None; digits too many
+    for any index are refused before they are converted (Python refuses 4,300)."""
+    if not re.fullmatch("[0-9]+", part):
+        return None
+    if len(part) > 6:
+        raise SpecError(
+            f"{quoted(part)} is no row's index: a spec has at most {MAX_ROWS} rows", field=label
+        )
+    return int(part)
+
+
 def row_names(layers: Any) -> list[str]:
     """The ``name`` of each row of ``layers`` that has one, in order."""
     rows = layers if isinstance(layers, list) else []
@@ -186,38 +202,66 @@ def row_names(layers: Any) -> list[str]:
 def row_position(layers: Any, part: str, label: str = "set") -> int | str:
     """The index of the row that ``part`` of a dotted key names: an index (``12``) or a row's
     ``name`` (``bneck3``); ``part`` as given when ``layers`` is not a list."""
-    if not isinstance(layers, list) or re.fullmatch("[0-9]+", part):
-        return int(part) if isinstance(layers, list) else part
+    if not isinstance(layers, list):
+        return part
+    index = _index(part, label)
+    if index is not None:
+        return index
     for i, row in enumerate(layers):
         if isinstance(row, dict) and row.get("name") == part:
             return i
     names = ", ".join(row_names(layers)) or "none (address rows by index)"
     raise SpecError(
-        f"the spec has no row named '{part}'; its rows are 0..{len(layers) - 1}, named: {names}",
+        f"the spec has no row named {quoted(part)}; its rows are 0..{len(layers) - 1}, "
+        f"named: {names}",
         field=label,
     )
 
 
 def _check_names(doc: dict, marks: Marks, errors: list[SpecError] | None = None) -> None:
-    """Row names are unique, and never the generated module name of another row."""
+    """Row names are unique, never the generated module name of another row, nor an attribute
+    PyTorch's modules have (the name becomes one): wherever the name came from (the file, a
+    variant's insert or rename, ``--set layers.X.name=``), since all are checked here."""
     seen: dict[str, int] = {}
     for i, row in enumerate(doc["layers"]):
         name = row.get("name") if isinstance(row, dict) else None
         if not isinstance(name, str):
             continue  # the schema reports a name that is not a string
+        at, message = i, _name_problem(name)
         if name in seen:
+            # blame the row this file or a --set named, not the base's row it collides with
+            at, other = (seen[name], i) if _edited(marks, seen[name], i) else (i, seen[name])
             message = (
-                f"the row name '{name}' is already used by layers[{seen[name]}]; "
+                f"the row name {quoted(name)} is already used by layers[{other}]; "
                 "names are unique within a spec"
             )
-            _report(marks.error(message, ("layers", i, "name")), errors)
-        elif GENERATED.match(name):
-            message = (
-                f"'{name}' has the form of the module name of an unnamed row (r03_bneck); "
-                "choose another, such as bneck3"
-            )
-            _report(marks.error(message, ("layers", i, "name")), errors)
+        if message:
+            report(marks.error(message, ("layers", at, "name")), errors)
         seen.setdefault(name, i)
+
+
+def _name_problem(name: str) -> str | None:
+    if GENERATED.match(name):
+        return (
+            f"{quoted(name)} has the form of the module name of an unnamed row (r03_bneck); "
+            "choose another, such as bneck3"
+        )
+    if taken_by_torch(name):
+        return f"the row name '{name}' is taken by PyTorch (nn.Module.{name}); choose another"
+    return None
+
+
+def _edited(marks: Marks, first: int, second: int) -> bool:
+    """Whether the name of row ``first`` is nearer the user than that of row ``second``: a
+    ``--set`` before the spec's own file, its own file before a base it names."""
+
+    def rank(i: int) -> int:
+        where = ("layers", i, "name")
+        if any(where[:n] in marks.overridden for n in (2, 3)):
+            return 2
+        return int(where in marks.values and marks.file_of(where) == marks.file)
+
+    return rank(first) > rank(second)
 
 
 def _schema_error(error: jsonschema.ValidationError, marks: Marks, prefix: Where = ()) -> SpecError:
@@ -237,33 +281,45 @@ def _schema_error(error: jsonschema.ValidationError, marks: Marks, prefix: Where
         return marks.error(f"missing the required key '{name}'", where)
     if "propertyNames" in error.absolute_schema_path:  # the error is about a key, not a value
         return marks.error(
-            f"'{error.instance}' is not a valid parameter name; allowed: letters, digits and _, "
+            f"{quoted(str(error.instance))} is not a valid parameter name; allowed: letters, "
+            "digits and _, "
             "not starting with a digit",
             (*where, str(error.instance)),
             key=True,
         )
-    found = shown(error.instance, quote=True)
+    # A base's value is described by its kind only: the base may be any file of the folder.
+    found = kind_of(error.instance) if marks.private else shown(error.instance, quote=True)
     if described:
         allowed = described
     elif error.validator == "enum":
         allowed = ", ".join(map(str, error.validator_value))
-    else:
-        allowed = error.message
-    return marks.error(f"found {found}; allowed: {allowed}", where)
+    else:  # jsonschema's own words quote the value
+        allowed = (
+            f"{error.validator} {json.dumps(error.validator_value)}"
+            if marks.private
+            else error.message
+        )
+    hint = _spelled(error.instance, described) if not marks.private else ""
+    return marks.error(f"found {found}; allowed: {allowed}{hint}", where)
 
 
-def _report(error: SpecError, errors: list[SpecError] | None) -> None:
-    """Raise ``error`` or, where ``errors`` collects every error of a file, add it there."""
-    if errors is None:
-        raise error
-    errors.append(error)
+def _spelled(value: Any, described: str | None) -> str:
+    """For a word the description spells another way (``relu`` for ``RE (ReLU)``, ``hs`` for
+    ``HS``): which word to write. Only exact names, never a guess by likeness."""
+    if not isinstance(value, str) or not described:
+        return ""
+    typed = value.strip().lower()
+    for code, name in re.findall(r"\b([A-Za-z0-9]+) \(([^)]+)\)", described):
+        if typed in (code.lower(), name.lower()) and value != code:
+            return f" (for {name} write {code})"
+    return ""
 
 
 def _validate(doc: Any, marks: Marks, errors: list[SpecError] | None = None) -> bool:
     """Check ``doc`` against the schema; False when it is not even a mapping."""
     if doc is None:
         empty = "the file is empty; a spec needs name, params and layers"
-        _report(SpecError(empty, file=marks.file), errors)
+        report(marks.at(empty, None), errors)  # a base's error says whose base it is
         return False
     if not isinstance(doc, dict):
         kind = "a list" if isinstance(doc, list) else "plain text"
@@ -271,16 +327,18 @@ def _validate(doc: Any, marks: Marks, errors: list[SpecError] | None = None) -> 
             f"the top level is {kind}, not a mapping with name, params and layers "
             "(is this a spec file?)"
         )
-        _report(SpecError(message, file=marks.file, line=1), errors)
+        error = marks.at(message, None)
+        error.line = 1
+        report(error, errors)
         return False
     infinite = set()
     for where, value in _numbers(doc):
         if not math.isfinite(value):
-            _report(marks.error(f"found {value}; allowed: a finite number", where), errors)
+            report(marks.error(f"found {value}; allowed: a finite number", where), errors)
             infinite.add(where)
     found = [e for e in _VALIDATOR.iter_errors(doc) if tuple(e.absolute_path) not in infinite]
     for error in sorted(found, key=_position(marks)):
-        _report(_schema_error(error, marks), errors)
+        report(_schema_error(error, marks), errors)
     return True
 
 
@@ -326,7 +384,7 @@ def _resolve_row(
         elif ref:  # left as written: the schema takes a $name, so nothing else reports it
             known = ", ".join(map(str, params))  # collecting, a key may be a number
             message = f"refers to ${ref.group(1)}, but params defines only: {known}"
-            _report(marks.error(message, ("layers", i, key)), errors)
+            report(marks.error(message, ("layers", i, key)), errors)
         fields[key] = value
     # Values that came from a parameter are checked against the same schema as literals.
     for error in _op_validator(raw["op"]).iter_errors(fields):
@@ -337,7 +395,7 @@ def _resolve_row(
             origin = marks.overridden.get(("params", ref.group(1)))
             source = f"{raw[name]}, overridden with {origin}" if origin else raw[name]
             err = marks.error(f"{err.message} (the value comes from {source})", ("layers", i, name))
-        _report(err, errors)
+        report(err, errors)
     mark = marks.values.get(("layers", i))
     line = mark.line + 1 if mark else None
     file = marks.file_of(("layers", i))
@@ -354,7 +412,7 @@ def load_spec(source: str | Path | dict, **overrides: Any) -> Spec:
     return _resolve(*_read(source), overrides)
 
 
-def _read(source: str | Path | dict) -> tuple[Any, Marks]:
+def _read(source: str | Path | dict, errors: list[SpecError] | None = None) -> tuple[Any, Marks]:
     if isinstance(source, dict):
         if is_variant(source):  # its base is a path relative to its file, which a dict has not
             raise SpecError(
@@ -363,7 +421,7 @@ def _read(source: str | Path | dict) -> tuple[Any, Marks]:
                 file="<dict>",
             )
         return copy.deepcopy(source), Marks("<dict>")
-    return read_spec(resolve_path(source), _check_flat)
+    return read_spec(resolve_path(source), _check_flat, errors)
 
 
 def _check_flat(doc: Any, marks: Marks) -> None:
@@ -380,11 +438,12 @@ def spec_errors(source: str | Path | dict, **overrides: Any) -> tuple[Spec | Non
     errors: list[SpecError] = []
     spec = None
     try:
-        spec = _resolve(*_read(source), overrides, errors)
+        spec = _resolve(*_read(source, errors), overrides, errors)
     except SpecError as e:
         errors.append(e)
     unique = {str(e): e for e in errors}.values()  # the schema and a row's own check agree
-    ordered = sorted(unique, key=lambda e: (e.line or 0, e.column or 0))
+    files = {e.file: n for n, e in reversed(list(enumerate(unique)))}  # a variant's own first
+    ordered = sorted(unique, key=lambda e: (files[e.file], e.line or 0, e.column or 0))
     return (None if ordered else spec), ordered
 
 
@@ -412,7 +471,7 @@ def _resolve_doc(
             try:
                 _apply_override(doc, key, value, marks)
             except SpecError as e:
-                _report(e, errors)
+                report(e, errors)
     if not _validate(doc, marks, errors):
         return None
     params, layers = doc.get("params"), doc.get("layers")
@@ -435,6 +494,7 @@ def _with_row_name(error: SpecError, doc: Any) -> SpecError:
     if found and isinstance(layers, list) and int(found.group(1)) < len(layers):
         row = layers[int(found.group(1))]
         name = row.get("name") if isinstance(row, dict) else None
-        if isinstance(name, str) and not error.message.endswith(f"(row {name})"):
+        named = isinstance(name, str) and re.fullmatch("[A-Za-z_][A-Za-z0-9_]{0,63}", name)
+        if named and not error.message.endswith(f"(row {name})"):
             error.message = f"{error.message} (row {name})"
     return error

@@ -15,9 +15,12 @@ from typing import Any
 import yaml
 
 from ..errors import SpecError
-from .limits import MAX_DEPTH, MAX_SPEC_BYTES
+from ..text import printable, quoted
+from .limits import MAX_DEPTH, MAX_ROWS, MAX_SPEC_BYTES, MAX_VALUES
 
 Where = tuple  # a position in the document: ("layers", 3, "nl")
+# Opening brackets libyaml may scan ahead of the events in a blink; a spec of 256 rows has ~600.
+_LIBYAML_BRACKETS = 4096
 
 
 class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml when present: faster
@@ -47,8 +50,9 @@ def field_name(where: Where) -> str:
 class Marks:
     """Line and column of every key and value in a YAML document, for error messages."""
 
-    def __init__(self, file: str) -> None:
+    def __init__(self, file: str, private: bool = False) -> None:
         self.file = file
+        self.private = private  # a file not being checked: its values are never quoted
         self.values: dict[Where, yaml.Mark] = {}
         self.keys: dict[Where, yaml.Mark] = {}
         self.overridden: dict[Where, str] = {}  # where → the override (KEY=VALUE) that set it
@@ -56,7 +60,7 @@ class Marks:
 
     def copy(self) -> Marks:
         """Marks for a derived document: the same positions, its own record of overrides."""
-        other = Marks(self.file)
+        other = Marks(self.file, self.private)
         other.values, other.keys, other.nodes = self.values, self.keys, self.nodes
         other.overridden = dict(self.overridden)
         return other
@@ -102,7 +106,7 @@ class Marks:
                 name = key.value if isinstance(key, yaml.ScalarNode) else f"<{key.tag}>"
                 if name in seen:
                     raise self.at(
-                        f"the key '{name}' appears twice in the same mapping; keep one",
+                        f"the key {quoted(name)} appears twice in the same mapping; keep one",
                         key.start_mark,
                         field_name((*where, name)),
                     )
@@ -114,15 +118,25 @@ class Marks:
                 self.record(item, (*where, i))
 
 
-def _check_depth(text: str, marks: Marks) -> None:
-    """Refuse deep nesting before composing: PyYAML's composer recurses once per level. The event
-    stream comes from PyYAML's pure-Python parser, which yields events as it goes: libyaml's
-    scanner (6.0.4) reads every opening bracket ahead and fails with its own limit first."""
-    loader = yaml.SafeLoader(text)
-    depth = 0
+def _check_shape(text: str, marks: Marks) -> None:
+    """Refuse deep nesting and a flood of values before composing: PyYAML's composer recurses
+    once per level, and the work after it grows with the values. Events come from libyaml as
+    they are parsed, but its scanner reads every opening bracket ahead (seconds on 100,000 of
+    them), so text with many brackets goes to PyYAML's pure-Python parser, which yields events
+    as it goes and so stops at either bound."""
+    many = text.count("[") + text.count("{") > _LIBYAML_BRACKETS
+    loader = (yaml.SafeLoader if many else getattr(yaml, "CSafeLoader", yaml.SafeLoader))(text)
+    depth = count = 0
     try:
         while loader.check_event():
             event = loader.get_event()
+            count += isinstance(event, (yaml.ScalarEvent, yaml.CollectionStartEvent))
+            if count > MAX_VALUES:
+                raise marks.at(
+                    f"holds more than {MAX_VALUES:,} values (keys, values, rows); a spec of "
+                    f"{MAX_ROWS} rows needs about 5,500",
+                    event.start_mark,
+                )
             if isinstance(event, yaml.CollectionStartEvent):
                 depth += 1
                 if depth > MAX_DEPTH:
@@ -137,11 +151,14 @@ def _check_depth(text: str, marks: Marks) -> None:
         loader.dispose()
 
 
-def read_yaml(text: str, file: str) -> tuple[Any, Marks]:
-    """Safe-load one YAML document, recording where each value stands; aliases are refused."""
-    marks = Marks(file)
+def read_yaml(text: str, file: str, private: bool = False) -> tuple[Any, Marks]:
+    """Safe-load one YAML document, recording where each value stands; aliases are refused.
+
+    ``private``: the file is not the one being checked (a variant's base), so an error says
+    where and what kind of problem, never the file's text (PyYAML's messages quote it)."""
+    marks = Marks(file, private)
     try:
-        _check_depth(text, marks)
+        _check_shape(text, marks)
         loader = _Loader(text)
         try:
             node = loader.get_single_node()
@@ -152,12 +169,11 @@ def read_yaml(text: str, file: str) -> tuple[Any, Marks]:
             loader.dispose()
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
-        problem = " ".join(str(p) for p in (e.context, e.problem) if p)
-        if isinstance(e, yaml.constructor.ConstructorError):
-            problem += " (tags that build Python objects are never executed; only plain YAML)"
-        raise marks.at(f"not valid YAML: {problem}", mark) from None
-    except yaml.YAMLError as e:  # e.g. a control character: PyYAML's text spans lines
-        raise SpecError(f"not valid YAML: {' '.join(str(e).split())}", file=file) from None
+        raise marks.at(f"not valid YAML{_problem(e, private)}", mark) from None
+    except yaml.YAMLError as e:
+        # e.g. a control character: PyYAML's text spans lines, so it is put on one
+        said = "" if private else f": {printable(' '.join(str(e).split()))}"
+        raise SpecError(f"not valid YAML{said}", file=file) from None
     except (ValueError, OverflowError):  # a 5,000-digit integer, a date such as 2024-02-30
         raise SpecError(
             "not a spec: a value cannot be read (a number thousands of digits long, or a date "
@@ -165,6 +181,23 @@ def read_yaml(text: str, file: str) -> tuple[Any, Marks]:
             file=file,
         ) from None
     return data, marks
+
+
+def _problem(e: yaml.MarkedYAMLError, private: bool) -> str:
+    """PyYAML's words for a syntax error (``: mapping values are not allowed here``), none
+    for a private file: they may quote its text."""
+    tags = " (tags that build Python objects are never executed; only plain YAML)"
+    tags *= isinstance(e, yaml.constructor.ConstructorError)
+    if private:
+        return f" (its text is not shown: it is not the spec being checked){tags}"
+    return ": " + printable(" ".join(str(p) for p in (e.context, e.problem) if p)) + tags
+
+
+def report(error: SpecError, errors: list[SpecError] | None) -> None:
+    """Raise ``error`` or, where ``errors`` collects every error of a file, add it there."""
+    if errors is None:
+        raise error
+    errors.append(error)
 
 
 def shipped_specs() -> dict[str, Path]:
@@ -177,10 +210,14 @@ def resolve_path(source: str | Path) -> Path:
     """A spec path as given, or a shipped spec by name (``small``, ``small.yaml``, or
     ``specs/small.yaml`` from a folder that has no ``specs/``)."""
     path = Path(source)
-    if path.is_dir():
-        raise SpecError("is a folder; give a spec file such as specs/small.yaml", file=str(path))
-    if path.exists():
-        return path
+    try:
+        if path.is_dir():
+            message = "is a folder; give a spec file such as specs/small.yaml"
+            raise SpecError(message, file=str(path))
+        if path.exists():
+            return path
+    except OSError as e:  # a name too long for the system, a loop of links
+        raise SpecError(f"cannot read the file: {e.strerror}", file=str(path)) from None
     shipped = shipped_specs()
     if path.suffix in ("", ".yaml") and str(path.parent) in (".", "specs") and path.stem in shipped:
         return shipped[path.stem]

@@ -83,7 +83,7 @@ def _params() -> dict:
         "required",
         "required": required,
         "propertyNames": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-        "maxProperties": 64,
+        "maxProperties": L.MAX_PARAMS,
         "properties": _param_properties(),
         "additionalProperties": {
             "type": "number",
@@ -218,7 +218,6 @@ def generate_variant() -> dict:
     inserts are checked as any row is; :mod:`.variant` checks the rest with line and column."""
     flat = generate()
     name = {"$ref": "#/$defs/row_name"}
-    scalar = {"type": ["number", "string", "boolean"]}
     return {
         "$schema": flat["$schema"],
         "$id": VARIANT_ID,
@@ -228,38 +227,51 @@ def generate_variant() -> dict:
         "additionalProperties": False,
         "required": ["base", "name"],
         "properties": {
-            "base": _text("a shipped spec (small, large, ...) or a path relative to this file"),
+            "base": _text(
+                "a shipped spec (small, large, ...), or a path relative to this file to a file in "
+                "its folder or below (or in a folder the command line trusts)"
+            ),
             "name": _text("a name for the network"),
             "description": _text("free text"),
             "source": _text("where the table comes from"),
             "params": {
                 "type": "object",
-                "description": "parameters set over the base's",
-                "additionalProperties": scalar,
+                "description": "parameters set over the base's; null drops one",
+                "maxProperties": L.MAX_PARAMS,
+                "additionalProperties": {"type": ["number", "string", "boolean", "null"]},
             },
             "rows": {
                 "type": "object",
                 "description": "fields set over the named rows of the base; null drops a field",
                 "propertyNames": name,
-                "additionalProperties": {"type": "object"},
+                "maxProperties": L.MAX_ROWS,
+                "additionalProperties": {"type": "object", "maxProperties": L.MAX_FIELDS},
             },
-            "remove": {"type": "array", "description": "rows dropped, by name", "items": name},
-            "insert": {
+            "remove": {
                 "type": "array",
-                "description": "new rows before or after a named row",
-                "items": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "required": ["rows"],
-                    "properties": {
-                        "before": name,
-                        "after": name,
-                        "rows": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/row"}},
-                    },
-                },
+                "description": "rows dropped, by name",
+                "maxItems": L.MAX_ROWS,
+                "items": name,
             },
+            "insert": _insert(name),
         },
         "$defs": flat["$defs"],
+    }
+
+
+def _insert(name: dict) -> dict:
+    """A variant's ``insert:``: rows before or after a named row."""
+    rows = {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/row"}}
+    return {
+        "type": "array",
+        "description": "new rows before or after a named row",
+        "maxItems": L.MAX_ROWS,
+        "items": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["rows"],
+            "properties": {"before": name, "after": name, "rows": rows},
+        },
     }
 
 

@@ -16,13 +16,19 @@ Edits apply in that order (fields, removals, insertions), each naming rows of th
 variant reads like a diff of the paper's table. A base may itself be a variant, up to
 ``MAX_BASES`` deep. Every value of the result keeps its place in the file it came from: an
 error names that file, line and column, and a base says whose base it is.
+
+A spec may come from someone else (a pull request in CI), so ``base:`` is resolved only to a
+shipped spec or a file in the folder of the spec that names it or below (or in a folder the
+user trusts: :func:`trusted_bases`, ``--allow-base``), refused before anything is read; and an
+error in a base says where and what kind of value, never the base's text.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,23 +36,47 @@ from typing import Any
 import yaml
 
 from ..errors import SpecError
-from .limits import MAX_BASES
-from .read import Marks, Where, read_text, read_yaml, shipped_specs
+from ..text import kind_of, printable, quoted
+from .limits import MAX_BASES, MAX_FIELDS, MAX_PARAMS, MAX_ROWS
+from .read import Marks, Where, read_text, read_yaml, report, shipped_specs
 
 KEYS = ("base", "name", "description", "source", "params", "rows", "remove", "insert")
 Check = Callable[[Any, Marks], None]  # validates a flat document (a base), raising SpecError
+Errors = list[SpecError] | None  # where every error is collected (validate), or None: raise
+
+TRUSTED = "a folder trusted for bases"  # the CLI names its flag after these words
+# Folders beside a variant's own from which its base may come: the user's, never the spec's word.
+# Process-wide, not a ContextVar: a sweep hands them to its workers from threads of its own.
+_TRUSTED: list[tuple[str, ...]] = [()]
+
+
+@contextlib.contextmanager
+def trusted_bases(folders: Iterable[str | Path]) -> Iterator[None]:
+    """Within the block, a variant's ``base:`` may also be a file in ``folders`` or below (the
+    CLI's ``--allow-base DIR``); links are resolved, so a link cannot lead out of them."""
+    before = _TRUSTED[0]
+    _TRUSTED[0] = tuple(os.path.realpath(f) for f in folders)
+    try:
+        yield
+    finally:
+        _TRUSTED[0] = before
+
+
+def trusted_folders() -> tuple[str, ...]:
+    """The folders :func:`trusted_bases` trusts now (real paths)."""
+    return _TRUSTED[0]
 
 
 class ChainMarks(Marks):
     """Marks of a document merged from several files: every position keeps the file it stands in
     (its ``yaml.Mark.name``), and an error in a base says whose base it is (``notes``)."""
 
-    def __init__(self, file: str, notes: dict[str, str]) -> None:
-        super().__init__(file)
+    def __init__(self, file: str, notes: dict[str, str], private: bool = False) -> None:
+        super().__init__(file, private)
         self.notes = notes  # file → "" for the variant itself, " (b.yaml is the base of a.yaml)"
 
     def copy(self) -> ChainMarks:
-        other = ChainMarks(self.file, self.notes)
+        other = ChainMarks(self.file, self.notes, self.private)
         other.values, other.keys, other.nodes = self.values, self.keys, self.nodes
         other.overridden = dict(self.overridden)
         return other
@@ -66,13 +96,15 @@ def is_variant(doc: Any) -> bool:
     return isinstance(doc, dict) and "base" in doc
 
 
-def read_spec(path: Path, check: Check) -> tuple[Any, Marks]:
+def read_spec(path: Path, check: Check, errors: Errors = None) -> tuple[Any, Marks]:
     """The document of the spec file ``path`` with its marks: as written, or, for a variant, its
-    chain of bases resolved into one flat document (each base checked with ``check`` first)."""
+    chain of bases resolved into one flat document (each base checked with ``check`` first).
+    With ``errors``, each wrong edit of the variant is added there and left out of the result;
+    a base that cannot be had still raises, since nothing else can be checked without it."""
     doc, marks = read_yaml(read_text(path), str(path))
     if not is_variant(doc):
         return doc, marks
-    return _flatten(doc, _chained(marks, ()), path, (), check)
+    return _flatten(doc, _chained(marks, ()), path, (), check, errors)
 
 
 def _note(file: str, chain: tuple[Path, ...]) -> str:
@@ -82,7 +114,7 @@ def _note(file: str, chain: tuple[Path, ...]) -> str:
 def _chained(marks: Marks, chain: tuple[Path, ...]) -> ChainMarks:
     """One file's marks, each tagged with the file; ``chain``: whose base it is, nearest first."""
     file = marks.file
-    out = ChainMarks(file, {file: _note(file, chain)})
+    out = ChainMarks(file, {file: _note(file, chain)}, private=bool(chain))
     out.values = {w: _tagged(m, file) for w, m in marks.values.items()}
     out.keys = {w: _tagged(m, file) for w, m in marks.keys.items()}
     return out
@@ -94,13 +126,13 @@ def _tagged(mark: yaml.Mark, file: str) -> yaml.Mark:
 
 def _read_base(path: Path, chain: tuple[Path, ...], check: Check) -> tuple[dict, ChainMarks]:
     try:  # the bounded reader: a FIFO, a device or a huge file is refused before reading
-        doc, plain = read_yaml(read_text(path), str(path))
+        doc, plain = read_yaml(read_text(path), str(path), private=True)
     except SpecError as e:
         e.message += _note(str(path), chain)
         raise
     marks = _chained(plain, chain)
     if is_variant(doc):
-        doc, marks = _flatten(doc, marks, path, chain, check)
+        doc, marks = _flatten(doc, marks, path, chain, check, None)
     check(doc, marks)  # a base that is itself invalid is refused where it is wrong
     return doc, marks
 
@@ -126,10 +158,21 @@ def _under(marks: Marks, where: Where) -> tuple[dict, dict]:
     return values, keys
 
 
+def _grouped(marks: Marks, n: int) -> dict[Where, tuple[dict, dict]]:
+    """:func:`_under` for every position ``n`` deep at once, in one pass over the marks (one
+    call per row would make a variant of many rows quadratic)."""
+    out: dict[Where, tuple[dict, dict]] = {}
+    for table, index in ((marks.values, 0), (marks.keys, 1)):
+        for w, m in table.items():
+            if len(w) >= n + index:
+                out.setdefault(w[:n], ({}, {}))[index][w[n:]] = m
+    return out
+
+
 def _flatten(
-    doc: dict, marks: ChainMarks, path: Path, chain: tuple[Path, ...], check: Check
+    doc: dict, marks: ChainMarks, path: Path, chain: tuple[Path, ...], check: Check, errors: Errors
 ) -> tuple[dict, ChainMarks]:
-    _check_keys(doc, marks)
+    doc = _check_keys(doc, marks, errors)
     if len(chain) >= MAX_BASES:
         raise marks.error(
             f"a chain of more than {MAX_BASES} bases; write out the resolved spec of a variant "
@@ -141,9 +184,25 @@ def _flatten(
     if os.path.realpath(base_path) in {os.path.realpath(p) for p in named}:
         files = " → ".join(map(str, [*reversed(named), base_path]))
         raise marks.error(f"the chain of bases loops: {files}; a base cannot be its own", ("base",))
-    base, base_marks = _read_base(base_path, (path, *chain), check)
-    label = f"the base {doc['base']}"
+    base, base_marks = _read_base(base_path, named, check)
+    out, merged = _merged_head(doc, marks, base, base_marks)
+    layers = _grouped(base_marks, 2)
+    rows = [_Row(r, *layers.get(("layers", i), ({}, {}))) for i, r in enumerate(base["layers"])]
+    rows = _edit_rows(rows, doc, marks, f"the base {printable(doc['base'])}", errors)
+    rows = _insert_rows(rows, doc, marks, errors)
+    out["layers"] = [r.fields for r in rows]
+    if ("layers",) in base_marks.values:
+        merged.values[("layers",)] = base_marks.values[("layers",)]
+    for i, row in enumerate(rows):
+        merged.values.update({("layers", i, *w): m for w, m in row.values.items()})
+        merged.keys.update({("layers", i, *w): m for w, m in row.keys.items()})
+    return out, merged
 
+
+def _merged_head(
+    doc: dict, marks: ChainMarks, base: dict, base_marks: ChainMarks
+) -> tuple[dict, ChainMarks]:
+    """The result's name, description, source and params, with the marks of their values."""
     out: dict[str, Any] = {}
     merged = ChainMarks(marks.file, {**base_marks.notes, **marks.notes})
     if () in marks.values:
@@ -154,15 +213,6 @@ def _flatten(
             out[key] = source[key]
             _copy(owner, (key,), merged, (key,))
     out["params"] = _params(base, base_marks, doc, marks, merged)
-    rows = [_Row(r, *_under(base_marks, ("layers", i))) for i, r in enumerate(base["layers"])]
-    rows = _edit_rows(rows, doc, marks, label)
-    rows = _insert_rows(rows, doc, marks)
-    out["layers"] = [r.fields for r in rows]
-    if ("layers",) in base_marks.values:
-        merged.values[("layers",)] = base_marks.values[("layers",)]
-    for i, row in enumerate(rows):
-        merged.values.update({("layers", i, *w): m for w, m in row.values.items()})
-        merged.keys.update({("layers", i, *w): m for w, m in row.keys.items()})
     return out, merged
 
 
@@ -174,54 +224,66 @@ def _copy(src: Marks, where: Where, dst: Marks, to: Where) -> None:
         dst.keys[to] = src.keys[where]
 
 
-def _check_keys(doc: dict, marks: Marks) -> None:
+_SHAPES = [  # key, type, what it holds, its most entries
+    ("params", dict, "a mapping of parameters to set (width: 0.75)", MAX_PARAMS),
+    ("rows", dict, "a mapping of row names to the fields to set (bneck1: {se: false})", MAX_ROWS),
+    ("remove", list, "a list of row names ([bneck11])", MAX_ROWS),
+    ("insert", list, "a list of insertions (- after: bneck3, rows: [...])", MAX_ROWS),
+]
+
+
+def _check_keys(doc: dict, marks: Marks, errors: Errors) -> dict:
+    """``doc`` with what is wrong in its keys reported and left out; its sizes bounded (an edit
+    list past a spec's bound is refused before any of it is applied)."""
+    kept = dict(doc)
     for key in doc:
         if key not in KEYS:
             hint = " (a variant edits its base's rows: rows, remove, insert)" * (key == "layers")
-            raise marks.error(
-                f"unknown key '{key}' in a variant; allowed: {', '.join(KEYS)}{hint}",
-                (key,),
-                key=True,
-            )
+            message = f"unknown key {quoted(str(key))} in a variant; allowed: {', '.join(KEYS)}"
+            report(marks.error(message + hint, (key,), key=True), errors)
+            del kept[key]
     if "name" not in doc:
-        raise marks.error(
+        message = (
             "a variant needs a name of its own (name: small_no_se), so that its checkpoints and "
-            "tables are not taken for its base's",
-            ("base",),
-            key=True,
+            "tables are not taken for its base's"
         )
-    for key, kind, example in [
-        ("params", dict, "a mapping of parameters to set (width: 0.75)"),
-        ("rows", dict, "a mapping of row names to the fields to set (bneck1: {se: false})"),
-        ("remove", list, "a list of row names ([bneck11])"),
-        ("insert", list, "a list of insertions (- after: bneck3, rows: [...])"),
-    ]:
+        report(marks.error(message, ("base",), key=True), errors)
+    for key, kind, example, most in _SHAPES:
         if key in doc and not isinstance(doc[key], kind):
-            raise marks.error(f"found {_kind(doc[key])}; allowed: {example}", (key,))
-
-
-def _kind(value: Any) -> str:
-    if isinstance(value, dict):
-        return "a mapping"
-    return "a list" if isinstance(value, list) else f"'{str(value)[:60]}'"
+            report(marks.error(f"found {kind_of(doc[key])}; allowed: {example}", (key,)), errors)
+            del kept[key]
+        elif len(kept.get(key, ())) > most:
+            message = f"{len(doc[key]):,} entries; allowed: {example}, at most {most}"
+            raise marks.error(message, (key,))
+    return kept
 
 
 def _base_path(value: Any, path: Path, marks: Marks) -> Path:
-    """``base:`` as a path relative to the variant's folder, else a shipped spec's name."""
+    """``base:`` as a path relative to the variant's folder, else a shipped spec's name; a path
+    that leads out of that folder (and the trusted ones) is refused before it is looked at."""
     shipped = shipped_specs()
-    allowed = f"a path relative to this file, or a shipped spec: {', '.join(sorted(shipped))}"
+    allowed = (
+        f"a shipped spec ({', '.join(sorted(shipped))}), or a file in this spec's folder or "
+        f"below, or in {TRUSTED}"
+    )
     if not isinstance(value, str) or not value.strip() or "\0" in value:
-        raise marks.error(f"found {_kind(value)}; allowed: {allowed}", ("base",))
+        raise marks.error(f"found {kind_of(value)}; allowed: {allowed}", ("base",))
     candidate = path.parent / value
-    try:
-        if os.path.lexists(candidate):  # read_text refuses what is not a regular file
-            return candidate
-    except (OSError, ValueError):
-        pass
+    roots = (os.path.realpath(path.parent), *_TRUSTED[0])
+    real = os.path.realpath(candidate)
+    if not any(os.path.commonpath([real, root]) == root for root in roots):
+        raise marks.error(
+            f"the base {quoted(value)} lies outside the folder of this spec "
+            f"({printable(str(path.parent))}); a base is never read from elsewhere, since a "
+            f"spec may come from someone else; allowed: {allowed}",
+            ("base",),
+        )
+    if os.path.lexists(candidate):  # read_text refuses what is not a regular file
+        return candidate
     name = value.removesuffix(".yaml")
     if "/" not in value and name in shipped:
         return shipped[name]
-    raise marks.error(f"no base '{value}': no file {candidate}; allowed: {allowed}", ("base",))
+    raise marks.error(f"no base {quoted(value)}: no such file; allowed: {allowed}", ("base",))
 
 
 def _params(base: dict, base_marks: Marks, doc: dict, marks: Marks, merged: Marks) -> dict:
@@ -242,94 +304,122 @@ def _names(rows: list[_Row]) -> str:
     )
 
 
-def _edit_rows(rows: list[_Row], doc: dict, marks: Marks, label: str) -> list[_Row]:
+def _edit_rows(rows: list[_Row], doc: dict, marks: Marks, label: str, errors: Errors) -> list:
     """``rows:`` (fields set) and ``remove:``, both naming rows of the base."""
     index = {r.name: i for i, r in enumerate(rows) if isinstance(r.name, str)}
+    label = f"{label} has no row of that name; its rows: {_names(rows)}"  # before any rename
+    fields = _grouped(marks, 3)
     for name, patch in doc.get("rows", {}).items():
         where = ("rows", name)
         if name not in index:
-            raise marks.error(
-                f"edits the row '{name}', but {label} has no row of that name; its rows: "
-                f"{_names(rows)}",
-                where,
-                key=True,
+            message = f"edits the row {quoted(str(name))}, but {label}"
+            report(marks.error(message, where, key=True), errors)
+        elif not isinstance(patch, dict) or len(patch) > MAX_FIELDS:
+            found = f"a mapping of {len(patch):,} fields" if isinstance(patch, dict) else None
+            message = (
+                f"found {found or kind_of(patch)}; allowed: a mapping of at most {MAX_FIELDS} "
+                "fields to set ({se: false}; null drops a field)"
             )
-        if not isinstance(patch, dict):
-            raise marks.error(
-                f"found {_kind(patch)}; allowed: a mapping of fields to set ({{se: false}}; null "
-                "drops a field)",
-                where,
-            )
-        row = rows[index[name]]
-        for key, value in patch.items():
-            for table in (row.values, row.keys):
-                for w in [w for w in table if w[:1] == (key,)]:
-                    del table[w]
-            if value is None:
-                row.fields.pop(key, None)
-                continue
-            row.fields[key] = copy.deepcopy(value)
-            values, keys = _under(marks, (*where, key))
-            row.values.update({(key, *w): m for w, m in values.items()})
-            row.keys.update({(key, *w): m for w, m in keys.items()})
-            if (*where, key) in marks.keys:
-                row.keys[(key,)] = marks.keys[(*where, key)]
-    removed = set()
-    for n, name in enumerate(doc.get("remove", [])):
-        if not isinstance(name, str) or name not in index:
-            raise marks.error(
-                f"removes the row '{name}', but {label} has no row of that name; its rows: "
-                f"{_names(rows)}",
-                ("remove", n),
-            )
-        if name in doc.get("rows", {}):
-            raise marks.error(
-                f"'{name}' is both edited (under rows:) and removed; keep one", ("remove", n)
-            )
-        removed.add(index[name])
+            report(marks.error(message, where), errors)
+        else:
+            _patch(rows[index[name]], patch, marks, where, fields)
+    removed = _removed(index, doc, marks, label, errors)
     return [r for i, r in enumerate(rows) if i not in removed]
 
 
-def _insert_rows(rows: list[_Row], doc: dict, marks: Marks) -> list[_Row]:
+def _patch(row: _Row, patch: dict, marks: Marks, where: Where, fields: dict) -> None:
+    """Set ``patch`` over the fields of ``row``, each value keeping its place in the variant."""
+    for key, value in patch.items():
+        for table in (row.values, row.keys):
+            for w in [w for w in table if w[:1] == (key,)]:
+                del table[w]
+        if value is None:
+            row.fields.pop(key, None)
+            continue
+        row.fields[key] = copy.deepcopy(value)
+        values, keys = fields.get((*where, key), ({}, {}))
+        row.values.update({(key, *w): m for w, m in values.items()})
+        row.keys.update({(key, *w): m for w, m in keys.items()})
+        if (*where, key) in marks.keys:
+            row.keys[(key,)] = marks.keys[(*where, key)]
+
+
+def _removed(index: dict, doc: dict, marks: Marks, label: str, errors: Errors) -> set[int]:
+    """The positions of the rows ``remove:`` names."""
+    removed = set()
+    for n, name in enumerate(doc.get("remove", [])):
+        if not isinstance(name, str) or name not in index:
+            shown = quoted(name) if isinstance(name, str) else kind_of(name)
+            message = f"removes the row {shown}, but {label}"
+            report(marks.error(message, ("remove", n)), errors)
+        elif name in doc.get("rows", {}):
+            message = f"{quoted(name)} is both edited (under rows:) and removed; keep one"
+            report(marks.error(message, ("remove", n)), errors)
+        else:
+            removed.add(index[name])
+    return removed
+
+
+_INSERT = "a mapping with before: or after: (a row's name) and rows: (a list of rows)"
+
+
+def _insert_rows(rows: list[_Row], doc: dict, marks: Marks, errors: Errors) -> list[_Row]:
     """``insert:``: each item's rows go before or after a named row of the result so far."""
+    positions = _grouped(marks, 4)
     for n, item in enumerate(doc.get("insert", [])):
         where = ("insert", n)
-        allowed = "a mapping with before: or after: (a row's name) and rows: (a list of rows)"
-        if not isinstance(item, dict):
-            raise marks.error(f"found {_kind(item)}; allowed: {allowed}", where)
-        for key in item:
-            if key not in ("before", "after", "rows"):
-                raise marks.error(
-                    f"unknown key '{key}'; allowed: {allowed}", (*where, key), key=True
-                )
-        sides = [k for k in ("before", "after") if k in item]
-        if len(sides) != 1 or "rows" not in item:
+        try:
+            at = _insertion(item, rows, doc, marks, where)
+        except SpecError as e:
+            report(e, errors)
+            continue
+        if len(rows) + len(item["rows"]) > MAX_ROWS:  # refused before the work, at the variant
             raise marks.error(
-                f"give one of before: and after:, and rows:; allowed: {allowed}", where
-            )
-        side, anchor = sides[0], item[sides[0]]
-        names = [r.name for r in rows]
-        if anchor not in names or not isinstance(anchor, str):
-            removed = " (removed above by remove:)" if anchor in doc.get("remove", []) else ""
-            raise marks.error(
-                f"no row named '{anchor}' to insert {side}{removed}; the rows are: {_names(rows)}",
-                (*where, side),
-            )
-        new = item["rows"]
-        if not isinstance(new, list) or not new or not all(isinstance(r, dict) for r in new):
-            raise marks.error(
-                f"found {_kind(new)}; allowed: a non-empty list of rows, each a mapping with an op",
+                f"this insertion makes {len(rows) + len(item['rows']):,} rows; a spec has at "
+                f"most {MAX_ROWS}",
                 (*where, "rows"),
             )
-        for j, row in enumerate(new):
+        names = {r.name for r in rows if isinstance(r.name, str)}
+        new = []
+        for j, row in enumerate(item["rows"]):
             if isinstance(row.get("name"), str) and row["name"] in names:
-                raise marks.error(
-                    f"the row name '{row['name']}' is already used by a row of the spec; names "
-                    "are unique within a spec",
-                    (*where, "rows", j, "name"),
+                message = (
+                    f"the row name {quoted(row['name'])} is already used by a row of the spec; "
+                    "names are unique within a spec"
                 )
-            names.append(row.get("name"))
-        at = names.index(anchor) + (side == "after")
-        inserted = [_Row(r, *_under(marks, (*where, "rows", j))) for j, r in enumerate(new)]
-        rows = [*rows[:at], *inserted, *rows[at:]]
+                report(marks.error(message, (*where, "rows", j, "name")), errors)
+                continue
+            names.add(row.get("name") if isinstance(row.get("name"), str) else "")
+            new.append(_Row(row, *positions.get((*where, "rows", j), ({}, {}))))
+        rows = [*rows[:at], *new, *rows[at:]]
     return rows
+
+
+def _insertion(item: Any, rows: list[_Row], doc: dict, marks: Marks, where: Where) -> int:
+    """The index the rows of a well-formed insertion go to; a SpecError at its place when it is
+    not one."""
+    if not isinstance(item, dict):
+        raise marks.error(f"found {kind_of(item)}; allowed: {_INSERT}", where)
+    for key in item:
+        if key not in ("before", "after", "rows"):
+            message = f"unknown key {quoted(str(key))}; allowed: {_INSERT}"
+            raise marks.error(message, (*where, key), key=True)
+    sides = [k for k in ("before", "after") if k in item]
+    if len(sides) != 1 or "rows" not in item:
+        raise marks.error(f"give one of before: and after:, and rows:; allowed: {_INSERT}", where)
+    side, anchor = sides[0], item[sides[0]]
+    names = [r.name for r in rows]
+    if not isinstance(anchor, str) or anchor not in names:
+        shown = quoted(anchor) if isinstance(anchor, str) else kind_of(anchor)
+        removed = " (removed above by remove:)" if anchor in doc.get("remove", []) else ""
+        raise marks.error(
+            f"no row named {shown} to insert {side}{removed}; the rows are: {_names(rows)}",
+            (*where, side),
+        )
+    new = item["rows"]
+    if not isinstance(new, list) or not new or not all(isinstance(r, dict) for r in new):
+        raise marks.error(
+            f"found {kind_of(new)}; allowed: a non-empty list of rows, each a mapping with an op",
+            (*where, "rows"),
+        )
+    return names.index(anchor) + (side == "after")

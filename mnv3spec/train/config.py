@@ -10,9 +10,12 @@ from typing import Any
 
 from ..data.datasets import DATASETS
 from ..errors import UserError
+from ..files import check_path
 from ..spec.load import resolve_path
 from .recipe import FIELDS as RECIPE_FIELDS
 from .recipe import Recipe, resolve_recipe
+
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes 64 bits; the run adds its rank and 1 to it
 
 
 @dataclass(frozen=True)
@@ -124,4 +127,19 @@ def config_from_json(values: dict[str, Any], file: str) -> TrainConfig:
             if name in _AT_LEAST_ONE:
                 wanted = "a whole number of at least 1"
             raise UserError(f"the field '{name}' is {value!r}, expected {wanted}; {fix}", file=file)
-    return TrainConfig(**values)
+    for name in ("spec", "data", "data_dir", "out", "name", "init"):  # names the system takes
+        if isinstance(values[name], str):
+            try:
+                check_path(values[name])
+            except UserError as e:
+                raise UserError(f"the field '{name}' {e.message}; {fix}", file=file) from None
+    seed = values["seed"]
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        wanted = f"a whole number from 0 to {MAX_SEED} (2**63 - 1)"
+        raise UserError(f"the field 'seed' is {seed}, expected {wanted}; {fix}", file=file)
+    cfg = TrainConfig(**values)
+    try:  # the recipe's own checks (lr above 0, momentum at least 0...), named as fields here
+        cfg.resolved_recipe()
+    except UserError as e:
+        raise UserError(f"the field '{e.field}' {e.message}; {fix}", file=file) from None
+    return cfg

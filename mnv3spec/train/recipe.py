@@ -67,6 +67,8 @@ def resolve_recipe(name: str, **changes: Any) -> Recipe:
         raise UserError(
             f"unknown schedule '{recipe.schedule}'; use {' or '.join(SCHEDULES)}", field="schedule"
         )
+    for name, low in (("lr", None), ("momentum", 0), ("weight_decay", 0), ("warmup", 0)):
+        _check_at_least(name, getattr(recipe, name), low)
     if recipe.nesterov and recipe.momentum == 0:
         raise UserError("Nesterov momentum needs a momentum above 0", field="nesterov")
     if not 0 <= recipe.random_erasing <= 1:
@@ -80,6 +82,15 @@ def resolve_recipe(name: str, **changes: Any) -> Recipe:
     if not 0 <= recipe.label_smoothing < 1:
         raise UserError(f"must be in [0, 1), got {recipe.label_smoothing}", field="label_smoothing")
     return recipe
+
+
+def _check_at_least(name: str, value: Any, low: float | None) -> None:
+    """``value`` a finite number of at least ``low`` (above 0 when ``low`` is None): SGD and the
+    schedule raise a bare ValueError, or train on a NaN, otherwise."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or value < (low or 0) or (low is None and value == 0):
+        wanted = "above 0" if low is None else f"at least {low}"
+        raise UserError(f"must be a finite number {wanted}, got {value!r}", field=name)
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:

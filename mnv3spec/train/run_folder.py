@@ -14,6 +14,7 @@ import csv
 import dataclasses
 import itertools
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from ..files import (
     check_path,
     locked_folder,
     os_errors,
+    read_json,
+    shown,
     writing,
 )
 from ..model.builder import SpecNet
@@ -204,12 +207,10 @@ class RunFolder:
                 file=str(self.path),
                 field="resume",
             )
-        try:
-            values = json.loads(file.read_text())
-        except FileNotFoundError:
-            raise UserError(f"{self.path} is not a run folder (no {self.CONFIG})") from None
-        except ValueError as e:
-            raise UserError(f"damaged {self.CONFIG} ({e})", file=str(file)) from None
+        if not os.path.lexists(file):
+            raise UserError(f"{shown(self.path)} is not a run folder (no {self.CONFIG})")
+        fix = "restore it, or start a new run"  # a folder, a FIFO, deep or huge: refused
+        values = read_json(file, what=f"the run's {self.CONFIG}", fix=fix, field="resume")
         if not isinstance(values, dict):
             raise UserError(f"damaged {self.CONFIG} (not a mapping)", file=str(file))
         return config_from_json(values, str(file))

@@ -41,7 +41,7 @@ def train(cfg: TrainConfig, command: str = "", spec: Spec | None = None) -> Path
     recipe = cfg.resolved_recipe()
     name = check_run_name(cfg.name) if cfg.name else None
     check_output_folder(cfg.out, field="out")
-    check_name(cfg.data)
+    check_name(cfg.data, cfg.data_dir)
     if name:
         RunFolder(Path(cfg.out) / name).check_free()
     return _launch(absolute(cfg), recipe, spec, command, None)

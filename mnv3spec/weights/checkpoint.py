@@ -200,6 +200,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Sp
     try:
         model = build(load_spec(meta["spec"]))
     except SpecError as e:
+        e.file = None if e.file == "<dict>" else e.file  # the spec is the file's own: say so
         raise CheckpointError(f"its embedded spec does not compile: {e}", file=str(path)) from None
     try:
         state = load_file(str(path), device=str(device))

@@ -16,10 +16,11 @@ import yaml
 from torch import nn
 
 from ..errors import UserError
-from ..files import check_output, writing
+from ..files import check_output, read_regular, writing
 from ..model.builder import build
 from ..model.summary import count_macs, summarize
 from ..ops.rules import se_channels
+from ..spec.limits import MAX_SPEC_BYTES
 from ..spec.load import load_spec
 from . import timm as timm_weights
 from .timm import ACTIVATIONS, parse_source, same_function, timm_model
@@ -189,10 +190,10 @@ def check_out_path(out: str | Path, force: bool) -> Path:
     any file."""
     path = check_output(out, "spec", suffix=".yaml", field="out")
     if path.exists() and path.stat().st_size and not force:
-        try:
-            # bytes, not read_text: universal newlines would fold an edit to CRLF line ends
-            ours = unedited(path.read_bytes().decode("utf-8", errors="replace"))
-        except OSError:
+        try:  # bytes as they are: text mode would fold an edit to CRLF line ends back to LF
+            raw = read_regular(path, MAX_SPEC_BYTES, what="a spec")
+            ours = unedited(raw.decode("utf-8", errors="replace"))
+        except UserError:
             ours = False
         if not ours:
             raise UserError(
