@@ -11,7 +11,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from mnv3spec.train.evaluate import evaluate
+from mnv3spec.services.evaluate import evaluate
 from mnv3spec.weights.checkpoint import save_weights
 
 from .conftest import tiny_checkpoint

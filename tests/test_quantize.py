@@ -14,7 +14,7 @@ from mnv3spec.deploy import quantize
 from mnv3spec.deploy.export import optimize_for_inference, write_onnx
 from mnv3spec.deploy.onnx_model import OnnxModel
 from mnv3spec.errors import CheckpointError, UserError
-from mnv3spec.train.evaluate import evaluate
+from mnv3spec.services.evaluate import evaluate
 
 from .conftest import ROOT, tiny_checkpoint
 

@@ -13,8 +13,8 @@ from ..data.datasets import load_dataset
 from ..errors import DataError
 from ..kinds import file_kind
 from ..model.memory import check_fits
-from ..train.evaluate import EvalResult, evaluate
-from ..train.runtime import pick_device
+from ..services.device import pick_device
+from ..services.evaluate import EvalResult, evaluate
 from .int8 import load_any
 from .mobile import runtime_of
 

@@ -42,7 +42,8 @@ from ..data.datasets import Dataset, load_dataset
 from ..errors import CheckpointError, DataError, ExportError, UserError
 from ..files import check_output
 from ..model.builder import SpecNet
-from ..train.evaluate import evaluate
+from ..services.evaluate import evaluate
+from ..services.run_folder import RunFolder
 from ..weights.checkpoint import load_model
 from . import executorch, tflite
 from .export import optimize_for_inference, ort_session, require_onnx
@@ -326,7 +327,7 @@ def _load_checkpoint(path: str | Path) -> tuple[SpecNet, dict]:
         )
     if path.is_dir():
         raise CheckpointError(
-            f"is a folder; give a .safetensors file (e.g. {path / 'best.safetensors'})",
+            f"is a folder; give a .safetensors file (e.g. {path / RunFolder.BEST})",
             file=str(path),
         )
     if is_int8_model(path):

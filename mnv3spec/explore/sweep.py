@@ -24,9 +24,9 @@ from ..errors import UserError
 from ..files import check_ours, check_output, check_output_folder, claim_folder, locked_folder
 from ..model.builder import build
 from ..model.summary import summarize
+from ..services.run_folder import RunFolder, check_run_name
 from ..spec.load import Spec, load_spec, resolve_path
 from ..train.config import TrainConfig
-from ..train.run_folder import RunFolder, check_run_name
 from . import sweep_folder, sweep_report
 from .grid import check_count, check_grids, parse_grid, spec_names, variants
 from .launch import Training, run_trainings

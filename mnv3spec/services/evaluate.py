@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.batches import normalize
-from .runtime import amp_dtype, no_autotune, reduce_sums
+from .device import amp_dtype, no_autotune, reduce_sums
 
 
 @dataclass(frozen=True)
