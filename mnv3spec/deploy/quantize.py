@@ -183,7 +183,8 @@ def _to_onnxruntime(
         val = _validation(job.ds)
         progress("evaluating float and int8 top-1")
         float_top1 = evaluate(model, val, mean=meta["mean"], std=meta["std"], device=_CPU).top1
-        int8_top1, images = onnx_top1(int8_path, val, meta["mean"], meta["std"])
+        int8 = evaluate(onnx_run(int8_path), val, mean=meta["mean"], std=meta["std"], device=_CPU)
+        int8_top1, images = int8.top1, int8.images
         result = QuantizeResult(
             None, float_top1, int8_top1, images, len(calib_images), float_ops(int8_path), job.keep
         )
@@ -275,7 +276,8 @@ def _to_program(
     progress("evaluating float and int8 top-1")
     float_top1 = evaluate(model, val, mean=meta["mean"], std=meta["std"], device=_CPU).top1
     pte = ProgramModel(job.out, model.spec, size, run)
-    int8_top1, images = top1_of(pte, val, meta["mean"], meta["std"])
+    int8 = evaluate(pte, val, mean=meta["mean"], std=meta["std"], device=_CPU)
+    int8_top1, images = int8.top1, int8.images
     result = QuantizeResult(
         None, float_top1, int8_top1, images, len(calib_images), left_float, job.keep
     )
@@ -283,7 +285,9 @@ def _to_program(
     if sensitivity:
         for row in _computing_rows(model):
             alone = steps.quantize(fast, example, calib_images, only_rows=[row])
-            result.sensitivity.append((row, top1_of(alone, val, meta["mean"], meta["std"])[0]))
+            # handed as a function: a PT2E graph has no eval mode
+            top1 = evaluate(alone.forward, val, mean=meta["mean"], std=meta["std"], device=_CPU)
+            result.sensitivity.append((row, top1.top1))
         progress("sensitivity done")
     _gate(result, gate.max_drop, gate.force, job.checkpoint)
     extra = _extra(job.checkpoint, meta, result)
@@ -394,34 +398,10 @@ def _validation(ds: Dataset) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
     return loader(ds.val_images, ds.val_labels, BATCH, shuffle=False)
 
 
-def onnx_top1(
-    path: Path,
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
-) -> tuple[float, int]:
-    """``(top-1 percent, images)`` of an ONNX model on uint8 image batches."""
+def onnx_run(path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
+    """An ONNX model as a function of a normalised CPU batch, run by ONNX Runtime."""
     session = ort_session(path, "cpu", threads=torch.get_num_threads())
-    return top1_of(
-        lambda x: torch.from_numpy(session.run(None, {"input": x.numpy()})[0]), batches, mean, std
-    )
-
-
-def top1_of(
-    run: Callable[[torch.Tensor], torch.Tensor],
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
-) -> tuple[float, int]:
-    """``(top-1 percent, images)`` of a function of a normalised CPU batch on uint8 batches (it
-    need not be a module that ``evaluate`` can switch to eval mode, as a PT2E graph is not)."""
-    hits = total = 0
-    with torch.no_grad():
-        for x, y in batches:
-            logits = run(normalize(x, mean, std).contiguous())
-            hits += int((logits.argmax(1) == y).sum())
-            total += len(y)
-    return 100 * hits / max(total, 1), total
+    return lambda x: torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
 
 
 def _sensitivity(
@@ -442,7 +422,8 @@ def _sensitivity(
             if name not in with_nodes:
                 continue
             quantize_onnx(float_path, path, calib_images, cache, only_rows=[name])
-            results.append((name, onnx_top1(path, val, meta["mean"], meta["std"])[0]))
+            top1 = evaluate(onnx_run(path), val, mean=meta["mean"], std=meta["std"], device=_CPU)
+            results.append((name, top1.top1))
     return results
 
 
