@@ -1,4 +1,5 @@
-"""Commands that run a network after training: ``infer``, ``latency``, ``export``, ``quantize``."""
+"""Commands that run a network after training: ``eval``, ``infer``, ``latency``, ``export``,
+``quantize``."""
 
 from __future__ import annotations
 
@@ -9,6 +10,38 @@ import sys
 
 from mnv3spec.cli.flags import add_device, add_set, number, overrides
 from mnv3spec.cli.kinds import check_kind, check_model_file
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    check_model_file(args.checkpoint, "eval")
+    from mnv3spec.deploy.evaluate_file import evaluate_checkpoint
+
+    r = evaluate_checkpoint(
+        args.checkpoint,
+        data=args.data,
+        data_dir=args.data_dir,
+        batch_size=args.batch,
+        device=args.device,
+    )
+    print(
+        f"{args.checkpoint}: top-1 {r.top1:.2f}%  top-{r.k} {r.topk:.2f}%  loss {r.loss:.4f}  "
+        f"({r.images} validation images)"
+    )
+    return 0
+
+
+def add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="top-1, top-k (k = min(5, classes)) and loss on val data")
+    p.add_argument(
+        "checkpoint",
+        metavar="CHECKPOINT",
+        help="a .safetensors file written by train, or an .onnx or .pte from export or quantize",
+    )
+    p.add_argument("--data", help="as for train (default: the data it was trained on)")
+    p.add_argument("--data-dir", default="./data", help="as for train (default ./data)")
+    p.add_argument("--batch", type=number(int, 1), default=256, help="default 256")
+    add_device(p)
+    p.set_defaults(func=cmd_eval)
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
