@@ -27,8 +27,9 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter
 
 from mnv3spec import build, load_spec
-from mnv3spec.deploy import export, latency, quantize
 from mnv3spec.deploy import int8 as int8_model
+from mnv3spec.deploy import latency, quantize
+from mnv3spec.model.inference import optimize_for_inference
 
 ROOT = Path(__file__).resolve().parent.parent
 CLASSES = ["circle", "square", "triangle", "cross", "ring", "star", "hstripes", "vstripes"]
@@ -112,7 +113,7 @@ def speed(names: list[str], runs: int, warmup: int) -> None:
     for resolution, si in SETTINGS:
         for name in names:
             model = build(load_spec(name, resolution=resolution, si=si)).eval()
-            fast = export.optimize_for_inference(model)
+            fast = optimize_for_inference(model)
             x = torch.randn(1, 3, resolution, resolution)
             runners = {
                 "fp32": latency.prepare(model, "onnxruntime", x)[0],

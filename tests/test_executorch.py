@@ -14,6 +14,7 @@ import torch
 
 from mnv3spec.deploy import executorch, export, int8, mobile, quantize
 from mnv3spec.errors import CheckpointError, ExportError
+from mnv3spec.model.inference import for_xnnpack
 
 from .conftest import ROOT, TINY_PHONE, run_cli_process, tiny_checkpoint
 
@@ -103,7 +104,7 @@ def test_rows_named_for_pt2e_get_their_convolutions_quantized():
     from mnv3spec import build, load_spec
 
     model = build(load_spec(TINY_PHONE)).eval()
-    fast, x = executorch.for_xnnpack(model), torch.zeros(1, 3, 32, 32)
+    fast, x = for_xnnpack(model), torch.zeros(1, 3, 32, 32)
     calib = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
     def int8_convs(**rows) -> int:

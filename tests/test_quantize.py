@@ -11,9 +11,10 @@ from mnv3spec.data.batches import loader
 from mnv3spec.data.datasets import load_dataset
 from mnv3spec.deploy import int8 as int8_files
 from mnv3spec.deploy import quantize
-from mnv3spec.deploy.export import optimize_for_inference, write_onnx
+from mnv3spec.deploy.export import write_onnx
 from mnv3spec.deploy.onnx_model import OnnxModel
 from mnv3spec.errors import CheckpointError, UserError
+from mnv3spec.model.inference import optimize_for_inference
 from mnv3spec.services.evaluate import evaluate
 
 from .conftest import ROOT, tiny_checkpoint

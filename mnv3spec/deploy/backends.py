@@ -15,8 +15,9 @@ import torch
 from torch import nn
 
 from ..errors import ExportError, UserError
+from ..model.inference import for_xnnpack, optimize_for_inference
 from . import executorch, tflite
-from .export import optimize_for_inference, ort_session, trace_frozen, write_onnx
+from .export import ort_session, trace_frozen, write_onnx
 from .int8 import latency_runner as int8_runner
 
 BACKENDS = (
@@ -83,7 +84,7 @@ def _executorch(model: nn.Module, x: torch.Tensor, int8: bool) -> tuple[Runner, 
     if x.device.type != "cpu":
         raise ExportError("ExecuTorch runs on the CPU here (its XNNPACK backend is for CPUs)")
     executorch.require_executorch()
-    fast = executorch.for_xnnpack(model)
+    fast = for_xnnpack(model)
     if int8:
         calib = torch.randn(CALIB, *x.shape[1:], generator=torch.Generator().manual_seed(0))
         fast = executorch.quantize_pt2e(fast, x[:1], calib)
@@ -99,7 +100,7 @@ def _tflite(model: nn.Module, x: torch.Tensor, int8: bool) -> tuple[Runner, str]
     if x.device.type != "cpu":
         raise ExportError("LiteRT runs on the CPU here (its XNNPACK delegate is for CPUs)")
     tflite.require_litert(convert=True)
-    fast = executorch.for_xnnpack(model)
+    fast = for_xnnpack(model)
     if int8:
         calib = torch.randn(CALIB, *x.shape[1:], generator=torch.Generator().manual_seed(0))
         fast = tflite.quantize_pt2e(fast, x[:1], calib)

@@ -6,21 +6,20 @@ through PT2E quantization with the XNNPACK quantizer (per-channel symmetric int8
 activations calibrated on images). Each program is run back in ExecuTorch's runtime before it is
 kept; its metadata travels beside it (:mod:`.mobile`).
 
-Two things in our network kept rows out of the delegate, and :func:`for_xnnpack` removes both:
+Two things in our network kept rows out of the delegate, and this module and
+:func:`~..model.inference.for_xnnpack` remove both:
 - hard-sigmoid (every squeeze-and-excite) is decomposed by the edge dialect into ``x + 3``, clamps
   and ``/ 6`` with *integer* tensor constants, each cast to float at run time by a
   ``_to_dim_order_copy`` that XNNPACK does not take: two per SE block, left outside the delegate.
   :data:`DECOMPOSITIONS` writes it with float scalars instead;
-- the classifier's :class:`~mnv3spec.ops.layers.Pointwise` runs as ``linear(x.flatten(1),
-  weight.flatten(1))``: a weight reshaped at run time is not a static weight to XNNPACK, so both
-  classifier rows fell back to portable ``addmm``. As the plain 1×1 convolution it is, XNNPACK
-  runs it (as a matrix product, as it runs every 1×1 convolution).
+- the classifier's :class:`~mnv3spec.ops.layers.Pointwise`, a weight reshaped at run time that
+  XNNPACK does not take as static: :func:`~..model.inference.for_xnnpack` makes it the 1×1
+  convolution it is.
 With both, every row of the shipped specs is one XNNPACK partition.
 """
 
 from __future__ import annotations
 
-import copy
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -31,7 +30,6 @@ import torch
 from torch import nn
 
 from ..errors import ExportError
-from ..ops.layers import ConvBNAct, Pointwise
 from .mobile import INSTALL_HINT, ProgramModel, load_program, write_program
 
 SUFFIX = ".pte"
@@ -56,27 +54,6 @@ def _hardsigmoid(x: torch.Tensor) -> torch.Tensor:
 
 
 DECOMPOSITIONS = {torch.ops.aten.hardsigmoid.default: _hardsigmoid}
-
-
-def for_xnnpack(model: nn.Module) -> nn.Module:
-    """An eval-mode copy for XNNPACK: BN folded, weights contiguous (a channels_last weight fails
-    XNNPACK's layout pass) and each :class:`Pointwise` a plain 1×1 ``Conv2d`` (module docstring);
-    module names unchanged, so rows keep their names."""
-    fused = copy.deepcopy(model).eval()
-    for m in fused.modules():
-        if isinstance(m, ConvBNAct):
-            m.fuse()
-    for parent in list(fused.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, Pointwise):
-                conv = nn.Conv2d(
-                    child.in_channels, child.out_channels, 1, bias=child.bias is not None
-                )
-                conv.load_state_dict(child.state_dict())
-                setattr(parent, name, conv)
-    for p in fused.parameters():
-        p.data = p.data.clone(memory_format=torch.contiguous_format)
-    return fused
 
 
 @dataclass(frozen=True)
@@ -138,8 +115,9 @@ def _op_name(node: torch.fx.Node) -> str:
 
 
 def lower(model: nn.Module, example: torch.Tensor) -> tuple[bytes, Delegation]:
-    """``model`` (from :func:`for_xnnpack`, or a PT2E-converted int8 graph) traced on ``example``,
-    lowered to XNNPACK, as the bytes of a ``.pte``, and which rows were delegated."""
+    """``model`` (from :func:`~..model.inference.for_xnnpack`, or a PT2E-converted int8 graph)
+    traced on ``example``, lowered to XNNPACK, as the bytes of a ``.pte``, and which rows were
+    delegated."""
     require_executorch()
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
@@ -207,9 +185,10 @@ def quantize_pt2e(
     exclude_rows: Iterable[str] = (),
     only_rows: Iterable[str] | None = None,
 ) -> nn.Module:
-    """``fast`` (:func:`for_xnnpack`) quantized by PT2E with the XNNPACK quantizer (per-channel,
-    symmetric), calibrated on ``calib_images``: a graph module computing with quantize /
-    dequantize pairs, ready for :func:`lower` (and a fake-quant reference to check it against).
+    """``fast`` (:func:`~..model.inference.for_xnnpack`) quantized by PT2E with the XNNPACK
+    quantizer (per-channel, symmetric), calibrated on ``calib_images``: a graph module computing
+    with quantize / dequantize pairs, ready for :func:`lower` (and a fake-quant reference to check
+    it against).
     ``exclude_rows`` stay float; with ``only_rows`` only those rows are quantized."""
     require_executorch()
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (

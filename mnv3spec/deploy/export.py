@@ -16,7 +16,6 @@ It needs ``onnxscript``, which is why onnx, onnxscript and onnxruntime form one 
 
 from __future__ import annotations
 
-import copy
 import os
 import warnings
 from collections.abc import Callable
@@ -31,9 +30,9 @@ from torch import nn
 from ..errors import ExportError, UserError
 from ..files import check_output, writing
 from ..model.builder import SpecNet, build
+from ..model.inference import for_xnnpack, optimize_for_inference
 from ..model.memory import check_fits
 from ..model.parity import Difference, max_difference
-from ..ops.layers import ConvBNAct
 from ..spec.load import load_spec, resolve_path
 from ..weights.checkpoint import load_model
 from . import executorch, tflite
@@ -47,17 +46,6 @@ PHONE = {"executorch": "executorch", "tflite": "litert"}  # format → its .mobi
 TOLERANCE = 1e-4  # max abs difference of the logits, and at most RELATIVE × the largest logit:
 RELATIVE = 1e-3  # randomly initialised specs give logits near 1e-6, where 1e-4 alone checks nothing
 INSTALL_HINT = 'pip install -e ".[export]"'
-
-
-def optimize_for_inference(model: nn.Module) -> nn.Module:
-    """An eval-mode copy with every BatchNorm folded into the convolution before it and the weights
-    in channels_last (:meth:`ConvBNAct.fuse`); the original is untouched. Folding removes the
-    ``bn`` entries from the ``state_dict``, so the copy is for running, not for saving."""
-    fused = copy.deepcopy(model).eval()
-    for m in fused.modules():
-        if isinstance(m, ConvBNAct):
-            m.fuse()
-    return fused.to(memory_format=torch.channels_last)
 
 
 def require_onnx() -> tuple[ModuleType, ModuleType]:
@@ -255,7 +243,7 @@ def _export_pte(
 ) -> ExportResult:
     """Lower to XNNPACK, run the program in ExecuTorch's runtime against ``model``, and only then
     write it with its metadata file."""
-    program, delegation = executorch.lower(executorch.for_xnnpack(model), example)
+    program, delegation = executorch.lower(for_xnnpack(model), example)
     diff = max_difference(model, executorch.runner(program), shapes)
     check_parity(diff, "executorch", out)
     executorch.write_pte(out, program, metadata(model, meta, "executorch", "float32"))
@@ -270,7 +258,7 @@ def _export_tflite(
 ) -> ExportResult:
     """Convert with litert-torch, run the model in LiteRT's interpreter against ``model``, and
     only then write it with its metadata file."""
-    program = tflite.convert(executorch.for_xnnpack(model), example)
+    program = tflite.convert(for_xnnpack(model), example)
     diff = max_difference(model, tflite.runner(program), shapes)
     check_parity(diff, "tflite", out)
     tflite.write_tflite(out, program, metadata(model, meta, tflite.RUNTIME, "float32"))

@@ -10,7 +10,7 @@ its fp32 (below); ``bench/mobile.py`` measures both side by side.
 
 ONNX Runtime (``--to onnxruntime``), the flow chosen by measurement on this project's models
 (ONNX Runtime 1.32, an AVX2 CPU): BN folded
-(:func:`~mnv3spec.deploy.export.optimize_for_inference`), exported to ONNX with a dynamic batch,
+(:func:`~mnv3spec.model.inference.optimize_for_inference`), exported to ONNX with a dynamic batch,
 each squeeze-and-excite ``ReduceMean`` rewritten as the ``GlobalAveragePool`` it is, then
 ``onnxruntime.quantization.quantize_static`` in QDQ format with per-channel int8 weights and uint8
 activations calibrated (min/max) on training images. With uint8 activations ONNX Runtime fuses
@@ -42,11 +42,12 @@ from ..data.datasets import Dataset, load_dataset
 from ..errors import CheckpointError, DataError, ExportError, UserError
 from ..files import check_output
 from ..model.builder import SpecNet
+from ..model.inference import for_xnnpack, optimize_for_inference
 from ..services.evaluate import evaluate
 from ..services.run_folder import RunFolder
 from ..weights.checkpoint import load_model
 from . import executorch, tflite
-from .export import optimize_for_inference, ort_session, require_onnx
+from .export import ort_session, require_onnx
 from .int8 import (
     SUFFIX,
     export_float,
@@ -263,7 +264,7 @@ def _to_program(
     """:func:`quantize_checkpoint` for a phone runtime: PT2E, lowered or converted, the program
     run in the runtime itself for its top-1 (what ships is what is measured)."""
     steps, model, meta, calib_images = PROGRAMS[runtime], job.model, job.meta, job.calib_images
-    fast = executorch.for_xnnpack(model)
+    fast = for_xnnpack(model)
     size = meta["resolution"]
     example = torch.zeros(1, model.spec.in_channels, size, size)
     progress(f"calibrating on {len(calib_images)} training images (PT2E)")

@@ -1,7 +1,7 @@
 """LiteRT (TFLite) models (``.tflite``), in float or int8, converted by ``litert-torch``.
 
 LiteRT is the runtime of the MobileNetV3 paper's phone latencies. ``litert_torch.convert`` takes
-the network as :func:`.executorch.for_xnnpack` prepares it (BN folded, classifier a 1×1
+the network as :func:`~..model.inference.for_xnnpack` prepares it (BN folded, classifier a 1×1
 convolution) and writes a flatbuffer that LiteRT's interpreter (``ai-edge-litert``) runs with its
 default XNNPACK delegate. int8 is the converter's own path: PT2E with ``litert_torch``'s quantizer
 (per-channel symmetric int8 weights, int8 activations calibrated on images), converted with that
@@ -52,7 +52,7 @@ def require_litert(convert: bool = False) -> None:
 
 
 def convert(model: nn.Module, example: torch.Tensor, int8: bool = False) -> bytes:
-    """``model`` (from :func:`.executorch.for_xnnpack`, or its PT2E graph from
+    """``model`` (from :func:`~..model.inference.for_xnnpack`, or its PT2E graph from
     :func:`quantize_pt2e` with ``int8``) converted by ``litert_torch`` at ``example``'s shape,
     as ``.tflite`` bytes."""
     require_litert(convert=True)
