@@ -79,10 +79,12 @@ KINDS: dict[str, Kind] = {
     "png": Kind("a PNG image", (".png",), "image"),  # file_kind tells an image, not its format
     "safetensors": Kind("safetensors weights", (".safetensors",), "safetensors"),
     "torchscript": Kind("a TorchScript model", (".pt", ".pth"), "torchscript"),
-    "torch": Kind("a PyTorch file (torch.save)", (".pt", ".pth", ".ckpt", ".bin"), "torch-save"),
+    "torch-save": Kind(
+        "a PyTorch file (torch.save)", (".pt", ".pth", ".ckpt", ".bin"), "torch-save"
+    ),
     "onnx": Kind("an ONNX model", (".onnx",), "onnx", bytes_required=False),
-    "executorch": Kind("an ExecuTorch program", (".pte",), "pte"),
-    "litert": Kind("a LiteRT (TFLite) model", (".tflite",), "tflite"),
+    "pte": Kind("an ExecuTorch program", (".pte",), "pte"),
+    "tflite": Kind("a LiteRT (TFLite) model", (".tflite",), "tflite"),
     "spec": Kind("a spec (YAML)", (".yaml", ".yml")),
     "csv": Kind("a CSV table", (".csv",)),
     "json": Kind("a JSON file", (".json",)),

@@ -8,11 +8,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
 
-from mnv3spec.deploy import executorch, export, int8, mobile, quantize
+from mnv3spec.deploy import export, quantize
+from mnv3spec.deploy.runtimes import RUNTIMES, executorch, load_any, quantizing
+from mnv3spec.deploy.runtimes import sidecar as mobile
 from mnv3spec.errors import CheckpointError, ExportError
 from mnv3spec.model.inference import for_xnnpack
 
@@ -65,7 +68,7 @@ def test_the_pte_loads_like_a_checkpoint_with_its_metadata(exported):
     _, model, r, _ = exported
     info = json.loads(mobile.sidecar(r.path).read_text())
     assert info["sha256"] == mobile.digest(r.path) and info["precision"] == "float32"
-    pte, meta = int8.load_any(r.path)
+    pte, meta = load_any(r.path)
     assert isinstance(pte, mobile.ProgramModel)
     assert meta["classes"] == CLASSES and meta["resolution"] == 32
     assert meta["mean"] == (0.5, 0.4, 0.3) and meta["std"] == (0.2, 0.25, 0.3)
@@ -165,7 +168,7 @@ def reuse_lowering(exported, monkeypatch):
 def test_a_parity_failure_or_nan_writes_nothing(exported, reuse_lowering, monkeypatch, tmp_path):
     folder, _, _, _ = exported
     nan = lambda program, threads=None: lambda x: torch.full((x.shape[0], 4), float("nan"))  # noqa: E731
-    monkeypatch.setattr(executorch, "runner", nan)
+    monkeypatch.setitem(RUNTIMES, "executorch", replace(RUNTIMES["executorch"], runner=nan))
     out = tmp_path / "m.pte"
     with pytest.raises(ExportError, match="nothing was written"):
         export.export(folder / "best.safetensors", "executorch", out)
@@ -177,9 +180,9 @@ def test_gate_refuses_a_model_that_loses_too_much_and_writes_nothing(
 ):
     folder, _, _, _ = exported
     # the reused program is the float one: not its fake-quant graph's, which is checked first
-    monkeypatch.setattr(quantize, "_check_program", lambda *a: None)
+    monkeypatch.setattr(quantizing, "check_program", lambda *a: None)
     out = folder / "gated.pte"
-    with pytest.raises(quantize.AccuracyGateError) as e:
+    with pytest.raises(quantizing.AccuracyGateError) as e:
         quantize.quantize_checkpoint(
             folder / "best.safetensors", out, max_drop=-100, calib=8, data="synthetic"
         )

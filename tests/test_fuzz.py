@@ -413,7 +413,7 @@ def onnx_template(tmp_path_factory):
     import onnx
     from onnx import TensorProto, helper
 
-    from mnv3spec.deploy import onnx_model
+    from mnv3spec.deploy.runtimes import onnx_model
 
     spec = load_spec("small", width=0.25, num_classes=2, resolution=8).to_yaml()
     graph = helper.make_graph(
@@ -449,7 +449,7 @@ def test_onnx_metadata(onnx_template, tmp_path_factory, key, value, fmt):
     runs, or is a UserError naming the file."""
     import onnx
 
-    from mnv3spec.deploy import onnx_model
+    from mnv3spec.deploy.runtimes import onnx_model
 
     proto = copy.deepcopy(onnx_template)
     props = {p.key: p for p in proto.metadata_props}
@@ -475,18 +475,19 @@ def test_onnx_metadata(onnx_template, tmp_path_factory, key, value, fmt):
 def test_phone_metadata(tmp_path_factory, runtime, key, value):
     """The JSON beside a .pte or .tflite with one value replaced: refused with the file named, or
     read into metadata a model can be built from (no runtime is needed to read it)."""
-    from mnv3spec.deploy import mobile
+    from mnv3spec.deploy.runtimes import RUNTIMES
+    from mnv3spec.deploy.runtimes import sidecar as mobile
 
-    suffix, _, mark = mobile.SIGNATURES[runtime]
-    path = tmp_path_factory.mktemp("fuzz") / f"m{suffix}"
-    path.write_bytes(b"\x1c\x00\x00\x00" + mark.encode() + b"12" + bytes(32))
+    rt = RUNTIMES[runtime]
+    path = tmp_path_factory.mktemp("fuzz") / f"m{rt.suffix}"
+    path.write_bytes(b"\x1c\x00\x00\x00" + rt.signature.encode() + b"12" + bytes(32))
     spec = load_spec("small", width=0.25, num_classes=2, resolution=8).to_yaml()
     info = {"format": mobile.FORMAT, "runtime": runtime, "precision": "int8", "spec": spec}
     info |= {"classes": ["a", "b"], "resolution": 8, "mean": [0.5] * 3, "std": [0.2] * 3}
     info |= {"extra": {}, "sha256": mobile.digest(path), key: value}
     mobile.sidecar(path).write_text(json.dumps(info))
     try:
-        meta, built = mobile.read_metadata(path, runtime)
+        meta, built = mobile.read_metadata(path, rt)
     except UserError as e:
         assert str(path) in str(e)
         return

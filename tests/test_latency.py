@@ -32,6 +32,20 @@ def test_rounds_alternate_so_no_runner_always_goes_first():
     assert all(t >= 0 for v in times.values() for t in v)
 
 
+def test_time_model_times_one_network_on_a_runtime_as_export_lowers_it():
+    """The entry a search calls: a built network, a backend or runtime, an example; median and
+    spread in ms."""
+    model = build(load_spec(SMALL, width=0.25, resolution=32))
+    x = torch.randn(1, 3, 32, 32)
+    eager = latency.time_model(model, "eager", x, runs=3, warmup=1)
+    assert eager.median_ms > 0 and eager.iqr_ms >= 0 and eager.note == ""
+    pytest.importorskip("onnxruntime")
+    ort = latency.time_model(model, "onnxruntime", x, runs=3, warmup=1)
+    assert ort.median_ms > 0 and ort.note == "CPUExecutionProvider"
+    with pytest.raises(UserError, match="unknown cuda-graph-int8"):
+        latency.time_model(model, "cuda-graph", x, int8=True)
+
+
 def test_compiled_falls_back_to_torchscript_and_says_why(monkeypatch):
     def broken(model):
         raise RuntimeError("no working C++ compiler\nmore detail")

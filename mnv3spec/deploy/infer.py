@@ -22,9 +22,9 @@ from ..model.memory import check_fits
 from ..services.device import pick_device
 from ..services.run_folder import RunFolder
 from ..text import text_table
-from .int8 import load_any
-from .mobile import ProgramModel
-from .onnx_model import OnnxModel
+from .runtimes import load_any
+from .runtimes.onnx_model import OnnxModel
+from .runtimes.sidecar import ProgramModel
 
 SUBFOLDER = "a subfolder (images are not searched recursively)"
 

@@ -1,9 +1,7 @@
-"""int8 ONNX models: made (the float export, its calibration and static quantization in QDQ
-format, what stays float) and read back. The file is one ``.onnx`` whose ``metadata_props`` carry
-what a checkpoint's metadata carries (spec, classes, resolution, mean, std, extra), run by ONNX
-Runtime on the CPU (:mod:`.onnx_model`, shared with export's float files); ``eval`` and ``infer``
-take it as they take checkpoints (:func:`load_any`).
-The command around it, with its accuracy gate, is :mod:`.quantize`.
+"""int8 ONNX models made: the float export, its calibration and static quantization in QDQ
+format, what stays float. The file is one ``.onnx`` whose ``metadata_props`` carry what a
+checkpoint's metadata carries (:mod:`.onnx_model`, shared with export's float files); the flow
+around it, with its accuracy gate, is :mod:`.onnxruntime`'s.
 """
 
 from __future__ import annotations
@@ -12,7 +10,7 @@ import json
 import logging
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -20,49 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..files import writing
-from ..kinds import file_kind
-from ..model.builder import SpecNet
-from ..weights.checkpoint import load_model
-from .export import ort_session, require_onnx, write_onnx
-from .mobile import runtime_of
-from .onnx_model import INT8, OnnxModel, load_onnx, metadata_props, onnx_format, set_metadata
+from .onnx_model import require_onnx, write_onnx
 
 BATCH = 64  # images per calibration call
-FORMAT = INT8  # metadata_props["format"] of our int8 files
-SUFFIX = ".onnx"
-
-
-def is_int8_model(path: str | Path) -> bool:
-    """Whether ``path`` is an int8 model written by :func:`quantize_checkpoint` (an ``.onnx``
-    whose metadata says so); cheap enough to call on every file ``infer`` meets."""
-    return onnx_format(path) == FORMAT
-
-
-def load_int8(path: str | Path, threads: int | None = None) -> tuple[OnnxModel, dict]:
-    """``(OnnxModel, metadata)`` from an int8 file (:func:`.onnx_model.load_onnx`)."""
-    return load_onnx(path, threads, formats=(FORMAT,))
-
-
-def load_any(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """A checkpoint, one of our ``.onnx`` files (float from export, int8 from quantize), an
-    ExecuTorch ``.pte`` or a LiteRT ``.tflite``, as ``(model, metadata)``: the one call ``eval``
-    and ``infer`` need to accept all. An ``.onnx``, a ``.pte`` and a ``.tflite`` always run on the
-    CPU (ONNX Runtime, ExecuTorch, LiteRT) and hand their logits back on ``device``."""
-    if file_kind(path) == "onnx":  # ours, or an error saying why not
-        return load_onnx(path)
-    if runtime_of(path) == "executorch":  # runs in ExecuTorch on the CPU
-        from .executorch import load_pte
-
-        return load_pte(path)
-    if runtime_of(path) == "litert":
-        from .tflite import load_tflite
-
-        return load_tflite(path)
-    return load_model(path, device)
-
-
-# --- making one -------------------------------------------------------------------------------
 
 
 # 7-bit weights: without AVX-512 VNNI, ONNX Runtime's uint8 × int8 kernels sum pairs of products
@@ -195,28 +153,3 @@ def float_ops(path: Path) -> Counter:
     ops = (n.op_type for n in graph.node)
     int8 = ("QLinear", "QGemm")  # ONNX Runtime's int8 kernels
     return Counter(op for op in ops if op not in _NOT_COMPUTE and not op.startswith(int8))
-
-
-def write_int8(int8_path: Path, out: Path, model: SpecNet, meta: dict) -> None:
-    """Copy the quantized model to ``out`` atomically with the metadata that rebuilds its
-    meaning, in the keys and JSON encoding a checkpoint uses."""
-    onnx, _ = require_onnx()
-    proto = onnx.load(str(int8_path))
-    set_metadata(proto, metadata_props(model.spec.to_yaml(), meta, FORMAT))
-    with writing(out, field="out") as tmp:
-        onnx.save(proto, str(tmp))
-
-
-def latency_runner(fast: nn.Module, example: torch.Tensor) -> tuple[Callable[[], Any], str]:
-    """For ``latency --backends onnxruntime-int8``: a no-argument call running the int8 model of
-    the BN-folded ``fast`` on ``example`` (CPU), calibrated on random normal inputs (timing does
-    not depend on the ranges), and a note. Same shape as latency's ``_onnxruntime``."""
-    x = example.cpu().contiguous()
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        float_path = export_float(fast, work / "float.onnx", tuple(x.shape[1:]))
-        calib = torch.randn(8, *x.shape[1:], generator=torch.Generator().manual_seed(0))
-        quantize_onnx(float_path, work / "int8.onnx", calib, work / "calibration.json")
-        session = ort_session(work / "int8.onnx", "cpu", threads=torch.get_num_threads())
-    feed = {"input": x.numpy()}
-    return lambda: session.run(None, feed), "CPUExecutionProvider, QDQ int8"

@@ -8,11 +8,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
 
-from mnv3spec.deploy import export, int8, mobile, quantize, tflite
+from mnv3spec.deploy import export, quantize
+from mnv3spec.deploy.runtimes import RUNTIMES, load_any, quantizing
+from mnv3spec.deploy.runtimes import litert as tflite
+from mnv3spec.deploy.runtimes import sidecar as mobile
 from mnv3spec.errors import CheckpointError, ExportError
 
 from .conftest import ROOT, TINY_PHONE, run_cli_process, tiny_checkpoint
@@ -51,7 +55,7 @@ def test_the_tflite_loads_like_a_checkpoint_with_its_metadata(converted):
     info = json.loads(mobile.sidecar(r.path).read_text())
     assert info["sha256"] == mobile.digest(r.path) and info["precision"] == "float32"
     assert info["runtime"] == "litert"
-    model_file, meta = int8.load_any(r.path)
+    model_file, meta = load_any(r.path)
     assert isinstance(model_file, mobile.ProgramModel)
     assert meta["classes"] == CLASSES and meta["resolution"] == 32
     assert meta["mean"] == (0.5, 0.4, 0.3) and meta["std"] == (0.2, 0.25, 0.3)
@@ -130,7 +134,7 @@ def reuse_conversion(converted, monkeypatch):
 def test_a_parity_failure_or_nan_writes_nothing(converted, reuse_conversion, monkeypatch, tmp_path):
     folder, _, _, _ = converted
     nan = lambda model, threads=None: lambda x: torch.full((x.shape[0], 4), float("nan"))  # noqa: E731
-    monkeypatch.setattr(tflite, "runner", nan)
+    monkeypatch.setitem(RUNTIMES, "litert", replace(RUNTIMES["litert"], runner=nan))
     out = tmp_path / "m.tflite"
     with pytest.raises(ExportError, match="nothing was written"):
         export.export(folder / "best.safetensors", "tflite", out)
@@ -142,9 +146,9 @@ def test_gate_refuses_a_model_that_loses_too_much_and_writes_nothing(
 ):
     folder, _, _, _ = converted
     # the reused model is the float one: not its fake-quant graph's, which is checked first
-    monkeypatch.setattr(quantize, "_check_program", lambda *a: None)
+    monkeypatch.setattr(quantizing, "check_program", lambda *a: None)
     out = folder / "gated.tflite"
-    with pytest.raises(quantize.AccuracyGateError) as e:
+    with pytest.raises(quantizing.AccuracyGateError) as e:
         quantize.quantize_checkpoint(
             folder / "best.safetensors", out, max_drop=-100, calib=8, data="synthetic", to="tflite"
         )

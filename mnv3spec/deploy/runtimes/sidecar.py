@@ -1,4 +1,5 @@
-"""What the phone formats share: the metadata file beside a program, and a program as a module.
+"""What the phone runtimes share (ExecuTorch, LiteRT): the metadata file beside a program, and a
+program as a module.
 
 An ExecuTorch ``.pte`` or a LiteRT ``.tflite`` holds the network and nothing else a command needs
 (the spec, class names, resolution, normalisation). That travels beside it as ``NAME.pte.json``:
@@ -18,18 +19,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, UserError
-from ..files import check_output, writing
-from ..kinds import file_kind
-from ..model.builder import SpecNet
-from ..spec.load import load_spec, read_yaml
-from ..weights.checkpoint import _metadata_problem
+from ...errors import CheckpointError, UserError
+from ...files import check_output, writing
+from ...kinds import file_kind
+from ...model.builder import SpecNet
+from ...spec.load import load_spec, read_yaml
+from ...weights.checkpoint import _metadata_problem
+from .record import Runtime
 
 FORMAT = "mnv3spec-mobile"  # the JSON's "format"
-INSTALL_HINT = 'pip install -e ".[mobile]"'
-# runtime → (suffix, its kind in :mod:`mnv3spec.kinds`, which judges a file by its flatbuffer
-# identifier at offset 4: "ET" and two digits for ExecuTorch, "TFL3" for LiteRT)
-SIGNATURES = {"executorch": (".pte", "pte", "ET"), "litert": (".tflite", "tflite", "TFL3")}
 
 
 def sidecar(path: str | Path) -> Path:
@@ -38,22 +36,16 @@ def sidecar(path: str | Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
-def runtime_of(path: str | Path) -> str | None:
-    """``executorch`` or ``litert`` when ``path`` has that suffix, else None (cheap: no read)."""
-    suffix = Path(path).suffix.lower()
-    return next((rt for rt, (s, _, _) in SIGNATURES.items() if s == suffix), None)
-
-
-def check_signature(path: Path, runtime: str) -> None:
-    """Refuse a file that is not a flatbuffer of ``runtime`` (:func:`mnv3spec.kinds.file_kind`
+def check_signature(path: Path, runtime: Runtime) -> None:
+    """Refuse a file that is not a program of ``runtime`` (:func:`mnv3spec.kinds.file_kind`
     judges it)."""
-    suffix, kind, mark = SIGNATURES[runtime]
     found = file_kind(path)
     if found is None:
         raise CheckpointError("cannot be read (not a regular file)", file=str(path))
-    if found != kind:
+    if found != runtime.kind:
         raise CheckpointError(
-            f"is not a {runtime} program (a {suffix} file starts with {mark!r} at byte 4)",
+            f"is not a {runtime.name} program (a {runtime.suffix} file starts with "
+            f"{runtime.signature!r} at byte 4)",
             file=str(path),
         )
 
@@ -88,16 +80,16 @@ def metadata(model: SpecNet, meta: dict | None, runtime: str, precision: str) ->
     }
 
 
-def check_outputs(out: Path, runtime: str, inputs: list[Path], field: str = "out") -> Path:
+def check_outputs(out: Path, runtime: Runtime, inputs: list[Path], field: str = "out") -> Path:
     """:func:`check_output` for the program and its metadata file, before any work."""
-    suffix = SIGNATURES[runtime][0]
-    out = check_output(out, runtime, inputs=inputs, suffix=suffix, field=field)
+    out = check_output(out, runtime.kind, inputs=inputs, suffix=runtime.suffix, field=field)
     if out.is_file() and out.stat().st_size > 0:  # the suffix alone does not make it ours
         try:
             check_signature(out, runtime)
         except CheckpointError:
             raise UserError(
-                f"exists and is not a {runtime} program (it has the suffix, not the signature); "
+                f"exists and is not a {runtime.name} program (it has the suffix, not the "
+                "signature); "
                 "it is left as it is: choose another name",
                 file=str(out),
                 field=field,
@@ -106,19 +98,17 @@ def check_outputs(out: Path, runtime: str, inputs: list[Path], field: str = "out
     return out
 
 
-def write_program(
-    out: Path, fill: Callable[[Path], None], info: dict[str, Any], field: str = "out"
-) -> None:
-    """Write the program (``fill(tmp)`` writes it) and its metadata file, each atomically; the
-    metadata records the program's SHA-256."""
+def write_program(out: Path, program: bytes, info: dict[str, Any], field: str = "out") -> None:
+    """Write the program and its metadata file, each atomically; the metadata records the
+    program's SHA-256."""
     with writing(out, field=field) as tmp:
-        fill(tmp)
+        tmp.write_bytes(program)
         info = {**info, "sha256": digest(tmp)}
         with writing(sidecar(out), field=field) as tmp_json:
             tmp_json.write_text(json.dumps(info, indent=1) + "\n")
 
 
-def read_metadata(path: str | Path, runtime: str) -> tuple[dict[str, Any], Any]:
+def read_metadata(path: str | Path, runtime: Runtime) -> tuple[dict[str, Any], Any]:
     """``(metadata decoded as a checkpoint's, the spec)`` of a program, checked against it."""
     path = Path(path)
     if not path.is_file():
@@ -163,15 +153,15 @@ def first_line(e: Exception) -> str:
 
 
 def load_program(
-    path: str | Path, runtime: str, runner: Callable[[Path], Callable], failure: str
+    path: str | Path, runtime: Runtime, failure: str, threads: int | None = None
 ) -> tuple[ProgramModel, dict]:
     """``(model, metadata)`` of a phone program, checked against the metadata file beside it;
-    ``runner(path)`` loads it in ``runtime``, and any error it raises is ``failure`` (e.g.
-    "ExecuTorch cannot load this program") with the runtime's first line."""
+    ``runtime.runner`` loads it, and any error it raises is ``failure`` (e.g. "ExecuTorch cannot
+    load this program") with the runtime's first line."""
     path = Path(path)
     meta, spec = read_metadata(path, runtime)
     try:
-        run = runner(path)
+        run = runtime.runner(path, threads)
     except Exception as e:  # the runtimes raise RuntimeError / ValueError for what they refuse
         raise CheckpointError(f"{failure} ({first_line(e)})", file=str(path)) from None
     return ProgramModel(path, spec, meta["resolution"], run), meta
