@@ -29,9 +29,9 @@ sys.path.insert(0, str(ROOT))
 
 from mnv3spec import build, load_spec  # noqa: E402
 from mnv3spec.deploy import quantize  # noqa: E402
-from mnv3spec.deploy.backends import prepare  # noqa: E402
-from mnv3spec.deploy.latency import percentiles, time_rounds  # noqa: E402
 from mnv3spec.deploy.runtimes import executorch, runtime_for  # noqa: E402
+from mnv3spec.latency.backends import prepare  # noqa: E402
+from mnv3spec.latency.measure import percentiles, time_rounds  # noqa: E402
 from mnv3spec.weights.torchvision import give_weights, torchvision_twin  # noqa: E402
 
 BACKENDS = ("eager", "onnxruntime", "onnxruntime-int8", "executorch", "executorch-int8")

@@ -286,7 +286,7 @@ CELLS = st.one_of(
 def table_texts(draw: st.DrawFn) -> str:
     """A latency table: our header (a column maybe dropped, added or repeated) and rows of odd
     cells, some short or long."""
-    from mnv3spec.deploy import predict
+    from mnv3spec.latency import predict
 
     header = list(predict.COLUMNS) + draw(
         st.lists(st.sampled_from(["note", "x", "median_ms"]), max_size=2)
@@ -302,7 +302,7 @@ def table_texts(draw: st.DrawFn) -> str:
 @SMALL
 @given(table_texts())
 def test_latency_tables(tmp_path_factory, text):
-    from mnv3spec.deploy import predict
+    from mnv3spec.latency import predict
 
     path = tmp_path_factory.mktemp("fuzz") / "t.csv"
     path.write_text(text, encoding="utf-8", errors="surrogatepass")

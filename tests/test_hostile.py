@@ -19,10 +19,10 @@ import pytest
 
 from cli import main
 from mnv3spec import UserError, build, load_spec
-from mnv3spec.deploy import predict
 from mnv3spec.deploy.quantize import resolve_rows
 from mnv3spec.explore import sweep_folder as state
 from mnv3spec.files import locked_folder
+from mnv3spec.latency import predict
 from mnv3spec.weights.checkpoint import _metadata_problem
 
 from .conftest import ROOT

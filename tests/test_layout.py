@@ -26,11 +26,14 @@ RUN_FILES = {
 # A weights file's own error hint for a folder given as a file ("e.g. FOLDER/best.safetensors"):
 # weights/ sits below services/, so it cannot ask RunFolder.
 NAMES_A_RUN_FILE = {"services/run_folder.py", "weights/checkpoint.py"}
-# package → the packages it must not import: deploy/ and train/ are pipelines side by side on
-# services/, which stands below both.
+# package → the packages it must not import: the pipelines stand side by side on services/, which
+# stands below them all; latency/ times what deploy/'s runtimes lower, explore/ uses both.
+PIPELINES = {"train", "deploy", "latency", "explore", "cli"}
 NEVER_IMPORTS = {
-    "deploy": {"train", "explore", "cli"},
-    "services": {"train", "deploy", "explore", "cli"},
+    "services": PIPELINES,
+    "deploy": PIPELINES - {"deploy"},
+    "latency": PIPELINES - {"latency", "deploy"},
+    "train": PIPELINES - {"train"},
 }
 
 

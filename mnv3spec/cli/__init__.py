@@ -1,8 +1,8 @@
 """Command line of mnv3spec: parses arguments and calls the library. ``python cli.py -h``.
 
-One module per pipeline (:mod:`.specs`, :mod:`.training`, :mod:`.deploy`, :mod:`.explore`);
-:mod:`.flags` holds what they share, including the mapping that puts the user's flags into
-library errors.
+One module per pipeline (:mod:`.specs`, :mod:`.training`, :mod:`.deploy`, :mod:`.latency`,
+:mod:`.explore`); :mod:`.flags` holds what they share, including the mapping that puts the user's
+flags into library errors.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ import os
 import sys
 
 from mnv3spec import __version__
-from mnv3spec.cli.deploy import add_eval, add_export, add_infer, add_latency, add_quantize
+from mnv3spec.cli.deploy import add_eval, add_export, add_infer, add_quantize
 from mnv3spec.cli.explore import add_sweep
 from mnv3spec.cli.flags import check_arguments, flag_names, flags_in_errors, unrecognized
+from mnv3spec.cli.latency import add_latency
 from mnv3spec.cli.specs import add_import, add_spec_commands
 from mnv3spec.cli.training import add_train
 from mnv3spec.errors import UserError

@@ -1,7 +1,7 @@
 """The ways ``latency`` (and ``sweep``) run a network: eager, channels_last, compiled, a captured
-CUDA graph, and each runtime of the registry (:mod:`.runtimes`) that can time it, in float and
-int8. Each gives a no-argument call that runs the network once on a fixed example, and a note on
-how it ran.
+CUDA graph, and each runtime of the registry (:mod:`..deploy.runtimes`) that can time it, in
+float and int8. Each gives a no-argument call that runs the network once on a fixed example, and
+a note on how it ran.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..deploy.runtimes import RUNTIMES
+from ..deploy.runtimes.torchscript import trace_frozen
 from ..errors import ExportError, UserError
 from ..model.inference import optimize_for_inference
-from .runtimes import RUNTIMES
-from .runtimes.torchscript import trace_frozen
 
 GRAPH_WARMUP = 3  # eager calls on a side stream before capture (cuDNN picks its algorithms)
 
