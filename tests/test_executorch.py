@@ -14,8 +14,7 @@ import pytest
 import torch
 
 from mnv3spec.deploy import export, quantize
-from mnv3spec.deploy.runtimes import RUNTIMES, executorch, load_any, quantizing
-from mnv3spec.deploy.runtimes import sidecar as mobile
+from mnv3spec.deploy.runtimes import RUNTIMES, executorch, load_any, phone, record
 from mnv3spec.errors import CheckpointError, ExportError
 from mnv3spec.model.inference import for_xnnpack
 
@@ -66,10 +65,10 @@ def test_export_writes_a_pte_run_by_executorch_within_tolerance_every_row_delega
 
 def test_the_pte_loads_like_a_checkpoint_with_its_metadata(exported):
     _, model, r, _ = exported
-    info = json.loads(mobile.sidecar(r.path).read_text())
-    assert info["sha256"] == mobile.digest(r.path) and info["precision"] == "float32"
+    info = json.loads(phone.sidecar(r.path).read_text())
+    assert info["sha256"] == phone.digest(r.path) and info["precision"] == "float32"
     pte, meta = load_any(r.path)
-    assert isinstance(pte, mobile.ProgramModel)
+    assert isinstance(pte, phone.ProgramModel)
     assert meta["classes"] == CLASSES and meta["resolution"] == 32
     assert meta["mean"] == (0.5, 0.4, 0.3) and meta["std"] == (0.2, 0.25, 0.3)
     assert pte.spec.to_yaml() == model.spec.to_yaml()
@@ -180,14 +179,14 @@ def test_gate_refuses_a_model_that_loses_too_much_and_writes_nothing(
 ):
     folder, _, _, _ = exported
     # the reused program is the float one: not its fake-quant graph's, which is checked first
-    monkeypatch.setattr(quantizing, "check_program", lambda *a: None)
+    monkeypatch.setattr(phone, "check_program", lambda *a: None)
     out = folder / "gated.pte"
-    with pytest.raises(quantizing.AccuracyGateError) as e:
+    with pytest.raises(record.AccuracyGateError) as e:
         quantize.quantize_checkpoint(
             folder / "best.safetensors", out, max_drop=-100, calib=8, data="synthetic"
         )
     assert e.value.exit_code == 4 and "nothing was written" in e.value.message
-    assert not out.exists() and not mobile.sidecar(out).exists()
+    assert not out.exists() and not phone.sidecar(out).exists()
 
 
 # --- bad input ----------------------------------------------------------------------------------
@@ -199,14 +198,14 @@ def copies(exported, tmp_path):
     _, _, r, q = exported
     pte = tmp_path / "m.pte"
     shutil.copy(r.path, pte)
-    shutil.copy(mobile.sidecar(r.path), mobile.sidecar(pte))
+    shutil.copy(phone.sidecar(r.path), phone.sidecar(pte))
     return pte, q.path
 
 
 def _rewrite_digest(pte):
-    beside = mobile.sidecar(pte)
+    beside = phone.sidecar(pte)
     info = json.loads(beside.read_text())
-    beside.write_text(json.dumps({**info, "sha256": mobile.digest(pte)}))
+    beside.write_text(json.dumps({**info, "sha256": phone.digest(pte)}))
 
 
 @pytest.mark.parametrize(
@@ -229,11 +228,11 @@ def test_a_bad_pte_is_refused_in_one_paragraph(copies, case, message, cli):
     elif case == "another program":
         shutil.copy(other, pte)
     elif case == "no metadata":
-        mobile.sidecar(pte).unlink()
+        phone.sidecar(pte).unlink()
     elif case == "not a program":
         pte.write_text("classes: [a, b]\n" * 10)
     else:
-        mobile.sidecar(pte).write_text('{"format": "mnv3spec-mobile", "spec": "[1"}')
+        phone.sidecar(pte).write_text('{"format": "mnv3spec-mobile", "spec": "[1"}')
     with pytest.raises(CheckpointError, match=message):
         executorch.load_pte(pte)
     result = cli("eval", pte, "--data", "synthetic", timeout=SLOW)

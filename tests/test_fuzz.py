@@ -476,7 +476,7 @@ def test_phone_metadata(tmp_path_factory, runtime, key, value):
     """The JSON beside a .pte or .tflite with one value replaced: refused with the file named, or
     read into metadata a model can be built from (no runtime is needed to read it)."""
     from mnv3spec.deploy.runtimes import RUNTIMES
-    from mnv3spec.deploy.runtimes import sidecar as mobile
+    from mnv3spec.deploy.runtimes import phone as mobile
 
     rt = RUNTIMES[runtime]
     path = tmp_path_factory.mktemp("fuzz") / f"m{rt.suffix}"

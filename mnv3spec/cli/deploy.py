@@ -129,7 +129,7 @@ def add_export(sub: argparse._SubParsersAction) -> None:
 def cmd_quantize(args: argparse.Namespace) -> int:
     check_kind(args.checkpoint, "quantize", {"safetensors"}, "a .safetensors checkpoint")
     from mnv3spec.deploy.quantize import quantize_checkpoint
-    from mnv3spec.deploy.runtimes.quantizing import AccuracyGateError
+    from mnv3spec.deploy.runtimes.record import AccuracyGateError
 
     try:
         r = quantize_checkpoint(

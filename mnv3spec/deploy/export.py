@@ -28,8 +28,8 @@ from ..model.parity import Difference, max_difference
 from ..spec.load import load_spec, resolve_path
 from ..weights.checkpoint import load_model
 from .runtimes import runtime_for
+from .runtimes.phone import check_outputs, metadata
 from .runtimes.record import Runtime
-from .runtimes.sidecar import check_outputs, metadata
 
 TOLERANCE = 1e-4  # max abs difference of the logits, and at most RELATIVE × the largest logit:
 RELATIVE = 1e-3  # randomly initialised specs give logits near 1e-6, where 1e-4 alone checks nothing

@@ -24,7 +24,7 @@ from ..services.run_folder import RunFolder
 from ..text import text_table
 from .runtimes import load_any
 from .runtimes.onnx_model import OnnxModel
-from .runtimes.sidecar import ProgramModel
+from .runtimes.phone import ProgramModel
 
 SUBFOLDER = "a subfolder (images are not searched recursively)"
 

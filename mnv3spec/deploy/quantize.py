@@ -6,7 +6,7 @@ What is the same for every runtime is here: the checks, the checkpoint and its d
 calibration images (a fixed draw of training images), the rows left in float. The runtime's own
 flow (:attr:`~.runtimes.record.Runtime.quantize`) quantizes, lowers, runs its program for the
 int8 top-1, gates it and writes the file: the phone runtimes' PT2E flow is
-:func:`.runtimes.quantizing.pt2e`, ONNX Runtime's QDQ flow :func:`.runtimes.onnxruntime.quantize`.
+:func:`.runtimes.phone.pt2e`, ONNX Runtime's QDQ flow :func:`.runtimes.onnxruntime.quantize`.
 ExecuTorch is the default because its int8 is the one that runs faster than its own float.
 """
 
@@ -28,9 +28,8 @@ from ..services.run_folder import RunFolder
 from ..weights.checkpoint import load_model
 from .runtimes import RUNTIMES, runtime_for
 from .runtimes.onnxruntime import is_int8_model
-from .runtimes.quantizing import Job, QuantizeResult
-from .runtimes.record import Runtime
-from .runtimes.sidecar import check_outputs
+from .runtimes.phone import check_outputs
+from .runtimes.record import Job, QuantizeResult, Runtime
 
 DEFAULT_TO = "executorch"  # the int8 that runs faster than its float
 DEFAULT_CALIB = 256
@@ -68,7 +67,7 @@ def quantize_checkpoint(
     """Quantize ``checkpoint`` to int8 for the runtime ``to``, evaluate float and int8 top-1 on
     its validation split and write ``out`` (default: ``NAME.int8.pte``, ``.tflite`` or ``.onnx``
     beside it) only if the drop is at most ``max_drop`` points (or ``force``); else raise
-    :class:`~.runtimes.quantizing.AccuracyGateError`. ``keep_float``: rows (index or name) left
+    :class:`~.runtimes.record.AccuracyGateError`. ``keep_float``: rows (index or name) left
     in float. ``sensitivity``: also the top-1 with each row alone int8. ``to``: a runtime, or None
     for :func:`default_runtime`."""
     runtime = runtime_for(to or default_runtime(), "choice", int8_runtimes())

@@ -4,7 +4,7 @@ The flow is ExecuTorch's own for MobileNetV3 (its ``mv3`` example): ``torch.expo
 ``to_edge_transform_and_lower`` with the XNNPACK partitioner → ``to_executorch``; int8 first goes
 through PT2E quantization with the XNNPACK quantizer (per-channel symmetric int8 weights, int8
 activations calibrated on images). Each program is run back in ExecuTorch's runtime before it is
-kept; its metadata travels beside it (:mod:`.sidecar`).
+kept; its metadata travels beside it (:mod:`.phone`).
 
 Two things in our network kept rows out of the delegate, and this module and
 :func:`~..model.inference.for_xnnpack` remove both:
@@ -31,12 +31,9 @@ from torch import nn
 
 from ...errors import ExportError
 from ...model.inference import for_xnnpack
-from .quantizing import pt2e
+from .phone import CALIB, CALIB_BATCH, ProgramModel, load_program, pt2e, write_program
 from .record import Int8, Lowered, Runtime, Timed, require
-from .sidecar import ProgramModel, load_program, write_program
 
-CALIB_BATCH = 64  # images per calibration call
-CALIB = 8  # random images calibrating a timed int8 program (the ranges do not change the time)
 EXTRA = "mobile"
 
 

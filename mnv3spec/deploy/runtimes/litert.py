@@ -8,7 +8,7 @@ default XNNPACK delegate. int8 is the converter's own path: PT2E with ``litert_t
 quantizer's config. The int8 model takes and gives int8 tensors; :func:`runner` quantizes the
 image and dequantizes the logits with the scale and zero point the model records, as an app does.
 Each model is run back in the interpreter before it is kept; its metadata travels beside it
-(:mod:`.sidecar`), as a ``.pte``'s does.
+(:mod:`.phone`), as a ``.pte``'s does.
 
 No converter is written here: a network the converter cannot take is refused in one paragraph
 that names the converter's complaint (:func:`convert`).
@@ -29,10 +29,8 @@ from torch import nn
 
 from ...errors import ExportError, UserError
 from ...model.inference import for_xnnpack
-from .executorch import CALIB, CALIB_BATCH
-from .quantizing import pt2e
+from .phone import CALIB, CALIB_BATCH, ProgramModel, first_line, load_program, pt2e, write_program
 from .record import Int8, Lowered, Runtime, Timed, require
-from .sidecar import ProgramModel, first_line, load_program, write_program
 
 EXTRA = "litert"
 
