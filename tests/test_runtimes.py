@@ -3,6 +3,8 @@ rest of the house knows, and the lookups every command makes in it."""
 
 from __future__ import annotations
 
+import configparser
+
 import pytest
 
 from mnv3spec import files, kinds
@@ -10,6 +12,8 @@ from mnv3spec.deploy.quantize import int8_runtimes
 from mnv3spec.deploy.runtimes import RUNTIMES, runtime_for, runtime_of
 from mnv3spec.errors import UserError
 from mnv3spec.latency.backends import BACKENDS
+
+from .conftest import ROOT
 
 
 def test_each_record_names_a_known_file_kind_and_its_suffix():
@@ -47,3 +51,10 @@ def test_a_file_is_read_by_the_runtime_that_wrote_it(tmp_path):
     assert runtime_of(tmp_path / "m.pte").name == "executorch"
     assert runtime_of(tmp_path / "m.tflite").name == "litert"
     assert runtime_of(tmp_path / "best.safetensors") is None
+
+
+def test_each_runtime_names_an_install_extra_of_the_package():
+    setup = configparser.ConfigParser(interpolation=None)
+    setup.read(ROOT / "setup.cfg")
+    extras = set(setup["options.extras_require"])
+    assert {rt.extra for rt in RUNTIMES.values() if rt.extra} <= extras
