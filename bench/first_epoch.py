@@ -37,9 +37,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mnv3spec import build, load_spec  # noqa: E402
+from mnv3spec.services.device import amp_dtype  # noqa: E402
 from mnv3spec.train.graph import DeviceLR  # noqa: E402
 from mnv3spec.train.recipe import RECIPES, make_optimizer  # noqa: E402
-from mnv3spec.train.runtime import amp_dtype  # noqa: E402
 from mnv3spec.train.steps import captured_step, train_step  # noqa: E402
 
 CONFIGS = {

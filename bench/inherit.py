@@ -18,7 +18,7 @@ import torch
 from mnv3spec import build
 from mnv3spec.data.batches import loader
 from mnv3spec.data.datasets import load_dataset
-from mnv3spec.train.evaluate import evaluate
+from mnv3spec.services.evaluate import evaluate
 from mnv3spec.weights.checkpoint import load_model
 from mnv3spec.weights.inherit import filter_norms, inherit
 

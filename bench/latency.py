@@ -22,7 +22,7 @@ import argparse
 import importlib.util
 import sys
 
-from mnv3spec.deploy import latency
+from mnv3spec.latency import measure
 
 # (spec, target for torchvision eager ÷ the best backend at 224, or None)
 SPECS = [("small", 3.0), ("large", None)]  # shipped specs, by name
@@ -33,7 +33,7 @@ CUDA_GRAPH_TARGET_MS = 1.0  # Small at 224, batch 1, cuda-graph, at most
 REFERENCES = ("torchvision", "timm") if importlib.util.find_spec("timm") else ("torchvision",)
 
 
-def eager_verdict(row: latency.LatencyRow) -> str:
+def eager_verdict(row: measure.LatencyRow) -> str:
     if row.torchvision_ms is None or row.median_ms is None:
         return "no torchvision twin"
     ratio = row.median_ms / row.torchvision_ms
@@ -44,7 +44,7 @@ def eager_verdict(row: latency.LatencyRow) -> str:
     return shown
 
 
-def best_verdict(rows: list[latency.LatencyRow], target: float | None) -> str | None:
+def best_verdict(rows: list[measure.LatencyRow], target: float | None) -> str | None:
     best = max((r for r in rows if r.speedup), key=lambda r: r.speedup, default=None)
     if best is None:
         return None
@@ -54,7 +54,7 @@ def best_verdict(rows: list[latency.LatencyRow], target: float | None) -> str | 
     return f"{shown} (target ≥ {target:g}: {'met' if best.speedup >= target else 'NOT met'})"
 
 
-def cuda_verdict(rows: list[latency.LatencyRow]) -> str | None:
+def cuda_verdict(rows: list[measure.LatencyRow]) -> str | None:
     graph = next((r for r in rows if r.backend == "cuda-graph" and r.median_ms), None)
     if graph is None:
         return None
@@ -66,21 +66,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--device", choices=latency.DEVICES, default="cpu")
+    parser.add_argument("--device", choices=measure.DEVICES, default="cpu")
     parser.add_argument(
         "--backends", nargs="+", help="default: all on cpu, eager compiled and cuda-graph on cuda"
     )
     parser.add_argument("--resolutions", nargs="+", type=int, default=[r for r, _ in SETTINGS])
     args = parser.parse_args()
     cuda = args.device == "cuda"
-    args.backends = args.backends or list(CUDA_BACKENDS if cuda else latency.BACKENDS)
-    print(latency.header(1, args.runs, args.warmup, REFERENCES), flush=True)
+    args.backends = args.backends or list(CUDA_BACKENDS if cuda else measure.BACKENDS)
+    print(measure.header(1, args.runs, args.warmup, REFERENCES), flush=True)
     for resolution, si in SETTINGS:
         if resolution not in args.resolutions:
             continue
         rows, verdicts = [], []
         for spec, best_target in SPECS:
-            mine = latency.measure(
+            mine = measure.measure(
                 [spec],
                 widths=(1.0,),
                 devices=[args.device],
@@ -103,7 +103,7 @@ def main() -> int:
             if best and len(args.backends) > 1:
                 verdicts.append(f"  {name}: {best}")
         print(f"\nresolution {resolution}, si={si}, width 1.0, 1000 classes")
-        print(latency.format_latency(rows, REFERENCES))
+        print(measure.format_latency(rows, REFERENCES))
         print("\n".join(verdicts), flush=True)
     return 0
 

@@ -28,9 +28,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mnv3spec import build, load_spec  # noqa: E402
-from mnv3spec.deploy import executorch, quantize  # noqa: E402
-from mnv3spec.deploy.backends import prepare  # noqa: E402
-from mnv3spec.deploy.latency import percentiles, time_rounds  # noqa: E402
+from mnv3spec.deploy import quantize  # noqa: E402
+from mnv3spec.deploy.runtimes import executorch, runtime_for  # noqa: E402
+from mnv3spec.latency.backends import prepare  # noqa: E402
+from mnv3spec.latency.measure import percentiles, time_rounds  # noqa: E402
 from mnv3spec.weights.torchvision import give_weights, torchvision_twin  # noqa: E402
 
 BACKENDS = ("eager", "onnxruntime", "onnxruntime-int8", "executorch", "executorch-int8")
@@ -79,7 +80,7 @@ def accuracy(checkpoint: str, data: str | None, calib: int) -> None:
         for to in runtimes:
             r = quantize.quantize_checkpoint(
                 checkpoint,
-                Path(tmp) / f"m{quantize.RUNTIMES[to]}",
+                Path(tmp) / f"m{runtime_for(to, 'choice').suffix}",
                 calib=calib,
                 force=True,
                 data=data,

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from mnv3spec import build, load_spec
-from mnv3spec.deploy import latency, predict
+from mnv3spec.latency import measure, predict
 from mnv3spec.text import text_table
 
 SPECS = ("small", "large")
@@ -49,7 +49,7 @@ def main() -> int:
             flush=True,
         )
         table = predict.read_table(path)
-    measured = latency.measure(list(SPECS), widths=WIDTHS, overrides=overrides, **timing)
+    measured = measure.measure(list(SPECS), widths=WIDTHS, overrides=overrides, **timing)
     lines, errors = [], []
     for row, (spec, width) in zip(measured, [(s, w) for s in SPECS for w in WIDTHS], strict=True):
         model = build(load_spec(spec, width=width, **overrides))
@@ -57,7 +57,7 @@ def main() -> int:
         error = 100 * (guess / row.median_ms - 1)
         errors.append(abs(error))
         lines.append((spec, f"{width:g}", f"{row.median_ms:.3f}", f"{guess:.3f}", f"{error:+.1f}"))
-    print(latency.header(1, args.runs, args.warmup))
+    print(measure.header(1, args.runs, args.warmup))
     print(
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; resolution "
         f"{measured[0].resolution}, si {args.si}"

@@ -27,8 +27,8 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter
 
 from mnv3spec import build, load_spec
-from mnv3spec.deploy import export, latency, quantize
-from mnv3spec.deploy import int8 as int8_model
+from mnv3spec.deploy import quantize
+from mnv3spec.latency import measure
 
 ROOT = Path(__file__).resolve().parent.parent
 CLASSES = ["circle", "square", "triangle", "cross", "ring", "star", "hstripes", "vstripes"]
@@ -112,14 +112,13 @@ def speed(names: list[str], runs: int, warmup: int) -> None:
     for resolution, si in SETTINGS:
         for name in names:
             model = build(load_spec(name, resolution=resolution, si=si)).eval()
-            fast = export.optimize_for_inference(model)
             x = torch.randn(1, 3, resolution, resolution)
             runners = {
-                "fp32": latency.prepare(model, "onnxruntime", x)[0],
-                "int8": int8_model.latency_runner(fast, x)[0],
+                "fp32": measure.prepare(model, "onnxruntime", x)[0],
+                "int8": measure.prepare(model, "onnxruntime-int8", x)[0],
             }
-            times = latency.time_rounds(runners, runs, warmup, "cpu")
-            fp32, int8 = (latency.percentiles(times[k])[0] for k in ("fp32", "int8"))
+            times = measure.time_rounds(runners, runs, warmup, "cpu")
+            fp32, int8 = (measure.percentiles(times[k])[0] for k in ("fp32", "int8"))
             target = "  (target ≥ 1.5)" if (name, resolution) == ("small", 224) else ""
             print(
                 f"{model.spec.name:<22}{resolution:>5}{fp32:>10.3f}{int8:>10.3f}"

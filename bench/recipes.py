@@ -21,9 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from mnv3spec.services.run_folder import RunFolder  # noqa: E402
 from mnv3spec.train.config import TrainConfig  # noqa: E402
 from mnv3spec.train.recipe import RECIPES  # noqa: E402
-from mnv3spec.train.run_folder import RunFolder  # noqa: E402
 from mnv3spec.train.train import resume, train  # noqa: E402
 
 

@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mnv3spec import build, load_spec  # noqa: E402
+from mnv3spec.services.run_folder import RunFolder  # noqa: E402
 from mnv3spec.train.graph import DeviceLR, GraphStep, sgd_update  # noqa: E402
-from mnv3spec.train.run_folder import RunFolder  # noqa: E402
 
 
 def write_cifar100(root: Path, train: int, test: int) -> None:

@@ -18,7 +18,7 @@ except PackageNotFoundError:  # a checkout run without installing it
 
 # public name → the module that defines it
 _LAZY = {
-    "optimize_for_inference": ".deploy.export",
+    "optimize_for_inference": ".model.inference",
     "SpecNet": ".model.builder",
     "build": ".model.builder",
     "plan": ".model.plan",

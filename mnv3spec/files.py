@@ -81,10 +81,12 @@ KINDS: dict[str, Kind] = {
     "png": Kind("a PNG image", (".png",), "image"),  # file_kind tells an image, not its format
     "safetensors": Kind("safetensors weights", (".safetensors",), "safetensors"),
     "torchscript": Kind("a TorchScript model", (".pt", ".pth"), "torchscript"),
-    "torch": Kind("a PyTorch file (torch.save)", (".pt", ".pth", ".ckpt", ".bin"), "torch-save"),
+    "torch-save": Kind(
+        "a PyTorch file (torch.save)", (".pt", ".pth", ".ckpt", ".bin"), "torch-save"
+    ),
     "onnx": Kind("an ONNX model", (".onnx",), "onnx", bytes_required=False),
-    "executorch": Kind("an ExecuTorch program", (".pte",), "pte"),
-    "litert": Kind("a LiteRT (TFLite) model", (".tflite",), "tflite"),
+    "pte": Kind("an ExecuTorch program", (".pte",), "pte"),
+    "tflite": Kind("a LiteRT (TFLite) model", (".tflite",), "tflite"),
     # A spec is known by its bytes (file_kind's top-level keys), so one named .csv or .json is
     # never taken for a table or a sidecar and replaced; a .yaml that is no spec is the user's.
     "spec": Kind("a spec (YAML)", (".yaml", ".yml"), "spec"),

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # do the processes it starts: torch's thread pools, each sized for the whole machine, would
 # oversubscribe the cores and slow every training 20-30×.
 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
-    from mnv3spec.train.runtime import thread_count
+    from mnv3spec.services.device import thread_count
 
     _share = thread_count(int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
     os.environ["OMP_NUM_THREADS"] = str(_share)

@@ -16,9 +16,9 @@ from safetensors.torch import load_file
 
 from cli import main
 from mnv3spec.data.cifar import CIFAR100_MEAN, CIFAR100_STD
+from mnv3spec.services.device import state_digest
+from mnv3spec.services.run_folder import METRICS
 from mnv3spec.spec.load import load_spec
-from mnv3spec.train.run_folder import METRICS
-from mnv3spec.train.runtime import state_digest
 from mnv3spec.weights.checkpoint import read_metadata
 
 from .conftest import ROOT, TINY, kill_during_epoch_2, run_cli, tiny_checkpoint

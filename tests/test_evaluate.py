@@ -11,7 +11,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from mnv3spec.train.evaluate import evaluate
+from mnv3spec.services.evaluate import evaluate
 from mnv3spec.weights.checkpoint import save_weights
 
 from .conftest import tiny_checkpoint
@@ -94,6 +94,22 @@ def test_evaluate_counts_top1_topk_and_loss():
         Fixed(), [(images, labels)], mean=(0.5,) * 3, std=(0.5,) * 3, device=torch.device("cpu")
     )
     assert (r.top1, r.topk, r.images, r.k) == (50.0, 100.0, 4, 3)
+
+
+def test_evaluate_takes_a_function_of_a_batch_and_hands_it_contiguous_images():
+    """What a runtime's session or a PT2E graph is: no eval mode, and a contiguous batch."""
+    seen = []
+
+    def run(x):
+        seen.append(x.is_contiguous())
+        return torch.tensor([[2.0, 1.0, 0.0]]).expand(len(x), 3)
+
+    images = torch.zeros(4, 3, 8, 8, dtype=torch.uint8)
+    labels = torch.tensor([0, 0, 1, 2])
+    r = evaluate(
+        run, [(images, labels)], mean=(0.5,) * 3, std=(0.5,) * 3, device=torch.device("cpu")
+    )
+    assert (r.top1, r.topk, r.images, r.k) == (50.0, 100.0, 4, 3) and seen == [True]
 
 
 def test_eval_on_a_folder_whose_class_is_a_link_to_the_other_split(tmp_path, cli):

@@ -8,12 +8,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
 
-from mnv3spec.deploy import executorch, export, int8, mobile, quantize
+from mnv3spec.deploy import export, quantize
+from mnv3spec.deploy.runtimes import RUNTIMES, executorch, load_any, phone, record
 from mnv3spec.errors import CheckpointError, ExportError
+from mnv3spec.model.inference import for_xnnpack
 
 from .conftest import ROOT, TINY_PHONE, run_cli_process, tiny_checkpoint
 
@@ -62,10 +65,10 @@ def test_export_writes_a_pte_run_by_executorch_within_tolerance_every_row_delega
 
 def test_the_pte_loads_like_a_checkpoint_with_its_metadata(exported):
     _, model, r, _ = exported
-    info = json.loads(mobile.sidecar(r.path).read_text())
-    assert info["sha256"] == mobile.digest(r.path) and info["precision"] == "float32"
-    pte, meta = int8.load_any(r.path)
-    assert isinstance(pte, mobile.ProgramModel)
+    info = json.loads(phone.sidecar(r.path).read_text())
+    assert info["sha256"] == phone.digest(r.path) and info["precision"] == "float32"
+    pte, meta = load_any(r.path)
+    assert isinstance(pte, phone.ProgramModel)
     assert meta["classes"] == CLASSES and meta["resolution"] == 32
     assert meta["mean"] == (0.5, 0.4, 0.3) and meta["std"] == (0.2, 0.25, 0.3)
     assert pte.spec.to_yaml() == model.spec.to_yaml()
@@ -103,7 +106,7 @@ def test_rows_named_for_pt2e_get_their_convolutions_quantized():
     from mnv3spec import build, load_spec
 
     model = build(load_spec(TINY_PHONE)).eval()
-    fast, x = executorch.for_xnnpack(model), torch.zeros(1, 3, 32, 32)
+    fast, x = for_xnnpack(model), torch.zeros(1, 3, 32, 32)
     calib = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
     def int8_convs(**rows) -> int:
@@ -164,7 +167,7 @@ def reuse_lowering(exported, monkeypatch):
 def test_a_parity_failure_or_nan_writes_nothing(exported, reuse_lowering, monkeypatch, tmp_path):
     folder, _, _, _ = exported
     nan = lambda program, threads=None: lambda x: torch.full((x.shape[0], 4), float("nan"))  # noqa: E731
-    monkeypatch.setattr(executorch, "runner", nan)
+    monkeypatch.setitem(RUNTIMES, "executorch", replace(RUNTIMES["executorch"], runner=nan))
     out = tmp_path / "m.pte"
     with pytest.raises(ExportError, match="nothing was written"):
         export.export(folder / "best.safetensors", "executorch", out)
@@ -176,14 +179,14 @@ def test_gate_refuses_a_model_that_loses_too_much_and_writes_nothing(
 ):
     folder, _, _, _ = exported
     # the reused program is the float one: not its fake-quant graph's, which is checked first
-    monkeypatch.setattr(quantize, "_check_program", lambda *a: None)
+    monkeypatch.setattr(phone, "check_program", lambda *a: None)
     out = folder / "gated.pte"
-    with pytest.raises(quantize.AccuracyGateError) as e:
+    with pytest.raises(record.AccuracyGateError) as e:
         quantize.quantize_checkpoint(
             folder / "best.safetensors", out, max_drop=-100, calib=8, data="synthetic"
         )
     assert e.value.exit_code == 4 and "nothing was written" in e.value.message
-    assert not out.exists() and not mobile.sidecar(out).exists()
+    assert not out.exists() and not phone.sidecar(out).exists()
 
 
 # --- bad input ----------------------------------------------------------------------------------
@@ -195,14 +198,14 @@ def copies(exported, tmp_path):
     _, _, r, q = exported
     pte = tmp_path / "m.pte"
     shutil.copy(r.path, pte)
-    shutil.copy(mobile.sidecar(r.path), mobile.sidecar(pte))
+    shutil.copy(phone.sidecar(r.path), phone.sidecar(pte))
     return pte, q.path
 
 
 def _rewrite_digest(pte):
-    beside = mobile.sidecar(pte)
+    beside = phone.sidecar(pte)
     info = json.loads(beside.read_text())
-    beside.write_text(json.dumps({**info, "sha256": mobile.digest(pte)}))
+    beside.write_text(json.dumps({**info, "sha256": phone.digest(pte)}))
 
 
 @pytest.mark.parametrize(
@@ -225,11 +228,11 @@ def test_a_bad_pte_is_refused_in_one_paragraph(copies, case, message, cli):
     elif case == "another program":
         shutil.copy(other, pte)
     elif case == "no metadata":
-        mobile.sidecar(pte).unlink()
+        phone.sidecar(pte).unlink()
     elif case == "not a program":
         pte.write_text("classes: [a, b]\n" * 10)
     else:
-        mobile.sidecar(pte).write_text('{"format": "mnv3spec-mobile", "spec": "[1"}')
+        phone.sidecar(pte).write_text('{"format": "mnv3spec-mobile", "spec": "[1"}')
     with pytest.raises(CheckpointError, match=message):
         executorch.load_pte(pte)
     result = cli("eval", pte, "--data", "synthetic", timeout=SLOW)

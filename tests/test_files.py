@@ -82,7 +82,7 @@ def test_torch_save_and_torchscript_are_told_apart(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, still wanted
         torch.jit.save(torch.jit.script(torch.nn.ReLU()), tmp_path / "script.pt")
-    assert kind_of(tmp_path / "state.pt") == "torch"
+    assert kind_of(tmp_path / "state.pt") == "torch-save"
     assert kind_of(tmp_path / "script.pt") == "torchscript"
     with pytest.raises(UserError, match=r"exists and is a PyTorch file \(torch\.save\), not a "):
         check_output(tmp_path / "state.pt", "torchscript")

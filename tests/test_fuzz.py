@@ -294,7 +294,7 @@ CELLS = st.one_of(
 def table_texts(draw: st.DrawFn) -> str:
     """A latency table: our header (a column maybe dropped, added or repeated) and rows of odd
     cells, some short or long."""
-    from mnv3spec.deploy import predict
+    from mnv3spec.latency import predict
 
     header = list(predict.COLUMNS) + draw(
         st.lists(st.sampled_from(["note", "x", "median_ms"]), max_size=2)
@@ -310,7 +310,7 @@ def table_texts(draw: st.DrawFn) -> str:
 @SMALL
 @given(table_texts())
 def test_latency_tables(tmp_path_factory, text):
-    from mnv3spec.deploy import predict
+    from mnv3spec.latency import predict
 
     path = tmp_path_factory.mktemp("fuzz") / "t.csv"
     path.write_text(text, encoding="utf-8", errors="surrogatepass")
@@ -421,7 +421,7 @@ def onnx_template(tmp_path_factory):
     import onnx
     from onnx import TensorProto, helper
 
-    from mnv3spec.deploy import onnx_model
+    from mnv3spec.deploy.runtimes import onnx_model
 
     spec = load_spec("small", width=0.25, num_classes=2, resolution=8).to_yaml()
     graph = helper.make_graph(
@@ -457,7 +457,7 @@ def test_onnx_metadata(onnx_template, tmp_path_factory, key, value, fmt):
     runs, or is a UserError naming the file."""
     import onnx
 
-    from mnv3spec.deploy import onnx_model
+    from mnv3spec.deploy.runtimes import onnx_model
 
     proto = copy.deepcopy(onnx_template)
     props = {p.key: p for p in proto.metadata_props}
@@ -483,18 +483,19 @@ def test_onnx_metadata(onnx_template, tmp_path_factory, key, value, fmt):
 def test_phone_metadata(tmp_path_factory, runtime, key, value):
     """The JSON beside a .pte or .tflite with one value replaced: refused with the file named, or
     read into metadata a model can be built from (no runtime is needed to read it)."""
-    from mnv3spec.deploy import mobile
+    from mnv3spec.deploy.runtimes import RUNTIMES
+    from mnv3spec.deploy.runtimes import phone as mobile
 
-    suffix, _, mark = mobile.SIGNATURES[runtime]
-    path = tmp_path_factory.mktemp("fuzz") / f"m{suffix}"
-    path.write_bytes(b"\x1c\x00\x00\x00" + mark.encode() + b"12" + bytes(32))
+    rt = RUNTIMES[runtime]
+    path = tmp_path_factory.mktemp("fuzz") / f"m{rt.suffix}"
+    path.write_bytes(b"\x1c\x00\x00\x00" + rt.signature.encode() + b"12" + bytes(32))
     spec = load_spec("small", width=0.25, num_classes=2, resolution=8).to_yaml()
     info = {"format": mobile.FORMAT, "runtime": runtime, "precision": "int8", "spec": spec}
     info |= {"classes": ["a", "b"], "resolution": 8, "mean": [0.5] * 3, "std": [0.2] * 3}
     info |= {"extra": {}, "sha256": mobile.digest(path), key: value}
     mobile.sidecar(path).write_text(json.dumps(info))
     try:
-        meta, built = mobile.read_metadata(path, runtime)
+        meta, built = mobile.read_metadata(path, rt)
     except UserError as e:
         assert str(path) in str(e)
         return
@@ -660,13 +661,15 @@ NUMBERS = st.one_of(
 def test_run_config_json(tmp_path_factory, changes, damage):
     """A run's config.json (issue 31): numbers SGD or torch refuse, JSON nested past Python's
     parser, bytes that are not UTF-8: a config whose recipe resolves, or one UserError."""
-    from mnv3spec.train.run_folder import RunFolder
+    from mnv3spec.services.run_folder import RunFolder
+    from mnv3spec.train.config import config_from_json
 
     folder = tmp_path_factory.mktemp("run")
     text = damage or json.dumps({**CONFIG, **changes}).encode()
     (folder / "config.json").write_bytes(text)
     try:
-        cfg = RunFolder(folder).read_config()
+        run = RunFolder(folder)
+        cfg = config_from_json(run.read_config(), str(folder / run.CONFIG))
     except UserError as e:
         assert "config.json" in str(e) and "\n" not in str(e)
         return

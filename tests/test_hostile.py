@@ -19,10 +19,10 @@ import pytest
 
 from cli import main
 from mnv3spec import UserError, build, load_spec
-from mnv3spec.deploy import predict
 from mnv3spec.deploy.quantize import resolve_rows
 from mnv3spec.explore import sweep_folder as state
 from mnv3spec.files import locked_folder
+from mnv3spec.latency import predict
 from mnv3spec.weights.checkpoint import _metadata_problem
 
 from .conftest import ROOT
@@ -120,8 +120,8 @@ def test_case15_a_second_sweep_into_a_folder_in_use_is_refused(swept, tmp_path, 
 def test_case15_a_locked_variant_says_in_use_not_an_old_epoch_line(tmp_path):
     from mnv3spec.explore.grid import variants
     from mnv3spec.explore.launch import Training, run_trainings
+    from mnv3spec.services.run_folder import RunFolder
     from mnv3spec.train.config import TrainConfig
-    from mnv3spec.train.run_folder import RunFolder
 
     (v,) = variants(["small"], {"width": 0.25, "resolution": 16}, [])
     runs, logs = tmp_path / "runs", tmp_path / "logs"

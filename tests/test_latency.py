@@ -11,8 +11,8 @@ import torch
 
 import cli
 from mnv3spec import build, load_spec, summarize
-from mnv3spec.deploy import latency
 from mnv3spec.errors import ExportError, UserError
+from mnv3spec.latency import measure
 
 from .conftest import ROOT
 
@@ -20,16 +20,30 @@ SMALL = ROOT / "specs" / "small.yaml"
 
 
 def test_percentiles_are_median_p90_and_iqr():
-    assert latency.percentiles([float(i) for i in range(1, 11)]) == pytest.approx((5.5, 9.1, 4.5))
+    assert measure.percentiles([float(i) for i in range(1, 11)]) == pytest.approx((5.5, 9.1, 4.5))
 
 
 def test_rounds_alternate_so_no_runner_always_goes_first():
     calls = []
     runners = {k: (lambda k=k: calls.append(k)) for k in "ab"}
-    times = latency.time_rounds(runners, runs=3, warmup=2, device="cpu")
+    times = measure.time_rounds(runners, runs=3, warmup=2, device="cpu")
     assert calls == ["a", "a", "b", "b", "a", "b", "b", "a", "a", "b"]
     assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
     assert all(t >= 0 for v in times.values() for t in v)
+
+
+def test_time_model_times_one_network_on_a_runtime_as_export_lowers_it():
+    """The entry a search calls: a built network, a backend or runtime, an example; median and
+    spread in ms."""
+    model = build(load_spec(SMALL, width=0.25, resolution=32))
+    x = torch.randn(1, 3, 32, 32)
+    eager = measure.time_model(model, "eager", x, runs=3, warmup=1)
+    assert eager.median_ms > 0 and eager.iqr_ms >= 0 and eager.note == ""
+    pytest.importorskip("onnxruntime")
+    ort = measure.time_model(model, "onnxruntime", x, runs=3, warmup=1)
+    assert ort.median_ms > 0 and ort.note == "CPUExecutionProvider"
+    with pytest.raises(UserError, match="unknown cuda-graph-int8"):
+        measure.time_model(model, "cuda-graph", x, int8=True)
 
 
 def test_compiled_falls_back_to_torchscript_and_says_why(monkeypatch):
@@ -39,7 +53,7 @@ def test_compiled_falls_back_to_torchscript_and_says_why(monkeypatch):
     monkeypatch.setattr(torch, "compile", broken)
     model = build(load_spec(SMALL, width=0.25)).eval()
     x = torch.randn(1, 3, 32, 32)
-    run, note = latency.prepare(model, "compiled", x)
+    run, note = measure.prepare(model, "compiled", x)
     assert note == "torch.compile failed (no working C++ compiler); used TorchScript freeze"
     with torch.inference_mode():
         assert torch.allclose(run(), model(x), rtol=1e-4, atol=1e-9)
@@ -49,7 +63,7 @@ def test_compiled_runs_the_bn_folded_channels_last_model(monkeypatch):
     seen = []
     monkeypatch.setattr(torch, "compile", lambda m: seen.append(m) or m)
     model = build(load_spec(SMALL, width=0.25)).eval()
-    run, note = latency.prepare(model, "compiled", torch.randn(1, 3, 32, 32))
+    run, note = measure.prepare(model, "compiled", torch.randn(1, 3, 32, 32))
     assert note == "torch.compile"
     [compiled] = seen
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in compiled.modules())
@@ -57,7 +71,7 @@ def test_compiled_runs_the_bn_folded_channels_last_model(monkeypatch):
 
 
 def test_measure_rows_with_reference_csv_and_plot(tmp_path):
-    rows = latency.measure(
+    rows = measure.measure(
         [SMALL],
         widths=(0.25,),
         devices=["cpu"],
@@ -82,22 +96,22 @@ def test_measure_rows_with_reference_csv_and_plot(tmp_path):
         assert 0 < r.median_ms <= r.p90_ms and r.iqr_ms >= 0
         assert r.speedup == pytest.approx(r.torchvision_ms / r.median_ms)
     assert rows[2].note == "CPUExecutionProvider"
-    table = latency.format_latency(rows)
+    table = measure.format_latency(rows)
     assert table.splitlines()[0].split()[:4] == ["spec", "width", "device", "backend"]
     assert "note: onnxruntime on cpu: CPUExecutionProvider" in table
 
-    latency.write_csv(rows, tmp_path / "rows.csv")
+    measure.write_csv(rows, tmp_path / "rows.csv")
     with open(tmp_path / "rows.csv") as f:
         written = list(csv.DictReader(f))
     assert [w["backend"] for w in written] == ["eager", "channels_last", "onnxruntime"]
     assert float(written[0]["median_ms"]) == pytest.approx(rows[0].median_ms)
-    latency.plot(rows, tmp_path / "plot.png")
+    measure.plot(rows, tmp_path / "plot.png")
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_torchvision_and_timm_twins_are_timed_in_the_same_rounds():
     pytest.importorskip("timm")
-    rows = latency.measure(
+    rows = measure.measure(
         [SMALL], widths=(0.25, 1.0), devices=["cpu"], reference=("torchvision", "timm"), runs=3,
         warmup=1, resolution=32,
     )  # fmt: skip
@@ -105,27 +119,27 @@ def test_torchvision_and_timm_twins_are_timed_in_the_same_rounds():
     assert small.torchvision_ms > 0 and small.timm_ms is None and small.timm_speedup is None
     assert full.torchvision_ms > 0 and full.timm_ms > 0
     assert full.timm_speedup == pytest.approx(full.timm_ms / full.median_ms)
-    table = latency.format_latency(rows, ("torchvision", "timm")).splitlines()
+    table = measure.format_latency(rows, ("torchvision", "timm")).splitlines()
     assert table[0].split()[-6:] == ["tv", "ms", "×tv", "timm", "ms", "×timm"]
     assert table[2].split()[-2:] == ["-", "-"] and "-" not in table[3].split()[-4:]
-    assert "tv ms" not in latency.format_latency(rows)  # columns only for the references asked
-    assert "timm ms = timm's eager model" in latency.header(1, 3, 1, ("timm",))
+    assert "tv ms" not in measure.format_latency(rows)  # columns only for the references asked
+    assert "timm ms = timm's eager model" in measure.header(1, 3, 1, ("timm",))
 
 
 def test_bad_requests_are_user_errors(monkeypatch):
     with pytest.raises(UserError, match="unknown fast; use eager"):
-        latency.measure([SMALL], backends=("fast",), devices=["cpu"])
+        measure.measure([SMALL], backends=("fast",), devices=["cpu"])
     with pytest.raises(UserError, match="unknown tensorflow; use torchvision, timm"):
-        latency.measure([SMALL], reference="tensorflow", devices=["cpu"])
+        measure.measure([SMALL], reference="tensorflow", devices=["cpu"])
     monkeypatch.setitem(sys.modules, "timm", None)
     with pytest.raises(UserError, match="timm is not installed; pip install timm"):
-        latency.measure([SMALL], reference="timm", devices=["cpu"])
+        measure.measure([SMALL], reference="timm", devices=["cpu"])
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(UserError, match="CUDA is not available"):
-        latency.measure([SMALL], devices=["cuda"])
+        measure.measure([SMALL], devices=["cuda"])
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(ExportError, match=r'pip install -e "\.\[export\]"'):
-        latency.measure([SMALL], backends=("onnxruntime",), devices=["cpu"])
+        measure.measure([SMALL], backends=("onnxruntime",), devices=["cpu"])
 
 
 def test_cli_latency_table_and_csv(tmp_path, cli):
@@ -175,7 +189,7 @@ def test_write_errors_are_user_errors(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", full)  # as atomic_path renames the finished file
     with pytest.raises(UserError, match=r"rows\.csv: csv: cannot write: No space left on device"):
-        latency.write_csv([], tmp_path / "rows.csv")
+        measure.write_csv([], tmp_path / "rows.csv")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -210,25 +224,25 @@ def test_cli_latency_a_batch_too_large_for_memory_is_refused_before_allocating(c
 
 
 def test_timing_warnings_say_busy_and_noisy_once(monkeypatch):
-    monkeypatch.setattr(latency.os, "getloadavg", lambda: (9.0, 9.0, 9.0))
-    monkeypatch.setattr(latency.os, "cpu_count", lambda: 2)
-    lines = latency.timing_warnings([(10.0, 0.5), (10.0, 2.0), (5.0, 1.0), (None, None)])
+    monkeypatch.setattr(measure.os, "getloadavg", lambda: (9.0, 9.0, 9.0))
+    monkeypatch.setattr(measure.os, "cpu_count", lambda: 2)
+    lines = measure.timing_warnings([(10.0, 0.5), (10.0, 2.0), (5.0, 1.0), (None, None)])
     assert len(lines) == 2
     assert "load average (9.0) exceeds the 2 cores" in lines[0]
     assert "2 of 4 timings have a spread (IQR) above 10% of their median (up to 20%)" in lines[1]
-    monkeypatch.setattr(latency.os, "getloadavg", lambda: (0.5, 0.5, 0.5))
-    assert latency.timing_warnings([(10.0, 0.5)]) == []
+    monkeypatch.setattr(measure.os, "getloadavg", lambda: (0.5, 0.5, 0.5))
+    assert measure.timing_warnings([(10.0, 0.5)]) == []
 
 
 def test_a_slow_compile_says_when_it_starts_and_ends_and_torch_noise_is_kept_quiet(caplog):
     import logging
 
     lines = []
-    with latency._compiling("compiled", lines.append):
+    with measure._compiling("compiled", lines.append):
         logging.getLogger("torch.utils.cpp_extension").warning("No CUDA runtime is found")
     assert lines[0].startswith("compiling with torch.compile (this can take minutes")
     assert lines[1].startswith("compiled with torch.compile in ") and lines[1].endswith(" s")
     assert "No CUDA runtime" not in caplog.text
-    with latency._compiling("eager", lines.append):
+    with measure._compiling("eager", lines.append):
         pass
     assert len(lines) == 2

@@ -1,12 +1,12 @@
 """The shape of the library, read from its source: short functions and classes, no reach into
-argparse's private attributes, and the run folder's file names spelled by :class:`RunFolder`
-alone."""
+argparse's private attributes, the run folder's file names spelled by :class:`RunFolder` alone,
+and the pipelines standing on the services, never on each other."""
 
 from __future__ import annotations
 
 import ast
 
-from mnv3spec.train.run_folder import RunFolder
+from mnv3spec.services.run_folder import RunFolder
 
 from .conftest import ROOT
 
@@ -24,8 +24,17 @@ RUN_FILES = {
     RunFolder.CURVES,
 }
 # A weights file's own error hint for a folder given as a file ("e.g. FOLDER/best.safetensors"):
-# weights/ and deploy/ sit below train/, so they cannot ask RunFolder.
-NAMES_A_RUN_FILE = {"train/run_folder.py", "weights/checkpoint.py", "deploy/quantize.py"}
+# weights/ sits below services/, so it cannot ask RunFolder.
+NAMES_A_RUN_FILE = {"services/run_folder.py", "weights/checkpoint.py"}
+# package → the packages it must not import: the pipelines stand side by side on services/, which
+# stands below them all; latency/ times what deploy/'s runtimes lower, explore/ uses both.
+PIPELINES = {"train", "deploy", "latency", "explore", "cli"}
+NEVER_IMPORTS = {
+    "services": PIPELINES,
+    "deploy": PIPELINES - {"deploy"},
+    "latency": PIPELINES - {"latency", "deploy"},
+    "train": PIPELINES - {"train"},
+}
 
 
 def _modules() -> list[tuple[str, ast.Module]]:
@@ -67,3 +76,36 @@ def test_only_the_run_folder_spells_its_file_names():
         if isinstance(node, ast.Constant) and node.value in RUN_FILES
     ]
     assert not spelled
+
+
+def _imported_packages(name: str, tree: ast.Module) -> set[str]:
+    """The subpackages of mnv3spec that module ``name`` (a path under it) imports, at any depth
+    of its code (imports inside functions included)."""
+    parts = name.split("/")[:-1]
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = parts[: len(parts) - node.level + 1] if node.level > 1 else parts
+                target = [*base, *(node.module or "").split(".")]
+                target = [t for t in target if t]
+            elif (node.module or "").startswith("mnv3spec."):
+                target = node.module.split(".")[1:]
+            else:
+                continue
+            if not node.module and node.level:  # from . import a, b: each a module of base
+                target = [*target, node.names[0].name]
+            found.add(target[0] if target else "")
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("mnv3spec.")}
+    return found
+
+
+def test_pipelines_import_only_what_stands_below_them():
+    crossing = [
+        f"{name} imports {package}/"
+        for name, tree in _modules()
+        for package in _imported_packages(name, tree)
+        if package in NEVER_IMPORTS.get(name.split("/")[0], set())
+    ]
+    assert not crossing

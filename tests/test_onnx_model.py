@@ -1,4 +1,4 @@
-"""Our .onnx files (mnv3spec/deploy/onnx_model.py): export's float file carries the metadata a
+"""Our .onnx files (deploy/runtimes/onnx_model.py): export's float file carries the metadata a
 checkpoint carries, so eval and infer run it in ONNX Runtime with the checkpoint's results; a
 foreign, truncated or tampered .onnx is one paragraph, exit 2, and left as it was."""
 
@@ -14,8 +14,7 @@ import torch
 from onnx import TensorProto, helper
 from PIL import Image
 
-from mnv3spec.deploy import onnx_model
-from mnv3spec.deploy.int8 import load_any
+from mnv3spec.deploy.runtimes import load_any, onnx_model
 from mnv3spec.errors import CheckpointError
 from mnv3spec.weights.checkpoint import read_metadata
 

@@ -9,14 +9,21 @@ import torch
 
 from mnv3spec.data.batches import loader
 from mnv3spec.data.datasets import load_dataset
-from mnv3spec.deploy import int8 as int8_files
 from mnv3spec.deploy import quantize
-from mnv3spec.deploy.export import optimize_for_inference, write_onnx
-from mnv3spec.deploy.onnx_model import OnnxModel
+from mnv3spec.deploy.runtimes import load_any, onnx_model
+from mnv3spec.deploy.runtimes.onnx_model import OnnxModel, write_onnx
+from mnv3spec.deploy.runtimes.onnxruntime import is_int8_model
+from mnv3spec.deploy.runtimes.onnxruntime import time as time_onnxruntime
 from mnv3spec.errors import CheckpointError, UserError
-from mnv3spec.train.evaluate import evaluate
+from mnv3spec.model.inference import optimize_for_inference
+from mnv3spec.services.evaluate import evaluate
 
 from .conftest import ROOT, tiny_checkpoint
+
+
+def _load_int8(path):
+    return onnx_model.load_onnx(path, formats=(onnx_model.INT8,))
+
 
 CLASSES = [f"class{i}" for i in range(4)]  # the synthetic dataset's names
 FAST = {"calib": 32, "data": "synthetic", "to": "onnxruntime"}  # ExecuTorch: test_executorch
@@ -48,7 +55,7 @@ def test_int8_outputs_agree_with_the_fake_quant_graph_and_roughly_with_float(qua
     """The fused int8 kernels against the same QDQ graph run unfused (quantize → float op →
     dequantize, i.e. fake-quant), and both against the float model."""
     _, model, r = quantized
-    int8, _ = int8_files.load_int8(r.path)
+    int8, _ = _load_int8(r.path)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     fake = ort.InferenceSession(str(r.path), options, providers=["CPUExecutionProvider"])
@@ -63,9 +70,9 @@ def test_int8_outputs_agree_with_the_fake_quant_graph_and_roughly_with_float(qua
 
 def test_the_int8_file_carries_what_eval_and_infer_need(quantized):
     folder, model, r = quantized
-    assert int8_files.is_int8_model(r.path)
-    assert not int8_files.is_int8_model(folder / "best.safetensors")
-    int8, meta = int8_files.load_int8(r.path)
+    assert is_int8_model(r.path)
+    assert not is_int8_model(folder / "best.safetensors")
+    int8, meta = _load_int8(r.path)
     assert meta["classes"] == CLASSES and meta["resolution"] == 32
     assert meta["mean"] == (0.5, 0.4, 0.3) and meta["std"] == (0.2, 0.25, 0.3)
     assert meta["extra"]["kept_float"] == ["bneck1"]
@@ -75,7 +82,7 @@ def test_the_int8_file_carries_what_eval_and_infer_need(quantized):
     val = loader(ds.val_images, ds.val_labels, 64, shuffle=False)
     via_eval = evaluate(int8, val, mean=meta["mean"], std=meta["std"], device=torch.device("cpu"))
     assert via_eval.top1 == pytest.approx(r.int8_top1)
-    model_any, _ = int8_files.load_any(r.path)
+    model_any, _ = load_any(r.path)
     assert isinstance(model_any, OnnxModel)
 
 
@@ -83,9 +90,9 @@ def test_a_plain_onnx_file_is_not_an_int8_model(tmp_path, quantized):
     _, model, _ = quantized
     path = tmp_path / "plain.onnx"
     write_onnx(optimize_for_inference(model), path, torch.randn(1, 3, 32, 32), False)
-    assert not int8_files.is_int8_model(path)
+    assert not is_int8_model(path)
     with pytest.raises(CheckpointError, match="not an mnv3spec int8 model"):
-        int8_files.load_int8(path)
+        _load_int8(path)
 
 
 def test_sensitivity_lists_each_computing_row_and_keep_float_resolves_indices(quantized):
@@ -105,7 +112,7 @@ def test_sensitivity_lists_each_computing_row_and_keep_float_resolves_indices(qu
 
 def test_latency_runner_runs_the_int8_model(quantized):
     _, model, _ = quantized
-    run, note = int8_files.latency_runner(optimize_for_inference(model), torch.randn(1, 3, 32, 32))
+    run, note = time_onnxruntime(model, torch.randn(1, 3, 32, 32), int8=True)
     assert run()[0].shape == (1, 4) and "int8" in note
 
 
@@ -238,7 +245,7 @@ def test_issue23_case11_18_int8_metadata_that_disagrees_with_the_graph(
     _, _, r = quantized
     bad = _damaged(r.path, tmp_path / "bad.int8.onnx", change)
     with pytest.raises(CheckpointError) as e:
-        int8_files.load_int8(bad)
+        _load_int8(bad)
     assert message in str(e.value) and str(bad) in str(e.value)
 
 

@@ -14,8 +14,8 @@ import pytest
 
 from cli import main
 from mnv3spec.model import builder, memory
+from mnv3spec.services.run_folder import RunFolder
 from mnv3spec.spec import variant
-from mnv3spec.train.run_folder import RunFolder
 
 from .conftest import ROOT, run_cli
 from .test_cli_train import RUN_FILES, TINY

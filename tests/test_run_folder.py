@@ -10,7 +10,7 @@ from safetensors import SafetensorError
 
 from mnv3spec import build, load_spec
 from mnv3spec.errors import UserError
-from mnv3spec.train import run_folder
+from mnv3spec.services import run_folder
 from mnv3spec.weights import checkpoint
 
 from .conftest import ROOT

@@ -13,9 +13,9 @@ import time
 import pytest
 
 from cli import main
-from mnv3spec.deploy import predict
 from mnv3spec.explore.grid import Grid, parse_grid
 from mnv3spec.explore.sweep_report import pareto_front
+from mnv3spec.latency import predict
 
 from .conftest import ROOT
 

@@ -23,10 +23,11 @@ from mnv3spec import files as outputs
 from mnv3spec.data import folders
 from mnv3spec.data.batches import batches
 from mnv3spec.errors import CheckpointError, TrainingError, UserError
-from mnv3spec.train import evaluate as evaluating
-from mnv3spec.train import run_folder, steps
+from mnv3spec.services import evaluate as evaluating
+from mnv3spec.services import run_folder
+from mnv3spec.services.evaluate import evaluate
+from mnv3spec.train import steps
 from mnv3spec.train.config import TrainConfig
-from mnv3spec.train.evaluate import evaluate
 from mnv3spec.train.plan import steps_per_epoch
 from mnv3spec.train.recipe import RECIPES, lr_factor, make_optimizer, make_scheduler, param_groups
 from mnv3spec.train.train import train

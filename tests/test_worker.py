@@ -14,9 +14,9 @@ import pytest
 from mnv3spec.explore import worker
 from mnv3spec.explore.grid import variants
 from mnv3spec.explore.launch import Training
+from mnv3spec.services.run_folder import RunFolder
 from mnv3spec.spec.variant import trusted_bases
-from mnv3spec.train.config import TrainConfig
-from mnv3spec.train.run_folder import RunFolder
+from mnv3spec.train.config import TrainConfig, config_from_json
 
 from .conftest import ROOT
 
@@ -97,7 +97,7 @@ def test_the_worker_trains_the_configuration_it_is_handed(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     folder = RunFolder(tmp_path / "runs" / v.id)
-    stored = folder.read_config()
+    stored = config_from_json(folder.read_config(), str(folder / folder.CONFIG))
     assert (stored.spec, stored.overrides, stored.epochs, stored.seed) == (
         v.spec,
         v.overrides,

@@ -1,7 +1,8 @@
 """Command line of mnv3spec: parses arguments and calls the library. ``python cli.py -h``.
 
-One module per group of commands (:mod:`.specs`, :mod:`.training`, :mod:`.deploy`); :mod:`.flags`
-holds what they share, including the mapping that puts the user's flags into library errors.
+One module per pipeline (:mod:`.specs`, :mod:`.training`, :mod:`.deploy`, :mod:`.latency`,
+:mod:`.explore`); :mod:`.flags` holds what they share, including the mapping that puts the user's
+flags into library errors.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import os
 import sys
 
 from mnv3spec import __version__
-from mnv3spec.cli.deploy import add_export, add_infer, add_latency, add_quantize
+from mnv3spec.cli.deploy import add_eval, add_export, add_infer, add_quantize
+from mnv3spec.cli.explore import add_sweep
 from mnv3spec.cli.flags import (
     allowed_bases,
     check_arguments,
@@ -19,8 +21,9 @@ from mnv3spec.cli.flags import (
     flags_in_errors,
     unrecognized,
 )
+from mnv3spec.cli.latency import add_latency
 from mnv3spec.cli.specs import add_import, add_spec_commands
-from mnv3spec.cli.training import add_eval, add_sweep, add_train
+from mnv3spec.cli.training import add_train
 from mnv3spec.errors import UserError
 from mnv3spec.text import printable
 

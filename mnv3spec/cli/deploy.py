@@ -1,4 +1,5 @@
-"""Commands that run a network after training: ``infer``, ``latency``, ``export``, ``quantize``."""
+"""Commands that take a network to files and runtimes and run what they wrote: ``eval``,
+``infer``, ``export``, ``quantize``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,38 @@ import sys
 from mnv3spec.cli.flags import add_device, add_set, number, overrides
 from mnv3spec.cli.kinds import check_kind, check_model_file
 from mnv3spec.text import printable
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    check_model_file(args.checkpoint, "eval")
+    from mnv3spec.deploy.evaluate_file import evaluate_checkpoint
+
+    r = evaluate_checkpoint(
+        args.checkpoint,
+        data=args.data,
+        data_dir=args.data_dir,
+        batch_size=args.batch,
+        device=args.device,
+    )
+    print(
+        f"{args.checkpoint}: top-1 {r.top1:.2f}%  top-{r.k} {r.topk:.2f}%  loss {r.loss:.4f}  "
+        f"({r.images} validation images)"
+    )
+    return 0
+
+
+def add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="top-1, top-k (k = min(5, classes)) and loss on val data")
+    p.add_argument(
+        "checkpoint",
+        metavar="CHECKPOINT",
+        help="a .safetensors file written by train, or an .onnx or .pte from export or quantize",
+    )
+    p.add_argument("--data", help="as for train (default: the data it was trained on)")
+    p.add_argument("--data-dir", default="./data", help="as for train (default ./data)")
+    p.add_argument("--batch", type=number(int, 1), default=256, help="default 256")
+    add_device(p)
+    p.set_defaults(func=cmd_eval)
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
@@ -47,85 +80,6 @@ def add_infer(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     add_device(p)
     p.set_defaults(func=cmd_infer)
-
-
-def cmd_latency(args: argparse.Namespace) -> int:
-    for spec in args.specs:  # a name (small) is not a file; a file must be a spec
-        check_kind(spec, "latency", {"spec"}, "specs (a YAML file or a shipped name)")
-    from mnv3spec.deploy import latency
-
-    common = dict(
-        widths=tuple(args.widths),
-        devices=args.devices,
-        backends=tuple(args.backends),
-        batch=args.batch,
-        resolution=args.resolution,
-        overrides=overrides(args),
-        runs=args.runs,
-        warmup=args.warmup,
-        progress=lambda line: print(line, file=sys.stderr, flush=True),
-    )
-    if args.table:
-        from mnv3spec.deploy.predict import make_table
-
-        print(make_table(args.table, args.specs or None, **common))
-        return 0
-    latency.check_files(args.csv, args.plot, args.specs or None)
-    references = list(dict.fromkeys(args.reference))  # each once, in the order given
-    rows = latency.measure(args.specs or None, reference=references, **common)
-    print(latency.header(args.batch, args.runs, args.warmup, references))
-    print(latency.format_latency(rows, references))
-    for line in latency.timing_warnings([(r.median_ms, r.iqr_ms) for r in rows]):
-        print(line, file=sys.stderr)
-    if args.csv:
-        latency.write_csv(rows, args.csv)
-        print(f"wrote {args.csv}")
-    if args.plot:
-        latency.plot(rows, args.plot)
-        print(f"wrote {args.plot}")
-    return 0
-
-
-def add_latency(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("latency", help="time specs per width, device and backend")
-    p.add_argument("specs", nargs="*", metavar="SPEC", help="default: small large (shipped)")
-    add_set(p)
-    add = p.add_argument
-    add(
-        "--widths",
-        nargs="+",
-        type=number(float, 0, above=True),
-        default=[0.25, 0.5, 1.0],
-        metavar="W",
-        help="width multipliers, one row each (default 0.25 0.5 1.0); --set width is refused",
-    )
-    add("--devices", nargs="+", metavar="DEVICE", help="cpu, cuda (default: cpu, and cuda if any)")
-    add("--batch", type=number(int, 1), default=1, help="images per call (default 1)")
-    add("--resolution", type=number(int, 1), help="input size (default: the spec's)")
-    add(
-        "--backends",
-        nargs="+",
-        default=["eager"],
-        metavar="BACKEND",
-        help="eager, channels_last, compiled (BN folded + torch.compile), onnxruntime, "
-        "onnxruntime-int8 (quantized as quantize does), executorch and executorch-int8 (lowered "
-        "to XNNPACK as export and quantize do), tflite and tflite-int8 (converted by litert-torch, "
-        "run by LiteRT), cuda-graph (a captured CUDA graph)",
-    )
-    add(
-        "--reference",
-        nargs="+",
-        default=[],
-        metavar="LIBRARY",
-        help="torchvision and/or timm: also time that library's model of the same network "
-        "(found by weights and outputs), print the ratio",
-    )
-    add("--runs", type=number(int, 1), default=50, help="timed calls per row (default 50)")
-    add("--warmup", type=number(int, 1), default=10, help="untimed calls first (default 10)")
-    add("--csv", metavar="FILE", help="write the raw rows as CSV (checked before timing)")
-    add("--plot", metavar="FILE.png", help="latency vs multiply-adds as a PNG")
-    add("--table", metavar="FILE.csv", help="time each distinct row instead, into a look-up table")
-    p.set_defaults(func=cmd_latency)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -179,7 +133,8 @@ def add_export(sub: argparse._SubParsersAction) -> None:
 
 def cmd_quantize(args: argparse.Namespace) -> int:
     check_kind(args.checkpoint, "quantize", {"safetensors"}, "a .safetensors checkpoint")
-    from mnv3spec.deploy.quantize import AccuracyGateError, quantize_checkpoint
+    from mnv3spec.deploy.quantize import quantize_checkpoint
+    from mnv3spec.deploy.runtimes.record import AccuracyGateError
 
     try:
         r = quantize_checkpoint(

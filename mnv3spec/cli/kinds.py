@@ -43,8 +43,7 @@ def check_model_file(path: str | Path, command: str) -> None:
     )
     if check_kind(path, command, {"safetensors", "onnx", "pte", "tflite"}, wanted) != "onnx":
         return
-    from mnv3spec.deploy.export import require_onnx
-    from mnv3spec.deploy.onnx_model import read_format
+    from mnv3spec.deploy.runtimes.onnx_model import read_format, require_onnx
 
     require_onnx()  # or an error naming the extra to install, not "not one of ours"
     if read_format(path) is None:  # (a truncated file: a CheckpointError saying so)

@@ -1,13 +1,12 @@
-"""Commands that train or score: ``train`` (and its ``--resume``), ``eval`` and ``sweep``."""
+"""The command that trains: ``train`` (and its ``--resume``), and the training flags ``sweep``
+passes on (:func:`add_train_options`)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import shlex
 
 from mnv3spec.cli.flags import add_device, add_set, command_line, number, overrides
-from mnv3spec.cli.kinds import check_model_file
 from mnv3spec.errors import UserError
 
 _RESUME_MAY_CHANGE = ("device", "compile", "graph")  # how it runs, not what it computes
@@ -142,143 +141,3 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         "--resume", default=None, metavar="RUN_FOLDER", help="continue a run after its last epoch"
     )
     p.set_defaults(func=cmd_train, set=None)
-
-
-def cmd_eval(args: argparse.Namespace) -> int:
-    check_model_file(args.checkpoint, "eval")
-    from mnv3spec.deploy.evaluate_file import evaluate_checkpoint
-
-    r = evaluate_checkpoint(
-        args.checkpoint,
-        data=args.data,
-        data_dir=args.data_dir,
-        batch_size=args.batch,
-        device=args.device,
-    )
-    print(
-        f"{args.checkpoint}: top-1 {r.top1:.2f}%  top-{r.k} {r.topk:.2f}%  loss {r.loss:.4f}  "
-        f"({r.images} validation images)"
-    )
-    return 0
-
-
-def add_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="top-1, top-k (k = min(5, classes)) and loss on val data")
-    p.add_argument(
-        "checkpoint",
-        metavar="CHECKPOINT",
-        help="a .safetensors file written by train, or an .onnx or .pte from export or quantize",
-    )
-    p.add_argument("--data", help="as for train (default: the data it was trained on)")
-    p.add_argument("--data-dir", default="./data", help="as for train (default ./data)")
-    p.add_argument("--batch", type=number(int, 1), default=256, help="default 256")
-    add_device(p)
-    p.set_defaults(func=cmd_eval)
-
-
-def cmd_sweep(args: argparse.Namespace) -> int:
-    import time
-
-    from mnv3spec.explore import sweep, sweep_report
-    from mnv3spec.explore.results import SweepSettings
-
-    started = time.perf_counter()
-    training = {a.dest: getattr(args, a.dest) for a in args.train_options if a.dest in args}
-    settings = SweepSettings(
-        tuple(args.specs),
-        tuple(args.grid or []),
-        overrides(args),
-        out=args.out,
-        name=args.name,
-        training=None if args.no_train else training,
-        devices=tuple(args.devices) if args.devices else None,
-        backends=tuple(args.backends),
-        latency_batch=args.latency_batch,
-        latency_runs=args.latency_runs,
-        latency_warmup=args.latency_warmup,
-        predict=args.predict,
-        max_variants=args.max_variants,
-    )
-    result = sweep.sweep(settings, _say, dry_run=args.print_commands)
-    if args.print_commands:
-        _print_commands(result, args.train_options)
-        return 0
-    print(sweep_report.summary(result, started))
-    return result.exit_code()
-
-
-def _say(line: str) -> None:
-    print(line, flush=True)
-
-
-def _print_commands(result, options: list[argparse.Action]) -> None:
-    """The ``train`` command of each training the sweep would start, or why there is none."""
-    jobs = {job.variant.id: job for job in result.trainings}
-    for r in result.results:
-        job = jobs.get(r.variant.id)
-        if r.error or job is None:
-            print(f"# {r.variant.id}: {r.error or 'finished'}")
-        else:
-            print(shlex.join(["python", "-m", "mnv3spec.cli", *_train_arguments(job, options)]))
-
-
-def _train_arguments(job, options: list[argparse.Action]) -> list[str]:
-    """``train``'s arguments for a training of a sweep: its spec, overrides and the flags of
-    its settings that are not the defaults."""
-    from mnv3spec.explore.grid import text
-    from mnv3spec.train.config import TrainConfig
-
-    if job.config is None:
-        return ["train", "--resume", str(job.folder)]
-    cfg = job.config  # its batch filled in from its recipe: the default is the recipe's
-    default = dataclasses.replace(TrainConfig(cfg.spec), batch=cfg.with_batch().batch)
-    words = ["train", cfg.spec]
-    words += [w for k, v in cfg.overrides.items() for w in ("--set", f"{k}={text(v)}")]
-    for a in options:
-        value, flag = getattr(cfg, a.dest), a.option_strings[-1]
-        if value != getattr(default, a.dest):
-            words += [flag] if a.nargs == 0 else [flag, str(value)]
-    return [*words, "--out", cfg.out, "--name", cfg.name]
-
-
-def add_sweep(sub: argparse._SubParsersAction) -> None:
-    from mnv3spec.explore import MAX_VARIANTS
-
-    p = sub.add_parser(
-        "sweep",
-        help="every combination of --grid values: params, MAdds, latency, training, Pareto plot",
-        description="Each variant is compiled and counted, timed as `latency` times it, and "
-        "(unless --no-train) trained as `train` trains, into OUT/NAME/runs/VARIANT, with the "
-        "train flags below. Repeat the command to continue a sweep.",
-    )
-    p.add_argument("specs", nargs="+", metavar="SPEC")
-    add = p.add_argument
-    add("--grid", action="append", metavar="KEY=V1,V2,...", help="a --set key and its values")
-    add_set(p)
-    add("--out", default="sweeps", help="parent folder of the sweep folder (default sweeps)")
-    add("--name", help="sweep folder name (default: the spec names)")
-    add("--no-train", action="store_true", help="parameters, MAdds and latency only")
-    add("--print-commands", action="store_true", help="print the train commands, run nothing")
-    add("--devices", nargs="+", metavar="DEVICE", help="latency devices, as for latency")
-    add("--backends", nargs="+", default=["eager"], metavar="BACKEND", help="as for latency")
-    add("--latency-batch", type=number(int, 1), default=1, help="latency --batch (default 1)")
-    add("--latency-runs", type=number(int, 1), default=50, help="latency --runs (default 50)")
-    add("--latency-warmup", type=number(int, 1), default=10, help="latency --warmup (10)")
-    add(
-        "--predict",
-        metavar="TABLE.csv",
-        help="latency from a look-up table (latency --table), which is only read",
-    )
-    add(
-        "--max-variants",
-        type=number(int, 1),
-        default=MAX_VARIANTS,
-        help=f"refuse a grid of more variants (default {MAX_VARIANTS})",
-    )
-    passed = p.add_argument_group(
-        "train flags",
-        "every variant is trained with them (--batch and --warmup are training's; latency's "
-        "are --latency-batch and --latency-warmup)",
-        argument_default=argparse.SUPPRESS,
-    )
-    p.set_defaults(func=cmd_sweep, train_options=add_train_options(passed))

@@ -1,2 +1,2 @@
-"""Deployment: a trained network out to files and runtimes (export, int8, latency, inference,
-eval)."""
+"""Deployment: a trained network out to its runtimes' files (export, int8) and those files run
+(eval, infer), over one registry of runtimes (:mod:`.runtimes`)."""

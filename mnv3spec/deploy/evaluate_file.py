@@ -1,6 +1,6 @@
-"""``eval``: a weights file (our safetensors checkpoint, an ``.onnx`` from export or quantize, or
-an ExecuTorch ``.pte`` from export or quantize) scored on the validation split of the data it was
-trained on."""
+"""``eval``: a weights file (our safetensors checkpoint, or a runtime's file from export or
+quantize: an ``.onnx``, an ExecuTorch ``.pte``, a LiteRT ``.tflite``) scored on the validation
+split of the data it was trained on."""
 
 from __future__ import annotations
 
@@ -11,12 +11,10 @@ import torch
 from ..data.batches import loader, worker_count
 from ..data.datasets import load_dataset
 from ..errors import DataError
-from ..kinds import file_kind
 from ..model.memory import check_fits
-from ..train.evaluate import EvalResult, evaluate
-from ..train.runtime import pick_device
-from .int8 import load_any
-from .mobile import runtime_of
+from ..services.device import pick_device
+from ..services.evaluate import EvalResult, evaluate
+from .runtimes import load_any, runtime_of
 
 
 def evaluate_checkpoint(
@@ -29,7 +27,7 @@ def evaluate_checkpoint(
 ) -> EvalResult:
     """Rebuild the model from a weights file alone; evaluate it on ``data``'s validation split
     (by default the data it was trained on, as recorded in the file, else CIFAR-100)."""
-    runtime = file_kind(path) == "onnx" or runtime_of(path) is not None  # runs on the CPU
+    runtime = runtime_of(path) is not None  # a runtime's file: it runs on the CPU
     dev = torch.device("cpu") if runtime else pick_device(device)
     model, meta = load_any(path, dev)
     if not runtime:

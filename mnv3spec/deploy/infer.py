@@ -19,12 +19,12 @@ from ..data.batches import normalize
 from ..data.folders import decode_image
 from ..errors import CheckpointError, DataError, UserError
 from ..model.memory import check_fits
+from ..services.device import pick_device
+from ..services.run_folder import RunFolder
 from ..text import text_table
-from ..train.run_folder import RunFolder
-from ..train.runtime import pick_device
-from .int8 import load_any
-from .mobile import ProgramModel
-from .onnx_model import OnnxModel
+from .runtimes import load_any
+from .runtimes.onnx_model import OnnxModel
+from .runtimes.phone import ProgramModel
 
 SUBFOLDER = "a subfolder (images are not searched recursively)"
 

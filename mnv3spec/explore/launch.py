@@ -25,9 +25,9 @@ from queue import Queue
 import mnv3spec
 
 from ..files import writing
+from ..services.run_folder import RunFolder
 from ..spec.variant import trusted_folders
 from ..train.config import TrainConfig
-from ..train.run_folder import RunFolder
 from .grid import Variant
 
 WORKER = "mnv3spec.explore.worker"

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..deploy import predict
-from ..train.run_folder import RunFolder
+from ..latency import predict
+from ..services.run_folder import RunFolder
 from . import MAX_VARIANTS
 from .grid import Variant
 from .launch import Training

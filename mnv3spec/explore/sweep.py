@@ -19,14 +19,14 @@ from typing import Any
 
 import torch
 
-from ..deploy import latency, predict
 from ..errors import UserError
 from ..files import check_ours, check_output, check_output_folder, claim_folder, locked_folder
+from ..latency import measure, predict
 from ..model.builder import build
 from ..model.summary import summarize
+from ..services.run_folder import RunFolder, check_run_name
 from ..spec.load import Spec, load_spec, resolve_path
 from ..train.config import TrainConfig
-from ..train.run_folder import RunFolder, check_run_name
 from . import sweep_folder, sweep_report
 from .grid import check_count, check_grids, parse_grid, spec_names, variants
 from .launch import Training, run_trainings
@@ -77,7 +77,7 @@ def sweep(s: SweepSettings, say: Callable[[str], None] = print, *, dry_run: bool
 def _latency_settings(s: SweepSettings) -> LatencySettings:
     """How the variants are timed, refused before any work if this machine cannot."""
     settings = LatencySettings(
-        tuple(s.devices or latency.default_devices()),
+        tuple(s.devices or measure.default_devices()),
         tuple(s.backends),
         s.latency_batch,
         s.latency_runs,
@@ -125,7 +125,7 @@ def _time(spec: Spec, s: LatencySettings, table: predict.Table | None) -> sweep_
                     model, table, device=device, backend=backend, batch=s.batch
                 )
         return sweep_folder.Measured(key, medians, spreads)
-    rows = latency.measure(
+    rows = measure.measure(
         [spec.document],
         widths=(spec.width,),
         devices=list(s.devices),
@@ -143,7 +143,7 @@ def _time(spec: Spec, s: LatencySettings, table: predict.Table | None) -> sweep_
 
 def _check_latency(s: LatencySettings) -> None:
     """The devices and backends, refused before any work if this machine cannot time them."""
-    latency.check_settings(list(s.devices), s.backends, (), s.batch, s.runs, s.warmup)
+    measure.check_settings(list(s.devices), s.backends, (), s.batch, s.runs, s.warmup)
     if s.predict:
         bad = [b for b in s.backends if b not in predict.BACKENDS]
         if bad:
@@ -198,7 +198,7 @@ def _measure_all(compiled, folder: Path, s: LatencySettings, lookup, say) -> Non
         timed = True
     if timed and lookup is None:
         pairs = [(r.latency_ms[c], r.iqr_ms.get(c)) for r, _ in todo for c in r.latency_ms]
-        for line in latency.timing_warnings(pairs):
+        for line in measure.timing_warnings(pairs):
             say(line)
 
 

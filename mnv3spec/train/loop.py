@@ -1,8 +1,8 @@
 """The training loop, read top to bottom in :func:`train_epochs`: set up; then for each epoch:
 steps, evaluation, the run folder saved, one line said. The jobs it calls live beside it: the
 step (:mod:`.steps`), what a resume needs (:mod:`.state`), what the user sees (:mod:`.report`),
-the run folder (:mod:`.run_folder`). A new piece of training, say an average of the weights,
-is part of the step (:class:`~.steps.Stepper`, so a CUDA graph holds it too), a field of
+the run folder (:mod:`..services.run_folder`). A new piece of training, say an average of the
+weights, is part of the step (:class:`~.steps.Stepper`, so a CUDA graph holds it too), a field of
 :class:`~.state.TrainState` (so a resume restores it) and a line in :func:`save` and
 :func:`train_epochs` for its evaluation.
 
@@ -13,6 +13,7 @@ DistributedDataParallel; rank 0 writes.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Iterable
@@ -23,14 +24,14 @@ from torch import nn
 from ..data.batches import rank_loaders, training_batch
 from ..errors import TrainingError
 from ..model.builder import SpecNet
+from ..services.device import World, amp_dtype, average_buffers, reduce_sums, state_digest
+from ..services.evaluate import EvalResult, evaluate
+from ..services.run_folder import MetricsRow, RunFolder
 from .ema import WeightAverage
-from .evaluate import EvalResult, evaluate
 from .plan import RunPlan
 from .recipe import make_optimizer, make_scheduler
 from .report import Reporter
 from .resume import ResumePoint
-from .run_folder import MetricsRow, RunFolder
-from .runtime import World, amp_dtype, average_buffers, reduce_sums, state_digest
 from .state import TrainState, training_generators
 from .steps import Stepper
 
@@ -65,7 +66,7 @@ def train_epochs(
         state.load(point.saved, world.rank, str(folder / folder.RESUME))
     report = Reporter(world, cfg.epochs, point.rows[: state.epoch] if point else [])
     if world.main:
-        folder.write_start(net, cfg, command)
+        folder.write_start(net, dataclasses.asdict(cfg), command)
     report.say(*intro, step.mode_line())
 
     while state.epoch < cfg.epochs:  # each epoch: steps, evaluation, save, one line

@@ -17,11 +17,11 @@ from ..data.datasets import Dataset, load_dataset, native_resolution
 from ..errors import DataError, SpecError, UserError
 from ..model.builder import SpecNet, build
 from ..model.memory import check_fits
+from ..services.device import World
 from ..spec.load import Spec
 from ..weights.init import init_from
 from .config import TrainConfig
 from .recipe import Recipe
-from .runtime import World
 
 SYNTHETIC_CLASSES = 10  # classes of synthetic data unless num_classes is set
 

@@ -7,8 +7,8 @@ import sys
 
 from tqdm import tqdm
 
-from .run_folder import MetricsRow
-from .runtime import World
+from ..services.device import World
+from ..services.run_folder import MetricsRow
 
 
 class Reporter:

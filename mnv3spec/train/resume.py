@@ -13,10 +13,11 @@ import dataclasses
 from dataclasses import dataclass
 
 from ..errors import CheckpointError, UserError
+from ..services.run_folder import MetricsRow, RunFolder
 from ..spec.load import Spec, load_spec
-from .config import TrainConfig
+from .config import TrainConfig, config_from_json
 from .recipe import Recipe
-from .run_folder import MetricsRow, RunFolder
+from .state import check_saved
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ class ResumePoint:
 
 def read_resume_point(folder: RunFolder) -> ResumePoint:
     """Read and cross-check a run folder (see the module's docstring)."""
-    cfg = folder.read_config()
+    cfg = config_from_json(folder.read_config(), str(folder / folder.CONFIG))
     if not (folder / folder.SPEC).is_file():
         raise UserError(
             f"{folder.SPEC} is missing, so what was trained is unknown; restore it, or start a "
@@ -47,6 +48,8 @@ def read_resume_point(folder: RunFolder) -> ResumePoint:
     spec = load_spec(folder / folder.SPEC)
     rows = folder.read_metrics()
     saved = folder.read_state()
+    if saved is not None:
+        check_saved(saved, str(folder / folder.RESUME))
     if saved is None:
         _check_nothing_finished(folder, rows)
     else:

@@ -10,10 +10,10 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
+from ..services.device import no_autotune
 from .ema import WeightAverage
 from .graph import DeviceLR, GraphStep, sgd_update, why_not_captured
 from .plan import RunPlan
-from .runtime import no_autotune
 
 
 def train_step(

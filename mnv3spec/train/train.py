@@ -2,7 +2,8 @@
 
 The stages, each in its own module: the settings (:mod:`.config`), the run plan — the spec fitted
 to its data and the network built once (:mod:`.plan`) — the recipe (:mod:`.recipe`), the loop
-(:mod:`.loop`), the run folder (:mod:`.run_folder`) and what a resume trusts (:mod:`.resume`).
+(:mod:`.loop`), the run folder (:mod:`..services.run_folder`) and what a resume trusts
+(:mod:`.resume`).
 The default recipe is the seed repo's (SGD 0.1, momentum 0.9, ×0.1 at epochs 15/20/30, batch
 128, 20 epochs). Everything the user gave is checked on every process before a torchrun launch's
 processes wait for each other, and before a run folder is created.
@@ -19,14 +20,14 @@ from pathlib import Path
 from ..data.datasets import check_name
 from ..errors import UserError
 from ..files import check_output_folder
+from ..services.device import World, pick_device, thread_count, torch_settings
+from ..services.run_folder import RunFolder, check_run_name, claimed
 from ..spec.load import Spec, load_spec
 from .config import TrainConfig, absolute
 from .loop import train_epochs
 from .plan import RunPlan, build_network, make_plan
 from .recipe import Recipe
 from .resume import ResumePoint, extended, read_resume_point
-from .run_folder import RunFolder, check_run_name, claimed
-from .runtime import World, pick_device, thread_count, torch_settings
 from .state import seed_weights
 
 

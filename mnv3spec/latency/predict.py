@@ -28,7 +28,7 @@ from ..files import check_output, read_regular, writing
 from ..model.builder import SpecNet, build
 from ..model.summary import describe, row_features
 from ..spec.load import load_spec
-from . import latency
+from . import measure
 
 
 class Key(NamedTuple):
@@ -230,14 +230,14 @@ def time_rows(
         if table.median(key) is None and key not in runners:
             module = model.layers.get_submodule(p.name)
             x = torch.randn(batch, *p.in_shape, device=device)
-            runners[key] = latency.prepare(module, backend, x)[0]
+            runners[key] = measure.prepare(module, backend, x)[0]
     if whole:
         x = torch.randn(batch, channels, size, size, device=device)
-        runners[OVERHEAD] = latency.prepare(model, backend, x)[0]
+        runners[OVERHEAD] = measure.prepare(model, backend, x)[0]
     if not runners:
         return 0
-    times = latency.time_rounds(runners, runs, warmup, device)
-    stats = {k: latency.percentiles(v) for k, v in times.items()}
+    times = measure.time_rounds(runners, runs, warmup, device)
+    stats = {k: measure.percentiles(v) for k, v in times.items()}
     for p, key in zip(model.plans, keys, strict=True):
         if key in stats and table.median(key) is None:
             table.add(key, stats[key][0], stats[key][2], describe(row_features(p)))
@@ -299,15 +299,15 @@ def make_table(
     """``latency --table``: add every network's missing rows and its overhead to the table at
     ``path`` (made if absent, kept otherwise); returns a summary line."""
     check_output(path, "csv", inputs=specs or (), suffix=".csv", field="table")
-    devices = devices or latency.default_devices()
-    bad = [d for d in devices if d not in latency.DEVICES]
+    devices = devices or measure.default_devices()
+    bad = [d for d in devices if d not in measure.DEVICES]
     if bad or ("cuda" in devices and not torch.cuda.is_available()):
         raise UserError(f"cannot time on {', '.join(bad) or 'cuda'} here", field="devices")
     if "width" in overrides:
         raise UserError("give widths instead (one network per width)", field="set width")
     table = read_table(path)
     before = len(table.rows)
-    for source in specs or latency.DEFAULT_SPECS:
+    for source in specs or measure.DEFAULT_SPECS:
         spec = load_spec(source, **overrides)
         for width in widths:
             settings = {"width": width, **({"resolution": resolution} if resolution else {})}

@@ -1,14 +1,14 @@
 """LiteRT (TFLite) models (``.tflite``), in float or int8, converted by ``litert-torch``.
 
 LiteRT is the runtime of the MobileNetV3 paper's phone latencies. ``litert_torch.convert`` takes
-the network as :func:`.executorch.for_xnnpack` prepares it (BN folded, classifier a 1×1
+the network as :func:`~..model.inference.for_xnnpack` prepares it (BN folded, classifier a 1×1
 convolution) and writes a flatbuffer that LiteRT's interpreter (``ai-edge-litert``) runs with its
 default XNNPACK delegate. int8 is the converter's own path: PT2E with ``litert_torch``'s quantizer
 (per-channel symmetric int8 weights, int8 activations calibrated on images), converted with that
 quantizer's config. The int8 model takes and gives int8 tensors; :func:`runner` quantizes the
 image and dequantizes the logits with the scale and zero point the model records, as an app does.
 Each model is run back in the interpreter before it is kept; its metadata travels beside it
-(:mod:`.mobile`), as a ``.pte``'s does.
+(:mod:`.phone`), as a ``.pte``'s does.
 
 No converter is written here: a network the converter cannot take is refused in one paragraph
 that names the converter's complaint (:func:`convert`).
@@ -27,32 +27,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ExportError, UserError
-from .mobile import ProgramModel, first_line, load_program, write_program
+from ...errors import ExportError, UserError
+from ...model.inference import for_xnnpack
+from .phone import CALIB, CALIB_BATCH, ProgramModel, first_line, load_program, pt2e, write_program
+from .record import Int8, Lowered, Runtime, Timed, require
 
-SUFFIX = ".tflite"
-RUNTIME = "litert"  # the key of .mobile.SIGNATURES and files.KINDS
-INSTALL_HINT = 'pip install -e ".[litert]"'
+EXTRA = "litert"
 
 
 def require_litert(convert: bool = False) -> None:
     """Nothing, or an :class:`ExportError` naming the extra: the interpreter always, the
     converter (and torchao, for int8) when ``convert``."""
-    try:
-        import ai_edge_litert.interpreter  # noqa: F401
-
-        if convert:
-            import litert_torch  # noqa: F401
-            import torchao  # noqa: F401
-    except ImportError as e:
-        raise ExportError(
-            f"LiteRT needs the optional litert extra ({e.name or 'litert_torch'} is not "
-            f"installed): {INSTALL_HINT}"
-        ) from None
+    converter = ("litert_torch", "torchao") if convert else ()
+    require("LiteRT", EXTRA, ("ai_edge_litert.interpreter", *converter))
 
 
 def convert(model: nn.Module, example: torch.Tensor, int8: bool = False) -> bytes:
-    """``model`` (from :func:`.executorch.for_xnnpack`, or its PT2E graph from
+    """``model`` (from :func:`~..model.inference.for_xnnpack`, or its PT2E graph from
     :func:`quantize_pt2e` with ``int8``) converted by ``litert_torch`` at ``example``'s shape,
     as ``.tflite`` bytes."""
     require_litert(convert=True)
@@ -106,8 +97,6 @@ def quantize_pt2e(
     ``int8``. Rows cannot be chosen (:data:`ROWS_REFUSED`)."""
     require_litert(convert=True)
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-    from .executorch import CALIB_BATCH
 
     if exclude_rows or only_rows is not None:
         raise UserError(ROWS_REFUSED, field="keep_float")
@@ -181,11 +170,62 @@ def load_tflite(path: str | Path, threads: int | None = None) -> tuple[ProgramMo
     """``(model, metadata)`` of a ``.tflite`` written by export or quantize, checked against the
     metadata file beside it; the model runs in LiteRT's interpreter on the CPU."""
     require_litert()
-    return load_program(
-        path, RUNTIME, lambda p: runner(p, threads), "LiteRT cannot load this model"
-    )
+    return load_program(path, RUNTIME, "LiteRT cannot load this model", threads)
 
 
-def write_tflite(out: Path, model: bytes, info: dict[str, Any]) -> None:
-    """The model and its metadata file, each written atomically (:func:`.write_program`)."""
-    write_program(out, lambda tmp: tmp.write_bytes(model), info)
+# --- the record ---------------------------------------------------------------------------------
+
+
+def _lower(fast: nn.Module, example: torch.Tensor, dynamic_batch: bool) -> Lowered:
+    program = convert(fast, example)
+    ops = sum(op_counts(program).values())
+    return Lowered(program, f"{ops} ops, run by LiteRT's XNNPACK delegate")
+
+
+def _lower_int8(graph: Any, example: torch.Tensor) -> tuple[bytes, str, Counter]:
+    model = convert(graph, example, int8=True)
+    ops, floats = op_counts(model), op_counts(model, float_only=True)
+    left = ", ".join(f"{op}×{n}" for op, n in floats.most_common()) or "none"
+    return model, f"{sum(ops.values())} ops run by LiteRT; computing in float: {left}", floats
+
+
+def time(model: nn.Module, x: torch.Tensor, int8: bool) -> Timed:
+    """For ``latency``: the network converted by litert-torch as export (or quantize, calibrated
+    on random inputs) does, run by LiteRT's interpreter (XNNPACK delegate) with torch's thread
+    count."""
+    if x.device.type != "cpu":
+        raise ExportError("LiteRT runs on the CPU here (its XNNPACK delegate is for CPUs)")
+    require_litert(convert=True)
+    fast = for_xnnpack(model)
+    if int8:
+        calib = torch.randn(CALIB, *x.shape[1:], generator=torch.Generator().manual_seed(0))
+        fast = quantize_pt2e(fast, x[:1], calib)
+    run = runner(convert(fast, x, int8=int8), threads=torch.get_num_threads())
+    return lambda: run(x), f"LiteRT XNNPACK {'int8 (PT2E)' if int8 else 'fp32'}"
+
+
+# an int8 program's logits within this × their scale of its fake-quant graph's: LiteRT
+# requantizes in fixed point where the graph rounds in float, 0.075 measured on the tests' tiny
+# checkpoint; a broken lowering (layout, scales) is off by the whole scale.
+PARITY = 0.15
+
+RUNTIME = Runtime(
+    name="litert",
+    format="tflite",
+    choice="tflite",
+    kind="tflite",
+    suffix=".tflite",
+    metadata="sidecar",
+    extra=EXTRA,
+    require=lambda: require_litert(convert=True),
+    prepare=for_xnnpack,
+    lower=_lower,
+    runner=runner,
+    write=write_program,
+    load=load_tflite,
+    time=time,
+    quantize=pt2e(Int8(quantize_pt2e, _lower_int8, PARITY)),
+    rows_refused=ROWS_REFUSED,
+    fixed_batch=True,
+    signature="TFL3",
+)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mnv3spec import UserError
-from mnv3spec.train.runtime import (
+from mnv3spec.services.device import (
     World,
     amp_dtype,
     no_autotune,

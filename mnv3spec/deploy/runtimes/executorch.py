@@ -4,23 +4,22 @@ The flow is ExecuTorch's own for MobileNetV3 (its ``mv3`` example): ``torch.expo
 ``to_edge_transform_and_lower`` with the XNNPACK partitioner → ``to_executorch``; int8 first goes
 through PT2E quantization with the XNNPACK quantizer (per-channel symmetric int8 weights, int8
 activations calibrated on images). Each program is run back in ExecuTorch's runtime before it is
-kept; its metadata travels beside it (:mod:`.mobile`).
+kept; its metadata travels beside it (:mod:`.phone`).
 
-Two things in our network kept rows out of the delegate, and :func:`for_xnnpack` removes both:
+Two things in our network kept rows out of the delegate, and this module and
+:func:`~..model.inference.for_xnnpack` remove both:
 - hard-sigmoid (every squeeze-and-excite) is decomposed by the edge dialect into ``x + 3``, clamps
   and ``/ 6`` with *integer* tensor constants, each cast to float at run time by a
   ``_to_dim_order_copy`` that XNNPACK does not take: two per SE block, left outside the delegate.
   :data:`DECOMPOSITIONS` writes it with float scalars instead;
-- the classifier's :class:`~mnv3spec.ops.layers.Pointwise` runs as ``linear(x.flatten(1),
-  weight.flatten(1))``: a weight reshaped at run time is not a static weight to XNNPACK, so both
-  classifier rows fell back to portable ``addmm``. As the plain 1×1 convolution it is, XNNPACK
-  runs it (as a matrix product, as it runs every 1×1 convolution).
+- the classifier's :class:`~mnv3spec.ops.layers.Pointwise`, a weight reshaped at run time that
+  XNNPACK does not take as static: :func:`~..model.inference.for_xnnpack` makes it the 1×1
+  convolution it is.
 With both, every row of the shipped specs is one XNNPACK partition.
 """
 
 from __future__ import annotations
 
-import copy
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -30,25 +29,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ExportError
-from ..ops.layers import ConvBNAct, Pointwise
-from .mobile import INSTALL_HINT, ProgramModel, load_program, write_program
+from ...errors import ExportError
+from ...model.inference import for_xnnpack
+from .phone import CALIB, CALIB_BATCH, ProgramModel, load_program, pt2e, write_program
+from .record import Int8, Lowered, Runtime, Timed, require
 
-SUFFIX = ".pte"
-CALIB_BATCH = 64  # images per calibration call
+EXTRA = "mobile"
 
 
 def require_executorch() -> None:
     """Nothing, or an :class:`ExportError` naming the extra to install."""
-    try:
-        import executorch.exir
-        import executorch.runtime  # noqa: F401
-        import torchao  # noqa: F401
-    except ImportError as e:
-        raise ExportError(
-            f"ExecuTorch needs the optional mobile extra ({e.name or 'executorch'} is not "
-            f"installed): {INSTALL_HINT}"
-        ) from None
+    require("ExecuTorch", EXTRA, ("executorch.exir", "executorch.runtime", "torchao"))
 
 
 def _hardsigmoid(x: torch.Tensor) -> torch.Tensor:
@@ -56,27 +47,6 @@ def _hardsigmoid(x: torch.Tensor) -> torch.Tensor:
 
 
 DECOMPOSITIONS = {torch.ops.aten.hardsigmoid.default: _hardsigmoid}
-
-
-def for_xnnpack(model: nn.Module) -> nn.Module:
-    """An eval-mode copy for XNNPACK: BN folded, weights contiguous (a channels_last weight fails
-    XNNPACK's layout pass) and each :class:`Pointwise` a plain 1×1 ``Conv2d`` (module docstring);
-    module names unchanged, so rows keep their names."""
-    fused = copy.deepcopy(model).eval()
-    for m in fused.modules():
-        if isinstance(m, ConvBNAct):
-            m.fuse()
-    for parent in list(fused.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, Pointwise):
-                conv = nn.Conv2d(
-                    child.in_channels, child.out_channels, 1, bias=child.bias is not None
-                )
-                conv.load_state_dict(child.state_dict())
-                setattr(parent, name, conv)
-    for p in fused.parameters():
-        p.data = p.data.clone(memory_format=torch.contiguous_format)
-    return fused
 
 
 @dataclass(frozen=True)
@@ -138,8 +108,9 @@ def _op_name(node: torch.fx.Node) -> str:
 
 
 def lower(model: nn.Module, example: torch.Tensor) -> tuple[bytes, Delegation]:
-    """``model`` (from :func:`for_xnnpack`, or a PT2E-converted int8 graph) traced on ``example``,
-    lowered to XNNPACK, as the bytes of a ``.pte``, and which rows were delegated."""
+    """``model`` (from :func:`~..model.inference.for_xnnpack`, or a PT2E-converted int8 graph)
+    traced on ``example``, lowered to XNNPACK, as the bytes of a ``.pte``, and which rows were
+    delegated."""
     require_executorch()
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
@@ -207,9 +178,10 @@ def quantize_pt2e(
     exclude_rows: Iterable[str] = (),
     only_rows: Iterable[str] | None = None,
 ) -> nn.Module:
-    """``fast`` (:func:`for_xnnpack`) quantized by PT2E with the XNNPACK quantizer (per-channel,
-    symmetric), calibrated on ``calib_images``: a graph module computing with quantize /
-    dequantize pairs, ready for :func:`lower` (and a fake-quant reference to check it against).
+    """``fast`` (:func:`~..model.inference.for_xnnpack`) quantized by PT2E with the XNNPACK
+    quantizer (per-channel, symmetric), calibrated on ``calib_images``: a graph module computing
+    with quantize / dequantize pairs, ready for :func:`lower` (and a fake-quant reference to check
+    it against).
     ``exclude_rows`` stay float; with ``only_rows`` only those rows are quantized."""
     require_executorch()
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
@@ -255,18 +227,65 @@ def rows_to_quantize(
     return sorted(set(rows) - set(exclude_rows))
 
 
-# --- files --------------------------------------------------------------------------------------
+# --- the record ---------------------------------------------------------------------------------
+
+
+def _lower(fast: nn.Module, example: torch.Tensor, dynamic_batch: bool) -> Lowered:
+    program, delegation = lower(fast, example)
+    return Lowered(program, delegation.describe())
+
+
+def _lower_int8(graph: Any, example: torch.Tensor) -> tuple[bytes, str, Counter]:
+    program, delegation = lower(graph, example)
+    return program, delegation.describe(), delegation.ops()
+
+
+def time(model: nn.Module, x: torch.Tensor, int8: bool) -> Timed:
+    """For ``latency``: the network lowered to XNNPACK as export (or quantize, calibrated on
+    random inputs) does, run by ExecuTorch's runtime with as many threads as torch uses."""
+    if x.device.type != "cpu":
+        raise ExportError("ExecuTorch runs on the CPU here (its XNNPACK backend is for CPUs)")
+    require_executorch()
+    fast = for_xnnpack(model)
+    if int8:
+        calib = torch.randn(CALIB, *x.shape[1:], generator=torch.Generator().manual_seed(0))
+        fast = quantize_pt2e(fast, x[:1], calib)
+    program, delegation = lower(fast, x)
+    run = runner(program, threads=torch.get_num_threads())
+    kind = "int8 (PT2E)" if int8 else "fp32"
+    return lambda: run(x), f"XNNPACK {kind}, {len(delegation.delegated)} rows delegated"
 
 
 def load_pte(path: str | Path, threads: int | None = None) -> tuple[ProgramModel, dict]:
     """``(model, metadata)`` of a ``.pte`` written by export or quantize, checked against the
     metadata file beside it; the model runs the program in ExecuTorch's runtime on the CPU."""
     require_executorch()
-    return load_program(
-        path, "executorch", lambda p: runner(p, threads), "ExecuTorch cannot load this program"
-    )
+    return load_program(path, RUNTIME, "ExecuTorch cannot load this program", threads)
 
 
-def write_pte(out: Path, program: bytes, info: dict[str, Any]) -> None:
-    """The program and its metadata file, each written atomically (:func:`.write_program`)."""
-    write_program(out, lambda tmp: tmp.write_bytes(program), info)
+# an int8 program's logits within this × their scale of its fake-quant graph's. ExecuTorch
+# requantizes in fixed point where the graph rounds in float, and a rounding step apart compounds
+# over the rows of the tests' tiny checkpoint: 0.155 measured there (once the convolutions of a
+# --keep-float program were int8 at all: 0.05 held only while they ran float); a broken lowering
+# (layout, scales) is off by the whole scale.
+PARITY = 0.3
+
+RUNTIME = Runtime(
+    name="executorch",
+    format="executorch",
+    choice="executorch",
+    kind="pte",
+    suffix=".pte",
+    metadata="sidecar",
+    extra=EXTRA,
+    require=require_executorch,
+    prepare=for_xnnpack,
+    lower=_lower,
+    runner=runner,
+    write=write_program,
+    load=load_pte,
+    time=time,
+    quantize=pt2e(Int8(quantize_pt2e, _lower_int8, PARITY)),
+    fixed_batch=True,
+    signature="ET",
+)

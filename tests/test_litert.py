@@ -8,11 +8,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
 
-from mnv3spec.deploy import export, int8, mobile, quantize, tflite
+from mnv3spec.deploy import export, quantize
+from mnv3spec.deploy.runtimes import RUNTIMES, load_any, phone, record
+from mnv3spec.deploy.runtimes import litert as tflite
 from mnv3spec.errors import CheckpointError, ExportError
 
 from .conftest import ROOT, TINY_PHONE, run_cli_process, tiny_checkpoint
@@ -48,11 +51,11 @@ def test_export_writes_a_tflite_run_by_litert_within_tolerance(converted):
 
 def test_the_tflite_loads_like_a_checkpoint_with_its_metadata(converted):
     _, model, r, _ = converted
-    info = json.loads(mobile.sidecar(r.path).read_text())
-    assert info["sha256"] == mobile.digest(r.path) and info["precision"] == "float32"
+    info = json.loads(phone.sidecar(r.path).read_text())
+    assert info["sha256"] == phone.digest(r.path) and info["precision"] == "float32"
     assert info["runtime"] == "litert"
-    model_file, meta = int8.load_any(r.path)
-    assert isinstance(model_file, mobile.ProgramModel)
+    model_file, meta = load_any(r.path)
+    assert isinstance(model_file, phone.ProgramModel)
     assert meta["classes"] == CLASSES and meta["resolution"] == 32
     assert meta["mean"] == (0.5, 0.4, 0.3) and meta["std"] == (0.2, 0.25, 0.3)
     assert model_file.spec.to_yaml() == model.spec.to_yaml()
@@ -130,7 +133,7 @@ def reuse_conversion(converted, monkeypatch):
 def test_a_parity_failure_or_nan_writes_nothing(converted, reuse_conversion, monkeypatch, tmp_path):
     folder, _, _, _ = converted
     nan = lambda model, threads=None: lambda x: torch.full((x.shape[0], 4), float("nan"))  # noqa: E731
-    monkeypatch.setattr(tflite, "runner", nan)
+    monkeypatch.setitem(RUNTIMES, "litert", replace(RUNTIMES["litert"], runner=nan))
     out = tmp_path / "m.tflite"
     with pytest.raises(ExportError, match="nothing was written"):
         export.export(folder / "best.safetensors", "tflite", out)
@@ -142,14 +145,14 @@ def test_gate_refuses_a_model_that_loses_too_much_and_writes_nothing(
 ):
     folder, _, _, _ = converted
     # the reused model is the float one: not its fake-quant graph's, which is checked first
-    monkeypatch.setattr(quantize, "_check_program", lambda *a: None)
+    monkeypatch.setattr(phone, "check_program", lambda *a: None)
     out = folder / "gated.tflite"
-    with pytest.raises(quantize.AccuracyGateError) as e:
+    with pytest.raises(record.AccuracyGateError) as e:
         quantize.quantize_checkpoint(
             folder / "best.safetensors", out, max_drop=-100, calib=8, data="synthetic", to="tflite"
         )
     assert e.value.exit_code == 4 and "nothing was written" in e.value.message
-    assert not out.exists() and not mobile.sidecar(out).exists()
+    assert not out.exists() and not phone.sidecar(out).exists()
 
 
 # --- bad input ----------------------------------------------------------------------------------
@@ -161,14 +164,14 @@ def copies(converted, tmp_path):
     _, _, r, q = converted
     model = tmp_path / "m.tflite"
     shutil.copy(r.path, model)
-    shutil.copy(mobile.sidecar(r.path), mobile.sidecar(model))
+    shutil.copy(phone.sidecar(r.path), phone.sidecar(model))
     return model, q.path
 
 
 def _rewrite_digest(model):
-    beside = mobile.sidecar(model)
+    beside = phone.sidecar(model)
     info = json.loads(beside.read_text())
-    beside.write_text(json.dumps({**info, "sha256": mobile.digest(model)}))
+    beside.write_text(json.dumps({**info, "sha256": phone.digest(model)}))
 
 
 @pytest.mark.parametrize(
@@ -192,13 +195,13 @@ def test_a_bad_tflite_is_refused_in_one_paragraph(copies, case, message, cli):
     elif case == "another model":
         shutil.copy(other, model)
     elif case == "no metadata":
-        mobile.sidecar(model).unlink()
+        phone.sidecar(model).unlink()
     elif case == "not a model":
         model.write_text("classes: [a, b]\n" * 10)
     elif case == "an ExecuTorch program":
         model.write_bytes(b"\x1c\x00\x00\x00ET12" + bytes(64))
     else:
-        mobile.sidecar(model).write_text('{"format": "mnv3spec-mobile", "spec": "[1"}')
+        phone.sidecar(model).write_text('{"format": "mnv3spec-mobile", "spec": "[1"}')
     with pytest.raises(CheckpointError, match=message):
         tflite.load_tflite(model)
     result = cli("eval", model, "--data", "synthetic", timeout=SLOW)

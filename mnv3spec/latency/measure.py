@@ -30,10 +30,7 @@ from ..spec.load import load_spec, resolve_path
 from ..text import text_table
 from ..weights import timm as timm_weights
 from ..weights.torchvision import give_weights, load_torchvision, torchvision_twin
-from .backends import BACKENDS, Runner, prepare
-from .executorch import require_executorch
-from .export import require_onnx
-from .tflite import require_litert
+from .backends import BACKENDS, TIMED, Runner, prepare
 
 DEVICES = ("cpu", "cuda")
 DEFAULT_SPECS = ("small", "large")  # shipped specs, by name
@@ -163,6 +160,37 @@ def measure(
     return rows
 
 
+@dataclass(frozen=True)
+class Timing:
+    """One network timed on one backend: median and spread (IQR, 75th − 25th percentile) in
+    ms, and how it ran."""
+
+    median_ms: float
+    iqr_ms: float
+    note: str = ""
+
+
+def time_model(
+    model: torch.nn.Module,
+    backend: str,
+    example: torch.Tensor,
+    *,
+    int8: bool = False,
+    runs: int = 50,
+    warmup: int = 10,
+) -> Timing:
+    """``model`` timed on ``example`` (its batch, size and device) by ``backend``: ``eager``,
+    ``compiled``, ... or a runtime of the registry (``onnxruntime``, ``executorch``, ``tflite``),
+    with its program lowered as ``export`` (``int8``: as ``quantize``, calibrated on random
+    inputs) lowers it. The one call a search needs to time a candidate network."""
+    backend = f"{backend}-int8" if int8 else backend
+    device = example.device.type
+    check_settings([device], (backend,), (), runs, warmup)
+    run, note = prepare(model.to(example.device).eval(), backend, example)
+    median, _, iqr = percentiles(time_rounds({backend: run}, runs, warmup, device)[backend])
+    return Timing(median, iqr, note)
+
+
 def check_settings(
     devices: list[str], backends: tuple[str, ...], references: tuple[str, ...], *counts: int
 ) -> None:
@@ -177,12 +205,9 @@ def check_settings(
             raise UserError(f"unknown {', '.join(bad)}; use {', '.join(allowed)}", field=name)
     if "cuda" in devices and not torch.cuda.is_available():
         raise UserError("CUDA is not available on this machine; leave cuda out", field="devices")
-    if any(b.startswith("onnxruntime") for b in backends):
-        require_onnx()
-    if any(b.startswith("executorch") for b in backends):
-        require_executorch()
-    if any(b.startswith("tflite") for b in backends):
-        require_litert(convert=True)
+    for choice in dict.fromkeys(b.removesuffix("-int8") for b in backends):
+        if choice in TIMED:
+            TIMED[choice].require()
     if "timm" in references:
         timm_weights.import_timm()  # a UserError saying how to install it, before any timing
     if min(counts) < 1:

@@ -1,7 +1,8 @@
-"""Our ``.onnx`` files, float (written by ``export``) and int8 (written by ``quantize``): the
-metadata in their ``metadata_props`` that rebuilds their meaning (spec, classes, resolution, mean,
-std, extra, in the keys and JSON encoding of a checkpoint's metadata), and the file read back as a
-module run by ONNX Runtime on the CPU, which ``eval`` and ``infer`` use as they use a checkpoint.
+"""Our ``.onnx`` files, float (written by ``export``) and int8 (written by ``quantize``): written
+by torch's exporter, run by an ONNX Runtime session, with the metadata in their ``metadata_props``
+that rebuilds their meaning (spec, classes, resolution, mean, std, extra, in the keys and JSON
+encoding of a checkpoint's metadata), and the file read back as a module run by ONNX Runtime on
+the CPU, which ``eval`` and ``infer`` use as they use a checkpoint.
 
 The metadata travels inside the file (an ONNX model has a place for it), so unlike a ``.pte`` it
 cannot be separated from the program; what could disagree with it (the graph's input, output and
@@ -12,16 +13,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, UserError
-from ..kinds import file_kind
-from ..spec.load import load_spec, read_yaml
-from ..weights.checkpoint import _metadata_problem
+from ...errors import CheckpointError, ExportError, UserError
+from ...files import writing
+from ...kinds import file_kind
+from ...spec.load import load_spec, read_yaml
+from ...weights.checkpoint import _metadata_problem
+from .record import require
 
 FLOAT = "mnv3spec-float"  # metadata_props["format"] of export's float files
 INT8 = "mnv3spec-int8"  # ... and of quantize's int8 files
@@ -29,6 +33,61 @@ FORMATS = (FLOAT, INT8)
 MAX_FILE_BYTES = 1 << 31  # protobuf's own limit; our files are a few MB
 MAX_PROP_BYTES = 16 << 20  # all metadata together, as a checkpoint's header is bounded
 KEYS = ("classes", "resolution", "mean", "std")  # JSON-encoded, besides spec, format and extra
+EXTRA = "export"  # the optional install extra that brings onnx, onnxscript and onnxruntime
+
+
+def require_onnx() -> tuple[ModuleType, ModuleType]:
+    """``(onnx, onnxruntime)``, or an :class:`ExportError` that names the extra to install
+    (onnxscript too: torch's ONNX exporter imports it lazily)."""
+    require("ONNX", EXTRA, ("onnx", "onnxruntime", "onnxscript"))
+    import onnx
+    import onnxruntime
+
+    return onnx, onnxruntime
+
+
+def write_onnx(model: nn.Module, path: Path, example: torch.Tensor, dynamic_batch: bool) -> int:
+    """Export ``model`` traced on ``example`` to one self-contained ``.onnx`` file; its opset.
+
+    Through ``torch.onnx.export(..., dynamo=True)``: in torch ≥ 2.9 it is the default and
+    maintained exporter, while the TorchScript-based one warns on every call that it will be
+    removed."""
+    onnx, _ = require_onnx()
+    shapes = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
+    torch.onnx.export(
+        model,
+        (example,),
+        str(path),
+        dynamo=True,
+        external_data=False,
+        verbose=False,
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_shapes=shapes,
+    )
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto, full_check=True)
+    return next(op.version for op in proto.opset_import if op.domain in ("", "ai.onnx"))
+
+
+def ort_session(model: Path | bytes, device: str = "cpu", threads: int | None = None) -> Any:
+    """An ONNX Runtime session of a file or its bytes on ``device``; CUDA uses the CUDA
+    provider, refused when absent."""
+    _, ort = require_onnx()
+    providers = ["CPUExecutionProvider"]
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise ExportError("this onnxruntime has no CUDAExecutionProvider (onnxruntime-gpu)")
+        providers.insert(0, "CUDAExecutionProvider")
+    options = ort.SessionOptions()
+    # ONNX Runtime's threads busy-wait after each run by default, taking the cores from whatever
+    # runs next: in latency's alternating rounds that is the next backend (or torchvision's twin).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    if threads:
+        options.intra_op_num_threads = threads
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, options, providers=providers)
 
 
 def metadata_props(spec_yaml: str, meta: dict, fmt: str) -> dict[str, str]:
@@ -46,19 +105,14 @@ def set_metadata(proto: Any, props: dict[str, str]) -> None:
         proto.metadata_props.add(key=key, value=value)
 
 
-def stamp_float(path: Path, model: nn.Module, meta: dict | None, resolution: int) -> None:
-    """Write into the float ``.onnx`` at ``path`` (in place: export's temporary file) the metadata
-    that lets ``eval`` and ``infer`` run it: the checkpoint's, or for a spec (``meta`` None)
-    numbered classes and identity normalisation, as for a ``.pte``. The resolution is the one
-    exported (``--resolution``), the only one the graph takes."""
-    import onnx
-
-    from .mobile import metadata  # a checkpoint's metadata, or a spec's stand-in
-
-    info = metadata(model, meta, "onnxruntime", "float32")
-    proto = onnx.load(str(path))
-    set_metadata(proto, metadata_props(info["spec"], {**info, "resolution": resolution}, FLOAT))
-    onnx.save(proto, str(path))
+def write_stamped(out: Path, program: bytes, props: dict[str, str]) -> None:
+    """The ONNX model ``program`` written atomically to ``out`` with ``props`` as its
+    ``metadata_props``: what lets ``eval`` and ``infer`` run it."""
+    onnx, _ = require_onnx()
+    proto = onnx.load_from_string(program)
+    set_metadata(proto, props)
+    with writing(out, field="out") as tmp:
+        onnx.save(proto, str(tmp))
 
 
 def onnx_format(path: str | Path) -> str | None:
@@ -147,8 +201,6 @@ class OnnxModel(nn.Module):
     use it as they use a :class:`SpecNet` (``.spec`` included)."""
 
     def __init__(self, path: Path, spec: Any, threads: int | None = None) -> None:
-        from .export import ort_session  # export writes these files: it imports this module
-
         super().__init__()
         self.spec = spec
         self.path = path
@@ -182,8 +234,6 @@ def load_onnx(
     """``(OnnxModel, metadata)`` from one of our files (of ``formats``); the metadata is decoded
     and checked as :func:`~mnv3spec.weights.checkpoint.read_metadata` decodes a checkpoint's,
     then against the graph it describes (:func:`_graph_problem`)."""
-    from .export import require_onnx
-
     require_onnx()
     path = Path(path)
     if not path.is_file():

@@ -37,8 +37,6 @@ from ..files import (
 )
 from ..model.builder import SpecNet
 from ..weights.checkpoint import save_weights
-from .config import TrainConfig, config_from_json
-from .state import check_saved
 
 
 @dataclass(frozen=True)
@@ -188,18 +186,20 @@ class RunFolder:
         resume of the folder fails at once naming the holder."""
         return locked_folder(self.path, HOLDER)
 
-    def write_start(self, net: SpecNet, config: TrainConfig, command: str) -> None:
-        """At every start or resume: the spec as built, the settings, one more command line."""
+    def write_start(self, net: SpecNet, config: dict[str, Any], command: str) -> None:
+        """At every start or resume: the spec as built, the settings (a training's config as
+        JSON values), one more command line."""
         with writing(self / self.SPEC) as tmp:
             tmp.write_text(net.spec.to_yaml())
         with writing(self / self.CONFIG) as tmp:
-            tmp.write_text(json.dumps(dataclasses.asdict(config), indent=2))
+            tmp.write_text(json.dumps(config, indent=2))
         command_file = self / self.COMMAND
         with os_errors(command_file), open(command_file, "a") as f:  # a torn append loses a line
             f.write(command + "\n")
 
-    def read_config(self) -> TrainConfig:
-        """config.json, every field checked (:func:`~.config.config_from_json`)."""
+    def read_config(self) -> dict[str, Any]:
+        """config.json's settings as JSON values (training checks every field:
+        :func:`~mnv3spec.train.config.config_from_json`)."""
         file = self / self.CONFIG
         if self.path.exists() and not self.path.is_dir():
             raise UserError(
@@ -213,7 +213,7 @@ class RunFolder:
         values = read_json(file, what=f"the run's {self.CONFIG}", fix=fix, field="resume")
         if not isinstance(values, dict):
             raise UserError(f"damaged {self.CONFIG} (not a mapping)", file=str(file))
-        return config_from_json(values, str(file))
+        return values
 
     def save_epoch(
         self, net: SpecNet, rows: list[MetricsRow], state: dict, *, improved: bool, **meta: Any
@@ -231,9 +231,9 @@ class RunFolder:
             torch.save(state, tmp)
         plot_curves(rows, self / self.CURVES)
 
-    def read_state(self) -> dict | None:
-        """The resume file (None when there is none), loaded with ``weights_only=True``
-        (nothing in it is executed) and checked to hold every key a resume needs."""
+    def read_state(self) -> Any:
+        """The resume file (None when there is none), loaded with ``weights_only=True`` (nothing
+        in it is executed); training checks that it holds every key a resume needs."""
         path = self / self.RESUME
         if not path.exists():
             return None
@@ -247,7 +247,6 @@ class RunFolder:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # a damaged or foreign file fails in many ways; all mean the same
             raise CheckpointError(f"cannot read the resume file ({e})", file=str(path)) from None
-        check_saved(state, str(path))
         return state
 
     def write_metrics(self, rows: list[MetricsRow]) -> None:
@@ -259,8 +258,8 @@ class RunFolder:
     def finished(self) -> bool:
         """Every epoch the run was started with is in its metrics.csv."""
         try:
-            return len(self.read_metrics()) >= self.read_config().epochs
-        except (OSError, UserError):
+            return len(self.read_metrics()) >= self.read_config()["epochs"]
+        except (OSError, UserError, KeyError, TypeError):
             return False  # a resume says what is wrong with it
 
 

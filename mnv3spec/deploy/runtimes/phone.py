@@ -1,10 +1,17 @@
-"""What the phone formats share: the metadata file beside a program, and a program as a module.
+"""What the phone runtimes share (ExecuTorch, LiteRT): the metadata file beside a program, a
+program as a module, and the PT2E int8 flow written once for both (:func:`pt2e`).
 
 An ExecuTorch ``.pte`` or a LiteRT ``.tflite`` holds the network and nothing else a command needs
 (the spec, class names, resolution, normalisation). That travels beside it as ``NAME.pte.json``:
 plain JSON that an app on the phone reads too (its class names and normalisation), written with
 the program's SHA-256, so a program swapped or changed after export is refused rather than run
 with another program's labels. The JSON keys and checks are those of a checkpoint's metadata.
+
+The int8 flow: the network prepared for XNNPACK, quantized by PT2E with the runtime's quantizer and
+calibrated on training images, lowered to the runtime's program, the program run by the runtime
+itself against its fake-quant graph (the same integer arithmetic up to rounding, so a larger
+difference is a broken lowering), then float and int8 top-1 measured on the validation split,
+gated, and written with the metadata file beside it.
 """
 
 from __future__ import annotations
@@ -18,18 +25,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, UserError
-from ..files import check_output, writing
-from ..kinds import file_kind
-from ..model.builder import SpecNet
-from ..spec.load import load_spec, read_yaml
-from ..weights.checkpoint import _metadata_problem
+from ...errors import CheckpointError, ExportError, UserError
+from ...files import check_output, writing
+from ...kinds import file_kind
+from ...model.builder import SpecNet
+from ...spec.load import load_spec, read_yaml
+from ...weights.checkpoint import _metadata_problem
+from .record import Int8, Job, Progress, QuantizeResult, Runtime
 
 FORMAT = "mnv3spec-mobile"  # the JSON's "format"
-INSTALL_HINT = 'pip install -e ".[mobile]"'
-# runtime → (suffix, its kind in :mod:`mnv3spec.kinds`, which judges a file by its flatbuffer
-# identifier at offset 4: "ET" and two digits for ExecuTorch, "TFL3" for LiteRT)
-SIGNATURES = {"executorch": (".pte", "pte", "ET"), "litert": (".tflite", "tflite", "TFL3")}
+CALIB_BATCH = 64  # images per PT2E calibration call
+CALIB = 8  # random images calibrating a timed int8 program (the ranges do not change the time)
 
 
 def sidecar(path: str | Path) -> Path:
@@ -38,22 +44,16 @@ def sidecar(path: str | Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
-def runtime_of(path: str | Path) -> str | None:
-    """``executorch`` or ``litert`` when ``path`` has that suffix, else None (cheap: no read)."""
-    suffix = Path(path).suffix.lower()
-    return next((rt for rt, (s, _, _) in SIGNATURES.items() if s == suffix), None)
-
-
-def check_signature(path: Path, runtime: str) -> None:
-    """Refuse a file that is not a flatbuffer of ``runtime`` (:func:`mnv3spec.kinds.file_kind`
+def check_signature(path: Path, runtime: Runtime) -> None:
+    """Refuse a file that is not a program of ``runtime`` (:func:`mnv3spec.kinds.file_kind`
     judges it)."""
-    suffix, kind, mark = SIGNATURES[runtime]
     found = file_kind(path)
     if found is None:
         raise CheckpointError("cannot be read (not a regular file)", file=str(path))
-    if found != kind:
+    if found != runtime.kind:
         raise CheckpointError(
-            f"is not a {runtime} program (a {suffix} file starts with {mark!r} at byte 4)",
+            f"is not a {runtime.name} program (a {runtime.suffix} file starts with "
+            f"{runtime.signature!r} at byte 4)",
             file=str(path),
         )
 
@@ -88,16 +88,16 @@ def metadata(model: SpecNet, meta: dict | None, runtime: str, precision: str) ->
     }
 
 
-def check_outputs(out: Path, runtime: str, inputs: list[Path], field: str = "out") -> Path:
+def check_outputs(out: Path, runtime: Runtime, inputs: list[Path], field: str = "out") -> Path:
     """:func:`check_output` for the program and its metadata file, before any work."""
-    suffix = SIGNATURES[runtime][0]
-    out = check_output(out, runtime, inputs=inputs, suffix=suffix, field=field)
+    out = check_output(out, runtime.kind, inputs=inputs, suffix=runtime.suffix, field=field)
     if out.is_file() and out.stat().st_size > 0:  # the suffix alone does not make it ours
         try:
             check_signature(out, runtime)
         except CheckpointError:
             raise UserError(
-                f"exists and is not a {runtime} program (it has the suffix, not the signature); "
+                f"exists and is not a {runtime.name} program (it has the suffix, not the "
+                "signature); "
                 "it is left as it is: choose another name",
                 file=str(out),
                 field=field,
@@ -106,19 +106,17 @@ def check_outputs(out: Path, runtime: str, inputs: list[Path], field: str = "out
     return out
 
 
-def write_program(
-    out: Path, fill: Callable[[Path], None], info: dict[str, Any], field: str = "out"
-) -> None:
-    """Write the program (``fill(tmp)`` writes it) and its metadata file, each atomically; the
-    metadata records the program's SHA-256."""
+def write_program(out: Path, program: bytes, info: dict[str, Any], field: str = "out") -> None:
+    """Write the program and its metadata file, each atomically; the metadata records the
+    program's SHA-256."""
     with writing(out, field=field) as tmp:
-        fill(tmp)
+        tmp.write_bytes(program)
         info = {**info, "sha256": digest(tmp)}
         with writing(sidecar(out), field=field) as tmp_json:
             tmp_json.write_text(json.dumps(info, indent=1) + "\n")
 
 
-def read_metadata(path: str | Path, runtime: str) -> tuple[dict[str, Any], Any]:
+def read_metadata(path: str | Path, runtime: Runtime) -> tuple[dict[str, Any], Any]:
     """``(metadata decoded as a checkpoint's, the spec)`` of a program, checked against it."""
     path = Path(path)
     if not path.is_file():
@@ -163,15 +161,15 @@ def first_line(e: Exception) -> str:
 
 
 def load_program(
-    path: str | Path, runtime: str, runner: Callable[[Path], Callable], failure: str
+    path: str | Path, runtime: Runtime, failure: str, threads: int | None = None
 ) -> tuple[ProgramModel, dict]:
     """``(model, metadata)`` of a phone program, checked against the metadata file beside it;
-    ``runner(path)`` loads it in ``runtime``, and any error it raises is ``failure`` (e.g.
-    "ExecuTorch cannot load this program") with the runtime's first line."""
+    ``runtime.runner`` loads it, and any error it raises is ``failure`` (e.g. "ExecuTorch cannot
+    load this program") with the runtime's first line."""
     path = Path(path)
     meta, spec = read_metadata(path, runtime)
     try:
-        run = runner(path)
+        run = runtime.runner(path, threads)
     except Exception as e:  # the runtimes raise RuntimeError / ValueError for what they refuse
         raise CheckpointError(f"{failure} ({first_line(e)})", file=str(path)) from None
     return ProgramModel(path, spec, meta["resolution"], run), meta
@@ -202,3 +200,64 @@ class ProgramModel(nn.Module):
             )
         cpu = x.detach().to("cpu", torch.float32).contiguous()
         return torch.cat([self._run(image[None]) for image in cpu]).to(x.device)
+
+
+# --- int8 (PT2E) -------------------------------------------------------------------------------
+
+
+def pt2e(steps: Int8) -> Callable[[Job, bool, Progress], QuantizeResult]:
+    """A phone runtime's int8 flow with its PT2E ``steps`` (module docstring)."""
+
+    def flow(job: Job, sensitivity: bool, progress: Progress) -> QuantizeResult:
+        rt, model, meta, calib_images = job.runtime, job.model, job.meta, job.calib_images
+        fast = rt.prepare(model)
+        size = meta["resolution"]
+        example = torch.zeros(1, model.spec.in_channels, size, size)
+        progress(f"calibrating on {len(calib_images)} training images (PT2E)")
+        graph = steps.quantize(fast, example, calib_images, exclude_rows=job.keep)
+        progress(f"lowering to {rt.choice}")
+        program, described, left_float = steps.lower(graph, example)
+        run = rt.runner(program)
+        check_program(run, graph, calib_images[:2], job.out, rt.choice, steps.parity)
+        progress("evaluating float and int8 top-1")
+        float_top1 = job.top1(model)[0]
+        int8_top1, images = job.top1(ProgramModel(job.out, model.spec, size, run))
+        result = QuantizeResult(
+            None, float_top1, int8_top1, images, len(calib_images), left_float, job.keep
+        )
+        result.runtime, result.delegation = rt.choice, described
+        if sensitivity:
+            for row in computing_rows(model):
+                alone = steps.quantize(fast, example, calib_images, only_rows=[row])
+                # handed as a function: a PT2E graph has no eval mode
+                result.sensitivity.append((row, job.top1(alone.forward)[0]))
+            progress("sensitivity done")
+        job.gate(result)
+        rt.write(job.out, program, metadata(model, job.metadata(result), rt.name, "int8"))
+        result.path = job.out
+        return result
+
+    return flow
+
+
+def check_program(
+    run: Callable, graph: Callable, images: torch.Tensor, out: Path, runtime: str, parity: float
+) -> None:
+    """The int8 program in its runtime against its fake-quant graph in PyTorch: within
+    ``parity`` × the largest logit, or refused."""
+    with torch.no_grad():
+        for x in images.split(1):
+            ref, got = graph(x), run(x)
+            scale = ref.abs().max().item()
+            diff = (ref - got).abs().max().item()
+            if not (got.isfinite().all() and diff <= parity * scale):
+                raise ExportError(
+                    f"the int8 program run by {runtime} differs from its fake-quant graph by "
+                    f"{diff:.3g} (limit {parity:g} × the largest logit {scale:.3g}); "
+                    "nothing was written",
+                    file=str(out),
+                )
+
+
+def computing_rows(model: SpecNet) -> list[str]:
+    return [name for name, m in model.layers.named_children() if any(True for _ in m.parameters())]

@@ -1,0 +1,89 @@
+"""The command that times networks: ``latency`` (measured, or a look-up table of rows for
+prediction)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mnv3spec.cli.flags import add_set, number, overrides
+from mnv3spec.cli.kinds import check_kind
+
+
+def cmd_latency(args: argparse.Namespace) -> int:
+    for spec in args.specs:  # a name (small) is not a file; a file must be a spec
+        check_kind(spec, "latency", {"spec"}, "specs (a YAML file or a shipped name)")
+    from mnv3spec.latency import measure
+
+    common = dict(
+        widths=tuple(args.widths),
+        devices=args.devices,
+        backends=tuple(args.backends),
+        batch=args.batch,
+        resolution=args.resolution,
+        overrides=overrides(args),
+        runs=args.runs,
+        warmup=args.warmup,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    if args.table:
+        from mnv3spec.latency.predict import make_table
+
+        print(make_table(args.table, args.specs or None, **common))
+        return 0
+    measure.check_files(args.csv, args.plot, args.specs or None)
+    references = list(dict.fromkeys(args.reference))  # each once, in the order given
+    rows = measure.measure(args.specs or None, reference=references, **common)
+    print(measure.header(args.batch, args.runs, args.warmup, references))
+    print(measure.format_latency(rows, references))
+    for line in measure.timing_warnings([(r.median_ms, r.iqr_ms) for r in rows]):
+        print(line, file=sys.stderr)
+    if args.csv:
+        measure.write_csv(rows, args.csv)
+        print(f"wrote {args.csv}")
+    if args.plot:
+        measure.plot(rows, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def add_latency(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("latency", help="time specs per width, device and backend")
+    p.add_argument("specs", nargs="*", metavar="SPEC", help="default: small large (shipped)")
+    add_set(p)
+    add = p.add_argument
+    add(
+        "--widths",
+        nargs="+",
+        type=number(float, 0, above=True),
+        default=[0.25, 0.5, 1.0],
+        metavar="W",
+        help="width multipliers, one row each (default 0.25 0.5 1.0); --set width is refused",
+    )
+    add("--devices", nargs="+", metavar="DEVICE", help="cpu, cuda (default: cpu, and cuda if any)")
+    add("--batch", type=number(int, 1), default=1, help="images per call (default 1)")
+    add("--resolution", type=number(int, 1), help="input size (default: the spec's)")
+    add(
+        "--backends",
+        nargs="+",
+        default=["eager"],
+        metavar="BACKEND",
+        help="eager, channels_last, compiled (BN folded + torch.compile), onnxruntime, "
+        "onnxruntime-int8 (quantized as quantize does), executorch and executorch-int8 (lowered "
+        "to XNNPACK as export and quantize do), tflite and tflite-int8 (converted by litert-torch, "
+        "run by LiteRT), cuda-graph (a captured CUDA graph)",
+    )
+    add(
+        "--reference",
+        nargs="+",
+        default=[],
+        metavar="LIBRARY",
+        help="torchvision and/or timm: also time that library's model of the same network "
+        "(found by weights and outputs), print the ratio",
+    )
+    add("--runs", type=number(int, 1), default=50, help="timed calls per row (default 50)")
+    add("--warmup", type=number(int, 1), default=10, help="untimed calls first (default 10)")
+    add("--csv", metavar="FILE", help="write the raw rows as CSV (checked before timing)")
+    add("--plot", metavar="FILE.png", help="latency vs multiply-adds as a PNG")
+    add("--table", metavar="FILE.csv", help="time each distinct row instead, into a look-up table")
+    p.set_defaults(func=cmd_latency)

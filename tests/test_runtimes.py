@@ -1,0 +1,60 @@
+"""The registry of runtimes (deploy/runtimes/): one record per runtime, each naming a file kind the
+rest of the house knows, and the lookups every command makes in it."""
+
+from __future__ import annotations
+
+import configparser
+
+import pytest
+
+from mnv3spec import files, kinds
+from mnv3spec.deploy.quantize import int8_runtimes
+from mnv3spec.deploy.runtimes import RUNTIMES, runtime_for, runtime_of
+from mnv3spec.errors import UserError
+from mnv3spec.latency.backends import BACKENDS
+
+from .conftest import ROOT
+
+
+def test_each_record_names_a_known_file_kind_and_its_suffix():
+    for name, rt in RUNTIMES.items():
+        assert rt.name == name
+        assert rt.kind in kinds.KINDS and rt.kind in files.KINDS, name
+        assert rt.suffix in files.KINDS[rt.kind].suffixes, name
+        assert rt.metadata in ("inside", "sidecar", "none"), name
+        assert (rt.load is None) == (rt.metadata == "none"), name  # what it writes, it reads
+
+
+def test_commands_name_runtimes_as_they_always_have():
+    assert [rt.format for rt in RUNTIMES.values()] == [
+        "onnx",
+        "torchscript",
+        "executorch",
+        "tflite",
+    ]
+    assert [rt.choice for rt in int8_runtimes()] == ["executorch", "onnxruntime", "tflite"]
+    assert BACKENDS[3:9] == (
+        *("onnxruntime", "onnxruntime-int8", "executorch", "executorch-int8"),
+        *("tflite", "tflite-int8"),
+    )
+    assert runtime_for("tflite", "format").name == "litert"
+    with pytest.raises(UserError, match="unknown format 'onnxruntime'; use onnx or torchscript"):
+        runtime_for("onnxruntime", "format")
+    with pytest.raises(UserError, match="unknown runtime 'x'; use executorch or onnxruntime or"):
+        runtime_for("x", "choice", int8_runtimes())
+
+
+def test_a_file_is_read_by_the_runtime_that_wrote_it(tmp_path):
+    (tmp_path / "m.pte").write_bytes(b"\x1c\x00\x00\x00ET12" + bytes(32))
+    (tmp_path / "m.tflite").write_bytes(b"not yet checked: its suffix says who reads it")
+    (tmp_path / "best.safetensors").write_bytes(b"")
+    assert runtime_of(tmp_path / "m.pte").name == "executorch"
+    assert runtime_of(tmp_path / "m.tflite").name == "litert"
+    assert runtime_of(tmp_path / "best.safetensors") is None
+
+
+def test_each_runtime_names_an_install_extra_of_the_package():
+    setup = configparser.ConfigParser(interpolation=None)
+    setup.read(ROOT / "setup.cfg")
+    extras = set(setup["options.extras_require"])
+    assert {rt.extra for rt in RUNTIMES.values() if rt.extra} <= extras
