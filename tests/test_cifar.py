@@ -286,3 +286,12 @@ def test_an_extracted_file_that_is_a_folder_counts_as_missing(tmp_path, offline)
     meta.mkdir()
     with pytest.raises(DataError, match="it lacks meta"):
         load_dataset("cifar100", tmp_path)
+
+
+def test_offline_cifar_names_the_data_that_needs_no_download(tmp_path):
+    """Issue 31: the main job offline says what works without a network."""
+    with pytest.raises(DataError) as info:
+        load_dataset("cifar100", tmp_path, resolution=32, download=False)
+    message = str(info.value)
+    assert "synthetic" in message and "apt-get install dataset-fashion-mnist" in message
+    assert not any(tmp_path.iterdir())  # nothing left behind

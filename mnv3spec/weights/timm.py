@@ -21,6 +21,7 @@ from torch import nn
 
 from ..errors import CheckpointError, UserError
 from ..model.builder import SpecNet
+from ..text import quoted
 from .torchvision import is_twin, load_torchvision
 
 PREFIX = "timm:"
@@ -102,8 +103,15 @@ def load_timm(
 def parse_source(source: str) -> tuple[str, str | None]:
     """``"timm:NAME[.TAG]"`` → ``(NAME, TAG)``, checked to be a timm MobileNetV3."""
     if not source.startswith(PREFIX):
-        raise UserError(f"'{source}' does not start with timm: (say timm:mobilenetv3_large_100)")
+        raise UserError(
+            f"{quoted(source)} does not start with timm: (say timm:mobilenetv3_large_100)"
+        )
     name, _, tag = source[len(PREFIX) :].partition(".")
+    if not re.fullmatch("[A-Za-z0-9_]{1,100}", name) or not re.fullmatch("[A-Za-z0-9_.-]*", tag):
+        raise UserError(
+            f"{quoted(source)} is not timm:NAME[.TAG]: a model name is letters, digits and _ "
+            "(say timm:mobilenetv3_large_100)"
+        )
     _check_name(name)
     return name, tag or None
 
