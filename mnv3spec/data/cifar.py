@@ -124,9 +124,7 @@ def read_cifar(
 def _fetch_help(src: CifarSource, root: Path) -> str:
     return (
         f"Download {src.url} (md5 {src.md5}) and put it at {root / src.archive} "
-        f"(or its extracted folder at {root / src.folder}/), then run again. Offline, train on "
-        "data that needs no download: synthetic, or fashion-mnist from Debian's package "
-        "(apt-get install dataset-fashion-mnist)."
+        f"(or its extracted folder at {root / src.folder}/), then run again."
     )
 
 
