@@ -264,6 +264,16 @@ def test_issue23_case11_infer_skips_a_bad_int8_file_and_goes_on(quantized, tmp_p
     assert report.skipped[0][0] == str(bad) and "where the metadata says" in report.skipped[0][1]
 
 
+def test_out_names_the_runtime_when_to_is_not_given(tmp_path, cli):
+    """Issue 31: ``quantize CK --out x.onnx`` writes ONNX Runtime's int8, not 'must end in .pte'."""
+    tiny_checkpoint(tmp_path / "best.safetensors", CLASSES)
+    out = tmp_path / "x.onnx"
+    r = cli("quantize", tmp_path / "best.safetensors", "--out", out, "--calib", "16",
+            "--data", "synthetic", "--force")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert is_int8_model(out) and f"wrote {out}" in r.stdout
+
+
 def test_the_default_runtime_is_executorch_only_where_it_is_installed(monkeypatch):
     """ExecuTorch's int8 is the fast one, but quantize must work with the export extra alone."""
     import importlib.util

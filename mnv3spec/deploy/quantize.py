@@ -69,8 +69,10 @@ def quantize_checkpoint(
     beside it) only if the drop is at most ``max_drop`` points (or ``force``); else raise
     :class:`~.runtimes.record.AccuracyGateError`. ``keep_float``: rows (index or name) left
     in float. ``sensitivity``: also the top-1 with each row alone int8. ``to``: a runtime, or None
-    for :func:`default_runtime`."""
-    runtime = runtime_for(to or default_runtime(), "choice", int8_runtimes())
+    for the one whose file ``out`` names by its suffix, else :func:`default_runtime`."""
+    runtime = runtime_for(
+        to or _runtime_named_by(out) or default_runtime(), "choice", int8_runtimes()
+    )
     runtime.require()
     if calib < 1:
         raise UserError(f"must be at least 1 image, got {calib}", field="calib")
@@ -84,6 +86,13 @@ def quantize_checkpoint(
     images = _calibration_images(ds, calib, meta)
     job = Job(runtime, Path(checkpoint), out, model, meta, val, images, keep, max_drop, force)
     return runtime.quantize(job, sensitivity, progress)
+
+
+def _runtime_named_by(out: str | Path | None) -> str | None:
+    """The runtime whose file ends as ``out`` does (``x.onnx``: ONNX Runtime), if one does."""
+    suffix = Path(out).suffix.lower() if out is not None else ""
+    found = [rt.choice for rt in int8_runtimes() if rt.suffix == suffix]
+    return found[0] if found else None
 
 
 def _load_checkpoint(path: str | Path) -> tuple[SpecNet, dict]:
