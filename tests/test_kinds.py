@@ -128,7 +128,6 @@ FOREIGN = [
     (["quantize", "{f}"], "model.tflite", "this is a LiteRT / TFLite model (.tflite)"),
     (["eval", "{f}"], "best.onnx", "this is an ONNX model without mnv3spec's metadata"),
     (["infer", "--models", "{f}", "--images", "."], "best.onnx", "export the .safetensors again"),
-    (["latency", "{f}"], "best.onnx", "eval and infer take an .onnx written by export or quantize"),
     (["infer", "--models", "{f}", "--images", "."], "spec.yaml", "this is a YAML spec; infer"),
     (["quantize", "{f}"], "best.onnx", "this is an ONNX model; quantize takes a .safetensors"),
     (["quantize", "{f}"], "image.jpeg", "this is an image; quantize takes a .safetensors"),

@@ -246,3 +246,21 @@ def test_a_slow_compile_says_when_it_starts_and_ends_and_torch_noise_is_kept_qui
     with measure._compiling("eager", lines.append):
         pass
     assert len(lines) == 2
+
+
+def test_cli_latency_times_an_exported_file_as_it_is(tmp_path, cli):
+    """Issue 31: ``latency FILE.onnx`` (and .pte, .tflite) times the file at its metadata's
+    resolution in the runtime that reads it; a spec beside it, or a checkpoint, is refused."""
+    out = tmp_path / "tiny.onnx"
+    assert cli("export", ROOT / "tests" / "data" / "tiny_phone.yaml", "--format", "onnx",
+               "--out", out).returncode == 0  # fmt: skip
+    r = cli("latency", out, "--runs", "3", "--warmup", "1")
+    assert r.returncode == 0, r.stderr
+    (line,) = [line for line in r.stdout.splitlines() if line.startswith(str(out))]
+    assert line.split()[-1] == "onnxruntime" and float(line.split()[1]) > 0
+    mixed = cli("latency", out, "small")
+    assert mixed.returncode == 2 and "not both" in mixed.stderr
+    foreign = tmp_path / "foreign.onnx"  # an ONNX model without our metadata: nothing timed
+    foreign.write_bytes(out.read_bytes().replace(b"mnv3spec", b"notours!"))
+    r = cli("latency", foreign)
+    assert r.returncode == 2 and r.stdout == "" and "not an mnv3spec" in r.stderr

@@ -10,13 +10,14 @@ from mnv3spec.kinds import KINDS, file_kind
 
 TAKEN_BY = {
     "safetensors": "eval, infer, export and quantize take it",
-    "pte": "eval and infer take a .pte written by export or quantize, with its .pte.json",
-    "onnx": "eval and infer take an .onnx written by export or quantize",
+    "pte": "eval, infer and latency take a .pte written by export or quantize, with its .pte.json",
+    "onnx": "eval, infer and latency take an .onnx written by export or quantize",
     "torchscript": "it is for torch.jit.load; eval, infer and quantize take the .safetensors it "
     "came from",
     "torch-save": "train --resume takes the run folder that holds a resume.pt; train --init takes "
     "a state_dict",
-    "tflite": "eval and infer take a .tflite written by export or quantize, with its .tflite.json",
+    "tflite": "eval, infer and latency take a .tflite written by export or quantize, with its "
+    ".tflite.json",
     "spec": "validate, show, diff, train, latency and export take it",
     "image": "infer --images takes a folder of them",
 }

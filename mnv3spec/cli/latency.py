@@ -8,11 +8,17 @@ import sys
 
 from mnv3spec.cli.flags import add_set, number, overrides
 from mnv3spec.cli.kinds import check_kind
+from mnv3spec.errors import UserError
+from mnv3spec.text import printable
+
+PROGRAMS = {"pte", "tflite", "onnx"}  # files a runtime wrote: timed as they are
 
 
 def cmd_latency(args: argparse.Namespace) -> int:
-    for spec in args.specs:  # a name (small) is not a file; a file must be a spec
-        check_kind(spec, "latency", {"spec"}, "specs (a YAML file or a shipped name)")
+    wanted = "specs (a YAML file or a shipped name), or .pte, .tflite or .onnx files"
+    kinds = [check_kind(s, "latency", {"spec", *PROGRAMS}, wanted) for s in args.specs]
+    if any(kind in PROGRAMS for kind in kinds):
+        return _time_files(args, kinds)
     from mnv3spec.latency import measure
 
     common = dict(
@@ -44,6 +50,19 @@ def cmd_latency(args: argparse.Namespace) -> int:
     if args.plot:
         measure.plot(rows, args.plot)
         print(f"wrote {args.plot}")
+    return 0
+
+
+def _time_files(args: argparse.Namespace, kinds: list[str | None]) -> int:
+    """Each program file timed as it is, at its metadata's resolution, in its own runtime."""
+    if not all(kind in PROGRAMS for kind in kinds):
+        raise UserError("give either specs or program files (.pte, .tflite, .onnx), not both")
+    from mnv3spec.latency.files import time_file
+
+    timed = [time_file(p, batch=args.batch, runs=args.runs, warmup=args.warmup) for p in args.specs]
+    print(f"{'file':<40} {'median ms':>10} {'IQR ms':>8}  runtime")
+    for path, (timing, runtime) in zip(args.specs, timed, strict=True):
+        print(f"{printable(path):<40} {timing.median_ms:>10.3f} {timing.iqr_ms:>8.3f}  {runtime}")
     return 0
 
 
