@@ -6,7 +6,15 @@ import argparse
 import dataclasses
 import shlex
 
-from mnv3spec.cli.flags import add_device, add_set, command_line, number, overrides
+from mnv3spec.cli.flags import (
+    add_cluster_options,
+    add_device,
+    add_set,
+    cluster_settings,
+    command_line,
+    number,
+    overrides,
+)
 from mnv3spec.cli.kinds import check_model_file
 from mnv3spec.errors import UserError
 
@@ -193,6 +201,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         latency_warmup=args.latency_warmup,
         predict=args.predict,
         max_variants=args.max_variants,
+        cluster=cluster_settings(args),
     )
     result = sweep.sweep(settings, _say, dry_run=args.print_commands)
     if args.print_commands:
@@ -270,6 +279,7 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
         default=MAX_VARIANTS,
         help=f"refuse a grid of more variants (default {MAX_VARIANTS})",
     )
+    add_cluster_options(p)
     passed = p.add_argument_group(
         "train flags",
         "every variant is trained with them (--batch and --warmup are training's; latency's "

@@ -3,7 +3,9 @@ so a variant that fails, diverges or is killed cannot take the others down.
 
 Each variant's request is a JSON file beside its log, ``logs/<variant>.json``: the
 :class:`~mnv3spec.train.config.TrainConfig` of a new run (config.json's very format), or the run
-folder of an interrupted one to resume. One at a time, or one per GPU in parallel.
+folder of an interrupted one to resume. One at a time, or one per GPU in parallel, on this
+machine; or, given a :class:`ClusterSettings`, as tasks of a Ray cluster (:mod:`.cluster`, which
+alone imports ``ray``).
 """
 
 from __future__ import annotations
@@ -16,14 +18,16 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from queue import Queue
 
 import mnv3spec
 
+from ..errors import UserError
 from ..files import writing
 from ..train.config import TrainConfig
 from ..train.run_folder import RunFolder
@@ -49,10 +53,60 @@ class Training:
         return {"config": dataclasses.asdict(self.config)}
 
 
+@dataclass(frozen=True)
+class ClusterSettings:
+    """The Ray cluster a launch's trainings run on: ``cluster`` is its address (``host:port`` or
+    ``ray://host:port``), or ``"local"`` for one started on this machine for the launch; each
+    training is a task holding ``gpus_per_training`` GPUs (a fraction in (0, 1] shares one, as
+    Ray shares it) and ``cpus_per_training`` CPUs (its threads)."""
+
+    cluster: str
+    gpus_per_training: float | None = None  # None: none (the trainings run on CPU)
+    cpus_per_training: float = 1
+
+    def __post_init__(self) -> None:
+        gpus, cpus = self.gpus_per_training, self.cpus_per_training
+        if gpus is not None and not (0 < gpus <= 1 or _whole(gpus, 1)):
+            raise UserError(
+                f"{gpus} is neither a fraction in (0, 1] (trainings that share a GPU) nor a "
+                "whole number of GPUs, 1 or more",
+                field="gpus_per_training",
+            )
+        if not _whole(cpus, 1):
+            raise UserError(
+                f"{cpus} is not a whole number of CPUs, 1 or more", field="cpus_per_training"
+            )
+        if not self.cluster.strip():
+            raise UserError("is empty: give host:port, ray://host:port or local", field="cluster")
+
+
+def _whole(x: float, low: int) -> bool:
+    """``x`` is a whole number, at least ``low`` (NaN and infinity are neither)."""
+    return x >= low and float(x).is_integer()
+
+
+@contextmanager
+def cluster_session(cluster: ClusterSettings | None, out: Path) -> Iterator[None]:
+    """Connected to ``cluster`` for the block, its checks passed (reachable, the same Ray, the
+    resources a training asks for, ``out`` seen by every node), before anything is written;
+    nothing at all without one, and ``ray`` is not imported."""
+    if cluster is None:
+        yield
+        return
+    from . import cluster as ray_cluster
+
+    with ray_cluster.connected(cluster, out):
+        yield
+
+
+def package_root() -> str:
+    """The folder that holds this very package, for a worker's PYTHONPATH."""
+    return str(Path(mnv3spec.__file__).resolve().parent.parent)
+
+
 def _environment(gpu: int | None, parallel: int) -> dict[str, str]:
     env = dict(os.environ)
-    package_root = str(Path(mnv3spec.__file__).resolve().parent.parent)  # this very package
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root(), env.get("PYTHONPATH")]))
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)
     if "OMP_NUM_THREADS" not in env:  # one run alone uses every core; parallel runs share them
@@ -61,12 +115,21 @@ def _environment(gpu: int | None, parallel: int) -> dict[str, str]:
 
 
 def run_trainings(
-    jobs: list[Training], logs: Path, gpus: int, say: Callable[[str], None]
+    jobs: list[Training],
+    logs: Path,
+    gpus: int,
+    say: Callable[[str], None],
+    cluster: ClusterSettings | None = None,
 ) -> dict[str, tuple[int, str]]:
-    """Run the trainings, one at a time, or one per GPU in parallel when ``gpus`` > 1; each
+    """Run the trainings, one at a time, or one per GPU in parallel when ``gpus`` > 1, or as
+    tasks of ``cluster`` when one is given (``gpus`` is then the cluster's business); each
     logs to ``logs/<variant>.log``. Returns (exit status, error) by variant id. Ctrl-C (in this
     process or in a worker) stops them all, each run left resumable, and raises
     KeyboardInterrupt: no further variant starts."""
+    if cluster is not None:
+        from . import cluster as ray_cluster
+
+        return ray_cluster.run_trainings(jobs, logs, cluster, say)
     logs.mkdir(parents=True, exist_ok=True)
     parallel = max(1, min(gpus, len(jobs)))
     free: Queue[int | None] = Queue()
@@ -110,8 +173,27 @@ def run_trainings(
 
 
 def _train_one(job: Training, logs: Path, env: dict, running: set) -> tuple[int, str]:
-    """Hand ``job`` to a worker process appending to its log; its exit status and, when it
-    failed, the error it printed (this run's own last ``error:`` line, else its last line)."""
+    return train_one(job, logs, env, lambda proc: _wait(proc, running))
+
+
+def _wait(proc: subprocess.Popen, running: set) -> int:
+    running.add(proc)
+    try:
+        return proc.wait()
+    finally:
+        running.discard(proc)
+
+
+def train_one(
+    job: Training,
+    logs: Path,
+    env: dict,
+    wait: Callable[[subprocess.Popen], int],
+    preexec_fn: Callable[[], None] | None = None,
+) -> tuple[int, str]:
+    """Hand ``job`` to a worker process appending to its log, and ``wait`` for it; its exit
+    status and, when it failed, the error it printed (this run's own last ``error:`` line, else
+    its last line). ``preexec_fn`` runs in the child before the worker starts."""
     request, log = logs / f"{job.variant.id}.json", logs / f"{job.variant.id}.log"
     with writing(request) as tmp:
         tmp.write_text(json.dumps(job.request(), indent=2))
@@ -120,12 +202,10 @@ def _train_one(job: Training, logs: Path, env: dict, running: set) -> tuple[int,
         f.write(f"$ {shlex.join(['python', *cmd[1:]])}\n")
         f.flush()
         start = f.tell()
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
-        running.add(proc)
-        try:
-            code = proc.wait()
-        finally:
-            running.discard(proc)
+        proc = subprocess.Popen(
+            cmd, stdout=f, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec_fn
+        )
+        code = wait(proc)
     if code == 0:
         return 0, ""
     with open(log, "rb") as f:
