@@ -47,23 +47,13 @@ _PROBE = (
 )
 
 
-def _host_port(address: str) -> tuple[str, int] | None:
-    """The head's host and port in ``host:port`` or ``ray://host:port`` (None for local)."""
-    if address == LOCAL:
-        return None
-    host, colon, port = address.removeprefix("ray://").rpartition(":")
-    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UserError(f"{address!r} is not host:port, ray://host:port or local", field="cluster")
-    return host.strip("[]"), int(port)
+def _on_loopback(settings: ClusterSettings) -> bool:
+    head = settings.head()
+    return head is None or head[0] in _LOOPBACK or head[0].startswith("127.")
 
 
-def _on_loopback(address: str) -> bool:
-    where = _host_port(address)
-    return where is None or where[0] in _LOOPBACK or where[0].startswith("127.")
-
-
-def _import_ray(address: str):
-    if _on_loopback(address):
+def _import_ray(settings: ClusterSettings):
+    if _on_loopback(settings):
         os.environ.update(_LOOPBACK_ENV)
     try:
         import ray
@@ -75,11 +65,12 @@ def _import_ray(address: str):
     return ray
 
 
-def _reach(address: str) -> None:
+def _reach(settings: ClusterSettings) -> None:
     """Refuse, within seconds, an address where no Ray cluster answers (ray.init would wait on
     it for minutes): nothing listening, then something that is not a head (in a process of its
     own, killed when it takes too long)."""
-    host, port = _host_port(address)
+    address = settings.cluster.strip()
+    host, port = settings.head()
     try:
         socket.create_connection((host, port), timeout=REACH_SECONDS).close()
     except OSError as e:
@@ -135,9 +126,9 @@ def connected(settings: ClusterSettings, out: Path) -> Iterator[None]:
     address = settings.cluster.strip()
     saved = dict(os.environ)
     try:
-        ray = _import_ray(address)
+        ray = _import_ray(settings)
         if address != LOCAL:
-            _reach(address)
+            _reach(settings)
         _init(ray, address)
         try:
             _check_shared(ray, out, _fitting_nodes(ray, settings))
@@ -292,6 +283,11 @@ def _train_on_node(job: Training, logs: str, threads: int) -> tuple[int, str]:
     node was lost, it finds the run started and resumes it."""
     if job.config is not None and job.folder.holds_run():
         job = dataclasses.replace(job, config=None)
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    with open(Path(logs) / f"{job.variant.id}.log", "a") as f:  # which node, for a lost one
+        f.write(f"# on node {node} ({ray.util.get_node_ip_address()})\n")
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     env["PYTHONPATH"] = os.pathsep.join(
         filter(None, [launch.package_root(), env.get("PYTHONPATH")])

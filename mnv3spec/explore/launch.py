@@ -68,16 +68,27 @@ class ClusterSettings:
         gpus, cpus = self.gpus_per_training, self.cpus_per_training
         if gpus is not None and not (0 < gpus <= 1 or _whole(gpus, 1)):
             raise UserError(
-                f"{gpus} is neither a fraction in (0, 1] (trainings that share a GPU) nor a "
+                f"{gpus:g} is neither a fraction in (0, 1] (trainings that share a GPU) nor a "
                 "whole number of GPUs, 1 or more",
                 field="gpus_per_training",
             )
         if not _whole(cpus, 1):
             raise UserError(
-                f"{cpus} is not a whole number of CPUs, 1 or more", field="cpus_per_training"
+                f"{cpus:g} is not a whole number of CPUs, 1 or more", field="cpus_per_training"
             )
-        if not self.cluster.strip():
-            raise UserError("is empty: give host:port, ray://host:port or local", field="cluster")
+        self.head()  # refuses an address that is not one
+
+    def head(self) -> tuple[str, int] | None:
+        """The head's host and port (None for ``local``)."""
+        address = self.cluster.strip()
+        if address == "local":
+            return None
+        host, colon, port = address.removeprefix("ray://").rpartition(":")
+        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise UserError(
+                f"{address} is not host:port, ray://host:port or local", field="cluster"
+            )
+        return host.strip("[]"), int(port)
 
 
 def _whole(x: float, low: int) -> bool:
