@@ -9,7 +9,9 @@ handful of processes, and 2 cores run them slowly.
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -157,3 +159,120 @@ def test_an_address_that_answers_but_is_no_ray_head_is_refused_within_30_s(tmp_p
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert "answers, but not as a Ray cluster's head" in r.stderr
     assert time.monotonic() - started < 30 and not any(tmp_path.iterdir())
+
+
+# --- on the module's cluster ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """The weights of the one-variant sweep below trained here, uninterrupted, 1 thread."""
+    out = tmp_path_factory.mktemp("reference")
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv("OMP_NUM_THREADS", "1")
+        r = run_cli(*sweep_args(out, "--epochs", "3"))
+    assert r.returncode == 0, r.stderr
+    return out / VARIANT / "runs" / VARIANT / RunFolder.LAST
+
+
+def nodes_in_log(log: Path) -> list[str]:
+    """The nodes a training ran on, in order (each attempt writes its node first)."""
+    lines = log.read_text().splitlines() if log.is_file() else []
+    return [line.split()[3] for line in lines if line.startswith("# on node ")]
+
+
+def test_a_sweep_runs_its_trainings_on_the_cluster(cluster, tmp_path):
+    argv = sweep_args(tmp_path, "--grid", "layers.12.se=true,false", "--epochs", "2")
+    r = run_cli(*argv, "--cluster", cluster.address)
+    assert r.returncode == 0, r.stderr
+    assert "on the Ray cluster 127.0.0.1:" in r.stdout and "3 nodes, 2 CPU, 0 GPU" in r.stdout
+    folder = tmp_path / VARIANT
+    for variant in ("small-L12.se=true", "small-L12.se=false"):
+        assert finished_epochs(folder / "runs" / variant) == 2
+        assert len(nodes_in_log(folder / "logs" / f"{variant}.log")) == 1
+    rows = (folder / "sweep.csv").read_text().splitlines()
+    assert len(rows) == 3 and all(",," not in row.split("small")[-1][:40] for row in rows[1:])
+    again = run_cli(*argv, "--cluster", cluster.address)  # finished: nothing is sent
+    assert again.returncode == 0 and "2 variants already trained (kept)" in again.stdout
+    assert "on the Ray cluster" not in again.stdout
+
+
+def test_a_diverging_training_is_reported_not_retried(cluster, tmp_path):
+    r = run_cli(
+        *sweep_args(tmp_path, "--epochs", "2", "--lr", "1e30"), "--cluster", cluster.address
+    )
+    assert r.returncode == 3, r.stderr
+    assert f"{VARIANT} failed: train exited with 3" in r.stdout
+    assert len(nodes_in_log(tmp_path / VARIANT / "logs" / f"{VARIANT}.log")) == 1
+
+
+def test_a_cluster_without_the_gpus_asked_for_is_refused(cluster, tmp_path):
+    r = run_cli(*sweep_args(tmp_path), "--cluster", cluster.address, "--gpus-per-training", "0.5")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "--gpus-per-training 0.5: no node of the cluster has the 1 CPU and 0.5 GPU" in r.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_driver_of_another_ray_version_is_refused(cluster, tmp_path, monkeypatch):
+    import ray
+
+    monkeypatch.setattr(ray, "__version__", "2.0.0")  # this process now says it runs Ray 2.0.0
+    r = run_cli(*sweep_args(tmp_path), "--cluster", cluster.address)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert f"cannot join the cluster at {cluster.address}: Version mismatch" in r.stderr
+    assert "Ray: 2.0.0" in r.stderr and "must run the cluster's Ray and Python" in r.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_an_out_the_nodes_do_not_share_is_refused(cluster, tmp_path, monkeypatch):
+    from mnv3spec.explore import cluster as on_cluster
+
+    seen = on_cluster._seen_by
+    # one node reads nothing, as a node without the shared storage would
+    monkeypatch.setattr(on_cluster, "_seen_by", lambda *a: dict(list(seen(*a).items())[1:]))
+    r = run_cli(*sweep_args(tmp_path), "--cluster", cluster.address)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "is not seen by every node of the cluster: 1 of 2 nodes (127.0.0.1)" in r.stderr
+    assert not any(tmp_path.iterdir())  # the marker is gone too
+
+
+def start_and_wait_for_epoch_1(cluster, out: Path) -> tuple[subprocess.Popen, Path]:
+    """A one-variant sweep of 3 epochs on the cluster, in a process, once epoch 1 is saved
+    (epochs take seconds: the test acts well before epoch 2 ends)."""
+    argv = sweep_args(out, "--epochs", "3")
+    proc = cli_process(*argv, "--cluster", cluster.address, stdout=subprocess.PIPE)
+    run = out / VARIANT / "runs" / VARIANT
+    saved = run / RunFolder.RESUME  # written last of an epoch's files
+    wait_for(lambda: saved.is_file() or proc.poll() is not None, what="epoch 1")
+    assert finished_epochs(run) == 1 and proc.poll() is None, "the training ended too soon"
+    return proc, run
+
+
+def test_ctrl_c_cancels_the_tasks_and_the_same_command_resumes(cluster, tmp_path, reference):
+    proc, run = start_and_wait_for_epoch_1(cluster, tmp_path)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 130, out
+    assert (run / RunFolder.RESUME).is_file() and finished_epochs(run) < 3
+    r = run_cli(*sweep_args(tmp_path, "--epochs", "3"), "--cluster", cluster.address)
+    assert r.returncode == 0 and "resuming small on the cluster" in r.stdout, r.stderr
+    same_weights(run / RunFolder.LAST, reference)
+
+
+def test_a_training_on_a_lost_node_resumes_on_another(cluster, tmp_path, reference):
+    proc, run = start_and_wait_for_epoch_1(cluster, tmp_path)
+    log = tmp_path / VARIANT / "logs" / f"{VARIANT}.log"
+    (first,) = nodes_in_log(log)
+    lost = next(n for n in cluster.worker_nodes if n.unique_id == first)
+    cluster.remove_node(lost, allow_graceful=False)  # as if the machine went away
+    try:
+        out, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, out
+        nodes = nodes_in_log(log)
+        assert len(nodes) == 2 and nodes[1] != first, nodes  # run again on the other node
+        request = json.loads((log.with_suffix(".json")).read_text())
+        assert request == {"resume": str(run)}  # the retry resumed the run
+        assert finished_epochs(run) == 3
+        same_weights(run / RunFolder.LAST, reference)
+    finally:
+        cluster.add_node(**NODE, num_cpus=1)  # the cluster as the next test expects it

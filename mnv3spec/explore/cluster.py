@@ -153,13 +153,13 @@ def _fitting_nodes(ray, s: ClusterSettings) -> list[dict]:
     if fit:
         return fit
     have = "; ".join(
-        f"{n['NodeManagerAddress']}: {n['Resources'].get('CPU', 0):g} CPUs, "
-        f"{n['Resources'].get('GPU', 0):g} GPUs"
+        f"{n['NodeManagerAddress']}: {n['Resources'].get('CPU', 0):g} CPU, "
+        f"{n['Resources'].get('GPU', 0):g} GPU"
         for n in nodes
     )
     short = any(n["Resources"].get("GPU", 0) < gpus for n in nodes)
     raise UserError(
-        f"no node of the cluster has the {s.cpus_per_training:g} CPUs and {gpus:g} GPUs a "
+        f"no node of the cluster has the {s.cpus_per_training:g} CPU and {gpus:g} GPU a "
         f"training asks for, so none would ever start (its nodes: {have})",
         field="gpus_per_training" if short else "cpus_per_training",
     )
@@ -246,10 +246,12 @@ def _run(ray, jobs: list[Training], logs: Path, s: ClusterSettings, say) -> dict
         pending[task.remote(job, str(logs), int(s.cpus_per_training))] = (i, job)
     errors: dict[str, tuple[int, str]] = {}
     try:
-        while pending:
-            (ref,), _ = ray.wait(list(pending), num_returns=1)
-            i, job = pending.pop(ref)
-            code, error = _outcome(ray, ref)
+        while pending:  # in short waits: Ctrl-C is only seen between them
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+            if not ready:
+                continue
+            i, job = pending.pop(ready[0])
+            code, error = _outcome(ray, ready[0])
             if code in launch.INTERRUPTED:
                 raise KeyboardInterrupt
             if code:
@@ -292,33 +294,40 @@ def _train_on_node(job: Training, logs: str, threads: int) -> tuple[int, str]:
     env["PYTHONPATH"] = os.pathsep.join(
         filter(None, [launch.package_root(), env.get("PYTHONPATH")])
     )
-    return launch.train_one(job, Path(logs), env, _wait, _dies_with_parent())
+    return launch.train_one(job, Path(logs), env, _wait, _worker_setup())
 
 
 def _wait(proc: subprocess.Popen) -> int:
     """The worker's exit status; cancelled (ray.cancel raises KeyboardInterrupt here), the
     worker is stopped as Ctrl-C stops it, and waited for."""
     try:
-        return proc.wait()
+        while True:  # waits in short steps: Ray's interrupt wakes no blocking wait
+            try:
+                return proc.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                pass
     except KeyboardInterrupt:
         proc.send_signal(signal.SIGINT)
         proc.wait()
         raise
 
 
-def _dies_with_parent() -> Callable[[], None] | None:
-    """For the worker process: killed when the task's process ends, however it ends (its node
-    lost, the driver gone), so no orphan trains on beside a retry. Linux only."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
+def _worker_setup() -> Callable[[], None]:
+    """For the worker process, before it starts: Ctrl-C reaches it (Ray's workers block SIGINT,
+    and a child inherits the mask), and, on Linux, it is killed when the task's process ends
+    however it ends (its node lost, the driver gone), so no orphan trains on beside a retry."""
+    prctl = None
+    if sys.platform.startswith("linux"):
+        import ctypes
 
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
     parent = os.getpid()
 
-    def arm() -> None:
-        prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # the parent ended before the line above
-            os._exit(1)
+    def setup() -> None:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        if prctl is not None:
+            prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+            if os.getppid() != parent:  # the parent ended before the line above
+                os._exit(1)
 
-    return arm
+    return setup

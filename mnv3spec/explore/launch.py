@@ -137,7 +137,7 @@ def run_trainings(
     logs to ``logs/<variant>.log``. Returns (exit status, error) by variant id. Ctrl-C (in this
     process or in a worker) stops them all, each run left resumable, and raises
     KeyboardInterrupt: no further variant starts."""
-    if cluster is not None:
+    if cluster is not None and jobs:
         from . import cluster as ray_cluster
 
         return ray_cluster.run_trainings(jobs, logs, cluster, say)
