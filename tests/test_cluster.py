@@ -263,7 +263,7 @@ def test_a_training_on_a_lost_node_resumes_on_another(cluster, tmp_path, referen
     proc, run = start_and_wait_for_epoch_1(cluster, tmp_path)
     log = tmp_path / VARIANT / "logs" / f"{VARIANT}.log"
     (first,) = nodes_in_log(log)
-    lost = next(n for n in cluster.worker_nodes if n.unique_id == first)
+    lost = next(n for n in cluster.worker_nodes if n.node_id == first)
     cluster.remove_node(lost, allow_graceful=False)  # as if the machine went away
     try:
         out, _ = proc.communicate(timeout=600)
