@@ -26,6 +26,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 from ..errors import UserError
@@ -288,8 +289,9 @@ def _train_on_node(job: Training, logs: str, threads: int) -> tuple[int, str]:
     import ray
 
     node = ray.get_runtime_context().get_node_id()
-    with open(Path(logs) / f"{job.variant.id}.log", "a") as f:  # which node, for a lost one
-        f.write(f"# on node {node} ({ray.util.get_node_ip_address()})\n")
+    with open(Path(logs) / f"{job.variant.id}.log", "a") as f:  # where and when: a lost node's
+        now = datetime.now().isoformat(sep=" ", timespec="milliseconds")
+        f.write(f"# on node {node} ({ray.util.get_node_ip_address()}) at {now}\n")
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     env["PYTHONPATH"] = os.pathsep.join(
         filter(None, [launch.package_root(), env.get("PYTHONPATH")])

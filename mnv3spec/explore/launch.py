@@ -141,6 +141,12 @@ def run_trainings(
         from . import cluster as ray_cluster
 
         return ray_cluster.run_trainings(jobs, logs, cluster, say)
+    return _run_here(jobs, logs, gpus, say)
+
+
+def _run_here(
+    jobs: list[Training], logs: Path, gpus: int, say: Callable[[str], None]
+) -> dict[str, tuple[int, str]]:
     logs.mkdir(parents=True, exist_ok=True)
     parallel = max(1, min(gpus, len(jobs)))
     free: Queue[int | None] = Queue()
