@@ -9,6 +9,7 @@ handful of processes, and 2 cores run them slowly.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from mnv3spec.files import LOCK_FILE
 from mnv3spec.train.run_folder import RunFolder
 
 from .conftest import ROOT, run_cli
@@ -257,6 +259,33 @@ def test_ctrl_c_cancels_the_tasks_and_the_same_command_resumes(cluster, tmp_path
     r = run_cli(*sweep_args(tmp_path, "--epochs", "3"), "--cluster", cluster.address)
     assert r.returncode == 0 and "resuming small on the cluster" in r.stdout, r.stderr
     same_weights(run / RunFolder.LAST, reference)
+
+
+def test_a_killed_driver_takes_its_trainings_along_and_the_same_command_resumes(
+    cluster, tmp_path, reference
+):
+    proc, run = start_and_wait_for_epoch_1(cluster, tmp_path)
+    proc.kill()  # SIGKILL: the driver has no say; Ray ends its tasks, and their workers
+    proc.communicate()
+    wait_for(lambda: lock_is_free(run), timeout=120, what="the worker to end")
+    assert finished_epochs(run) < 3
+    r = run_cli(*sweep_args(tmp_path, "--epochs", "3"), "--cluster", cluster.address)
+    assert r.returncode == 0 and "resuming small on the cluster" in r.stdout, r.stderr
+    same_weights(run / RunFolder.LAST, reference)
+
+
+def lock_is_free(run: Path) -> bool:
+    """No process holds the run folder's lock (a killed one leaves the file, not the lock)."""
+    path = run / LOCK_FILE
+    if not path.exists():
+        return True
+    with open(path) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return True
 
 
 def test_a_training_on_a_lost_node_resumes_on_another(cluster, tmp_path, reference):
