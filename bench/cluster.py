@@ -7,10 +7,11 @@ Ray's overhead per training.
 The CPU part: a 12-variant sweep of tiny trainings (Small at 16 px, width 0.25-0.35, synthetic
 data, 1 epoch, one thread each) run without ``--cluster``, one at a time, then on a 3-node Ray
 cluster started here (a head and two worker nodes, 1 CPU each, bound to loopback), three at a
-time. Ray's overhead per training is read from the training logs: each task writes when it
-starts; a worker's log is last written as it ends; so on each node the gap between one training's
-end and the next one's start (or, for a node's first, between the sweep handing its trainings to
-Ray and the start) is time Ray spent scheduling, starting a worker and returning a result.
+time. Ray's overhead per training is read from the training logs, where each task notes when its
+worker starts and ends: on each node, the gap between one training's end and the next one's
+start (or, for a node's first, between the sweep handing its trainings to Ray and the start) is
+time Ray spent returning a result, scheduling the next task and, the first time, starting a
+worker.
 
 The GPU part (not run without a GPU): Small at 32 px on ``--cluster local``, 8 variants, with
 ``--gpus-per-training`` 1, 0.5 and 0.25 (1, 2 and 4 trainings per GPU), and the sweep's summed
@@ -38,6 +39,7 @@ TINY = ["specs/small.yaml", *GRIDS, "--set", "resolution=16", "--data", "synthet
 TINY += ["--batch", "32", "--seed", "0", "--device", "cpu", "--epochs", "1"]
 FAST = ["--latency-runs", "1", "--latency-warmup", "1", "--devices", "cpu"]
 STARTED = re.compile(r"^# on node (\S+) \(.*\) at (.+)$")
+ENDED = re.compile(r"^# exit -?\d+ at (.+)$")
 
 
 def sweep(out: Path, *more: str) -> tuple[float, float]:
@@ -55,25 +57,29 @@ def sweep(out: Path, *more: str) -> tuple[float, float]:
 
 
 def trainings(logs: Path) -> list[tuple[str, float, float]]:
-    """(node, start, end) of each training on the cluster, from its log."""
+    """(node, start, end) of each training on the cluster, from the lines its task wrote in its
+    log as its worker started and ended."""
     rows = []
     for log in sorted(logs.glob("*.log")):
-        starts = [STARTED.match(line) for line in log.read_text().splitlines()]
-        (node, when), *_ = [m.groups() for m in starts if m]
-        rows.append((node, datetime.fromisoformat(when).timestamp(), log.stat().st_mtime))
+        lines = log.read_text().splitlines()
+        (node, start), *_ = [m.groups() for m in map(STARTED.match, lines) if m]
+        *_, end = [m.group(1) for m in map(ENDED.match, lines) if m]
+        rows.append((node, *(datetime.fromisoformat(t).timestamp() for t in (start, end))))
     return rows
 
 
-def overhead(rows: list[tuple[str, float, float]], handed: float) -> float:
-    """Mean seconds per training between a node being free (or the trainings handed over) and
-    the training starting on it."""
-    gaps = []
+def overhead(rows: list[tuple[str, float, float]], handed: float) -> tuple[float, float, float]:
+    """Seconds between a node being free (or the trainings handed over) and a training starting
+    on it: the mean per training, and the means of each node's first (a Ray worker starts) and
+    of the others."""
+    first, later = [], []
     for node in {r[0] for r in rows}:
         free = handed
-        for _, start, end in sorted(r for r in rows if r[0] == node):
-            gaps.append(start - free)
+        for k, (_, start, end) in enumerate(sorted(r for r in rows if r[0] == node)):
+            (later if k else first).append(start - free)
             free = end
-    return sum(gaps) / len(gaps)
+    mean = sum(first + later) / len(rows)
+    return mean, sum(first) / len(first), sum(later) / max(1, len(later))
 
 
 def cpu_bench() -> None:
@@ -94,7 +100,9 @@ def cpu_bench() -> None:
         finally:
             cluster.shutdown()
     print(f"--cluster, 3 nodes of 1 CPU: 12 trainings in {wall:.1f} s ({alone / wall:.2f}x)")
-    print(f"Ray's overhead per training: {overhead(rows, handed):.2f} s (mean of 12)")
+    mean, first, later = overhead(rows, handed)
+    print(f"Ray's overhead per training: {mean:.2f} s (mean of 12; a node's first {first:.2f} s,")
+    print(f"  as a Ray worker starts there; the others {later:.2f} s)")
 
 
 def gpu_bench() -> None:

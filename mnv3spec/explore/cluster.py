@@ -16,21 +16,19 @@ Only this module imports ``ray``, and only when a cluster is asked for.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 
 from ..errors import UserError
-from . import launch
+from ..train.run_folder import RunFolder
+from . import launch, node, process
 from .launch import ClusterSettings, Training
 
 LOCAL = "local"  # the address that starts a cluster on this machine for the launch
@@ -108,7 +106,7 @@ def _connect_error(address: str, said: str) -> str:
 
 def _init(ray, address: str) -> None:
     logged = {"logging_level": logging.ERROR, "log_to_driver": False}  # the sweep says enough
-    env = {"env_vars": {"PYTHONPATH": launch.package_root()}}  # tasks import this very package
+    env = {"env_vars": {"PYTHONPATH": process.package_root()}}  # tasks import this very package
     if address == LOCAL:
         ray.init(include_dashboard=False, runtime_env=env, **logged)
         return
@@ -234,7 +232,7 @@ def _run(ray, jobs: list[Training], logs: Path, s: ClusterSettings, say) -> dict
         f"{resources.get('GPU', 0):g} GPU; {s.cpus_per_training:g} CPU and "
         f"{s.gpus_per_training or 0:g} GPU for each training"
     )
-    task = ray.remote(_train_on_node).options(
+    task = ray.remote(node.train).options(
         num_cpus=s.cpus_per_training,
         num_gpus=s.gpus_per_training or 0,
         max_retries=RETRIES,
@@ -244,7 +242,7 @@ def _run(ray, jobs: list[Training], logs: Path, s: ClusterSettings, say) -> dict
     for i, job in enumerate(jobs, 1):
         doing = "training" if job.config is not None else "resuming"
         say(f"[{i}/{len(jobs)}] {doing} {job.variant.id} on the cluster")
-        pending[task.remote(job, str(logs), int(s.cpus_per_training))] = (i, job)
+        pending[_submit(task, job, logs, int(s.cpus_per_training))] = (i, job)
     errors: dict[str, tuple[int, str]] = {}
     try:
         while pending:  # in short waits: Ctrl-C is only seen between them
@@ -264,6 +262,14 @@ def _run(ray, jobs: list[Training], logs: Path, s: ClusterSettings, say) -> dict
     return errors
 
 
+def _submit(task, job: Training, logs: Path, threads: int):
+    """``job`` as a task, in plain data (the node then imports no torch to read it), with the
+    request that resumes it should the task run again."""
+    resume = Training(job.variant, job.folder, None).request()
+    started = str(job.folder / RunFolder.CONFIG)  # a run started there writes it first
+    return task.remote(job.request(), resume, started, job.variant.id, str(logs), threads)
+
+
 def _outcome(ray, ref) -> tuple[int, str]:
     """A task's (exit status, error); a task Ray gave up on (lost more times than it retries,
     or its worker crashed) is a failure of its training, status 1."""
@@ -279,57 +285,3 @@ def _cancel(ray, refs: list) -> None:
     for ref in refs:
         ray.cancel(ref)
     ray.wait(refs, num_returns=len(refs), timeout=120)
-
-
-def _train_on_node(job: Training, logs: str, threads: int) -> tuple[int, str]:
-    """The task: ``job``'s worker on this node, with ``threads`` CPU threads. Run again after its
-    node was lost, it finds the run started and resumes it."""
-    if job.config is not None and job.folder.holds_run():
-        job = dataclasses.replace(job, config=None)
-    import ray
-
-    node = ray.get_runtime_context().get_node_id()
-    with open(Path(logs) / f"{job.variant.id}.log", "a") as f:  # where and when: a lost node's
-        now = datetime.now().isoformat(sep=" ", timespec="milliseconds")
-        f.write(f"# on node {node} ({ray.util.get_node_ip_address()}) at {now}\n")
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    env["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [launch.package_root(), env.get("PYTHONPATH")])
-    )
-    return launch.train_one(job, Path(logs), env, _wait, _worker_setup())
-
-
-def _wait(proc: subprocess.Popen) -> int:
-    """The worker's exit status; cancelled (ray.cancel raises KeyboardInterrupt here), the
-    worker is stopped as Ctrl-C stops it, and waited for."""
-    try:
-        while True:  # waits in short steps: Ray's interrupt wakes no blocking wait
-            try:
-                return proc.wait(timeout=0.5)
-            except subprocess.TimeoutExpired:
-                pass
-    except KeyboardInterrupt:
-        proc.send_signal(signal.SIGINT)
-        proc.wait()
-        raise
-
-
-def _worker_setup() -> Callable[[], None]:
-    """For the worker process, before it starts: Ctrl-C reaches it (Ray's workers block SIGINT,
-    and a child inherits the mask), and, on Linux, it is killed when the task's process ends
-    however it ends (its node lost, the driver gone), so no orphan trains on beside a retry."""
-    prctl = None
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    parent = os.getpid()
-
-    def setup() -> None:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-        if prctl is not None:
-            prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-            if os.getppid() != parent:  # the parent ended before the line above
-                os._exit(1)
-
-    return setup

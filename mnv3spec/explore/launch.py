@@ -11,12 +11,9 @@ alone imports ``ray``).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import shlex
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,15 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from queue import Queue
 
-import mnv3spec
-
 from ..errors import UserError
-from ..files import writing
 from ..train.config import TrainConfig
 from ..train.run_folder import RunFolder
+from . import process
 from .grid import Variant
 
-WORKER = "mnv3spec.explore.worker"
 INTERRUPTED = (130, -signal.SIGINT)  # a training stopped by Ctrl-C (its handler, or the signal)
 
 
@@ -110,14 +104,11 @@ def cluster_session(cluster: ClusterSettings | None, out: Path) -> Iterator[None
         yield
 
 
-def package_root() -> str:
-    """The folder that holds this very package, for a worker's PYTHONPATH."""
-    return str(Path(mnv3spec.__file__).resolve().parent.parent)
-
-
 def _environment(gpu: int | None, parallel: int) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root(), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [process.package_root(), env.get("PYTHONPATH")])
+    )
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)
     if "OMP_NUM_THREADS" not in env:  # one run alone uses every core; parallel runs share them
@@ -190,7 +181,8 @@ def _run_here(
 
 
 def _train_one(job: Training, logs: Path, env: dict, running: set) -> tuple[int, str]:
-    return train_one(job, logs, env, lambda proc: _wait(proc, running))
+    wait = lambda proc: _wait(proc, running)  # noqa: E731
+    return process.run_worker(job.request(), job.variant.id, logs, env, wait)
 
 
 def _wait(proc: subprocess.Popen, running: set) -> int:
@@ -199,35 +191,3 @@ def _wait(proc: subprocess.Popen, running: set) -> int:
         return proc.wait()
     finally:
         running.discard(proc)
-
-
-def train_one(
-    job: Training,
-    logs: Path,
-    env: dict,
-    wait: Callable[[subprocess.Popen], int],
-    preexec_fn: Callable[[], None] | None = None,
-) -> tuple[int, str]:
-    """Hand ``job`` to a worker process appending to its log, and ``wait`` for it; its exit
-    status and, when it failed, the error it printed (this run's own last ``error:`` line, else
-    its last line). ``preexec_fn`` runs in the child before the worker starts."""
-    request, log = logs / f"{job.variant.id}.json", logs / f"{job.variant.id}.log"
-    with writing(request) as tmp:
-        tmp.write_text(json.dumps(job.request(), indent=2))
-    cmd = [sys.executable, "-m", WORKER, str(request)]
-    with open(log, "a") as f:
-        f.write(f"$ {shlex.join(['python', *cmd[1:]])}\n")
-        f.flush()
-        start = f.tell()
-        proc = subprocess.Popen(
-            cmd, stdout=f, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec_fn
-        )
-        code = wait(proc)
-    if code == 0:
-        return 0, ""
-    with open(log, "rb") as f:
-        f.seek(start)
-        lines = f.read().decode(errors="replace").strip().splitlines()
-    said = [line for line in lines if line.startswith("error: ")] or lines[-1:]
-    last = said[-1].removeprefix("error: ") if said else "(no output)"
-    return code, f"train exited with {code}: {last} (log {log})"
