@@ -11,7 +11,8 @@ the run folders, and Ray's own fault tolerance does the rest:
 - Ctrl-C cancels every task; a cancelled task passes SIGINT to its worker, which stops as after a
   Ctrl-C at a terminal, its run resumable.
 
-Only this module imports ``ray``, and only when a cluster is asked for.
+Only this module and the task it sends (:mod:`.node`) import ``ray``, and only when a cluster is
+asked for.
 """
 
 from __future__ import annotations
@@ -40,10 +41,7 @@ _LOOPBACK = {"localhost", "::1"}
 # A cluster on this machine stays on it: its nodes advertise 127.0.0.1, not the machine's outward
 # address (Ray reads this when first imported), and send no usage statistics.
 _LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
-_PROBE = (
-    "import logging, sys, ray; ray.init(address=sys.argv[1], logging_level=logging.ERROR); "
-    "print(len(ray.nodes()))"
-)
+_PROBE = "import logging, sys, ray; ray.init(address=sys.argv[1], logging_level=logging.ERROR)"
 
 
 def _on_loopback(settings: ClusterSettings) -> bool:
