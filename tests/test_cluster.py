@@ -90,7 +90,7 @@ def same_weights(a: Path, b: Path) -> None:
 def test_a_sweep_without_cluster_never_imports_ray(tmp_path):
     code = (
         "import sys\nfrom mnv3spec.cli import main\n"
-        f"code = main({sweep_args(tmp_path, '--no-train')!r})\n"
+        f"code = main({sweep_args(tmp_path, '--epochs', '1')!r})\n"  # one training, here
         "print(code, 'ray' in sys.modules)"
     )
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
@@ -98,6 +98,7 @@ def test_a_sweep_without_cluster_never_imports_ray(tmp_path):
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
     )
     assert done.stdout.split()[-2:] == ["0", "False"], done.stderr
+    assert finished_epochs(tmp_path / VARIANT / "runs" / VARIANT) == 1
 
 
 @pytest.mark.parametrize(
