@@ -4,8 +4,8 @@ so a variant that fails, diverges or is killed cannot take the others down.
 Each variant's request is a JSON file beside its log, ``logs/<variant>.json``: the
 :class:`~mnv3spec.train.config.TrainConfig` of a new run (config.json's very format), or the run
 folder of an interrupted one to resume. One at a time, or one per GPU in parallel, on this
-machine; or, given a :class:`ClusterSettings`, as tasks of a Ray cluster (:mod:`.cluster`, which
-alone imports ``ray``).
+machine; or, given a :class:`ClusterSettings`, as tasks of a Ray cluster (:mod:`.cluster`; it and
+its task, :mod:`.node`, alone import ``ray``). The worker process itself is :mod:`.process`.
 """
 
 from __future__ import annotations
