@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import shlex
 
-from mnv3spec.cli.flags import add_set, number, overrides
+from mnv3spec.cli.flags import add_cluster_options, add_set, cluster_settings, number, overrides
 from mnv3spec.cli.training import add_train_options
 
 
@@ -32,6 +32,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         latency_warmup=args.latency_warmup,
         predict=args.predict,
         max_variants=args.max_variants,
+        cluster=cluster_settings(args),
     )
     result = sweep.sweep(settings, _say, dry_run=args.print_commands)
     if args.print_commands:
@@ -109,6 +110,7 @@ def add_sweep(sub: argparse._SubParsersAction) -> None:
         default=MAX_VARIANTS,
         help=f"refuse a grid of more variants (default {MAX_VARIANTS})",
     )
+    add_cluster_options(p)
     passed = p.add_argument_group(
         "train flags",
         "every variant is trained with them (--batch and --warmup are training's; latency's "

@@ -198,3 +198,56 @@ def check_arguments(args: argparse.Namespace) -> None:
                     raise UserError(
                         f"{shown(item)!r} holds bytes that are not UTF-8 text", field=flag
                     ) from None
+
+
+def add_cluster_options(p: argparse.ArgumentParser) -> None:
+    """The options of a command whose trainings may run on a Ray cluster (``sweep``; any command
+    that runs its trainings through :mod:`mnv3spec.explore.launch`); read by
+    :func:`cluster_settings`."""
+    group = p.add_argument_group(
+        "cluster", "run the trainings as tasks of a Ray cluster (pip install -e '.[cluster]')"
+    )
+    group.add_argument(
+        "--cluster",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="the head's host:port or ray://host:port; alone: $RAY_ADDRESS; local: a cluster "
+        "on this machine for this command. OUT must be on storage every node mounts",
+    )
+    group.add_argument(
+        "--gpus-per-training",
+        type=float,
+        metavar="N",
+        help="GPUs each training holds: a fraction in (0, 1] shares one GPU (0.25: four "
+        "trainings on a GPU), or a whole number (default: none, the trainings run on CPU)",
+    )
+    group.add_argument(
+        "--cpus-per-training",
+        type=float,
+        metavar="N",
+        help="CPUs each training holds, its threads (default 1)",
+    )
+
+
+def cluster_settings(args: argparse.Namespace):
+    """The :class:`~mnv3spec.explore.launch.ClusterSettings` the options of
+    :func:`add_cluster_options` give, or None without ``--cluster``."""
+    if args.cluster is None:
+        given = [f for f in ("--gpus-per-training", "--cpus-per-training") if f in _typed(args)]
+        if given:
+            raise UserError(f"{' and '.join(given)} need --cluster: without it trainings run here")
+        return None
+    from mnv3spec.explore.launch import ClusterSettings
+
+    address = args.cluster or os.environ.get("RAY_ADDRESS", "")
+    if not address:
+        raise UserError("--cluster without an ADDRESS takes $RAY_ADDRESS, which is not set")
+    cpus = 1 if args.cpus_per_training is None else args.cpus_per_training
+    return ClusterSettings(address, args.gpus_per_training, cpus)
+
+
+def _typed(args: argparse.Namespace) -> set[str]:
+    values = {"--gpus-per-training": args.gpus_per_training}
+    values["--cpus-per-training"] = args.cpus_per_training
+    return {flag for flag, value in values.items() if value is not None}

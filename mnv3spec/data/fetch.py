@@ -27,8 +27,8 @@ def md5_of(path: Path) -> str:
 # What trains with no network: named by every "cannot download" message, so that a user offline
 # learns of them where they are stuck.
 OFFLINE = (
-    "Offline, `--data synthetic` trains on random images, and `--data fashion-mnist` reads "
-    "Debian's copy of the official files after `apt-get install dataset-fashion-mnist`."
+    "Offline, train on the data named synthetic (random images), or on fashion-mnist from "
+    "Debian's copy of the official files (apt-get install dataset-fashion-mnist)."
 )
 
 

@@ -3,34 +3,32 @@ so a variant that fails, diverges or is killed cannot take the others down.
 
 Each variant's request is a JSON file beside its log, ``logs/<variant>.json``: the
 :class:`~mnv3spec.train.config.TrainConfig` of a new run (config.json's very format), or the run
-folder of an interrupted one to resume. One at a time, or one per GPU in parallel.
+folder of an interrupted one to resume. One at a time, or one per GPU in parallel, on this
+machine; or, given a :class:`ClusterSettings`, as tasks of a Ray cluster (:mod:`.cluster`; it and
+its task, :mod:`.node`, alone import ``ray``). The worker process itself is :mod:`.process`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import shlex
 import signal
 import subprocess
-import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from queue import Queue
 
-import mnv3spec
-
-from ..files import writing
+from ..errors import UserError
 from ..services.run_folder import RunFolder
 from ..spec.variant import trusted_folders
 from ..train.config import TrainConfig
+from . import process
 from .grid import Variant
 
-WORKER = "mnv3spec.explore.worker"
 INTERRUPTED = (130, -signal.SIGINT)  # a training stopped by Ctrl-C (its handler, or the signal)
 
 
@@ -52,10 +50,68 @@ class Training:
         return {"config": dataclasses.asdict(self.config), **trusted}
 
 
+@dataclass(frozen=True)
+class ClusterSettings:
+    """The Ray cluster a launch's trainings run on: ``cluster`` is its address (``host:port`` or
+    ``ray://host:port``), or ``"local"`` for one started on this machine for the launch; each
+    training is a task holding ``gpus_per_training`` GPUs (a fraction in (0, 1] shares one, as
+    Ray shares it) and ``cpus_per_training`` CPUs (its threads)."""
+
+    cluster: str
+    gpus_per_training: float | None = None  # None: none (the trainings run on CPU)
+    cpus_per_training: float = 1
+
+    def __post_init__(self) -> None:
+        gpus, cpus = self.gpus_per_training, self.cpus_per_training
+        if gpus is not None and not (0 < gpus <= 1 or _whole(gpus, 1)):
+            raise UserError(
+                f"{gpus:g} is neither a fraction in (0, 1] (trainings that share a GPU) nor a "
+                "whole number of GPUs, 1 or more",
+                field="gpus_per_training",
+            )
+        if not _whole(cpus, 1):
+            raise UserError(
+                f"{cpus:g} is not a whole number of CPUs, 1 or more", field="cpus_per_training"
+            )
+        self.head()  # refuses an address that is not one
+
+    def head(self) -> tuple[str, int] | None:
+        """The head's host and port (None for ``local``)."""
+        address = self.cluster.strip()
+        if address == "local":
+            return None
+        host, colon, port = address.removeprefix("ray://").rpartition(":")
+        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise UserError(
+                f"{address} is not host:port, ray://host:port or local", field="cluster"
+            )
+        return host.strip("[]"), int(port)
+
+
+def _whole(x: float, low: int) -> bool:
+    """``x`` is a whole number, at least ``low`` (NaN and infinity are neither)."""
+    return x >= low and float(x).is_integer()
+
+
+@contextmanager
+def cluster_session(cluster: ClusterSettings | None, out: Path) -> Iterator[None]:
+    """Connected to ``cluster`` for the block, its checks passed (reachable, the same Ray, the
+    resources a training asks for, ``out`` seen by every node), before anything is written;
+    nothing at all without one, and ``ray`` is not imported."""
+    if cluster is None:
+        yield
+        return
+    from . import cluster as ray_cluster
+
+    with ray_cluster.connected(cluster, out):
+        yield
+
+
 def _environment(gpu: int | None, parallel: int) -> dict[str, str]:
     env = dict(os.environ)
-    package_root = str(Path(mnv3spec.__file__).resolve().parent.parent)  # this very package
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [process.package_root(), env.get("PYTHONPATH")])
+    )
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)
     if "OMP_NUM_THREADS" not in env:  # one run alone uses every core; parallel runs share them
@@ -64,12 +120,27 @@ def _environment(gpu: int | None, parallel: int) -> dict[str, str]:
 
 
 def run_trainings(
-    jobs: list[Training], logs: Path, gpus: int, say: Callable[[str], None]
+    jobs: list[Training],
+    logs: Path,
+    gpus: int,
+    say: Callable[[str], None],
+    cluster: ClusterSettings | None = None,
 ) -> dict[str, tuple[int, str]]:
-    """Run the trainings, one at a time, or one per GPU in parallel when ``gpus`` > 1; each
+    """Run the trainings, one at a time, or one per GPU in parallel when ``gpus`` > 1, or as
+    tasks of ``cluster`` when one is given (``gpus`` is then the cluster's business); each
     logs to ``logs/<variant>.log``. Returns (exit status, error) by variant id. Ctrl-C (in this
     process or in a worker) stops them all, each run left resumable, and raises
     KeyboardInterrupt: no further variant starts."""
+    if cluster is not None and jobs:
+        from . import cluster as ray_cluster
+
+        return ray_cluster.run_trainings(jobs, logs, cluster, say)
+    return _run_here(jobs, logs, gpus, say)
+
+
+def _run_here(
+    jobs: list[Training], logs: Path, gpus: int, say: Callable[[str], None]
+) -> dict[str, tuple[int, str]]:
     logs.mkdir(parents=True, exist_ok=True)
     parallel = max(1, min(gpus, len(jobs)))
     free: Queue[int | None] = Queue()
@@ -113,27 +184,13 @@ def run_trainings(
 
 
 def _train_one(job: Training, logs: Path, env: dict, running: set) -> tuple[int, str]:
-    """Hand ``job`` to a worker process appending to its log; its exit status and, when it
-    failed, the error it printed (this run's own last ``error:`` line, else its last line)."""
-    request, log = logs / f"{job.variant.id}.json", logs / f"{job.variant.id}.log"
-    with writing(request) as tmp:
-        tmp.write_text(json.dumps(job.request(), indent=2))
-    cmd = [sys.executable, "-m", WORKER, str(request)]
-    with open(log, "a") as f:
-        f.write(f"$ {shlex.join(['python', *cmd[1:]])}\n")
-        f.flush()
-        start = f.tell()
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
-        running.add(proc)
-        try:
-            code = proc.wait()
-        finally:
-            running.discard(proc)
-    if code == 0:
-        return 0, ""
-    with open(log, "rb") as f:
-        f.seek(start)
-        lines = f.read().decode(errors="replace").strip().splitlines()
-    said = [line for line in lines if line.startswith("error: ")] or lines[-1:]
-    last = said[-1].removeprefix("error: ") if said else "(no output)"
-    return code, f"train exited with {code}: {last} (log {log})"
+    wait = lambda proc: _wait(proc, running)  # noqa: E731
+    return process.run_worker(job.request(), job.variant.id, logs, env, wait)
+
+
+def _wait(proc: subprocess.Popen, running: set) -> int:
+    running.add(proc)
+    try:
+        return proc.wait()
+    finally:
+        running.discard(proc)

@@ -11,7 +11,7 @@ from ..latency import predict
 from ..services.run_folder import RunFolder
 from . import MAX_VARIANTS
 from .grid import Variant
-from .launch import Training
+from .launch import ClusterSettings, Training
 
 DIVERGED = 3  # train's exit status when the loss became NaN or infinite (TrainingError)
 
@@ -34,6 +34,7 @@ class SweepSettings:
     latency_warmup: int = 10
     predict: str | None = None  # a look-up table to predict latency from, instead of timing
     max_variants: int = MAX_VARIANTS
+    cluster: ClusterSettings | None = None  # the Ray cluster the trainings run on; None: here
 
 
 @dataclass(frozen=True)

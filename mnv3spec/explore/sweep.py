@@ -29,7 +29,7 @@ from ..spec.load import Spec, load_spec, resolve_path
 from ..train.config import TrainConfig
 from . import sweep_folder, sweep_report
 from .grid import check_count, check_grids, parse_grid, spec_names, variants
-from .launch import Training, run_trainings
+from .launch import Training, cluster_session, run_trainings
 from .results import LatencySettings, Result, Sweep, SweepSettings
 
 Compiled = list[tuple[Result, Spec | None]]  # each variant's result, and its spec if it compiles
@@ -58,20 +58,28 @@ def sweep(s: SweepSettings, say: Callable[[str], None] = print, *, dry_run: bool
     result = Sweep(folder, results, [g.key for g in grids], timing, trained, jobs)
     if dry_run:
         return result
+    with cluster_session(s.cluster if jobs else None, Path(s.out)):  # checked before any work
+        _run(result, mine, compiled, lookup, s, say)
+    return result
+
+
+def _run(result: Sweep, mine: dict, compiled: Compiled, lookup, s: SweepSettings, say) -> None:
+    """Claim the sweep's folder, time and train the variants, and write the table and plot."""
+    folder = result.folder
     created = claim_folder(folder, sweep_folder.SETTINGS, "sweep folder", field="name")
     try:
         with locked_folder(folder, "sweep"):
             sweep_folder.write_settings(folder, _check_folder(folder, mine))
             created = False  # the folder is a sweep's now: kept whatever happens next
-            _measure_all(compiled, folder, timing, lookup, say)
-            if trained:
-                _train_all(compiled, folder, jobs, _gpus(s.training), say)
+            _measure_all(compiled, folder, result.settings, lookup, say)
+            if result.trained:
+                gpus = _gpus(s.training)
+                _train_all(compiled, folder, result.trainings, gpus, s.cluster, say)
             sweep_report.write(result)
     finally:
         if created:  # refused before anything was written: leave no folder behind
             with contextlib.suppress(OSError):
                 folder.rmdir()
-    return result
 
 
 def _latency_settings(s: SweepSettings) -> LatencySettings:
@@ -225,11 +233,13 @@ def _gpus(training: dict) -> int:
     return torch.cuda.device_count() if on_cuda else 0
 
 
-def _train_all(compiled: Compiled, folder: Path, jobs: list[Training], gpus: int, say) -> None:
+def _train_all(
+    compiled: Compiled, folder: Path, jobs: list[Training], gpus: int, cluster, say
+) -> None:
     done = sum(spec is not None for _, spec in compiled) - len(jobs)
     if done:
         say(f"{done} variants already trained (kept)")
-    errors = run_trainings(jobs, folder / "logs", gpus, say)
+    errors = run_trainings(jobs, folder / "logs", gpus, say, cluster)
     for r, spec in compiled:
         if spec is None:
             continue
