@@ -484,6 +484,11 @@ def test_validate_reports_every_error_of_a_variant_in_one_run(tmp_path, capsys):
     assert capsys.readouterr().out.startswith(f"::error file={tmp_path / 'gone.yaml'}::no such")
 
 
+# Not a speed figure (those are bench/validate.py's): a bound far above the ~0.1-0.9 s these take,
+# and far below the minutes the unbounded merge took, so only a hang fails, even on a loaded CI.
+NO_HANG_S = 10
+
+
 def _timed_errors(path: Path) -> tuple[list[SpecError], float]:
     start = time.perf_counter()
     _, errors = validate(path)
@@ -517,7 +522,7 @@ def test_a_variant_is_bounded_before_any_work(tmp_path, edits, expected):
     path = write(tmp_path, "v.yaml", f"base: small\nname: x\n{edits}")
     errors, seconds = _timed_errors(path)
     assert expected in str(errors[0]) and str(errors[0]).startswith(str(path)), str(errors[0])
-    assert seconds < 1.5, seconds
+    assert seconds < NO_HANG_S, seconds
 
 
 def test_a_1_mib_variant_answers_within_a_second(tmp_path):
@@ -527,7 +532,7 @@ def test_a_1_mib_variant_answers_within_a_second(tmp_path):
     path = write(tmp_path, "v.yaml", ("base: small\nname: x\ninsert:\n" + rows)[: (1 << 20) - 64])
     errors, seconds = _timed_errors(path)
     assert len(errors) == 1 and "holds more than 10,000 values" in str(errors[0])
-    assert seconds < 1.5, seconds
+    assert seconds < NO_HANG_S, seconds
 
 
 def test_a_row_index_of_5000_digits_is_refused_before_conversion(capsys):
