@@ -281,13 +281,16 @@ def test_train_refuses_before_starting(tmp_path, args, message):
     assert not list(tmp_path.rglob("*.safetensors")) and not (tmp_path.parent / "etc").exists()
 
 
-def test_init_from_a_checkpoint_of_another_width_names_the_file_not_torchvision(tmp_path):
+def test_init_from_a_narrower_checkpoint_names_the_file_and_row_not_torchvision(tmp_path):
     tiny_checkpoint(tmp_path / "ours.safetensors", ["a", "b"])  # width 0.25
     args = [*TINY, "--width", "0.5", "--init", tmp_path / "ours.safetensors", "--out", tmp_path]
+    args += ["--set", "num_classes=2"]  # the parent's classes: only the widths differ
     result = run_cli("train", *args)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert f"error: {tmp_path / 'ours.safetensors'}: layers." in result.stderr
-    assert "has shape" in result.stderr and "torchvision" not in result.stderr
+    assert result.stderr.startswith(f"error: {tmp_path / 'ours.safetensors'}: the child is not a")
+    # at width 0.25 bneck2 keeps its 8 channels and adds its input; at 0.5 it widens to 16
+    assert "row bneck2 is a residual block in one and not the other" in result.stderr
+    assert "torchvision" not in result.stderr
 
 
 def test_eval_of_a_run_folder_asks_for_its_file(tmp_path):

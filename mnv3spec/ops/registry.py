@@ -62,10 +62,13 @@ REQUIRED = object()  # a field with no default: every row of the operator must w
 @dataclass(frozen=True)
 class Field:
     """One field of an operator's rows: its schema type (a ``$defs`` name of the spec schema:
-    kernel, channels, expansion, stride, repeat, probability, nl, flag, factor) and its default."""
+    kernel, channels, expansion, stride, repeat, probability, nl, flag, factor) and its default.
+    ``width`` marks a field that sets only how many channels a row has: a network that differs
+    from another in such fields alone can inherit its weights (``weights/inherit.py``)."""
 
     type: str
     default: Any = REQUIRED
+    width: bool = False
 
     @property
     def required(self) -> bool:
@@ -174,7 +177,8 @@ def _build_dropout(row: dict, b: Block, ctx: Context) -> nn.Module:
     return nn.Dropout(row["p"])
 
 
-KERNEL, CHANNELS, STRIDE, ACT = Field("kernel"), Field("channels"), Field("stride"), Field("nl")
+KERNEL, STRIDE, ACT = Field("kernel"), Field("stride"), Field("nl")
+CHANNELS, FIXED = Field("channels", width=True), Field("flag", False, width=True)
 OPS: dict[str, Op] = {
     op.name: op
     for op in [
@@ -187,8 +191,10 @@ OPS: dict[str, Op] = {
                 "nl": Field("nl", "none"),
                 "se": Field("flag", False),
                 "bn": Field("flag", True),
-                "fixed": Field("flag", False),
-                "min_width": Field("factor", 0.0),  # 0: no floor under the width multiplier
+                "fixed": FIXED,
+                "min_width": Field(
+                    "factor", 0.0, width=True
+                ),  # 0: no floor under the width multiplier
             },
             _plan_conv,
             _build_conv,
@@ -198,13 +204,13 @@ OPS: dict[str, Op] = {
             "bneck",
             {
                 "k": KERNEL,
-                "exp": Field("expansion"),
+                "exp": Field("expansion", width=True),
                 "out": CHANNELS,
                 "se": Field("flag"),
                 "nl": ACT,
                 "s": STRIDE,
                 "n": Field("repeat", 1),
-                "fixed": Field("flag", False),
+                "fixed": FIXED,
             },
             _plan_bneck,
             _build_bneck,
@@ -212,7 +218,7 @@ OPS: dict[str, Op] = {
         Op(
             "bottleneck",
             {
-                "t": Field("factor"),
+                "t": Field("factor", width=True),
                 "c": CHANNELS,
                 "n": Field("repeat"),
                 "s": STRIDE,

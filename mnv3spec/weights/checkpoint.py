@@ -102,6 +102,16 @@ def check_file(path: str | Path) -> Path:
     return path
 
 
+def carries_spec(path: str | Path) -> bool:
+    """Whether ``path`` is a safetensors file whose metadata names it one of ours; False for any
+    other file, readable or not (its own reader then says what is wrong with it)."""
+    try:
+        with safe_open(str(check_file(path)), framework="pt") as f:
+            return (f.metadata() or {}).get("format") == FORMAT
+    except (CheckpointError, SafetensorError, OSError, ValueError):
+        return False
+
+
 def read_metadata(path: str | Path) -> dict[str, Any]:
     """The decoded metadata of one of our weights files; :class:`CheckpointError` otherwise."""
     path = check_file(path)

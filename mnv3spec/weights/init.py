@@ -1,5 +1,6 @@
 """Starting weights for ``train --init``: torchvision's or timm's ImageNet MobileNetV3s, or a
-state_dict file (either library's, as ``torch.save`` or safetensors wrote it).
+state_dict file (either library's, as ``torch.save`` or safetensors wrote it), or one of our
+checkpoints, of the same network or of a wider one (narrowed by :mod:`.inherit`).
 
 Which network a file holds is decided by its tensors (names and shapes), not by its name: the
 mapping pairs tensors in the network's own order, so any spec that compiles to the same network
@@ -17,7 +18,8 @@ import torch
 from ..errors import CheckpointError
 from ..model.builder import SpecNet
 from . import timm
-from .checkpoint import check_file
+from .checkpoint import carries_spec, check_file, load_model
+from .inherit import inherit
 from .torchvision import (
     TORCHVISION_V3,
     download_torchvision,
@@ -44,7 +46,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # unreadable files fail in many ways; all mean "not a state_dict"
-        raise CheckpointError(f"not a readable state_dict ({e})", file=str(path)) from None
+        raise CheckpointError(f"not a readable state_dict ({_reason(e)})", file=str(path)) from None
     if not isinstance(state, Mapping) or not all(
         isinstance(v, torch.Tensor) for v in state.values()
     ):
@@ -54,6 +56,14 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             file=str(path),
         )
     return dict(state)
+
+
+def _reason(error: Exception) -> str:
+    """An exception's text as one line: torch.load's refusal of a file runs over pages, telling
+    how to unpickle anything; the reason is the line after "WeightsUnpickler error:"."""
+    text = str(error)
+    found = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+    return found.group(1).strip() if found else " ".join(text.split())
 
 
 def _torchvision_state(model: SpecNet) -> tuple[dict[str, torch.Tensor], str]:
@@ -102,11 +112,17 @@ def _row_key(key: str, index: dict[str, int] | None) -> tuple | None:
 
 def init_from(model: SpecNet, source: str) -> str:
     """Load starting weights from ``source`` (see :data:`SOURCES`); the classifier is
-    re-initialised when the number of classes differs. Returns a line for the log."""
+    re-initialised when the number of classes differs, and the weights of one of our checkpoints
+    of a wider network are narrowed into ``model`` (:func:`.inherit.inherit`). Returns the lines
+    for the log."""
+    parent = None
     if source == "torchvision":
         state, origin = _torchvision_state(model)
     elif source.startswith(timm.PREFIX):
         state, origin = timm.init_state(source)
+    elif carries_spec(Path(source)):  # rebuilt from its own spec: it may be a wider network
+        parent, _ = load_model(source)
+        state, origin = parent.state_dict(), source
     else:
         state, origin = read_state_dict(Path(source)), source
     state = _in_network_order(model, state)
@@ -114,6 +130,26 @@ def init_from(model: SpecNet, source: str) -> str:
         load_torchvision(model, state, source=origin)
         return f"initialised from {origin}"
     except CheckpointError:  # then everything but the classifier must fit, or this names what not
-        load_torchvision(model, state, classifier=False, source=origin)
+        try:
+            load_torchvision(model, state, classifier=False, source=origin)
+        except CheckpointError as e:
+            if parent is not None:
+                return _narrowed(model, parent, origin)
+            raise (_only_ours_narrow(e) if origin == source else e) from None
         classes = model.spec.num_classes
         return f"initialised from {origin}; classifier re-initialised for {classes} classes"
+
+
+def _narrowed(model: SpecNet, parent: SpecNet, origin: str) -> str:
+    """``parent``'s weights narrowed into ``model``, and the log's lines: one per narrowed width."""
+    try:
+        kept = inherit(parent, model)
+    except CheckpointError as e:
+        raise CheckpointError(e.message, file=origin) from None
+    return "\n".join([f"initialised from {origin}, a wider network:", *(f"  {k}" for k in kept)])
+
+
+def _only_ours_narrow(error: CheckpointError) -> CheckpointError:
+    """A file of another network, not ours: only ours carry the spec a narrowing needs."""
+    hint = "; only an mnv3spec checkpoint (its spec in the metadata) can start a narrower network"
+    return CheckpointError(error.message + hint, file=error.file)
