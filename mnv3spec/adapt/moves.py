@@ -94,6 +94,17 @@ def moves(spec: Spec, extra: tuple[str, ...] = (), deployed: Spec | None = None)
     return found
 
 
+def same_layers(parent: Spec, child: Spec) -> bool:
+    """Whether ``child`` has the layers of ``parent`` (only narrower): an expansion appears or
+    goes where a row's ``exp`` meets its input width, and such a child cannot inherit."""
+    from ..model.builder import build
+
+    def names(spec: Spec) -> set[str]:
+        return set(build(spec, device="meta").state_dict())
+
+    return names(parent) == names(child)
+
+
 def shrunk(spec: Spec, edits: Edits, move: Move, multiples: int) -> tuple[Edits, str] | None:
     """``edits`` with ``move`` applied ``multiples`` divisors deep (kernel and SE: once), and
     what changed in words; None where the row cannot shrink that far (below one divisor)."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from ..errors import SearchError
 from ..spec.load import Spec
-from .moves import Edits, Move, shrunk
+from .moves import Edits, Move, same_layers, shrunk
 from .timing import Measured
 from .trace import TraceRow
 
@@ -54,6 +54,9 @@ def smallest_step(s: Search, spec: Spec, parent: TraceRow, move: Move) -> Propos
             multiples, found = deepest, shrunk(spec, parent.edits, move, deepest)
         tried.add(multiples)
         edits, words = found
+        if not same_layers(spec, s.spec_of(edits)):
+            multiples += 1
+            continue
         measured = s.latency_of(edits)
         if parent.latency_ms - measured.median_ms >= s.delta_ms:
             return Proposal(move, words, edits, measured)
