@@ -608,7 +608,9 @@ LATENCY_LIKE = st.dictionaries(
     st.text(max_size=8),
     st.one_of(
         JSONS,
-        st.fixed_dictionaries({"median_ms": JSONS, "spread_ms": JSONS, "load": JSONS}),
+        st.fixed_dictionaries(
+            {"median_ms": JSONS, "spread_ms": JSONS, "load": JSONS, "seconds": JSONS}
+        ),
     ),
     max_size=3,
 )

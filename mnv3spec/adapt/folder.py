@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import yaml
 
 from ..errors import UserError
 from ..files import read_regular, writing
+from ..spec.read import shipped_specs
 from .moves import Edits
 
 SETTINGS = "adapt.json"
@@ -34,7 +34,7 @@ class AdaptSettings:
     int8: bool = False
     resolution: int | None = None
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
-    step_ms: float | None = None  # None: 0.01 × the start's latency
+    step: float = 0.01  # δ, the least latency a proposal saves, as a fraction of the start's
     finetune_steps: int = 50
     retrain_epochs: int = 20
     retrain_seeds: int = 1
@@ -80,15 +80,17 @@ def write_settings(folder: Path, s: AdaptSettings) -> None:
         tmp.write_text(json.dumps(s.stored(), indent=2))
 
 
-def variant_text(base: str, at: Path, name: str, edits: Edits, description: str) -> str:
-    """A variant file of ``base`` (its path written relative to ``at``'s folder) with ``edits``."""
-    relative = os.path.relpath(base, at.parent) if Path(base).is_absolute() else base
-    doc = {"base": relative, "name": name, "description": description, "rows": edits}
+def variant_text(base: str, name: str, edits: Edits, description: str) -> str:
+    """A variant file of ``base`` with ``edits``: a shipped spec by its name, any other by its
+    absolute path (the folder can move; the spec it was searched from is where it was)."""
+    shipped = {path.resolve(): stem for stem, path in shipped_specs().items()}
+    written = shipped.get(Path(base).resolve(), str(Path(base).resolve()))
+    doc = {"base": written, "name": name, "description": description, "rows": edits}
     return yaml.safe_dump(doc, sort_keys=False, default_flow_style=None)
 
 
 def write_variant(path: Path, base: str, name: str, edits: Edits, description: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with writing(path) as tmp:
-        tmp.write_text(variant_text(base, path, name, edits, description))
+        tmp.write_text(variant_text(base, name, edits, description))
     return path

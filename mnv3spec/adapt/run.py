@@ -12,10 +12,10 @@ from pathlib import Path
 
 from ..errors import SearchError, UserError
 from ..files import check_ours, check_path, claim_folder, locked_folder
-from ..spec.load import Spec, load_spec, resolve_path
+from ..spec.load import load_spec, resolve_path
 from . import folder as files
 from . import trace
-from .moves import Edits, as_overrides, moves
+from .moves import moves
 from .search import Search, search
 from .steps import Context, StepBar, finetune, retrain, train_start, write_result
 from .timing import Cache, check_settings, current_settings
@@ -39,7 +39,7 @@ def adapt(s: files.AdaptSettings, say: Say = print) -> Outcome:
     with _claimed(ctx):
         ctx.cache.writable = True
         ctx.cache.write()
-        delta = s.step_ms or 0.01 * start.median_ms
+        delta = s.step * start.median_ms
         say(_start_line(ctx, start.median_ms, start.spread_ms, target, delta))
         rows = trace.read(ctx.folder)
         first = trace.path(rows)[0] if rows else train_start(ctx, start)
@@ -141,7 +141,5 @@ def _start_line(ctx: Context, ms: float, spread: float, target: float, delta: fl
 
 
 def spec_path(spec: str) -> str:
+    """A spec's file, absolute (a shipped name too), as adapt.json and the variant files hold it."""
     return str(resolve_path(spec).resolve())
-
-
-__all__ = ["Edits", "Outcome", "Spec", "adapt", "as_overrides", "spec_path"]

@@ -7,10 +7,12 @@ spec and the latency settings, so a resumed search never times a network twice.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -44,12 +46,13 @@ class LatencySettings:
 
 @dataclass(frozen=True)
 class Measured:
-    """One network's latency: median and spread (IQR) in ms, and the machine's 1-minute load
-    average when it was timed."""
+    """One network's latency: median and spread (IQR) in ms, the machine's 1-minute load
+    average when it was timed, and the seconds its export and timing took."""
 
     median_ms: float
     spread_ms: float
     load: float
+    seconds: float = 0.0
 
 
 def check_settings(s: LatencySettings) -> None:
@@ -68,7 +71,7 @@ def measure_spec(spec: Spec, s: LatencySettings) -> Measured:
     batch 1 on the CPU by ``s.runtime``."""
     from ..deploy import latency
 
-    load = os.getloadavg()[0]
+    load, started = os.getloadavg()[0], time.perf_counter()
     rows = latency.measure(
         [spec.document],
         widths=(spec.width,),
@@ -80,7 +83,7 @@ def measure_spec(spec: Spec, s: LatencySettings) -> Measured:
     row = rows[0]
     if row.median_ms is None:
         raise UserError(f"{spec.name} could not be timed on {s.runtime}: {row.note}")
-    return Measured(row.median_ms, row.iqr_ms or 0.0, load)
+    return Measured(row.median_ms, row.iqr_ms or 0.0, load, time.perf_counter() - started)
 
 
 def key(spec: Spec, s: LatencySettings) -> str:
@@ -127,9 +130,10 @@ class Cache:
 
 
 def _entry(value: Any) -> bool:
-    if not isinstance(value, dict) or set(value) != {"median_ms", "spread_ms", "load"}:
+    names = [f.name for f in dataclasses.fields(Measured)]
+    if not isinstance(value, dict) or set(value) != set(names):
         return False
-    numbers = [value[k] for k in ("median_ms", "spread_ms", "load")]
+    numbers = [value[k] for k in names]
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers):
         return False
     return all(math.isfinite(v) and 0 <= v < 1e9 for v in numbers) and numbers[0] > 0

@@ -5,7 +5,6 @@ kill -9 continues where it stopped."""
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -81,11 +80,3 @@ def finetune_changes(parent: Path, steps: int, holdout: int, seed: int) -> dict[
     the parent's weights, scored on ``holdout`` training images."""
     return {"epochs": 1, "steps_per_epoch": steps, "holdout": holdout, "init": str(parent),
             "seed": seed}  # fmt: skip
-
-
-def flags_without(flags: dict[str, Any], *names: str) -> dict[str, Any]:
-    return {k: v for k, v in flags.items() if k not in names}
-
-
-def replaced(job: Job, **changes: Any) -> Job:
-    return dataclasses.replace(job, changes={**job.changes, **changes})

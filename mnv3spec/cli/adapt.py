@@ -24,7 +24,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         int8=args.int8,
         resolution=args.resolution,
         overrides=overrides(args),
-        step_ms=args.step,
+        step=args.step,
         finetune_steps=args.finetune_steps,
         retrain_epochs=args.retrain_epochs,
         retrain_seeds=args.retrain_seeds,
@@ -67,7 +67,7 @@ def add_adapt(sub: argparse._SubParsersAction) -> None:
     add("--resolution", type=number(int, 1), help="deployed input size (default: the spec's)")
     add_set(p)
     add("--out", required=True, metavar="FOLDER", help="the search's folder")
-    add("--step", type=number(float, 0, above=True), metavar="MS", help=STEP)
+    add("--step", type=number(float, 0, above=True), default=0.01, metavar="F", help=STEP)
     add("--finetune-steps", type=number(int, 1), default=50, help="per proposal (default 50)")
     add("--retrain-epochs", type=number(int, 1), default=20, help="from scratch (default 20)")
     add("--retrain-seeds", type=number(int, 1), default=1, help="seeds 0..N-1 (default 1)")
@@ -84,5 +84,5 @@ def add_adapt(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_adapt, train_options=add_train_options(passed))
 
 
-STEP = "the least latency a proposal saves, in ms (default 0.01 × the start's)"
+STEP = "δ, the least latency a proposal saves, as a fraction of the start's (default 0.01)"
 MOVES = "also propose kernel 5→3 and SE off per row (beyond the paper)"
