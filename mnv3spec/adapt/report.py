@@ -61,10 +61,12 @@ def plot(path: Path, chosen: list[TraceRow], retrained: list[Retrained], target_
     fig, ax = plt.subplots(figsize=(7, 4.5))
     xs = [r.latency_ms for r in chosen]
     ax.plot(xs, [r.holdout_top1 for r in chosen], "o-", label="adapt path (held-out top-1)")
-    for r in retrained:
-        ax.errorbar(r.latency.median_ms, r.mean, xerr=r.latency.spread_ms, fmt="s", label=r.name)
+    for r in retrained:  # the bar spans the IQR around the median
+        half = r.latency.spread_ms / 2
+        ax.errorbar(r.latency.median_ms, r.mean, xerr=half, fmt="s", capsize=3, label=r.name)
     ax.axvline(target_ms, color="grey", linestyle="--", label="target")
-    ax.set_xlabel("measured latency (ms)")
+    ax.set_xlim(left=0)
+    ax.set_xlabel("measured latency (ms, median; bars: IQR)")
     ax.set_ylabel("top-1 (%)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
