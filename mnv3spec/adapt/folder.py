@@ -53,7 +53,7 @@ class AdaptSettings:
         return json.loads(json.dumps(values))
 
 
-FIX = "repeat the search's own command to continue it, or give another --out"
+FIX = "repeat the search's own command to continue it, or choose another folder"
 
 
 def check_same(folder: Path, s: AdaptSettings) -> None:

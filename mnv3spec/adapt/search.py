@@ -112,7 +112,7 @@ def run_step(s: Search, parent: TraceRow, progress: Callable[[], None]) -> list[
         raise SearchError(
             f"no proposal lowers the latency by {s.delta_ms:.3g} ms any more: the search stopped "
             f"at {parent.latency_ms:.3g} ms, above the target {s.target_ms:.3g} ms (a smaller "
-            "--step, or --moves kernel se, may reach further); the best reached is kept"
+            "step, or the moves kernel and se, may reach further); the best reached is kept"
         )
     results = s.finetune(parent.step + 1, proposals, parent)
     chosen = choose(parent, proposals, [top1 for top1, _ in results])
