@@ -117,3 +117,20 @@ def test_an_unreachable_target_stops_with_exit_3():
 def test_no_proposal_saves_delta_stops_at_once():
     with pytest.raises(SearchError):
         run_step(searcher(0.0, 1e6), start(), lambda: None)
+
+
+def test_a_baseline_is_the_largest_knob_that_meets_the_target():
+    from mnv3spec.adapt import baselines
+
+    timed = []
+
+    def latency(value):
+        timed.append(value)
+        return Measured(value * 10.0, 0.0, 0.0)
+
+    values = baselines.widths(1.0)
+    assert values[0] == 0.05 and values[-1] == 1.0 and len(values) == 20
+    assert baselines.largest_meeting(values, latency, 6.2)[0] == 0.6
+    assert len(timed) <= 5  # bisection: each value timed once at most
+    assert baselines.largest_meeting(values, latency, 0.1) is None
+    assert baselines.resolutions(224)[-1] == 224 and baselines.resolutions(224)[0] == 32
