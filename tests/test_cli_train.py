@@ -289,7 +289,10 @@ def test_init_from_a_narrower_checkpoint_names_the_file_and_row_not_torchvision(
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.startswith(f"error: {tmp_path / 'ours.safetensors'}: the child is not a")
     # at width 0.25 bneck2 keeps its 8 channels and adds its input; at 0.5 it widens to 16
-    assert "row bneck2 is a residual block in one and not the other" in result.stderr
+    assert (
+        "row bneck2 adds its input to its output in the parent but not in the child"
+        in result.stderr
+    )
     assert "torchvision" not in result.stderr
 
 

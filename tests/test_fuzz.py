@@ -494,6 +494,78 @@ def test_phone_metadata(tmp_path_factory, runtime, key, value):
     assert meta["resolution"] == built.resolution
 
 
+# --- issue 29: train --init from a wider parent checkpoint, damaged -------------------------------
+
+META_KEYS = ["spec", "classes", "format", "version", "resolution", "mean", "std", "extra"]
+ROW_EDITS = st.tuples(
+    st.integers(0, 8),
+    st.sampled_from(["k", "exp", "out", "s", "se", "nl", "op", "name"]),
+    st.sampled_from([0, 1, 3, 5, 8, 16, 200, True, False, "RE", "bneck", "pool", "x"]),
+)
+DAMAGE = st.one_of(
+    st.tuples(st.just("cut"), st.floats(0, 1)),
+    st.tuples(st.just("byte"), st.floats(0, 1), st.integers(0, 255)),
+    st.tuples(st.sampled_from(META_KEYS), st.one_of(JSONS.map(json.dumps), st.text(max_size=8))),
+    st.tuples(st.just("row"), ROW_EDITS),
+)
+
+
+@pytest.fixture(scope="module")
+def parent_checkpoint(tmp_path_factory):
+    """tiny_phone at width 1 as a training run saves it: the parent the fuzzed files start from."""
+    from .conftest import TINY_PHONE, tiny_checkpoint
+
+    path = tmp_path_factory.mktemp("parent") / "p.safetensors"
+    tiny_checkpoint(path, [str(i) for i in range(4)], spec=TINY_PHONE, width=1.0)
+    return path
+
+
+def _damaged(source, path, damage) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    data = source.read_bytes()
+    if damage[0] in ("cut", "byte"):
+        at = int(damage[1] * (len(data) - 1))
+        data = data[:at] if damage[0] == "cut" else data[:at] + bytes([damage[2]]) + data[at + 1 :]
+        path.write_bytes(data)
+        return
+    with safe_open(str(source), framework="pt") as f:
+        meta = dict(f.metadata())
+    if damage[0] == "row":
+        doc = yaml.safe_load(meta["spec"])
+        index, key, value = damage[1]
+        doc["layers"][index][key] = value
+        meta["spec"] = yaml.safe_dump(doc)
+    else:
+        meta[damage[0]] = damage[1]
+    save_file(load_file(str(source)), str(path), metadata=meta)
+
+
+@SMALL
+@given(DAMAGE)
+def test_init_from_a_damaged_parent(parent_checkpoint, tmp_path_factory, damage):
+    """A parent checkpoint cut short, a byte changed, a metadata value or a row of its spec
+    replaced: narrowed into the child, or refused in one line naming the file, child untouched."""
+    from mnv3spec.model.builder import build
+    from mnv3spec.weights.init import init_from
+
+    from .conftest import TINY_PHONE
+
+    path = tmp_path_factory.mktemp("fuzz") / "p.safetensors"
+    _damaged(parent_checkpoint, path, damage)
+    child = build(load_spec(TINY_PHONE, **{"layers.bneck3.exp": 56}))
+    before = {k: v.clone() for k, v in child.state_dict().items()}
+    try:
+        note = init_from(child, str(path))
+    except UserError as e:
+        assert str(path) in str(e) and "\n" not in str(e)
+        assert all(torch.equal(v, before[k]) for k, v in child.state_dict().items())
+        return
+    assert note.startswith(f"initialised from {path}")
+    assert all(bool(torch.isfinite(v).all()) for v in child.state_dict().values())
+
+
 # --- file kinds (mnv3spec/kinds.py): any bytes, a known kind or none, never an exception -------
 
 SIGNATURES = [b"PK\x03\x04", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"\x08\x07\x12", b"RIFF"]

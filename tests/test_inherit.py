@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from mnv3spec import CheckpointError, build, load_spec
 from mnv3spec.weights.inherit import Kept, inherit
 
-from .conftest import TINY_PHONE, run_cli, tiny_checkpoint
+from .conftest import ROOT, TINY_PHONE, run_cli, tiny_checkpoint
 
 # bneck2 → bneck3 is a residual group (bneck3 adds into bneck2's 24 channels); bneck3 has SE.
 NARROW = {"layers.bneck2.exp": 40, "layers.bneck2.out": 16, "layers.bneck3.out": 16}
@@ -134,6 +134,26 @@ def test_a_repeated_row_reports_each_blocks_expansion():
     assert [k.field for k in kept if k.row == name] == ["exp[0]", "exp[1]", "exp[2]"]
 
 
+def test_a_block_that_adds_its_input_only_in_the_child_keeps_each_sides_filters():
+    """Small's 48-wide group (bneck7, bneck8) narrowed to 40, the width bneck7 reads: bneck7 adds
+    its input in the child, not in the parent. Its input keeps the 40 channels it had, its output
+    the 40 of largest summed norm over the group's projections."""
+    spec = load_spec("small", num_classes=10)
+    parent = build(spec).eval()
+    child = build(spec.derive(**{"layers.bneck7.out": 40, "layers.bneck8.out": 40})).eval()
+    assert child.layers.bneck7.residual and not parent.layers.bneck7.residual
+    kept = inherit(parent, child)
+    assert kept == [Kept("bneck7", "out", 40, 48), Kept("bneck8", "out", 40, 48)]
+    p, c = parent.state_dict(), child.state_dict()
+    weights = [p[f"layers.{r}.project.conv.weight"] for r in ("bneck7", "bneck8")]
+    group = largest(norms(weights[0]) + norms(weights[1]), 40)
+    assert torch.equal(c["layers.bneck7.project.conv.weight"], weights[0][group])
+    assert torch.equal(c["layers.bneck7.expand.conv.weight"], p["layers.bneck7.expand.conv.weight"])
+    assert torch.equal(
+        c["layers.bneck9.expand.conv.weight"], p["layers.bneck9.expand.conv.weight"][:, group]
+    )
+
+
 def _edited(tmp_path, edit) -> torch.nn.Module:
     doc = yaml.safe_load(TINY_PHONE.read_text())
     edit(doc["layers"])
@@ -164,7 +184,11 @@ def _dropped(layers):
         ({"layers.bneck3.se": False}, None, "row bneck3 has se True in the parent and False"),
         ({"layers.bneck3.nl": "RE"}, None, "row bneck3 has nl HS in the parent and RE"),
         ({"num_classes": 3}, None, "it has 3 classes and the parent 4"),
-        ({"layers.bneck3.out": 16}, None, "row bneck3 is a residual block in one and not"),
+        (
+            {"layers.bneck3.out": 16},
+            None,
+            "row bneck3 adds its input to its output in the parent but not in the child",
+        ),
         ({"layers.bneck1.exp": 16}, None, "row bneck1 has other layers in the child"),
         ({}, _as_conv, "row bneck1 is a bneck in the parent and a conv2d in the child"),
         ({}, _renamed, "row 2 is 'bneck2' in the parent and 'b2' in the child"),
@@ -250,3 +274,12 @@ def test_train_refuses_a_parent_it_cannot_narrow(tmp_path, name, make, message):
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
     assert message in result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_python_example_of_the_doc_runs(tmp_path, monkeypatch, capsys):
+    text = (ROOT / "docs" / "inherit.md").read_text()
+    code = text.split("```python\n")[1].split("```")[0]
+    tiny_checkpoint(tmp_path / "best.safetensors", SYNTHETIC, width=1.0)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "docs/inherit.md", "exec"), {})
+    assert capsys.readouterr().out == "bneck3: exp 88 → 72 kept by filter norm\n"

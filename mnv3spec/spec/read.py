@@ -156,8 +156,8 @@ def read_yaml(text: str, file: str) -> tuple[Any, Marks]:
         if isinstance(e, yaml.constructor.ConstructorError):
             problem += " (tags that build Python objects are never executed; only plain YAML)"
         raise marks.at(f"not valid YAML: {problem}", mark) from None
-    except yaml.YAMLError as e:
-        raise SpecError(f"not valid YAML: {e}", file=file) from None
+    except yaml.YAMLError as e:  # e.g. a control character: PyYAML's text spans lines
+        raise SpecError(f"not valid YAML: {' '.join(str(e).split())}", file=file) from None
     except (ValueError, OverflowError):  # a 5,000-digit integer, a date such as 2024-02-30
         raise SpecError(
             "not a spec: a value cannot be read (a number thousands of digits long, or a date "

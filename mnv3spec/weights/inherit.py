@@ -45,7 +45,7 @@ class _Width:
     produce them (whose norms choose), and the index set kept (None: all of them)."""
 
     size: int
-    label: str | None = None  # what it is, for errors: "row bneck3: exp"
+    label: str | None = None  # what it is, for errors: "row bneck3's exp"
     filters: list[torch.Tensor] = field(default_factory=list)
     child: int | None = None
     keep: torch.Tensor | None = None
@@ -187,11 +187,15 @@ def _row_differs(p: RowPlan, c: RowPlan, parent: nn.Module, child: nn.Module) ->
             "has other layers in the child (an expansion appears or goes when exp meets the "
             "input width)"
         )
-    residual = [getattr(m, "residual", None) for m in parent.modules()]
-    if residual != [getattr(m, "residual", None) for m in child.modules()]:
+    # A block may start adding its input in the child (its output narrowed to its input's
+    # width), each side keeping its own filters; one that adds it in the parent must go on doing
+    # so, since its input and output are one width there.
+    was = [getattr(m, "residual", False) for m in parent.modules()]
+    now = [getattr(m, "residual", False) for m in child.modules()]
+    if any(p and not c for p, c in zip(was, now, strict=True)):
         return (
-            "is a residual block in one and not the other (its input and output widths must "
-            "narrow together)"
+            "adds its input to its output in the parent but not in the child (a residual "
+            "block's input and output widths must narrow together)"
         )
     return None
 
