@@ -140,6 +140,13 @@ def test_a_spec_with_no_row_that_can_shrink(tmp_path):
     assert not out.exists()
 
 
+def test_set_width_is_refused_naming_the_flag(tmp_path):
+    out = tmp_path / "w"
+    r = run_cli("adapt", TINY, "--target-ratio", "0.5", "--set", "width=0.5", "--out", str(out))
+    assert r.returncode == 2 and "--set" in r.stderr and "differ" in r.stderr
+    assert not out.exists()
+
+
 def test_a_damaged_start_checkpoint(tmp_path):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x00" * 64)

@@ -72,6 +72,13 @@ def _context(s: files.AdaptSettings, say: Say) -> Context:
             file=s.spec,
         )
     _check_init(s.training.get("init"))
+    if {"width", "resolution"} & set(s.overrides):
+        raise UserError(
+            "sets the width or resolution of the deployed network only, which would then differ "
+            "from the one trained; give the resolution as its own setting, and a narrower start "
+            "as a variant with params.width",
+            field="overrides",
+        )
     if folder.exists():
         check_ours(folder, files.SETTINGS, "adapt folder", field="out")
         files.check_same(folder, s)

@@ -58,7 +58,9 @@ def add_adapt(sub: argparse._SubParsersAction) -> None:
     add = p.add_argument
     add("spec", metavar="SPEC")
     target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("--target-ms", type=number(float, 0, above=True), metavar="T")
+    target.add_argument(
+        "--target-ms", type=number(float, 0, above=True), metavar="T", help="latency target in ms"
+    )
     target.add_argument(
         "--target-ratio", type=number(float, 0, above=True), metavar="R", help="T = R × start"
     )
