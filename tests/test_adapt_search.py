@@ -24,8 +24,12 @@ def spec_of(edits):
     return load_spec(TINY, **mv.as_overrides(edits))
 
 
-def latency_of(edits) -> Measured:
-    return Measured(summarize(build(spec_of(edits), device="meta")).macs / 1e6, 0.0, 0.0)
+def macs(edits) -> float:
+    return summarize(build(spec_of(edits), device="meta")).macs / 1e6
+
+
+def latency_of(edits, parent) -> Measured:
+    return Measured(macs(edits), 0.0, 0.0, 0.0, macs(parent))
 
 
 def finetune(step, proposals, parent):
@@ -34,7 +38,7 @@ def finetune(step, proposals, parent):
 
 
 def start() -> TraceRow:
-    ms = latency_of({}).median_ms
+    ms = macs({})
     return TraceRow(0, "start", True, ms, 0, 0, 50.0, 0, 0, 0, "runs/start", {})
 
 
@@ -75,7 +79,8 @@ def test_the_step_is_the_smallest_that_saves_delta():
     move = mv.Move("exp", ("bneck3",))
     one = smallest_step(s, spec, parent, move)
     assert one.edits == {"bneck3": {"exp": 64}}
-    saved = parent.latency_ms - one.latency.median_ms
+    saved = one.saved_ms
+    assert saved == parent.latency_ms - one.latency.median_ms
     bigger = smallest_step(searcher(0, saved * 1.5), spec, parent, move)
     assert bigger.edits == {"bneck3": {"exp": 56}}  # two divisors: the next doubling
     assert smallest_step(searcher(0, 1e6), spec, parent, move) is None
@@ -90,7 +95,7 @@ def test_an_expansion_never_appears_or_goes():
 def test_choice_is_the_best_gain_per_ms():
     parent = start()
     m = mv.Move("exp", ("bneck1",))
-    props = [Proposal(m, "a", {}, Measured(parent.latency_ms - d, 0, 0)) for d in (1.0, 4.0)]
+    props = [Proposal(m, "a", {}, Measured(parent.latency_ms - d, 0, 0), d) for d in (1.0, 4.0)]
     assert choose(parent, props, [49.0, 47.0]) == 1  # -1/1 < -3/4
     assert choose(parent, props, [49.5, 47.0]) == 0  # -0.5/1 > -3/4
     assert choose(parent, props, [51.0, 51.0]) == 0  # +1/1 > +1/4

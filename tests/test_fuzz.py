@@ -681,7 +681,7 @@ LATENCY_LIKE = st.dictionaries(
     st.one_of(
         JSONS,
         st.fixed_dictionaries(
-            {"median_ms": JSONS, "spread_ms": JSONS, "load": JSONS, "seconds": JSONS}
+            {k: JSONS for k in ("median_ms", "spread_ms", "load", "seconds", "parent_ms")}
         ),
     ),
     max_size=3,

@@ -46,7 +46,7 @@ def adapt(s: files.AdaptSettings, say: Say = print) -> Outcome:
         rows = rows or [first]
         trace.write(ctx.folder, rows)
         bar = StepBar()
-        found = Search(target, delta, ctx.trained, ctx.moves_of, ctx.latency, finetune(ctx, bar))
+        found = Search(target, delta, ctx.trained, ctx.moves_of, ctx.paired, finetune(ctx, bar))
         try:
             last = search(found, trace.path(rows)[-1], _on_step(ctx, rows, bar), bar)
         except SearchError:

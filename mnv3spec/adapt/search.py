@@ -2,10 +2,11 @@
 edits, and the fine-tune that scores proposals — so the search itself is tested with fakes.
 
 Each step: for every move (:mod:`.moves`), the smallest shrink, in multiples of the divisor,
-whose measured latency is at least ``delta`` below the parent's (1, 2, 4… divisors, then the
-deepest the row allows); every such proposal fine-tuned from the parent and scored on held-out
-training images; the one with the best ΔTop-1 / |ΔLatency| becomes the parent. Until the
-parent's measured latency is at most the target.
+whose latency, timed in the same rounds as the parent's, is at least ``delta`` below it (1, 2,
+4… divisors, then the deepest the row allows); every such proposal fine-tuned from the parent
+and scored on held-out training images; the one with the best ΔTop-1 / |ΔLatency| becomes the
+parent, its latency the one measured beside its own parent. Until that latency is at most the
+target.
 """
 
 from __future__ import annotations
@@ -25,20 +26,22 @@ class Proposal:
     move: Move
     edit: str  # what changes, in words
     edits: Edits  # every edit so far, this one included
-    latency: Measured
+    latency: Measured  # timed beside its parent
+    saved_ms: float  # the parent's median less its own, in the same rounds
 
 
 @dataclass(frozen=True)
 class Search:
     """What a search needs: the target and step in ms, the spec (as trained) of a set of edits,
-    the moves of a spec, the latency of a set of edits, and the fine-tune, which gives each
-    proposal's held-out top-1 and run folder."""
+    the moves of a spec, the latency of a set of edits timed beside its parent's (the parent's
+    median in those rounds in ``parent_ms``), and the fine-tune, which gives each proposal's
+    held-out top-1 and run folder."""
 
     target_ms: float
     delta_ms: float
     spec_of: Callable[[Edits], Spec]
     moves_of: Callable[[Spec], list[Move]]
-    latency_of: Callable[[Edits], Measured]
+    latency_of: Callable[[Edits, Edits], Measured]
     finetune: Callable[[int, list[Proposal], TraceRow], list[tuple[float, str]]]
 
 
@@ -57,9 +60,10 @@ def smallest_step(s: Search, spec: Spec, parent: TraceRow, move: Move) -> Propos
         if not same_layers(spec, s.spec_of(edits)):
             multiples += 1
             continue
-        measured = s.latency_of(edits)
-        if parent.latency_ms - measured.median_ms >= s.delta_ms:
-            return Proposal(move, words, edits, measured)
+        measured = s.latency_of(edits, parent.edits)
+        saved = measured.parent_ms - measured.median_ms
+        if saved >= s.delta_ms:
+            return Proposal(move, words, edits, measured, saved)
         multiples *= 2
 
 
@@ -85,20 +89,19 @@ def propose(s: Search, parent: TraceRow, progress: Callable[[], None]) -> list[P
 def choose(parent: TraceRow, proposals: list[Proposal], scores: list[float]) -> int:
     """The proposal with the best ΔTop-1 / |ΔLatency| (ties: the one that saves more)."""
     gains = [_score(parent, p, top1) for p, top1 in zip(proposals, scores, strict=True)]
-    saved = [parent.latency_ms - p.latency.median_ms for p in proposals]
+    saved = [p.saved_ms for p in proposals]
     return max(range(len(proposals)), key=lambda i: (gains[i], saved[i]))
 
 
 def _score(parent: TraceRow, p: Proposal, top1: float) -> float:
-    return (top1 - parent.holdout_top1) / (parent.latency_ms - p.latency.median_ms)
+    return (top1 - parent.holdout_top1) / p.saved_ms
 
 
 def step_rows(step: int, parent: TraceRow, proposals, results, chosen: int) -> list[TraceRow]:
     """The trace's rows of one step: every proposal, ``chosen`` marked."""
     rows = []
     for i, (p, (top1, run)) in enumerate(zip(proposals, results, strict=True)):
-        m = p.latency
-        saved = parent.latency_ms - m.median_ms
+        m, saved = p.latency, p.saved_ms
         d_top1 = top1 - parent.holdout_top1
         figures = (m.median_ms, m.spread_ms, m.load, top1, d_top1, saved, d_top1 / saved)
         rows.append(TraceRow(step, p.edit, i == chosen, *figures, run, p.edits))

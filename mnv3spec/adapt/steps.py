@@ -18,7 +18,7 @@ from . import baselines, report
 from . import folder as files
 from .moves import Edits, Move, as_overrides, moves
 from .search import Proposal
-from .timing import Cache, LatencySettings, Measured, key, measure_spec
+from .timing import Cache, LatencySettings, Measured, key, measure_pair, measure_spec
 from .trace import TraceRow
 from .trainings import Job, finetune_changes, run_jobs, slug, top1
 
@@ -53,11 +53,19 @@ class Context:
     def latency(self, edits: Edits) -> Measured:
         return self.measured(self.deployed(edits))
 
-    def measured(self, spec: Spec) -> Measured:
-        """``spec``'s latency from the cache, or measured now (and kept)."""
-        k = key(spec, self.timing)
+    def paired(self, edits: Edits, parent: Edits) -> Measured:
+        """The latency of ``edits`` timed beside its ``parent`` (in the same rounds)."""
+        return self.measured(self.deployed(edits), self.deployed(parent))
+
+    def measured(self, spec: Spec, parent: Spec | None = None) -> Measured:
+        """``spec``'s latency (beside ``parent``'s) from the cache, or measured now (and kept)."""
+        k = key(spec, self.timing, parent)
         if k not in self.cache.entries:
-            self.cache.entries[k] = measure_spec(spec, self.timing)
+            self.cache.entries[k] = (
+                measure_spec(spec, self.timing)
+                if parent is None
+                else measure_pair(spec, parent, self.timing)
+            )
             if self.cache.writable:
                 self.cache.write()
         return self.cache.entries[k]

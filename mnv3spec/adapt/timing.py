@@ -47,12 +47,14 @@ class LatencySettings:
 @dataclass(frozen=True)
 class Measured:
     """One network's latency: median and spread (IQR) in ms, the machine's 1-minute load
-    average when it was timed, and the seconds its export and timing took."""
+    average when it was timed, the seconds its export and timing took, and, when it was timed
+    beside its parent, the parent's median in those same rounds (0: timed alone)."""
 
     median_ms: float
     spread_ms: float
     load: float
     seconds: float = 0.0
+    parent_ms: float = 0.0
 
 
 def check_settings(s: LatencySettings) -> None:
@@ -86,9 +88,32 @@ def measure_spec(spec: Spec, s: LatencySettings) -> Measured:
     return Measured(row.median_ms, row.iqr_ms or 0.0, load, time.perf_counter() - started)
 
 
-def key(spec: Spec, s: LatencySettings) -> str:
-    """The cache key: the resolved document and the settings, hashed."""
-    text = json.dumps({"spec": spec.document, "settings": asdict(s)}, sort_keys=True)
+def measure_pair(child: Spec, parent: Spec, s: LatencySettings) -> Measured:
+    """``child`` timed in the same alternating rounds as ``parent``, as ``latency`` times
+    backends side by side: a load that rises or falls slows both alike, so the saving is the
+    difference of two medians measured together."""
+    from ..deploy.backends import prepare
+    from ..deploy.latency import percentiles, time_rounds
+    from ..model.builder import build
+
+    load, started = os.getloadavg()[0], time.perf_counter()
+    size = child.resolution
+    x = torch.randn(1, child.in_channels, size, size)
+    runners = {name: prepare(build(spec).eval(), s.runtime, x)[0]
+               for name, spec in (("child", child), ("parent", parent))}  # fmt: skip
+    times = time_rounds(runners, s.runs, s.warmup, "cpu")
+    median, _, spread = percentiles(times["child"])
+    seconds = time.perf_counter() - started
+    return Measured(median, spread, load, seconds, percentiles(times["parent"])[0])
+
+
+def key(spec: Spec, s: LatencySettings, parent: Spec | None = None) -> str:
+    """The cache key: the resolved document (and its parent's, when timed beside it) and the
+    settings, hashed."""
+    parent_doc = parent.document if parent is not None else None
+    text = json.dumps(
+        {"spec": spec.document, "parent": parent_doc, "settings": asdict(s)}, sort_keys=True
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
