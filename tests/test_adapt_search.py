@@ -3,6 +3,8 @@ deployed network, and the fine-tune's held-out top-1 a fixed cost per kind of ed
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from mnv3spec.adapt import moves as mv
@@ -139,3 +141,12 @@ def test_a_baseline_is_the_largest_knob_that_meets_the_target():
     assert len(timed) <= 5  # bisection: each value timed once at most
     assert baselines.largest_meeting(values, latency, 0.1) is None
     assert baselines.resolutions(224)[-1] == 224 and baselines.resolutions(224)[0] == 32
+
+
+def test_a_child_is_put_on_its_parents_scale_so_drifting_load_cancels():
+    from mnv3spec.adapt.search import on_parents_scale
+
+    parent = dataclasses.replace(start(), latency_ms=10.0)
+    busy = Measured(3.0, 0.6, 9.0, 1.0, 6.0)  # both ran twice as slow as when the parent was timed
+    child = on_parents_scale(busy, parent)
+    assert (child.median_ms, child.spread_ms, child.parent_ms) == (5.0, 1.0, 10.0)

@@ -5,12 +5,13 @@ Each step: for every move (:mod:`.moves`), the smallest shrink, in multiples of 
 whose latency, timed in the same rounds as the parent's, is at least ``delta`` below it (1, 2,
 4… divisors, then the deepest the row allows); every such proposal fine-tuned from the parent
 and scored on held-out training images; the one with the best ΔTop-1 / |ΔLatency| becomes the
-parent, its latency the one measured beside its own parent. Until that latency is at most the
-target.
+parent. Until its latency — the start's, times the ratios measured beside each parent — is at
+most the target.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,8 +27,8 @@ class Proposal:
     move: Move
     edit: str  # what changes, in words
     edits: Edits  # every edit so far, this one included
-    latency: Measured  # timed beside its parent
-    saved_ms: float  # the parent's median less its own, in the same rounds
+    latency: Measured  # timed beside its parent, on the parent's scale (:func:`on_parents_scale`)
+    saved_ms: float  # the parent's latency less its own
 
 
 @dataclass(frozen=True)
@@ -60,11 +61,22 @@ def smallest_step(s: Search, spec: Spec, parent: TraceRow, move: Move) -> Propos
         if not same_layers(spec, s.spec_of(edits)):
             multiples += 1
             continue
-        measured = s.latency_of(edits, parent.edits)
-        saved = measured.parent_ms - measured.median_ms
+        measured = on_parents_scale(s.latency_of(edits, parent.edits), parent)
+        saved = parent.latency_ms - measured.median_ms
         if saved >= s.delta_ms:
             return Proposal(move, words, edits, measured, saved)
         multiples *= 2
+
+
+def on_parents_scale(m: Measured, parent: TraceRow) -> Measured:
+    """A child timed beside its parent, on the scale of the parent's recorded latency: its ratio
+    to the parent in the same rounds times that latency. The start is timed alone, and every
+    latency after it is chained by such ratios, so a load that drifts between steps (it slows
+    both networks of a round alike) does not move the path or the target check."""
+    scale = parent.latency_ms / m.parent_ms
+    return dataclasses.replace(
+        m, median_ms=m.median_ms * scale, spread_ms=m.spread_ms * scale, parent_ms=parent.latency_ms
+    )
 
 
 def _deepest(spec: Spec, parent: TraceRow, move: Move, above: int) -> int | None:
