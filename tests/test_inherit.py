@@ -9,7 +9,7 @@ import yaml
 from safetensors.torch import save_file
 
 from mnv3spec import CheckpointError, build, load_spec
-from mnv3spec.weights.inherit import Kept, inherit
+from mnv3spec.weights.inherit import Kept, filter_norms, inherit
 
 from .conftest import ROOT, TINY_PHONE, run_cli, tiny_checkpoint
 
@@ -184,6 +184,7 @@ def _dropped(layers):
         ({"layers.bneck3.se": False}, None, "row bneck3 has se True in the parent and False"),
         ({"layers.bneck3.nl": "RE"}, None, "row bneck3 has nl HS in the parent and RE"),
         ({"num_classes": 3}, None, "it has 3 classes and the parent 4"),
+        ({"params.in_channels": 1}, None, "the input image has 1 channels in the child and 3"),
         (
             {"layers.bneck3.out": 16},
             None,
@@ -283,3 +284,18 @@ def test_the_python_example_of_the_doc_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     exec(compile(code, "docs/inherit.md", "exec"), {})
     assert capsys.readouterr().out == "bneck3: exp 88 → 72 kept by filter norm\n"
+
+
+def test_filter_norms_sum_each_channels_l2_norm_over_its_producers():
+    a = torch.tensor([[3.0, 4.0], [0.0, 1.0]])[:, :, None, None]
+    b = torch.tensor([[0.0, 0.0], [6.0, 8.0]])[:, :, None, None]
+    assert filter_norms([a]).tolist() == [5.0, 1.0]
+    assert filter_norms([a, b]).tolist() == [5.0, 11.0]
+
+
+def test_another_score_chooses_other_channels(parent):
+    child = tiny(**{"layers.bneck2.exp": 40})
+    inherit(parent, child, score=lambda filters: -filter_norms(filters))
+    weight = parent.state_dict()["layers.bneck2.expand.conv.weight"]
+    smallest = norms(weight).argsort(stable=True)[:40].sort().values
+    assert torch.equal(child.state_dict()["layers.bneck2.expand.conv.weight"], weight[smallest])

@@ -13,6 +13,7 @@ tensor indexed by it is cut with the same index set.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -136,7 +137,7 @@ def _follow_row(w: _Wiring, p: RowPlan, module: nn.Module, x: _Width) -> _Width:
 def _follow(model: SpecNet) -> _Wiring:
     """The widths of ``model`` (the parent), row by row from the input image."""
     w = _Wiring()
-    x = _Width(model.spec.in_channels, "the input image's channels")
+    x = _Width(model.spec.in_channels, "the input image")
     for p in model.plans:
         x = _follow_row(w, p, getattr(model.layers, p.name), x)
     return w
@@ -223,25 +224,35 @@ def _measure(w: _Wiring, child: dict[str, torch.Tensor], parent: dict[str, torch
                 )
 
 
-def _choose(width: _Width) -> None:
-    """The ``child`` channels of largest summed filter norm, in their original order."""
+def filter_norms(filters: list[torch.Tensor]) -> torch.Tensor:
+    """How much each channel of a width is worth keeping: the ℓ2 norms of the filters producing
+    it, summed over its producers (a residual group has several). NetAdapt (Yang et al. 2018,
+    §3.2.1) keeps the filters of largest ℓ2 norm; the sum makes one choice for a group."""
+    return sum(f.flatten(1).double().norm(dim=1) for f in filters)
+
+
+Score = Callable[[list[torch.Tensor]], torch.Tensor]  # a width's producing filters → per channel
+
+
+def _choose(width: _Width, score: Score) -> None:
+    """The ``child`` channels of highest score, in their original order."""
     if width.child == width.size or width.keep is not None:
         return
     if not width.filters:
         raise CheckpointError(
-            f"{width.label} has {width.child} channels in the child and {width.size} in the "
-            "parent; it cannot be narrowed"
+            f"the child is not a narrowing of the parent: {width.label} has {width.child} "
+            f"channels in the child and {width.size} in the parent, and no filters to choose from"
         )
-    score = sum(f.flatten(1).double().norm(dim=1) for f in width.filters)
-    order = torch.sort(score, descending=True, stable=True).indices[: width.child]
-    width.keep = order.sort().values
+    order = torch.sort(score(width.filters), descending=True, stable=True).indices
+    width.keep = order[: width.child].sort().values
 
 
-def inherit(parent: SpecNet, child: SpecNet) -> list[Kept]:
+def inherit(parent: SpecNet, child: SpecNet, *, score: Score = filter_norms) -> list[Kept]:
     """Copy ``parent``'s weights and BatchNorm statistics into ``child``, a narrowing of it (the
     same rows by name, kinds, kernels, strides, SE and activations; fewer or as many channels),
-    keeping in every narrowed width the channels of largest filter norm. Returns what was kept,
-    one :class:`Kept` per narrowed width of a row, in network order.
+    keeping in every narrowed width the channels of largest filter norm (or highest ``score``:
+    ``bench/inherit.py`` compares other rules). Returns what was kept, one :class:`Kept` per
+    narrowed width of a row, in network order.
 
     Raises :class:`CheckpointError` naming the first row that differs in anything but width, or
     the first width the child has wider."""
@@ -256,7 +267,7 @@ def inherit(parent: SpecNet, child: SpecNet) -> list[Kept]:
     _measure(w, mine, theirs)
     for widths in w.dims.values():
         for width in widths:
-            _choose(width)
+            _choose(width, score)
     with torch.no_grad():
         for key, widths in w.dims.items():
             tensor = theirs[key]
