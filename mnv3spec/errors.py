@@ -65,3 +65,10 @@ class ExportError(UserError):
 
 class FileKindError(UserError):
     """A file of another kind than the command takes (a spec given to eval, an image to export)."""
+
+
+class SearchError(UserError):
+    """A search stopped short of its target (no proposal lowers the latency further): what it
+    reached is kept. Exit status 3, as a diverged training: the input was valid."""
+
+    exit_code = 3

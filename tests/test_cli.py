@@ -104,7 +104,7 @@ def test_nothing_named_cli_is_installed_beside_the_package():
 
 
 COMMANDS = ["validate", "show", "diff", "train", "eval", "infer", "latency", "export"]
-COMMANDS += ["sweep", "quantize", "import", "schema"]
+COMMANDS += ["sweep", "adapt", "quantize", "import", "schema"]
 
 # After --help of each command (and of the whole CLI), which heavy modules were imported.
 HELP_IMPORTS = """

@@ -33,6 +33,9 @@ def test_a_saved_config_reads_back_equal():
         ({"compile": 1}, "the field 'compile' is 1"),
         ({"spec": None}, "the field 'spec' is None, expected text"),
         ({"speed": 3}, "unknown field 'speed'"),
+        ({"holdout": 0}, "the field 'holdout' is 0, expected a whole number of at least 1"),
+        ({"steps_per_epoch": -1}, "the field 'steps_per_epoch' is -1, expected a whole number"),
+        ({"holdout": 2.0}, "the field 'holdout' is 2.0"),
     ],
 )
 def test_a_damaged_config_names_the_field(change, message):

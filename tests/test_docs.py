@@ -474,12 +474,12 @@ def sections(path: Path) -> dict[str, str]:
 def test_every_flag_is_documented_with_its_command():
     """The flags are declared once, in the parser; the reference is checked against it: each
     command's ``--flags`` appear in its section of docs/commands.md (export's and quantize's may be
-    in docs/deploy.md). sweep trains as train does, so train's flags count for it too."""
+    in docs/deploy.md). sweep and adapt train as train does, so train's flags count for them too."""
     commands_md, deploy_md = sections(ROOT / "docs/commands.md"), sections(ROOT / "docs/deploy.md")
     parser = build_parser()
     for name, command in parser.commands.items():
         text = commands_md.get(name, "") + deploy_md.get(name, "")
-        if name == "sweep":
+        if name in ("sweep", "adapt"):
             text += commands_md["train"]
         flags = {f for a in command.options for f in a.option_strings if f.startswith("--")}
         shown = set(re.findall(r"(?<![\w-])--[a-z][\w-]*", text))

@@ -730,3 +730,71 @@ def test_cluster_settings(address, gpus, cpus):
     assert gpus is None or 0 < gpus <= 1 or (gpus >= 1 and gpus.is_integer())
     assert cpus >= 1 and cpus.is_integer()
     assert head is None or 0 < head[1] < 65536
+
+
+# --- issue 29: the files adapt reads back on resume: trace.csv and latency.json ------------------
+
+TRACE_CELLS = st.one_of(
+    CELLS,
+    st.sampled_from(['{"bneck1": {"exp": 8}}', "{}", "[]", '{"a": 1}', "runs/start", "/abs", ".."]),
+)
+
+
+@st.composite
+def trace_texts(draw: st.DrawFn) -> str:
+    """A trace: our header (maybe damaged) and rows of odd cells around a good start row."""
+    from mnv3spec.adapt import trace
+
+    header = list(trace.HEADER)
+    if draw(st.booleans()):
+        del header[draw(st.integers(0, len(header) - 1))]
+    good = ["0", "start", "1", "1.5", "0.1", "0.2", "50", "0", "0", "0", "runs/start", "{}"]
+    rows = draw(st.lists(st.lists(TRACE_CELLS, min_size=11, max_size=13), max_size=3))
+    return "\n".join(",".join(r) for r in [header, good, *rows]) + "\n"
+
+
+@SMALL
+@given(trace_texts())
+def test_adapt_traces(tmp_path_factory, text):
+    from mnv3spec.adapt import trace
+
+    folder = tmp_path_factory.mktemp("fuzz")
+    (folder / "trace.csv").write_text(text, encoding="utf-8", errors="surrogatepass")
+    try:
+        rows = trace.read(folder)
+    except UserError as e:
+        assert "trace.csv" in str(e)
+        return
+    path = trace.path(rows)
+    assert [r.step for r in path] == list(range(len(path)))
+    assert all(math.isfinite(r.latency_ms) and r.latency_ms > 0 for r in rows)
+    trace.write(folder, rows)
+    assert trace.read(folder) == rows
+
+
+LATENCY_LIKE = st.dictionaries(
+    st.text(max_size=8),
+    st.one_of(
+        JSONS,
+        st.fixed_dictionaries(
+            {k: JSONS for k in ("median_ms", "spread_ms", "load", "seconds", "parent_ms")}
+        ),
+    ),
+    max_size=3,
+)
+
+
+@SMALL
+@given(st.one_of(JSONS, LATENCY_LIKE), st.booleans())
+def test_adapt_latency_cache(tmp_path_factory, value, truncate):
+    from mnv3spec.adapt.timing import Cache
+
+    folder = tmp_path_factory.mktemp("fuzz")
+    text = json.dumps(value)
+    (folder / "latency.json").write_text(text[: len(text) // 2] if truncate else text)
+    try:
+        cache = Cache(folder).read()
+    except UserError as e:
+        assert "latency.json" in str(e)
+        return
+    assert all(math.isfinite(m.median_ms) and m.median_ms > 0 for m in cache.entries.values())

@@ -12,6 +12,7 @@ import os
 import sys
 
 from mnv3spec import __version__
+from mnv3spec.cli.adapt import add_adapt
 from mnv3spec.cli.deploy import add_eval, add_export, add_infer, add_quantize
 from mnv3spec.cli.explore import add_sweep
 from mnv3spec.cli.flags import (
@@ -71,7 +72,7 @@ def build_parser() -> _Parser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (add_spec_commands, add_train, add_eval, add_infer, add_latency, add_export):
         add(sub)
-    for add in (add_sweep, add_quantize, add_import):
+    for add in (add_sweep, add_adapt, add_quantize, add_import):
         add(sub)
     parser.commands = sub.choices
     return parser

@@ -81,6 +81,8 @@ def add_train_options(p) -> list[argparse.Action]:
         add("--data", help=DATA_SOURCES),
         add("--data-dir", help="where CIFAR archives are looked for / downloaded (default ./data)"),
         add("--train-subset", type=number(int, 1), metavar="N", help=SUBSET),
+        add("--holdout", type=number(int, 1), metavar="N", help=HOLDOUT),
+        add("--steps-per-epoch", type=number(int, 1), metavar="N", help=STEPS),
         add_device(p, default=argparse.SUPPRESS),
         add("--recipe", help=RECIPE),
         add("--lr", type=positive, help="base learning rate (seed: 0.1)"),
@@ -109,6 +111,8 @@ def add_train_options(p) -> list[argparse.Action]:
 SEED_MAX = 2**63 - 1  # config.MAX_SEED, restated: importing it would import torch for --help
 EPOCHS = "epochs (default 20); with --resume, extends a run to this many (multistep only)"
 SUBSET = "train on N training images (a fixed random draw; validation stays whole)"
+HOLDOUT = "validate on N training images (a fixed draw, not trained on) instead of the val split"
+STEPS = "at most N steps an epoch (default: the whole training split)"
 RECIPE = (
     "optimiser, schedule, batch and augmentation preset: seed (default) or cosine-ls-erase; the "
     "flags below change it"

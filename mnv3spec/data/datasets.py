@@ -69,6 +69,28 @@ class Dataset:
             self, train_images=self.train_images[keep], train_labels=self.train_labels[keep]
         )
 
+    def held_out(self, count: int) -> Dataset:
+        """``count`` training images (a fixed random draw) as the validation split instead of
+        the val split, the rest to train on: a score to choose by that never looks at the test
+        images (NetAdapt's "held-out part of the training data")."""
+        total = len(self.train_labels)
+        if not 1 <= count < total or self.streamed:
+            held = "" if not self.streamed else " (and only of data held in memory)"
+            raise DataError(
+                f"a holdout must be 1..{total - 1} of the {total} training images{held}, "
+                f"got {count}",
+                field="holdout",
+            )
+        order = torch.randperm(total, generator=torch.Generator().manual_seed(1))
+        train, val = order[count:], order[:count]
+        return dataclasses.replace(
+            self,
+            train_images=self.train_images[train],
+            train_labels=self.train_labels[train],
+            val_images=self.train_images[val],
+            val_labels=self.train_labels[val],
+        )
+
     @property
     def streamed(self) -> bool:
         """Whether images are decoded batch by batch rather than held in memory."""

@@ -28,6 +28,8 @@ class TrainConfig:
     data: str = "cifar100"
     data_dir: str = "./data"
     train_subset: int | None = None  # train on this many training images (a fixed draw)
+    holdout: int | None = None  # this many training images validate instead of the val split
+    steps_per_epoch: int | None = None  # at most this many steps an epoch (a short fine-tune)
     epochs: int = 20
     batch: int | None = None  # None: the recipe's (a run's config.json holds the number)
     device: str = "auto"
@@ -88,10 +90,13 @@ _KINDS: dict[str, tuple[type, ...]] = {
     "dict[str, Any]": (dict,),
 }
 _AT_LEAST_ONE = ("epochs", "batch")
+_AT_LEAST_ONE_IF_GIVEN = ("holdout", "steps_per_epoch")
 _ADDED_LATER = {
     "graph": True,
     "train_subset": None,
     "ema": None,
+    "holdout": None,
+    "steps_per_epoch": None,
 }  # fields newer than the first release: absent in older runs
 
 
@@ -103,6 +108,12 @@ def _fits(value: Any, annotation: str) -> bool:
         elif isinstance(value, _KINDS[kind]) and (kind == "bool" or not isinstance(value, bool)):
             return True
     return False
+
+
+def _below_one(name: str, value: Any) -> bool:
+    if name in _AT_LEAST_ONE:
+        return value is None or value < 1
+    return name in _AT_LEAST_ONE_IF_GIVEN and value is not None and value < 1
 
 
 def config_from_json(values: dict[str, Any], file: str) -> TrainConfig:
@@ -118,13 +129,11 @@ def config_from_json(values: dict[str, Any], file: str) -> TrainConfig:
         if name not in values:
             raise UserError(f"the field '{name}' is missing (damaged or edited?); {fix}", file=file)
         value = values[name]
-        if not _fits(value, str(f.type)) or (
-            name in _AT_LEAST_ONE and (value is None or value < 1)
-        ):
+        if not _fits(value, str(f.type)) or _below_one(name, value):
             wanted = {"int": "a whole number", "float": "a number", "str": "text"}.get(
                 str(f.type).split(" | ")[0], str(f.type)
             )
-            if name in _AT_LEAST_ONE:
+            if name in _AT_LEAST_ONE + _AT_LEAST_ONE_IF_GIVEN:
                 wanted = "a whole number of at least 1"
             raise UserError(f"the field '{name}' is {value!r}, expected {wanted}; {fix}", file=file)
     for name in ("spec", "data", "data_dir", "out", "name", "init"):  # names the system takes

@@ -104,6 +104,8 @@ def train_epoch(
     seen, checked, start = 0, 0, time.perf_counter()
     bar = report.bar(state.epoch + 1, steps)
     for i, (images, labels) in enumerate(batches):
+        if i == steps:  # an epoch cut short (steps_per_epoch)
+            break
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         x = training_batch(

@@ -67,6 +67,8 @@ def load_data(cfg: TrainConfig, spec: Spec) -> Dataset:
     data = load_dataset(cfg.data, cfg.data_dir, resolution, num_classes=classes)
     if cfg.train_subset is not None:
         data = data.train_subset(cfg.train_subset)
+    if cfg.holdout is not None:
+        data = data.held_out(cfg.holdout)
     return data.as_rgb() if channels_set(spec) == 3 else data
 
 
@@ -141,6 +143,7 @@ def make_plan(
         )
     batch = cfg.batch // world.size
     steps, drop_last = steps_per_epoch(len(data.train_labels), batch, world.size)
+    steps = min(steps, cfg.steps_per_epoch or steps)
     workers = worker_count(world.local_size) if data.streamed else 0
     data = place(data, device)
     return RunPlan(cfg, recipe, fitted, data, world, device, batch, steps, drop_last, workers)

@@ -1,0 +1,90 @@
+"""Issue 29's comparison: ``adapt`` against the width and resolution baselines at one latency.
+
+    python bench/adapt.py                                    # the issue's scale (hours on a CPU)
+    python bench/adapt.py --resolution 96 --target-ratio 0.8 --step 0.1 --epochs 1 \\
+        --retrain-epochs 1 --finetune-steps 10 --seeds 1 --out bench-adapt-small   # minutes
+
+Small (``--set si=2``, the paper's strides) deployed at ``--resolution`` (224) on ExecuTorch fp32,
+target ``--target-ratio`` (0.6) × its measured latency, δ = ``--step`` (0.05) × that latency;
+trained on the 6,000-image Fashion-MNIST subset (``--train-subset``), proposals scored on 1,000
+held-out training images; the adapted spec and both baselines retrained from scratch with
+``--seeds`` seeds (2), test top-1 on the official 10,000 test images. The same command continues
+an interrupted bench. Prints the table, the wall time, and the share of it spent exporting and
+timing (from the latency cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from mnv3spec.adapt.folder import AdaptSettings  # noqa: E402
+from mnv3spec.adapt.run import adapt, spec_path  # noqa: E402
+from mnv3spec.adapt.timing import Cache  # noqa: E402
+from mnv3spec.errors import UserError  # noqa: E402
+
+
+def settings(args: argparse.Namespace) -> AdaptSettings:
+    training = {
+        "data": "fashion-mnist",
+        "data_dir": args.data_dir,
+        "train_subset": args.train_subset,
+        "epochs": args.epochs,
+        "device": args.device,
+        "seed": 0,
+    }
+    return AdaptSettings(
+        spec_path("small"),
+        target_ratio=args.target_ratio,
+        backend=args.backend,
+        resolution=args.resolution,
+        overrides={"si": 2},
+        step=args.step,
+        finetune_steps=args.finetune_steps,
+        retrain_epochs=args.retrain_epochs,
+        retrain_seeds=args.seeds,
+        holdout=args.holdout,
+        runs=args.latency_runs,
+        training=training,
+        out=args.out,
+    )
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--backend", default="executorch", help="a reduced run may time another")
+    p.add_argument("--resolution", type=int, default=224)
+    p.add_argument("--target-ratio", type=float, default=0.6)
+    p.add_argument("--step", type=float, default=0.05)
+    p.add_argument("--epochs", type=int, default=20, help="the start's training")
+    p.add_argument("--retrain-epochs", type=int, default=20)
+    p.add_argument("--finetune-steps", type=int, default=50)
+    p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--holdout", type=int, default=1000)
+    p.add_argument("--train-subset", type=int, default=6000)
+    p.add_argument("--latency-runs", type=int, default=30)
+    p.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default="bench-adapt")
+    args = p.parse_args()
+    started = time.perf_counter()
+    try:
+        outcome = adapt(settings(args), lambda line: print(line, flush=True))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    wall = time.perf_counter() - started
+    timing = sum(m.seconds for m in Cache(Path(args.out)).read().entries.values())
+    print(outcome.table)
+    share = f"{100 * timing / wall:.0f} %, from latency.json: all of this folder's timings"
+    print(f"wall {wall / 60:.1f} min; export and timing {timing / 60:.1f} min ({share})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

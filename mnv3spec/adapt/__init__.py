@@ -1,0 +1,8 @@
+"""``adapt``: NetAdapt (Yang et al. 2018, as MobileNetV3 §4.2 uses it) over spec edits.
+
+A proposal is an edit of rows by name (:mod:`.moves`); its latency is measured whole on the
+runtime that ships it (:mod:`.timing`); each proposal is fine-tuned from its parent's weights
+and scored on held-out training images (:mod:`.trainings`); the search keeps the best
+ΔAccuracy / |ΔLatency| until the target is met (:mod:`.search`). The folder's own files are
+written and read by :mod:`.folder` and :mod:`.trace`; :mod:`.run` puts them together.
+"""

@@ -1,0 +1,61 @@
+"""The comparison MobileNetV3 §6.2 makes and the NetAdapt ports skip: the width multiplier and
+the input resolution, each scaled until the measured latency meets the same target."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .timing import Measured
+
+WIDTH_STEP = 0.05  # width multipliers tried: multiples of this
+RESOLUTION_STEP = 8  # resolutions tried: multiples of this
+MIN_RESOLUTION = 32
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A knob (``width`` or ``resolution``) at the largest value whose latency meets the target."""
+
+    knob: str
+    value: Any
+    latency: Measured
+
+
+def largest_meeting(
+    values: Sequence[Any], latency_of: Callable[[Any], Measured], target_ms: float
+) -> tuple[Any, Measured] | None:
+    """The largest of ``values`` (ascending) whose measured latency is at most ``target_ms``,
+    found by bisection (latency grows with the knob; each value is timed once at most)."""
+    lo, hi, best = 0, len(values) - 1, None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        measured = latency_of(values[mid])
+        if measured.median_ms <= target_ms:
+            best, lo = (values[mid], measured), mid + 1
+        else:
+            hi = mid - 1
+    return best
+
+
+def widths(start: float) -> list[float]:
+    count = round(start / WIDTH_STEP)
+    return [round(WIDTH_STEP * i, 4) for i in range(1, count + 1)]
+
+
+def resolutions(start: int) -> list[int]:
+    return list(range(MIN_RESOLUTION, start + 1, RESOLUTION_STEP))
+
+
+def find(
+    width: float, resolution: int, latency_of: Callable[[str, Any], Measured], target_ms: float
+) -> list[Baseline]:
+    """The width and the resolution baselines that meet ``target_ms`` (a knob that cannot is
+    left out)."""
+    found = []
+    for knob, values in (("width", widths(width)), ("resolution", resolutions(resolution))):
+        hit = largest_meeting(values, lambda v, knob=knob: latency_of(knob, v), target_ms)
+        if hit is not None:
+            found.append(Baseline(knob, *hit))
+    return found

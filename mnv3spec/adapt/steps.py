@@ -1,0 +1,188 @@
+"""The services the search and its runner call, bound to one adapt folder (:class:`Context`):
+specs of a set of edits, latency through the cache, the start's training, the proposals'
+fine-tunes, the result's variant file, and the retraining of the result beside the baselines."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..data.datasets import native_resolution
+from ..services.run_folder import RunFolder
+from ..spec.load import Spec, load_spec
+from ..train.config import TrainConfig
+from . import baselines, report
+from . import folder as files
+from .moves import Edits, Move, as_overrides, moves
+from .search import Proposal
+from .timing import Cache, LatencySettings, Measured, key, measure_pair, measure_spec
+from .trace import TraceRow
+from .trainings import Job, finetune_changes, run_jobs, slug, top1
+
+SEARCH_ONLY = ("init", "holdout")  # train flags a retrain from scratch drops
+
+
+@dataclass(frozen=True)
+class Context:
+    s: files.AdaptSettings
+    folder: Path
+    timing: LatencySettings
+    cache: Cache
+    base: Spec  # the input spec as trained (no --set, no --resolution)
+    say: Callable[[str], None]
+
+    @property
+    def resolution(self) -> int:
+        return self.s.resolution or self.base.resolution
+
+    def trained(self, edits: Edits) -> Spec:
+        return load_spec(self.s.spec, **as_overrides(edits))
+
+    def deployed(self, edits: Edits, **knobs: Any) -> Spec:
+        """The network as timed: the edits, then --set, then --resolution (or a baseline's)."""
+        settings = {**as_overrides(edits), **self.s.overrides, "resolution": self.resolution}
+        return load_spec(self.s.spec, **{**settings, **knobs})
+
+    def moves_of(self, spec: Spec) -> list[Move]:
+        deployed = spec.derive(**self.s.overrides, resolution=self.resolution)
+        return moves(spec, self.s.moves, deployed)
+
+    def latency(self, edits: Edits) -> Measured:
+        return self.measured(self.deployed(edits))
+
+    def paired(self, edits: Edits, parent: Edits) -> Measured:
+        """The latency of ``edits`` timed beside its ``parent`` (in the same rounds)."""
+        return self.measured(self.deployed(edits), self.deployed(parent))
+
+    def measured(self, spec: Spec, parent: Spec | None = None) -> Measured:
+        """``spec``'s latency (beside ``parent``'s) from the cache, or measured now (and kept)."""
+        k = key(spec, self.timing, parent)
+        if k not in self.cache.entries:
+            self.cache.entries[k] = (
+                measure_spec(spec, self.timing)
+                if parent is None
+                else measure_pair(spec, parent, self.timing)
+            )
+            if self.cache.writable:
+                self.cache.write()
+        return self.cache.entries[k]
+
+    def flags(self, *dropped: str) -> dict[str, Any]:
+        return {k: v for k, v in self.s.training.items() if k not in dropped}
+
+
+class StepBar:
+    """A progress bar per step, over the moves timed; opened by the first move, closed by the
+    step's end."""
+
+    def __init__(self) -> None:
+        self.bar = None
+        self.step = 0
+
+    def __call__(self) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.step += 1
+            self.bar = tqdm(desc=f"step {self.step}: moves timed", unit="move", file=sys.stderr)
+        self.bar.update(1)
+
+    def write(self, line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def train_start(ctx: Context, latency: Measured) -> TraceRow:
+    """Step 0: the input spec trained with the train flags, scored on the held-out images."""
+    job = Job("start", ctx.s.spec, {}, {"holdout": ctx.s.holdout})
+    (run,) = run_jobs([job], ctx.folder, ctx.flags("holdout"), ctx.say)
+    m = latency
+    return TraceRow(0, "start", True, m.median_ms, m.spread_ms, m.load, top1(run), 0.0, 0.0, 0.0,
+                    "runs/start", {})  # fmt: skip
+
+
+def finetune(ctx: Context, bar: StepBar):
+    """The fine-tune of a step's proposals, from the parent's weights."""
+
+    def run(step: int, proposals: list[Proposal], parent: TraceRow) -> list[tuple[float, str]]:
+        weights = ctx.folder / parent.run / RunFolder.BEST
+        seed = ctx.s.training.get("seed") or 0
+        changes = finetune_changes(weights, ctx.s.finetune_steps, ctx.s.holdout, seed)
+        jobs = []
+        for i, p in enumerate(proposals):
+            name = f"s{step:02d}-{i:02d}-{slug(p.edit)}"
+            spec = files.write_variant(
+                ctx.folder / "specs" / f"{name}.yaml", ctx.s.spec, f"{ctx.base.name}_{name}",
+                p.edits, f"adapt step {step}: {p.edit}",
+            )  # fmt: skip
+            jobs.append(Job(name, str(spec), {}, changes))
+        runs = run_jobs(jobs, ctx.folder, ctx.flags(*SEARCH_ONLY), bar.write)
+        return [(top1(r), f"runs/{j.id}") for r, j in zip(runs, jobs, strict=True)]
+
+    return run
+
+
+def result_path(ctx: Context) -> Path:
+    return ctx.folder / f"{Path(ctx.s.spec).stem}-adapted.yaml"
+
+
+def write_result(ctx: Context, row: TraceRow, target: float | None) -> Path:
+    """The variant file of the edits so far (``base:`` the input spec, ``rows:`` by name)."""
+    words = f"{row.latency_ms:.3f} ms on {ctx.timing.runtime} at {ctx.resolution}px"
+    aim = f", target {target:.3f} ms" if target is not None else ""
+    return files.write_variant(
+        result_path(ctx), ctx.s.spec, f"{ctx.base.name}_adapted", row.edits,
+        f"adapt: {words} after {row.step} steps{aim}",
+    )  # fmt: skip
+
+
+def retrain(ctx: Context, path: list[TraceRow], result: Path, target: float) -> str:
+    """The result and each baseline trained from scratch with the same flags and epochs, once
+    per seed; the table (also summary.csv) and the plot."""
+    last = path[-1]
+    entries = [("adapt", str(result), {}, Measured(last.latency_ms, last.spread_ms, last.load))]
+    if ctx.s.baselines:
+        entries += _baselines(ctx, target)
+    changes = [
+        {"epochs": ctx.s.retrain_epochs, "seed": seed} for seed in range(ctx.s.retrain_seeds)
+    ]
+    jobs = [
+        Job(f"final-{slug(name)}-seed{c['seed']}", spec, overrides, c)
+        for name, spec, overrides, _ in entries
+        for c in changes
+    ]
+    runs = iter(run_jobs(jobs, ctx.folder, ctx.flags(*SEARCH_ONLY), ctx.say))
+    retrained = [
+        report.Retrained(name, m, [top1(next(runs)) for _ in changes]) for name, _, _, m in entries
+    ]
+    table = report.table(retrained, target)
+    report.write_summary(ctx.folder / files.SUMMARY, retrained)
+    report.plot(ctx.folder / files.PLOT, path, retrained, target)
+    return table
+
+
+def _baselines(ctx: Context, target: float) -> list[tuple[str, str, dict, Measured]]:
+    """Width and resolution, each at the largest value that meets ``target``: as trained, the
+    resolution scaled from the data's as the deployed one is from the spec's."""
+    found = baselines.find(
+        ctx.base.width, ctx.resolution, lambda k, v: ctx.measured(ctx.deployed({}, **{k: v})),
+        target,
+    )  # fmt: skip
+    data = ctx.s.training.get("data", TrainConfig.data)
+    native = native_resolution(data) or ctx.base.resolution
+    out = []
+    for b in found:
+        if b.knob == "width":
+            out.append((f"width {b.value:g}", ctx.s.spec, {"width": b.value}, b.latency))
+        else:
+            trained = max(8, round(native * b.value / ctx.resolution))
+            name = f"resolution {b.value} (trained at {trained})"
+            out.append((name, ctx.s.spec, {"resolution": trained}, b.latency))
+    return out

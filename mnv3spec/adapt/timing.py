@@ -1,0 +1,171 @@
+"""Latency of one spec on the runtime that ships it, measured whole on its exported program,
+and the folder's cache of those measurements (``latency.json``), keyed by a hash of the resolved
+spec and the latency settings, so a resumed search never times a network twice.
+
+:func:`measure_spec` is the one place that calls the deploy package's timing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import UserError
+from ..files import read_regular, writing
+from ..spec.load import Spec
+
+BACKENDS = ("executorch", "tflite", "onnxruntime", "eager")
+CACHE = "latency.json"
+MAX_CACHE_BYTES = 64 << 20
+
+
+@dataclass(frozen=True)
+class LatencySettings:
+    """How a spec is timed: the runtime (``backend``, its int8 program or not), and the calls."""
+
+    backend: str = "executorch"
+    int8: bool = False
+    runs: int = 30
+    warmup: int = 5
+    threads: int = 1
+
+    @property
+    def runtime(self) -> str:
+        """The ``latency`` backend name: executorch, executorch-int8, ..."""
+        return f"{self.backend}-int8" if self.int8 else self.backend
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One network's latency: median and spread (IQR) in ms, the machine's 1-minute load
+    average when it was timed, the seconds its export and timing took, and, when it was timed
+    beside its parent, the parent's median in those same rounds (0: timed alone)."""
+
+    median_ms: float
+    spread_ms: float
+    load: float
+    seconds: float = 0.0
+    parent_ms: float = 0.0
+
+
+def check_settings(s: LatencySettings) -> None:
+    """Refuse, before any work, a runtime this machine cannot time (naming its extra)."""
+    from ..latency import measure as latency
+
+    if s.backend not in BACKENDS:
+        raise UserError(f"unknown {s.backend}; use {', '.join(BACKENDS)}", field="backend")
+    if s.int8 and s.backend == "eager":
+        raise UserError("eager has no int8 program; use executorch, tflite or onnxruntime")
+    latency.check_settings(["cpu"], (s.runtime,), (), 1, s.runs, s.warmup)
+
+
+def measure_spec(spec: Spec, s: LatencySettings) -> Measured:
+    """``spec`` (resolved: its resolution and overrides those of the deployed network) timed at
+    batch 1 on the CPU by ``s.runtime``."""
+    from ..latency import measure as latency
+
+    load, started = os.getloadavg()[0], time.perf_counter()
+    rows = latency.measure(
+        [spec.document],
+        widths=(spec.width,),
+        devices=["cpu"],
+        backends=(s.runtime,),
+        runs=s.runs,
+        warmup=s.warmup,
+    )
+    row = rows[0]
+    if row.median_ms is None:
+        raise UserError(f"{spec.name} could not be timed on {s.runtime}: {row.note}")
+    return Measured(row.median_ms, row.iqr_ms or 0.0, load, time.perf_counter() - started)
+
+
+_PARENT: dict[str, Callable[[], Any]] = {}  # the last parent prepared, by its key
+
+
+def measure_pair(child: Spec, parent: Spec, s: LatencySettings) -> Measured:
+    """``child`` timed in the same alternating rounds as ``parent``, as ``latency`` times
+    backends side by side: a load that rises or falls slows both alike, so the saving is the
+    difference of two medians measured together."""
+    from ..latency.backends import prepare
+    from ..latency.measure import percentiles, time_rounds
+    from ..model.builder import build
+
+    load, started = os.getloadavg()[0], time.perf_counter()
+    size = child.resolution
+    x = torch.randn(1, child.in_channels, size, size)
+    mine = key(parent, s)
+    if mine not in _PARENT:  # a step times every move beside one parent: export it once
+        _PARENT.clear()
+        _PARENT[mine] = prepare(build(parent).eval(), s.runtime, x)[0]
+    runners = {"child": prepare(build(child).eval(), s.runtime, x)[0], "parent": _PARENT[mine]}
+    times = time_rounds(runners, s.runs, s.warmup, "cpu")
+    median, _, spread = percentiles(times["child"])
+    seconds = time.perf_counter() - started
+    return Measured(median, spread, load, seconds, percentiles(times["parent"])[0])
+
+
+def key(spec: Spec, s: LatencySettings, parent: Spec | None = None) -> str:
+    """The cache key: the resolved document (and its parent's, when timed beside it) and the
+    settings, hashed."""
+    parent_doc = parent.document if parent is not None else None
+    text = json.dumps(
+        {"spec": spec.document, "parent": parent_doc, "settings": asdict(s)}, sort_keys=True
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def current_settings(backend: str, int8: bool, runs: int, warmup: int) -> LatencySettings:
+    return LatencySettings(backend, int8, runs, warmup, torch.get_num_threads())
+
+
+class Cache:
+    """``latency.json`` of an adapt folder: measured latencies by :func:`key`."""
+
+    FIX = "delete it, and the latencies are measured again"
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / CACHE
+        self.entries: dict[str, Measured] = {}
+        self.writable = False  # written as it grows once the folder is the search's
+
+    def read(self) -> Cache:
+        """The entries on disk, every one checked (a damaged file refused, naming it)."""
+        if not self.path.exists():
+            return self
+        raw = read_regular(self.path, MAX_CACHE_BYTES, what="adapt's latencies (latency.json)")
+        try:
+            found = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
+            raise UserError(f"damaged: not JSON ({e}); {self.FIX}", file=str(self.path)) from None
+        if not isinstance(found, dict) or not all(_entry(v) for v in found.values()):
+            raise UserError(
+                f"damaged: not latencies as adapt writes them (finite, positive milliseconds); "
+                f"{self.FIX}",
+                file=str(self.path),
+            )
+        self.entries = {k: Measured(**v) for k, v in found.items()}
+        return self
+
+    def write(self) -> None:
+        with writing(self.path) as tmp:
+            tmp.write_text(json.dumps({k: asdict(v) for k, v in self.entries.items()}, indent=1))
+
+
+def _entry(value: Any) -> bool:
+    names = [f.name for f in dataclasses.fields(Measured)]
+    if not isinstance(value, dict) or set(value) != set(names):
+        return False
+    numbers = [value[k] for k in names]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers):
+        return False
+    return all(math.isfinite(v) and 0 <= v < 1e9 for v in numbers) and numbers[0] > 0

@@ -1,0 +1,106 @@
+"""``trace.csv``: the search step by step. One row per proposal (its edit, measured latency ±
+spread, the machine's load, held-out top-1 after the fine-tune, the change in each and the
+score ΔTop-1 / |ΔLatency|), the chosen one marked; step 0 is the start. A resumed search
+takes its path from the chosen rows (each holds the edits so far, as JSON) and its run
+folders, so the file is read back field by field and a damaged one refused."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from ..files import read_regular, writing
+from .moves import Edits
+
+TRACE = "trace.csv"
+FIX = "restore it, or delete the folder to start the search over"
+MAX_TRACE_BYTES = 64 << 20
+
+
+@dataclass(frozen=True)
+class TraceRow:
+    step: int
+    edit: str  # what changed, in words ("start" at step 0)
+    chosen: bool
+    latency_ms: float
+    spread_ms: float
+    load: float
+    holdout_top1: float
+    d_top1: float  # against the step's parent
+    d_ms: float  # the latency it saves (positive)
+    score: float  # d_top1 / d_ms
+    run: str  # its run folder, relative to the adapt folder
+    edits: Edits  # every edit so far, this one included
+
+    def cells(self) -> dict[str, Any]:
+        cells = dataclasses.asdict(self)
+        cells["chosen"] = int(self.chosen)
+        cells["edits"] = json.dumps(self.edits, sort_keys=True)
+        for k in ("latency_ms", "spread_ms", "load", "holdout_top1", "d_top1", "d_ms", "score"):
+            cells[k] = f"{cells[k]:.4f}"
+        return cells
+
+
+HEADER = [f.name for f in dataclasses.fields(TraceRow)]
+
+
+def _parse(cells: dict[str, str]) -> TraceRow:
+    """One row as written, or ValueError."""
+    values: dict[str, Any] = {"edit": cells["edit"], "run": cells["run"]}
+    values["step"] = int(cells["step"])
+    values["chosen"] = {"0": False, "1": True}[cells["chosen"]]
+    for k in ("latency_ms", "spread_ms", "load", "holdout_top1", "d_top1", "d_ms", "score"):
+        values[k] = float(cells[k])
+        if not math.isfinite(values[k]):
+            raise ValueError(k)
+    edits = json.loads(cells["edits"])
+    if not isinstance(edits, dict) or not all(isinstance(v, dict) for v in edits.values()):
+        raise ValueError("edits")
+    if values["step"] < 0 or values["latency_ms"] <= 0 or not values["run"]:
+        raise ValueError("step")
+    if Path(values["run"]).is_absolute() or ".." in Path(values["run"]).parts:
+        raise ValueError("run")
+    return TraceRow(**values, edits=edits)
+
+
+def read(folder: Path) -> list[TraceRow]:
+    """The rows of ``folder/trace.csv`` (none if absent), checked: the header, every field, and
+    one chosen row per step, the steps in order from 0."""
+    path = folder / TRACE
+    if not path.exists():
+        return []
+    raw = read_regular(path, MAX_TRACE_BYTES, what="adapt's trace (trace.csv)")
+    try:
+        reader = csv.DictReader(io.StringIO(raw.decode("utf-8")))
+        if reader.fieldnames != HEADER:
+            raise ValueError("header")
+        rows = [_parse(cells) for cells in reader]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, csv.Error) as e:
+        raise UserError(
+            f"damaged: not a trace as adapt writes it ({e}); {FIX}", file=str(path)
+        ) from None
+    steps = [r.step for r in rows if r.chosen]
+    if steps != list(range(len(steps))) or any(r.step >= len(steps) for r in rows):
+        raise UserError(
+            f"damaged: the steps are not 0, 1, 2... each with one chosen row; {FIX}", file=str(path)
+        )
+    return rows
+
+
+def write(folder: Path, rows: list[TraceRow]) -> None:
+    with writing(folder / TRACE) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=HEADER)
+        w.writeheader()
+        w.writerows(r.cells() for r in rows)
+
+
+def path(rows: list[TraceRow]) -> list[TraceRow]:
+    """The chosen row of each step, in order."""
+    return [r for r in rows if r.chosen]

@@ -1,0 +1,90 @@
+"""``adapt``: shrink a spec to a latency target measured on the runtime that ships it
+(NetAdapt over spec edits, :mod:`mnv3spec.adapt`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from mnv3spec.cli.flags import add_set, number, overrides
+from mnv3spec.cli.kinds import check_kind
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    check_kind(args.spec, "adapt", {"spec"}, "a spec (a YAML file or a shipped name)")
+    from mnv3spec.adapt.folder import AdaptSettings
+    from mnv3spec.adapt.run import adapt, spec_path
+
+    training = {a.dest: getattr(args, a.dest) for a in args.train_options if a.dest in args}
+    holdout = training.pop("holdout", 1000)
+    settings = AdaptSettings(
+        spec_path(args.spec),
+        target_ms=args.target_ms,
+        target_ratio=args.target_ratio,
+        backend=args.backend,
+        int8=args.int8,
+        resolution=args.resolution,
+        overrides=overrides(args),
+        step=args.step,
+        finetune_steps=args.finetune_steps,
+        retrain_epochs=args.retrain_epochs,
+        retrain_seeds=args.retrain_seeds,
+        moves=tuple(dict.fromkeys(args.moves)),
+        holdout=holdout,
+        baselines=not args.no_baselines,
+        runs=args.latency_runs,
+        warmup=args.latency_warmup,
+        training=training,
+        out=args.out,
+    )
+    outcome = adapt(settings, lambda line: print(line, flush=True))
+    print(outcome.table)
+    print(f"wrote {outcome.result}; trace, table and plot in {outcome.folder}")
+    return 0
+
+
+def add_adapt(sub: argparse._SubParsersAction) -> None:
+    from mnv3spec.cli.training import add_train_options
+
+    p = sub.add_parser(
+        "adapt",
+        help="shrink a spec to a latency target on a runtime (NetAdapt over spec edits)",
+        description="Each step proposes the smallest shrink of every row's exp and every residual "
+        "group's out that lowers the latency measured on --backend by --step; fine-tunes each "
+        "from its parent's weights, scores it on held-out training images, and keeps the best "
+        "Δtop-1/|Δlatency|, until the target is met; then retrains the result from scratch beside "
+        "the width and resolution baselines. Repeat the command to continue. Exit status 3: "
+        "the target was not reached (the best reached is kept).",
+    )
+    add = p.add_argument
+    add("spec", metavar="SPEC")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument(
+        "--target-ms", type=number(float, 0, above=True), metavar="T", help="latency target in ms"
+    )
+    target.add_argument(
+        "--target-ratio", type=number(float, 0, above=True), metavar="R", help="T = R × start"
+    )
+    add("--backend", choices=["executorch", "tflite", "onnxruntime", "eager"], default="executorch")
+    add("--int8", action="store_true", help="time the runtime's int8 program")
+    add("--resolution", type=number(int, 1), help="deployed input size (default: the spec's)")
+    add_set(p)
+    add("--out", required=True, metavar="FOLDER", help="the search's folder")
+    add("--step", type=number(float, 0, above=True), default=0.01, metavar="F", help=STEP)
+    add("--finetune-steps", type=number(int, 1), default=50, help="per proposal (default 50)")
+    add("--retrain-epochs", type=number(int, 1), default=20, help="from scratch (default 20)")
+    add("--retrain-seeds", type=number(int, 1), default=1, help="seeds 0..N-1 (default 1)")
+    add("--moves", nargs="+", choices=["kernel", "se"], default=[], help=MOVES)
+    add("--no-baselines", action="store_true", help="retrain the result only")
+    add("--latency-runs", type=number(int, 1), default=30, help="timed calls a network (30)")
+    add("--latency-warmup", type=number(int, 1), default=5, help="untimed calls first (5)")
+    passed = p.add_argument_group(
+        "train flags",
+        "the start is trained with them; fine-tunes and retrains use the same recipe "
+        "(--holdout: the held-out training images proposals are scored on, default 1000)",
+        argument_default=argparse.SUPPRESS,
+    )
+    p.set_defaults(func=cmd_adapt, train_options=add_train_options(passed))
+
+
+STEP = "δ, the least latency a proposal saves, as a fraction of the start's (default 0.01)"
+MOVES = "also propose kernel 5→3 and SE off per row (beyond the paper)"

@@ -1,0 +1,173 @@
+"""``adapt`` as a user runs it: a search on the tiny phone spec (eager, synthetic data, a few
+fine-tune steps) killed with SIGKILL mid-step and continued by the same command; its variant
+file, trace and table; and every bad input refused in one paragraph with nothing changed."""
+
+from __future__ import annotations
+
+import csv
+import filecmp
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from mnv3spec.files import locked_folder
+
+from .conftest import ROOT, run_cli
+
+TINY = str(ROOT / "tests" / "data" / "tiny_phone.yaml")
+FAST = ["--backend", "eager", "--resolution", "64", "--latency-runs", "40", "--data", "synthetic"]
+FAST += ["--epochs", "1", "--batch", "16", "--holdout", "50", "--steps-per-epoch", "2"]
+FAST += ["--finetune-steps", "2", "--retrain-epochs", "1", "--device", "cpu", "--seed", "0"]
+
+
+def adapt_args(out: Path, *more: str) -> list[str]:
+    return ["adapt", TINY, "--target-ratio", "0.97", "--step", "0.001", *FAST, "--out", str(out),
+            *more]  # fmt: skip
+
+
+def _kill_when(proc: subprocess.Popen, ready, timeout: float = 240) -> None:
+    end = time.monotonic() + timeout
+    while not ready() and proc.poll() is None and time.monotonic() < end:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """A search killed (SIGKILL, its workers too) once its first proposal is training, then
+    continued by the same command."""
+    out = tmp_path_factory.mktemp("adapt") / "tiny"
+    args = adapt_args(out, "--no-baselines")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *args], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+    _kill_when(proc, lambda: any((out / "logs").glob("s01-*.log")))
+    assert (out / "trace.csv").is_file()  # the start was trained before the kill
+    return out, run_cli(*args)
+
+
+def test_a_killed_search_continues_and_writes_a_variant_file(searched):
+    out, r = searched
+    assert r.returncode in (0, 3), r.stderr  # 3: noise kept every proposal under --step
+    assert "adapt tiny_phone:" in r.stdout
+    result = out / "tiny_phone-adapted.yaml"
+    assert run_cli("validate", str(result)).returncode == 0
+    shown = run_cli("show", str(result))
+    assert shown.returncode == 0 and "tiny_phone_adapted" in shown.stdout
+    assert run_cli("diff", TINY, str(result)).returncode == 0
+    assert not (out / ".lock").exists()
+    if r.returncode == 0:
+        assert "adapt" in r.stdout and (out / "summary.csv").is_file()
+        assert (out / "adapt.png").stat().st_size > 0
+
+
+def test_the_trace_holds_every_proposal_and_one_choice_per_step(searched):
+    out, _ = searched
+    with open(out / "trace.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert rows[0]["edit"] == "start" and rows[0]["chosen"] == "1"
+    steps = {int(r["step"]) for r in rows}
+    for step in steps:
+        assert sum(r["chosen"] == "1" for r in rows if int(r["step"]) == step) == 1
+    for r in rows:
+        assert (out / r["run"] / "best.safetensors").is_file()
+        assert float(r["latency_ms"]) > 0 and r["spread_ms"] and r["holdout_top1"]
+
+
+def test_the_same_command_again_changes_nothing(searched, tmp_path):
+    out, first = searched
+    if first.returncode:
+        pytest.skip("the search stopped short; nothing to repeat")
+    before = (out / "trace.csv").read_bytes()
+    r = run_cli(*adapt_args(out, "--no-baselines"))
+    assert r.returncode == 0, r.stderr
+    assert (out / "trace.csv").read_bytes() == before
+
+
+def _unchanged(src: Path, tmp_path: Path, args: list[str], *needles: str) -> None:
+    """``args`` refused (exit 2, the needles in its one paragraph), ``src`` left as it was."""
+    copy = Path(tempfile.mkdtemp(dir=tmp_path)) / "copy"
+    shutil.copytree(src, copy)
+    r = run_cli(*args)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    for needle in needles:
+        assert needle in r.stderr
+    diff = filecmp.dircmp(src, copy)
+    assert not diff.left_only and not diff.right_only and not diff.diff_files
+
+
+def test_damaged_trace_and_cache_refused_on_resume(searched, tmp_path):
+    out, _ = searched
+    damaged = tmp_path / "damaged"
+    shutil.copytree(out, damaged)
+    trace = damaged / "trace.csv"
+    trace.write_text(trace.read_text().replace(",1,", ",2,", 1))
+    _unchanged(damaged, tmp_path, adapt_args(damaged, "--no-baselines"), "trace.csv", "damaged")
+    shutil.rmtree(damaged)
+    shutil.copytree(out, damaged)
+    (damaged / "latency.json").write_text('{"x": {"median_ms": -1}}')
+    _unchanged(damaged, tmp_path, adapt_args(damaged, "--no-baselines"), "latency.json")
+
+
+def test_two_searches_never_share_a_folder(searched, tmp_path):
+    out, _ = searched
+    with locked_folder(out, "adapt"):
+        _unchanged(out, tmp_path, adapt_args(out, "--no-baselines"), "in use by another adapt")
+    _unchanged(out, tmp_path, adapt_args(out), "holds another search", "baselines")
+
+
+def test_nothing_to_do_when_the_start_meets_the_target(tmp_path):
+    out = tmp_path / "none"
+    r = run_cli("adapt", TINY, "--target-ms", "1e6", *FAST, "--out", str(out))
+    assert r.returncode == 2 and "nothing to do" in r.stderr
+    assert not out.exists()
+
+
+def test_a_spec_with_no_row_that_can_shrink(tmp_path):
+    out = tmp_path / "v1"
+    r = run_cli("adapt", "specs/mobilenet_v1.yaml", "--target-ratio", "0.5", *FAST, "--out",
+                str(out))  # fmt: skip
+    assert r.returncode == 2 and "no row can shrink" in r.stderr
+    assert not out.exists()
+
+
+def test_set_width_is_refused_naming_the_flag(tmp_path):
+    out = tmp_path / "w"
+    r = run_cli("adapt", TINY, "--target-ratio", "0.5", "--set", "width=0.5", "--out", str(out))
+    assert r.returncode == 2 and "--set" in r.stderr and "differ" in r.stderr
+    assert not out.exists()
+
+
+def test_a_damaged_start_checkpoint(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 64)
+    out = tmp_path / "init"
+    r = run_cli(*adapt_args(out, "--init", str(bad)))
+    assert r.returncode == 2 and "bad.safetensors" in r.stderr
+    assert not out.exists()
+
+
+def test_a_runtime_not_installed_names_its_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "executorch", None)
+    out = tmp_path / "et"
+    r = run_cli("adapt", TINY, "--target-ratio", "0.5", "--backend", "executorch", "--out",
+                str(out))  # fmt: skip
+    assert r.returncode == 2 and "mobile extra" in r.stderr
+    assert not out.exists()
+
+
+def test_an_unreachable_target_keeps_the_best_and_exits_3(tmp_path):
+    out = tmp_path / "far"
+    r = run_cli("adapt", TINY, "--target-ratio", "0.5", "--step", "1000", *FAST, "--out", str(out))
+    assert r.returncode == 3, r.stderr
+    assert "no proposal lowers the latency" in r.stderr
+    assert run_cli("validate", str(out / "tiny_phone-adapted.yaml")).returncode == 0

@@ -1,0 +1,152 @@
+"""The search's logic with its services faked: latency is the multiply-adds (in millions) of the
+deployed network, and the fine-tune's held-out top-1 a fixed cost per kind of edit."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from mnv3spec.adapt import moves as mv
+from mnv3spec.adapt.search import Proposal, Search, choose, run_step, search, smallest_step
+from mnv3spec.adapt.timing import Measured
+from mnv3spec.adapt.trace import TraceRow
+from mnv3spec.errors import SearchError
+from mnv3spec.model.builder import build
+from mnv3spec.model.summary import summarize
+from mnv3spec.spec.load import load_spec
+
+from .conftest import ROOT
+
+TINY = str(ROOT / "tests" / "data" / "tiny_phone.yaml")
+COST = {"exp": 0.5, "out": 2.0, "kernel": 1.0, "se": 1.0}  # held-out points an edit loses
+
+
+def spec_of(edits):
+    return load_spec(TINY, **mv.as_overrides(edits))
+
+
+def macs(edits) -> float:
+    return summarize(build(spec_of(edits), device="meta")).macs / 1e6
+
+
+def latency_of(edits, parent) -> Measured:
+    return Measured(macs(edits), 0.0, 0.0, 0.0, macs(parent))
+
+
+def finetune(step, proposals, parent):
+    return [(parent.holdout_top1 - COST[p.move.kind], f"runs/{step}-{i}") for i, p in
+            enumerate(proposals)]  # fmt: skip
+
+
+def start() -> TraceRow:
+    ms = macs({})
+    return TraceRow(0, "start", True, ms, 0, 0, 50.0, 0, 0, 0, "runs/start", {})
+
+
+def searcher(target, delta, extra=()):
+    return Search(target, delta, spec_of, lambda s: mv.moves(s, extra), latency_of, finetune)
+
+
+def test_moves_are_exp_per_bneck_row_and_out_per_residual_group():
+    spec = load_spec(TINY)
+    assert mv.groups(spec) == [("stem", "bneck1"), ("bneck2", "bneck3")]
+    labels = [m.label for m in mv.moves(spec)]
+    assert labels == ["out stem+1", "out bneck2+1", "exp bneck1", "exp bneck2", "exp bneck3"]
+    extra = [m.label for m in mv.moves(spec, ("kernel", "se"))]
+    assert {"kernel bneck2", "kernel bneck3", "se bneck1", "se bneck3"} <= set(extra)
+
+
+def test_a_group_shrinks_together_in_multiples_of_the_divisor():
+    spec = load_spec(TINY)
+    edits, words = mv.shrunk(spec, {}, mv.Move("out", ("bneck2", "bneck3")), 1)
+    assert edits == {"bneck2": {"out": 16}, "bneck3": {"out": 16}}
+    assert words == "out bneck2+1 24→16"
+    assert mv.shrunk(spec, {}, mv.Move("out", ("bneck2", "bneck3")), 3) is None  # below 8
+    child = spec_of(edits)
+    assert mv.same_layers(spec, child)  # the residual of bneck3 is kept
+    plans = {r.name: r for r in summarize(build(child, device="meta")).rows}
+    assert plans["last_conv"].in_shape[0] == 16  # the consumer follows
+
+
+def test_groups_of_the_deployed_network_merge_with_the_trained_ones():
+    small = load_spec("small")
+    assert ("stem", "bneck1") in mv.groups(small)
+    assert ("stem", "bneck1") in mv.groups(load_spec("small", si=2), small)
+
+
+def test_the_step_is_the_smallest_that_saves_delta():
+    s, parent = searcher(0, 0.0), start()
+    spec = spec_of({})
+    move = mv.Move("exp", ("bneck3",))
+    one = smallest_step(s, spec, parent, move)
+    assert one.edits == {"bneck3": {"exp": 64}}
+    saved = one.saved_ms
+    assert saved == parent.latency_ms - one.latency.median_ms
+    bigger = smallest_step(searcher(0, saved * 1.5), spec, parent, move)
+    assert bigger.edits == {"bneck3": {"exp": 56}}  # two divisors: the next doubling
+    assert smallest_step(searcher(0, 1e6), spec, parent, move) is None
+
+
+def test_an_expansion_never_appears_or_goes():
+    s, spec = searcher(0, 0.0), spec_of({})
+    found = smallest_step(s, spec, start(), mv.Move("exp", ("bneck2",)))
+    assert found.edits["bneck2"]["exp"] != 16  # bneck2's input width: its expansion would go
+
+
+def test_choice_is_the_best_gain_per_ms():
+    parent = start()
+    m = mv.Move("exp", ("bneck1",))
+    props = [Proposal(m, "a", {}, Measured(parent.latency_ms - d, 0, 0), d) for d in (1.0, 4.0)]
+    assert choose(parent, props, [49.0, 47.0]) == 1  # -1/1 < -3/4
+    assert choose(parent, props, [49.5, 47.0]) == 0  # -0.5/1 > -3/4
+    assert choose(parent, props, [51.0, 51.0]) == 0  # +1/1 > +1/4
+
+
+def test_search_stops_at_the_target_and_prefers_cheap_edits():
+    first = start()
+    target = first.latency_ms * 0.85
+    steps = []
+    last = search(searcher(target, first.latency_ms * 0.01), first, steps.append)
+    assert last.latency_ms <= target < first.latency_ms
+    assert all(sum(r.chosen for r in rows) == 1 for rows in steps)
+    assert [r.step for r in steps[-1]] == [len(steps)] * len(steps[-1])
+    assert all(r.edit.startswith("exp") for rows in steps for r in rows if r.chosen)
+
+
+def test_an_unreachable_target_stops_with_exit_3():
+    with pytest.raises(SearchError) as e:
+        search(searcher(0.001, 1e-6), start(), lambda rows: None)
+    assert e.value.exit_code == 3
+    assert "stopped at" in str(e.value)
+
+
+def test_no_proposal_saves_delta_stops_at_once():
+    with pytest.raises(SearchError):
+        run_step(searcher(0.0, 1e6), start(), lambda: None)
+
+
+def test_a_baseline_is_the_largest_knob_that_meets_the_target():
+    from mnv3spec.adapt import baselines
+
+    timed = []
+
+    def latency(value):
+        timed.append(value)
+        return Measured(value * 10.0, 0.0, 0.0)
+
+    values = baselines.widths(1.0)
+    assert values[0] == 0.05 and values[-1] == 1.0 and len(values) == 20
+    assert baselines.largest_meeting(values, latency, 6.2)[0] == 0.6
+    assert len(timed) <= 5  # bisection: each value timed once at most
+    assert baselines.largest_meeting(values, latency, 0.1) is None
+    assert baselines.resolutions(224)[-1] == 224 and baselines.resolutions(224)[0] == 32
+
+
+def test_a_child_is_put_on_its_parents_scale_so_drifting_load_cancels():
+    from mnv3spec.adapt.search import on_parents_scale
+
+    parent = dataclasses.replace(start(), latency_ms=10.0)
+    busy = Measured(3.0, 0.6, 9.0, 1.0, 6.0)  # both ran twice as slow as when the parent was timed
+    child = on_parents_scale(busy, parent)
+    assert (child.median_ms, child.spread_ms, child.parent_ms) == (5.0, 1.0, 10.0)
