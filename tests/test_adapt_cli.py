@@ -59,10 +59,14 @@ def test_a_killed_search_continues_and_writes_a_variant_file(searched):
     assert r.returncode in (0, 3), r.stderr  # 3: noise kept every proposal under --step
     assert "adapt tiny_phone:" in r.stdout
     result = out / "tiny_phone-adapted.yaml"
-    assert run_cli("validate", str(result)).returncode == 0
-    shown = run_cli("show", str(result))
+    # its base is the input spec, outside the folder: trusted as the user trusts it
+    allow = ("--allow-base", str(Path(TINY).parent))
+    refused = run_cli("validate", str(result))
+    assert refused.returncode == 1 and "--allow-base DIR" in refused.stdout + refused.stderr
+    assert run_cli("validate", str(result), *allow).returncode == 0
+    shown = run_cli("show", str(result), *allow)
     assert shown.returncode == 0 and "tiny_phone_adapted" in shown.stdout
-    assert run_cli("diff", TINY, str(result)).returncode == 0
+    assert run_cli("diff", TINY, str(result), *allow).returncode == 0
     assert not (out / ".lock").exists()
     if r.returncode == 0:
         assert "adapt" in r.stdout and (out / "summary.csv").is_file()
@@ -170,4 +174,5 @@ def test_an_unreachable_target_keeps_the_best_and_exits_3(tmp_path):
     r = run_cli("adapt", TINY, "--target-ratio", "0.5", "--step", "1000", *FAST, "--out", str(out))
     assert r.returncode == 3, r.stderr
     assert "no proposal lowers the latency" in r.stderr
-    assert run_cli("validate", str(out / "tiny_phone-adapted.yaml")).returncode == 0
+    adapted = str(out / "tiny_phone-adapted.yaml")
+    assert run_cli("validate", adapted, "--allow-base", str(Path(TINY).parent)).returncode == 0

@@ -13,6 +13,7 @@ from pathlib import Path
 from ..errors import SearchError, UserError
 from ..files import check_ours, check_path, claim_folder, locked_folder
 from ..spec.load import load_spec, resolve_path
+from ..spec.variant import trusted_bases, trusted_folders
 from . import folder as files
 from . import trace
 from .moves import moves
@@ -32,7 +33,14 @@ class Outcome:
 
 def adapt(s: files.AdaptSettings, say: Say = print) -> Outcome:
     """Run (or continue) the search ``s`` into ``s.out``; SearchError (exit 3) when it stops short
-    of the target, with the best reached kept."""
+    of the target, with the best reached kept. Its variant files name the input spec as their
+    base, so the input's folder is trusted for bases (as ``--allow-base`` trusts one) in every
+    training it starts; the user gave that spec."""
+    with trusted_bases([*trusted_folders(), Path(s.spec).parent]):
+        return _search(s, say)
+
+
+def _search(s: files.AdaptSettings, say: Say) -> Outcome:
     ctx = _context(s, say)
     start = ctx.latency({})
     target = _target(s, start.median_ms)

@@ -159,7 +159,8 @@ def require(what: str, extra: str, modules: tuple[str, ...]) -> None:
     """Import ``modules``, or raise an :class:`ExportError` naming the ``extra`` that brings
     them: "``what`` needs the optional ``extra`` extra (X is not installed): pip install ..."."""
     for module in modules:
-        try:
+        try:  # the package first: a submodule imported earlier would answer from its cache
+            importlib.import_module(module.partition(".")[0])
             importlib.import_module(module)
         except ImportError as e:
             raise ExportError(
