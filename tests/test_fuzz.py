@@ -720,7 +720,7 @@ def test_json_files_we_wrote(tmp_path_factory, raw, kind):
 def test_cluster_settings(address, gpus, cpus):
     """--cluster, --gpus-per-training and --cpus-per-training take what they say, and refuse the
     rest with a UserError naming the parameter."""
-    from mnv3spec.explore.launch import ClusterSettings
+    from mnv3spec.explore.training import ClusterSettings
 
     try:
         head = ClusterSettings(address, gpus, cpus).head()

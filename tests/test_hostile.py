@@ -119,7 +119,8 @@ def test_case15_a_second_sweep_into_a_folder_in_use_is_refused(swept, tmp_path, 
 
 def test_case15_a_locked_variant_says_in_use_not_an_old_epoch_line(tmp_path):
     from mnv3spec.explore.grid import variants
-    from mnv3spec.explore.launch import Training, run_trainings
+    from mnv3spec.explore.launch import run_trainings
+    from mnv3spec.explore.training import Training
     from mnv3spec.services.run_folder import RunFolder
     from mnv3spec.train.config import TrainConfig
 

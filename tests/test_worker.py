@@ -13,7 +13,7 @@ import pytest
 
 from mnv3spec.explore import worker
 from mnv3spec.explore.grid import variants
-from mnv3spec.explore.launch import Training
+from mnv3spec.explore.training import Training
 from mnv3spec.services.run_folder import RunFolder
 from mnv3spec.spec.variant import trusted_bases
 from mnv3spec.train.config import TrainConfig, config_from_json

@@ -15,7 +15,8 @@ import torch
 
 from ..errors import UserError
 from ..explore.grid import Variant
-from ..explore.launch import Training, run_trainings
+from ..explore.launch import run_trainings
+from ..explore.training import Training
 from ..services.run_folder import RunFolder
 from ..train.config import TrainConfig
 

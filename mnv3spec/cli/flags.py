@@ -231,14 +231,14 @@ def add_cluster_options(p: argparse.ArgumentParser) -> None:
 
 
 def cluster_settings(args: argparse.Namespace):
-    """The :class:`~mnv3spec.explore.launch.ClusterSettings` the options of
+    """The :class:`~mnv3spec.explore.training.ClusterSettings` the options of
     :func:`add_cluster_options` give, or None without ``--cluster``."""
     if args.cluster is None:
         given = [f for f in ("--gpus-per-training", "--cpus-per-training") if f in _typed(args)]
         if given:
             raise UserError(f"{' and '.join(given)} need --cluster: without it trainings run here")
         return None
-    from mnv3spec.explore.launch import ClusterSettings
+    from mnv3spec.explore.training import ClusterSettings
 
     address = args.cluster or os.environ.get("RAY_ADDRESS", "")
     if not address:

@@ -29,8 +29,8 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..services.run_folder import RunFolder
-from . import launch, node, process
-from .launch import ClusterSettings, Training
+from . import node, process
+from .training import INTERRUPTED, ClusterSettings, Training
 
 LOCAL = "local"  # the address that starts a cluster on this machine for the launch
 RETRIES = 3  # times a task lost with its node is run again
@@ -249,7 +249,7 @@ def _run(ray, jobs: list[Training], logs: Path, s: ClusterSettings, say) -> dict
                 continue
             i, job = pending.pop(ready[0])
             code, error = _outcome(ray, ready[0])
-            if code in launch.INTERRUPTED:
+            if code in INTERRUPTED:
                 raise KeyboardInterrupt
             if code:
                 errors[job.variant.id] = (code, error)

@@ -10,7 +10,6 @@ its task, :mod:`.node`, alone import ``ray``). The worker process itself is :mod
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import subprocess
@@ -18,79 +17,11 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from queue import Queue
 
-from ..errors import UserError
-from ..services.run_folder import RunFolder
-from ..spec.variant import trusted_folders
-from ..train.config import TrainConfig
 from . import process
-from .grid import Variant
-
-INTERRUPTED = (130, -signal.SIGINT)  # a training stopped by Ctrl-C (its handler, or the signal)
-
-
-@dataclass(frozen=True)
-class Training:
-    """One variant's training: a new run of ``config`` into ``folder``, or (``config`` None) the
-    continuation of the interrupted run there."""
-
-    variant: Variant
-    folder: RunFolder
-    config: TrainConfig | None
-
-    def request(self) -> dict:
-        """What the worker is handed: the run, and the folders the user trusts for a variant's
-        base (``--allow-base``), which a process of its own would not know otherwise."""
-        trusted = {"trusted_bases": list(trusted_folders())}
-        if self.config is None:
-            return {"resume": str(self.folder), **trusted}
-        return {"config": dataclasses.asdict(self.config), **trusted}
-
-
-@dataclass(frozen=True)
-class ClusterSettings:
-    """The Ray cluster a launch's trainings run on: ``cluster`` is its address (``host:port`` or
-    ``ray://host:port``), or ``"local"`` for one started on this machine for the launch; each
-    training is a task holding ``gpus_per_training`` GPUs (a fraction in (0, 1] shares one, as
-    Ray shares it) and ``cpus_per_training`` CPUs (its threads)."""
-
-    cluster: str
-    gpus_per_training: float | None = None  # None: none (the trainings run on CPU)
-    cpus_per_training: float = 1
-
-    def __post_init__(self) -> None:
-        gpus, cpus = self.gpus_per_training, self.cpus_per_training
-        if gpus is not None and not (0 < gpus <= 1 or _whole(gpus, 1)):
-            raise UserError(
-                f"{gpus:g} is neither a fraction in (0, 1] (trainings that share a GPU) nor a "
-                "whole number of GPUs, 1 or more",
-                field="gpus_per_training",
-            )
-        if not _whole(cpus, 1):
-            raise UserError(
-                f"{cpus:g} is not a whole number of CPUs, 1 or more", field="cpus_per_training"
-            )
-        self.head()  # refuses an address that is not one
-
-    def head(self) -> tuple[str, int] | None:
-        """The head's host and port (None for ``local``)."""
-        address = self.cluster.strip()
-        if address == "local":
-            return None
-        host, colon, port = address.removeprefix("ray://").rpartition(":")
-        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise UserError(
-                f"{address} is not host:port, ray://host:port or local", field="cluster"
-            )
-        return host.strip("[]"), int(port)
-
-
-def _whole(x: float, low: int) -> bool:
-    """``x`` is a whole number, at least ``low`` (NaN and infinity are neither)."""
-    return x >= low and float(x).is_integer()
+from .training import INTERRUPTED, ClusterSettings, Training
 
 
 @contextmanager

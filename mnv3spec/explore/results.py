@@ -11,7 +11,7 @@ from ..latency import predict
 from ..services.run_folder import RunFolder
 from . import MAX_VARIANTS
 from .grid import Variant
-from .launch import ClusterSettings, Training
+from .training import ClusterSettings, Training
 
 DIVERGED = 3  # train's exit status when the loss became NaN or infinite (TrainingError)
 

@@ -29,8 +29,9 @@ from ..spec.load import Spec, load_spec, resolve_path
 from ..train.config import TrainConfig
 from . import sweep_folder, sweep_report
 from .grid import check_count, check_grids, parse_grid, spec_names, variants
-from .launch import Training, cluster_session, run_trainings
+from .launch import cluster_session, run_trainings
 from .results import LatencySettings, Result, Sweep, SweepSettings
+from .training import Training
 
 Compiled = list[tuple[Result, Spec | None]]  # each variant's result, and its spec if it compiles
 

@@ -1,5 +1,5 @@
 """``python -m mnv3spec.explore.worker REQUEST.json``: one training of a sweep, in a process of
-its own. The request (:meth:`.launch.Training.request`) holds a training's configuration — a new
+its own. The request (:meth:`.training.Training.request`) holds a training's configuration — a new
 run — or the run folder of an interrupted one to resume. Exit status as ``train``'s: 0 done,
 2 refused (the error on one line starting ``error:``), 3 diverged, 130 interrupted."""
 
