@@ -130,11 +130,15 @@ def check_output(
     inputs: Iterable[str | Path] = (),
     suffix: str | None = None,
     field: str | None = None,
+    ours: bytes | None = None,
 ) -> Path:
     """``path`` if a file of ``kind`` (a :data:`KINDS` key) can be written there: its folder
     exists and is writable, it is not a folder, it ends in ``suffix`` when one is required, it
     is none of ``inputs`` (the files the command reads), and what is there now, if anything, is
-    empty or a regular file of the same kind. Call it before the work; write with :func:`writing`.
+    empty or a regular file of the same kind. ``ours``: the bytes every such file this command
+    writes starts with (a CSV's header line, a sidecar's first key); a file of the same kind
+    that does not start with them is the user's (their own CSV), and is not replaced. Call it
+    before the work; write with :func:`writing`.
     """
     path = check_path(path, field=field)
     where = {"file": str(path), "field": field}
@@ -156,7 +160,19 @@ def check_output(
             )
     if path.exists():
         _check_replaceable(path, kind, where)
+        if ours is not None and path.stat().st_size and not _starts_with(path, ours):
+            raise UserError(
+                f"exists and is {KINDS[kind].description} this command did not write (it does "
+                "not start as ours do); it is not replaced: give another file name, or move "
+                "that file away first",
+                **where,
+            )
     return path
+
+
+def _starts_with(path: Path, head: bytes) -> bool:
+    with open(path, "rb") as f:
+        return f.read(len(head)) == head
 
 
 def _check_replaceable(path: Path, kind: str, where: dict) -> None:

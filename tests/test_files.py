@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
 import warnings
@@ -186,3 +187,18 @@ def test_a_text_file_named_like_a_png_is_not_replaced(tmp_path):
     (tmp_path / "plot.png").write_text("my notes")
     with pytest.raises(UserError, match="is named like a PNG image but is not one"):
         check_output(tmp_path / "plot.png", "png")
+
+
+def test_a_metadata_json_of_the_users_beside_a_program_is_not_replaced(tmp_path):
+    """Issue 31 hunt 4: ``export --format executorch --out mine.pte`` must not replace an unrelated
+    ``mine.pte.json``; one that export wrote (it starts with our format key) may be."""
+    from mnv3spec.deploy.runtimes import RUNTIMES
+    from mnv3spec.deploy.runtimes.phone import FORMAT, check_outputs
+
+    out, runtime = tmp_path / "mine.pte", RUNTIMES["executorch"]
+    (tmp_path / "mine.pte.json").write_text('{"my": "notes"}\n')
+    with pytest.raises(UserError, match="this command did not write"):
+        check_outputs(out, runtime, [])
+    assert (tmp_path / "mine.pte.json").read_text() == '{"my": "notes"}\n'
+    (tmp_path / "mine.pte.json").write_text(json.dumps({"format": FORMAT, "x": 1}, indent=1))
+    assert check_outputs(out, runtime, []) == out

@@ -264,3 +264,16 @@ def test_cli_latency_times_an_exported_file_as_it_is(tmp_path, cli):
     foreign.write_bytes(out.read_bytes().replace(b"mnv3spec", b"notours!"))
     r = cli("latency", foreign)
     assert r.returncode == 2 and r.stdout == "" and "not an mnv3spec" in r.stderr
+
+
+def test_cli_latency_never_replaces_a_csv_of_the_users(tmp_path, cli):
+    """Issue 31 hunt 4: a CSV of the same suffix is not ours unless it starts with our header;
+    ours (from an earlier run) is replaced."""
+    mine = tmp_path / "mine.csv"
+    mine.write_text("name,score\nalice,3\n")
+    r = cli("latency", "small", "--widths", "0.25", "--runs", "1", "--warmup", "1", "--csv", mine)
+    assert r.returncode == 2 and "this command did not write" in r.stderr and r.stdout == ""
+    assert mine.read_text() == "name,score\nalice,3\n"
+    ours = tmp_path / "ours.csv"
+    args = ("latency", "small", "--widths", "0.25", "--runs", "1", "--warmup", "1", "--csv", ours)
+    assert cli(*args).returncode == 0 and cli(*args).returncode == 0  # the second replaces ours

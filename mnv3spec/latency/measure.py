@@ -390,20 +390,24 @@ def check_files(
     may be one of the ``specs`` read (nor each other), nor replace a file of another kind."""
     inputs: list[str | Path] = [resolve_path(s) for s in specs or DEFAULT_SPECS]
     if csv_path:
-        check_output(csv_path, "csv", inputs=inputs, field="csv")
+        check_output(csv_path, "csv", inputs=inputs, field="csv", ours=_CSV_HEADER)
         inputs.append(csv_path)
     if plot_path:
         check_output(plot_path, "png", inputs=inputs, suffix=".png", field="plot")
 
 
+_RATIOS = ("speedup", "timm_speedup")
+_COLUMNS = [*(fl.name for fl in fields(LatencyRow)), *_RATIOS]
+_CSV_HEADER = ",".join(_COLUMNS).encode()  # how a CSV of ours starts: any other is the user's
+
+
 def write_csv(rows: list[LatencyRow], path: str | Path) -> None:
     """The raw rows, one per line, with the ratios to torchvision and timm (empty: not timed)."""
-    ratios = ("speedup", "timm_speedup")
     with writing(path, field="csv") as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, [*(fl.name for fl in fields(LatencyRow)), *ratios])
+        writer = csv.DictWriter(f, _COLUMNS)
         writer.writeheader()
         for r in rows:
-            writer.writerow({**asdict(r), **{k: getattr(r, k) for k in ratios}})
+            writer.writerow({**asdict(r), **{k: getattr(r, k) for k in _RATIOS}})
 
 
 def plot(rows: list[LatencyRow], path: str | Path) -> None:

@@ -34,6 +34,7 @@ from ...weights.checkpoint import _metadata_problem
 from .record import Int8, Job, Progress, QuantizeResult, Runtime
 
 FORMAT = "mnv3spec-mobile"  # the JSON's "format"
+_SIDECAR_HEAD = f'{{\n "format": "{FORMAT}"'.encode()  # how every metadata file of ours starts
 CALIB_BATCH = 64  # images per PT2E calibration call
 CALIB = 8  # random images calibrating a timed int8 program (the ranges do not change the time)
 
@@ -102,7 +103,7 @@ def check_outputs(out: Path, runtime: Runtime, inputs: list[Path], field: str = 
                 file=str(out),
                 field=field,
             ) from None
-    check_output(sidecar(out), "json", inputs=inputs, field=field)
+    check_output(sidecar(out), "json", inputs=inputs, field=field, ours=_SIDECAR_HEAD)
     return out
 
 
