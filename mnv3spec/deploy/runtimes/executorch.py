@@ -31,7 +31,7 @@ from torch import nn
 
 from ...errors import ExportError
 from ...model.inference import for_xnnpack
-from .phone import CALIB, CALIB_BATCH, ProgramModel, load_program, pt2e, write_program
+from .phone import CALIB, ProgramModel, calibrate_pt2e, load_program, pt2e, write_program
 from .record import Int8, Lowered, Runtime, Timed, require
 
 EXTRA = "mobile"
@@ -188,7 +188,6 @@ def quantize_pt2e(
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
     )
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     quantizer = XNNPACKQuantizer().set_global(
         get_symmetric_quantization_config(is_per_channel=True)
@@ -196,16 +195,7 @@ def quantize_pt2e(
     rows = rows_to_quantize(fast, exclude_rows, only_rows)
     if rows is not None:
         quantizer.set_filter_function(_in_rows(set(rows)))
-    # a dynamic batch, so calibration and the fake-quant reference run batched; lower() traces
-    # the converted graph again at batch 1
-    batch = {0: torch.export.Dim("batch", min=1, max=CALIB_BATCH)}
-    twice = example[:1].expand(2, *example.shape[1:]).contiguous()
-    graph = torch.export.export(fast, (twice,), dynamic_shapes=(batch,)).module()
-    prepared = prepare_pt2e(graph, quantizer)
-    with torch.no_grad():
-        for images in calib_images.split(CALIB_BATCH):
-            prepared(images)
-    return convert_pt2e(prepared)
+    return calibrate_pt2e(fast, example, calib_images, quantizer)
 
 
 def _in_rows(rows: set[str]) -> Callable[[torch.fx.Node], bool]:

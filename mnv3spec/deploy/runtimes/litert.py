@@ -29,7 +29,15 @@ from torch import nn
 
 from ...errors import ExportError, UserError
 from ...model.inference import for_xnnpack
-from .phone import CALIB, CALIB_BATCH, ProgramModel, first_line, load_program, pt2e, write_program
+from .phone import (
+    CALIB,
+    ProgramModel,
+    calibrate_pt2e,
+    first_line,
+    load_program,
+    pt2e,
+    write_program,
+)
 from .record import Int8, Lowered, Runtime, Timed, require
 
 EXTRA = "litert"
@@ -96,18 +104,9 @@ def quantize_pt2e(
     row) and calibrated on ``calib_images``: the fake-quant graph that :func:`convert` takes with
     ``int8``. Rows cannot be chosen (:data:`ROWS_REFUSED`)."""
     require_litert(convert=True)
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
     if exclude_rows or only_rows is not None:
         raise UserError(ROWS_REFUSED, field="keep_float")
-    batch = {0: torch.export.Dim("batch", min=1, max=CALIB_BATCH)}
-    twice = example[:1].expand(2, *example.shape[1:]).contiguous()
-    graph = torch.export.export(fast, (twice,), dynamic_shapes=(batch,)).module()
-    prepared = prepare_pt2e(graph, _quantizer())
-    with torch.no_grad():
-        for images in calib_images.split(CALIB_BATCH):
-            prepared(images)
-    return convert_pt2e(prepared, fold_quantize=False)
+    return calibrate_pt2e(fast, example, calib_images, _quantizer(), fold_quantize=False)
 
 
 def runner(

@@ -36,6 +36,32 @@ from .record import Int8, Job, Progress, QuantizeResult, Runtime
 FORMAT = "mnv3spec-mobile"  # the JSON's "format"
 _SIDECAR_HEAD = f'{{\n "format": "{FORMAT}"'.encode()  # how every metadata file of ours starts
 CALIB_BATCH = 64  # images per PT2E calibration call
+
+
+def calibrate_pt2e(
+    fast: nn.Module,
+    example: torch.Tensor,
+    calib_images: torch.Tensor,
+    quantizer: Any,
+    *,
+    fold_quantize: bool = True,
+) -> nn.Module:
+    """``fast`` exported with a dynamic batch (so calibration and the fake-quant reference run
+    batched; lowering traces the converted graph again at batch 1), prepared by PT2E with
+    ``quantizer``, calibrated on ``calib_images`` and converted: the step both phone runtimes'
+    int8 share, whatever their quantizer."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    batch = {0: torch.export.Dim("batch", min=1, max=CALIB_BATCH)}
+    twice = example[:1].expand(2, *example.shape[1:]).contiguous()
+    graph = torch.export.export(fast, (twice,), dynamic_shapes=(batch,)).module()
+    prepared = prepare_pt2e(graph, quantizer)
+    with torch.no_grad():
+        for images in calib_images.split(CALIB_BATCH):
+            prepared(images)
+    return convert_pt2e(prepared, fold_quantize=fold_quantize)
+
+
 CALIB = 8  # random images calibrating a timed int8 program (the ranges do not change the time)
 
 
