@@ -5,9 +5,9 @@ atomically.
 The rule for every file a command writes (:func:`check_output`): never onto an input of the same
 command (real paths compared, links resolved), and never over an existing file of another kind
 than the one written (a ``--out m.onnx`` that is really a checkpoint, a ``--csv`` naming a spec):
-an existing file is replaced only when it is empty or of the same :data:`KINDS` entry, judged by
-its first bytes where the format has a signature (:func:`mnv3spec.kinds.file_kind`, the one judge
-of signatures) and by its suffix where it has none.
+an existing file is replaced only when it is empty or of the same kind (the one table of kinds,
+:data:`mnv3spec.kinds.KINDS`), judged by its first bytes where the kind has a signature
+(:func:`mnv3spec.kinds.file_kind`) and by its suffix where it has none.
 
 The rule for every folder a command fills (:func:`claim_folder`, :func:`locked_folder`): created
 exclusively, or recognised as ours by its own marker file, and locked while in use, so two
@@ -26,12 +26,11 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .kinds import file_kind
+from .kinds import KINDS, file_kind
 
 MAX_NAME_BYTES = 255  # one path component, as Linux, macOS and Windows file systems allow
 LOCK_FILE = ".lock"
@@ -64,38 +63,6 @@ def check_path(path: str | Path, *, field: str | None = None) -> Path:
     return Path(path)
 
 
-@dataclass(frozen=True)
-class Kind:
-    """A kind of file: what to call it, its usual suffixes, and where its bytes tell what it is,
-    the name :func:`mnv3spec.kinds.file_kind` gives it (the one judge of signatures)."""
-
-    description: str
-    suffixes: tuple[str, ...]
-    judged: str | None = None
-    # A file named like this kind is replaced only when its bytes say it is one. ONNX's are a
-    # protobuf without a magic number (file_kind's test is a heuristic), so its name suffices.
-    bytes_required: bool = True
-
-
-KINDS: dict[str, Kind] = {
-    "png": Kind("a PNG image", (".png",), "image"),  # file_kind tells an image, not its format
-    "safetensors": Kind("safetensors weights", (".safetensors",), "safetensors"),
-    "torchscript": Kind("a TorchScript model", (".pt", ".pth"), "torchscript"),
-    "torch-save": Kind(
-        "a PyTorch file (torch.save)", (".pt", ".pth", ".ckpt", ".bin"), "torch-save"
-    ),
-    "onnx": Kind("an ONNX model", (".onnx",), "onnx", bytes_required=False),
-    "pte": Kind("an ExecuTorch program", (".pte",), "pte"),
-    "tflite": Kind("a LiteRT (TFLite) model", (".tflite",), "tflite"),
-    # A spec is known by its bytes (file_kind's top-level keys), so one named .csv or .json is
-    # never taken for a table or a sidecar and replaced; a .yaml that is no spec is the user's.
-    "spec": Kind("a spec (YAML)", (".yaml", ".yml"), "spec"),
-    "csv": Kind("a CSV table", (".csv",)),
-    "json": Kind("a JSON file", (".json",)),
-    "text": Kind("a text file", (".txt", ".log")),
-}
-
-
 def kind_of(path: str | Path) -> str | None:
     """The :data:`KINDS` key of an existing file: by signature first, then by a suffix that only
     one kind uses; None when neither tells. An unreadable file raises ``OSError``."""
@@ -107,9 +74,8 @@ def _identify(path: Path) -> tuple[str | None, bool]:
     with open(path, "rb"):  # an unreadable file raises here, for the caller to name
         pass
     judged = file_kind(path)
-    for name, kind in KINDS.items():
-        if kind.judged is not None and kind.judged == judged:
-            return name, True
+    if judged is not None and KINDS[judged].signature is not None:
+        return judged, True
     claims = [name for name, kind in KINDS.items() if path.suffix.lower() in kind.suffixes]
     return (claims[0] if len(claims) == 1 else None), False
 
@@ -162,7 +128,7 @@ def check_output(
         _check_replaceable(path, kind, where)
         if ours is not None and path.stat().st_size and not _starts_with(path, ours):
             raise UserError(
-                f"exists and is {KINDS[kind].description} this command did not write (it does "
+                f"exists and is {KINDS[kind].noun} this command did not write (it does "
                 "not start as ours do); it is not replaced: give another file name, or move "
                 "that file away first",
                 **where,
@@ -186,12 +152,12 @@ def _check_replaceable(path: Path, kind: str, where: dict) -> None:
     except OSError as e:
         raise UserError(f"exists and cannot be read ({e.strerror})", **where) from None
     wanted = KINDS[kind]
-    if found == kind and (proved or wanted.judged is None or not wanted.bytes_required):
+    if found == kind and (proved or wanted.signature is None or not wanted.bytes_required):
         return
-    what = KINDS[found].description if found else "a file of a kind not recognised"
-    what = f"is {what}, not {wanted.description}"
+    what = KINDS[found].noun if found else "a file of a kind not recognised"
+    what = f"is {what}, not {wanted.noun}"
     if found == kind:
-        what = f"is named like {wanted.description} but is not one"
+        what = f"is named like {wanted.noun} but is not one"
     raise UserError(
         f"exists and {what}; it is not replaced: give another file name, or move that file "
         "away first",

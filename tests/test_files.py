@@ -37,9 +37,9 @@ def test_atomic_path_gives_the_usual_permissions(tmp_path):
 
 
 def test_check_output_names_what_is_wrong(tmp_path):
-    assert check_output(tmp_path / "lat.png", "png", suffix=".png") == tmp_path / "lat.png"
+    assert check_output(tmp_path / "lat.png", "image", suffix=".png") == tmp_path / "lat.png"
     with pytest.raises(UserError, match=r"lat\.txt: plot: must end in \.png"):
-        check_output(tmp_path / "lat.txt", "png", suffix=".png", field="plot")
+        check_output(tmp_path / "lat.txt", "image", suffix=".png", field="plot")
     with pytest.raises(UserError, match="is a folder; give a file name"):
         check_output(tmp_path, "csv")
     with pytest.raises(UserError, match="does not exist"):
@@ -64,7 +64,7 @@ def test_an_output_is_never_an_input_whatever_the_path_says(tmp_path):
     "name, content, kind",
     [
         ("w.safetensors", (8).to_bytes(8, "little") + b'{"a": 1}', "safetensors"),
-        ("plot.png", b"\x89PNG\r\n\x1a\n....", "png"),
+        ("plot.png", b"\x89PNG\r\n\x1a\n....", "image"),
         ("s.yaml", b"name: x\n", "spec"),
         ("rows.csv", b"a,b\n1,2\n", "csv"),
         ("m.onnx", b"\x08\x08\x12\x07pytorch", "onnx"),
@@ -186,7 +186,7 @@ def test_read_regular_refuses_pipes_folders_and_huge_files(tmp_path):
 def test_a_text_file_named_like_a_png_is_not_replaced(tmp_path):
     (tmp_path / "plot.png").write_text("my notes")
     with pytest.raises(UserError, match="is named like a PNG image but is not one"):
-        check_output(tmp_path / "plot.png", "png")
+        check_output(tmp_path / "plot.png", "image")
 
 
 def test_a_metadata_json_of_the_users_beside_a_program_is_not_replaced(tmp_path):

@@ -15,7 +15,6 @@ from onnx import TensorProto, helper
 from PIL import Image
 from safetensors.torch import save_file
 
-from mnv3spec.cli.kinds import TAKEN_BY
 from mnv3spec.kinds import KINDS, file_kind
 
 from .conftest import ROOT, run_cli, tiny_checkpoint
@@ -70,7 +69,7 @@ def files(tmp_path_factory):
         ("model.pt", "torchscript"),
         ("resume.pt", "torch-save"),
         ("legacy.pt", "torch-save"),
-        ("model.pte", "pte"),
+        ("model.pte", "executorch"),
         ("model.tflite", "tflite"),
         ("spec.yaml", "spec"),
         *((f"image.{ext}", "image") for ext in ("png", "jpeg", "gif", "bmp", "webp", "tiff")),
@@ -114,8 +113,12 @@ def test_damaged_or_lookalike_heads_are_not_taken_for_a_kind(tmp_path, head):
 
 
 def test_every_kind_says_what_it_is_and_which_command_takes_it():
-    assert all(KINDS.values())
-    assert set(TAKEN_BY) == set(KINDS) - {"text", "unknown"}  # those go to the reader
+    assert all(k.name == name and k.description and k.noun for name, k in KINDS.items())
+    # a kind its bytes tell says which command takes it; the rest (text, unknown, the outputs
+    # known by their suffix) go to the reader
+    signed = {name for name, k in KINDS.items() if k.signature is not None}
+    assert {name for name, k in KINDS.items() if k.taken_by} == signed
+    assert signed == set(KINDS) - {"csv", "json", "text", "unknown"}
 
 
 FOREIGN = [

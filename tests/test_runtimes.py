@@ -7,10 +7,10 @@ import configparser
 
 import pytest
 
-from mnv3spec import files, kinds
 from mnv3spec.deploy.quantize import int8_runtimes
 from mnv3spec.deploy.runtimes import RUNTIMES, runtime_for, runtime_of
 from mnv3spec.errors import UserError
+from mnv3spec.kinds import KINDS
 from mnv3spec.latency.backends import BACKENDS
 
 from .conftest import ROOT
@@ -19,8 +19,8 @@ from .conftest import ROOT
 def test_each_record_names_a_known_file_kind_and_its_suffix():
     for name, rt in RUNTIMES.items():
         assert rt.name == name
-        assert rt.kind in kinds.KINDS and rt.kind in files.KINDS, name
-        assert rt.suffix in files.KINDS[rt.kind].suffixes, name
+        assert rt.kind == rt.format and rt.kind in KINDS, name
+        assert rt.suffix in KINDS[rt.kind].suffixes and KINDS[rt.kind].signature, name
         assert rt.metadata in ("inside", "sidecar", "none"), name
         assert (rt.load is None) == (rt.metadata == "none"), name  # what it writes, it reads
 

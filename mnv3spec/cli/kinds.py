@@ -1,5 +1,5 @@
-"""Which command takes which kind of file (:mod:`mnv3spec.kinds` judges the kind): a command given
-a file of another kind names what it is and the command that takes it."""
+"""A command given a file of a kind it does not take names what the file is and the command that
+takes it, as the one table of kinds (:data:`mnv3spec.kinds.KINDS`) says both."""
 
 from __future__ import annotations
 
@@ -8,30 +8,17 @@ from pathlib import Path
 from mnv3spec.errors import FileKindError
 from mnv3spec.kinds import KINDS, file_kind
 
-TAKEN_BY = {
-    "safetensors": "eval, infer, export and quantize take it",
-    "pte": "eval, infer and latency take a .pte written by export or quantize, with its .pte.json",
-    "onnx": "eval, infer and latency take an .onnx written by export or quantize",
-    "torchscript": "it is for torch.jit.load; eval, infer and quantize take the .safetensors it "
-    "came from",
-    "torch-save": "train --resume takes the run folder that holds a resume.pt; train --init takes "
-    "a state_dict",
-    "tflite": "eval, infer and latency take a .tflite written by export or quantize, with its "
-    ".tflite.json",
-    "spec": "validate, show, diff, train, latency and export take it",
-    "image": "infer --images takes a folder of them",
-}
-
 
 def check_kind(path: str | Path, command: str, takes: set[str], wanted: str) -> str | None:
     """``path``'s kind when ``command`` takes it (or it is not a regular file, or of no kind we
     know: the command's reader then says what is wrong). A file of another known kind raises
     :class:`FileKindError` naming what it is, what ``command`` wants and which command takes it."""
     kind = file_kind(path)
-    if kind is None or kind in takes or kind not in TAKEN_BY:
+    if kind is None or kind in takes or not KINDS[kind].taken_by:
         return kind
+    found = KINDS[kind]
     raise FileKindError(
-        f"this is {KINDS[kind]}; {command} takes {wanted} ({TAKEN_BY[kind]})", file=str(path)
+        f"this is {found.description}; {command} takes {wanted} ({found.taken_by})", file=str(path)
     )
 
 
@@ -42,7 +29,7 @@ def check_model_file(path: str | Path, command: str) -> None:
     wanted = (
         "a .safetensors checkpoint, an .onnx written by export or quantize, a .pte or a .tflite"
     )
-    if check_kind(path, command, {"safetensors", "onnx", "pte", "tflite"}, wanted) != "onnx":
+    if check_kind(path, command, {"safetensors", "onnx", "executorch", "tflite"}, wanted) != "onnx":
         return
     from mnv3spec.deploy.runtimes.onnx_model import read_format, require_onnx
 

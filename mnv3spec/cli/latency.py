@@ -11,7 +11,7 @@ from mnv3spec.cli.kinds import check_kind
 from mnv3spec.errors import UserError
 from mnv3spec.text import printable
 
-PROGRAMS = {"pte", "tflite", "onnx"}  # files a runtime wrote: timed as they are
+PROGRAMS = {"executorch", "tflite", "onnx"}  # files a runtime wrote: timed as they are
 
 
 def cmd_latency(args: argparse.Namespace) -> int:

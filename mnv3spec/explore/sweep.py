@@ -168,7 +168,7 @@ def _check_folder(folder: Path, mine: dict[str, Any]) -> dict[str, Any]:
     very sweep, and the files the sweep writes there, if present, must be its own."""
     check_ours(folder, sweep_folder.SETTINGS, "sweep folder", field="name")
     agreed = sweep_folder.check_same(folder, mine)
-    for file, kind in (("sweep.csv", "csv"), ("pareto.png", "png")):
+    for file, kind in (("sweep.csv", "csv"), ("pareto.png", "image")):
         check_output(folder / file, kind, field="name")
     table = folder / "sweep.csv"
     if table.is_file() and table.stat().st_size:

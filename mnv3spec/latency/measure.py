@@ -393,7 +393,7 @@ def check_files(
         check_output(csv_path, "csv", inputs=inputs, field="csv", ours=_CSV_HEADER)
         inputs.append(csv_path)
     if plot_path:
-        check_output(plot_path, "png", inputs=inputs, suffix=".png", field="plot")
+        check_output(plot_path, "image", inputs=inputs, suffix=".png", field="plot")
 
 
 _RATIOS = ("speedup", "timm_speedup")

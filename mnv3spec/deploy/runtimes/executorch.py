@@ -264,7 +264,6 @@ RUNTIME = Runtime(
     name="executorch",
     format="executorch",
     choice="executorch",
-    kind="pte",
     suffix=".pte",
     metadata="sidecar",
     extra=EXTRA,

@@ -212,7 +212,6 @@ RUNTIME = Runtime(
     name="litert",
     format="tflite",
     choice="tflite",
-    kind="tflite",
     suffix=".tflite",
     metadata="sidecar",
     extra=EXTRA,

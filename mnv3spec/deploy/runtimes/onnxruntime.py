@@ -289,7 +289,6 @@ RUNTIME = Runtime(
     name="onnxruntime",
     format="onnx",
     choice="onnxruntime",
-    kind="onnx",
     suffix=".onnx",
     metadata="inside",
     extra=EXTRA,

@@ -54,9 +54,8 @@ class Runtime:
     """One runtime: its names, its file, and how each pipeline step is done in it."""
 
     name: str  # the runtime's own name: in messages and in a file's metadata
-    format: str  # what ``export --format`` calls its file
+    format: str  # what ``export --format`` calls its file, and its file's kind (:attr:`kind`)
     choice: str  # what ``quantize --to`` and ``latency --backends`` call it
-    kind: str  # its file's kind (:data:`mnv3spec.kinds.KINDS`, :data:`mnv3spec.files.KINDS`)
     suffix: str
     metadata: str  # where a file's metadata lives: "inside" it, a "sidecar" JSON, or "none"
     extra: str  # the optional install extra that brings it
@@ -71,6 +70,11 @@ class Runtime:
     rows_refused: str = ""  # why quantize cannot leave rows float or score them alone, if so
     fixed_batch: bool = False  # exported at batch 1, as an app calls it
     signature: str = ""  # what its file holds at byte 4, as a message says it
+
+    @property
+    def kind(self) -> str:
+        """Its file's kind in :data:`mnv3spec.kinds.KINDS`: named as ``--format`` names it."""
+        return self.format
 
     @property
     def on_phone(self) -> bool:

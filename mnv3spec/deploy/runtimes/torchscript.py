@@ -52,7 +52,6 @@ RUNTIME = Runtime(
     name="torchscript",
     format="torchscript",
     choice="torchscript",
-    kind="torchscript",
     suffix=".pt",
     metadata="none",
     extra="",
