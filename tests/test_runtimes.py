@@ -4,9 +4,11 @@ rest of the house knows, and the lookups every command makes in it."""
 from __future__ import annotations
 
 import configparser
+import sys
 
 import pytest
 
+from mnv3spec.deploy import runtimes
 from mnv3spec.deploy.quantize import int8_runtimes
 from mnv3spec.deploy.runtimes import RUNTIMES, runtime_for, runtime_of
 from mnv3spec.errors import UserError
@@ -58,3 +60,37 @@ def test_each_runtime_names_an_install_extra_of_the_package():
     setup.read(ROOT / "setup.cfg")
     extras = set(setup["options.extras_require"])
     assert {rt.extra for rt in RUNTIMES.values() if rt.extra} <= extras
+
+
+def test_the_registry_finds_its_runtimes_in_their_declared_order():
+    assert list(RUNTIMES) == ["onnxruntime", "torchscript", "executorch", "litert"]
+    orders = [rt.order for rt in RUNTIMES.values()]
+    assert orders == sorted(set(orders))
+
+
+FIFTH = """
+from dataclasses import replace
+
+from mnv3spec.deploy.runtimes.torchscript import RUNTIME as TORCHSCRIPT
+
+RUNTIME = replace(TORCHSCRIPT, name="fifth", format="fifth", choice="fifth", order=25)
+"""
+
+
+def test_a_runtime_is_one_new_module_in_the_folder(tmp_path, monkeypatch):
+    """A module dropped into the package's folder (here a second folder of the package's path) is
+    found and placed by its order, with no line to add anywhere."""
+    (tmp_path / "fifth.py").write_text(FIFTH)
+    monkeypatch.setattr(runtimes, "__path__", [*runtimes.__path__, str(tmp_path)])
+    try:
+        found = runtimes.discover(runtimes.modules())
+    finally:
+        sys.modules.pop(f"{runtimes.__name__}.fifth", None)
+        vars(runtimes).pop("fifth", None)
+    assert list(found) == ["onnxruntime", "torchscript", "fifth", "executorch", "litert"]
+    assert found["fifth"].lower is RUNTIMES["torchscript"].lower
+
+
+def test_two_runtimes_of_one_name_are_refused():
+    with pytest.raises(ValueError, match="two runtimes share a name"):
+        runtimes.discover([runtimes.torchscript, runtimes.torchscript])

@@ -1,12 +1,21 @@
 """The one registry of runtimes: :data:`RUNTIMES`, one record (:class:`.record.Runtime`) per module
-of this folder. ``export``, ``quantize``, ``latency``, ``eval`` and ``infer`` loop over it; adding a
-runtime is one module declaring its ``RUNTIME`` and one line here.
+of this folder. ``export``, ``quantize``, ``latency``, ``eval`` and ``infer`` loop over it and reach
+a runtime only through its record; adding a runtime is one new module here declaring its
+``RUNTIME``.
+
+The registry finds those modules itself (:func:`discover`: every module of this package, by
+``pkgutil``), rather than naming them in an import line: real plugin discovery, so a new file is
+enough. Tools that draw the imports from ``import`` statements do not see these.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
+import pkgutil
+from collections.abc import Iterable
 from pathlib import Path
+from types import ModuleType
 
 import torch
 from torch import nn
@@ -14,7 +23,6 @@ from torch import nn
 from ...errors import UserError
 from ...kinds import file_kind
 from ...weights.checkpoint import load_model
-from . import executorch, litert, onnxruntime, torchscript
 from .record import Runtime
 
 # torchao registers an Enum with pytree when ExecuTorch or LiteRT quantizes, and torch logs a
@@ -22,9 +30,24 @@ from .record import Runtime
 # user can change.
 logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 
-RUNTIMES: dict[str, Runtime] = {
-    m.RUNTIME.name: m.RUNTIME for m in (onnxruntime, torchscript, executorch, litert)
-}
+
+def modules() -> Iterable[ModuleType]:
+    """Every module of this package, imported."""
+    for found in pkgutil.iter_modules(__path__):
+        yield importlib.import_module(f"{__name__}.{found.name}")
+
+
+def discover(found: Iterable[ModuleType]) -> dict[str, Runtime]:
+    """The ``RUNTIME`` each of ``found`` declares (a module without one is a helper), by name,
+    in their declared :attr:`~.record.Runtime.order`; two records of one name are refused."""
+    records = [m.RUNTIME for m in found if isinstance(getattr(m, "RUNTIME", None), Runtime)]
+    registry = {rt.name: rt for rt in sorted(records, key=lambda rt: rt.order)}
+    if len(registry) != len(records):
+        raise ValueError(f"two runtimes share a name: {sorted(rt.name for rt in records)}")
+    return registry
+
+
+RUNTIMES: dict[str, Runtime] = discover(modules())
 
 
 def runtime_for(word: str, by: str, allowed: list[Runtime] | None = None) -> Runtime:

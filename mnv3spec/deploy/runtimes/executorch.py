@@ -267,6 +267,7 @@ RUNTIME = Runtime(
     suffix=".pte",
     metadata="sidecar",
     extra=EXTRA,
+    order=30,
     require=require_executorch,
     prepare=for_xnnpack,
     lower=_lower,

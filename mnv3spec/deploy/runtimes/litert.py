@@ -215,6 +215,7 @@ RUNTIME = Runtime(
     suffix=".tflite",
     metadata="sidecar",
     extra=EXTRA,
+    order=40,
     require=lambda: require_litert(convert=True),
     prepare=for_xnnpack,
     lower=_lower,

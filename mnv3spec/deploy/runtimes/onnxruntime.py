@@ -292,6 +292,7 @@ RUNTIME = Runtime(
     suffix=".onnx",
     metadata="inside",
     extra=EXTRA,
+    order=10,
     require=_require,
     prepare=optimize_for_inference,
     lower=lower,

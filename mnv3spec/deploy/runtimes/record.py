@@ -59,6 +59,7 @@ class Runtime:
     suffix: str
     metadata: str  # where a file's metadata lives: "inside" it, a "sidecar" JSON, or "none"
     extra: str  # the optional install extra that brings it
+    order: int  # its place in the registry (and in latency's backends): gaps leave room
     require: Callable[[], None]  # nothing, or an ExportError naming the extra
     prepare: Callable[[nn.Module], nn.Module]
     lower: Callable[[nn.Module, torch.Tensor, bool], Lowered]  # (prepared, example, dynamic)

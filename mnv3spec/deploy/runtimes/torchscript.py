@@ -55,6 +55,7 @@ RUNTIME = Runtime(
     suffix=".pt",
     metadata="none",
     extra="",
+    order=20,
     require=lambda: None,
     prepare=optimize_for_inference,
     lower=lower,
