@@ -21,15 +21,13 @@ import torch
 from torch import nn
 
 from ..errors import ExportError, UserError
-from ..files import check_output
 from ..model.builder import SpecNet, build
 from ..model.memory import check_fits
 from ..model.parity import Difference, max_difference
 from ..spec.load import load_spec, resolve_path
 from ..weights.checkpoint import load_model
 from .runtimes import runtime_for
-from .runtimes.phone import check_outputs, metadata
-from .runtimes.record import Runtime
+from .runtimes.record import Runtime, metadata
 
 TOLERANCE = 1e-4  # max abs difference of the logits, and at most RELATIVE × the largest logit:
 RELATIVE = 1e-3  # randomly initialised specs give logits near 1e-6, where 1e-4 alone checks nothing
@@ -124,9 +122,7 @@ def _output_path(source: Path, out: str | Path | None, runtime: Runtime, beside:
     """``out`` checked (:mod:`..files`), or the default: beside a checkpoint, here for a spec."""
     if out is None:
         out = (source.parent if beside else Path.cwd()) / (source.stem + runtime.suffix)
-    if runtime.on_phone:
-        return check_outputs(out, runtime, inputs=[source])
-    return check_output(out, runtime.kind, inputs=[source], field="out")
+    return runtime.check_out(out, [source], suffix=False)
 
 
 def check_parity(diff: Difference, fmt: str, out: Path) -> None:

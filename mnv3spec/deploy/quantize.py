@@ -22,13 +22,11 @@ import torch
 from ..data.batches import loader, normalize
 from ..data.datasets import Dataset, load_dataset
 from ..errors import CheckpointError, DataError, UserError
-from ..files import check_output
 from ..model.builder import SpecNet
 from ..services.run_folder import RunFolder
 from ..weights.checkpoint import load_model
 from .runtimes import RUNTIMES, runtime_for
 from .runtimes.onnxruntime import is_int8_model
-from .runtimes.phone import check_outputs
 from .runtimes.record import Job, QuantizeResult, Runtime
 
 DEFAULT_TO = "executorch"  # the int8 that runs faster than its float
@@ -120,9 +118,7 @@ def _output_path(checkpoint: str | Path, out: str | Path | None, runtime: Runtim
         out = checkpoint.with_name(checkpoint.stem + ".int8" + suffix)
     if Path(out).resolve() == checkpoint.resolve():
         raise UserError("is the checkpoint itself; write the int8 model elsewhere", file=str(out))
-    if runtime.on_phone:
-        return check_outputs(Path(out), runtime, inputs=[checkpoint])
-    return check_output(out, runtime.kind, inputs=[checkpoint], suffix=suffix, field="out")
+    return runtime.check_out(out, [checkpoint])
 
 
 def resolve_rows(model: SpecNet, rows: Iterable[str]) -> list[str]:

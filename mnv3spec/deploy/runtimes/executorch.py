@@ -31,7 +31,15 @@ from torch import nn
 
 from ...errors import ExportError
 from ...model.inference import for_xnnpack
-from .phone import CALIB, ProgramModel, calibrate_pt2e, load_program, pt2e, write_program
+from .phone import (
+    CALIB,
+    ProgramModel,
+    calibrate_pt2e,
+    check_outputs,
+    load_program,
+    pt2e,
+    write_program,
+)
 from .record import Int8, Lowered, Runtime, Timed, require
 
 EXTRA = "mobile"
@@ -273,6 +281,7 @@ RUNTIME = Runtime(
     lower=_lower,
     runner=runner,
     write=write_program,
+    check_outputs=check_outputs,
     load=load_pte,
     time=time,
     quantize=pt2e(Int8(quantize_pt2e, _lower_int8, PARITY)),

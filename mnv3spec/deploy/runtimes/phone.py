@@ -31,9 +31,8 @@ from ...kinds import file_kind
 from ...model.builder import SpecNet
 from ...spec.load import load_spec, read_yaml
 from ...weights.checkpoint import _metadata_problem
-from .record import Int8, Job, Progress, QuantizeResult, Runtime
+from .record import FORMAT, Int8, Job, Progress, QuantizeResult, Runtime, metadata
 
-FORMAT = "mnv3spec-mobile"  # the JSON's "format"
 _SIDECAR_HEAD = f'{{\n "format": "{FORMAT}"'.encode()  # how every metadata file of ours starts
 CALIB_BATCH = 64  # images per PT2E calibration call
 
@@ -87,32 +86,6 @@ def check_signature(path: Path, runtime: Runtime) -> None:
 
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def metadata(model: SpecNet, meta: dict | None, runtime: str, precision: str) -> dict[str, Any]:
-    """The JSON beside a program, from a checkpoint's metadata or, for a spec (``meta`` None),
-    numbered classes and identity normalisation (a spec knows no data)."""
-    if meta is None:
-        c = model.spec.in_channels
-        n = model.spec.params["num_classes"]
-        meta = {
-            "classes": [str(i) for i in range(n)],
-            "resolution": model.spec.resolution,
-            "mean": [0.0] * c,
-            "std": [1.0] * c,
-            "extra": {"random_init": True},
-        }
-    return {
-        "format": FORMAT,
-        "runtime": runtime,
-        "precision": precision,
-        "spec": model.spec.to_yaml(),
-        "classes": list(meta["classes"]),
-        "resolution": meta["resolution"],
-        "mean": list(meta["mean"]),
-        "std": list(meta["std"]),
-        "extra": meta["extra"],
-    }
 
 
 def check_outputs(out: Path, runtime: Runtime, inputs: list[Path], field: str = "out") -> Path:

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ...errors import ExportError, UserError
+from ...files import check_output
 from ...model.builder import SpecNet
 from ...services.evaluate import evaluate
 
@@ -71,6 +72,9 @@ class Runtime:
     rows_refused: str = ""  # why quantize cannot leave rows float or score them alone, if so
     fixed_batch: bool = False  # exported at batch 1, as an app calls it
     signature: str = ""  # what its file holds at byte 4, as a message says it
+    # (out, runtime, inputs) → out: its own check of the files it writes (a phone program's
+    # metadata file beside it too); None: its kind's (:func:`mnv3spec.files.check_output`)
+    check_outputs: Callable[[Path, Runtime, list[Path]], Path] | None = None
 
     @property
     def kind(self) -> str:
@@ -80,6 +84,44 @@ class Runtime:
     @property
     def on_phone(self) -> bool:
         return self.metadata == "sidecar"
+
+    def check_out(self, out: str | Path, inputs: list[Path], *, suffix: bool = True) -> Path:
+        """``out`` checked, before any work, as a place for this runtime's file (its suffix
+        required with ``suffix``; a phone program's always is)."""
+        if self.check_outputs is not None:
+            return self.check_outputs(Path(out), self, inputs)
+        wanted = self.suffix if suffix else None
+        return check_output(out, self.kind, inputs=inputs, suffix=wanted, field="out")
+
+
+FORMAT = "mnv3spec-mobile"  # the metadata's "format" (an ONNX file's write stamps its own)
+
+
+def metadata(model: SpecNet, meta: dict | None, runtime: str, precision: str) -> dict[str, Any]:
+    """What every runtime's file is written with (:attr:`Runtime.write`'s ``info``: inside an ONNX
+    model, the JSON beside a phone program), from a checkpoint's metadata or, for a spec (``meta``
+    None), numbered classes and identity normalisation (a spec knows no data)."""
+    if meta is None:
+        c = model.spec.in_channels
+        n = model.spec.params["num_classes"]
+        meta = {
+            "classes": [str(i) for i in range(n)],
+            "resolution": model.spec.resolution,
+            "mean": [0.0] * c,
+            "std": [1.0] * c,
+            "extra": {"random_init": True},
+        }
+    return {
+        "format": FORMAT,
+        "runtime": runtime,
+        "precision": precision,
+        "spec": model.spec.to_yaml(),
+        "classes": list(meta["classes"]),
+        "resolution": meta["resolution"],
+        "mean": list(meta["mean"]),
+        "std": list(meta["std"]),
+        "extra": meta["extra"],
+    }
 
 
 @dataclass
