@@ -22,9 +22,7 @@ from ..model.memory import check_fits
 from ..services.device import pick_device
 from ..services.run_folder import RunFolder
 from ..text import text_table
-from .runtimes import load_any
-from .runtimes.onnx_model import OnnxModel
-from .runtimes.phone import ProgramModel
+from .runtimes import load_any, runtime_of
 
 SUBFOLDER = "a subfolder (images are not searched recursively)"
 
@@ -159,7 +157,7 @@ def _load_models(checkpoints: list[Path], dev: torch.device, batch_size: int) ->
     for path in checkpoints:
         try:
             model, meta = load_any(path, dev)
-            if not isinstance(model, OnnxModel | ProgramModel):
+            if runtime_of(path) is None:  # a runtime's model runs on the CPU
                 check_fits(model, batch_size, meta["resolution"], training=False, device=dev)
         except UserError as e:  # CheckpointError, or the memory check's
             skipped.append((str(path), e.message))
