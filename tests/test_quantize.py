@@ -95,6 +95,12 @@ def test_a_plain_onnx_file_is_not_an_int8_model(tmp_path, quantized):
         _load_int8(path)
 
 
+def test_a_runtimes_model_is_not_taken_for_its_checkpoint(quantized):
+    _, _, r = quantized
+    with pytest.raises(CheckpointError, match=r"is an ONNX model, not a checkpoint; give the"):
+        quantize.quantize_checkpoint(r.path, data="synthetic", to="onnxruntime")
+
+
 def test_sensitivity_lists_each_computing_row_and_keep_float_resolves_indices(quantized):
     _, model, r = quantized
     rows = [name for name, _ in r.sensitivity]

@@ -22,11 +22,11 @@ import torch
 from ..data.batches import loader, normalize
 from ..data.datasets import Dataset, load_dataset
 from ..errors import CheckpointError, DataError, UserError
+from ..kinds import KINDS
 from ..model.builder import SpecNet
 from ..services.run_folder import RunFolder
 from ..weights.checkpoint import load_model
-from .runtimes import RUNTIMES, runtime_for
-from .runtimes.onnxruntime import is_int8_model
+from .runtimes import RUNTIMES, runtime_for, runtime_of
 from .runtimes.record import Job, QuantizeResult, Runtime
 
 DEFAULT_TO = "executorch"  # the int8 that runs faster than its float
@@ -105,8 +105,13 @@ def _load_checkpoint(path: str | Path) -> tuple[SpecNet, dict]:
             f"is a folder; give a .safetensors file (e.g. {path / RunFolder.BEST})",
             file=str(path),
         )
-    if is_int8_model(path):
-        raise CheckpointError("is already an int8 model; give the float checkpoint", file=str(path))
+    written = runtime_of(path)
+    if written is not None:  # an int8 model of quantize's, or export's float one
+        raise CheckpointError(
+            f"is {KINDS[written.kind].description}, not a checkpoint; give the float "
+            ".safetensors it came from",
+            file=str(path),
+        )
     model, meta = load_model(path)
     return model.eval(), meta
 
