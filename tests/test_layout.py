@@ -1,6 +1,7 @@
 """The shape of the library, read from its source: short functions and classes, no reach into
 argparse's private attributes, the run folder's file names spelled by :class:`RunFolder` alone,
-and the pipelines standing on the services, never on each other."""
+the pipelines standing on the services, never on each other, and deploy's commands reaching a
+runtime through the registry alone."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ NEVER_IMPORTS = {
     "latency": PIPELINES - {"latency", "deploy"},
     "train": PIPELINES - {"train"},
 }
+RUNTIMES, RECORD = ("deploy", "runtimes"), ("deploy", "runtimes", "record")
 
 
 def _modules() -> list[tuple[str, ast.Module]]:
@@ -78,27 +80,36 @@ def test_only_the_run_folder_spells_its_file_names():
     assert not spelled
 
 
-def _imported_packages(name: str, tree: ast.Module) -> set[str]:
-    """The subpackages of mnv3spec that module ``name`` (a path under it) imports, at any depth
-    of its code (imports inside functions included)."""
+def _imported_modules(name: str, tree: ast.Module) -> set[tuple[str, ...]]:
+    """The modules of mnv3spec that module ``name`` (a path under it) imports, at any depth of its
+    code (imports inside functions included), each as the parts of its path (a package's: its
+    folder's); ``from .runtimes import phone`` imports the module ``phone``."""
     parts = name.split("/")[:-1]
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
+            module = node.module or ""
             if node.level:
                 base = parts[: len(parts) - node.level + 1] if node.level > 1 else parts
-                target = [*base, *(node.module or "").split(".")]
-                target = [t for t in target if t]
-            elif (node.module or "").startswith("mnv3spec."):
-                target = node.module.split(".")[1:]
+                target = [t for t in [*base, *module.split(".")] if t]
+            elif module == "mnv3spec" or module.startswith("mnv3spec."):
+                target = module.split(".")[1:]
             else:
                 continue
-            if not node.module and node.level:  # from . import a, b: each a module of base
-                target = [*target, node.names[0].name]
-            found.add(target[0] if target else "")
+            for alias in node.names:
+                sub = PACKAGE.joinpath(*target, alias.name)
+                is_module = sub.with_suffix(".py").is_file() or sub.is_dir()
+                found.add(tuple([*target, alias.name] if is_module else target))
         elif isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("mnv3spec.")}
+            found |= {
+                tuple(a.name.split(".")[1:]) for a in node.names if a.name.startswith("mnv3spec.")
+            }
     return found
+
+
+def _imported_packages(name: str, tree: ast.Module) -> set[str]:
+    """The subpackages of mnv3spec that module ``name`` imports (:func:`_imported_modules`)."""
+    return {module[0] if module else "" for module in _imported_modules(name, tree)}
 
 
 def test_pipelines_import_only_what_stands_below_them():
@@ -109,3 +120,20 @@ def test_pipelines_import_only_what_stands_below_them():
         if package in NEVER_IMPORTS.get(name.split("/")[0], set())
     ]
     assert not crossing
+
+
+def test_deploy_reaches_a_runtime_through_the_registry_alone():
+    """deploy/'s commands reach a runtime through the registry and the record it declares, never
+    its module; the runtimes stand on the record, never on the registry that finds them. So
+    adding a runtime is one new file in deploy/runtimes/, and no command names it."""
+    reached = []
+    for name, tree in _modules():
+        if not name.startswith("deploy/"):
+            continue
+        inside = name.startswith("deploy/runtimes/")
+        for module in _imported_modules(name, tree):
+            if module[:2] != RUNTIMES:
+                continue
+            if (module == RUNTIMES) if inside else (module not in (RUNTIMES, RECORD)):
+                reached.append(f"{name} imports {'.'.join(module)}")
+    assert not reached
