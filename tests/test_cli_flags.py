@@ -24,6 +24,7 @@ FLAG = re.compile(r"(?<![\w-])--[a-z]")
 COMMAND_LINES = {
     "explore/sweep.py": {"--set", "--resume", "--out", "--name", "--device", "--table"},
     "explore/sweep_folder.py": {"--name"},  # the way out of a damaged sweep.json
+    "kinds.py": {"--resume", "--init", "--images"},  # the commands that take a kind of file
     "explore/cluster.py": {"--head"},  # Ray's own `ray start --head`, which prints the address
     "latency/predict.py": {"--table", "--set"},  # how to add rows: latency --table
     "model/diff.py": {"--set"},
