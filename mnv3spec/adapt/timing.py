@@ -114,13 +114,13 @@ def measure_pair(child: Spec, parent: Spec, s: LatencySettings) -> Measured:
     return Measured(median, spread, load, seconds, percentiles(times["parent"])[0])
 
 
-def key(spec: Spec, s: LatencySettings, parent: Spec | None = None) -> str:
-    """The cache key: the resolved document (and its parent's, when timed beside it) and the
-    settings, hashed."""
+def key(spec: Spec, s: LatencySettings, parent: Spec | None = None, rows: bool = False) -> str:
+    """The cache key: the resolved document (and its parent's, when timed beside it), the
+    settings, and whether the whole networks or only their differing ``rows`` were timed,
+    hashed."""
     parent_doc = parent.document if parent is not None else None
-    text = json.dumps(
-        {"spec": spec.document, "parent": parent_doc, "settings": asdict(s)}, sort_keys=True
-    )
+    found = {"spec": spec.document, "parent": parent_doc, "settings": asdict(s)}
+    text = json.dumps({**found, **({"rows": True} if rows else {})}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
