@@ -181,14 +181,16 @@ def retrain(ctx: Context, path: list[TraceRow], result: Path, target: float) -> 
     changes = [
         {"epochs": ctx.s.retrain_epochs, "seed": seed} for seed in range(ctx.s.retrain_seeds)
     ]
-    jobs = [
+    jobs = [  # seed by seed, so an interrupted comparison has every network of the first seed
         Job(f"final-{slug(name)}-seed{c['seed']}", spec, overrides, c)
-        for name, spec, overrides, _ in entries
         for c in changes
+        for name, spec, overrides, _ in entries
     ]
-    runs = iter(run_jobs(jobs, ctx.folder, ctx.flags(*SEARCH_ONLY), ctx.say, ctx.cluster))
+    runs = run_jobs(jobs, ctx.folder, ctx.flags(*SEARCH_ONLY), ctx.say, ctx.cluster)
+    top1s = [top1(r) for r in runs]
     retrained = [
-        report.Retrained(name, m, [top1(next(runs)) for _ in changes]) for name, _, _, m in entries
+        report.Retrained(name, m, top1s[i :: len(entries)])
+        for i, (name, _, _, m) in enumerate(entries)
     ]
     table = report.table(retrained, target)
     report.write_summary(ctx.folder / files.SUMMARY, retrained)
