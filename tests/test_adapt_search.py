@@ -12,7 +12,6 @@ from mnv3spec.adapt import moves as mv
 from mnv3spec.adapt.search import (
     Proposal,
     Search,
-    clears_noise,
     ranked,
     run_step,
     search,
@@ -144,7 +143,7 @@ def test_a_proposal_that_saves_nothing_measured_whole_is_not_taken():
         m = latency_of(edits, parent)
         if not best:  # the first measured (the best by score) turns out to save nothing
             best["edits"] = edits
-            return Measured(m.parent_ms, 0.5, 0.0, 0.0, m.parent_ms)
+            return Measured(m.parent_ms, 0.5, 0.0, 0.0, m.parent_ms, 0.01)
         return m
 
     rows = run_step(searcher(0.0, first.latency_ms * 0.01, measure=measure), first, lambda: None)
@@ -153,17 +152,23 @@ def test_a_proposal_that_saves_nothing_measured_whole_is_not_taken():
     refused = next(r for r in rows if r.edits == best["edits"])
     assert refused.measured and refused.d_ms == 0.0  # on the record, measured
     assert sum(r.measured for r in rows) == 2  # the rest only predicted
-    nothing = lambda edits, parent: Measured(macs(parent), 0.5, 0, 0, macs(parent))  # noqa: E731
+    noisy = lambda edits, parent: Measured(macs(edits), 0.5, 0, 0, macs(parent), 1e6)  # noqa: E731
     with pytest.raises(SearchError, match="noise"):
-        run_step(searcher(0.0, first.latency_ms * 0.01, measure=nothing), first, lambda: None)
+        run_step(searcher(0.0, first.latency_ms * 0.01, measure=noisy), first, lambda: None)
 
 
-def test_a_saving_clears_the_noise_of_two_medians():
-    # IQR 1.35 ms is σ 1 ms; a median of 100 calls has a standard error of 0.125 ms, and the
-    # difference of two such medians 0.177 ms: twice that is 0.354 ms.
-    assert clears_noise(0.36, 1.35, 100) and not clears_noise(0.35, 1.35, 100)
-    assert clears_noise(1e-9, 0.0, 30)  # no spread: any saving counts
-    assert not clears_noise(0.0, 0.0, 30)
+def test_the_noise_of_a_saving_is_that_of_its_rounds_not_of_either_network():
+    from mnv3spec.adapt.timing import saving_noise
+
+    drift = [1.0 + i for i in range(100)]  # a load that rises through the rounds
+    parent = [t + 0.5 for t in drift]
+    child = [t + (0.01 if i % 2 else -0.01) for i, t in enumerate(drift)]
+    noise = saving_noise(parent, child)
+    assert noise < 0.01  # the child's own spread is 50 ms; the saving, 0.5 ± 0.01 ms, is clear
+    # IQR of the differences 1.35 ms is σ 1 ms; twice the standard error of their median over
+    # 100 rounds is 2 × 1.25 / 10 = 0.25 ms
+    spread = [0.5 + 1.35 * (i / 99 - 0.5) * 2 for i in range(100)]
+    assert saving_noise([s for s in spread], [0.0] * 100) == pytest.approx(0.25, rel=0.03)
 
 
 def test_the_last_step_asks_only_for_what_is_left_so_the_result_can_land_under_the_target():

@@ -778,7 +778,10 @@ LATENCY_LIKE = st.dictionaries(
     st.one_of(
         JSONS,
         st.fixed_dictionaries(
-            {k: JSONS for k in ("median_ms", "spread_ms", "load", "seconds", "parent_ms")}
+            {
+                k: JSONS
+                for k in ("median_ms", "spread_ms", "load", "seconds", "parent_ms", "noise_ms")
+            }
         ),
     ),
     max_size=3,

@@ -61,8 +61,7 @@ def _search(s: files.AdaptSettings, say: Say, cluster: ClusterSettings | None) -
         trace.write(ctx.folder, rows)
         bar = StepBar()
         found = Search(
-            target, delta, ctx.trained, ctx.moves_of, ctx.saving, ctx.paired, finetune(ctx, bar),
-            runs=s.runs,
+            target, delta, ctx.trained, ctx.moves_of, ctx.saving, ctx.paired, finetune(ctx, bar)
         )  # fmt: skip
         try:
             last = search(found, trace.path(rows)[-1], _on_step(ctx, rows, bar), bar)

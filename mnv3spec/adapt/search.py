@@ -15,7 +15,6 @@ parent — is at most the target.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -41,8 +40,8 @@ class Search:
     """What a search needs: the target and step in ms, the spec (as trained) of a set of edits,
     the moves of a spec, the ms a set of edits saves beside its parent's as predicted from the
     rows that differ, the latency of a set of edits measured whole beside its parent's (the
-    parent's median in those rounds in ``parent_ms``), the timed calls behind that median, and
-    the fine-tune, which gives each proposal's held-out top-1 (None: its training failed) and
+    parent's median in those rounds in ``parent_ms``, the noise of its saving in ``noise_ms``),
+    and the fine-tune, which gives each proposal's held-out top-1 (None: its training failed) and
     run folder."""
 
     target_ms: float
@@ -52,7 +51,6 @@ class Search:
     saving_of: Callable[[Edits, Edits], float]
     latency_of: Callable[[Edits, Edits], Measured]
     finetune: Callable[[int, list[Proposal], TraceRow], list[tuple[float | None, str]]]
-    runs: int = 30
 
     def needed(self, parent: TraceRow) -> float:
         """What a step must save: δ, or only what is left to the target when that is less."""
@@ -88,7 +86,11 @@ def on_parents_scale(m: Measured, parent: TraceRow) -> Measured:
     both networks of a round alike) does not move the path or the target check."""
     scale = parent.latency_ms / m.parent_ms
     return dataclasses.replace(
-        m, median_ms=m.median_ms * scale, spread_ms=m.spread_ms * scale, parent_ms=parent.latency_ms
+        m,
+        median_ms=m.median_ms * scale,
+        spread_ms=m.spread_ms * scale,
+        parent_ms=parent.latency_ms,
+        noise_ms=m.noise_ms * scale,
     )
 
 
@@ -123,27 +125,18 @@ def _score(parent: TraceRow, saved_ms: float, top1: float) -> float:
     return (top1 - parent.holdout_top1) / saved_ms
 
 
-def clears_noise(saved_ms: float, spread_ms: float, runs: int) -> bool:
-    """Whether a saving measured as the difference of two medians of ``runs`` calls each is more
-    than their noise: twice the standard error of that difference, with each median's standard
-    error taken as 1.25 σ / √runs (that of a normal sample's median) and σ from the interquartile
-    range (σ ≈ IQR / 1.35). A proposal that its rows said would save time but that, measured
-    whole, does not save more than this is not taken."""
-    sigma = spread_ms / 1.35
-    return saved_ms > 2 * math.sqrt(2) * 1.25 * sigma / math.sqrt(runs)
-
-
 def _measured(s: Search, parent: TraceRow, p: Proposal) -> Measured:
     return on_parents_scale(s.latency_of(p.edits, parent.edits), parent)
 
 
 def accept(s: Search, parent: TraceRow, proposals: list[Proposal], order: list[int]):
     """The first of ``order`` (at most :data:`MEASURED_AT_MOST`) whose whole network, measured
-    beside the parent, saves more than the noise; with every measurement made, by index."""
+    beside the parent, saves more than the noise of that saving
+    (:func:`~.timing.saving_noise`); with every measurement made, by index."""
     measured: dict[int, Measured] = {}
     for i in order[:MEASURED_AT_MOST]:
         m = measured[i] = _measured(s, parent, proposals[i])
-        if clears_noise(parent.latency_ms - m.median_ms, m.spread_ms, s.runs):
+        if parent.latency_ms - m.median_ms > m.noise_ms:
             return i, measured
     return None, measured
 
