@@ -11,11 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..errors import UserError
 from ..explore.grid import Variant
-from ..explore.launch import run_trainings
+from ..explore.launch import local_gpus, run_trainings
 from ..explore.training import ClusterSettings, Training
 from ..services.run_folder import RunFolder
 from ..train.config import TrainConfig
@@ -49,10 +47,6 @@ def _training(job: Job, runs: Path, flags: dict[str, Any]) -> Training | None:
     return Training(Variant(job.id, job.spec, job.id, job.overrides), folder, config)
 
 
-def _gpus(flags: dict[str, Any]) -> int:
-    return torch.cuda.device_count() if flags.get("device", "auto") in ("auto", "cuda") else 0
-
-
 def try_jobs(
     jobs: list[Job],
     folder: Path,
@@ -67,7 +61,8 @@ def try_jobs(
     todo = [t for t in (_training(j, runs, flags) for j in jobs) if t is not None]
     if not todo:
         return {}
-    errors = run_trainings(todo, folder / "logs", _gpus(flags), say, cluster)
+    gpus = local_gpus(flags.get("device", "auto"))
+    errors = run_trainings(todo, folder / "logs", gpus, say, cluster)
     return {name: error for name, (_, error) in errors.items()}
 
 
