@@ -169,6 +169,15 @@ def test_a_runtime_not_installed_names_its_extra(tmp_path, monkeypatch):
     assert not out.exists()
 
 
+def test_cluster_options_are_checked_before_any_work(tmp_path):
+    out = tmp_path / "ray"
+    r = run_cli(*adapt_args(out, "--gpus-per-training", "0.5"))
+    assert r.returncode == 2 and "need --cluster" in r.stderr
+    r = run_cli(*adapt_args(out, "--cluster", "127.0.0.1:1"))  # nothing listens on port 1
+    assert r.returncode == 2 and "127.0.0.1:1" in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists()
+
+
 def test_an_unreachable_target_keeps_the_best_and_exits_3(tmp_path):
     out = tmp_path / "far"
     r = run_cli("adapt", TINY, "--target-ratio", "0.5", "--step", "1000", *FAST, "--out", str(out))

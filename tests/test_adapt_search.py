@@ -1,5 +1,6 @@
 """The search's logic with its services faked: latency is the multiply-adds (in millions) of the
-deployed network, and the fine-tune's held-out top-1 a fixed cost per kind of edit."""
+deployed network, predicted and measured alike unless a test says otherwise, and the
+fine-tune's held-out top-1 a fixed cost per kind of edit."""
 
 from __future__ import annotations
 
@@ -8,7 +9,14 @@ import dataclasses
 import pytest
 
 from mnv3spec.adapt import moves as mv
-from mnv3spec.adapt.search import Proposal, Search, choose, run_step, search, smallest_step
+from mnv3spec.adapt.search import (
+    Proposal,
+    Search,
+    ranked,
+    run_step,
+    search,
+    smallest_step,
+)
 from mnv3spec.adapt.timing import Measured
 from mnv3spec.adapt.trace import TraceRow
 from mnv3spec.errors import SearchError
@@ -34,6 +42,10 @@ def latency_of(edits, parent) -> Measured:
     return Measured(macs(edits), 0.0, 0.0, 0.0, macs(parent))
 
 
+def saving_of(edits, parent) -> float:
+    return macs(parent) - macs(edits)
+
+
 def finetune(step, proposals, parent):
     return [(parent.holdout_top1 - COST[p.move.kind], f"runs/{step}-{i}") for i, p in
             enumerate(proposals)]  # fmt: skip
@@ -44,8 +56,9 @@ def start() -> TraceRow:
     return TraceRow(0, "start", True, ms, 0, 0, 50.0, 0, 0, 0, "runs/start", {})
 
 
-def searcher(target, delta, extra=()):
-    return Search(target, delta, spec_of, lambda s: mv.moves(s, extra), latency_of, finetune)
+def searcher(target, delta, extra=(), tune=finetune, measure=latency_of):
+    moves = lambda s: mv.moves(s, extra)  # noqa: E731
+    return Search(target, delta, spec_of, moves, saving_of, measure, tune)
 
 
 def test_moves_are_exp_per_bneck_row_and_out_per_residual_group():
@@ -82,7 +95,7 @@ def test_the_step_is_the_smallest_that_saves_delta():
     one = smallest_step(s, spec, parent, move)
     assert one.edits == {"bneck3": {"exp": 64}}
     saved = one.saved_ms
-    assert saved == parent.latency_ms - one.latency.median_ms
+    assert saved == parent.latency_ms - macs(one.edits)
     bigger = smallest_step(searcher(0, saved * 1.5), spec, parent, move)
     assert bigger.edits == {"bneck3": {"exp": 56}}  # two divisors: the next doubling
     assert smallest_step(searcher(0, 1e6), spec, parent, move) is None
@@ -97,10 +110,77 @@ def test_an_expansion_never_appears_or_goes():
 def test_choice_is_the_best_gain_per_ms():
     parent = start()
     m = mv.Move("exp", ("bneck1",))
-    props = [Proposal(m, "a", {}, Measured(parent.latency_ms - d, 0, 0), d) for d in (1.0, 4.0)]
-    assert choose(parent, props, [49.0, 47.0]) == 1  # -1/1 < -3/4
-    assert choose(parent, props, [49.5, 47.0]) == 0  # -0.5/1 > -3/4
-    assert choose(parent, props, [51.0, 51.0]) == 0  # +1/1 > +1/4
+    props = [Proposal(m, "a", {}, d) for d in (1.0, 4.0)]
+    assert ranked(parent, props, [49.0, 47.0]) == [1, 0]  # -1/1 < -3/4
+    assert ranked(parent, props, [49.5, 47.0]) == [0, 1]  # -0.5/1 > -3/4
+    assert ranked(parent, props, [51.0, 51.0]) == [0, 1]  # +1/1 > +1/4
+    assert ranked(parent, props, [None, 10.0]) == [1]  # a failed fine-tune is never chosen
+
+
+def test_a_failed_fine_tune_is_passed_over_and_the_search_goes_on():
+    def tune(step, proposals, parent):
+        scored = finetune(step, proposals, parent)
+        cheapest = max(range(len(proposals)), key=lambda i: scored[i][0])
+        return [
+            (None, run) if i == cheapest else (top1, run) for i, (top1, run) in enumerate(scored)
+        ]
+
+    first = start()
+    rows = run_step(searcher(0.0, first.latency_ms * 0.01, tune=tune), first, lambda: None)
+    failed = [r for r in rows if r.holdout_top1 == 0.0]
+    assert len(failed) == 1 and not failed[0].chosen
+    assert sum(r.chosen for r in rows) == 1
+    everyone_fails = lambda step, props, parent: [(None, "runs/x") for _ in props]  # noqa: E731
+    with pytest.raises(SearchError, match="every proposal's fine-tune failed"):
+        run_step(searcher(0.0, first.latency_ms * 0.01, tune=everyone_fails), first, lambda: None)
+
+
+def test_a_proposal_that_saves_nothing_measured_whole_is_not_taken():
+    first = start()
+    best = {}
+
+    def measure(edits, parent):
+        m = latency_of(edits, parent)
+        if not best:  # the first measured (the best by score) turns out to save nothing
+            best["edits"] = edits
+            return Measured(m.parent_ms, 0.5, 0.0, 0.0, m.parent_ms, 0.01)
+        return m
+
+    rows = run_step(searcher(0.0, first.latency_ms * 0.01, measure=measure), first, lambda: None)
+    chosen = next(r for r in rows if r.chosen)
+    assert chosen.edits != best["edits"] and chosen.measured
+    refused = next(r for r in rows if r.edits == best["edits"])
+    assert refused.measured and refused.d_ms == 0.0  # on the record, measured
+    assert sum(r.measured for r in rows) == 2  # the rest only predicted
+    noisy = lambda edits, parent: Measured(macs(edits), 0.5, 0, 0, macs(parent), 1e6)  # noqa: E731
+    with pytest.raises(SearchError, match="noise"):
+        run_step(searcher(0.0, first.latency_ms * 0.01, measure=noisy), first, lambda: None)
+
+
+def test_the_noise_of_a_saving_is_that_of_its_rounds_not_of_either_network():
+    from mnv3spec.adapt.timing import saving_noise
+
+    drift = [1.0 + i for i in range(100)]  # a load that rises through the rounds
+    parent = [t + 0.5 for t in drift]
+    child = [t + (0.01 if i % 2 else -0.01) for i, t in enumerate(drift)]
+    noise = saving_noise(parent, child)
+    assert noise < 0.01  # the child's own spread is 50 ms; the saving, 0.5 ± 0.01 ms, is clear
+    # IQR of the differences 1.35 ms is σ 1 ms; twice the standard error of their median over
+    # 100 rounds is 2 × 1.25 / 10 = 0.25 ms
+    spread = [0.5 + 1.35 * (i / 99 - 0.5) * 2 for i in range(100)]
+    assert saving_noise([s for s in spread], [0.0] * 100) == pytest.approx(0.25, rel=0.03)
+
+
+def test_the_last_step_asks_only_for_what_is_left_so_the_result_can_land_under_the_target():
+    first = start()
+    delta = first.latency_ms * 0.2
+    target = first.latency_ms - 0.5 * delta  # half a step below the start
+    steps = []
+    last = search(searcher(target, delta), first, steps.append)
+    assert len(steps) == 1 and last.latency_ms <= target
+    saved = [r.d_ms for r in steps[0]]
+    assert all(d >= first.latency_ms - target for d in saved)
+    assert any(d < delta for d in saved)  # sized to what was left: less than a full δ
 
 
 def test_search_stops_at_the_target_and_prefers_cheap_edits():

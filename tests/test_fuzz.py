@@ -748,8 +748,8 @@ def trace_texts(draw: st.DrawFn) -> str:
     header = list(trace.HEADER)
     if draw(st.booleans()):
         del header[draw(st.integers(0, len(header) - 1))]
-    good = ["0", "start", "1", "1.5", "0.1", "0.2", "50", "0", "0", "0", "runs/start", "{}"]
-    rows = draw(st.lists(st.lists(TRACE_CELLS, min_size=11, max_size=13), max_size=3))
+    good = ["0", "start", "1", "1.5", "0.1", "0.2", "50", "0", "0", "0", "runs/start", "{}", "1"]
+    rows = draw(st.lists(st.lists(TRACE_CELLS, min_size=12, max_size=14), max_size=3))
     return "\n".join(",".join(r) for r in [header, good, *rows]) + "\n"
 
 
@@ -767,6 +767,7 @@ def test_adapt_traces(tmp_path_factory, text):
         return
     path = trace.path(rows)
     assert [r.step for r in path] == list(range(len(path)))
+    assert all(r.measured for r in path)  # the path's latencies are measured, never predicted
     assert all(math.isfinite(r.latency_ms) and r.latency_ms > 0 for r in rows)
     trace.write(folder, rows)
     assert trace.read(folder) == rows
@@ -777,7 +778,10 @@ LATENCY_LIKE = st.dictionaries(
     st.one_of(
         JSONS,
         st.fixed_dictionaries(
-            {k: JSONS for k in ("median_ms", "spread_ms", "load", "seconds", "parent_ms")}
+            {
+                k: JSONS
+                for k in ("median_ms", "spread_ms", "load", "seconds", "parent_ms", "noise_ms")
+            }
         ),
     ),
     max_size=3,

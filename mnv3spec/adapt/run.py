@@ -11,12 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import SearchError, UserError
+from ..explore.launch import cluster_session
+from ..explore.training import ClusterSettings
 from ..files import check_ours, check_path, claim_folder, locked_folder
 from ..spec.load import load_spec, resolve_path
 from ..spec.variant import trusted_bases, trusted_folders
 from . import folder as files
 from . import trace
 from .moves import moves
+from .rows import RowTimer
 from .search import Search, search
 from .steps import Context, StepBar, finetune, retrain, train_start, write_result
 from .timing import Cache, check_settings, current_settings
@@ -31,20 +34,23 @@ class Outcome:
     table: str
 
 
-def adapt(s: files.AdaptSettings, say: Say = print) -> Outcome:
-    """Run (or continue) the search ``s`` into ``s.out``; SearchError (exit 3) when it stops short
-    of the target, with the best reached kept. Its variant files name the input spec as their
-    base, so the input's folder is trusted for bases (as ``--allow-base`` trusts one) in every
-    training it starts; the user gave that spec."""
+def adapt(
+    s: files.AdaptSettings, say: Say = print, cluster: ClusterSettings | None = None
+) -> Outcome:
+    """Run (or continue) the search ``s`` into ``s.out``, its trainings on this machine or as
+    tasks of ``cluster``; SearchError (exit 3) when it stops short of the target, with the best
+    reached kept. Its variant files name the input spec as their base, so the input's folder is
+    trusted for bases (as ``--allow-base`` trusts one) in every training it starts; the user
+    gave that spec."""
     with trusted_bases([*trusted_folders(), Path(s.spec).parent]):
-        return _search(s, say)
+        return _search(s, say, cluster)
 
 
-def _search(s: files.AdaptSettings, say: Say) -> Outcome:
-    ctx = _context(s, say)
+def _search(s: files.AdaptSettings, say: Say, cluster: ClusterSettings | None) -> Outcome:
+    ctx = _context(s, say, cluster)
     start = ctx.latency({})
     target = _target(s, start.median_ms)
-    with _claimed(ctx):
+    with cluster_session(cluster, ctx.folder), _claimed(ctx):  # the cluster checked first
         ctx.cache.writable = True
         ctx.cache.write()
         delta = s.step * start.median_ms
@@ -54,7 +60,9 @@ def _search(s: files.AdaptSettings, say: Say) -> Outcome:
         rows = rows or [first]
         trace.write(ctx.folder, rows)
         bar = StepBar()
-        found = Search(target, delta, ctx.trained, ctx.moves_of, ctx.paired, finetune(ctx, bar))
+        found = Search(
+            target, delta, ctx.trained, ctx.moves_of, ctx.saving, ctx.paired, finetune(ctx, bar)
+        )  # fmt: skip
         try:
             last = search(found, trace.path(rows)[-1], _on_step(ctx, rows, bar), bar)
         except SearchError:
@@ -65,14 +73,14 @@ def _search(s: files.AdaptSettings, say: Say) -> Outcome:
     return Outcome(ctx.folder, result, table)
 
 
-def _context(s: files.AdaptSettings, say: Say) -> Context:
+def _context(s: files.AdaptSettings, say: Say, cluster: ClusterSettings | None) -> Context:
     """The settings checked (runtime installed, spec that can shrink, a folder of ours holding
     this very search, its trace and cache intact); nothing written."""
     timing = current_settings(s.backend, s.int8, s.runs, s.warmup)
     check_settings(timing)
     base = load_spec(s.spec)
     folder = check_path(s.out, field="out")
-    ctx = Context(s, folder, timing, Cache(folder), base, say)
+    ctx = Context(s, folder, timing, Cache(folder), base, say, RowTimer(timing), cluster)
     if not moves(base, s.moves, ctx.deployed({})):
         raise UserError(
             "no row can shrink: adapt shrinks the exp of bneck rows and the out of their "

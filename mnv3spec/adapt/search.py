@@ -1,12 +1,15 @@
-"""The NetAdapt loop over spec edits, with its two services handed in — the latency of a set of
-edits, and the fine-tune that scores proposals — so the search itself is tested with fakes.
+"""The NetAdapt loop over spec edits, with its services handed in — the latency a child saves
+predicted from its rows, the whole child's latency measured beside its parent, and the
+fine-tune that scores proposals — so the search itself is tested with fakes.
 
 Each step: for every move (:mod:`.moves`), the smallest shrink, in multiples of the divisor,
-whose latency, timed in the same rounds as the parent's, is at least ``delta`` below it (1, 2,
-4… divisors, then the deepest the row allows); every such proposal fine-tuned from the parent
-and scored on held-out training images; the one with the best ΔTop-1 / |ΔLatency| becomes the
-parent. Until its latency — the start's, times the ratios measured beside each parent — is at
-most the target.
+that the row look-up (:mod:`.rows`) says lowers the latency by ``delta`` (or, at the last step,
+by what is left to the target, so the result lands just under it): 1, 2, 4… divisors, then the
+deepest the row allows. Every such proposal is fine-tuned from the parent and scored on held-out
+training images; in order of ΔTop-1 / |ΔLatency|, the proposals are then measured whole, timed
+in the same rounds as the parent, and the first whose measured saving clears the timing's noise
+becomes the parent. Until its latency — the start's, times the ratios measured beside each
+parent — is at most the target.
 """
 
 from __future__ import annotations
@@ -21,33 +24,42 @@ from .moves import Edits, Move, same_layers, shrunk
 from .timing import Measured
 from .trace import TraceRow
 
+MEASURED_AT_MOST = 3  # proposals measured whole in a step before it gives up
+
 
 @dataclass(frozen=True)
 class Proposal:
     move: Move
     edit: str  # what changes, in words
     edits: Edits  # every edit so far, this one included
-    latency: Measured  # timed beside its parent, on the parent's scale (:func:`on_parents_scale`)
-    saved_ms: float  # the parent's latency less its own
+    saved_ms: float  # the saving its rows predict (:mod:`.rows`)
 
 
 @dataclass(frozen=True)
 class Search:
     """What a search needs: the target and step in ms, the spec (as trained) of a set of edits,
-    the moves of a spec, the latency of a set of edits timed beside its parent's (the parent's
-    median in those rounds in ``parent_ms``), and the fine-tune, which gives each proposal's
-    held-out top-1 and run folder."""
+    the moves of a spec, the ms a set of edits saves beside its parent's as predicted from the
+    rows that differ, the latency of a set of edits measured whole beside its parent's (the
+    parent's median in those rounds in ``parent_ms``, the noise of its saving in ``noise_ms``),
+    and the fine-tune, which gives each proposal's held-out top-1 (None: its training failed) and
+    run folder."""
 
     target_ms: float
     delta_ms: float
     spec_of: Callable[[Edits], Spec]
     moves_of: Callable[[Spec], list[Move]]
+    saving_of: Callable[[Edits, Edits], float]
     latency_of: Callable[[Edits, Edits], Measured]
-    finetune: Callable[[int, list[Proposal], TraceRow], list[tuple[float, str]]]
+    finetune: Callable[[int, list[Proposal], TraceRow], list[tuple[float | None, str]]]
+
+    def needed(self, parent: TraceRow) -> float:
+        """What a step must save: δ, or only what is left to the target when that is less."""
+        return min(self.delta_ms, parent.latency_ms - self.target_ms)
 
 
 def smallest_step(s: Search, spec: Spec, parent: TraceRow, move: Move) -> Proposal | None:
-    """The smallest shrink of ``move`` that lowers the measured latency by ``delta`` at least."""
+    """The smallest shrink of ``move`` that its rows say lowers the latency by what the step
+    needs (δ, or what is left to the target)."""
     multiples, tried = 1, set()
     while True:
         found = shrunk(spec, parent.edits, move, multiples)
@@ -61,10 +73,9 @@ def smallest_step(s: Search, spec: Spec, parent: TraceRow, move: Move) -> Propos
         if not same_layers(spec, s.spec_of(edits)):
             multiples += 1
             continue
-        measured = on_parents_scale(s.latency_of(edits, parent.edits), parent)
-        saved = parent.latency_ms - measured.median_ms
-        if saved >= s.delta_ms:
-            return Proposal(move, words, edits, measured, saved)
+        saved = s.saving_of(edits, parent.edits)
+        if saved >= s.needed(parent):
+            return Proposal(move, words, edits, saved)
         multiples *= 2
 
 
@@ -75,7 +86,11 @@ def on_parents_scale(m: Measured, parent: TraceRow) -> Measured:
     both networks of a round alike) does not move the path or the target check."""
     scale = parent.latency_ms / m.parent_ms
     return dataclasses.replace(
-        m, median_ms=m.median_ms * scale, spread_ms=m.spread_ms * scale, parent_ms=parent.latency_ms
+        m,
+        median_ms=m.median_ms * scale,
+        spread_ms=m.spread_ms * scale,
+        parent_ms=parent.latency_ms,
+        noise_ms=m.noise_ms * scale,
     )
 
 
@@ -98,40 +113,82 @@ def propose(s: Search, parent: TraceRow, progress: Callable[[], None]) -> list[P
     return found
 
 
-def choose(parent: TraceRow, proposals: list[Proposal], scores: list[float]) -> int:
-    """The proposal with the best ΔTop-1 / |ΔLatency| (ties: the one that saves more)."""
-    gains = [_score(parent, p, top1) for p, top1 in zip(proposals, scores, strict=True)]
-    saved = [p.saved_ms for p in proposals]
-    return max(range(len(proposals)), key=lambda i: (gains[i], saved[i]))
+def ranked(parent: TraceRow, proposals: list[Proposal], scores: list[float | None]) -> list[int]:
+    """The proposals whose fine-tune finished, best ΔTop-1 / |ΔLatency| first (ties: the one
+    that saves more)."""
+    done = [i for i, top1 in enumerate(scores) if top1 is not None]
+    gains = {i: _score(parent, proposals[i].saved_ms, scores[i]) for i in done}
+    return sorted(done, key=lambda i: (-gains[i], -proposals[i].saved_ms))
 
 
-def _score(parent: TraceRow, p: Proposal, top1: float) -> float:
-    return (top1 - parent.holdout_top1) / p.saved_ms
+def _score(parent: TraceRow, saved_ms: float, top1: float) -> float:
+    return (top1 - parent.holdout_top1) / saved_ms
 
 
-def step_rows(step: int, parent: TraceRow, proposals, results, chosen: int) -> list[TraceRow]:
-    """The trace's rows of one step: every proposal, ``chosen`` marked."""
+def _measured(s: Search, parent: TraceRow, p: Proposal) -> Measured:
+    return on_parents_scale(s.latency_of(p.edits, parent.edits), parent)
+
+
+def accept(s: Search, parent: TraceRow, proposals: list[Proposal], order: list[int]):
+    """The first of ``order`` (at most :data:`MEASURED_AT_MOST`) whose whole network, measured
+    beside the parent, saves more than the noise of that saving
+    (:func:`~.timing.saving_noise`); with every measurement made, by index."""
+    measured: dict[int, Measured] = {}
+    for i in order[:MEASURED_AT_MOST]:
+        m = measured[i] = _measured(s, parent, proposals[i])
+        if parent.latency_ms - m.median_ms > m.noise_ms:
+            return i, measured
+    return None, measured
+
+
+def step_rows(
+    step: int,
+    parent: TraceRow,
+    proposals: list[Proposal],
+    results: list[tuple[float | None, str]],
+    measured: dict[int, Measured],
+    chosen: int | None,
+) -> list[TraceRow]:
+    """The trace's rows of one step: every proposal (a failed fine-tune scores 0 %), its latency
+    measured whole where it was, predicted from its rows where not; ``chosen`` marked."""
     rows = []
     for i, (p, (top1, run)) in enumerate(zip(proposals, results, strict=True)):
-        m, saved = p.latency, p.saved_ms
-        d_top1 = top1 - parent.holdout_top1
-        figures = (m.median_ms, m.spread_ms, m.load, top1, d_top1, saved, d_top1 / saved)
-        rows.append(TraceRow(step, p.edit, i == chosen, *figures, run, p.edits))
+        top1 = 0.0 if top1 is None else top1
+        m = measured.get(i)
+        ms, spread, load = (m.median_ms, m.spread_ms, m.load) if m else (
+            parent.latency_ms - p.saved_ms, 0.0, 0.0)  # fmt: skip
+        saved, d_top1 = parent.latency_ms - ms, top1 - parent.holdout_top1
+        figures = (ms, spread, load, top1, d_top1, saved, d_top1 / saved if saved else 0.0)
+        rows.append(TraceRow(step, p.edit, i == chosen, *figures, run, p.edits, m is not None))
     return rows
 
 
 def run_step(s: Search, parent: TraceRow, progress: Callable[[], None]) -> list[TraceRow]:
-    """One step after ``parent``: its rows, or SearchError when no move saves ``delta``."""
+    """One step after ``parent``: its rows, or SearchError when no move saves what is needed."""
     proposals = propose(s, parent, progress)
+    where = (
+        f"the search stopped at {parent.latency_ms:.3g} ms, above the target {s.target_ms:.3g} ms"
+    )
     if not proposals:
         raise SearchError(
-            f"no proposal lowers the latency by {s.delta_ms:.3g} ms any more: the search stopped "
-            f"at {parent.latency_ms:.3g} ms, above the target {s.target_ms:.3g} ms (a smaller "
-            "step, or the moves kernel and se, may reach further); the best reached is kept"
+            f"no proposal lowers the latency by {s.needed(parent):.3g} ms any more: {where} (a "
+            "smaller step, or the moves kernel and se, may reach further); the best reached is "
+            "kept"
         )
     results = s.finetune(parent.step + 1, proposals, parent)
-    chosen = choose(parent, proposals, [top1 for top1, _ in results])
-    return step_rows(parent.step + 1, parent, proposals, results, chosen)
+    order = ranked(parent, proposals, [top1 for top1, _ in results])
+    if not order:
+        raise SearchError(f"every proposal's fine-tune failed (see logs/): {where}")
+    chosen, measured = accept(s, parent, proposals, order)
+    if chosen is None:
+        best = max(parent.latency_ms - m.median_ms for m in measured.values())
+        raise SearchError(
+            f"no proposal measured whole saved more than the timing's noise (the best "
+            f"{len(measured)} by score were measured; the most any saved was {best:.3g} ms; more "
+            f"latency runs, a quieter machine or a larger step may help): {where}; the best "
+            "reached is kept"
+        )
+    return step_rows(parent.step + 1, parent, proposals, results, measured, chosen)
 
 
 def search(

@@ -11,16 +11,18 @@ from pathlib import Path
 from typing import Any
 
 from ..data.datasets import native_resolution
+from ..explore.training import ClusterSettings
 from ..services.run_folder import RunFolder
 from ..spec.load import Spec, load_spec
 from ..train.config import TrainConfig
 from . import baselines, report
 from . import folder as files
 from .moves import Edits, Move, as_overrides, moves
+from .rows import RowTimer
 from .search import Proposal
 from .timing import Cache, LatencySettings, Measured, key, measure_pair, measure_spec
 from .trace import TraceRow
-from .trainings import Job, finetune_changes, run_jobs, slug, top1
+from .trainings import Job, finetune_changes, run_jobs, slug, top1, try_jobs
 
 SEARCH_ONLY = ("init", "holdout")  # train flags a retrain from scratch drops
 
@@ -33,6 +35,8 @@ class Context:
     cache: Cache
     base: Spec  # the input spec as trained (no --set, no --resolution)
     say: Callable[[str], None]
+    rows: RowTimer
+    cluster: ClusterSettings | None = None
 
     @property
     def resolution(self) -> int:
@@ -53,6 +57,16 @@ class Context:
     def latency(self, edits: Edits) -> Measured:
         return self.measured(self.deployed(edits))
 
+    def saving(self, edits: Edits, parent: Edits) -> float:
+        """The ms ``edits`` save beside ``parent``, predicted from the rows that differ (kept in
+        the cache, so a resumed step proposes what it proposed before)."""
+        child, theirs = self.deployed(edits), self.deployed(parent)
+        k = key(child, self.timing, theirs, rows=True)
+        if k not in self.cache.entries:
+            self._keep(k, self.rows.saving(child, theirs))
+        m = self.cache.entries[k]
+        return m.parent_ms - m.median_ms
+
     def paired(self, edits: Edits, parent: Edits) -> Measured:
         """The latency of ``edits`` timed beside its ``parent`` (in the same rounds)."""
         return self.measured(self.deployed(edits), self.deployed(parent))
@@ -61,14 +75,19 @@ class Context:
         """``spec``'s latency (beside ``parent``'s) from the cache, or measured now (and kept)."""
         k = key(spec, self.timing, parent)
         if k not in self.cache.entries:
-            self.cache.entries[k] = (
-                measure_spec(spec, self.timing)
-                if parent is None
-                else measure_pair(spec, parent, self.timing)
+            pair = parent is not None
+            self._keep(
+                k,
+                measure_pair(spec, parent, self.timing)
+                if pair
+                else measure_spec(spec, self.timing),
             )
-            if self.cache.writable:
-                self.cache.write()
         return self.cache.entries[k]
+
+    def _keep(self, k: str, m: Measured) -> None:
+        self.cache.entries[k] = m
+        if self.cache.writable:
+            self.cache.write()
 
     def flags(self, *dropped: str) -> dict[str, Any]:
         return {k: v for k, v in self.s.training.items() if k not in dropped}
@@ -102,16 +121,19 @@ class StepBar:
 def train_start(ctx: Context, latency: Measured) -> TraceRow:
     """Step 0: the input spec trained with the train flags, scored on the held-out images."""
     job = Job("start", ctx.s.spec, {}, {"holdout": ctx.s.holdout})
-    (run,) = run_jobs([job], ctx.folder, ctx.flags("holdout"), ctx.say)
+    (run,) = run_jobs([job], ctx.folder, ctx.flags("holdout"), ctx.say, ctx.cluster)
     m = latency
     return TraceRow(0, "start", True, m.median_ms, m.spread_ms, m.load, top1(run), 0.0, 0.0, 0.0,
                     "runs/start", {})  # fmt: skip
 
 
 def finetune(ctx: Context, bar: StepBar):
-    """The fine-tune of a step's proposals, from the parent's weights."""
+    """The fine-tune of a step's proposals, from the parent's weights; a proposal whose training
+    failed scores None (the search passes it over and goes on)."""
 
-    def run(step: int, proposals: list[Proposal], parent: TraceRow) -> list[tuple[float, str]]:
+    def run(
+        step: int, proposals: list[Proposal], parent: TraceRow
+    ) -> list[tuple[float | None, str]]:
         weights = ctx.folder / parent.run / RunFolder.BEST
         seed = ctx.s.training.get("seed") or 0
         changes = finetune_changes(weights, ctx.s.finetune_steps, ctx.s.holdout, seed)
@@ -123,8 +145,14 @@ def finetune(ctx: Context, bar: StepBar):
                 p.edits, f"adapt step {step}: {p.edit}",
             )  # fmt: skip
             jobs.append(Job(name, str(spec), {}, changes))
-        runs = run_jobs(jobs, ctx.folder, ctx.flags(*SEARCH_ONLY), bar.write)
-        return [(top1(r), f"runs/{j.id}") for r, j in zip(runs, jobs, strict=True)]
+        failed = try_jobs(jobs, ctx.folder, ctx.flags(*SEARCH_ONLY), bar.write, ctx.cluster)
+        return [
+            (
+                None if j.id in failed else top1(RunFolder(ctx.folder / "runs" / j.id)),
+                f"runs/{j.id}",
+            )
+            for j in jobs
+        ]
 
     return run
 
@@ -153,14 +181,16 @@ def retrain(ctx: Context, path: list[TraceRow], result: Path, target: float) -> 
     changes = [
         {"epochs": ctx.s.retrain_epochs, "seed": seed} for seed in range(ctx.s.retrain_seeds)
     ]
-    jobs = [
+    jobs = [  # seed by seed, so an interrupted comparison has every network of the first seed
         Job(f"final-{slug(name)}-seed{c['seed']}", spec, overrides, c)
-        for name, spec, overrides, _ in entries
         for c in changes
+        for name, spec, overrides, _ in entries
     ]
-    runs = iter(run_jobs(jobs, ctx.folder, ctx.flags(*SEARCH_ONLY), ctx.say))
+    runs = run_jobs(jobs, ctx.folder, ctx.flags(*SEARCH_ONLY), ctx.say, ctx.cluster)
+    top1s = [top1(r) for r in runs]
     retrained = [
-        report.Retrained(name, m, [top1(next(runs)) for _ in changes]) for name, _, _, m in entries
+        report.Retrained(name, m, top1s[i :: len(entries)])
+        for i, (name, _, _, m) in enumerate(entries)
     ]
     table = report.table(retrained, target)
     report.write_summary(ctx.folder / files.SUMMARY, retrained)

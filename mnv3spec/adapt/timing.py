@@ -49,13 +49,15 @@ class LatencySettings:
 class Measured:
     """One network's latency: median and spread (IQR) in ms, the machine's 1-minute load
     average when it was timed, the seconds its export and timing took, and, when it was timed
-    beside its parent, the parent's median in those same rounds (0: timed alone)."""
+    beside its parent, the parent's median in those same rounds and the noise of the saving
+    (0: timed alone)."""
 
     median_ms: float
     spread_ms: float
     load: float
     seconds: float = 0.0
     parent_ms: float = 0.0
+    noise_ms: float = 0.0  # beside its parent: the noise of its saving (:func:`saving_noise`)
 
 
 def check_settings(s: LatencySettings) -> None:
@@ -111,16 +113,30 @@ def measure_pair(child: Spec, parent: Spec, s: LatencySettings) -> Measured:
     times = time_rounds(runners, s.runs, s.warmup, "cpu")
     median, _, spread = percentiles(times["child"])
     seconds = time.perf_counter() - started
-    return Measured(median, spread, load, seconds, percentiles(times["parent"])[0])
+    noise = saving_noise(times["parent"], times["child"])
+    return Measured(median, spread, load, seconds, percentiles(times["parent"])[0], noise)
 
 
-def key(spec: Spec, s: LatencySettings, parent: Spec | None = None) -> str:
-    """The cache key: the resolved document (and its parent's, when timed beside it) and the
-    settings, hashed."""
+def saving_noise(parent: list[float], child: list[float]) -> float:
+    """What a saving measured in alternating rounds must exceed to be more than noise: twice the
+    standard error of the median of the per-round differences (1.25 σ / √n, that of a normal
+    sample's median, with σ from their interquartile range, σ ≈ IQR / 1.35). Differences of
+    the same round cancel a load that drifts over the rounds, as the two medians alone do
+    not: on a busy machine a network's own spread can be many times the saving."""
+    from ..latency.measure import percentiles
+
+    diffs = [p - c for p, c in zip(parent, child, strict=True)]
+    sigma = percentiles(diffs)[2] / 1.35
+    return 2 * 1.25 * sigma / math.sqrt(len(diffs))
+
+
+def key(spec: Spec, s: LatencySettings, parent: Spec | None = None, rows: bool = False) -> str:
+    """The cache key: the resolved document (and its parent's, when timed beside it), the
+    settings, and whether the whole networks or only their differing ``rows`` were timed,
+    hashed."""
     parent_doc = parent.document if parent is not None else None
-    text = json.dumps(
-        {"spec": spec.document, "parent": parent_doc, "settings": asdict(s)}, sort_keys=True
-    )
+    found = {"spec": spec.document, "parent": parent_doc, "settings": asdict(s)}
+    text = json.dumps({**found, **({"rows": True} if rows else {})}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 

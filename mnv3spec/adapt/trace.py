@@ -1,7 +1,8 @@
-"""``trace.csv``: the search step by step. One row per proposal (its edit, measured latency ±
-spread, the machine's load, held-out top-1 after the fine-tune, the change in each and the
-score ΔTop-1 / |ΔLatency|), the chosen one marked; step 0 is the start. A resumed search
-takes its path from the chosen rows (each holds the edits so far, as JSON) and its run
+"""``trace.csv``: the search step by step. One row per proposal (its edit, its latency ± spread
+and the machine's load — measured whole where ``measured`` is 1, predicted from its rows with
+no spread where 0 —, held-out top-1 after the fine-tune (0 where it failed), the change in
+each and the score ΔTop-1 / |ΔLatency|), the chosen one marked; step 0 is the start. A resumed
+search takes its path from the chosen rows (each holds the edits so far, as JSON) and its run
 folders, so the file is read back field by field and a damaged one refused."""
 
 from __future__ import annotations
@@ -38,10 +39,12 @@ class TraceRow:
     score: float  # d_top1 / d_ms
     run: str  # its run folder, relative to the adapt folder
     edits: Edits  # every edit so far, this one included
+    measured: bool = True  # its latency measured whole (else predicted from its rows)
 
     def cells(self) -> dict[str, Any]:
         cells = dataclasses.asdict(self)
         cells["chosen"] = int(self.chosen)
+        cells["measured"] = int(self.measured)
         cells["edits"] = json.dumps(self.edits, sort_keys=True)
         for k in ("latency_ms", "spread_ms", "load", "holdout_top1", "d_top1", "d_ms", "score"):
             cells[k] = f"{cells[k]:.4f}"
@@ -56,6 +59,7 @@ def _parse(cells: dict[str, str]) -> TraceRow:
     values: dict[str, Any] = {"edit": cells["edit"], "run": cells["run"]}
     values["step"] = int(cells["step"])
     values["chosen"] = {"0": False, "1": True}[cells["chosen"]]
+    values["measured"] = {"0": False, "1": True}[cells["measured"]]
     for k in ("latency_ms", "spread_ms", "load", "holdout_top1", "d_top1", "d_ms", "score"):
         values[k] = float(cells[k])
         if not math.isfinite(values[k]):
@@ -87,9 +91,11 @@ def read(folder: Path) -> list[TraceRow]:
             f"damaged: not a trace as adapt writes it ({e}); {FIX}", file=str(path)
         ) from None
     steps = [r.step for r in rows if r.chosen]
-    if steps != list(range(len(steps))) or any(r.step >= len(steps) for r in rows):
+    unmeasured = any(r.chosen and not r.measured for r in rows)
+    if steps != list(range(len(steps))) or any(r.step >= len(steps) for r in rows) or unmeasured:
         raise UserError(
-            f"damaged: the steps are not 0, 1, 2... each with one chosen row; {FIX}", file=str(path)
+            f"damaged: the steps are not 0, 1, 2... each with one chosen row, measured; {FIX}",
+            file=str(path),
         )
     return rows
 

@@ -11,12 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..errors import UserError
 from ..explore.grid import Variant
-from ..explore.launch import run_trainings
-from ..explore.training import Training
+from ..explore.launch import local_gpus, run_trainings
+from ..explore.training import ClusterSettings, Training
 from ..services.run_folder import RunFolder
 from ..train.config import TrainConfig
 
@@ -49,23 +47,39 @@ def _training(job: Job, runs: Path, flags: dict[str, Any]) -> Training | None:
     return Training(Variant(job.id, job.spec, job.id, job.overrides), folder, config)
 
 
-def _gpus(flags: dict[str, Any]) -> int:
-    return torch.cuda.device_count() if flags.get("device", "auto") in ("auto", "cuda") else 0
+def try_jobs(
+    jobs: list[Job],
+    folder: Path,
+    flags: dict[str, Any],
+    say: Callable[[str], None],
+    cluster: ClusterSettings | None = None,
+) -> dict[str, str]:
+    """Run (or continue) ``jobs`` into ``folder/runs``, on this machine or on ``cluster`` (a
+    session of :func:`~mnv3spec.explore.launch.cluster_session` open); the error of each that
+    failed, by id (a failed run is tried again by the next call)."""
+    runs = folder / "runs"
+    todo = [t for t in (_training(j, runs, flags) for j in jobs) if t is not None]
+    if not todo:
+        return {}
+    gpus = local_gpus(flags.get("device", "auto"))
+    errors = run_trainings(todo, folder / "logs", gpus, say, cluster)
+    return {name: error for name, (_, error) in errors.items()}
 
 
 def run_jobs(
-    jobs: list[Job], folder: Path, flags: dict[str, Any], say: Callable[[str], None]
+    jobs: list[Job],
+    folder: Path,
+    flags: dict[str, Any],
+    say: Callable[[str], None],
+    cluster: ClusterSettings | None = None,
 ) -> list[RunFolder]:
-    """Run (or continue) ``jobs`` into ``folder/runs``; their run folders, each finished, or
-    UserError naming the first that failed and its log."""
-    runs = folder / "runs"
-    todo = [t for t in (_training(j, runs, flags) for j in jobs) if t is not None]
-    if todo:
-        errors = run_trainings(todo, folder / "logs", _gpus(flags), say)
-        if errors:
-            name, (_, error) = next(iter(errors.items()))
-            raise UserError(f"the training {name} failed: {error}")
-    return [RunFolder(runs / j.id) for j in jobs]
+    """:func:`try_jobs`, every one of which must finish: their run folders, or UserError naming
+    the first that failed and its log."""
+    errors = try_jobs(jobs, folder, flags, say, cluster)
+    if errors:
+        name, error = next(iter(errors.items()))
+        raise UserError(f"the training {name} failed: {error}")
+    return [RunFolder(folder / "runs" / j.id) for j in jobs]
 
 
 def top1(run: RunFolder) -> float:

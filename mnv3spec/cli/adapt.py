@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import argparse
 
-from mnv3spec.cli.flags import add_set, number, overrides
+from mnv3spec.cli.flags import add_cluster_options, add_set, cluster_settings, number, overrides
 from mnv3spec.cli.kinds import check_kind
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:
     check_kind(args.spec, "adapt", {"spec"}, "a spec (a YAML file or a shipped name)")
+    cluster = cluster_settings(args)  # refused before any work
     from mnv3spec.adapt.folder import AdaptSettings
     from mnv3spec.adapt.run import adapt, spec_path
 
@@ -36,7 +37,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         training=training,
         out=args.out,
     )
-    outcome = adapt(settings, lambda line: print(line, flush=True))
+    outcome = adapt(settings, lambda line: print(line, flush=True), cluster)
     print(outcome.table)
     print(f"wrote {outcome.result}; trace, table and plot in {outcome.folder}")
     return 0
@@ -49,11 +50,12 @@ def add_adapt(sub: argparse._SubParsersAction) -> None:
         "adapt",
         help="shrink a spec to a latency target on a runtime (NetAdapt over spec edits)",
         description="Each step proposes the smallest shrink of every row's exp and every residual "
-        "group's out that lowers the latency measured on --backend by --step; fine-tunes each "
-        "from its parent's weights, scores it on held-out training images, and keeps the best "
-        "Δtop-1/|Δlatency|, until the target is met; then retrains the result from scratch beside "
-        "the width and resolution baselines. Repeat the command to continue. Exit status 3: "
-        "the target was not reached (the best reached is kept).",
+        "group's out that its rows, timed on --backend, say lowers the latency by --step; "
+        "fine-tunes each from its parent's weights, scores it on held-out training images, and "
+        "keeps the best Δtop-1/|Δlatency| whose whole network, measured on --backend, saves "
+        "more than the timing's noise, until the target is met; then retrains the result from "
+        "scratch beside the width and resolution baselines. Repeat the command to continue. "
+        "Exit status 3: the target was not reached (the best reached is kept).",
     )
     add = p.add_argument
     add("spec", metavar="SPEC")
@@ -77,6 +79,7 @@ def add_adapt(sub: argparse._SubParsersAction) -> None:
     add("--no-baselines", action="store_true", help="retrain the result only")
     add("--latency-runs", type=number(int, 1), default=30, help="timed calls a network (30)")
     add("--latency-warmup", type=number(int, 1), default=5, help="untimed calls first (5)")
+    add_cluster_options(p)
     passed = p.add_argument_group(
         "train flags",
         "the start is trained with them; fine-tunes and retrains use the same recipe "

@@ -38,6 +38,14 @@ def cluster_session(cluster: ClusterSettings | None, out: Path) -> Iterator[None
         yield
 
 
+def local_gpus(device: str) -> int:
+    """The GPUs of this machine that trainings on ``device`` (a train flag) run on, one training
+    each in parallel (0: one at a time, on the CPU or the one GPU)."""
+    import torch
+
+    return torch.cuda.device_count() if device in ("auto", "cuda") else 0
+
+
 def _environment(gpu: int | None, parallel: int) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(

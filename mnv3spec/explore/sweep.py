@@ -29,7 +29,7 @@ from ..spec.load import Spec, load_spec, resolve_path
 from ..train.config import TrainConfig
 from . import sweep_folder, sweep_report
 from .grid import check_count, check_grids, parse_grid, spec_names, variants
-from .launch import cluster_session, run_trainings
+from .launch import cluster_session, local_gpus, run_trainings
 from .results import LatencySettings, Result, Sweep, SweepSettings
 from .training import Training
 
@@ -74,7 +74,7 @@ def _run(result: Sweep, mine: dict, compiled: Compiled, lookup, s: SweepSettings
             created = False  # the folder is a sweep's now: kept whatever happens next
             _measure_all(compiled, folder, result.settings, lookup, say)
             if result.trained:
-                gpus = _gpus(s.training)
+                gpus = local_gpus(s.training.get("device", "auto"))
                 _train_all(compiled, folder, result.trainings, gpus, s.cluster, say)
             sweep_report.write(result)
     finally:
@@ -226,12 +226,6 @@ def _trainings(compiled: Compiled, runs: Path, training: dict) -> list[Training]
             config = config.with_batch()
         jobs.append(Training(r.variant, folder, config))
     return jobs
-
-
-def _gpus(training: dict) -> int:
-    """GPUs to run the trainings on, one each in parallel (0: one at a time)."""
-    on_cuda = training.get("device", "auto") in ("auto", "cuda")
-    return torch.cuda.device_count() if on_cuda else 0
 
 
 def _train_all(

@@ -1,0 +1,43 @@
+"""The row look-up that sizes proposals: only the rows that differ are timed, each exported once
+per process, on the search's runtime."""
+
+from __future__ import annotations
+
+from mnv3spec.adapt import moves as mv
+from mnv3spec.adapt import rows
+from mnv3spec.adapt.timing import LatencySettings
+from mnv3spec.spec.load import load_spec
+
+from .conftest import ROOT
+
+TINY = str(ROOT / "tests" / "data" / "tiny_phone.yaml")
+
+
+def spec_of(edits):
+    return load_spec(TINY, **mv.as_overrides(edits))
+
+
+def test_only_the_rows_that_differ_are_exported_and_each_once(monkeypatch):
+    import mnv3spec.latency.backends as backends
+
+    exported = []
+    real = backends.prepare
+
+    def prepare(module, backend, x):
+        exported.append((backend, tuple(x.shape)))
+        return real(module, "eager", x)
+
+    monkeypatch.setattr(backends, "prepare", prepare)
+    timer = rows.RowTimer(LatencySettings("executorch", runs=3, warmup=1))
+    parent = spec_of({})
+    m = timer.saving(spec_of({"bneck3": {"exp": 64}}), parent)
+    assert len(exported) == 2  # bneck3, the parent's and the child's: nothing else
+    assert all(backend == "executorch" for backend, _ in exported)
+    assert m.median_ms > 0 and m.parent_ms > 0 and m.seconds > 0
+    timer.saving(spec_of({"bneck3": {"exp": 56}}), parent)
+    assert len(exported) == 3  # the parent's bneck3 was kept from the first call
+    group = timer.saving(spec_of({"bneck2": {"out": 16}, "bneck3": {"out": 16}}), parent)
+    # the group's two rows and the row that reads its output, the parent's and the child's, less
+    # the parent's bneck3, kept
+    assert len(exported) == 3 + 2 * 3 - 1
+    assert group.parent_ms > 0
