@@ -1,22 +1,30 @@
 """Recipe presets: the short-budget preset's parts (random erasing as one batched op, cosine with
-warm-up, label smoothing, Nesterov, weight decay on weights only), its bad values refused, and a
-run of it killed and resumed equal to one that was not."""
+warm-up, label smoothing, Nesterov, weight decay on weights only), its bad values refused, a run
+of it killed and resumed equal to one that was not, and a run's settings declared alike in
+``Recipe``, ``TrainConfig``, train's flags and docs/commands.md."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import re
+from typing import Any
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from mnv3spec.cli import build_parser
+from mnv3spec.cli.flags import flag_names
 from mnv3spec.data.batches import random_erase
 from mnv3spec.errors import UserError
-from mnv3spec.train.recipe import RECIPES, lr_factor, resolve_recipe
+from mnv3spec.train.config import TrainConfig
+from mnv3spec.train.recipe import FIELDS, RECIPES, SCHEDULES, lr_factor, resolve_recipe
 
 from .conftest import ROOT, kill_during_epoch_2, run_cli
 from .test_cli_train import TINY, metrics
+from .test_docs import sections
 
 PRESET = "cosine-ls-erase"
 
@@ -147,3 +155,98 @@ def test_resume_epochs_refuses_cosine_with_the_reason_and_too_few_epochs(tmp_pat
     assert seed.returncode == 0, seed.stderr
     r = run_cli("train", "--resume", tmp_path / "seed", "--epochs", "2")
     assert r.returncode == 2 and "has done 2 epoch(s) already" in r.stderr
+
+
+# --- a run's settings: declared in Recipe and TrainConfig, shown by the flags and the docs -------
+
+SEED = RECIPES["seed"]
+NOT_FLAGS = {"help", "spec", "set", "allow_base", "width", "resume"}  # set gives overrides
+NOT_SET = {"milestones", "gamma"}  # a preset's own: no setting changes them
+UNSTATED = ("none", "all", "—", "random (saved)", "SPEC-wWIDTH-DATA", "the whole training split")
+
+
+def settings() -> dict[str, Any]:
+    """Each setting a flag gives → its default as a run takes it: TrainConfig's, or where that
+    is None for a recipe field (the preset's value), the seed recipe's."""
+    fields = [f for f in dataclasses.fields(TrainConfig) if f.name not in ("spec", "overrides")]
+    default = {f.name: f.default for f in fields if f.name != "deterministic"}  # set from seed
+    return {k: getattr(SEED, k) if v is None and k in FIELDS else v for k, v in default.items()}
+
+
+def stated(text: str) -> Any:
+    """A default as help or docs spell it: a number, off/on, a word, or None (none, all...)."""
+    text = text.strip().strip("`")
+    if text.startswith("the recipe's"):
+        return "the recipe's"
+    words = {"off": False, "on": True, "graph on": True, **dict.fromkeys(UNSTATED)}
+    if text in words:
+        return words[text]
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def agrees(text: str, name: str, value: Any) -> bool:
+    """``text`` states ``value``, the default of setting ``name``: "none" a value of None or 0 (no
+    moving average), "the recipe's" a recipe field's (each preset's as listed, if any is)."""
+    said = stated(text)
+    if said == "the recipe's":
+        listed = re.findall(r"(\d+) for `([\w-]+)`", text)
+        return name in FIELDS and all(getattr(RECIPES[p], name) == int(n) for n, p in listed)
+    if said is None:
+        return value is None or (value == 0 and not isinstance(value, bool))
+    return said == value and isinstance(said, bool) == isinstance(value, bool)
+
+
+def test_every_setting_has_one_flag_and_every_settable_recipe_field_is_a_setting():
+    flags = {a.dest for a in build_parser().commands["train"].options} - NOT_FLAGS
+    assert flags == set(settings())
+    for name in set(FIELDS) - NOT_SET:  # None in TrainConfig: the preset's unless given
+        assert name in flags and TrainConfig.__dataclass_fields__[name].default is None, name
+    assert set(FIELDS) - NOT_SET - set(settings()) == set()
+
+
+def test_the_flags_help_states_each_default_as_a_run_takes_it():
+    parser = build_parser().commands["train"]
+    defaults = settings()
+    for action in parser.options:
+        if action.dest not in defaults:
+            continue
+        patterns = (r"\(seed: ([^)]+)\)", r"\(default:? ([^)]+)\)", r"(\S+) \(default\)")
+        for said in (m for p in patterns for m in re.findall(p, action.help)):
+            assert agrees(said, action.dest, defaults[action.dest]), (action.dest, said)
+    milestones = "/".join(map(str, SEED.milestones))
+    assert parser.description.startswith(
+        f"Train a spec. Defaults are the seed repo's recipe: SGD lr {SEED.lr:g} momentum "
+        f"{SEED.momentum:g}, x{SEED.gamma:g} at epochs {milestones}, batch {SEED.batch}, "
+        f"{defaults['epochs']} epochs"
+    )
+    schedule = next(a for a in parser.options if a.dest == "schedule")
+    assert schedule.help == f"seed: {SEED.schedule} {milestones} x{SEED.gamma:g}"
+    assert tuple(schedule.choices) == SCHEDULES
+    recipe = next(a for a in parser.options if a.dest == "recipe")
+    assert all(f"{name} (default)" in recipe.help or name in recipe.help for name in RECIPES)
+
+
+def table(text: str, header: str) -> list[list[str]]:
+    """The rows, as lists of cells, of the Markdown table in ``text`` whose first line is
+    ``header``."""
+    lines = text.split(header + "\n", 1)[1].split("\n\n", 1)[0].splitlines()[1:]
+    return [[cell.strip() for cell in line.strip("|").split(" | ")] for line in lines]
+
+
+def test_the_docs_table_has_a_row_for_every_setting_with_its_default():
+    train = sections(ROOT / "docs" / "commands.md")["train"]
+    flag_of = {flag: name for name, flag in flag_names(build_parser().commands["train"]).items()}
+    defaults, documented = settings(), set()
+    for row in table(train, "| flag | default | meaning |")[1:]:  # after SPEC, the flags
+        flags = re.findall(r"`(--[\w-]+)", row[0])
+        texts = row[1].split(" / " if " / " in row[0] else ", ") if len(flags) > 1 else row[1:2]
+        for flag, text in zip(flags, texts, strict=True):
+            documented.add(flag_of[flag])
+            if flag_of[flag] in defaults:
+                assert agrees(text, flag_of[flag], defaults[flag_of[flag]]), (flag, text)
+    assert set(defaults) <= documented, set(defaults) - documented
+    presets = [row[0].split("`")[1] for row in table(train, "| `--recipe` | what it is |")]
+    assert presets == list(RECIPES)

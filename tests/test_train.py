@@ -3,11 +3,14 @@ and a folder too large for memory trained through ``cli.py`` on decoding workers
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import importlib
+import io
 import itertools
 import json
 import math
+import os
 import re
 import urllib.error
 from pathlib import Path
@@ -20,6 +23,7 @@ from torch import nn
 
 from mnv3spec import build, load_spec
 from mnv3spec import files as outputs
+from mnv3spec.cli import main
 from mnv3spec.data import folders
 from mnv3spec.data.batches import batches
 from mnv3spec.errors import CheckpointError, TrainingError, UserError
@@ -313,6 +317,31 @@ def test_every_file_of_the_run_folder_is_written_atomically(tmp_path, monkeypatc
     train(cfg)
     files = {p.name for p in (tmp_path / "run").iterdir()}
     assert files - set(written) == {"best.safetensors", "last.safetensors", "command.txt"}
+
+
+def test_one_train_command_reads_its_spec_file_once(tmp_path, monkeypatch, one_thread):
+    """``train`` loads and resolves its spec once and hands the Spec down: the command (in
+    process, as the CLI runs it) opens the spec file exactly once, however it opens files."""
+    spec = tmp_path / "s.yaml"
+    spec.write_text(SMALL.read_text())
+    opened = []
+
+    def counting(real):
+        def opener(path, *args, **kwargs):
+            if isinstance(path, (str, bytes, Path)) and os.path.realpath(path) == str(spec):
+                opened.append(real.__name__)
+            return real(path, *args, **kwargs)
+
+        return opener
+
+    monkeypatch.setattr(os, "open", counting(os.open))
+    monkeypatch.setattr(io, "open", counting(io.open))
+    monkeypatch.setattr(builtins, "open", counting(builtins.open))
+    args = ["train", str(spec), "--data", "synthetic", "--set", "resolution=16", "--width", "0.25"]
+    args += ["--epochs", "1", "--steps-per-epoch", "2", "--seed", "0", "--device", "cpu"]
+    assert main([*args, "--out", str(tmp_path), "--name", "r"]) == 0
+    assert len(opened) == 1, opened
+    assert (tmp_path / "r" / "spec.yaml").is_file()  # the run's own copy is written, not read
 
 
 # --- a folder too large for memory: decoded per batch by workers, same training ----------------

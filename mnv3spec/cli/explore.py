@@ -66,7 +66,7 @@ def _train_arguments(job, options: list[argparse.Action]) -> list[str]:
     if job.config is None:
         return ["train", "--resume", str(job.folder)]
     cfg = job.config  # its batch filled in from its recipe: the default is the recipe's
-    default = dataclasses.replace(TrainConfig(cfg.spec), batch=cfg.with_batch().batch)
+    default = dataclasses.replace(TrainConfig(cfg.spec), batch=cfg.batch)
     words = ["train", cfg.spec]
     words += [w for k, v in cfg.overrides.items() for w in ("--set", f"{k}={text(v)}")]
     for a in options:

@@ -42,8 +42,7 @@ def _resume(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """A new run of SPEC (loaded here, once), or with --resume the continuation of a run."""
-    from mnv3spec.spec.load import load_spec
+    """A new run of SPEC, or with --resume the continuation of a run."""
     from mnv3spec.train.config import TrainConfig
     from mnv3spec.train.train import train
 
@@ -56,7 +55,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.width is not None and fixed.setdefault("width", args.width) != args.width:
         raise UserError(f"--width {args.width} and --set width={fixed['width']} disagree")
     cfg = TrainConfig(spec=args.spec, overrides=fixed, **_train_settings(args))
-    train(cfg, command_line(), spec=load_spec(cfg.spec, **fixed))
+    train(cfg, command_line())
     return 0
 
 

@@ -16,7 +16,7 @@ import itertools
 import json
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from ..errors import CheckpointError, UserError
 from ..files import (
     LOCK_FILE,
     atomic_path,
+    check_output_folder,
     check_path,
     locked_folder,
     os_errors,
@@ -37,6 +38,7 @@ from ..files import (
 )
 from ..model.builder import SpecNet
 from ..weights.checkpoint import save_weights
+from .device import World
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,16 @@ def check_run_name(name: str) -> str:
         )
     check_path(name, field="name")
     return name
+
+
+def check_new_run(out: str | Path, name: str | None) -> None:
+    """Before anything is built: ``name``, when given, a plain folder name that holds no run yet in
+    ``out``, a folder files can be written in (or made)."""
+    if name:
+        check_run_name(name)
+    check_output_folder(out, field="out")
+    if name:
+        RunFolder(Path(out) / name).check_free()
 
 
 class RunFolder:
@@ -264,13 +276,27 @@ class RunFolder:
 
 
 @contextmanager
-def claimed(out: Path, name: str | None, base: str) -> Iterator[RunFolder]:
+def claimed(out: Path, name: str | None, base: str, world: World) -> Iterator[RunFolder]:
     """A new run's folder (:meth:`RunFolder.create`), locked for the block and checked free once
-    locked (a run that took the empty folder first and has ended leaves it taken)."""
-    folder = RunFolder.create(out, name, base)
-    with locked_folder(folder.path, HOLDER):
-        folder.check_free()
-        yield folder
+    locked (a run that took the empty folder first and has ended leaves it taken). Rank 0 of a
+    launch claims it and shares its path with the other ranks, and its refusal too, so that every
+    rank stops alike."""
+    with ExitStack() as held:
+        path, error = None, None
+        if world.main:
+            try:
+                folder = RunFolder.create(out, name, base)
+                held.enter_context(locked_folder(folder.path, HOLDER))
+                folder.check_free()
+                path = str(folder.path)
+            except UserError as e:
+                error = e
+        path, message = world.share((path, error and str(error)))
+        if error is not None:
+            raise error
+        if message:
+            raise UserError(message)
+        yield RunFolder(path)
 
 
 def plot_curves(rows: list[MetricsRow], path: Path) -> None:

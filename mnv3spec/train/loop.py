@@ -24,7 +24,7 @@ from torch import nn
 from ..data.batches import rank_loaders, training_batch
 from ..errors import TrainingError
 from ..model.builder import SpecNet
-from ..services.device import World, amp_dtype, average_buffers, reduce_sums, state_digest
+from ..services.device import World, average_buffers, reduce_sums, state_digest
 from ..services.evaluate import EvalResult, evaluate
 from ..services.run_folder import MetricsRow, RunFolder
 from .ema import WeightAverage
@@ -53,12 +53,11 @@ def train_epochs(
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     optimizer = make_optimizer(net, recipe)
     scheduler = make_scheduler(optimizer, recipe, cfg.epochs, plan.steps)
-    amp = amp_dtype(plan.device)
-    scaler = torch.amp.GradScaler(plan.device.type, enabled=amp == torch.float16)
+    scaler = torch.amp.GradScaler(plan.device.type, enabled=plan.amp == torch.float16)
     order, augmenting = training_generators(cfg.seed, world.rank)
     train_batches, val_batches = loaders(plan, order)
     average = WeightAverage(net, recipe.ema) if recipe.ema else None
-    step = Stepper(model, criterion, optimizer, scaler, amp, plan, average)
+    step = Stepper(model, criterion, optimizer, scaler, plan.amp, plan, average)
     state = TrainState(
         net, optimizer, scheduler, scaler, order, augmenting, plan.device, average=average
     )

@@ -37,6 +37,7 @@ class RunPlan:
     data: Dataset
     world: World
     device: torch.device
+    amp: torch.dtype | None  # autocast's dtype on the device; None: float32
     batch: int  # this process's share of the global batch
     steps: int  # per epoch and process
     drop_last: bool
@@ -119,10 +120,10 @@ def place(data: Dataset, device: torch.device) -> Dataset:
 
 def make_plan(
     cfg: TrainConfig,
-    recipe: Recipe,
     spec: Spec,
     world: World,
     device: torch.device,
+    amp: torch.dtype | None,
     *,
     resumed: bool,
 ) -> RunPlan:
@@ -146,7 +147,8 @@ def make_plan(
     steps = min(steps, cfg.steps_per_epoch or steps)
     workers = worker_count(world.local_size) if data.streamed else 0
     data = place(data, device)
-    return RunPlan(cfg, recipe, fitted, data, world, device, batch, steps, drop_last, workers)
+    recipe = cfg.resolved_recipe()
+    return RunPlan(cfg, recipe, fitted, data, world, device, amp, batch, steps, drop_last, workers)
 
 
 def build_network(plan: RunPlan, *, start_from: str | None) -> tuple[SpecNet, str | None]:

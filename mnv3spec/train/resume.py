@@ -16,7 +16,6 @@ from ..errors import CheckpointError, UserError
 from ..services.run_folder import MetricsRow, RunFolder
 from ..spec.load import Spec, load_spec
 from .config import TrainConfig, config_from_json
-from .recipe import Recipe
 from .state import check_saved
 
 
@@ -91,13 +90,13 @@ def _check_epochs_agree(
         )
 
 
-def extended(point: ResumePoint, recipe: Recipe, epochs: int) -> ResumePoint:
+def extended(point: ResumePoint, epochs: int) -> ResumePoint:
     """``point`` set to train to ``epochs`` in all: allowed for a multistep schedule, whose
     learning rate at an epoch does not depend on the total, so the epochs done stay exactly what
     a run of ``epochs`` from the start would have trained; refused for cosine, which decays to 0
-    at the last epoch and so would have trained the done epochs at other rates. ``recipe``:
-    ``point.cfg``'s, resolved."""
+    at the last epoch and so would have trained the done epochs at other rates."""
     done = point.epochs_done
+    recipe = point.cfg.resolved_recipe()
     if recipe.schedule != "multistep":
         raise UserError(
             f"a run with the {recipe.schedule} schedule cannot be extended: its learning rate at "

@@ -13,39 +13,29 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 
 from ..data.datasets import check_name
-from ..errors import UserError
-from ..files import check_output_folder
-from ..services.device import World, pick_device, thread_count, torch_settings
-from ..services.run_folder import RunFolder, check_run_name, claimed
+from ..services.device import World, amp_dtype, pick_device, thread_count, torch_settings
+from ..services.run_folder import RunFolder, check_new_run, claimed
 from ..spec.load import Spec, load_spec
 from .config import TrainConfig, absolute
 from .loop import train_epochs
 from .plan import RunPlan, build_network, make_plan
-from .recipe import Recipe
 from .resume import ResumePoint, extended, read_resume_point
 from .state import seed_weights
 
 
-def train(cfg: TrainConfig, command: str = "", spec: Spec | None = None) -> Path:
+def train(cfg: TrainConfig, command: str = "") -> Path:
     """Start a new run in ``cfg.out/cfg.name`` (a fresh name by default); returns its folder.
-
-    ``spec``: ``cfg.spec`` already loaded with ``cfg.overrides`` (it is loaded here otherwise).
-    ``command``: the command line, appended to the run's command.txt.
-    """
-    if spec is None:
-        spec = load_spec(cfg.spec, **cfg.overrides)
-    recipe = cfg.resolved_recipe()
-    name = check_run_name(cfg.name) if cfg.name else None
-    check_output_folder(cfg.out, field="out")
+    ``cfg.spec`` is loaded here, once, with ``cfg.overrides``; everything below takes the Spec.
+    ``command``: the command line, appended to the run's command.txt."""
+    spec = load_spec(cfg.spec, **cfg.overrides)
+    cfg = cfg.with_batch()  # the recipe checked, and its batch the number config.json holds
+    check_new_run(cfg.out, cfg.name)
     check_name(cfg.data, cfg.data_dir)
-    if name:
-        RunFolder(Path(cfg.out) / name).check_free()
-    return _launch(absolute(cfg), recipe, spec, command, None)
+    return _launch(absolute(cfg), spec, command, None)
 
 
 def resume(
@@ -65,21 +55,21 @@ def resume(
     ours = World.from_env().main and folder.holds_run()  # else read_resume_point says what it is
     with folder.locked() if ours else nullcontext():
         point = read_resume_point(folder)
-        recipe = point.cfg.resolved_recipe()
         if epochs is not None:
-            point = extended(point, recipe, epochs)
+            point = extended(point, epochs)
         changes = {"device": device, "compile": compile, "graph": graph}
         cfg = dataclasses.replace(point.cfg, **{k: v for k, v in changes.items() if v is not None})
-        return _launch(cfg, recipe, point.spec, command, point)
+        return _launch(cfg, point.spec, command, point)
 
 
-def _launch(
-    cfg: TrainConfig, recipe: Recipe, spec: Spec, command: str, point: ResumePoint | None
-) -> Path:
-    """Plan, build, claim the folder and train, in the torchrun group if there is one, with
-    torch's process-wide switches set for the run and restored after it."""
+def _launch(cfg: TrainConfig, spec: Spec, command: str, point: ResumePoint | None) -> Path:
+    """Train, in the torchrun group if there is one, with torch's process-wide switches set for
+    the run and restored after it. In phases: where it writes and runs, the data (and the spec
+    fitted to it), the network and its first weights, the run folder claimed, the loop."""
+    base = _default_name(cfg, spec)  # a new run's folder, unless it is named
     world = World.from_env()
     device = pick_device(cfg.device, world.local_rank)
+    amp = amp_dtype(device)
     threads = thread_count(world.local_size)
     settings = torch_settings(
         threads=threads,
@@ -89,12 +79,13 @@ def _launch(
     with world.joined(device), settings:
         if point is None:
             seed = cfg.seed if cfg.seed is not None else secrets.randbelow(2**31)
-            cfg = dataclasses.replace(cfg, seed=world.share(seed), batch=recipe.batch)
+            cfg = dataclasses.replace(cfg, seed=world.share(seed))
         seed_weights(cfg.seed)
-        plan = make_plan(cfg, recipe, spec, world, device, resumed=point is not None)
+        plan = make_plan(cfg, spec, world, device, amp, resumed=point is not None)
         net, note = build_network(plan, start_from=None if point else cfg.init)
-        base = _default_name(plan)
-        with _claimed(plan, point, base) as folder:
+        # resumed: the folder read, locked since (by rank 0); new: one claimed now
+        held = nullcontext(point.folder) if point else claimed(Path(cfg.out), cfg.name, base, world)
+        with held as folder:
             numbered = _numbered(folder, base) if point is None and cfg.name is None else ""
             if point is None:  # the name it took
                 plan = dataclasses.replace(
@@ -110,35 +101,9 @@ def _launch(
     return folder.path
 
 
-@contextmanager
-def _claimed(plan: RunPlan, point: ResumePoint | None, base: str) -> Iterator[RunFolder]:
-    """The run folder, this run's alone for the block. On resume, the folder read (rank 0 holds
-    its lock already); for a new run, one rank 0 creates exclusively (named ``base`` unless the
-    run names it) and locks, its path shared with the other ranks (and its refusal too, so every
-    rank stops alike)."""
-    if point is not None:
-        yield point.folder
-        return
-    cfg, world = plan.cfg, plan.world
-    with ExitStack() as lock:
-        path, error = None, None
-        if world.main:
-            try:
-                path = str(lock.enter_context(claimed(Path(cfg.out), cfg.name, base)))
-            except UserError as e:
-                error = e
-        path, message = world.share((path, error and str(error)))
-        if error is not None:
-            raise error
-        if message:
-            raise UserError(message)
-        yield RunFolder(path)
-
-
-def _default_name(plan: RunPlan) -> str:
+def _default_name(cfg: TrainConfig, spec: Spec) -> str:
     """The run folder's name when --name is not given: SPEC-wWIDTH-DATA."""
-    cfg = plan.cfg
-    return f"{Path(cfg.spec).stem}-w{plan.spec.params['width']}-{Path(cfg.data).name}"
+    return f"{Path(cfg.spec).stem}-w{spec.params['width']}-{Path(cfg.data).name}"
 
 
 def _numbered(folder: RunFolder, base: str) -> str:
