@@ -35,6 +35,7 @@ def settings(args: argparse.Namespace) -> AdaptSettings:
         "data_dir": args.data_dir,
         "train_subset": args.train_subset,
         "epochs": args.epochs,
+        "batch": args.batch,
         "device": args.device,
         "seed": 0,
     }
@@ -62,6 +63,7 @@ def main() -> int:
     p.add_argument("--target-ratio", type=float, default=0.6)
     p.add_argument("--step", type=float, default=0.05)
     p.add_argument("--epochs", type=int, default=20, help="the start's training")
+    p.add_argument("--batch", type=int, help="every training's (default: the recipe's, 128)")
     p.add_argument("--retrain-epochs", type=int, default=20)
     p.add_argument("--finetune-steps", type=int, default=50)
     p.add_argument("--seeds", type=int, default=2)
