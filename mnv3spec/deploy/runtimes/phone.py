@@ -30,7 +30,7 @@ from ...files import check_output, writing
 from ...kinds import file_kind
 from ...model.builder import SpecNet
 from ...spec.load import load_spec, read_yaml
-from ...weights.checkpoint import _metadata_problem
+from ...weights.checkpoint import metadata_problem
 from .record import Int8, Job, Progress, QuantizeResult, Runtime
 
 FORMAT = "mnv3spec-mobile"  # the JSON's "format"
@@ -164,7 +164,7 @@ def read_metadata(path: str | Path, runtime: Runtime) -> tuple[dict[str, Any], A
             raise ValueError("its spec is not YAML text")
         spec, _ = read_yaml(raw["spec"], f"{beside} (embedded spec)")
         meta = {key: raw[key] for key in ("classes", "resolution", "mean", "std", "extra")}
-        problem = _metadata_problem(spec, meta)
+        problem = metadata_problem(spec, meta)
         recorded = raw["sha256"]
     except (KeyError, ValueError, TypeError, UserError) as e:
         raise CheckpointError(f"damaged metadata ({e})", file=str(beside)) from None
