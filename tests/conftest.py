@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import shutil
 import signal
@@ -203,6 +204,29 @@ def tiny_checkpoint(
         classifier.weight.normal_(0, 3)
     save_weights(path, model.eval(), classes=classes, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
     return model
+
+
+def misdescribe(program: Path, claim: str) -> str:
+    """The metadata file beside ``program`` (a tiny_checkpoint's phone program: 32×32, 4 classes)
+    edited as by hand to claim resolution 16 (``claim`` "resolution") or 5 classes ("classes"),
+    its embedded spec agreeing: its digest, the program's, still matches. Returns what the
+    refusal says."""
+    import yaml
+
+    from mnv3spec import load_spec
+    from mnv3spec.deploy.runtimes.phone import sidecar
+
+    beside = sidecar(program)
+    info = json.loads(beside.read_text())
+    if claim == "resolution":
+        info["resolution"] = 16
+        said = f"takes 1×3×32×32 images where {beside.name} claims resolution 16 (1×3×16×16)"
+    else:
+        info["classes"] = [f"class{i}" for i in range(5)]
+        info["spec"] = load_spec(yaml.safe_load(info["spec"]), num_classes=5).to_yaml()
+        said = f"gives 1×4 logits where {beside.name} claims 5 classes (1×5)"
+    beside.write_text(json.dumps(info))
+    return said
 
 
 def kill_during_epoch_2(tmp_path: Path, *train_args: object) -> Path:

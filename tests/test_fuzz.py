@@ -501,6 +501,56 @@ def test_phone_metadata(tmp_path_factory, runtime, key, value):
         return
     assert len(meta["classes"]) == built.params["num_classes"]
     assert meta["resolution"] == built.resolution
+    _check_against_its_program(path, meta, built.in_channels)
+
+
+def _check_against_its_program(path, meta: dict, channels: int) -> None:
+    """Metadata that reads well, checked against the shapes of a program made for 3×8×8 images
+    and 2 classes (issue 31 hunts 10, 16): it passes only if it claims those, else one error
+    naming the program and both figures."""
+    from mnv3spec.deploy.runtimes import phone as mobile
+
+    size, classes = meta["resolution"], len(meta["classes"])
+    try:
+        mobile.check_shapes(path, ([(1, 3, 8, 8)], [(1, 2)]), channels, meta)
+    except UserError as e:
+        assert e.file == str(path) and "\n" not in str(e)
+        assert (size, channels) != (8, 3) or classes != 2
+        assert ("1×3×8×8" in e.message and f"resolution {size}" in e.message) or (
+            "1×2 logits" in e.message and f"claims {classes} classes" in e.message
+        )
+        return
+    assert (size, channels, classes) == (8, 3, 2)
+
+
+@SMALL
+@given(
+    st.sampled_from(["executorch", "litert"]),
+    st.one_of(
+        st.binary(max_size=64),
+        st.builds(lambda n, c: c * n, st.integers(0, 200_000), st.sampled_from([b"[", b'{"a":'])),
+    ),
+    st.sampled_from(["file", "fifo", "folder"]),
+)
+def test_phone_metadata_files(tmp_path_factory, runtime, raw, kind):
+    """The JSON beside a .pte or .tflite as any bytes, nested past Python's parser, a FIFO or a
+    folder (issue 31 hunt 11): one UserError naming it, nothing blocks."""
+    from mnv3spec.deploy.runtimes import RUNTIMES
+    from mnv3spec.deploy.runtimes import phone as mobile
+
+    rt = RUNTIMES[runtime]
+    path = tmp_path_factory.mktemp("fuzz") / f"m{rt.suffix}"
+    path.write_bytes(b"\x1c\x00\x00\x00" + rt.signature.encode() + b"12" + bytes(32))
+    beside = mobile.sidecar(path)
+    if kind == "fifo":
+        os.mkfifo(beside)
+    elif kind == "folder":
+        beside.mkdir()
+    else:
+        beside.write_bytes(raw)
+    with pytest.raises(UserError) as e:
+        mobile.read_metadata(path, rt)
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
 
 
 # --- issue 29: train --init from a wider parent checkpoint, damaged -------------------------------

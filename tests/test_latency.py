@@ -13,6 +13,7 @@ import cli
 from mnv3spec import build, load_spec, summarize
 from mnv3spec.errors import ExportError, UserError
 from mnv3spec.latency import measure
+from mnv3spec.latency.files import time_file
 
 from .conftest import ROOT
 
@@ -258,6 +259,8 @@ def test_cli_latency_times_an_exported_file_as_it_is(tmp_path, cli):
     assert r.returncode == 0, r.stderr
     (line,) = [line for line in r.stdout.splitlines() if line.startswith(str(out))]
     assert line.split()[-1] == "onnxruntime" and float(line.split()[1]) > 0
+    timed = time_file(out, runs=2, warmup=1)
+    assert timed.runtime == "onnxruntime" and timed.timing.median_ms > 0
     mixed = cli("latency", out, "small")
     assert mixed.returncode == 2 and "not both" in mixed.stderr
     foreign = tmp_path / "foreign.onnx"  # an ONNX model without our metadata: nothing timed

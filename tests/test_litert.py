@@ -18,7 +18,7 @@ from mnv3spec.deploy.runtimes import RUNTIMES, load_any, phone, record
 from mnv3spec.deploy.runtimes import litert as tflite
 from mnv3spec.errors import CheckpointError, ExportError
 
-from .conftest import ROOT, TINY_PHONE, run_cli_process, tiny_checkpoint
+from .conftest import ROOT, TINY_PHONE, misdescribe, run_cli_process, tiny_checkpoint
 
 # one xdist worker runs this file: its module fixture converts programs for half a minute
 pytestmark = pytest.mark.xdist_group("tflite")
@@ -268,3 +268,52 @@ def test_without_litert_each_command_names_the_extra(tmp_path, monkeypatch):
         assert 'pip install -e ".[litert]"' in result.stderr and "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.safetensors", "m.tflite", "path"]
+
+
+@pytest.mark.parametrize("claim", ["resolution", "classes"])
+@pytest.mark.parametrize("precision", ["float", "int8"])
+def test_issue31_hunt10_16_metadata_claiming_another_program_is_refused_as_it_loads(
+    converted, precision, claim, tmp_path, cli
+):
+    """A metadata file edited to claim another resolution or class count than its program's:
+    refused as the program loads, naming both figures, before an image runs; eval prints no
+    top-1, and infer skips it and classifies with the good checkpoint beside it."""
+    folder, _, r, q = converted
+    source = r.path if precision == "float" else q.path
+    model = tmp_path / "m.tflite"
+    shutil.copy(source, model)
+    shutil.copy(phone.sidecar(source), phone.sidecar(model))
+    message = misdescribe(model, claim)
+    with pytest.raises(CheckpointError) as e:
+        tflite.load_tflite(model)
+    assert message in e.value.message and e.value.file == str(model)
+    result = cli("eval", model, "--data", "synthetic", timeout=SLOW)
+    assert result.returncode == 2 and result.stdout == "", result.stdout
+    assert message in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
+    images = tmp_path / "images"
+    images.mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (40, 40), (200, 30, 30)).save(images / "red.png")
+    good = folder / "best.safetensors"
+    result = cli("infer", "--models", good, model, "--images", images, timeout=SLOW)
+    assert result.returncode == 0, result.stderr
+    assert f"skipped {model}: does not match its metadata: the program {message}" in result.stderr
+    assert f"{good}: tiny_phone" in result.stdout and "red.png" in result.stdout
+    assert str(model) not in result.stdout
+
+
+def test_issue31_a_fresh_process_converting_and_running_a_tflite_prints_only_our_lines(
+    converted, tmp_path
+):
+    """The converter logs absl's INFO lines to stderr (from C++, below sys.stderr) and the
+    interpreter a line as it applies its delegate; export does both, and prints only ours."""
+    folder, _, _, _ = converted
+    out = tmp_path / "m.tflite"
+    result = run_cli_process(
+        "export", folder / "best.safetensors", "--format", "tflite", "--out", out, timeout=SLOW
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"wrote {out}" in result.stdout
+    chatter = ("INFO: Created TensorFlow Lite", "WARNING: All log messages before absl", "I0")
+    assert not [line for line in result.stderr.splitlines() if line.startswith(chatter)]

@@ -295,3 +295,25 @@ def test_the_default_runtime_is_executorch_only_where_it_is_installed(monkeypatc
 
         monkeypatch.setattr(importlib.util, "find_spec", find_spec)
         assert quantize.default_runtime() == expected
+
+
+def test_issue31_hunt17_a_row_name_means_the_renamed_row_as_in_set(tmp_path, cli):
+    """After a variant renames bneck1 to r5, ``--keep-float r5`` is that row, as ``--set
+    layers.r5`` is; digits stay an index, and an ``r``-prefixed index is a name like any other."""
+    from mnv3spec import build, load_spec
+
+    variant = tmp_path / "renamed.yaml"
+    variant.write_text("base: small\nname: small_r5\nrows:\n  bneck1: {name: r5}\n")
+    model = build(load_spec(variant, width=0.25, resolution=16), device="meta")
+    assert quantize.resolve_rows(model, ["r5", "5"]) == ["r5", "bneck5"]
+    edited = load_spec(variant, **{"layers.r5.k": 7}).rows
+    assert [row.name for row in edited if row.fields.get("k") == 7] == ["r5"]
+    with pytest.raises(UserError, match="no row 'r3'"):
+        quantize.resolve_rows(model, ["r3"])
+    tiny_checkpoint(tmp_path / "best.safetensors", CLASSES, variant)
+    r = cli("quantize", tmp_path / "best.safetensors", "--keep-float", "r5", "--to",
+            "onnxruntime", "--calib", "8", "--data", "synthetic", "--force")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "rows kept in float: r5\n" in r.stdout
+    _, meta = _load_int8(tmp_path / "best.int8.onnx")
+    assert meta["extra"]["kept_float"] == ["r5"]

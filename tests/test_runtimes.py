@@ -25,6 +25,8 @@ def test_each_record_names_a_known_file_kind_and_its_suffix():
         assert rt.suffix in KINDS[rt.kind].suffixes and KINDS[rt.kind].signature, name
         assert rt.metadata in ("inside", "sidecar", "none"), name
         assert (rt.load is None) == (rt.metadata == "none"), name  # what it writes, it reads
+        # a program whose metadata is beside it declares its shapes, checked against that file
+        assert (rt.shapes is not None) == rt.on_phone, name
 
 
 def test_commands_name_runtimes_as_they_always_have():

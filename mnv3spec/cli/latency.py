@@ -61,8 +61,9 @@ def _time_files(args: argparse.Namespace, kinds: list[str | None]) -> int:
 
     timed = [time_file(p, batch=args.batch, runs=args.runs, warmup=args.warmup) for p in args.specs]
     print(f"{'file':<40} {'median ms':>10} {'IQR ms':>8}  runtime")
-    for path, (timing, runtime) in zip(args.specs, timed, strict=True):
-        print(f"{printable(path):<40} {timing.median_ms:>10.3f} {timing.iqr_ms:>8.3f}  {runtime}")
+    for path, t in zip(args.specs, timed, strict=True):
+        row = f"{t.timing.median_ms:>10.3f} {t.timing.iqr_ms:>8.3f}  {t.runtime}"
+        print(f"{printable(path):<40} {row}")
     return 0
 
 

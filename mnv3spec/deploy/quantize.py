@@ -127,16 +127,17 @@ def _output_path(checkpoint: str | Path, out: str | Path | None, runtime: Runtim
 
 
 def resolve_rows(model: SpecNet, rows: Iterable[str]) -> list[str]:
-    """Row module names (``bneck3``, ``r03_bneck``) for ``rows`` given as indices (``3``, ``r3``)
-    or names (a row's name is its module name); an empty entry, an unknown row and a row given
-    twice are refused."""
+    """Row module names (``bneck3``, ``r03_bneck``) for ``rows`` given as they are in ``--set``:
+    digits are an index (``3``), anything else a row's name in the resolved spec (a variant's
+    rename included), or the module name of a row without one; an empty entry, an unknown row
+    and a row given twice are refused."""
     names = [p.name for p in model.plans]
     by_index = {p.row.index: p.name for p in model.plans}
     resolved = []
     for row in rows:
         text = row.strip()
-        index = re.fullmatch(r"r?(\d{1,6})", text)
-        name = by_index.get(int(index[1])) if index else text if text in names else None
+        index = re.fullmatch(r"\d{1,6}", text)
+        name = by_index.get(int(text)) if index else text if text in names else None
         if name is None or name in resolved:
             problem = "an empty entry" if not text else f"no row {row!r}"
             if name is not None:

@@ -5,6 +5,7 @@ metadata) and called on random images at the resolution its metadata records."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -12,12 +13,17 @@ from ..deploy.runtimes import load_any, runtime_of
 from .measure import Timing, percentiles, time_rounds
 
 
-def time_file(path: str | Path, *, batch: int = 1, runs: int = 50, warmup: int = 10) -> tuple:
-    """``(Timing, the runtime's name)`` of the program in ``path`` on the CPU."""
+class FileTiming(NamedTuple):
+    timing: Timing
+    runtime: str  # the name of the runtime that ran it (``executorch``, ``litert``, ...)
+
+
+def time_file(path: str | Path, *, batch: int = 1, runs: int = 50, warmup: int = 10) -> FileTiming:
+    """The program in ``path`` timed on the CPU, and the runtime that ran it."""
     model, meta = load_any(path)
     size = int(meta["resolution"])
     channels = len(meta.get("mean") or (0, 0, 0))
     images = torch.rand(batch, channels, size, size)
     times = time_rounds({"file": lambda: model(images)}, runs, warmup, "cpu")["file"]
     median, _, iqr = percentiles(times)
-    return Timing(median, iqr, ""), runtime_of(path).name
+    return FileTiming(Timing(median, iqr, ""), runtime_of(path).name)

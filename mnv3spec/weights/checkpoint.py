@@ -143,14 +143,20 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"damaged metadata (no {e})", file=str(path)) from None
     except (ValueError, SpecError, RecursionError) as e:
         raise CheckpointError(f"damaged metadata ({e})", file=str(path)) from None
-    problem = _metadata_problem(spec, meta)
+    problem = metadata_problem(spec, meta)
     if problem:
         raise CheckpointError(f"damaged metadata: {problem}", file=str(path))
     return {**meta, "spec": spec, "mean": tuple(meta["mean"]), "std": tuple(meta["std"])}
 
 
-def _metadata_problem(spec: Any, meta: dict[str, Any]) -> str | None:
-    """What is wrong with decoded metadata, or None: it comes from a file, so trust nothing."""
+def metadata_problem(spec: Any, meta: dict[str, Any]) -> str | None:
+    """What is wrong with decoded metadata, or None: it comes from a file, so trust nothing.
+
+    ``spec`` is the embedded spec as read (a mapping, not yet loaded) and ``meta`` the decoded
+    ``classes``, ``resolution``, ``mean``, ``std`` and ``extra``: the keys a checkpoint carries
+    and every runtime's file carries with it (an ``.onnx``'s properties, a ``.pte``'s or
+    ``.tflite``'s metadata file), so each reader checks them by this one rule. The answer is one
+    phrase for a message ("3 class names for a spec with num_classes 4")."""
     if not isinstance(spec, dict) or not isinstance(spec.get("params"), dict):
         return "the embedded spec is not a mapping with params"
     classes, resolution = meta["classes"], meta["resolution"]

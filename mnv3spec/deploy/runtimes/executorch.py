@@ -20,6 +20,7 @@ With both, every row of the shipped specs is one XNNPACK partition.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from torch import nn
 
 from ...errors import ExportError
 from ...model.inference import for_xnnpack
+from .native import stderr_without
 from .phone import (
     CALIB,
     ProgramModel,
@@ -40,7 +42,7 @@ from .phone import (
     pt2e,
     write_program,
 )
-from .record import Int8, Lowered, Runtime, Timed, require
+from .record import Int8, Lowered, Runtime, Shapes, Timed, require
 
 EXTRA = "mobile"
 
@@ -142,17 +144,27 @@ def _rows_in_order(program: Any) -> list[str]:
     return list(dict.fromkeys(_row(n) for n in program.graph.nodes if _row(n)))
 
 
+# what ExecuTorch logs to stderr as its thread pool starts (its CPU probe, cpuinfo, reading /sys
+# files that a container or a VM lacks) or is resized: about the machine, not the user's program
+POOL_CHATTER = re.compile(
+    rb"\[cpuinfo_utils\.cpp:\d+\] |(Error|Warning) in cpuinfo: "
+    rb"|\[threadpool\.cpp:\d+\] Resetting threadpool to \d+ threads"
+)
+
+
 def set_threads(threads: int) -> None:
     """XNNPACK's thread pool size in this process. ExecuTorch has one pool for all programs and
     resetting it frees the one that programs already loaded hold (a crash when they run next, as
-    in latency's rounds of two programs), so it is reset only when the size changes."""
+    in latency's rounds of two programs), so it is reset only when the size changes. The pool
+    starts here, before any program is loaded, so its start-up chatter is kept out here."""
     from executorch.extension.pybindings.portable_lib import (
         _threadpool_get_thread_count,
         _unsafe_reset_threadpool,
     )
 
-    if _threadpool_get_thread_count() != max(1, threads):
-        _unsafe_reset_threadpool(max(1, threads))
+    with stderr_without(POOL_CHATTER):
+        if _threadpool_get_thread_count() != max(1, threads):
+            _unsafe_reset_threadpool(max(1, threads))
 
 
 def runner(
@@ -173,6 +185,16 @@ def runner(
         return method.execute([x.contiguous()])[0].clone()
 
     return run
+
+
+def shapes(program: Path) -> Shapes:
+    """The shapes of the program's ``forward`` inputs and outputs as the program declares them,
+    read without running it (an ExecuTorch program's tensors are planned at fixed sizes)."""
+    from executorch.runtime import Runtime
+
+    meta = Runtime.get().load_program(str(program)).metadata("forward")
+    inputs = [tuple(meta.input_tensor_meta(i).sizes()) for i in range(meta.num_inputs())]
+    return inputs, [tuple(meta.output_tensor_meta(i).sizes()) for i in range(meta.num_outputs())]
 
 
 # --- int8 (PT2E) -------------------------------------------------------------------------------
@@ -282,6 +304,7 @@ RUNTIME = Runtime(
     runner=runner,
     write=write_program,
     check_outputs=check_outputs,
+    shapes=shapes,
     load=load_pte,
     time=time,
     quantize=pt2e(Int8(quantize_pt2e, _lower_int8, PARITY)),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -29,6 +30,7 @@ from torch import nn
 
 from ...errors import ExportError, UserError
 from ...model.inference import for_xnnpack
+from .native import stderr_without
 from .phone import (
     CALIB,
     ProgramModel,
@@ -39,7 +41,7 @@ from .phone import (
     pt2e,
     write_program,
 )
-from .record import Int8, Lowered, Runtime, Timed, require
+from .record import Int8, Lowered, Runtime, Shapes, Timed, require
 
 EXTRA = "litert"
 
@@ -62,7 +64,11 @@ def convert(model: nn.Module, example: torch.Tensor, int8: bool = False) -> byte
     # the converter reads from the quantizer only whether it is static or dynamic
     config = QuantConfig(pt2e_quantizer=_quantizer()) if int8 else None
     try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        with (
+            stderr_without(CONVERTER_CHATTER),
+            contextlib.redirect_stdout(io.StringIO()),
+            contextlib.redirect_stderr(io.StringIO()),
+        ):
             return bytes(
                 litert_torch.convert(model, (example,), quant_config=config).model_content()
             )
@@ -71,6 +77,11 @@ def convert(model: nn.Module, example: torch.Tensor, int8: bool = False) -> byte
             f"litert-torch cannot convert this network ({first_line(e)}); export it to "
             "ExecuTorch or ONNX instead"
         ) from None
+
+
+# what the converter's C++ logs to stderr (absl's INFO lines: op counts, and the notice that
+# logging has not been set up), whatever the network
+CONVERTER_CHATTER = re.compile(rb"I\d{4} \d\d:\d\d:|WARNING: All log messages before absl::")
 
 
 def _quantizer() -> Any:
@@ -121,7 +132,8 @@ def runner(
 
     source = {"model_content": model} if isinstance(model, bytes) else {"model_path": str(model)}
     interpreter = Interpreter(**source, num_threads=threads or torch.get_num_threads())
-    interpreter.allocate_tensors()
+    with stderr_without(DELEGATE_CHATTER):
+        interpreter.allocate_tensors()
     (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
 
     def run(x: torch.Tensor) -> torch.Tensor:
@@ -130,6 +142,23 @@ def runner(
         return torch.from_numpy(_from(out, interpreter.get_tensor(out["index"])))
 
     return run
+
+
+# what LiteRT logs to stderr as it applies its XNNPACK delegate, once per model loaded
+DELEGATE_CHATTER = re.compile(rb"INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.")
+
+
+def shapes(model: Path) -> Shapes:
+    """The shapes of the model's inputs and outputs as the model declares them, read without
+    running it."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(model))
+    return _sizes(interpreter.get_input_details()), _sizes(interpreter.get_output_details())
+
+
+def _sizes(details: list[dict]) -> list[tuple[int, ...]]:
+    return [tuple(int(n) for n in d["shape"]) for d in details]
 
 
 def _to(detail: dict, x: np.ndarray) -> np.ndarray:
@@ -223,6 +252,7 @@ RUNTIME = Runtime(
     runner=runner,
     write=write_program,
     check_outputs=check_outputs,
+    shapes=shapes,
     load=load_tflite,
     time=time,
     quantize=pt2e(Int8(quantize_pt2e, _lower_int8, PARITY)),

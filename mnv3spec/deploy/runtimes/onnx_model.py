@@ -24,7 +24,7 @@ from ...errors import CheckpointError, ExportError, UserError
 from ...files import writing
 from ...kinds import file_kind
 from ...spec.load import load_spec, read_yaml
-from ...weights.checkpoint import _metadata_problem
+from ...weights.checkpoint import metadata_problem
 from .record import require
 
 FLOAT = "mnv3spec-float"  # metadata_props["format"] of export's float files
@@ -246,7 +246,7 @@ def load_onnx(
         spec, _ = read_yaml(raw["spec"], f"{path} (embedded spec)")
         meta = {key: json.loads(raw[key]) for key in KEYS}
         meta["extra"] = json.loads(raw.get("extra", "{}"))
-        problem = _metadata_problem(spec, meta) or _graph_problem(proto, spec, meta)
+        problem = metadata_problem(spec, meta) or _graph_problem(proto, spec, meta)
     except (KeyError, ValueError, UserError) as e:
         raise CheckpointError(f"damaged metadata ({e})", file=str(path)) from None
     if problem:

@@ -5,7 +5,9 @@ An ExecuTorch ``.pte`` or a LiteRT ``.tflite`` holds the network and nothing els
 (the spec, class names, resolution, normalisation). That travels beside it as ``NAME.pte.json``:
 plain JSON that an app on the phone reads too (its class names and normalisation), written with
 the program's SHA-256, so a program swapped or changed after export is refused rather than run
-with another program's labels. The JSON keys and checks are those of a checkpoint's metadata.
+with another program's labels; and as the JSON itself may be edited, it is checked against the
+shapes the program declares (:func:`check_shapes`). The JSON keys and checks are those of a
+checkpoint's metadata.
 
 The int8 flow: the network prepared for XNNPACK, quantized by PT2E with the runtime's quantizer and
 calibrated on training images, lowered to the runtime's program, the program run by the runtime
@@ -26,15 +28,16 @@ import torch
 from torch import nn
 
 from ...errors import CheckpointError, ExportError, UserError
-from ...files import check_output, writing
+from ...files import check_output, read_json, writing
 from ...kinds import file_kind
 from ...model.builder import SpecNet
 from ...spec.load import load_spec, read_yaml
-from ...weights.checkpoint import _metadata_problem
-from .record import FORMAT, Int8, Job, Progress, QuantizeResult, Runtime, metadata
+from ...weights.checkpoint import metadata_problem
+from .record import FORMAT, Int8, Job, Progress, QuantizeResult, Runtime, Shapes, metadata
 
 _SIDECAR_HEAD = f'{{\n "format": "{FORMAT}"'.encode()  # how every metadata file of ours starts
 CALIB_BATCH = 64  # images per PT2E calibration call
+MAX_SIDECAR_BYTES = 16 << 20  # a metadata file holds a spec and up to 100,000 class names
 
 
 def calibrate_pt2e(
@@ -129,15 +132,16 @@ def read_metadata(path: str | Path, runtime: Runtime) -> tuple[dict[str, Any], A
             "copy it along with the program",
             file=str(path),
         )
+    fix = "copy the one export or quantize wrote beside the program"
+    raw = read_json(beside, what="a program's metadata file", fix=fix, max_bytes=MAX_SIDECAR_BYTES)
     try:
-        raw = json.loads(beside.read_text())
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
             raise ValueError(f"not an {FORMAT} metadata file")
         if not isinstance(raw["spec"], str):
             raise ValueError("its spec is not YAML text")
         spec, _ = read_yaml(raw["spec"], f"{beside} (embedded spec)")
         meta = {key: raw[key] for key in ("classes", "resolution", "mean", "std", "extra")}
-        problem = _metadata_problem(spec, meta)
+        problem = metadata_problem(spec, meta)
         recorded = raw["sha256"]
     except (KeyError, ValueError, TypeError, UserError) as e:
         raise CheckpointError(f"damaged metadata ({e})", file=str(beside)) from None
@@ -163,16 +167,55 @@ def first_line(e: Exception) -> str:
 def load_program(
     path: str | Path, runtime: Runtime, failure: str, threads: int | None = None
 ) -> tuple[ProgramModel, dict]:
-    """``(model, metadata)`` of a phone program, checked against the metadata file beside it;
-    ``runtime.runner`` loads it, and any error it raises is ``failure`` (e.g. "ExecuTorch cannot
-    load this program") with the runtime's first line."""
+    """``(model, metadata)`` of a phone program, checked against the metadata file beside it (its
+    digest, then the shapes the program declares: :func:`check_shapes`); ``runtime.runner`` loads
+    it, and any error the runtime raises is ``failure`` (e.g. "ExecuTorch cannot load this
+    program") with the runtime's first line."""
     path = Path(path)
     meta, spec = read_metadata(path, runtime)
     try:
-        run = runtime.runner(path, threads)
+        declared = runtime.shapes(path)
     except Exception as e:  # the runtimes raise RuntimeError / ValueError for what they refuse
         raise CheckpointError(f"{failure} ({first_line(e)})", file=str(path)) from None
+    check_shapes(path, declared, spec.in_channels, meta)
+    try:
+        run = runtime.runner(path, threads)
+    except Exception as e:
+        raise CheckpointError(f"{failure} ({first_line(e)})", file=str(path)) from None
     return ProgramModel(path, spec, meta["resolution"], run), meta
+
+
+def check_shapes(path: Path, declared: Shapes, channels: int, meta: dict[str, Any]) -> None:
+    """Refuse a program whose input or output is not what its metadata file claims, before it
+    runs. The file's digest is the program's, not its own, so an edited resolution or class list
+    passes :func:`read_metadata`; run, the program would fail on the first image, or answer with
+    more or fewer logits than there are class names."""
+    size, classes = meta["resolution"], len(meta["classes"])
+    claimed_in, claimed_out = (1, channels, size, size), (1, classes)
+    inputs, outputs = declared
+    beside = sidecar(path).name
+    problems = []
+    if inputs != [claimed_in]:
+        problems.append(
+            f"takes {_shapes(inputs)} images where {beside} claims resolution {size} "
+            f"({_shapes([claimed_in])})"
+        )
+    if outputs != [claimed_out]:
+        problems.append(
+            f"gives {_shapes(outputs)} logits where {beside} claims {classes} classes "
+            f"({_shapes([claimed_out])})"
+        )
+    if problems:
+        raise CheckpointError(
+            f"does not match its metadata: the program {' and '.join(problems)}; put back the "
+            "metadata file written with it, or export the checkpoint again",
+            file=str(path),
+        )
+
+
+def _shapes(shapes: list[tuple[int, ...]]) -> str:
+    """``1×3×32×32``; several joined by commas; ``none``."""
+    return ", ".join("×".join(map(str, s)) for s in shapes) or "none"
 
 
 class ProgramModel(nn.Module):

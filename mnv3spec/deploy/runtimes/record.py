@@ -28,6 +28,7 @@ from ...services.evaluate import evaluate
 
 Run = Callable[[torch.Tensor], torch.Tensor]  # a function of one CPU batch
 Timed = tuple[Callable[[], Any], str]  # latency: a no-argument call, and a note on how it ran
+Shapes = tuple[list[tuple[int, ...]], list[tuple[int, ...]]]  # a program's inputs', outputs'
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class Runtime:
     lower: Callable[[nn.Module, torch.Tensor, bool], Lowered]  # (prepared, example, dynamic)
     runner: Callable[..., Run]  # (program or path, threads=None) → a function of a batch
     write: Callable[[Path, Any, dict], None]  # (out, program, metadata), atomically
+    shapes: Callable[[Path], Shapes] | None = None  # a phone program's, as it declares them
     load: Callable[..., tuple[nn.Module, dict]] | None = None  # (path, threads=None)
     time: Callable[[nn.Module, torch.Tensor, bool], Timed] | None = None  # latency (int8?)
     quantize: Callable[..., Any] | None = None  # (job, sensitivity, progress) → its int8 result
