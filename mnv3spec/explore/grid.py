@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SpecError, UserError
-from ..spec.load import Spec, parse_assignment, resolve_path, row_position
+from ..spec.overrides import parse_assignment, row_position
+from ..spec.read import resolve_path
+from ..spec.resolve import Spec
 from ..text import quoted
 from . import MAX_VARIANTS
 
