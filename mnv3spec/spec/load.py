@@ -1,4 +1,4 @@
-"""A spec file (or an already-loaded mapping) and its overrides → :class:`~.resolve.Spec`.
+"""A spec file (or an already-loaded mapping) and its edits → :class:`~.resolve.Spec`.
 
 Every problem becomes a :class:`SpecError` naming the file, line, column and field.
 :func:`load_spec` raises the first; :func:`spec_errors` collects every one (``validate``).
@@ -7,11 +7,13 @@ Every problem becomes a :class:`SpecError` naming the file, line, column and fie
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import SpecError
 from .check import check_flat
+from .edits import Edit, from_overrides
 
 # Spec, resolve_path and read_yaml live in resolve.py and read.py; train/, adapt/, deploy/ and
 # latency/ still import them from here.
@@ -21,14 +23,14 @@ from .resolve import Spec, resolve
 from .variant import is_variant, read_spec
 
 
-def load_spec(source: str | Path | dict, **overrides: Any) -> Spec:
+def load_spec(source: str | Path | dict, edits: Sequence[Edit] = (), /, **overrides: Any) -> Spec:
     """Read, validate and resolve a spec from a path or an already-loaded mapping.
 
-    ``overrides`` set parameters (``width=0.5``) or, with dotted keys, any field
-    (``{"layers.12.se": True}``), exactly like ``--set`` on the command line (errors
-    at an override name the field ``set KEY=VALUE``; the CLI shows it as the flag).
+    ``edits`` are made first, then ``overrides``: parameters (``width=0.5``) or, with dotted
+    keys, any field (``{"layers.12.se": True}``), exactly like ``--set`` on the command line
+    (errors at an override name the field ``set KEY=VALUE``; the CLI shows it as the flag).
     """
-    return resolve(*_read(source), overrides)
+    return resolve(*_read(source), [*edits, *from_overrides(overrides)])
 
 
 def spec_errors(source: str | Path | dict, **overrides: Any) -> tuple[Spec | None, list[SpecError]]:
@@ -39,7 +41,8 @@ def spec_errors(source: str | Path | dict, **overrides: Any) -> tuple[Spec | Non
     errors: list[SpecError] = []
     spec = None
     try:
-        spec = resolve(*_read(source, errors), overrides, errors)
+        doc, marks = _read(source, errors)
+        spec = resolve(doc, marks, from_overrides(overrides), errors)
     except SpecError as e:
         errors.append(e)
     unique = {str(e): e for e in errors}.values()  # the schema and a row's own check agree

@@ -1,11 +1,12 @@
-"""A flat document and its overrides → :class:`Spec`: the overrides applied, the document checked
-against the schema and the row-name rules, the references to parameters resolved, every optional
-row field filled with the registry's default."""
+"""A flat document and its edits → :class:`Spec`: the edits made, the document checked against
+the schema and the row-name rules, the references to parameters resolved, every optional row
+field filled with the registry's default."""
 
 from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,8 +15,9 @@ import yaml
 from ..errors import SpecError
 from ..ops.registry import OPS
 from .check import check_names, validate
-from .overrides import apply_override
-from .read import Marks, report
+from .draft import Draft
+from .edits import Edit, from_overrides
+from .read import Marks
 from .rows import Row, resolve_row
 
 
@@ -56,25 +58,27 @@ class Spec:
         """BatchNorm2d's keyword arguments: ``eps`` and ``momentum`` (PyTorch's convention)."""
         return {"eps": float(self.params["bn_eps"]), "momentum": float(self.params["bn_momentum"])}
 
-    def derive(self, **overrides: Any) -> Spec:
-        """This spec with more ``overrides`` (as :func:`~.load.load_spec` takes them), resolved
-        again from its document: no file is read, and errors still point into the original file."""
-        return resolve(copy.deepcopy(self.document), self.marks.copy(), overrides)
+    def derive(self, edits: Sequence[Edit] = (), /, **overrides: Any) -> Spec:
+        """This spec with more ``edits``, then ``overrides`` (as :func:`~.load.load_spec` takes
+        them), resolved again from its document: no file is read, and errors still point into
+        the original file."""
+        changes = [*edits, *from_overrides(overrides)]
+        return resolve(copy.deepcopy(self.document), self.marks.copy(), changes)
 
     def to_yaml(self) -> str:
-        """The document as written (no defaults added, overrides applied), loadable again by
+        """The document as written (no defaults added, edits made), loadable again by
         :func:`~.load.load_spec`: checkpoints embed it."""
         return yaml.safe_dump(self.document, sort_keys=False, default_flow_style=None)
 
 
 def resolve(
-    doc: Any, marks: Marks, overrides: dict[str, Any], errors: list[SpecError] | None = None
+    doc: Any, marks: Marks, edits: Sequence[Edit], errors: list[SpecError] | None = None
 ) -> Spec | None:
-    """The spec of ``doc`` with ``overrides`` applied, or (collecting ``errors``) None when it has
-    any. An error at a row names the row, raised or collected."""
+    """The spec of ``doc`` with ``edits`` made, or (collecting ``errors``) None when it has any.
+    An error at a row names the row, raised or collected."""
     before = len(errors or ())
     try:
-        spec = _resolve(doc, marks, overrides, errors)
+        spec = _resolve(doc, marks, edits, errors)
     except SpecError as e:
         raise _with_row_name(e, doc) from None
     if errors is not None and len(errors) > before:
@@ -84,14 +88,13 @@ def resolve(
 
 
 def _resolve(
-    doc: Any, marks: Marks, overrides: dict[str, Any], errors: list[SpecError] | None
+    doc: Any, marks: Marks, edits: Sequence[Edit], errors: list[SpecError] | None
 ) -> Spec | None:
-    if isinstance(doc, dict):
-        for key, value in overrides.items():
-            try:
-                apply_override(doc, key, value, marks)
-            except SpecError as e:
-                report(e, errors)
+    if isinstance(doc, dict) and edits:
+        draft = Draft.of(doc, marks)
+        for edit in edits:  # each sees the ones before it: --set layers.3.name=a layers.a.k=5
+            draft.apply([edit], errors)
+        doc, marks = draft.document()
     if not validate(doc, marks, errors):
         return None
     params, layers = doc.get("params"), doc.get("layers")
