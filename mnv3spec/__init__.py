@@ -23,7 +23,7 @@ _LAZY = {
     "build": ".model.builder",
     "plan": ".model.plan",
     "summarize": ".model.summary",
-    "Spec": ".spec.load",
+    "Spec": ".spec.resolve",
     "load_any": ".deploy.runtimes",
     "load_spec": ".spec.load",
     "load_timm": ".weights.timm",

@@ -3,6 +3,7 @@ infer), and the one rule that keeps a message on one printable line."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -61,3 +62,19 @@ def kind_of(value: Any) -> str:
     kinds = [(bool, "true or false"), (int, "an integer"), (float, "a number"), (str, "a string")]
     kinds += [(dict, "a mapping"), (list, "a list")]
     return next((name for kind, name in kinds if isinstance(value, kind)), "null")
+
+
+def shown(value: Any, quote: bool = False) -> str:
+    """A value as an error message quotes it: JSON for plain values (cut short), else its kind."""
+    if isinstance(value, (dict, list)):
+        return "a mapping" if isinstance(value, dict) else "a list"
+    if isinstance(value, int) and value.bit_length() > 190:
+        try:
+            return f"an integer of {len(str(abs(value)))} digits"
+        except ValueError:  # str() refuses 4,300 digits
+            return "an integer of thousands of digits"
+    try:
+        text = json.dumps(value) if quote else str(value)
+    except (TypeError, ValueError):
+        return f"a {type(value).__name__} value"
+    return text if len(text) <= 60 else text[:57] + "..."

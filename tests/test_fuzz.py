@@ -27,7 +27,7 @@ from mnv3spec.data.idx import parse_idx
 from mnv3spec.errors import DataError
 from mnv3spec.model.plan import plan
 from mnv3spec.model.validate import validate
-from mnv3spec.spec.load import parse_assignment
+from mnv3spec.spec.edits import parse_assignment
 from mnv3spec.train.config import TrainConfig
 from mnv3spec.train.recipe import RECIPES, resolve_recipe
 

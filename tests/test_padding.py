@@ -10,7 +10,7 @@ from torch.nn import functional as F
 from mnv3spec import build, load_spec
 from mnv3spec.ops.padding import SameConv2d, pad_like_tf, same_padding
 from mnv3spec.ops.registry import PADDINGS
-from mnv3spec.spec.load import schema
+from mnv3spec.spec.schema import schema
 
 from .conftest import ROOT
 

@@ -7,7 +7,7 @@ import yaml
 
 from mnv3spec import SpecError, load_spec
 from mnv3spec.spec import limits
-from mnv3spec.spec.load import parse_assignment
+from mnv3spec.spec.edits import parse_assignment
 from mnv3spec.weights import checkpoint
 
 from .conftest import ROOT

@@ -10,7 +10,8 @@ import yaml
 
 from mnv3spec import SpecError, load_spec
 from mnv3spec.model.plan import plan
-from mnv3spec.spec.load import parse_assignment, shipped_specs
+from mnv3spec.spec.edits import parse_assignment
+from mnv3spec.spec.read import shipped_specs
 
 from .conftest import ROOT, SPECS
 

@@ -175,8 +175,8 @@ BAD = [
     ),
     (
         "base: small\nname: x\nrows:\n  bneck99: {k: 3}\n",
-        "v.yaml, line 4, column 3: rows.bneck99: edits the row 'bneck99', but the base small has "
-        "no row of that name; its rows: stem, bneck1,",
+        "v.yaml, line 4, column 3: rows.bneck99: the base small has no row named 'bneck99'; its "
+        "rows are named: stem, bneck1,",
     ),
     (
         "base: small\nname: x\nrows: {bneck2: 3}\n",
@@ -184,7 +184,7 @@ BAD = [
     ),
     (
         "base: small\nname: x\nremove: [bneck2, head2]\n",
-        "v.yaml, line 3, column 18: remove[1]: removes the row 'head2', but the base small has no",
+        "v.yaml, line 3, column 18: remove[1]: the base small has no row named 'head2'; its rows",
     ),
     (
         "base: small\nname: x\nrows: {bneck2: {k: 3}}\nremove: [bneck2]\n",
@@ -192,11 +192,11 @@ BAD = [
     ),
     (
         f"base: small\nname: x\ninsert:\n  - before: bneck99\n    rows: [{NEW_ROW}]\n",
-        "v.yaml, line 4, column 13: insert[0].before: no row named 'bneck99' to insert before",
+        "v.yaml, line 4, column 13: insert[0].before: the base small has no row named 'bneck99'",
     ),
     (
         f"base: small\nname: x\nremove: [bneck3]\n{INSERT}",
-        "insert[0].after: no row named 'bneck3' to insert after (removed above by remove:)",
+        "insert[0].after: the base small has no row named 'bneck3' (removed above by remove[0])",
     ),
     (
         "base: small\nname: x\ninsert:\n  - {after: bneck3, before: bneck4, rows: [{op: pool}]}\n",

@@ -21,7 +21,7 @@ _ALIASES = {"overrides": "set"}
 
 def overrides(args: argparse.Namespace) -> dict:
     """The ``--set KEY=VALUE`` assignments as a mapping, read as the spec loader reads values."""
-    from mnv3spec.spec.load import parse_assignment
+    from mnv3spec.spec.edits import parse_assignment
 
     return dict(parse_assignment(s) for s in args.set or [])
 

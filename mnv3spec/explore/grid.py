@@ -13,7 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SpecError, UserError
-from ..spec.load import Spec, parse_assignment, resolve_path, row_position
+from ..spec.draft import Draft
+from ..spec.edits import Edit, flag, parse_assignment
+from ..spec.read import resolve_path
+from ..spec.resolve import Spec
 from ..text import quoted
 from . import MAX_VARIANTS
 
@@ -24,6 +27,10 @@ MAX_ID_BYTES = 120  # a variant's id names its run folder and log: well inside a
 class Grid:
     key: str
     values: tuple[Any, ...]
+
+    def edit(self, n: int) -> Edit:
+        """The edit its ``n``-th value makes: ``--set KEY=VALUE``'s."""
+        return flag(self.key, self.values[n])
 
 
 def parse_grid(text: str) -> Grid:
@@ -38,12 +45,13 @@ def parse_grid(text: str) -> Grid:
     if not all(parts):
         raise UserError("an empty value between commas", field=where)
     try:
-        parsed = tuple(parse_assignment(f"{key}={v}")[1] for v in parts)
+        grid = Grid(key.strip(), tuple(parse_assignment(f"{key}={v}")[1] for v in parts))
+        grid.edit(0)  # the key is read as --set reads it (a row's index of 5,000 digits)
     except SpecError as e:
         raise UserError(e.message, field=where) from None
-    if len(set(map(repr, parsed))) < len(parsed):
+    if len(set(map(repr, grid.values))) < len(grid.values):
         raise UserError("a value appears twice", field=where)
-    return Grid(key.strip(), parsed)
+    return grid
 
 
 def _label(grid: str) -> str:
@@ -58,16 +66,13 @@ def _kind(value: Any) -> str:
     return "a number" if isinstance(value, (int, float)) else "a word"
 
 
-def _current(spec: Spec, key: str) -> Any:
-    """The value ``key`` has in ``spec`` (a ``$parameter`` resolved); KeyError if it has none."""
-    if "." not in key:
-        return spec.params[key]
-    target: Any = spec.document
-    for part in key.split("."):
-        target = target[row_position(target, part)] if isinstance(target, list) else target[part]
-    if isinstance(target, str) and target.startswith("$"):
-        return spec.params.get(target[1:], target)
-    return target
+def _current(spec: Spec, edit: Edit) -> Any:
+    """The value ``edit`` replaces in ``spec`` (a ``$parameter`` resolved); a SpecError where
+    ``spec`` has none there."""
+    value = Draft.of(spec.document, spec.marks).get(edit)
+    if isinstance(value, str) and value.startswith("$"):
+        return spec.params.get(value[1:], value)
+    return value
 
 
 def check_grids(specs: list[Spec], grids: list[Grid]) -> None:
@@ -80,10 +85,10 @@ def check_grids(specs: list[Spec], grids: list[Grid]) -> None:
         for g in grids:
             where = _label(f"{g.key}={','.join(map(text, g.values))}")
             try:
-                current = _current(spec, g.key)
-            except (KeyError, IndexError, TypeError, ValueError, SpecError):
+                current = _current(spec, g.edit(0))
+            except SpecError:
                 try:
-                    spec.derive(**{g.key: g.values[0]})
+                    spec.derive([g.edit(0)])
                 except SpecError as e:
                     raise UserError(f"{spec.source}: {e.message}", field=where) from None
                 continue  # a field the row may take but does not set: the schema judges it

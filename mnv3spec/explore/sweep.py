@@ -25,7 +25,9 @@ from ..latency import measure, predict
 from ..model.builder import build
 from ..model.summary import summarize
 from ..services.run_folder import RunFolder, check_run_name
-from ..spec.load import Spec, load_spec, resolve_path
+from ..spec.load import load_spec
+from ..spec.read import resolve_path
+from ..spec.resolve import Spec
 from ..train.config import TrainConfig
 from . import sweep_folder, sweep_report
 from .grid import check_count, check_grids, parse_grid, spec_names, variants

@@ -13,7 +13,7 @@ from ..errors import SpecError
 from ..ops.layers import init_weights
 from ..ops.padding import pad_like_tf
 from ..ops.registry import OPS, Context
-from ..spec.load import Spec
+from ..spec.resolve import Spec
 from .plan import RowPlan, context, plan
 
 

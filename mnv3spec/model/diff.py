@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SpecError
-from ..spec.load import load_spec, parse_assignment
+from ..spec.edits import parse_assignment
+from ..spec.load import load_spec
 from ..text import text_table
 from .builder import SpecNet, build
 from .summary import Summary, describe, summarize

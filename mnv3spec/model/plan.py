@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 from ..errors import SpecError
 from ..ops.registry import OPS, Block, Context, spatial_after
-from ..spec.load import Row, Spec
+from ..spec.resolve import Spec
+from ..spec.rows import Row
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SpecError
-from ..spec.load import Spec, spec_errors
+from ..spec.load import spec_errors
+from ..spec.resolve import Spec
 from .plan import head_errors, plan_rows
 
 

@@ -13,9 +13,11 @@ document that :func:`~.load.load_spec` validates.
           - {name: bneck3b, op: bneck, k: 3, exp: 72, out: 24, se: false, nl: RE, s: 1}
 
 Edits apply in that order (fields, removals, insertions), each naming rows of the base, so a
-variant reads like a diff of the paper's table. A base may itself be a variant, up to
-``MAX_BASES`` deep. Every value of the result keeps its place in the file it came from: an
-error names that file, line and column, and a base says whose base it is.
+variant reads like a diff of the paper's table. This module only reads them into
+:class:`~.edits.Edit` records; :class:`~.draft.Draft` makes them, as it makes ``--set``'s, so a
+mistake (a row that is not there) has one message wherever it is written. A base may itself be
+a variant, up to ``MAX_BASES`` deep. Every value of the result keeps its place in the file it
+came from: an error names that file, line and column, and a base says whose base it is.
 
 A spec may come from someone else (a pull request in CI), so ``base:`` is resolved only to a
 shipped spec or a file in the folder of the spec that names it or below (or in a folder the
@@ -26,10 +28,8 @@ error in a base says where and what kind of value, never the base's text.
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +37,13 @@ import yaml
 
 from ..errors import SpecError
 from ..text import kind_of, printable, quoted
+from .draft import Draft, Errors
+from .edits import DROP, REMOVE, Edit, Insert, Placed, Written, from_rows
 from .limits import MAX_BASES, MAX_FIELDS, MAX_PARAMS, MAX_ROWS
 from .read import Marks, Where, read_text, read_yaml, report, shipped_specs
 
 KEYS = ("base", "name", "description", "source", "params", "rows", "remove", "insert")
 Check = Callable[[Any, Marks], None]  # validates a flat document (a base), raising SpecError
-Errors = list[SpecError] | None  # where every error is collected (validate), or None: raise
 
 TRUSTED = "a folder trusted for bases"  # the CLI names its flag after these words
 # Folders beside a variant's own from which its base may come: the user's, never the spec's word.
@@ -137,19 +138,6 @@ def _read_base(path: Path, chain: tuple[Path, ...], check: Check) -> tuple[dict,
     return doc, marks
 
 
-@dataclass
-class _Row:
-    """A row of the result with the positions of its values (``()`` is the row itself)."""
-
-    fields: dict
-    values: dict[Where, yaml.Mark]
-    keys: dict[Where, yaml.Mark]
-
-    @property
-    def name(self) -> Any:
-        return self.fields.get("name")
-
-
 def _under(marks: Marks, where: Where) -> tuple[dict, dict]:
     """The positions below ``where``, keyed by the rest of their path."""
     n = len(where)
@@ -185,24 +173,20 @@ def _flatten(
         files = " → ".join(map(str, [*reversed(named), base_path]))
         raise marks.error(f"the chain of bases loops: {files}; a base cannot be its own", ("base",))
     base, base_marks = _read_base(base_path, named, check)
-    out, merged = _merged_head(doc, marks, base, base_marks)
-    layers = _grouped(base_marks, 2)
-    rows = [_Row(r, *layers.get(("layers", i), ({}, {}))) for i, r in enumerate(base["layers"])]
-    rows = _edit_rows(rows, doc, marks, f"the base {printable(doc['base'])}", errors)
-    rows = _insert_rows(rows, doc, marks, errors)
-    out["layers"] = [r.fields for r in rows]
-    if ("layers",) in base_marks.values:
-        merged.values[("layers",)] = base_marks.values[("layers",)]
-    for i, row in enumerate(rows):
-        merged.values.update({("layers", i, *w): m for w, m in row.values.items()})
-        merged.keys.update({("layers", i, *w): m for w, m in row.keys.items()})
-    return out, merged
+    subject = f"the base {printable(doc['base'])}"
+    draft = Draft.of(*_merged_head(doc, marks, base, base_marks), subject)
+    changes = [*_param_edits(doc, marks), *_row_edits(doc, marks, errors)]
+    draft.apply([*changes, *_removals(doc, marks, errors)], errors)
+    for insertion in _insertions(doc, marks, errors):  # each names a row of the result so far
+        draft.apply([insertion], errors)
+    return draft.document()
 
 
 def _merged_head(
     doc: dict, marks: ChainMarks, base: dict, base_marks: ChainMarks
 ) -> tuple[dict, ChainMarks]:
-    """The result's name, description, source and params, with the marks of their values."""
+    """The document the variant's edits start from: its own name, description and source where
+    it gives them, else its base's; the base's params and rows; the positions of their values."""
     out: dict[str, Any] = {}
     merged = ChainMarks(marks.file, {**base_marks.notes, **marks.notes})
     if () in marks.values:
@@ -212,15 +196,18 @@ def _merged_head(
         if key in source:
             out[key] = source[key]
             _copy(owner, (key,), merged, (key,))
-    out["params"] = _params(base, base_marks, doc, marks, merged)
+    out["params"] = dict(base["params"])
+    _copy(base_marks, ("params",), merged, ("params",))
+    out["layers"] = base["layers"]
+    _copy(base_marks, ("layers",), merged, ("layers",), key=False)
     return out, merged
 
 
-def _copy(src: Marks, where: Where, dst: Marks, to: Where) -> None:
+def _copy(src: Marks, where: Where, dst: Marks, to: Where, key: bool = True) -> None:
     values, keys = _under(src, where)
     dst.values.update({(*to, *w): m for w, m in values.items()})
     dst.keys.update({(*to, *w): m for w, m in keys.items()})
-    if where in src.keys:
+    if key and where in src.keys:
         dst.keys[to] = src.keys[where]
 
 
@@ -286,118 +273,86 @@ def _base_path(value: Any, path: Path, marks: Marks) -> Path:
     raise marks.error(f"no base {quoted(value)}: no such file; allowed: {allowed}", ("base",))
 
 
-def _params(base: dict, base_marks: Marks, doc: dict, marks: Marks, merged: Marks) -> dict:
-    params = dict(base["params"])
-    _copy(base_marks, ("params",), merged, ("params",))
-    for key, value in doc.get("params", {}).items():
-        if value is None:  # JSON Merge Patch: null drops the key
-            params.pop(key, None)
-        else:
-            params[key] = value
-            _copy(marks, ("params", key), merged, ("params", key))
-    return params
+def _written(
+    marks: Marks, where: Where, positions: dict, at: Where | None = None, key: bool = False
+) -> Written:
+    """The origin of the edit whose value stands at ``where``: errors at ``at`` (its key with
+    ``key``), else at the value; ``positions``: :func:`_grouped` at the depth of ``where``."""
+    values, keys = positions.get(where, ({}, {}))
+    return Written(marks, where if at is None else at, key, values, keys, marks.keys.get(where))
 
 
-def _names(rows: list[_Row]) -> str:
-    return (
-        ", ".join(str(r.name) for r in rows if isinstance(r.name, str)) or "none (no row is named)"
-    )
+def _param_edits(doc: dict, marks: Marks) -> list[Edit]:
+    """``params:``, each set over the base's (or added; null drops one)."""
+    positions = _grouped(marks, 2)
+    return [
+        Edit(("params", k), DROP if v is None else v, _written(marks, ("params", k), positions))
+        for k, v in doc.get("params", {}).items()
+    ]
 
 
-def _edit_rows(rows: list[_Row], doc: dict, marks: Marks, label: str, errors: Errors) -> list:
-    """``rows:`` (fields set) and ``remove:``, both naming rows of the base."""
-    index = {r.name: i for i, r in enumerate(rows) if isinstance(r.name, str)}
-    label = f"{label} has no row of that name; its rows: {_names(rows)}"  # before any rename
-    fields = _grouped(marks, 3)
+def _row_edits(doc: dict, marks: Marks, errors: Errors) -> list[Edit]:
+    """``rows:``, fields set over rows of the base named by their ``name`` (null drops one)."""
+    positions = _grouped(marks, 3)
+    edits = []
     for name, patch in doc.get("rows", {}).items():
         where = ("rows", name)
-        if name not in index:
-            message = f"edits the row {quoted(str(name))}, but {label}"
-            report(marks.error(message, where, key=True), errors)
-        elif not isinstance(patch, dict) or len(patch) > MAX_FIELDS:
+        if not isinstance(patch, dict) or len(patch) > MAX_FIELDS:
             found = f"a mapping of {len(patch):,} fields" if isinstance(patch, dict) else None
             message = (
                 f"found {found or kind_of(patch)}; allowed: a mapping of at most {MAX_FIELDS} "
                 "fields to set ({se: false}; null drops a field)"
             )
             report(marks.error(message, where), errors)
-        else:
-            _patch(rows[index[name]], patch, marks, where, fields)
-    removed = _removed(index, doc, marks, label, errors)
-    return [r for i, r in enumerate(rows) if i not in removed]
-
-
-def _patch(row: _Row, patch: dict, marks: Marks, where: Where, fields: dict) -> None:
-    """Set ``patch`` over the fields of ``row``, each value keeping its place in the variant."""
-    for key, value in patch.items():
-        for table in (row.values, row.keys):
-            for w in [w for w in table if w[:1] == (key,)]:
-                del table[w]
-        if value is None:
-            row.fields.pop(key, None)
             continue
-        row.fields[key] = copy.deepcopy(value)
-        values, keys = fields.get((*where, key), ({}, {}))
-        row.values.update({(key, *w): m for w, m in values.items()})
-        row.keys.update({(key, *w): m for w, m in keys.items()})
-        if (*where, key) in marks.keys:
-            row.keys[(key,)] = marks.keys[(*where, key)]
+        edits += from_rows(  # an error names the row where the variant names it
+            {name: patch}, lambda _, k, at=where: _written(marks, (*at, k), positions, at, True)
+        )
+    return edits
 
 
-def _removed(index: dict, doc: dict, marks: Marks, label: str, errors: Errors) -> set[int]:
-    """The positions of the rows ``remove:`` names."""
-    removed = set()
+def _removals(doc: dict, marks: Marks, errors: Errors) -> list[Edit]:
+    """``remove:``, rows of the base dropped by their ``name``."""
+    edits = []
     for n, name in enumerate(doc.get("remove", [])):
-        if not isinstance(name, str) or name not in index:
-            shown = quoted(name) if isinstance(name, str) else kind_of(name)
-            message = f"removes the row {shown}, but {label}"
-            report(marks.error(message, ("remove", n)), errors)
+        where = ("remove", n)
+        if not isinstance(name, str):
+            message = f"found {kind_of(name)}; allowed: the name of a row of the base"
+            report(marks.error(message, where), errors)
         elif name in doc.get("rows", {}):
             message = f"{quoted(name)} is both edited (under rows:) and removed; keep one"
-            report(marks.error(message, ("remove", n)), errors)
+            report(marks.error(message, where), errors)
         else:
-            removed.add(index[name])
-    return removed
+            edits.append(Edit(("layers", name), REMOVE, Written(marks, where)))
+    return edits
 
 
 _INSERT = "a mapping with before: or after: (a row's name) and rows: (a list of rows)"
 
 
-def _insert_rows(rows: list[_Row], doc: dict, marks: Marks, errors: Errors) -> list[_Row]:
-    """``insert:``: each item's rows go before or after a named row of the result so far."""
+def _insertions(doc: dict, marks: Marks, errors: Errors) -> list[Edit]:
+    """``insert:``, new rows before or after a named row of the result so far."""
     positions = _grouped(marks, 4)
+    edits = []
     for n, item in enumerate(doc.get("insert", [])):
         where = ("insert", n)
         try:
-            at = _insertion(item, rows, doc, marks, where)
+            side = _insertion(item, marks, where)
         except SpecError as e:
             report(e, errors)
             continue
-        if len(rows) + len(item["rows"]) > MAX_ROWS:  # refused before the work, at the variant
-            raise marks.error(
-                f"this insertion makes {len(rows) + len(item['rows']):,} rows; a spec has at "
-                f"most {MAX_ROWS}",
-                (*where, "rows"),
-            )
-        names = {r.name for r in rows if isinstance(r.name, str)}
-        new = []
-        for j, row in enumerate(item["rows"]):
-            if isinstance(row.get("name"), str) and row["name"] in names:
-                message = (
-                    f"the row name {quoted(row['name'])} is already used by a row of the spec; "
-                    "names are unique within a spec"
-                )
-                report(marks.error(message, (*where, "rows", j, "name")), errors)
-                continue
-            names.add(row.get("name") if isinstance(row.get("name"), str) else "")
-            new.append(_Row(row, *positions.get((*where, "rows", j), ({}, {}))))
-        rows = [*rows[:at], *new, *rows[at:]]
-    return rows
+        rows = tuple(
+            Placed(row, *positions.get((*where, "rows", j), ({}, {})))
+            for j, row in enumerate(item["rows"])
+        )
+        new = Insert(rows, side == "after", (*where, "rows"))
+        edits.append(Edit(("layers", item[side]), new, Written(marks, (*where, side))))
+    return edits
 
 
-def _insertion(item: Any, rows: list[_Row], doc: dict, marks: Marks, where: Where) -> int:
-    """The index the rows of a well-formed insertion go to; a SpecError at its place when it is
-    not one."""
+def _insertion(item: Any, marks: Marks, where: Where) -> str:
+    """The side (before or after) of a well-formed insertion; a SpecError at its place when it
+    is not one."""
     if not isinstance(item, dict):
         raise marks.error(f"found {kind_of(item)}; allowed: {_INSERT}", where)
     for key in item:
@@ -407,19 +362,13 @@ def _insertion(item: Any, rows: list[_Row], doc: dict, marks: Marks, where: Wher
     sides = [k for k in ("before", "after") if k in item]
     if len(sides) != 1 or "rows" not in item:
         raise marks.error(f"give one of before: and after:, and rows:; allowed: {_INSERT}", where)
-    side, anchor = sides[0], item[sides[0]]
-    names = [r.name for r in rows]
-    if not isinstance(anchor, str) or anchor not in names:
-        shown = quoted(anchor) if isinstance(anchor, str) else kind_of(anchor)
-        removed = " (removed above by remove:)" if anchor in doc.get("remove", []) else ""
-        raise marks.error(
-            f"no row named {shown} to insert {side}{removed}; the rows are: {_names(rows)}",
-            (*where, side),
-        )
+    if not isinstance(item[sides[0]], str):
+        found = kind_of(item[sides[0]])
+        raise marks.error(f"found {found}; allowed: the name of a row", (*where, sides[0]))
     new = item["rows"]
     if not isinstance(new, list) or not new or not all(isinstance(r, dict) for r in new):
         raise marks.error(
             f"found {kind_of(new)}; allowed: a non-empty list of rows, each a mapping with an op",
             (*where, "rows"),
         )
-    return names.index(anchor) + (side == "after")
+    return sides[0]

@@ -23,7 +23,8 @@ from ..errors import CheckpointError, SpecError
 from ..files import atomic_path
 from ..model.builder import SpecNet, build
 from ..spec.limits import MAX_CLASSES
-from ..spec.load import load_spec, read_yaml
+from ..spec.load import load_spec
+from ..spec.read import read_yaml
 
 FORMAT = "mnv3spec"
 VERSION = "1"  # what save_weights writes
