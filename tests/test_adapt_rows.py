@@ -3,9 +3,9 @@ per process, on the search's runtime."""
 
 from __future__ import annotations
 
-from mnv3spec.adapt import moves as mv
 from mnv3spec.adapt import rows
 from mnv3spec.adapt.timing import LatencySettings
+from mnv3spec.spec.edits import from_rows
 from mnv3spec.spec.load import load_spec
 
 from .conftest import ROOT
@@ -14,7 +14,7 @@ TINY = str(ROOT / "tests" / "data" / "tiny_phone.yaml")
 
 
 def spec_of(edits):
-    return load_spec(TINY, **mv.as_overrides(edits))
+    return load_spec(TINY, from_rows(edits))
 
 
 def test_only_the_rows_that_differ_are_exported_and_each_once(monkeypatch):

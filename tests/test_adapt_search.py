@@ -22,6 +22,7 @@ from mnv3spec.adapt.trace import TraceRow
 from mnv3spec.errors import SearchError
 from mnv3spec.model.builder import build
 from mnv3spec.model.summary import summarize
+from mnv3spec.spec.edits import from_rows
 from mnv3spec.spec.load import load_spec
 
 from .conftest import ROOT
@@ -31,7 +32,7 @@ COST = {"exp": 0.5, "out": 2.0, "kernel": 1.0, "se": 1.0}  # held-out points an 
 
 
 def spec_of(edits):
-    return load_spec(TINY, **mv.as_overrides(edits))
+    return load_spec(TINY, from_rows(edits))
 
 
 def macs(edits) -> float:

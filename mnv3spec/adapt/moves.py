@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..model.plan import RowPlan, plan_rows
-from ..spec.load import Spec
+from ..spec.resolve import Spec
 
 Edits = dict[str, dict[str, Any]]  # row name → fields set: a variant file's ``rows:``
 KINDS = ("exp", "out")  # the paper's
@@ -37,11 +37,6 @@ def with_edits(edits: Edits, rows: tuple[str, ...], field: str, value: Any) -> E
     for row in rows:
         out.setdefault(row, {})[field] = value
     return out
-
-
-def as_overrides(edits: Edits) -> dict[str, Any]:
-    """The edits as ``load_spec`` overrides (``layers.bneck3.exp``)."""
-    return {f"layers.{row}.{k}": v for row, fields in edits.items() for k, v in fields.items()}
 
 
 def _residual(p: RowPlan) -> bool:

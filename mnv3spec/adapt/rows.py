@@ -23,7 +23,7 @@ import torch
 from ..latency.measure import percentiles, time_rounds
 from ..latency.predict import Key, row_keys
 from ..model.builder import SpecNet, build
-from ..spec.load import Spec
+from ..spec.resolve import Spec
 from .timing import LatencySettings, Measured
 
 Runner = Callable[[], Any]

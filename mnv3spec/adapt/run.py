@@ -14,7 +14,8 @@ from ..errors import SearchError, UserError
 from ..explore.launch import cluster_session
 from ..explore.training import ClusterSettings
 from ..files import check_ours, check_path, claim_folder, locked_folder
-from ..spec.load import load_spec, resolve_path
+from ..spec.load import load_spec
+from ..spec.read import resolve_path
 from ..spec.variant import trusted_bases, trusted_folders
 from . import folder as files
 from . import trace

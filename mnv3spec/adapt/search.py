@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import SearchError
-from ..spec.load import Spec
+from ..spec.resolve import Spec
 from .moves import Edits, Move, same_layers, shrunk
 from .timing import Measured
 from .trace import TraceRow

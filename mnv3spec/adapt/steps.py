@@ -13,11 +13,13 @@ from typing import Any
 from ..data.datasets import native_resolution
 from ..explore.training import ClusterSettings
 from ..services.run_folder import RunFolder
-from ..spec.load import Spec, load_spec
+from ..spec.edits import from_rows
+from ..spec.load import load_spec
+from ..spec.resolve import Spec
 from ..train.config import TrainConfig
 from . import baselines, report
 from . import folder as files
-from .moves import Edits, Move, as_overrides, moves
+from .moves import Edits, Move, moves
 from .rows import RowTimer
 from .search import Proposal
 from .timing import Cache, LatencySettings, Measured, key, measure_pair, measure_spec
@@ -43,12 +45,12 @@ class Context:
         return self.s.resolution or self.base.resolution
 
     def trained(self, edits: Edits) -> Spec:
-        return load_spec(self.s.spec, **as_overrides(edits))
+        return load_spec(self.s.spec, from_rows(edits))
 
     def deployed(self, edits: Edits, **knobs: Any) -> Spec:
         """The network as timed: the edits, then --set, then --resolution (or a baseline's)."""
-        settings = {**as_overrides(edits), **self.s.overrides, "resolution": self.resolution}
-        return load_spec(self.s.spec, **{**settings, **knobs})
+        settings = {**self.s.overrides, "resolution": self.resolution, **knobs}
+        return load_spec(self.s.spec, from_rows(edits), **settings)
 
     def moves_of(self, spec: Spec) -> list[Move]:
         deployed = spec.derive(**self.s.overrides, resolution=self.resolution)

@@ -22,7 +22,7 @@ import torch
 
 from ..errors import UserError
 from ..files import read_regular, writing
-from ..spec.load import Spec
+from ..spec.resolve import Spec
 
 BACKENDS = ("executorch", "tflite", "onnxruntime", "eager")
 CACHE = "latency.json"

@@ -24,7 +24,8 @@ from ..errors import ExportError, UserError
 from ..model.builder import SpecNet, build
 from ..model.memory import check_fits
 from ..model.parity import Difference, max_difference
-from ..spec.load import load_spec, resolve_path
+from ..spec.load import load_spec
+from ..spec.read import resolve_path
 from ..weights.checkpoint import load_model
 from .runtimes import runtime_for
 from .runtimes.record import Runtime, metadata

@@ -26,7 +26,8 @@ from ..files import check_output, writing
 from ..model.builder import SpecNet, build
 from ..model.memory import check_fits
 from ..model.summary import summarize
-from ..spec.load import load_spec, resolve_path
+from ..spec.load import load_spec
+from ..spec.read import resolve_path
 from ..text import text_table
 from ..weights import timm as timm_weights
 from ..weights.torchvision import give_weights, load_torchvision, torchvision_twin

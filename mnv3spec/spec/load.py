@@ -14,11 +14,7 @@ from typing import Any
 from ..errors import SpecError
 from .check import check_flat
 from .edits import Edit, from_overrides
-
-# Spec, resolve_path and read_yaml live in resolve.py and read.py; train/, adapt/, deploy/ and
-# latency/ still import them from here.
 from .read import Marks, resolve_path
-from .read import read_yaml as read_yaml
 from .resolve import Spec, resolve
 from .variant import is_variant, read_spec
 

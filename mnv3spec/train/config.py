@@ -11,7 +11,7 @@ from typing import Any
 from ..data.datasets import DATASETS
 from ..errors import UserError
 from ..files import check_path
-from ..spec.load import resolve_path
+from ..spec.read import resolve_path
 from .recipe import FIELDS as RECIPE_FIELDS
 from .recipe import Recipe, resolve_recipe
 

@@ -18,7 +18,7 @@ from ..errors import DataError, SpecError, UserError
 from ..model.builder import SpecNet, build
 from ..model.memory import check_fits
 from ..services.device import World
-from ..spec.load import Spec
+from ..spec.resolve import Spec
 from ..weights.init import init_from
 from .config import TrainConfig
 from .recipe import Recipe

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from ..errors import CheckpointError, UserError
 from ..services.run_folder import MetricsRow, RunFolder
-from ..spec.load import Spec, load_spec
+from ..spec.load import load_spec
+from ..spec.resolve import Spec
 from .config import TrainConfig, config_from_json
 from .state import check_saved
 

@@ -19,7 +19,8 @@ from pathlib import Path
 from ..data.datasets import check_name
 from ..services.device import World, amp_dtype, pick_device, thread_count, torch_settings
 from ..services.run_folder import RunFolder, check_new_run, claimed
-from ..spec.load import Spec, load_spec
+from ..spec.load import load_spec
+from ..spec.resolve import Spec
 from .config import TrainConfig, absolute
 from .loop import train_epochs
 from .plan import RunPlan, build_network, make_plan

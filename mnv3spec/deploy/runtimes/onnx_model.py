@@ -23,7 +23,8 @@ from torch import nn
 from ...errors import CheckpointError, ExportError, UserError
 from ...files import writing
 from ...kinds import file_kind
-from ...spec.load import load_spec, read_yaml
+from ...spec.load import load_spec
+from ...spec.read import read_yaml
 from ...weights.checkpoint import metadata_problem
 from .record import require
 

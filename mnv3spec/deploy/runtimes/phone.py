@@ -31,7 +31,8 @@ from ...errors import CheckpointError, ExportError, UserError
 from ...files import check_output, read_json, writing
 from ...kinds import file_kind
 from ...model.builder import SpecNet
-from ...spec.load import load_spec, read_yaml
+from ...spec.load import load_spec
+from ...spec.read import read_yaml
 from ...weights.checkpoint import metadata_problem
 from .record import FORMAT, Int8, Job, Progress, QuantizeResult, Runtime, Shapes, metadata
 
