@@ -28,7 +28,8 @@ FAST += ["--finetune-steps", "2", "--retrain-epochs", "1", "--device", "cpu", "-
 
 
 def adapt_args(out: Path, *more: str) -> list[str]:
-    return ["adapt", TINY, "--target-ratio", "0.97", "--step", "0.001", *FAST, "--out", str(out),
+    # δ 5 % of the start: a saving clear of the timing's noise on a busy machine
+    return ["adapt", TINY, "--target-ratio", "0.97", "--step", "0.05", *FAST, "--out", str(out),
             *more]  # fmt: skip
 
 

@@ -306,3 +306,20 @@ def test_a_training_on_a_lost_node_resumes_on_another(cluster, tmp_path, referen
         same_weights(run / RunFolder.LAST, reference)
     finally:
         cluster.add_node(**NODE, num_cpus=1)  # the cluster as the next test expects it
+
+
+def test_adapt_sends_its_trainings_to_the_cluster(cluster, tmp_path):
+    """adapt's trainings (its start, proposals and retrains all go through ``run_jobs``) run as
+    tasks of the cluster it is given; the search around them is tested in test_adapt_*."""
+    from mnv3spec.adapt.trainings import Job, run_jobs
+    from mnv3spec.explore.launch import cluster_session
+    from mnv3spec.explore.training import ClusterSettings
+
+    flags = {"data": "synthetic", "epochs": 1, "batch": 32, "seed": 0, "device": "cpu"}
+    job = Job("start", str(ROOT / "specs" / "small.yaml"), {"width": 0.25, "resolution": 16}, {})
+    said = []
+    with cluster_session(ClusterSettings(cluster.address), tmp_path):
+        (run,) = run_jobs([job], tmp_path, flags, said.append, ClusterSettings(cluster.address))
+    assert finished_epochs(run.path) == 1
+    assert len(nodes_in_log(tmp_path / "logs" / "start.log")) == 1
+    assert any("on the cluster" in line for line in said)
