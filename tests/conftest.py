@@ -229,6 +229,41 @@ def misdescribe(program: Path, claim: str) -> str:
     return said
 
 
+def check_misdescribed_program(source: Path, folder: Path, load, claim: str, tmp_path: Path, cli,
+                                timeout: float) -> None:  # fmt: skip
+    """A copy of the phone program ``source`` whose metadata file claims another resolution or
+    class count (:func:`misdescribe`): ``load`` refuses it naming both figures, before an image
+    runs; eval prints no top-1; infer skips it and classifies with the good checkpoint of
+    ``folder`` beside it."""
+    import shutil
+
+    from PIL import Image
+
+    from mnv3spec.deploy.runtimes.phone import sidecar
+    from mnv3spec.errors import CheckpointError
+
+    program = tmp_path / f"m{source.suffix}"
+    shutil.copy(source, program)
+    shutil.copy(sidecar(source), sidecar(program))
+    message = misdescribe(program, claim)
+    with pytest.raises(CheckpointError) as e:
+        load(program)
+    assert message in e.value.message and e.value.file == str(program)
+    result = cli("eval", program, "--data", "synthetic", timeout=timeout)
+    assert result.returncode == 2 and result.stdout == "", result.stdout
+    assert message in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (40, 40), (200, 30, 30)).save(images / "red.png")
+    good = folder / "best.safetensors"
+    result = cli("infer", "--models", good, program, "--images", images, timeout=timeout)
+    assert result.returncode == 0, result.stderr
+    said = f"skipped {program}: does not match its metadata: the program {message}"
+    assert said in result.stderr
+    assert f"{good}: tiny_phone" in result.stdout and "red.png" in result.stdout
+    assert str(program) not in result.stdout
+
+
 def kill_during_epoch_2(tmp_path: Path, *train_args: object) -> Path:
     """``train *train_args --out tmp_path --name killed`` in a real process (three epochs),
     killed while epoch 2 runs: returns the run folder, epoch 1 saved and nothing after."""

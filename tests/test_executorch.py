@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,7 +19,13 @@ from mnv3spec.deploy.runtimes import RUNTIMES, executorch, load_any, phone, reco
 from mnv3spec.errors import CheckpointError, ExportError
 from mnv3spec.model.inference import for_xnnpack
 
-from .conftest import ROOT, TINY_PHONE, misdescribe, run_cli_process, tiny_checkpoint
+from .conftest import (
+    ROOT,
+    TINY_PHONE,
+    check_misdescribed_program,
+    run_cli_process,
+    tiny_checkpoint,
+)
 
 # one xdist worker runs this file: its module fixture lowers programs for minutes
 pytestmark = pytest.mark.xdist_group("executorch")
@@ -292,32 +299,9 @@ def test_without_executorch_each_command_names_the_extra(tmp_path, monkeypatch):
 def test_issue31_hunt10_16_metadata_claiming_another_program_is_refused_as_it_loads(
     exported, precision, claim, tmp_path, cli
 ):
-    """A metadata file edited to claim another resolution or class count than its program's:
-    refused as the program loads, naming both figures, before an image runs; eval prints no
-    top-1, and infer skips it and classifies with the good checkpoint beside it."""
     folder, _, r, q = exported
-    source = r.path if precision == "float" else q.path
-    pte = tmp_path / "m.pte"
-    shutil.copy(source, pte)
-    shutil.copy(phone.sidecar(source), phone.sidecar(pte))
-    message = misdescribe(pte, claim)
-    with pytest.raises(CheckpointError) as e:
-        executorch.load_pte(pte)
-    assert message in e.value.message and e.value.file == str(pte)
-    result = cli("eval", pte, "--data", "synthetic", timeout=SLOW)
-    assert result.returncode == 2 and result.stdout == "", result.stdout
-    assert message in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
-    images = tmp_path / "images"
-    images.mkdir()
-    from PIL import Image
-
-    Image.new("RGB", (40, 40), (200, 30, 30)).save(images / "red.png")
-    good = folder / "best.safetensors"
-    result = cli("infer", "--models", good, pte, "--images", images, timeout=SLOW)
-    assert result.returncode == 0, result.stderr
-    assert f"skipped {pte}: does not match its metadata: the program {message}" in result.stderr
-    assert f"{good}: tiny_phone" in result.stdout and "red.png" in result.stdout
-    assert str(pte) not in result.stdout
+    source = Path(r.path if precision == "float" else q.path)
+    check_misdescribed_program(source, folder, executorch.load_pte, claim, tmp_path, cli, SLOW)
 
 
 def test_issue31_a_fresh_process_running_a_pte_prints_no_cpuinfo_lines(exported):

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,7 +19,13 @@ from mnv3spec.deploy.runtimes import RUNTIMES, load_any, phone, record
 from mnv3spec.deploy.runtimes import litert as tflite
 from mnv3spec.errors import CheckpointError, ExportError
 
-from .conftest import ROOT, TINY_PHONE, misdescribe, run_cli_process, tiny_checkpoint
+from .conftest import (
+    ROOT,
+    TINY_PHONE,
+    check_misdescribed_program,
+    run_cli_process,
+    tiny_checkpoint,
+)
 
 # one xdist worker runs this file: its module fixture converts programs for half a minute
 pytestmark = pytest.mark.xdist_group("tflite")
@@ -275,32 +282,9 @@ def test_without_litert_each_command_names_the_extra(tmp_path, monkeypatch):
 def test_issue31_hunt10_16_metadata_claiming_another_program_is_refused_as_it_loads(
     converted, precision, claim, tmp_path, cli
 ):
-    """A metadata file edited to claim another resolution or class count than its program's:
-    refused as the program loads, naming both figures, before an image runs; eval prints no
-    top-1, and infer skips it and classifies with the good checkpoint beside it."""
     folder, _, r, q = converted
-    source = r.path if precision == "float" else q.path
-    model = tmp_path / "m.tflite"
-    shutil.copy(source, model)
-    shutil.copy(phone.sidecar(source), phone.sidecar(model))
-    message = misdescribe(model, claim)
-    with pytest.raises(CheckpointError) as e:
-        tflite.load_tflite(model)
-    assert message in e.value.message and e.value.file == str(model)
-    result = cli("eval", model, "--data", "synthetic", timeout=SLOW)
-    assert result.returncode == 2 and result.stdout == "", result.stdout
-    assert message in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
-    images = tmp_path / "images"
-    images.mkdir()
-    from PIL import Image
-
-    Image.new("RGB", (40, 40), (200, 30, 30)).save(images / "red.png")
-    good = folder / "best.safetensors"
-    result = cli("infer", "--models", good, model, "--images", images, timeout=SLOW)
-    assert result.returncode == 0, result.stderr
-    assert f"skipped {model}: does not match its metadata: the program {message}" in result.stderr
-    assert f"{good}: tiny_phone" in result.stdout and "red.png" in result.stdout
-    assert str(model) not in result.stdout
+    source = Path(r.path if precision == "float" else q.path)
+    check_misdescribed_program(source, folder, tflite.load_tflite, claim, tmp_path, cli, SLOW)
 
 
 def test_issue31_a_fresh_process_converting_and_running_a_tflite_prints_only_our_lines(
