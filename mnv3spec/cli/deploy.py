@@ -36,7 +36,8 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "checkpoint",
         metavar="CHECKPOINT",
-        help="a .safetensors file written by train, or an .onnx or .pte from export or quantize",
+        help="a .safetensors file written by train, or an .onnx, .pte or .tflite from export or "
+        "quantize",
     )
     p.add_argument("--data", help="as for train (default: the data it was trained on)")
     p.add_argument("--data-dir", default="./data", help="as for train (default ./data)")
@@ -69,8 +70,8 @@ def add_infer(sub: argparse._SubParsersAction) -> None:
         nargs="+",
         default=["runs"],
         metavar="PATH",
-        help="checkpoint files (or .onnx / .pte files from export or quantize), or folders "
-        "searched for best.safetensors (default runs)",
+        help="checkpoint files (or .onnx / .pte / .tflite files from export or quantize), or "
+        "folders searched for best.safetensors (default runs)",
     )
     p.add_argument("--images", default="test_images", help="folder of images (default test_images)")
     p.add_argument("--topk", type=number(int, 1), default=5, help="classes per image (default 5)")
