@@ -57,9 +57,13 @@ def start() -> TraceRow:
     return TraceRow(0, "start", True, ms, 0, 0, 50.0, 0, 0, 0, "runs/start", {})
 
 
-def searcher(target, delta, extra=(), tune=finetune, measure=latency_of):
+def confirm(edits) -> Measured:
+    return latency_of(edits, {})
+
+
+def searcher(target, delta, extra=(), tune=finetune, measure=latency_of, again=confirm):
     moves = lambda s: mv.moves(s, extra)  # noqa: E731
-    return Search(target, delta, spec_of, moves, saving_of, measure, tune)
+    return Search(target, delta, spec_of, moves, saving_of, measure, tune, again, macs({}))
 
 
 def test_moves_are_exp_per_bneck_row_and_out_per_residual_group():
@@ -224,10 +228,32 @@ def test_a_baseline_is_the_largest_knob_that_meets_the_target():
     assert baselines.resolutions(224)[-1] == 224 and baselines.resolutions(224)[0] == 32
 
 
-def test_a_child_is_put_on_its_parents_scale_so_drifting_load_cancels():
-    from mnv3spec.adapt.search import on_parents_scale
+def test_a_network_is_put_on_its_references_scale_so_drifting_load_cancels():
+    from mnv3spec.adapt.search import on_scale
 
     parent = dataclasses.replace(start(), latency_ms=10.0)
     busy = Measured(3.0, 0.6, 9.0, 1.0, 6.0)  # both ran twice as slow as when the parent was timed
-    child = on_parents_scale(busy, parent)
+    child = on_scale(busy, parent.latency_ms)
     assert (child.median_ms, child.spread_ms, child.parent_ms) == (5.0, 1.0, 10.0)
+
+
+def test_a_chosen_network_keeps_its_latency_timed_again_beside_the_start():
+    """The measurement that took a proposal is biased towards savings (the step took the one
+    that measured best); the path keeps a second one, beside the start, not a chain of ratios."""
+    first = start()
+
+    def lucky(edits, parent):  # every measurement beside a parent claims twice the saving
+        m = latency_of(edits, parent)
+        return Measured(m.parent_ms - 2 * (m.parent_ms - m.median_ms), 0.0, 0, 0, m.parent_ms)
+
+    again = []
+
+    def honest(edits):
+        again.append(edits)
+        return confirm(edits)
+
+    s = searcher(0.0, first.latency_ms * 0.01, measure=lucky, again=honest)
+    rows = run_step(s, first, lambda: None)
+    chosen = next(r for r in rows if r.chosen)
+    assert again == [chosen.edits]
+    assert chosen.latency_ms == pytest.approx(macs(chosen.edits))  # the honest figure

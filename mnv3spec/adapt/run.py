@@ -62,7 +62,8 @@ def _search(s: files.AdaptSettings, say: Say, cluster: ClusterSettings | None) -
         trace.write(ctx.folder, rows)
         bar = StepBar()
         found = Search(
-            target, delta, ctx.trained, ctx.moves_of, ctx.saving, ctx.paired, finetune(ctx, bar)
+            target, delta, ctx.trained, ctx.moves_of, ctx.saving, ctx.paired, finetune(ctx, bar),
+            ctx.confirmed, trace.path(rows)[0].latency_ms,
         )  # fmt: skip
         try:
             last = search(found, trace.path(rows)[-1], _on_step(ctx, rows, bar), bar)

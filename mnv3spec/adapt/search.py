@@ -41,8 +41,9 @@ class Search:
     the moves of a spec, the ms a set of edits saves beside its parent's as predicted from the
     rows that differ, the latency of a set of edits measured whole beside its parent's (the
     parent's median in those rounds in ``parent_ms``, the noise of its saving in ``noise_ms``),
-    and the fine-tune, which gives each proposal's held-out top-1 (None: its training failed) and
-    run folder."""
+    the fine-tune, which gives each proposal's held-out top-1 (None: its training failed) and
+    run folder, and the latency of a chosen set of edits timed again beside the start (whose
+    recorded latency is ``start_ms``)."""
 
     target_ms: float
     delta_ms: float
@@ -51,6 +52,8 @@ class Search:
     saving_of: Callable[[Edits, Edits], float]
     latency_of: Callable[[Edits, Edits], Measured]
     finetune: Callable[[int, list[Proposal], TraceRow], list[tuple[float | None, str]]]
+    confirm: Callable[[Edits], Measured]
+    start_ms: float
 
     def needed(self, parent: TraceRow) -> float:
         """What a step must save: δ, or only what is left to the target when that is less."""
@@ -79,17 +82,20 @@ def smallest_step(s: Search, spec: Spec, parent: TraceRow, move: Move) -> Propos
         multiples *= 2
 
 
-def on_parents_scale(m: Measured, parent: TraceRow) -> Measured:
-    """A child timed beside its parent, on the scale of the parent's recorded latency: its ratio
-    to the parent in the same rounds times that latency. The start is timed alone, and every
-    latency after it is chained by such ratios, so a load that drifts between steps (it slows
-    both networks of a round alike) does not move the path or the target check."""
-    scale = parent.latency_ms / m.parent_ms
+def on_scale(m: Measured, reference_ms: float) -> Measured:
+    """A network timed beside another (its parent, or the start), on the scale of that one's
+    recorded latency: its ratio to it in the same rounds times ``reference_ms``. The start is
+    timed alone; a chosen network's latency is its ratio to the start, timed again in rounds of
+    its own — not a product of the steps' ratios, whose errors would compound, each biased
+    towards savings since the step took the proposal that measured best — so a load that drifts
+    between steps (it slows both networks of a round alike) moves neither the path nor the
+    target check."""
+    scale = reference_ms / m.parent_ms
     return dataclasses.replace(
         m,
         median_ms=m.median_ms * scale,
         spread_ms=m.spread_ms * scale,
-        parent_ms=parent.latency_ms,
+        parent_ms=reference_ms,
         noise_ms=m.noise_ms * scale,
     )
 
@@ -126,7 +132,7 @@ def _score(parent: TraceRow, saved_ms: float, top1: float) -> float:
 
 
 def _measured(s: Search, parent: TraceRow, p: Proposal) -> Measured:
-    return on_parents_scale(s.latency_of(p.edits, parent.edits), parent)
+    return on_scale(s.latency_of(p.edits, parent.edits), parent.latency_ms)
 
 
 def accept(s: Search, parent: TraceRow, proposals: list[Proposal], order: list[int]):
@@ -188,6 +194,7 @@ def run_step(s: Search, parent: TraceRow, progress: Callable[[], None]) -> list[
             f"latency runs, a quieter machine or a larger step may help): {where}; the best "
             "reached is kept"
         )
+    measured[chosen] = on_scale(s.confirm(proposals[chosen].edits), s.start_ms)
     return step_rows(parent.step + 1, parent, proposals, results, measured, chosen)
 
 

@@ -63,11 +63,20 @@ class Context:
         """The ms ``edits`` save beside ``parent``, predicted from the rows that differ (kept in
         the cache, so a resumed step proposes what it proposed before)."""
         child, theirs = self.deployed(edits), self.deployed(parent)
-        k = key(child, self.timing, theirs, rows=True)
+        k = key(child, self.timing, theirs, what="rows")
         if k not in self.cache.entries:
             self._keep(k, self.rows.saving(child, theirs))
         m = self.cache.entries[k]
         return m.parent_ms - m.median_ms
+
+    def confirmed(self, edits: Edits) -> Measured:
+        """The latency of ``edits`` timed again beside the start, in rounds of their own: the
+        figure a chosen network keeps on the path (a cached measurement is never reused for it)."""
+        child, start = self.deployed(edits), self.deployed({})
+        k = key(child, self.timing, start, what="confirmed")
+        if k not in self.cache.entries:
+            self._keep(k, measure_pair(child, start, self.timing))
+        return self.cache.entries[k]
 
     def paired(self, edits: Edits, parent: Edits) -> Measured:
         """The latency of ``edits`` timed beside its ``parent`` (in the same rounds)."""

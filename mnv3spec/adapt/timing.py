@@ -91,25 +91,34 @@ def measure_spec(spec: Spec, s: LatencySettings) -> Measured:
     return Measured(row.median_ms, row.iqr_ms or 0.0, load, time.perf_counter() - started)
 
 
-_PARENT: dict[str, Callable[[], Any]] = {}  # the last parent prepared, by its key
+_PREPARED: dict[str, Callable[[], Any]] = {}  # the networks exported in this process, by key
+KEEP = 4  # besides the first (a search's start): a step's parent, its proposals measured
+
+
+def _prepared(spec: Spec, s: LatencySettings) -> Callable[[], Any]:
+    """``spec`` exported and loaded once in this process, kept while it may be timed again (the
+    start, beside which every chosen network is confirmed; a step's parent; a child measured
+    and then confirmed)."""
+    from ..latency.backends import prepare
+    from ..model.builder import build
+
+    mine = key(spec, s)
+    if mine not in _PREPARED:
+        for old in list(_PREPARED)[1:-KEEP] if len(_PREPARED) > KEEP else []:
+            del _PREPARED[old]
+        x = torch.randn(1, spec.in_channels, spec.resolution, spec.resolution)
+        _PREPARED[mine] = prepare(build(spec).eval(), s.runtime, x)[0]
+    return _PREPARED[mine]
 
 
 def measure_pair(child: Spec, parent: Spec, s: LatencySettings) -> Measured:
     """``child`` timed in the same alternating rounds as ``parent``, as ``latency`` times
     backends side by side: a load that rises or falls slows both alike, so the saving is the
     difference of two medians measured together."""
-    from ..latency.backends import prepare
     from ..latency.measure import percentiles, time_rounds
-    from ..model.builder import build
 
     load, started = os.getloadavg()[0], time.perf_counter()
-    size = child.resolution
-    x = torch.randn(1, child.in_channels, size, size)
-    mine = key(parent, s)
-    if mine not in _PARENT:  # a step times every move beside one parent: export it once
-        _PARENT.clear()
-        _PARENT[mine] = prepare(build(parent).eval(), s.runtime, x)[0]
-    runners = {"child": prepare(build(child).eval(), s.runtime, x)[0], "parent": _PARENT[mine]}
+    runners = {"child": _prepared(child, s), "parent": _prepared(parent, s)}
     times = time_rounds(runners, s.runs, s.warmup, "cpu")
     median, _, spread = percentiles(times["child"])
     seconds = time.perf_counter() - started
@@ -130,13 +139,13 @@ def saving_noise(parent: list[float], child: list[float]) -> float:
     return 2 * 1.25 * sigma / math.sqrt(len(diffs))
 
 
-def key(spec: Spec, s: LatencySettings, parent: Spec | None = None, rows: bool = False) -> str:
+def key(spec: Spec, s: LatencySettings, parent: Spec | None = None, what: str = "") -> str:
     """The cache key: the resolved document (and its parent's, when timed beside it), the
-    settings, and whether the whole networks or only their differing ``rows`` were timed,
-    hashed."""
+    settings, and ``what`` was timed when not the whole networks once ("rows": only the rows
+    that differ; "confirmed": a chosen network timed again beside the start), hashed."""
     parent_doc = parent.document if parent is not None else None
     found = {"spec": spec.document, "parent": parent_doc, "settings": asdict(s)}
-    text = json.dumps({**found, **({"rows": True} if rows else {})}, sort_keys=True)
+    text = json.dumps({**found, **({"what": what} if what else {})}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
