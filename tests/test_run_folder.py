@@ -42,7 +42,7 @@ def test_a_full_disk_while_saving_weights_names_the_file(tmp_path, monkeypatch):
     monkeypatch.setattr(checkpoint, "save_file", full)
     net = build(load_spec(ROOT / "specs" / "small.yaml", width=0.25, num_classes=2))
     with pytest.raises(UserError, match=r"last\.safetensors: cannot write: .*No space left"):
-        run_folder.RunFolder(tmp_path).save_epoch(net, [ROW], {}, improved=True)
+        run_folder.RunFolder(tmp_path).save_epoch(net, run_folder.EpochFiles([ROW], True), {})
 
 
 def test_resume_of_a_file_says_it_takes_a_folder(tmp_path):
@@ -71,6 +71,48 @@ def test_run_folders_are_created_exclusively(tmp_path):
     (made[1] / "metrics.csv").write_text("")
     with pytest.raises(UserError, match="small-2 already holds a run"):
         run_folder.RunFolder.create(tmp_path / "out", "small-2", "-")
+
+
+@pytest.mark.parametrize(
+    "left, free",
+    [
+        ([".lock", "spec.yaml", "command.txt", ".config.json.0123abcd.tmp"], True),
+        (["spec.yaml", "command.txt", "config.json"], False),  # a run started: resume it
+        (["spec.yaml", "notes.txt"], False),  # a file of the user's
+        ([".notes.tmp"], False),  # named like none of ours
+    ],
+)
+def test_a_folder_whose_start_never_wrote_its_settings_is_free(tmp_path, left, free):
+    """config.json is the last file a start writes: without it, the same command starts again."""
+    (tmp_path / "out" / "r").mkdir(parents=True)
+    for name in left:
+        (tmp_path / "out" / "r" / name).write_text("x")
+    if free:
+        assert run_folder.RunFolder.create(tmp_path / "out", "r", "-").path.name == "r"
+    else:
+        with pytest.raises(UserError, match="r already holds a run"):
+            run_folder.RunFolder.create(tmp_path / "out", "r", "-")
+
+
+def test_a_start_writes_its_settings_last_and_a_new_one_its_own_command_alone(tmp_path):
+    folder = run_folder.RunFolder(tmp_path)
+    (tmp_path / "command.txt").write_text("the start that was stopped\n")
+    (tmp_path / ".resume.pt.0123abcd.tmp").write_bytes(b"left by kill -9")
+    net = build(load_spec(ROOT / "specs" / "small.yaml", width=0.25, num_classes=2))
+    written = []
+    real = os.replace
+
+    def replace(src, dst):
+        written.append(os.path.basename(dst))
+        real(src, dst)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(os, "replace", replace)
+        folder.write_start(net, {"epochs": 1}, "new")
+    assert written == ["spec.yaml", "config.json"] and folder.holds_run()
+    folder.write_start(net, {"epochs": 2}, "resumed")  # a resume adds its line
+    assert (tmp_path / "command.txt").read_text() == "new\nresumed\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["command.txt", "config.json", "spec.yaml"]
 
 
 @pytest.mark.parametrize(
