@@ -245,9 +245,9 @@ def test_resume_of_a_folder_written_before_resume_pt_held_the_metrics(run):
 
 
 # --- a run stopped between any two of its writes ------------------------------------------------
-# A start writes spec.yaml, command.txt (appended, between the two), config.json; each epoch's end
+# A start writes config.json, spec.yaml, command.txt (appended, after them); each epoch's end
 # resume.pt, last and best.safetensors (both epochs of TWO improve), metrics.csv, curves.png.
-START = ["spec.yaml", "config.json"]
+START = ["config.json", "spec.yaml"]
 EPOCH_END = ["resume.pt", "last.safetensors", "best.safetensors", "metrics.csv", "curves.png"]
 STOPS = [(name, 1) for name in START] + [(name, e) for e in (1, 2) for name in EPOCH_END]
 TWO = [*TINY, "--epochs", "2"]
@@ -309,13 +309,14 @@ def test_a_run_stopped_between_any_two_writes_continues_to_the_same_weights(
     tmp_path, straight, name, nth
 ):
     """resume.pt is the commit point of an epoch and config.json that of the start: a folder
-    with config.json resumes (after the last epoch whose resume.pt is there, or from the start),
-    and one without is taken again by the same command."""
+    with config.json resumes (after the last epoch whose resume.pt is there, or from the start,
+    without its spec.yaml too), and one without is taken again by the same command."""
     command = ["train", *TWO, "--out", tmp_path, "--name", "r"]
     run = tmp_path / "r"
     with stopped_before(name, nth):
         assert run_cli(*command).returncode == 130
     left_as_killed(run, name)
+    assert RunFolder(run).holds_run() is (name != "config.json")  # the first file of a start
     again = ["train", "--resume", run] if RunFolder(run).holds_run() else command
     result = run_cli(*again)
     assert result.returncode == 0, result.stderr
@@ -340,7 +341,14 @@ def worker_training(job: trainings.Job, runs: Path, request: Path) -> int:
 
 
 @pytest.mark.parametrize(
-    "name, nth", [("config.json", 1), ("resume.pt", 1), ("metrics.csv", 1), ("last.safetensors", 2)]
+    "name, nth",
+    [
+        ("config.json", 1),
+        ("spec.yaml", 1),
+        ("resume.pt", 1),
+        ("metrics.csv", 1),
+        ("last.safetensors", 2),
+    ],
 )
 def test_adapt_and_a_sweep_continue_a_training_stopped_between_two_writes(
     tmp_path, tiny_run, name, nth

@@ -76,14 +76,17 @@ def test_run_folders_are_created_exclusively(tmp_path):
 @pytest.mark.parametrize(
     "left, free",
     [
-        ([".lock", "spec.yaml", "command.txt", ".config.json.0123abcd.tmp"], True),
-        (["spec.yaml", "command.txt", "config.json"], False),  # a run started: resume it
-        (["spec.yaml", "notes.txt"], False),  # a file of the user's
+        ([".lock", ".config.json.0123abcd.tmp"], True),  # a start stopped before config.json
+        ([".lock", "config.json"], False),  # a run started: resume it
+        (["spec.yaml"], False),  # it may be a user's own: never taken by its name
+        (["command.txt"], False),
+        (["spec.yaml", "notes.txt"], False),
         ([".notes.tmp"], False),  # named like none of ours
     ],
 )
-def test_a_folder_whose_start_never_wrote_its_settings_is_free(tmp_path, left, free):
-    """config.json is the last file a start writes: without it, the same command starts again."""
+def test_only_a_folder_left_by_a_start_stopped_before_its_settings_is_free(tmp_path, left, free):
+    """config.json is the first file a start writes: without it, only the lock and temporary
+    files can be ours, and the same command starts again."""
     (tmp_path / "out" / "r").mkdir(parents=True)
     for name in left:
         (tmp_path / "out" / "r" / name).write_text("x")
@@ -94,9 +97,8 @@ def test_a_folder_whose_start_never_wrote_its_settings_is_free(tmp_path, left, f
             run_folder.RunFolder.create(tmp_path / "out", "r", "-")
 
 
-def test_a_start_writes_its_settings_last_and_a_new_one_its_own_command_alone(tmp_path):
+def test_a_start_writes_its_settings_first_and_removes_a_killed_process_temporaries(tmp_path):
     folder = run_folder.RunFolder(tmp_path)
-    (tmp_path / "command.txt").write_text("the start that was stopped\n")
     (tmp_path / ".resume.pt.0123abcd.tmp").write_bytes(b"left by kill -9")
     net = build(load_spec(ROOT / "specs" / "small.yaml", width=0.25, num_classes=2))
     written = []
@@ -109,7 +111,7 @@ def test_a_start_writes_its_settings_last_and_a_new_one_its_own_command_alone(tm
     with pytest.MonkeyPatch.context() as m:
         m.setattr(os, "replace", replace)
         folder.write_start(net, {"epochs": 1}, "new")
-    assert written == ["spec.yaml", "config.json"] and folder.holds_run()
+    assert written == ["config.json", "spec.yaml"] and folder.holds_run()
     folder.write_start(net, {"epochs": 2}, "resumed")  # a resume adds its line
     assert (tmp_path / "command.txt").read_text() == "new\nresumed\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["command.txt", "config.json", "spec.yaml"]

@@ -8,9 +8,12 @@ these names. A file is only ever replaced whole (a temporary file, then a rename
 are commit points, so a run stopped at any moment (Ctrl-C, kill -9, a lost node) leaves a folder
 that the same command, or a resume, continues:
 
-- config.json is the last file a start writes (:meth:`RunFolder.write_start`). A folder without
-  it holds no run: the same command takes it again (:meth:`RunFolder.check_free`). A folder with
-  it holds one (:meth:`RunFolder.holds_run`), its spec.yaml beside it, and resumes.
+- config.json is the first file a start writes (:meth:`RunFolder.write_start`), and what makes
+  a folder a run's (:meth:`RunFolder.holds_run`): a folder with it resumes, even without the
+  spec.yaml and command.txt that follow it. A folder without it, holding only the lock and
+  temporary files of a start stopped before it, is free for the same command
+  (:meth:`RunFolder.check_free`); any other file, a user's own spec.yaml included, makes it not
+  free, so nothing a user owns is ever overwritten.
 - resume.pt is the first file an epoch's end writes (:meth:`RunFolder.save_epoch`), and holds
   what the files after it are made of (:class:`EpochFiles`): the epoch is finished once it is
   there, and a resume writes those files again from it. Without it no epoch finished, and a
@@ -188,7 +191,6 @@ class RunFolder:
     COMMAND = "command.txt"
     CURVES = "curves.png"
     WEIGHTS = (LAST, BEST)
-    BEFORE_CONFIG = (LOCK_FILE, SPEC, COMMAND)  # what a start writes before its config.json
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -228,18 +230,19 @@ class RunFolder:
         raise AssertionError("unreachable")
 
     def check_free(self) -> None:
-        """Refuse a folder that already holds a run: it is never overwritten. A folder holding
-        only what a start writes before its config.json (:attr:`BEFORE_CONFIG`, temporary files)
-        is free: that run was stopped before it began, and the same command takes it again."""
+        """Refuse a folder that already holds a run, or any file but ours: it is never
+        overwritten. A folder holding only the lock and temporary files of a run stopped before
+        its config.json landed (the first file a start writes) is free: the same command takes it
+        again. Taken by name, a spec.yaml or command.txt could be a user's own."""
         names = {p.name for p in self.path.iterdir()} if self.path.is_dir() else set()
-        if any(n not in self.BEFORE_CONFIG and not is_temporary(n) for n in names):
+        if any(n != LOCK_FILE and not is_temporary(n) for n in names):
             raise UserError(
                 f"{self.path} already holds a run; resume it, or choose another name for the new "
                 "one"
             )
 
     def holds_run(self) -> bool:
-        """A run started here: its settings, the last file its start writes, exist."""
+        """A run started here: its settings, the first file its start writes, exist."""
         return (self / self.CONFIG).is_file()
 
     def locked(self):
@@ -248,16 +251,16 @@ class RunFolder:
         return locked_folder(self.path, HOLDER)
 
     def write_start(self, net: SpecNet, config: dict[str, Any], command: str) -> None:
-        """At every start or resume: the spec as built, a command line (a new run's alone), and
-        last the settings (a training's config as JSON values), which make the folder a run's."""
+        """At every start or resume: first the settings (a training's config as JSON values),
+        which make the folder a run's, then the spec as built, then one more command line."""
         remove_temporaries(self.path)  # a killed process's
+        with writing(self / self.CONFIG) as tmp:
+            tmp.write_text(json.dumps(config, indent=2))
         with writing(self / self.SPEC) as tmp:
             tmp.write_text(net.spec.to_yaml())
         command_file = self / self.COMMAND
-        with os_errors(command_file), open(command_file, "a" if self.holds_run() else "w") as f:
-            f.write(command + "\n")  # a torn append loses a line
-        with writing(self / self.CONFIG) as tmp:
-            tmp.write_text(json.dumps(config, indent=2))
+        with os_errors(command_file), open(command_file, "a") as f:  # a torn append loses a line
+            f.write(command + "\n")
 
     def read_config(self) -> dict[str, Any]:
         """config.json's settings as JSON values (training checks every field:

@@ -6,9 +6,12 @@ builds them) must tell one story; anything missing or inconsistent stops the res
 file is touched, saying what and what to do. A folder that records finished epochs is never
 silently started over.
 
-resume.pt is the commit point of an epoch (:mod:`~mnv3spec.services.run_folder`): a run stopped
-between any two writes resumes after the last epoch whose resume.pt is on disk, or from its
-beginning when there is none, and ends with the weights an uninterrupted run of its seed ends with.
+config.json is the commit point of a start and resume.pt that of an epoch
+(:mod:`~mnv3spec.services.run_folder`): a run stopped between any two writes resumes after the
+last epoch whose resume.pt is on disk, or, when there is none, starts over from its config.json
+(settings, seed, --init) with its spec.yaml, or without one (stopped before it) with its spec
+file and overrides, as it began; it ends with the weights an uninterrupted run of its seed ends
+with.
 """
 
 from __future__ import annotations
@@ -44,6 +47,11 @@ class ResumePoint:
 def read_resume_point(folder: RunFolder) -> ResumePoint:
     """Read and cross-check a run folder (see the module's docstring)."""
     cfg = config_from_json(folder.read_config(), str(folder / folder.CONFIG))
+    rows = folder.read_metrics()
+    saved = folder.read_state()
+    if saved is None:
+        _check_nothing_finished(folder, rows)
+        return ResumePoint(folder, cfg, _start_spec(folder, cfg), None, rows)
     if not (folder / folder.SPEC).is_file():
         raise UserError(
             f"{folder.SPEC} is missing, so what was trained is unknown; restore it, or start a "
@@ -51,15 +59,19 @@ def read_resume_point(folder: RunFolder) -> ResumePoint:
             file=str(folder),
         )
     spec = load_spec(folder / folder.SPEC)
-    rows = folder.read_metrics()
-    saved = folder.read_state()
-    if saved is None:
-        _check_nothing_finished(folder, rows)
-        return ResumePoint(folder, cfg, spec, None, rows)
     check_saved(saved, str(folder / folder.RESUME))
     files = EpochFiles.unpack(saved, str(folder / folder.RESUME))
     rows = _finished_rows(folder, cfg, saved, rows, files)
     return ResumePoint(folder, cfg, spec, saved, rows, files)
+
+
+def _start_spec(folder: RunFolder, cfg: TrainConfig) -> Spec:
+    """The spec a run that finished no epoch starts over with: its spec.yaml, or, when its start
+    stopped before writing it (config.json comes first), its spec file with its overrides, as
+    the start loaded them."""
+    if (folder / folder.SPEC).is_file():
+        return load_spec(folder / folder.SPEC)
+    return load_spec(cfg.spec, **cfg.overrides)
 
 
 def _check_nothing_finished(folder: RunFolder, rows: list[MetricsRow]) -> None:
