@@ -20,6 +20,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import socket
 import stat
 import time
@@ -179,6 +180,23 @@ def check_output_folder(path: str | Path, *, field: str | None = None) -> Path:
     return path
 
 
+TEMPORARY = ".tmp"  # the suffix of atomic_path's files: .NAME.XXXXXXXX.tmp
+_TEMPORARY = re.compile(r"\..+\.[0-9a-f]{8}" + re.escape(TEMPORARY))
+
+
+def is_temporary(name: str) -> bool:
+    """``name`` is that of :func:`atomic_path`'s temporary file, one a killed process left (a
+    living one's is in a folder it holds locked)."""
+    return _TEMPORARY.fullmatch(name) is not None
+
+
+def remove_temporaries(folder: Path) -> None:
+    """Remove the temporary files a killed process left in ``folder`` (one we hold locked)."""
+    for path in folder.iterdir():
+        if is_temporary(path.name) and path.is_file():
+            path.unlink(missing_ok=True)
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds,
@@ -186,7 +204,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     writers, safetensors among them, create files readable by their owner only)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{TEMPORARY}")
     try:
         yield tmp
         umask = os.umask(0)

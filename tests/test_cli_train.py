@@ -236,6 +236,19 @@ def test_run_folder_and_resume_rules(tmp_path, capsys, argv, message):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("name", ["spec.yaml", "command.txt"])
+def test_a_folder_holding_only_a_file_of_the_users_is_never_taken(tmp_path, capsys, name):
+    """A run folder's file names are common ones: a folder given as --name that holds only a
+    spec.yaml or command.txt of the user's holds no run of ours, but is refused all the same."""
+    mine = tmp_path / "mine" / name
+    mine.parent.mkdir()
+    mine.write_bytes(b"the user's own\n\x00")
+    assert main(["train", *TINY, "--out", str(tmp_path), "--name", "mine"]) == 2
+    assert f"{mine.parent} already holds a run" in capsys.readouterr().err
+    assert [p.name for p in mine.parent.iterdir()] == [name]
+    assert mine.read_bytes() == b"the user's own\n\x00"
+
+
 def test_bad_flag_value_is_an_argparse_error(capsys):
     with pytest.raises(SystemExit) as e:
         main(["train", "specs/small.yaml", "--epochs", "0"])

@@ -1,6 +1,8 @@
 """What ``train --resume`` trusts, and what a start loads: a run folder whose files disagree is
-refused with exit 2 before any file in it changes; the spec is parsed once per start; two runs never
-share a folder; a run too large for memory leaves no folder."""
+refused with exit 2 before any file in it changes; a run stopped between any two of its writes is
+continued (by a resume, the same command, or a sweep's or adapt's worker) to the weights of a run
+never stopped; the spec is parsed once per start; two runs never share a folder; a run too large
+for memory leaves no folder."""
 
 from __future__ import annotations
 
@@ -9,16 +11,23 @@ import os
 import shutil
 import subprocess
 import sys
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from cli import main
+from mnv3spec.adapt import trainings
+from mnv3spec.explore import worker
 from mnv3spec.model import builder, memory
 from mnv3spec.services.run_folder import RunFolder
 from mnv3spec.spec import variant
+from mnv3spec.weights.checkpoint import read_metadata
 
 from .conftest import ROOT, run_cli
-from .test_cli_train import RUN_FILES, TINY
+from .test_cli_train import RUN_FILES, TINY, metrics
 
 
 @pytest.fixture(autouse=True)
@@ -66,6 +75,17 @@ def other_run(run, tmp_path):
     args = [*TINY, "--width", "0.5", "--epochs", "1", "--out", tmp_path, "--name", "other"]
     assert main(["train", *map(str, args)]) == 0
     shutil.copy(tmp_path / "other" / "resume.pt", run / "resume.pt")
+
+
+def edit_resume(run, change):
+    saved = torch.load(run / "resume.pt", weights_only=True)
+    change(saved)
+    torch.save(saved, run / "resume.pt")
+
+
+def edit_metrics(run, change):
+    lines = (run / "metrics.csv").read_text().splitlines()
+    (run / "metrics.csv").write_text("\n".join(change(lines)) + "\n")
 
 
 def edit_spec(run, _tmp_path):
@@ -128,12 +148,22 @@ def edit_spec(run, _tmp_path):
             "metrics.csv, line 3: not the row of epoch 2",
         ),
         (
-            lambda run, _: (run / "metrics.csv").write_text(
-                (run / "metrics.csv").read_text().splitlines()[0] + "\n"
-            ),
-            "resume.pt is after epoch 1 but metrics.csv records 0 epoch(s)",
+            lambda run, _: edit_metrics(run, lambda lines: [*lines, "2" + lines[1][1:]]),
+            "resume.pt is after epoch 1 but metrics.csv records 2 epoch(s)",
         ),
-        (other_run, "resume.pt: layers."),
+        (
+            lambda run, _: edit_metrics(run, lambda lines: [lines[0], "1,0.2" + lines[1][5:]]),
+            "metrics.csv's row of epoch 1 is not the one resume.pt holds",
+        ),
+        (
+            lambda run, _: edit_resume(run, lambda s: s["files"].update(rows="x")),
+            "resume.pt: a damaged resume file (its metrics rows)",
+        ),
+        (
+            lambda run, _: edit_resume(run, lambda s: s["files"].update(rows=[])),
+            "resume.pt: holds epoch 1 but the metrics of 0",
+        ),
+        (other_run, "metrics.csv's row of epoch 1 is not the one resume.pt holds"),
         (edit_spec, "resume.pt: layers."),
         (lambda run, _: (run / "spec.yaml").unlink(), "spec.yaml is missing"),
     ],
@@ -203,3 +233,133 @@ def test_resume_never_restarts_a_finished_epoch_from_its_weights_alone(run):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "last.safetensors exists" in result.stderr
     assert snapshot(run) == before
+
+
+def test_resume_of_a_folder_written_before_resume_pt_held_the_metrics(run):
+    """Such a resume.pt came after metrics.csv and the weights: the csv's rows are its epochs'."""
+    edit_resume(run, lambda s: s.pop("files"))
+    rows = metrics(run)
+    result = run_cli("train", "--resume", run, "--epochs", "2")
+    assert result.returncode == 0, result.stderr
+    assert metrics(run)[0] == rows[0] and len(metrics(run)) == 2
+
+
+# --- a run stopped between any two of its writes ------------------------------------------------
+# A start writes config.json, spec.yaml, command.txt (appended, after them); each epoch's end
+# resume.pt, last and best.safetensors (both epochs of TWO improve), metrics.csv, curves.png.
+START = ["config.json", "spec.yaml"]
+EPOCH_END = ["resume.pt", "last.safetensors", "best.safetensors", "metrics.csv", "curves.png"]
+STOPS = [(name, 1) for name in START] + [(name, e) for e in (1, 2) for name in EPOCH_END]
+TWO = [*TINY, "--epochs", "2"]
+
+
+@contextmanager
+def stopped_before(name: str, nth: int):
+    """Ctrl-C just before the ``nth`` write of the run folder's file ``name`` lands (each is
+    renamed into place)."""
+    real, seen = os.replace, []
+
+    def replace(src, dst, *args, **kwargs):
+        if Path(dst).name == name:
+            seen.append(dst)
+            if len(seen) == nth:
+                raise KeyboardInterrupt
+        return real(src, dst, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(os, "replace", replace)
+        yield
+    assert len(seen) >= nth, f"{name} was written {len(seen)} time(s), never stopped"
+
+
+def left_as_killed(run: Path, name: str) -> None:
+    """What kill -9 leaves beside Ctrl-C's: the lock file, and the temporary file of the write."""
+    (run / ".lock").write_text("pid 1 on gone, since long ago")
+    (run / f".{name}.0123abcd.tmp").write_bytes(b"half written")
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory) -> Path:
+    """TWO, never stopped."""
+    out = tmp_path_factory.mktemp("straight")
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv("OMP_NUM_THREADS", "1")
+        result = run_cli("train", *TWO, "--out", out, "--name", "r")
+    assert result.returncode == 0, result.stderr
+    return out / "r"
+
+
+def assert_same_run(run: Path, straight: Path) -> None:
+    """``run`` ended as ``straight`` did: weights bit for bit, metrics but for the timings."""
+    assert {p.name for p in run.iterdir()} == RUN_FILES
+    for name in RunFolder.WEIGHTS:
+        a, b = load_file(run / name), load_file(straight / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+        assert read_metadata(run / name) == read_metadata(straight / name)
+    a, b = (torch.load(r / "resume.pt", weights_only=True)["model"] for r in (run, straight))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    timings = ("seconds", "images_per_s")
+    assert [{k: v for k, v in r.items() if k not in timings} for r in metrics(run)] == [
+        {k: v for k, v in r.items() if k not in timings} for r in metrics(straight)
+    ]
+
+
+@pytest.mark.parametrize("name, nth", STOPS)
+def test_a_run_stopped_between_any_two_writes_continues_to_the_same_weights(
+    tmp_path, straight, name, nth
+):
+    """resume.pt is the commit point of an epoch and config.json that of the start: a folder
+    with config.json resumes (after the last epoch whose resume.pt is there, or from the start,
+    without its spec.yaml too), and one without is taken again by the same command."""
+    command = ["train", *TWO, "--out", tmp_path, "--name", "r"]
+    run = tmp_path / "r"
+    with stopped_before(name, nth):
+        assert run_cli(*command).returncode == 130
+    left_as_killed(run, name)
+    assert RunFolder(run).holds_run() is (name != "config.json")  # the first file of a start
+    again = ["train", "--resume", run] if RunFolder(run).holds_run() else command
+    result = run_cli(*again)
+    assert result.returncode == 0, result.stderr
+    assert_same_run(run, straight)
+    lines = (run / "command.txt").read_text().splitlines()
+    assert len(lines) == (2 if name not in START else 1)  # the start's line, once; the resume's
+    done = 0 if name in START else nth - (name == "resume.pt")  # epochs whose resume.pt landed
+    resuming = f"resuming {run} after epoch {done} of 2"
+    assert resuming in result.stdout if done else "resuming" not in result.stdout
+
+
+FLAGS = {"data": "synthetic", "batch": 32, "seed": 0, "device": "cpu", "epochs": 2}
+
+
+def worker_training(job: trainings.Job, runs: Path, request: Path) -> int:
+    """What adapt does with ``job`` (and a sweep with a variant, alike): a new run, or the
+    resume of the one started in ``runs``, handed to a worker (in this process)."""
+    training = trainings._training(job, runs, FLAGS)
+    assert training is not None, "taken for finished"
+    request.write_text(json.dumps(training.request()))
+    return worker.main([str(request)])
+
+
+@pytest.mark.parametrize(
+    "name, nth",
+    [
+        ("config.json", 1),
+        ("spec.yaml", 1),
+        ("resume.pt", 1),
+        ("metrics.csv", 1),
+        ("last.safetensors", 2),
+    ],
+)
+def test_adapt_and_a_sweep_continue_a_training_stopped_between_two_writes(
+    tmp_path, tiny_run, name, nth
+):
+    """A fine-tune starts from its init's weights, also when it starts over (no resume.pt)."""
+    init = {"init": str(tiny_run.folder / "best.safetensors")}
+    job = trainings.Job("r", "specs/small.yaml", {"width": 0.25, "resolution": 16}, init)
+    assert worker_training(job, tmp_path / "straight", tmp_path / "s.json") == 0
+    with stopped_before(name, nth):
+        assert worker_training(job, tmp_path / "runs", tmp_path / "r.json") == 130
+    left_as_killed(tmp_path / "runs" / "r", name)
+    assert worker_training(job, tmp_path / "runs", tmp_path / "r.json") == 0
+    assert RunFolder(tmp_path / "runs" / "r").finished()
+    assert_same_run(tmp_path / "runs" / "r", tmp_path / "straight" / "r")

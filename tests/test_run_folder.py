@@ -42,7 +42,7 @@ def test_a_full_disk_while_saving_weights_names_the_file(tmp_path, monkeypatch):
     monkeypatch.setattr(checkpoint, "save_file", full)
     net = build(load_spec(ROOT / "specs" / "small.yaml", width=0.25, num_classes=2))
     with pytest.raises(UserError, match=r"last\.safetensors: cannot write: .*No space left"):
-        run_folder.RunFolder(tmp_path).save_epoch(net, [ROW], {}, improved=True)
+        run_folder.RunFolder(tmp_path).save_epoch(net, run_folder.EpochFiles([ROW], True), {})
 
 
 def test_resume_of_a_file_says_it_takes_a_folder(tmp_path):
@@ -71,6 +71,50 @@ def test_run_folders_are_created_exclusively(tmp_path):
     (made[1] / "metrics.csv").write_text("")
     with pytest.raises(UserError, match="small-2 already holds a run"):
         run_folder.RunFolder.create(tmp_path / "out", "small-2", "-")
+
+
+@pytest.mark.parametrize(
+    "left, free",
+    [
+        ([".lock", ".config.json.0123abcd.tmp"], True),  # a start stopped before config.json
+        ([".lock", "config.json"], False),  # a run started: resume it
+        (["spec.yaml"], False),  # it may be a user's own: never taken by its name
+        (["command.txt"], False),
+        (["spec.yaml", "notes.txt"], False),
+        ([".notes.tmp"], False),  # named like none of ours
+    ],
+)
+def test_only_a_folder_left_by_a_start_stopped_before_its_settings_is_free(tmp_path, left, free):
+    """config.json is the first file a start writes: without it, only the lock and temporary
+    files can be ours, and the same command starts again."""
+    (tmp_path / "out" / "r").mkdir(parents=True)
+    for name in left:
+        (tmp_path / "out" / "r" / name).write_text("x")
+    if free:
+        assert run_folder.RunFolder.create(tmp_path / "out", "r", "-").path.name == "r"
+    else:
+        with pytest.raises(UserError, match="r already holds a run"):
+            run_folder.RunFolder.create(tmp_path / "out", "r", "-")
+
+
+def test_a_start_writes_its_settings_first_and_removes_a_killed_process_temporaries(tmp_path):
+    folder = run_folder.RunFolder(tmp_path)
+    (tmp_path / ".resume.pt.0123abcd.tmp").write_bytes(b"left by kill -9")
+    net = build(load_spec(ROOT / "specs" / "small.yaml", width=0.25, num_classes=2))
+    written = []
+    real = os.replace
+
+    def replace(src, dst):
+        written.append(os.path.basename(dst))
+        real(src, dst)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(os, "replace", replace)
+        folder.write_start(net, {"epochs": 1}, "new")
+    assert written == ["config.json", "spec.yaml"] and folder.holds_run()
+    folder.write_start(net, {"epochs": 2}, "resumed")  # a resume adds its line
+    assert (tmp_path / "command.txt").read_text() == "new\nresumed\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["command.txt", "config.json", "spec.yaml"]
 
 
 @pytest.mark.parametrize(

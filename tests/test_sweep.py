@@ -128,7 +128,7 @@ def test_sweep_killed_with_sigkill_resumes_without_redoing_finished_variants(tmp
     proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 600
-        while not (second / "resume.pt").exists():  # epoch 1 of the second variant is saved
+        while not (second / "metrics.csv").exists():  # epoch 1 of the second variant is saved
             assert proc.poll() is None and time.monotonic() < deadline, "sweep ended too soon"
             time.sleep(0.1)
     finally:

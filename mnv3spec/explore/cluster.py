@@ -264,7 +264,7 @@ def _submit(task, job: Training, logs: Path, threads: int):
     """``job`` as a task, in plain data (the node then imports no torch to read it), with the
     request that resumes it should the task run again."""
     resume = Training(job.variant, job.folder, None).request()
-    started = str(job.folder / RunFolder.CONFIG)  # a run started there writes it first
+    started = str(job.folder / RunFolder.CONFIG)  # a start writes it first: with it, it resumes
     return task.remote(job.request(), resume, started, job.variant.id, str(logs), threads)
 
 

@@ -3,9 +3,22 @@ its lock, writes each file atomically and reads them back; :class:`MetricsRow` i
 its metrics.csv.
 
 ``runs/NAME/`` holds metrics.csv, last/best.safetensors, resume.pt, curves.png, spec.yaml,
-config.json and command.txt, plus ``.lock`` while a process trains in it. A file is only ever
-replaced whole (a temporary file, then a rename), so a run killed at any moment resumes from its
-last finished epoch. No other module spells these names.
+config.json and command.txt, plus ``.lock`` while a process trains in it. No other module spells
+these names. A file is only ever replaced whole (a temporary file, then a rename), and two files
+are commit points, so a run stopped at any moment (Ctrl-C, kill -9, a lost node) leaves a folder
+that the same command, or a resume, continues:
+
+- config.json is the first file a start writes (:meth:`RunFolder.write_start`), and what makes
+  a folder a run's (:meth:`RunFolder.holds_run`): a folder with it resumes, even without the
+  spec.yaml and command.txt that follow it. A folder without it, holding only the lock and
+  temporary files of a start stopped before it, is free for the same command
+  (:meth:`RunFolder.check_free`); any other file, a user's own spec.yaml included, makes it not
+  free, so nothing a user owns is ever overwritten.
+- resume.pt is the first file an epoch's end writes (:meth:`RunFolder.save_epoch`), and holds
+  what the files after it are made of (:class:`EpochFiles`): the epoch is finished once it is
+  there, and a resume writes those files again from it. Without it no epoch finished, and a
+  resume starts the run from its beginning, with its settings and seed. metrics.csv comes after
+  the weights, so a row there means its epoch's weights are on disk (:meth:`RunFolder.finished`).
 """
 
 from __future__ import annotations
@@ -19,7 +32,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from safetensors import SafetensorError
@@ -30,9 +43,11 @@ from ..files import (
     atomic_path,
     check_output_folder,
     check_path,
+    is_temporary,
     locked_folder,
     os_errors,
     read_json,
+    remove_temporaries,
     shown,
     writing,
 )
@@ -105,6 +120,40 @@ class MetricsRow:
 
 
 METRICS = tuple(f.name for f in dataclasses.fields(MetricsRow))  # metrics.csv's header
+
+
+@dataclass(frozen=True)
+class EpochFiles:
+    """What resume.pt records of the files an epoch's end writes after it: the rows of
+    metrics.csv, and whether best.safetensors is that epoch's (the weights are resume.pt's own)."""
+
+    rows: list[MetricsRow]
+    improved: bool
+
+    KEY: ClassVar[str] = "files"  # its key in resume.pt
+
+    def pack(self) -> dict[str, Any]:
+        return {"rows": [dataclasses.asdict(r) for r in self.rows], "improved": self.improved}
+
+    @classmethod
+    def unpack(cls, saved: dict, file: str) -> EpochFiles | None:
+        """The record in ``saved`` (a loaded resume.pt); None in one written before resume.pt
+        held it, when it came after the other files."""
+        if cls.KEY not in saved:
+            return None
+        try:
+            rows = [MetricsRow.parse(r) for r in saved[cls.KEY]["rows"]]
+            improved = saved[cls.KEY]["improved"]
+        except (AttributeError, KeyError, TypeError, ValueError):
+            rows, improved = [], None
+        if not isinstance(improved, bool) or [r.epoch for r in rows] != [*range(1, len(rows) + 1)]:
+            raise CheckpointError(
+                "a damaged resume file (its metrics rows); restore it, or start a new run",
+                file=file,
+            )
+        return cls(rows, improved)
+
+
 HOLDER = "training"  # who holds a run folder's lock, as a second run is told
 
 
@@ -157,7 +206,7 @@ class RunFolder:
         """Create the folder with an exclusive ``mkdir``: ``out/name``, or without a name the
         first of ``out/base``, ``out/base-2``, ... that this process creates itself (two runs
         started at once never get the same one). A named folder that exists may be taken only
-        while empty; :meth:`locked` then settles a race for it."""
+        while free (:meth:`check_free`); :meth:`locked` then settles a race for it."""
         with os_errors(out, field="out"):
             out.mkdir(parents=True, exist_ok=True)
         if name:
@@ -181,16 +230,19 @@ class RunFolder:
         raise AssertionError("unreachable")
 
     def check_free(self) -> None:
-        """Refuse a folder that already holds a run: it is never overwritten. A folder holding
-        only the lock of a run killed before it wrote anything is free."""
-        if self.path.is_dir() and any(p.name != LOCK_FILE for p in self.path.iterdir()):
+        """Refuse a folder that already holds a run, or any file but ours: it is never
+        overwritten. A folder holding only the lock and temporary files of a run stopped before
+        its config.json landed (the first file a start writes) is free: the same command takes it
+        again. Taken by name, a spec.yaml or command.txt could be a user's own."""
+        names = {p.name for p in self.path.iterdir()} if self.path.is_dir() else set()
+        if any(n != LOCK_FILE and not is_temporary(n) for n in names):
             raise UserError(
                 f"{self.path} already holds a run; resume it, or choose another name for the new "
                 "one"
             )
 
     def holds_run(self) -> bool:
-        """A run started here (its settings are written first)."""
+        """A run started here: its settings, the first file its start writes, exist."""
         return (self / self.CONFIG).is_file()
 
     def locked(self):
@@ -199,12 +251,13 @@ class RunFolder:
         return locked_folder(self.path, HOLDER)
 
     def write_start(self, net: SpecNet, config: dict[str, Any], command: str) -> None:
-        """At every start or resume: the spec as built, the settings (a training's config as
-        JSON values), one more command line."""
-        with writing(self / self.SPEC) as tmp:
-            tmp.write_text(net.spec.to_yaml())
+        """At every start or resume: first the settings (a training's config as JSON values),
+        which make the folder a run's, then the spec as built, then one more command line."""
+        remove_temporaries(self.path)  # a killed process's
         with writing(self / self.CONFIG) as tmp:
             tmp.write_text(json.dumps(config, indent=2))
+        with writing(self / self.SPEC) as tmp:
+            tmp.write_text(net.spec.to_yaml())
         command_file = self / self.COMMAND
         with os_errors(command_file), open(command_file, "a") as f:  # a torn append loses a line
             f.write(command + "\n")
@@ -227,21 +280,22 @@ class RunFolder:
             raise UserError(f"damaged {self.CONFIG} (not a mapping)", file=str(file))
         return values
 
-    def save_epoch(
-        self, net: SpecNet, rows: list[MetricsRow], state: dict, *, improved: bool, **meta: Any
-    ) -> None:
-        """After an epoch: metrics and weights (``meta``: :func:`save_weights`' keywords), then
-        the resume file, then the plot. The resume file holds the weights too and comes after
-        the other files, so a run killed between them resumes from the previous epoch and
-        rewrites them."""
-        self.write_metrics(rows)
-        for name in [self.LAST] + ([self.BEST] if improved else []):
-            with os_errors(self / name, kinds=(OSError, SafetensorError)):
-                save_weights(self / name, net, **meta)
+    def save_epoch(self, net: SpecNet, files: EpochFiles, state: dict, **meta: Any) -> None:
+        """After an epoch: resume.pt, the state and ``files`` in one file, first: the epoch's
+        commit point (see the module's docstring); then the files (:meth:`write_epoch`)."""
         resume = self / self.RESUME  # torch.save reports a full disk as a RuntimeError
         with os_errors(resume, kinds=(OSError, RuntimeError)), atomic_path(resume) as tmp:
-            torch.save(state, tmp)
-        plot_curves(rows, self / self.CURVES)
+            torch.save({**state, EpochFiles.KEY: files.pack()}, tmp)
+        self.write_epoch(net, files, **meta)
+
+    def write_epoch(self, net: SpecNet, files: EpochFiles, **meta: Any) -> None:
+        """The files resume.pt records, written again by a resume: the weights of ``net`` (``meta``:
+        :func:`save_weights`' keywords), then metrics.csv, then the plot."""
+        for name in [self.LAST] + ([self.BEST] if files.improved else []):
+            with os_errors(self / name, kinds=(OSError, SafetensorError)):
+                save_weights(self / name, net, **meta)
+        self.write_metrics(files.rows)
+        plot_curves(files.rows, self / self.CURVES)
 
     def read_state(self) -> Any:
         """The resume file (None when there is none), loaded with ``weights_only=True`` (nothing
@@ -268,7 +322,7 @@ class RunFolder:
         return MetricsRow.read(self / self.METRICS)
 
     def finished(self) -> bool:
-        """Every epoch the run was started with is in its metrics.csv."""
+        """Every epoch the run was started with is in metrics.csv (after its epoch's weights)."""
         try:
             return len(self.read_metrics()) >= self.read_config()["epochs"]
         except (OSError, UserError, KeyError, TypeError):

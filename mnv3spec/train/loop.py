@@ -26,7 +26,7 @@ from ..errors import TrainingError
 from ..model.builder import SpecNet
 from ..services.device import World, average_buffers, reduce_sums, state_digest
 from ..services.evaluate import EvalResult, evaluate
-from ..services.run_folder import MetricsRow, RunFolder
+from ..services.run_folder import EpochFiles, MetricsRow, RunFolder
 from .ema import WeightAverage
 from .plan import RunPlan
 from .recipe import make_optimizer, make_scheduler
@@ -61,9 +61,8 @@ def train_epochs(
     state = TrainState(
         net, optimizer, scheduler, scaler, order, augmenting, plan.device, average=average
     )
-    if point is not None and point.saved is not None:
-        state.load(point.saved, world.rank, str(folder / folder.RESUME))
-    report = Reporter(world, cfg.epochs, point.rows[: state.epoch] if point else [])
+    restore(plan, state, folder, point)
+    report = Reporter(world, cfg.epochs, point.rows if point else [])
     if world.main:
         folder.write_start(net, dataclasses.asdict(cfg), command)
     report.say(*intro, step.mode_line())
@@ -80,7 +79,7 @@ def train_epochs(
                 state.epoch, lr, loss, top1, val.loss, val.top1, val.topk, seconds, images_per_s
             )
         )
-        save(plan, state, folder, report.rows, val, improved)
+        save(plan, state, folder, EpochFiles(list(report.rows), improved))
         report.epoch_line(report.rows[-1], val.k)
     check_ranks_agree(net, world, report)
     report.say(f"done: best val top-1 {state.best:.2f}%, weights in {folder}")
@@ -166,22 +165,32 @@ def check_finite(
     )
 
 
-def save(
-    plan: RunPlan,
-    state: TrainState,
-    folder: RunFolder,
-    rows: list[MetricsRow],
-    val: EvalResult,
-    improved: bool,
-) -> None:
+def save(plan: RunPlan, state: TrainState, folder: RunFolder, files: EpochFiles) -> None:
     """The run folder after an epoch (rank 0), the random state of every rank included."""
     rngs = plan.world.gather(state.rng())
     if not plan.world.main:
         return
+    meta = weights_meta(plan, files.rows[-1])
+    folder.save_epoch(state.evaluated, files, state.to_dict(rngs), **meta)
+
+
+def restore(plan: RunPlan, state: TrainState, folder: RunFolder, point: ResumePoint | None) -> None:
+    """Continue after ``point``'s resume.pt, when it has one (without, no epoch finished and the
+    run starts from its first); rank 0 writes again the files of its epoch that resume.pt
+    records, which a run stopped after resume.pt may not have written."""
+    if point is None or point.saved is None:
+        return
+    state.load(point.saved, plan.world.rank, str(folder / folder.RESUME))
+    if plan.world.main and point.files is not None and point.files.rows:
+        meta = weights_meta(plan, point.files.rows[-1])
+        folder.write_epoch(state.evaluated, point.files, **meta)
+
+
+def weights_meta(plan: RunPlan, row: MetricsRow) -> dict:
+    """What the weights files of ``row``'s epoch carry (:func:`save_weights`' keywords)."""
     d = plan.data
-    extra = {"epoch": state.epoch, "val_top1": val.top1, "data": plan.cfg.data}
-    meta = {"classes": d.classes, "mean": d.mean, "std": d.std, "extra": extra}
-    folder.save_epoch(state.evaluated, rows, state.to_dict(rngs), improved=improved, **meta)
+    extra = {"epoch": row.epoch, "val_top1": row.val_top1, "data": plan.cfg.data}
+    return {"classes": d.classes, "mean": d.mean, "std": d.std, "extra": extra}
 
 
 def check_ranks_agree(net: nn.Module, world: World, report: Reporter) -> None:

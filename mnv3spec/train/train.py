@@ -82,8 +82,11 @@ def _launch(cfg: TrainConfig, spec: Spec, command: str, point: ResumePoint | Non
             seed = cfg.seed if cfg.seed is not None else secrets.randbelow(2**31)
             cfg = dataclasses.replace(cfg, seed=world.share(seed))
         seed_weights(cfg.seed)
-        plan = make_plan(cfg, spec, world, device, amp, resumed=point is not None)
-        net, note = build_network(plan, start_from=None if point else cfg.init)
+        # resumed from a resume.pt: its spec must fit the data, its weights replace the first
+        # ones; without one, the run starts again from its beginning, --init's weights included
+        started = point is not None and point.saved is not None
+        plan = make_plan(cfg, spec, world, device, amp, resumed=started)
+        net, note = build_network(plan, start_from=None if started else cfg.init)
         # resumed: the folder read, locked since (by rank 0); new: one claimed now
         held = nullcontext(point.folder) if point else claimed(Path(cfg.out), cfg.name, base, world)
         with held as folder:
