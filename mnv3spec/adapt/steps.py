@@ -21,7 +21,7 @@ from . import baselines, report
 from . import folder as files
 from .moves import Edits, Move, moves
 from .rows import RowTimer
-from .search import Proposal
+from .search import Proposal, on_scale
 from .timing import Cache, LatencySettings, Measured, key, measure_pair, measure_spec
 from .trace import TraceRow
 from .trainings import Job, finetune_changes, run_jobs, slug, top1, try_jobs
@@ -69,10 +69,11 @@ class Context:
         m = self.cache.entries[k]
         return m.parent_ms - m.median_ms
 
-    def confirmed(self, edits: Edits) -> Measured:
-        """The latency of ``edits`` timed again beside the start, in rounds of their own: the
-        figure a chosen network keeps on the path (a cached measurement is never reused for it)."""
-        child, start = self.deployed(edits), self.deployed({})
+    def confirmed(self, edits: Edits, **knobs: Any) -> Measured:
+        """The latency of ``edits`` (a baseline's ``knobs``) timed beside the start, in rounds of
+        their own: the figure a chosen network keeps on the path (never the measurement that
+        chose it), and a baseline's, so all are ratios to the same start."""
+        child, start = self.deployed(edits, **knobs), self.deployed({})
         k = key(child, self.timing, start, what="confirmed")
         if k not in self.cache.entries:
             self._keep(k, measure_pair(child, start, self.timing))
@@ -188,7 +189,7 @@ def retrain(ctx: Context, path: list[TraceRow], result: Path, target: float) -> 
     last = path[-1]
     entries = [("adapt", str(result), {}, Measured(last.latency_ms, last.spread_ms, last.load))]
     if ctx.s.baselines:
-        entries += _baselines(ctx, target)
+        entries += _baselines(ctx, path, target)
     changes = [
         {"epochs": ctx.s.retrain_epochs, "seed": seed} for seed in range(ctx.s.retrain_seeds)
     ]
@@ -209,12 +210,15 @@ def retrain(ctx: Context, path: list[TraceRow], result: Path, target: float) -> 
     return table
 
 
-def _baselines(ctx: Context, target: float) -> list[tuple[str, str, dict, Measured]]:
+def _baselines(
+    ctx: Context, path: list[TraceRow], target: float
+) -> list[tuple[str, str, dict, Measured]]:
     """Width and resolution, each at the largest value that meets ``target``: as trained, the
     resolution scaled from the data's as the deployed one is from the spec's."""
+    start = path[0].latency_ms
     found = baselines.find(
-        ctx.base.width, ctx.resolution, lambda k, v: ctx.measured(ctx.deployed({}, **{k: v})),
-        target,
+        ctx.base.width, ctx.resolution,
+        lambda k, v: on_scale(ctx.confirmed({}, **{k: v}), start), target,
     )  # fmt: skip
     data = ctx.s.training.get("data", TrainConfig.data)
     native = native_resolution(data) or ctx.base.resolution
