@@ -7,7 +7,7 @@ import torch
 
 from mnv3spec.data.datasets import Dataset
 from mnv3spec.errors import SpecError
-from mnv3spec.spec import load
+from mnv3spec.spec import variant
 from mnv3spec.spec.load import load_spec
 from mnv3spec.train.config import TrainConfig
 from mnv3spec.train.plan import fit_to_data
@@ -28,7 +28,7 @@ def data(classes: int, resolution: int, channels: int = 3) -> Dataset:
 
 def test_classes_and_resolution_follow_the_data_without_reading_the_file(monkeypatch):
     spec = load_spec(SMALL, width=0.25)
-    monkeypatch.setattr(load, "read_yaml", lambda *_: pytest.fail("the spec was read again"))
+    monkeypatch.setattr(variant, "read_yaml", lambda *_: pytest.fail("the spec was read again"))
     fitted = fit_to_data(spec, data(7, 24), TrainConfig(str(SMALL), {"width": 0.25}))
     assert (fitted.num_classes, fitted.resolution, fitted.width) == (7, 24, 0.25)
     assert fit_to_data(fitted, data(7, 24), TrainConfig(str(SMALL))) is fitted  # already fits
