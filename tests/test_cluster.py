@@ -245,8 +245,8 @@ def start_and_wait_for_epoch_1(cluster, out: Path) -> tuple[subprocess.Popen, Pa
     argv = sweep_args(out, "--epochs", "3")
     proc = cli_process(*argv, "--cluster", cluster.address, stdout=subprocess.PIPE)
     run = out / VARIANT / "runs" / VARIANT
-    saved = run / RunFolder.RESUME  # written last of an epoch's files
-    wait_for(lambda: saved.is_file() or proc.poll() is not None, what="epoch 1")
+    # metrics.csv is written last of an epoch's files (resume.pt first): a row, and all are there
+    wait_for(lambda: finished_epochs(run) >= 1 or proc.poll() is not None, what="epoch 1")
     assert finished_epochs(run) == 1 and proc.poll() is None, "the training ended too soon"
     return proc, run
 
