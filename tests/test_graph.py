@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import shutil
+import warnings
 
 import pytest
 import torch
@@ -216,6 +217,36 @@ def test_a_step_that_cannot_be_captured_runs_eagerly_and_says_why(
     steps = graph.WARMUP_STEPS if waited else graph.WARMUP_STEPS + 1
     assert calls == [4] * steps and len(captures) == (0 if waited else 1)
     assert not step.fits(x, y)  # the caller runs every later step eagerly
+
+
+@pytest.mark.parametrize("step_waits", [False, True])
+def test_torchs_notice_that_the_sync_debug_mode_is_a_prototype_is_no_wait(monkeypatch, step_waits):
+    """torch 2.11 warns, once a process, as the debug mode is set: "Synchronization debug mode
+    is a prototype feature and does not yet detect all synchronizing operations". Read as the
+    step's wait, it held every run eager (found on an H200); only the step's own waits count."""
+    notice = (
+        "Synchronization debug mode is a prototype feature and does not yet detect all "
+        "synchronizing operations (Triggered internally at Module.cpp:1003.)"
+    )
+    modes = []
+
+    def set_mode(mode):
+        modes.append(mode)
+        if mode == "warn":
+            warnings.warn(notice, stacklevel=1)
+
+    def eager(self, x, y):
+        if step_waits:
+            warnings.warn("called a synchronizing CUDA operation", stacklevel=1)
+        return self.step(x, y)
+
+    monkeypatch.setattr(torch.cuda, "get_sync_debug_mode", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", set_mode)
+    monkeypatch.setattr(graph.GraphStep, "_eager_on_side_stream", eager)
+    step = graph.GraphStep(lambda x, y: (x.sum(), y.sum()))
+    out, waited = step._eager_watching_syncs(torch.ones(2, 3), torch.ones(2))
+    assert out[0] == 6 and modes == ["warn", 0]  # the mode is put back
+    assert waited == ("called a synchronizing CUDA operation" if step_waits else None)
 
 
 def test_training_goes_on_eagerly_when_the_capture_fails(monkeypatch, tmp_path, capsys, recwarn):

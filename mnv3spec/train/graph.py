@@ -182,13 +182,17 @@ class GraphStep:
         """An eager step under CUDA's sync debug mode ("warn"): its outputs, and the first
         synchronisation's message (None when the step never waited)."""
         before = torch.cuda.get_sync_debug_mode()
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with warnings.catch_warnings():
+            # torch's notice, once a process, that the mode "does not yet detect all
+            # synchronizing operations" is no wait of the step's (it held every step eager)
+            warnings.simplefilter("ignore")
             torch.cuda.set_sync_debug_mode("warn")
-            try:
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
                 out = self._eager_on_side_stream(x, labels)
-            finally:
-                torch.cuda.set_sync_debug_mode(before)
+        finally:
+            torch.cuda.set_sync_debug_mode(before)
         syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message)]
         return out, (syncs[0].strip().splitlines()[0] if syncs else None)
 
