@@ -142,6 +142,18 @@ def test_eval_and_infer_take_the_pte_as_they_take_a_checkpoint(exported, cli, tm
     assert "red.png" in result.stdout and "class" in result.stdout
 
 
+def test_a_program_renamed_bin_is_run_as_a_program_not_read_as_weights(exported, cli, tmp_path):
+    """Issue 31 hunt 19: a .pte renamed .bin was read as safetensors ("its header claims
+    3,616,764,631,084,695,612 bytes"); its bytes say what it is, its metadata is beside it."""
+    _, _, _, q = exported
+    renamed = tmp_path / "m.bin"
+    shutil.copy(q.path, renamed)
+    shutil.copy(phone.sidecar(q.path), phone.sidecar(renamed))
+    result = cli("eval", renamed, "--data", "synthetic", timeout=SLOW)
+    assert result.returncode == 0, result.stderr
+    assert f"top-1 {q.int8_top1:.2f}%" in result.stdout
+
+
 def test_latency_times_executorch_float_and_int8_in_the_same_rounds(cli):
     pytest.importorskip("executorch.runtime", reason=NOT_INSTALLED)
     result = cli(

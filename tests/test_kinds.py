@@ -151,6 +151,36 @@ def test_a_command_given_a_file_of_another_kind_names_it(files, args, name, mess
     assert (files / name).read_bytes() == before
 
 
+def test_a_renamed_file_is_taken_for_what_its_bytes_say(files, tmp_path):
+    """Issue 31 hunt 19: a checkpoint renamed .bin is exported, loaded by --init and named as a
+    checkpoint by the spec commands (it was "not a YAML spec" / "a binary file"); a program or an
+    image renamed .yaml is named as what it is, wherever a spec is read."""
+    from mnv3spec.deploy.runtimes import RUNTIMES, runtime_of
+    from mnv3spec.weights.init import read_state_dict
+
+    ck = tmp_path / "ck.bin"
+    ck.write_bytes((files / "best.safetensors").read_bytes())
+    result = run_cli("export", ck, "--format", "onnx", "--out", tmp_path / "x.onnx")
+    assert result.returncode == 0, result.stderr
+    assert file_kind(tmp_path / "x.onnx") == "onnx"
+    assert read_state_dict(ck).keys() == read_state_dict(files / "best.safetensors").keys()
+    pte = tmp_path / "program.bin"
+    pte.write_bytes((files / "model.pte").read_bytes())
+    assert runtime_of(pte) is RUNTIMES["executorch"] and runtime_of(ck) is None
+    png = tmp_path / "picture.yaml"
+    png.write_bytes((files / "image.png").read_bytes())
+    for path, said in [
+        (ck, "this is a safetensors weights file, not a YAML spec (eval, infer, export"),
+        (pte, "this is an ExecuTorch program (.pte), not a YAML spec (eval, infer and latency"),
+        (png, "this is an image, not a YAML spec (infer --images takes a folder of them)"),
+    ]:
+        for command in ("show", "validate"):
+            result = run_cli(command, path)
+            assert result.returncode == 2 and result.stdout == "", result.stdout
+            assert result.stderr.startswith(f"error: {path}: {said}")
+            assert len(result.stderr.splitlines()) == 1
+
+
 def test_an_onnx_file_without_the_onnx_extra_names_the_extra(files, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)  # import fails as if not installed
     result = run_cli("eval", files / "best.onnx")

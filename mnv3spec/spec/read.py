@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from ..errors import SpecError
+from ..kinds import KINDS, file_kind
 from ..text import printable, quoted
 from .limits import MAX_DEPTH, MAX_ROWS, MAX_SPEC_BYTES, MAX_VALUES
 
@@ -235,6 +236,7 @@ def read_text(path: Path) -> str:
     try:
         info = os.stat(path)  # links followed: what would be read
         if stat.S_ISREG(info.st_mode):
+            _not_another_kind(path)
             _check_size(info.st_size, file)
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
             with os.fdopen(fd, "rb") as f:
@@ -248,6 +250,17 @@ def read_text(path: Path) -> str:
         )
     _check_size(len(raw), file)
     return _decode(raw, file)
+
+
+def _not_another_kind(path: Path) -> None:
+    """A file whose bytes say it is a checkpoint, a program or an image is named as what it is
+    and where it goes (never by its name: a checkpoint renamed ``.bin`` is still one). A bare
+    pickle may be a dataset's batch as well as torch's: the reader calls it a binary file."""
+    found = KINDS.get(file_kind(path) or "")
+    if found is not None and found.name not in ("spec", "torch-save") and found.taken_by:
+        raise SpecError(
+            f"this is {found.description}, not a YAML spec ({found.taken_by})", file=str(path)
+        )
 
 
 def _kind(mode: int) -> str:

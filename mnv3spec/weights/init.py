@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError
+from ..kinds import file_kind
 from ..model.builder import SpecNet
 from . import timm
 from .checkpoint import carries_spec, check_file, load_model
@@ -33,13 +34,14 @@ SOURCES = "'torchvision', 'timm:NAME[.TAG]' or a state_dict file"
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A state_dict file: safetensors, or ``torch.load`` with ``weights_only=True``."""
-    if path.suffix == ".safetensors":
+    safetensors = path.suffix == ".safetensors" or file_kind(path) == "safetensors"
+    if safetensors:
         check_file(path)  # a folder, a pipe, a device or a huge header refused before reading
     elif not path.is_file():  # torch.load of a pipe or a device would never end
         problem = "not a file (a folder or a device)" if path.exists() else "no such file"
         raise CheckpointError(f"{problem}; starting weights are {SOURCES}", file=str(path))
     try:
-        if path.suffix == ".safetensors":
+        if safetensors:
             from safetensors.torch import load_file
 
             state = load_file(str(path))

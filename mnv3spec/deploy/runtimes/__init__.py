@@ -67,12 +67,12 @@ _ASKED = {"format": ("format", "format"), "choice": ("runtime", "to")}  # by →
 
 
 def runtime_of(path: str | Path) -> Runtime | None:
-    """The runtime that reads the file ``path``: by its bytes where the metadata is inside (an
-    ONNX model), by its suffix where it is beside (a phone program, whose signature is checked as
-    it is read); None for anything else (a checkpoint)."""
+    """The runtime that reads the file ``path``, by its bytes (a ``.pte`` renamed ``.bin`` is
+    still a program); a phone program is known by its suffix too, so a damaged one is refused by
+    its runtime's check of the signature, not read as a checkpoint. None for anything else."""
     kind, suffix = file_kind(path), Path(path).suffix.lower()
     for rt in RUNTIMES.values():
-        if rt.load is not None and (rt.suffix == suffix if rt.on_phone else rt.kind == kind):
+        if rt.load is not None and (rt.kind == kind or (rt.on_phone and rt.suffix == suffix)):
             return rt
     return None
 
