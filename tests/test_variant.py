@@ -178,6 +178,11 @@ BAD = [
         "v.yaml, line 4, column 3: rows.bneck99: the base small has no row named 'bneck99'; its "
         "rows are named: stem, bneck1,",
     ),
+    (  # a patch that sets nothing still names a row the base must have
+        "base: small\nname: x\nrows:\n  bneck99: {}\n",
+        "v.yaml, line 4, column 3: rows.bneck99: the base small has no row named 'bneck99'; its "
+        "rows are named: stem, bneck1,",
+    ),
     (
         "base: small\nname: x\nrows: {bneck2: 3}\n",
         "v.yaml, line 3, column 16: rows.bneck2: found an integer; allowed: a mapping of at most",

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import SpecError
 from ..text import quoted
-from .edits import DROP, REMOVE, Edit, Insert, Origin, Placed, Written
+from .edits import DROP, FIND, REMOVE, Edit, Insert, Origin, Placed, Written
 from .limits import MAX_ROWS
 from .read import Marks, Where, field_name, report
 
@@ -90,7 +90,8 @@ class Draft:
 
     def _row(self, edit: Edit) -> Placed | None:
         """The row ``edit`` names, for an edit of a row's field or of the table; else None."""
-        path, table = edit.path, edit.value is REMOVE or isinstance(edit.value, Insert)
+        path, value = edit.path, edit.value
+        table = value is REMOVE or value is FIND or isinstance(value, Insert)
         if self.rows is None or path[0] != "layers" or (len(path) < 3 and not table):
             return None
         if isinstance(path[1], int):
@@ -113,6 +114,8 @@ class Draft:
         return f"{self.subject} has no row named {quoted(name)}{removed}; its rows {listing}"
 
     def _make(self, edit: Edit, row: Placed | None, errors: Errors) -> None:
+        if edit.value is FIND:
+            return
         if edit.value is REMOVE:
             self.rows = [r for r in self.rows or () if r is not row]
             if isinstance(row.name, str):

@@ -89,9 +89,10 @@ class Change(Enum):
 
     DROP = "drop"  # drops the field or parameter (a variant's null)
     REMOVE = "remove"  # removes the row the path names
+    FIND = "find"  # names a row that must exist and changes nothing (a variant's empty patch)
 
 
-DROP, REMOVE = Change.DROP, Change.REMOVE
+DROP, REMOVE, FIND = Change.DROP, Change.REMOVE, Change.FIND
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,8 @@ class Edit:
     - ``(name,)``: a parameter the spec defines (``--set width=0.5``);
     - ``("params", name)``: a parameter, set or added (a variant's ``params:``);
     - ``("layers", row, field)``: a field of a row, named by its ``name`` (a string) or its index;
-    - ``("layers", row)`` with ``REMOVE`` or an :class:`Insert`: the table itself;
+    - ``("layers", row)`` with ``REMOVE`` or an :class:`Insert`: the table itself (``FIND``:
+      the row is only looked up);
     - any longer path: a place in the document (``--set`` takes any dotted key).
 
     ``value`` is what is set there (``DROP`` drops it); ``origin`` is where the edit came from."""

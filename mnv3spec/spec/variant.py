@@ -38,7 +38,7 @@ import yaml
 from ..errors import SpecError
 from ..text import kind_of, printable, quoted
 from .draft import Draft, Errors
-from .edits import DROP, REMOVE, Edit, Insert, Placed, Written, from_rows
+from .edits import DROP, FIND, REMOVE, Edit, Insert, Placed, Written, from_rows
 from .limits import MAX_BASES, MAX_FIELDS, MAX_PARAMS, MAX_ROWS
 from .read import Marks, Where, read_text, read_yaml, report, shipped_specs
 
@@ -305,6 +305,8 @@ def _row_edits(doc: dict, marks: Marks, errors: Errors) -> list[Edit]:
             )
             report(marks.error(message, where), errors)
             continue
+        if not patch:  # sets nothing, but names a row the base must have
+            edits.append(Edit(("layers", name), FIND, Written(marks, where, key=True)))
         edits += from_rows(  # an error names the row where the variant names it
             {name: patch}, lambda _, k, at=where: _written(marks, (*at, k), positions, at, True)
         )
