@@ -188,6 +188,17 @@ def test_the_last_step_asks_only_for_what_is_left_so_the_result_can_land_under_t
     assert any(d < delta for d in saved)  # sized to what was left: less than a full δ
 
 
+def test_the_last_step_asks_for_half_a_step_at_least_so_its_saving_is_not_lost_in_noise():
+    first = start()
+    delta = first.latency_ms * 0.2
+    target = first.latency_ms - 0.05 * delta  # a twentieth of a step left
+    steps = []
+    last = search(searcher(target, delta), first, steps.append)
+    assert len(steps) == 1 and last.latency_ms <= target - 0.45 * delta
+    assert all(r.d_ms >= delta / 2 for r in steps[0])
+    assert any(r.d_ms < delta for r in steps[0])
+
+
 def test_search_stops_at_the_target_and_prefers_cheap_edits():
     first = start()
     target = first.latency_ms * 0.85
