@@ -268,3 +268,17 @@ def test_a_chosen_network_keeps_its_latency_timed_again_beside_the_start():
     chosen = next(r for r in rows if r.chosen)
     assert again == [chosen.edits]
     assert chosen.latency_ms == pytest.approx(macs(chosen.edits))  # the honest figure
+
+
+def test_a_continued_search_numbers_its_steps_on(capsys):
+    """A search continued after step 2 shows "step 3" (it showed "step 1" while training s03-*)."""
+    from mnv3spec.adapt.steps import StepBar
+
+    bar = StepBar(2)
+    bar()
+    bar.close()
+    bar()
+    bar.close()
+    err = capsys.readouterr().err
+    assert "step 3: moves timed" in err and "step 4: moves timed" in err
+    assert "step 1:" not in err

@@ -60,7 +60,7 @@ def _search(s: files.AdaptSettings, say: Say, cluster: ClusterSettings | None) -
         first = trace.path(rows)[0] if rows else train_start(ctx, start)
         rows = rows or [first]
         trace.write(ctx.folder, rows)
-        bar = StepBar()
+        bar = StepBar(trace.path(rows)[-1].step)
         found = Search(
             target, delta, ctx.trained, ctx.moves_of, ctx.saving, ctx.paired, finetune(ctx, bar),
             ctx.confirmed, trace.path(rows)[0].latency_ms,

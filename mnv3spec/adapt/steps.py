@@ -107,11 +107,11 @@ class Context:
 
 class StepBar:
     """A progress bar per step, over the moves timed; opened by the first move, closed by the
-    step's end."""
+    step's end. Numbered on from ``done``, the steps a continued search had taken."""
 
-    def __init__(self) -> None:
+    def __init__(self, done: int = 0) -> None:
         self.bar = None
-        self.step = 0
+        self.step = done
 
     def __call__(self) -> None:
         if self.bar is None:
