@@ -225,13 +225,15 @@ def test_bad_spec_names_file_and_line(capsys):
             ["--resume", "{tmp}/taken", "--lr", "0.2"],
             "drop --lr (only --device, --compile and --no-graph",
         ),
-        (["--resume", "{tmp}/nothing"], "nothing is not a run folder"),
+        (["--resume", "{tmp}/nothing"], "nothing: --resume: no such folder; give a run folder"),
+        (["--resume", "{tmp}/empty"], "empty is not a run folder (no config.json, which a run"),
         ([], "give the SPEC to train"),
     ],
 )
 def test_run_folder_and_resume_rules(tmp_path, capsys, argv, message):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "metrics.csv").write_text("")
+    (tmp_path / "empty").mkdir()
     assert main(["train", *(a.format(tmp=tmp_path) for a in argv)]) == 2
     assert message in capsys.readouterr().err
 

@@ -41,7 +41,7 @@ def _request(tmp_path, value) -> str:
         ([1, 2], "v.json: not a training request (config or resume)"),
         ({"config": {"spec": "small"}}, "v.json: the field 'overrides' is missing"),
         ({"config": "small"}, "not a training request"),
-        ({"resume": "nosuch"}, "nosuch is not a run folder (no config.json)"),
+        ({"resume": "nosuch"}, "nosuch: resume: no such folder; give a run folder"),
     ],
 )
 def test_a_bad_request_is_refused_in_one_line(tmp_path, capsys, value, message):

@@ -272,8 +272,17 @@ class RunFolder:
                 file=str(self.path),
                 field="resume",
             )
-        if not os.path.lexists(file):
-            raise UserError(f"{shown(self.path)} is not a run folder (no {self.CONFIG})")
+        if not os.path.lexists(self.path):
+            raise UserError(
+                f"no such folder; give a run folder (the one holding {self.CONFIG}, e.g. runs/s1)",
+                file=str(self.path),
+                field="resume",
+            )
+        if not os.path.lexists(file):  # a run writes it first: this folder never held a run
+            raise UserError(
+                f"{shown(self.path)} is not a run folder (no {self.CONFIG}, which a run writes "
+                "first: no run started here); start a new run"
+            )
         fix = "restore it, or start a new run"  # a folder, a FIFO, deep or huge: refused
         values = read_json(file, what=f"the run's {self.CONFIG}", fix=fix, field="resume")
         if not isinstance(values, dict):
