@@ -7,6 +7,7 @@ import configparser
 import sys
 
 import pytest
+import torch
 
 from mnv3spec.deploy import runtimes
 from mnv3spec.deploy.quantize import int8_runtimes
@@ -96,3 +97,21 @@ def test_a_runtime_is_one_new_module_in_the_folder(tmp_path, monkeypatch):
 def test_two_runtimes_of_one_name_are_refused():
     with pytest.raises(ValueError, match="two runtimes share a name"):
         runtimes.discover([runtimes.torchscript, runtimes.torchscript])
+
+
+def test_a_program_that_fails_as_it_runs_is_one_line_naming_the_file(tmp_path):
+    """A runtime's error while running a program (a body damaged past the checks made as it
+    loads) is one paragraph naming the file and the runtime's first line, not its traceback."""
+    from types import SimpleNamespace
+
+    from mnv3spec.deploy.runtimes.phone import ProgramModel
+
+    def run(x):
+        raise RuntimeError("method forward failed: error 0x12\n\x1b[31mC++ stack\n  frame 1")
+
+    model = ProgramModel(tmp_path / "m.pte", SimpleNamespace(in_channels=3), 8, run)
+    with pytest.raises(UserError) as e:
+        model(torch.zeros(2, 3, 8, 8))
+    said = str(e.value)
+    assert said.startswith(f"{tmp_path / 'm.pte'}: the program failed as it ran (method forward")
+    assert "error 0x12); export it again" in said and "\n" not in said and "C++" not in said

@@ -33,6 +33,7 @@ from ...kinds import file_kind
 from ...model.builder import SpecNet
 from ...spec.load import load_spec
 from ...spec.read import read_yaml
+from ...text import printable
 from ...weights.checkpoint import metadata_problem
 from .record import FORMAT, Int8, Job, Progress, QuantizeResult, Runtime, Shapes, metadata
 
@@ -243,7 +244,14 @@ class ProgramModel(nn.Module):
                 file=str(self.path),
             )
         cpu = x.detach().to("cpu", torch.float32).contiguous()
-        return torch.cat([self._run(image[None]) for image in cpu]).to(x.device)
+        try:
+            return torch.cat([self._run(image[None]) for image in cpu]).to(x.device)
+        except (RuntimeError, ValueError) as e:  # the runtime's own words, first line only
+            lines = str(e).strip().splitlines() or [type(e).__name__]
+            said = printable(lines[0][:200])
+            raise UserError(
+                f"the program failed as it ran ({said}); export it again", file=str(self.path)
+            ) from None
 
 
 # --- int8 (PT2E) -------------------------------------------------------------------------------
