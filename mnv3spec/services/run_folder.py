@@ -266,23 +266,13 @@ class RunFolder:
         """config.json's settings as JSON values (training checks every field:
         :func:`~mnv3spec.train.config.config_from_json`)."""
         file = self / self.CONFIG
-        if self.path.exists() and not self.path.is_dir():
-            raise UserError(
-                f"is a file; give a run folder (the one holding {self.CONFIG}, e.g. runs/s1)",
-                file=str(self.path),
-                field="resume",
-            )
-        if not os.path.lexists(self.path):
-            raise UserError(
-                f"no such folder; give a run folder (the one holding {self.CONFIG}, e.g. runs/s1)",
-                file=str(self.path),
-                field="resume",
-            )
+        if not self.path.is_dir():
+            problem = "is a file" if os.path.lexists(self.path) else "no such folder"
+            give = f"give a run folder (the one holding {self.CONFIG}, e.g. runs/s1)"
+            raise UserError(f"{problem}; {give}", file=str(self.path), field="resume")
         if not os.path.lexists(file):  # a run writes it first: this folder never held a run
-            raise UserError(
-                f"{shown(self.path)} is not a run folder (no {self.CONFIG}, which a run writes "
-                "first: no run started here); start a new run"
-            )
+            why = f"no {self.CONFIG}, which a run writes first: no run started here"
+            raise UserError(f"{shown(self.path)} is not a run folder ({why}); start a new run")
         fix = "restore it, or start a new run"  # a folder, a FIFO, deep or huge: refused
         values = read_json(file, what=f"the run's {self.CONFIG}", fix=fix, field="resume")
         if not isinstance(values, dict):
