@@ -236,7 +236,8 @@ def read_text(path: Path) -> str:
     try:
         info = os.stat(path)  # links followed: what would be read
         if stat.S_ISREG(info.st_mode):
-            _not_another_kind(path)
+            if info.st_size > MAX_SPEC_BYTES:
+                _not_another_kind(path)
             _check_size(info.st_size, file)
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
             with os.fdopen(fd, "rb") as f:
@@ -254,7 +255,8 @@ def read_text(path: Path) -> str:
 
 def _not_another_kind(path: Path) -> None:
     """A file whose bytes say it is a checkpoint, a program or an image is named as what it is
-    and where it goes (never by its name: a checkpoint renamed ``.bin`` is still one). A bare
+    and where it goes (never by its name: a checkpoint renamed ``.bin`` is still one). Asked
+    only of a file already refused, so a spec is opened once. A bare
     pickle may be a dataset's batch as well as torch's: the reader calls it a binary file."""
     found = KINDS.get(file_kind(path) or "")
     if found is not None and found.name not in ("spec", "torch-save") and found.taken_by:
@@ -290,10 +292,12 @@ def _decode(raw: bytes, file: str) -> str:
     if wide:
         raise SpecError(f"this is {wide} text; save it as UTF-8", file=file)
     if b"\0" in raw[:4096]:
+        _not_another_kind(Path(file))
         raise SpecError("this is a binary file (a dataset or weights?), not a YAML spec", file=file)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
+        _not_another_kind(Path(file))
         raise SpecError("not UTF-8 text, so not a YAML spec", file=file) from None
 
 

@@ -67,14 +67,14 @@ _ASKED = {"format": ("format", "format"), "choice": ("runtime", "to")}  # by →
 
 
 def runtime_of(path: str | Path) -> Runtime | None:
-    """The runtime that reads the file ``path``, by its bytes (a ``.pte`` renamed ``.bin`` is
-    still a program); a phone program is known by its suffix too, so a damaged one is refused by
-    its runtime's check of the signature, not read as a checkpoint. None for anything else."""
+    """The runtime that reads the file ``path``: a phone runtime's by its suffix, so a damaged
+    or foreign ``.pte`` is refused by that runtime's check of the signature, not read as a
+    checkpoint; else by its bytes (a ``.pte`` renamed ``.bin`` is still a program). None for
+    anything else."""
     kind, suffix = file_kind(path), Path(path).suffix.lower()
-    for rt in RUNTIMES.values():
-        if rt.load is not None and (rt.kind == kind or (rt.on_phone and rt.suffix == suffix)):
-            return rt
-    return None
+    loaders = [rt for rt in RUNTIMES.values() if rt.load is not None]
+    named = [rt for rt in loaders if rt.on_phone and rt.suffix == suffix]
+    return next(iter(named or [rt for rt in loaders if rt.kind == kind]), None)
 
 
 def load_any(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
