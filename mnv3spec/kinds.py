@@ -183,6 +183,12 @@ KINDS: dict[str, Kind] = {
 }
 
 
+def named_or_is(path: str | Path, kind: str) -> bool:
+    """Whether ``path`` is a file of ``kind``: named like one (a damaged one is then refused by
+    its reader, in its words), or one by its bytes under any name (a checkpoint renamed .bin)."""
+    return Path(path).suffix in KINDS[kind].suffixes or file_kind(path) == kind
+
+
 def file_kind(path: str | Path) -> str | None:
     """The kind of ``path`` (a key of :data:`KINDS`), judged by its signature bytes; None when it
     is not a regular file (missing, a folder, a pipe or a device: the readers say which)."""

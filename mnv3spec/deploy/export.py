@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import ExportError, UserError
-from ..kinds import file_kind
+from ..kinds import named_or_is
 from ..model.builder import SpecNet, build
 from ..model.memory import check_fits
 from ..model.parity import Difference, max_difference
@@ -52,7 +52,7 @@ def load_source(
 ) -> tuple[SpecNet, dict | None]:
     """A checkpoint (``.safetensors``, rebuilt from its metadata) or a spec with random weights;
     returns ``(model in eval mode, the checkpoint's metadata or None for a spec)``."""
-    if Path(source).suffix == ".safetensors" or file_kind(source) == "safetensors":
+    if named_or_is(source, "safetensors"):
         if overrides:
             raise UserError(
                 "overrides change a spec; a checkpoint carries its own (export its spec instead)",

@@ -256,8 +256,8 @@ def read_text(path: Path) -> str:
 def _not_another_kind(path: Path) -> None:
     """A file whose bytes say it is a checkpoint, a program or an image is named as what it is
     and where it goes (never by its name: a checkpoint renamed ``.bin`` is still one). Asked
-    only of a file already refused, so a spec is opened once. A bare
-    pickle may be a dataset's batch as well as torch's: the reader calls it a binary file."""
+    only of a file already refused, so a spec is opened once. A bare pickle may be a dataset's
+    batch as well as torch's: the reader calls it a binary file."""
     found = KINDS.get(file_kind(path) or "")
     if found is not None and found.name not in ("spec", "torch-save") and found.taken_by:
         raise SpecError(

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError
-from ..kinds import file_kind
+from ..kinds import named_or_is
 from ..model.builder import SpecNet
 from . import timm
 from .checkpoint import carries_spec, check_file, load_model
@@ -34,7 +34,7 @@ SOURCES = "'torchvision', 'timm:NAME[.TAG]' or a state_dict file"
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A state_dict file: safetensors, or ``torch.load`` with ``weights_only=True``."""
-    safetensors = path.suffix == ".safetensors" or file_kind(path) == "safetensors"
+    safetensors = named_or_is(path, "safetensors")
     if safetensors:
         check_file(path)  # a folder, a pipe, a device or a huge header refused before reading
     elif not path.is_file():  # torch.load of a pipe or a device would never end
