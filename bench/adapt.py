@@ -9,13 +9,15 @@ target ``--target-ratio`` (0.6) × its measured latency, δ = ``--step`` (0.05) 
 trained on the 6,000-image Fashion-MNIST subset (``--train-subset``), proposals scored on 1,000
 held-out training images; the adapted spec and both baselines retrained from scratch with
 ``--seeds`` seeds (2), test top-1 on the official 10,000 test images. The same command continues
-an interrupted bench. Prints the table, the wall time, and the share of it spent exporting and
-timing (from the latency cache).
+an interrupted bench. Prints the table, the wall time (summed over the processes of a continued
+bench, from the folder's bench-time.json), and the share of it spent exporting and timing (from
+the latency cache).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -26,7 +28,9 @@ sys.path.insert(0, str(ROOT))
 from mnv3spec.adapt.folder import AdaptSettings  # noqa: E402
 from mnv3spec.adapt.run import adapt, spec_path  # noqa: E402
 from mnv3spec.adapt.timing import Cache  # noqa: E402
-from mnv3spec.errors import UserError  # noqa: E402
+from mnv3spec.errors import SearchError, UserError  # noqa: E402
+
+LEDGER = "bench-time.json"  # each process of the bench: its wall time and its part of the search
 
 
 def settings(args: argparse.Namespace) -> AdaptSettings:
@@ -74,20 +78,24 @@ def main() -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default="bench-adapt")
     args = p.parse_args()
-    started = time.perf_counter()
+    out, started = Path(args.out), time.time()
     try:
         outcome = adapt(settings(args), lambda line: print(line, flush=True))
-    except UserError as e:
+    except SearchError as e:  # stopped short of the target: its time counts
+        _record(out, started)
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
-    wall = time.perf_counter() - started
-    timing = sum(m.seconds for m in Cache(Path(args.out)).read().entries.values())
+    except UserError as e:  # refused: nothing ran, nothing is written
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    processes = _record(out, started)
+    wall = sum(p["seconds"] for p in processes)
+    searched = sum(p["search_seconds"] for p in processes)
+    timing = sum(m.seconds for m in Cache(out).read().entries.values())
     print(outcome.table)
-    print(f"wall {wall / 60:.1f} min, of which export and timing {_share(timing, wall)}")
-    searched = _search_seconds(Path(args.out))
-    if searched is not None:
-        print(f"the search (start to last step): {searched / 60:.1f} min, of which export and "
-              f"timing {_share(timing, searched)}")  # fmt: skip
+    print(f"wall {wall / 60:.1f} min over {len(processes)} process(es), of which export and "
+          f"timing {_share(timing, wall)}")  # fmt: skip
+    print(f"the search (start to last step): {searched / 60:.1f} min")
     return 0
 
 
@@ -95,13 +103,17 @@ def _share(part: float, whole: float) -> str:
     return f"{part / 60:.1f} min ({100 * part / whole:.0f} %, from latency.json)"
 
 
-def _search_seconds(folder: Path) -> float | None:
-    """From adapt.json's writing (the folder claimed) to trace.csv's last (the last step), when
-    this run made the folder (a continued bench has no such span)."""
-    settings, trace = folder / "adapt.json", folder / "trace.csv"
-    if not (settings.exists() and trace.exists()):
-        return None
-    return trace.stat().st_mtime - settings.stat().st_mtime
+def _record(folder: Path, started: float) -> list[dict]:
+    """This process's wall time, and its part of the search (from its start to trace.csv's last
+    writing, if it wrote one), added to the folder's ledger; every process's entries, returned.
+    A continued bench sums its processes (one killed with -9 records nothing)."""
+    ledger, trace, ended = folder / LEDGER, folder / "trace.csv", time.time()
+    processes = json.loads(ledger.read_text()) if ledger.exists() else []
+    last = trace.stat().st_mtime if trace.exists() else 0.0
+    searched = last - started if last >= started else 0.0
+    processes.append({"started": started, "seconds": ended - started, "search_seconds": searched})
+    ledger.write_text(json.dumps(processes, indent=1))
+    return processes
 
 
 if __name__ == "__main__":
