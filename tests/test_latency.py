@@ -33,6 +33,22 @@ def test_rounds_alternate_so_no_runner_always_goes_first():
     assert all(t >= 0 for v in times.values() for t in v)
 
 
+def test_specs_share_the_rounds_so_a_machine_slowing_down_slows_each_alike(monkeypatch):
+    """Two networks timed one after the other on a machine that slows down (each call takes a
+    tick longer than the last) would differ by the whole drift; in the same rounds, by a tick."""
+    ticks = iter(range(10_000))
+    monkeypatch.setattr(measure, "_time_one", lambda run, device: float(next(ticks)))
+    rows = measure.measure(
+        [SMALL, SMALL], widths=(0.25,), devices=["cpu"], backends=("eager", "channels_last"),
+        resolution=32, runs=40, warmup=1,
+    )  # fmt: skip
+    assert [(r.spec, r.backend) for r in rows] == [
+        ("mobilenet_v3_small", "eager"), ("mobilenet_v3_small", "channels_last")
+    ] * 2  # fmt: skip
+    medians = [r.median_ms for r in rows]
+    assert max(medians) - min(medians) <= 3  # 4 runners: one round is 4 ticks, 40 rounds 160
+
+
 def test_time_model_times_one_network_on_a_runtime_as_export_lowers_it():
     """The entry a search calls: a built network, a backend or runtime, an example; median and
     spread in ms."""
