@@ -16,6 +16,7 @@ from mnv3spec.adapt.search import (
     run_step,
     search,
     smallest_step,
+    trim,
 )
 from mnv3spec.adapt.timing import Measured
 from mnv3spec.adapt.trace import TraceRow
@@ -47,9 +48,9 @@ def saving_of(edits, parent) -> float:
     return macs(parent) - macs(edits)
 
 
-def finetune(step, proposals, parent):
+def finetune(step, proposals, parent, first=0):
     return [(parent.holdout_top1 - COST[p.move.kind], f"runs/{step}-{i}") for i, p in
-            enumerate(proposals)]  # fmt: skip
+            enumerate(proposals, first)]  # fmt: skip
 
 
 def start() -> TraceRow:
@@ -123,8 +124,8 @@ def test_choice_is_the_best_gain_per_ms():
 
 
 def test_a_failed_fine_tune_is_passed_over_and_the_search_goes_on():
-    def tune(step, proposals, parent):
-        scored = finetune(step, proposals, parent)
+    def tune(step, proposals, parent, first=0):
+        scored = finetune(step, proposals, parent, first)
         cheapest = max(range(len(proposals)), key=lambda i: scored[i][0])
         return [
             (None, run) if i == cheapest else (top1, run) for i, (top1, run) in enumerate(scored)
@@ -135,7 +136,7 @@ def test_a_failed_fine_tune_is_passed_over_and_the_search_goes_on():
     failed = [r for r in rows if r.holdout_top1 == 0.0]
     assert len(failed) == 1 and not failed[0].chosen
     assert sum(r.chosen for r in rows) == 1
-    everyone_fails = lambda step, props, parent: [(None, "runs/x") for _ in props]  # noqa: E731
+    everyone_fails = lambda step, props, parent, first: [(None, "runs/x") for _ in props]  # noqa: E731
     with pytest.raises(SearchError, match="every proposal's fine-tune failed"):
         run_step(searcher(0.0, first.latency_ms * 0.01, tune=everyone_fails), first, lambda: None)
 
@@ -160,6 +161,55 @@ def test_a_proposal_that_saves_nothing_measured_whole_is_not_taken():
     noisy = lambda edits, parent: Measured(macs(edits), 0.5, 0, 0, macs(parent), 1e6)  # noqa: E731
     with pytest.raises(SearchError, match="noise"):
         run_step(searcher(0.0, first.latency_ms * 0.01, measure=noisy), first, lambda: None)
+
+
+def deep_exp_cut(multiples=6):
+    """bneck3's expansion cut ``multiples`` divisors deep, and a search whose step needs a third
+    of what that saves."""
+    move = mv.Move("exp", ("bneck3",))
+    edits, words = mv.shrunk(spec_of({}), {}, move, multiples)
+    saved = macs({}) - macs(edits)
+    return Proposal(move, words, edits, saved / 3, multiples), searcher(0.0, saved / 3)
+
+
+def test_a_cut_that_saves_far_more_than_the_step_needs_is_trimmed_to_about_what_it_needs():
+    deep, s = deep_exp_cut()
+    parent, measured = start(), []
+
+    def measure(edits, parent_edits):
+        measured.append(edits)
+        return latency_of(edits, parent_edits)
+
+    s = dataclasses.replace(s, latency_of=measure)
+    trimmed, m = trim(s, spec_of({}), parent, deep, latency_of(deep.edits, {}))
+    assert 1 < trimmed.multiples < deep.multiples and trimmed.move == deep.move
+    assert trimmed.edits == {"bneck3": {"exp": 72 - 8 * trimmed.multiples}}
+    cut = parent.latency_ms - m.median_ms
+    assert s.delta_ms <= cut < 2 * s.delta_ms and trimmed.saved_ms == cut
+    assert 1 <= len(measured) <= 2  # each trim measured whole, at most TRIMS
+
+
+def test_a_trim_that_falls_short_keeps_the_deep_cut():
+    deep, s = deep_exp_cut()
+    short = lambda edits, parent: Measured(macs(parent), 0.1, 0, 0, macs(parent), 0.01)  # noqa: E731
+    s = dataclasses.replace(s, latency_of=short)  # every shallower cut measures no saving
+    assert trim(s, spec_of({}), start(), deep, latency_of(deep.edits, {})) is None
+    close = Measured(macs({}) - 1.4 * s.delta_ms, 0.1, 0, 0, macs({}), 0.01)
+    assert trim(s, spec_of({}), start(), deep, close) is None  # within 1.5 × the need: kept
+
+
+def test_a_step_takes_the_trim_fine_tuned_after_its_proposals_and_keeps_the_deep_cut_on_record():
+    """Rows predicted to save a fifth of what they do: the step's cut, sized by them, is deep."""
+    first = start()
+    low = lambda edits, parent: (macs(parent) - macs(edits)) / 5  # noqa: E731
+    s = dataclasses.replace(searcher(0.0, first.latency_ms * 0.01), saving_of=low)
+    rows = run_step(s, first, lambda: None)
+    chosen = next(r for r in rows if r.chosen)
+    assert chosen is rows[-1] and chosen.measured and chosen.run == f"runs/1-{len(rows) - 1}"
+    deep = next(
+        r for r in rows[:-1] if r.measured and r.edit.split()[:2] == chosen.edit.split()[:2]
+    )
+    assert not deep.chosen and deep.d_ms > chosen.d_ms >= s.delta_ms
 
 
 def test_the_noise_of_a_saving_is_that_of_its_rounds_not_of_either_network():

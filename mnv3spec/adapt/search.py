@@ -9,13 +9,16 @@ saving the timing can tell from its noise): 1, 2, 4… divisors, then the
 deepest the row allows. Every such proposal is fine-tuned from the parent and scored on held-out
 training images; in order of ΔTop-1 / |ΔLatency|, the proposals are then measured whole, timed
 in the same rounds as the parent, and the first whose measured saving clears the timing's noise
-becomes the parent. Until its latency — the start's, times the ratios measured beside each
+is chosen — or, when it saved well over what the step needs, a shallower shrink of the same move
+that still saves it, measured whole and fine-tuned too (:func:`trim`) — and becomes the parent.
+Until its latency — the start's, times the ratios measured beside each
 parent — is at most the target.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,6 +29,9 @@ from .timing import Measured
 from .trace import TraceRow
 
 MEASURED_AT_MOST = 3  # proposals measured whole in a step before it gives up
+TRIM_ABOVE = 1.5  # a chosen shrink measured to save more than this × what the step needs: trimmed
+TRIM_AIM = 1.25  # a trimmed shrink is sized to save this × what the step needs
+TRIMS = 2  # shallower shrinks of a chosen move measured whole, at most
 
 
 @dataclass(frozen=True)
@@ -33,7 +39,8 @@ class Proposal:
     move: Move
     edit: str  # what changes, in words
     edits: Edits  # every edit so far, this one included
-    saved_ms: float  # the saving its rows predict (:mod:`.rows`)
+    saved_ms: float  # the saving its rows predict (:mod:`.rows`); a trimmed one's, measured
+    multiples: int = 1  # how many divisors deep it shrinks
 
 
 @dataclass(frozen=True)
@@ -43,8 +50,8 @@ class Search:
     rows that differ, the latency of a set of edits measured whole beside its parent's (the
     parent's median in those rounds in ``parent_ms``, the noise of its saving in ``noise_ms``),
     the fine-tune, which gives each proposal's held-out top-1 (None: its training failed) and
-    run folder, and the latency of a chosen set of edits timed again beside the start (whose
-    recorded latency is ``start_ms``)."""
+    run folder (the step's proposals numbered from its last argument), and the latency of a
+    chosen set of edits timed again beside the start (whose recorded latency is ``start_ms``)."""
 
     target_ms: float
     delta_ms: float
@@ -52,7 +59,7 @@ class Search:
     moves_of: Callable[[Spec], list[Move]]
     saving_of: Callable[[Edits, Edits], float]
     latency_of: Callable[[Edits, Edits], Measured]
-    finetune: Callable[[int, list[Proposal], TraceRow], list[tuple[float | None, str]]]
+    finetune: Callable[[int, list[Proposal], TraceRow, int], list[tuple[float | None, str]]]
     confirm: Callable[[Edits], Measured]
     start_ms: float
 
@@ -83,7 +90,7 @@ def smallest_step(s: Search, spec: Spec, parent: TraceRow, move: Move) -> Propos
             continue
         saved = s.saving_of(edits, parent.edits)
         if saved >= s.needed(parent):
-            return Proposal(move, words, edits, saved)
+            return Proposal(move, words, edits, saved, multiples)
         multiples *= 2
 
 
@@ -152,6 +159,62 @@ def accept(s: Search, parent: TraceRow, proposals: list[Proposal], order: list[i
     return None, measured
 
 
+def trim(
+    s: Search, spec: Spec, parent: TraceRow, p: Proposal, m: Measured
+) -> tuple[Proposal, Measured] | None:
+    """A shallower shrink of the chosen move ``p`` (measured ``m`` beside the parent), when that
+    saved over :data:`TRIM_ABOVE` × what the step needs. The row look-up sizes a move from rows
+    timed alone, in doublings of the divisor, and whole networks saved up to twice what it said
+    (a bench's exp bneck10 576→64 saved 0.34 ms where 0.16 were needed): a cut deeper than the
+    step needs costs accuracy for nothing. Sized from the measured saving per divisor (then
+    halfway, once one fell short), each is measured whole beside the parent and kept while it
+    still saves what is needed above the noise; None when none does."""
+    need, short, best, best_m = s.needed(parent), 0, p, m
+    for _ in range(TRIMS):
+        saved = parent.latency_ms - best_m.median_ms
+        if saved <= TRIM_ABOVE * need:
+            break
+        sized = math.ceil(best.multiples * TRIM_AIM * need / saved)
+        multiples = max(sized, short + 1) if not short else (short + best.multiples + 1) // 2
+        found = shrunk(spec, parent.edits, p.move, multiples)
+        if multiples >= best.multiples or found is None:
+            break
+        edits, words = found
+        if not same_layers(spec, s.spec_of(edits)):
+            break
+        candidate = Proposal(p.move, words, edits, 0.0, multiples)
+        cm = _measured(s, parent, candidate)
+        cut = parent.latency_ms - cm.median_ms
+        if cut >= need and cut > cm.noise_ms:
+            best, best_m = dataclasses.replace(candidate, saved_ms=cut), cm
+        else:
+            short = multiples
+    return None if best is p else (best, best_m)
+
+
+def _trimmed(
+    s: Search,
+    parent: TraceRow,
+    proposals: list[Proposal],
+    results: list[tuple[float | None, str]],
+    measured: dict[int, Measured],
+    chosen: int,
+) -> int:
+    """``chosen``, or its :func:`trim`, fine-tuned like the step's proposals and added to them
+    (and to ``results`` and ``measured``): the index of the one the step takes."""
+    found = trim(s, s.spec_of(parent.edits), parent, proposals[chosen], measured[chosen])
+    if found is None:
+        return chosen
+    p, m = found
+    ((top1, run),) = s.finetune(parent.step + 1, [p], parent, len(proposals))
+    if top1 is None:  # its training failed: the deeper shrink stands
+        return chosen
+    proposals.append(p)
+    results.append((top1, run))
+    measured[len(proposals) - 1] = m
+    return len(proposals) - 1
+
+
 def step_rows(
     step: int,
     parent: TraceRow,
@@ -186,7 +249,7 @@ def run_step(s: Search, parent: TraceRow, progress: Callable[[], None]) -> list[
             "smaller step, or the moves kernel and se, may reach further); the best reached is "
             "kept"
         )
-    results = s.finetune(parent.step + 1, proposals, parent)
+    results = s.finetune(parent.step + 1, proposals, parent, 0)
     order = ranked(parent, proposals, [top1 for top1, _ in results])
     if not order:
         raise SearchError(f"every proposal's fine-tune failed (see logs/): {where}")
@@ -199,6 +262,7 @@ def run_step(s: Search, parent: TraceRow, progress: Callable[[], None]) -> list[
             f"latency runs, a quieter machine or a larger step may help): {where}; the best "
             "reached is kept"
         )
+    chosen = _trimmed(s, parent, proposals, results, measured, chosen)
     measured[chosen] = on_scale(s.confirm(proposals[chosen].edits), s.start_ms)
     return step_rows(parent.step + 1, parent, proposals, results, measured, chosen)
 

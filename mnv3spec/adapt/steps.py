@@ -140,17 +140,17 @@ def train_start(ctx: Context, latency: Measured) -> TraceRow:
 
 
 def finetune(ctx: Context, bar: StepBar):
-    """The fine-tune of a step's proposals, from the parent's weights; a proposal whose training
-    failed scores None (the search passes it over and goes on)."""
+    """The fine-tune of a step's proposals, from the parent's weights, numbered from ``first``;
+    a proposal whose training failed scores None (the search passes it over and goes on)."""
 
     def run(
-        step: int, proposals: list[Proposal], parent: TraceRow
+        step: int, proposals: list[Proposal], parent: TraceRow, first: int = 0
     ) -> list[tuple[float | None, str]]:
         weights = ctx.folder / parent.run / RunFolder.BEST
         seed = ctx.s.training.get("seed") or 0
         changes = finetune_changes(weights, ctx.s.finetune_steps, ctx.s.holdout, seed)
         jobs = []
-        for i, p in enumerate(proposals):
+        for i, p in enumerate(proposals, first):
             name = f"s{step:02d}-{i:02d}-{slug(p.edit)}"
             spec = files.write_variant(
                 ctx.folder / "specs" / f"{name}.yaml", ctx.s.spec, f"{ctx.base.name}_{name}",
