@@ -348,6 +348,21 @@ def test_an_unavailable_device_names_the_flag(capsys):
     )
 
 
+def test_a_default_folder_left_by_a_start_stopped_before_its_settings_is_named_as_such(
+    tmp_path, capsys
+):
+    """A start killed before config.json leaves NAME with its lock: the next takes NAME-2 (a
+    start under way looks the same) and says NAME holds no run, rather than one to resume."""
+    taken = tmp_path / "small-w0.25-synthetic"
+    taken.mkdir()
+    (taken / ".lock").write_text("")
+    assert main(["train", *TINY, "--epochs", "1", "--out", str(tmp_path)]) == 0
+    start = next(line for line in capsys.readouterr().out.splitlines() if "| " in line)
+    assert start.endswith(f"| {taken}-2 (new: {taken} holds no run's settings; delete it if no "
+                          "run is starting there)")  # fmt: skip
+    assert [p.name for p in taken.iterdir()] == [".lock"]  # left as it was
+
+
 def test_a_rerun_says_on_its_start_line_that_the_default_folder_holds_a_run(tiny_run, tmp_path):
     """Re-running a command makes NAME-2 beside NAME (never overwrites it) and says so."""
     assert "(new: " not in tiny_run.stdout

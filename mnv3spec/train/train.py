@@ -116,6 +116,8 @@ def _numbered(folder: RunFolder, base: str) -> str:
     taken = folder.path.parent / base
     if folder.path == taken:
         return ""
+    if not RunFolder(taken).holds_run():  # never started, or starting now in another process
+        return f" (new: {taken} holds no run's settings; delete it if no run is starting there)"
     return f" (new: {taken} holds a run; resume it to continue that one)"
 
 
