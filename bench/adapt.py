@@ -73,7 +73,7 @@ def main() -> int:
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--holdout", type=int, default=1000)
     p.add_argument("--train-subset", type=int, default=6000)
-    p.add_argument("--latency-runs", type=int, default=30)
+    p.add_argument("--latency-runs", type=int, default=200)
     p.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default="bench-adapt")

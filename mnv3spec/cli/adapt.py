@@ -77,7 +77,7 @@ def add_adapt(sub: argparse._SubParsersAction) -> None:
     add("--retrain-seeds", type=number(int, 1), default=1, help="seeds 0..N-1 (default 1)")
     add("--moves", nargs="+", choices=["kernel", "se"], default=[], help=MOVES)
     add("--no-baselines", action="store_true", help="retrain the result only")
-    add("--latency-runs", type=number(int, 1), default=30, help="timed calls a network (30)")
+    add("--latency-runs", type=number(int, 1), default=200, help="timed calls a network (200)")
     add("--latency-warmup", type=number(int, 1), default=5, help="untimed calls first (5)")
     add_cluster_options(p)
     passed = p.add_argument_group(
