@@ -175,7 +175,7 @@ def trim(
         if saved <= TRIM_ABOVE * need:
             break
         sized = math.ceil(best.multiples * TRIM_AIM * need / saved)
-        multiples = max(sized, short + 1) if not short else (short + best.multiples + 1) // 2
+        multiples = (short + best.multiples + 1) // 2 if short else sized
         found = shrunk(spec, parent.edits, p.move, multiples)
         if multiples >= best.multiples or found is None:
             break
