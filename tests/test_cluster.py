@@ -53,21 +53,30 @@ def cluster():
         from ray.cluster_utils import Cluster
 
         head = {**NODE, "num_cpus": 0, "include_dashboard": False}
-        c = Cluster(initialize_head=True, head_node_args=head)
+        # the nodes as a terminal starts them, even where the suite runs in the background
+        # (`cmd &`, SIGINT ignored, which every process of a node would inherit)
+        ignored, c = signal.signal(signal.SIGINT, signal.SIG_DFL), None
         try:
+            c = Cluster(initialize_head=True, head_node_args=head)
             for _ in range(2):
                 c.add_node(**NODE, num_cpus=1)
+            signal.signal(signal.SIGINT, ignored)
             c.wait_for_nodes()
             yield c
         finally:
-            c.shutdown()
+            signal.signal(signal.SIGINT, ignored)
+            if c is not None:
+                c.shutdown()
 
 
 def cli_process(*args: str, **kwargs) -> subprocess.Popen:
     """``python cli.py ARGS`` as a process of its own, for what signals or kills the driver."""
     env = {**os.environ, **LOOPBACK, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, str(ROOT / "cli.py"), *args]
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, text=True, **kwargs)
+    # Ctrl-C as at a terminal even where the suite runs in the background (`cmd &`), which starts
+    # its children with SIGINT ignored: Python then never raises KeyboardInterrupt
+    default = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, text=True, preexec_fn=default, **kwargs)
 
 
 def wait_for(condition, timeout: float = 300, what: str = "") -> None:
