@@ -176,8 +176,10 @@ def trim(
             break
         sized = math.ceil(best.multiples * TRIM_AIM * need / saved)
         multiples = (short + best.multiples + 1) // 2 if short else sized
+        if multiples >= best.multiples:
+            break
         found = shrunk(spec, parent.edits, p.move, multiples)
-        if multiples >= best.multiples or found is None:
+        if found is None:
             break
         edits, words = found
         if not same_layers(spec, s.spec_of(edits)):
