@@ -51,6 +51,7 @@ def settings(args: argparse.Namespace) -> AdaptSettings:
         overrides={"si": 2},
         step=args.step,
         finetune_steps=args.finetune_steps,
+        finetune_lr=args.finetune_lr,
         retrain_epochs=args.retrain_epochs,
         retrain_seeds=args.seeds,
         holdout=args.holdout,
@@ -70,6 +71,7 @@ def main() -> int:
     p.add_argument("--batch", type=int, help="every training's (default: the recipe's, 128)")
     p.add_argument("--retrain-epochs", type=int, default=20)
     p.add_argument("--finetune-steps", type=int, default=50)
+    p.add_argument("--finetune-lr", type=float, help="default: a tenth of the training's")
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--holdout", type=int, default=1000)
     p.add_argument("--train-subset", type=int, default=6000)

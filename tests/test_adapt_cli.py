@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import filecmp
+import json
 import os
 import shutil
 import signal
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from mnv3spec.adapt.search import REFERENCE
 from mnv3spec.files import locked_folder
 
 from .conftest import ROOT, run_cli
@@ -85,6 +87,14 @@ def test_the_trace_holds_every_proposal_and_one_choice_per_step(searched):
     for r in rows:
         assert (out / r["run"] / "best.safetensors").is_file()
         assert float(r["latency_ms"]) > 0 and r["spread_ms"] and r["holdout_top1"]
+    for step in steps - {0}:  # each step's reference: its parent fine-tuned as its proposals
+        (ref,) = [r for r in rows if int(r["step"]) == step and r["edit"] == REFERENCE]
+        parent = next(r for r in rows if int(r["step"]) == step - 1 and r["chosen"] == "1")
+        assert ref["edits"] == parent["edits"] and ref["chosen"] == "0"
+        assert ref["run"] == f"runs/s{step:02d}-parent"
+        config = json.loads((out / ref["run"] / "config.json").read_text())
+        assert config["lr"] == pytest.approx(0.01) and config["steps_per_epoch"] == 2  # seed's / 10
+        assert config["init"] == str(out / parent["run"] / "best.safetensors")
 
 
 def test_the_same_command_again_changes_nothing(searched, tmp_path):
@@ -128,6 +138,15 @@ def test_two_searches_never_share_a_folder(searched, tmp_path):
     with locked_folder(out, "adapt"):
         _unchanged(out, tmp_path, adapt_args(out, "--no-baselines"), "in use by another adapt")
     _unchanged(out, tmp_path, adapt_args(out), "holds another search", "baselines")
+
+
+@pytest.mark.parametrize("value", ["0", "-0.1", "nan", "inf", "1e400", "abc"])
+def test_a_finetune_lr_not_above_zero_or_not_finite_is_refused(tmp_path, value):
+    out = tmp_path / "adapt"
+    r = run_cli("adapt", TINY, "--target-ratio", "0.5", "--finetune-lr", value, "--out", str(out))
+    last = r.stderr.strip().splitlines()[-1]  # after argparse's usage
+    assert r.returncode == 2 and last.startswith("mnv3spec adapt: error: argument --finetune-lr")
+    assert not out.exists()
 
 
 def test_nothing_to_do_when_the_start_meets_the_target(tmp_path):

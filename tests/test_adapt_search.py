@@ -10,6 +10,7 @@ import pytest
 
 from mnv3spec.adapt import moves as mv
 from mnv3spec.adapt.search import (
+    REFERENCE,
     Proposal,
     Search,
     ranked,
@@ -114,13 +115,48 @@ def test_an_expansion_never_appears_or_goes():
 
 
 def test_choice_is_the_best_gain_per_ms():
-    parent = start()
     m = mv.Move("exp", ("bneck1",))
     props = [Proposal(m, "a", {}, d) for d in (1.0, 4.0)]
-    assert ranked(parent, props, [49.0, 47.0]) == [1, 0]  # -1/1 < -3/4
-    assert ranked(parent, props, [49.5, 47.0]) == [0, 1]  # -0.5/1 > -3/4
-    assert ranked(parent, props, [51.0, 51.0]) == [0, 1]  # +1/1 > +1/4
-    assert ranked(parent, props, [None, 10.0]) == [1]  # a failed fine-tune is never chosen
+    assert ranked(50.0, props, [49.0, 47.0]) == [1, 0]  # -1/1 < -3/4
+    assert ranked(50.0, props, [49.5, 47.0]) == [0, 1]  # -0.5/1 > -3/4
+    assert ranked(50.0, props, [None, 10.0]) == [1]  # a failed fine-tune is never chosen
+    assert ranked(52.0, props, [51.0, 49.0]) == [1, 0]  # against the reference: -1/1 < -3/4
+
+
+def test_a_gain_counts_as_no_loss_so_the_cut_that_saves_more_ranks_first():
+    m = mv.Move("exp", ("bneck1",))
+    props = [Proposal(m, "a", {}, d) for d in (1.0, 4.0)]
+    assert ranked(50.0, props, [51.0, 51.0]) == [1, 0]  # +1/1 would have ranked the smaller cut
+    assert ranked(50.0, props, [53.0, 50.5]) == [1, 0]  # a larger gain is noise, not a reason
+    assert ranked(50.0, props, [49.9, 50.0]) == [1, 0]  # any loss ranks below no loss
+
+
+def test_proposals_are_compared_with_their_parent_fine_tuned_alike():
+    """The fine-tune itself lifts a parent's top-1 (a bench's by 4.5 points at a tenth of the
+    learning rate): against the parent's recorded top-1 every proposal gained, and the ratio
+    ranked the smallest cut first; against the parent fine-tuned alike each loses its cost."""
+    lift, asked = 4.5, []
+
+    def tune(step, proposals, parent, first=0):
+        return [(top1 + lift, run) for top1, run in finetune(step, proposals, parent, first)]
+
+    def alike(step, parent):
+        asked.append((step, parent.edits))
+        return parent.holdout_top1 + lift, f"runs/s{step:02d}-parent"
+
+    first = start()
+    s = dataclasses.replace(searcher(0.0, first.latency_ms * 0.01, tune=tune), reference=alike)
+    rows = run_step(s, first, lambda: None)
+    assert asked == [(1, {})]
+    ref, *proposals = rows
+    assert (ref.edit, ref.chosen, ref.step, ref.run) == (REFERENCE, False, 1, "runs/s01-parent")
+    assert ref.holdout_top1 == 50.0 + lift and ref.latency_ms == first.latency_ms
+    assert {r.d_top1 for r in proposals} == {-COST[k] for k in ("exp", "out")}
+    chosen = next(r for r in proposals if r.chosen)
+    assert chosen.edit.startswith("exp")  # the cheaper kind, as without the lift
+    failed = dataclasses.replace(s, reference=lambda step, parent: (None, "runs/x"))
+    with pytest.raises(SearchError, match=r"the parent.s own fine-tune.*failed"):
+        run_step(failed, first, lambda: None)
 
 
 def test_a_failed_fine_tune_is_passed_over_and_the_search_goes_on():

@@ -36,6 +36,7 @@ class AdaptSettings:
     overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     step: float = 0.01  # δ, the least latency a proposal saves, as a fraction of the start's
     finetune_steps: int = 50
+    finetune_lr: float | None = None  # None: a tenth of the training's (steps.finetune_lr)
     retrain_epochs: int = 20
     retrain_seeds: int = 1
     moves: tuple[str, ...] = ()

@@ -22,7 +22,16 @@ from . import trace
 from .moves import moves
 from .rows import RowTimer
 from .search import Search, search
-from .steps import Context, StepBar, finetune, retrain, train_start, write_result
+from .steps import (
+    Context,
+    StepBar,
+    finetune,
+    finetune_lr,
+    reference,
+    retrain,
+    train_start,
+    write_result,
+)
 from .timing import Cache, check_settings, current_settings
 
 Say = Callable[[str], None]
@@ -63,7 +72,7 @@ def _search(s: files.AdaptSettings, say: Say, cluster: ClusterSettings | None) -
         bar = StepBar(trace.path(rows)[-1].step)
         found = Search(
             target, delta, ctx.trained, ctx.moves_of, ctx.saving, ctx.paired, finetune(ctx, bar),
-            ctx.confirmed, trace.path(rows)[0].latency_ms,
+            ctx.confirmed, trace.path(rows)[0].latency_ms, reference(ctx, bar),
         )  # fmt: skip
         try:
             last = search(found, trace.path(rows)[-1], _on_step(ctx, rows, bar), bar)
@@ -161,7 +170,8 @@ def _start_line(ctx: Context, ms: float, spread: float, target: float, delta: fl
     return (
         f"adapt {ctx.base.name}: {ms:.3f} ± {spread:.3f} ms on {ctx.timing.runtime} at "
         f"{spec.resolution}px → target {target:.3f} ms, step ≥ {delta:.3g} ms | "
-        f"{ctx.s.finetune_steps} fine-tune steps, {ctx.s.holdout} held-out images | {ctx.folder}"
+        f"{ctx.s.finetune_steps} fine-tune steps at lr {finetune_lr(ctx.s):g}, {ctx.s.holdout} "
+        f"held-out images | {ctx.folder}"
     )
 
 

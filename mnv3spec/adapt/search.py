@@ -7,7 +7,9 @@ that the row look-up (:mod:`.rows`) says lowers the latency by ``delta`` (or, at
 by what is left to the target but at least ``delta / 2``, so the result lands under it by a
 saving the timing can tell from its noise): 1, 2, 4… divisors, then the
 deepest the row allows. Every such proposal is fine-tuned from the parent and scored on held-out
-training images; in order of ΔTop-1 / |ΔLatency|, the proposals are then measured whole, timed
+training images, against the parent itself fine-tuned alike (the same steps, seed and learning
+rate: the fine-tune's own gain is not the edit's); in order of ΔTop-1 / |ΔLatency|, the
+proposals are then measured whole, timed
 in the same rounds as the parent, and the first whose measured saving clears the timing's noise
 is chosen — or, when it saved well over what the step needs, a shallower shrink of the same move
 that still saves it, measured whole and fine-tuned too (:func:`trim`) — and becomes the parent.
@@ -32,6 +34,7 @@ MEASURED_AT_MOST = 3  # proposals measured whole in a step before it gives up
 TRIM_ABOVE = 1.5  # a chosen shrink measured to save more than this × what the step needs: trimmed
 TRIM_AIM = 1.25  # a trimmed shrink is sized to save this × what the step needs
 TRIMS = 2  # shallower shrinks of a chosen move measured whole, at most
+REFERENCE = "parent, fine-tuned alike"  # the trace's row of a step's reference
 
 
 @dataclass(frozen=True)
@@ -50,8 +53,10 @@ class Search:
     rows that differ, the latency of a set of edits measured whole beside its parent's (the
     parent's median in those rounds in ``parent_ms``, the noise of its saving in ``noise_ms``),
     the fine-tune, which gives each proposal's held-out top-1 (None: its training failed) and
-    run folder (the step's proposals numbered from its last argument), and the latency of a
-    chosen set of edits timed again beside the start (whose recorded latency is ``start_ms``)."""
+    run folder (the step's proposals numbered from its last argument), the latency of a
+    chosen set of edits timed again beside the start (whose recorded latency is ``start_ms``),
+    and the parent fine-tuned as its proposals are, the reference of their ΔTop-1 (None: the
+    parent's recorded top-1 is)."""
 
     target_ms: float
     delta_ms: float
@@ -62,6 +67,7 @@ class Search:
     finetune: Callable[[int, list[Proposal], TraceRow, int], list[tuple[float | None, str]]]
     confirm: Callable[[Edits], Measured]
     start_ms: float
+    reference: Callable[[int, TraceRow], tuple[float | None, str]] | None = None
 
     def needed(self, parent: TraceRow) -> float:
         """What a step must save: δ, or only what is left to the target when that is less, but
@@ -131,16 +137,14 @@ def propose(s: Search, parent: TraceRow, progress: Callable[[], None]) -> list[P
     return found
 
 
-def ranked(parent: TraceRow, proposals: list[Proposal], scores: list[float | None]) -> list[int]:
-    """The proposals whose fine-tune finished, best ΔTop-1 / |ΔLatency| first (ties: the one
-    that saves more)."""
+def ranked(reference: float, proposals: list[Proposal], scores: list[float | None]) -> list[int]:
+    """The proposals whose fine-tune finished, best ΔTop-1 / |ΔLatency| first, ΔTop-1 against
+    ``reference``. A gain counts as no loss (ties: the one that saves more): divided by the
+    saving, a gain would rank the smallest cut first, and a cut that loses nothing and saves
+    more is the better one."""
     done = [i for i, top1 in enumerate(scores) if top1 is not None]
-    gains = {i: _score(parent, proposals[i].saved_ms, scores[i]) for i in done}
+    gains = {i: min(scores[i] - reference, 0.0) / proposals[i].saved_ms for i in done}
     return sorted(done, key=lambda i: (-gains[i], -proposals[i].saved_ms))
-
-
-def _score(parent: TraceRow, saved_ms: float, top1: float) -> float:
-    return (top1 - parent.holdout_top1) / saved_ms
 
 
 def _measured(s: Search, parent: TraceRow, p: Proposal) -> Measured:
@@ -217,6 +221,23 @@ def _trimmed(
     return len(proposals) - 1
 
 
+def _reference(s: Search, parent: TraceRow) -> tuple[float, TraceRow | None]:
+    """The top-1 a step's proposals are compared with: the parent fine-tuned alike (and its
+    trace row), or without ``s.reference`` the parent's recorded top-1."""
+    if s.reference is None:
+        return parent.holdout_top1, None
+    top1, run = s.reference(parent.step + 1, parent)
+    if top1 is None:
+        raise SearchError(
+            f"the parent's own fine-tune, which step {parent.step + 1}'s proposals are compared "
+            f"with, failed (see logs/); repeat the command to try it again"
+        )
+    row = dataclasses.replace(parent, step=parent.step + 1, edit=REFERENCE, chosen=False,
+                              holdout_top1=top1, d_top1=0.0, d_ms=0.0, score=0.0, run=run,
+                              measured=True)  # fmt: skip
+    return top1, row
+
+
 def step_rows(
     step: int,
     parent: TraceRow,
@@ -224,16 +245,19 @@ def step_rows(
     results: list[tuple[float | None, str]],
     measured: dict[int, Measured],
     chosen: int | None,
+    reference: float | None = None,
 ) -> list[TraceRow]:
     """The trace's rows of one step: every proposal (a failed fine-tune scores 0 %), its latency
-    measured whole where it was, predicted from its rows where not; ``chosen`` marked."""
+    measured whole where it was, predicted from its rows where not, its ΔTop-1 against
+    ``reference`` (default: the parent's); ``chosen`` marked."""
+    reference = parent.holdout_top1 if reference is None else reference
     rows = []
     for i, (p, (top1, run)) in enumerate(zip(proposals, results, strict=True)):
         top1 = 0.0 if top1 is None else top1
         m = measured.get(i)
         ms, spread, load = (m.median_ms, m.spread_ms, m.load) if m else (
             parent.latency_ms - p.saved_ms, 0.0, 0.0)  # fmt: skip
-        saved, d_top1 = parent.latency_ms - ms, top1 - parent.holdout_top1
+        saved, d_top1 = parent.latency_ms - ms, top1 - reference
         figures = (ms, spread, load, top1, d_top1, saved, d_top1 / saved if saved else 0.0)
         rows.append(TraceRow(step, p.edit, i == chosen, *figures, run, p.edits, m is not None))
     return rows
@@ -251,8 +275,9 @@ def run_step(s: Search, parent: TraceRow, progress: Callable[[], None]) -> list[
             "smaller step, or the moves kernel and se, may reach further); the best reached is "
             "kept"
         )
+    reference, reference_row = _reference(s, parent)
     results = s.finetune(parent.step + 1, proposals, parent, 0)
-    order = ranked(parent, proposals, [top1 for top1, _ in results])
+    order = ranked(reference, proposals, [top1 for top1, _ in results])
     if not order:
         raise SearchError(f"every proposal's fine-tune failed (see logs/): {where}")
     chosen, measured = accept(s, parent, proposals, order)
@@ -266,7 +291,8 @@ def run_step(s: Search, parent: TraceRow, progress: Callable[[], None]) -> list[
         )
     chosen = _trimmed(s, parent, proposals, results, measured, chosen)
     measured[chosen] = on_scale(s.confirm(proposals[chosen].edits), s.start_ms)
-    return step_rows(parent.step + 1, parent, proposals, results, measured, chosen)
+    rows = step_rows(parent.step + 1, parent, proposals, results, measured, chosen, reference)
+    return rows if reference_row is None else [reference_row, *rows]
 
 
 def search(

@@ -90,8 +90,11 @@ def top1(run: RunFolder) -> float:
     return rows[-1].val_top1
 
 
-def finetune_changes(parent: Path, steps: int, holdout: int, seed: int) -> dict[str, Any]:
-    """What a proposal's fine-tune sets over the train flags: one epoch of ``steps`` steps from
-    the parent's weights, scored on ``holdout`` training images."""
+def finetune_changes(
+    parent: Path, steps: int, holdout: int, seed: int, lr: float
+) -> dict[str, Any]:
+    """What a proposal's fine-tune sets over the train flags: one epoch of ``steps`` steps at
+    learning rate ``lr`` (no warm-up) from the parent's weights, scored on ``holdout`` training
+    images."""
     return {"epochs": 1, "steps_per_epoch": steps, "holdout": holdout, "init": str(parent),
-            "seed": seed}  # fmt: skip
+            "seed": seed, "lr": lr, "warmup": 0.0}  # fmt: skip

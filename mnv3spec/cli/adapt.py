@@ -27,6 +27,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         overrides=overrides(args),
         step=args.step,
         finetune_steps=args.finetune_steps,
+        finetune_lr=args.finetune_lr,
         retrain_epochs=args.retrain_epochs,
         retrain_seeds=args.retrain_seeds,
         moves=tuple(dict.fromkeys(args.moves)),
@@ -73,6 +74,7 @@ def add_adapt(sub: argparse._SubParsersAction) -> None:
     add("--out", required=True, metavar="FOLDER", help="the search's folder")
     add("--step", type=number(float, 0, above=True), default=0.01, metavar="F", help=STEP)
     add("--finetune-steps", type=number(int, 1), default=50, help="per proposal (default 50)")
+    add("--finetune-lr", type=number(float, 0, above=True), metavar="LR", help=FINETUNE_LR)
     add("--retrain-epochs", type=number(int, 1), default=20, help="from scratch (default 20)")
     add("--retrain-seeds", type=number(int, 1), default=1, help="seeds 0..N-1 (default 1)")
     add("--moves", nargs="+", choices=["kernel", "se"], default=[], help=MOVES)
@@ -90,4 +92,7 @@ def add_adapt(sub: argparse._SubParsersAction) -> None:
 
 
 STEP = "δ, the least latency a proposal saves, as a fraction of the start's (default 0.01)"
+FINETUNE_LR = (
+    "a fine-tune's learning rate, from the parent's weights (default: a tenth of the training's)"
+)
 MOVES = "also propose kernel 5→3 and SE off per row (beyond the paper)"
