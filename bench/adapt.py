@@ -43,6 +43,8 @@ def settings(args: argparse.Namespace) -> AdaptSettings:
         "device": args.device,
         "seed": 0,
     }
+    if args.schedule:  # absent otherwise, so a folder of an earlier bench is continued as it was
+        training["schedule"] = args.schedule
     return AdaptSettings(
         spec_path("small"),
         target_ratio=args.target_ratio,
@@ -69,6 +71,12 @@ def main() -> int:
     p.add_argument("--step", type=float, default=0.05)
     p.add_argument("--epochs", type=int, default=20, help="the start's training")
     p.add_argument("--batch", type=int, help="every training's (default: the recipe's, 128)")
+    p.add_argument(
+        "--schedule",
+        choices=["multistep", "cosine"],
+        help="every training's "
+        "(default: the recipe's; at its constant 0.1 a last epoch's top-1 is a draw)",
+    )
     p.add_argument("--retrain-epochs", type=int, default=20)
     p.add_argument("--finetune-steps", type=int, default=50)
     p.add_argument("--finetune-lr", type=float, help="default: a tenth of the training's")
