@@ -245,12 +245,11 @@ def step_rows(
     results: list[tuple[float | None, str]],
     measured: dict[int, Measured],
     chosen: int | None,
-    reference: float | None = None,
+    reference: float,
 ) -> list[TraceRow]:
     """The trace's rows of one step: every proposal (a failed fine-tune scores 0 %), its latency
     measured whole where it was, predicted from its rows where not, its ΔTop-1 against
-    ``reference`` (default: the parent's); ``chosen`` marked."""
-    reference = parent.holdout_top1 if reference is None else reference
+    ``reference`` (:func:`_reference`); ``chosen`` marked."""
     rows = []
     for i, (p, (top1, run)) in enumerate(zip(proposals, results, strict=True)):
         top1 = 0.0 if top1 is None else top1

@@ -17,7 +17,6 @@ from ..spec.edits import from_rows
 from ..spec.load import load_spec
 from ..spec.resolve import Spec
 from ..train.config import TrainConfig
-from ..train.recipe import resolve_recipe
 from . import baselines, report
 from . import folder as files
 from .moves import Edits, Move, moves
@@ -147,8 +146,7 @@ def finetune_lr(s: files.AdaptSettings) -> float:
     (the parent itself 77.7 %); at 0.01, 82.0-82.5 %: the edits' costs drowned in the former."""
     if s.finetune_lr is not None:
         return s.finetune_lr
-    lr = s.training.get("lr") or resolve_recipe(s.training.get("recipe") or "seed").lr
-    return FINETUNE_LR * lr
+    return FINETUNE_LR * TrainConfig(s.spec, **s.training).resolved_recipe().lr
 
 
 def _finetunes(ctx: Context, parent: TraceRow) -> dict[str, Any]:
@@ -194,9 +192,7 @@ def reference(ctx: Context, bar: StepBar):
     def run(step: int, parent: TraceRow) -> tuple[float | None, str]:
         name = f"s{step:02d}-parent"
         spec = _variant(ctx, name, parent.edits, f"adapt step {step}: the parent, fine-tuned")
-        ((found, run_folder),) = _scored(ctx, [Job(name, str(spec), {}, _finetunes(ctx, parent))],
-                                         bar.write)  # fmt: skip
-        return found, run_folder
+        return _scored(ctx, [Job(name, str(spec), {}, _finetunes(ctx, parent))], bar.write)[0]
 
     return run
 
