@@ -10,6 +10,7 @@ import pytest
 
 from mnv3spec.adapt import moves as mv
 from mnv3spec.adapt.search import (
+    LOOKUPS,
     REFERENCE,
     Proposal,
     Search,
@@ -95,6 +96,17 @@ def test_groups_of_the_deployed_network_merge_with_the_trained_ones():
     assert ("stem", "bneck1") in mv.groups(load_spec("small", si=2), small)
 
 
+def counted(saving):
+    """``saving`` (a search's saving_of), and the list of the edits it was asked about."""
+    asked = []
+
+    def saving_of(edits, parent):
+        asked.append(edits)
+        return saving(edits, parent)
+
+    return saving_of, asked
+
+
 def test_the_step_is_the_smallest_that_saves_delta():
     s, parent = searcher(0, 0.0), start()
     spec = spec_of({})
@@ -103,9 +115,31 @@ def test_the_step_is_the_smallest_that_saves_delta():
     assert one.edits == {"bneck3": {"exp": 64}}
     saved = one.saved_ms
     assert saved == parent.latency_ms - macs(one.edits)
-    bigger = smallest_step(searcher(0, saved * 1.5), spec, parent, move)
-    assert bigger.edits == {"bneck3": {"exp": 56}}  # two divisors: the next doubling
-    assert smallest_step(searcher(0, 1e6), spec, parent, move) is None
+    saving, asked = counted(saving_of)
+    s = dataclasses.replace(searcher(0, saved * 2.5), saving_of=saving)
+    three = smallest_step(s, spec, parent, move)
+    assert three.edits == {"bneck3": {"exp": 48}} and three.multiples == 3  # doubling: 4
+    # the deepest (exp 8), the line from no cut to it (48), then 56, which falls short
+    assert [e["bneck3"]["exp"] for e in asked] == [8, 48, 56]
+
+
+def test_a_move_that_cannot_save_what_is_needed_is_dropped_after_one_lookup():
+    saving, asked = counted(saving_of)
+    s = dataclasses.replace(searcher(0, 1e6), saving_of=saving)
+    assert smallest_step(s, spec_of({}), start(), mv.Move("exp", ("bneck3",))) is None
+    assert asked == [{"bneck3": {"exp": 8}}]  # the deepest
+
+
+def test_savings_that_grow_faster_than_the_cut_are_bracketed_to_the_smallest_that_saves():
+    """A saving that grows with the square of the cut (the line between the bracket's ends
+    aims short, then the bracket narrows): 0.245 needed of 0.01, 0.04 ... 0.64 → five divisors."""
+    depth = lambda edits: (72 - edits.get("bneck3", {}).get("exp", 72)) // 8  # noqa: E731
+    saving, asked = counted(lambda edits, parent: depth(edits) ** 2 / 100)
+    s = dataclasses.replace(searcher(0, 0.245), saving_of=saving)
+    found = smallest_step(s, spec_of({}), start(), mv.Move("exp", ("bneck3",)))
+    assert found.multiples == 5 and found.saved_ms == 0.25
+    assert [depth(e) for e in asked] == [8, 4, 5]
+    assert len(asked) <= LOOKUPS
 
 
 def test_an_expansion_never_appears_or_goes():

@@ -5,16 +5,15 @@ fine-tune that scores proposals — so the search itself is tested with fakes.
 Each step: for every move (:mod:`.moves`), the smallest shrink, in multiples of the divisor,
 that the row look-up (:mod:`.rows`) says lowers the latency by ``delta`` (or, at the last step,
 by what is left to the target but at least ``delta / 2``, so the result lands under it by a
-saving the timing can tell from its noise): 1, 2, 4… divisors, then the
-deepest the row allows. Every such proposal is fine-tuned from the parent and scored on held-out
-training images, against the parent itself fine-tuned alike (the same steps, seed and learning
-rate: the fine-tune's own gain is not the edit's); in order of ΔTop-1 / |ΔLatency|, the
-proposals are then measured whole, timed
-in the same rounds as the parent, and the first whose measured saving clears the timing's noise
-is chosen — or, when it saved well over what the step needs, a shallower shrink of the same move
-that still saves it, measured whole and fine-tuned too (:func:`trim`) — and becomes the parent.
-Until its latency — the start's, times the ratios measured beside each
-parent — is at most the target.
+saving the timing can tell from its noise): the deepest the row allows, then between no cut
+and that (:func:`smallest_step`). Every such proposal is fine-tuned from the parent and scored
+on held-out training images, against the parent itself fine-tuned alike (the same steps, seed
+and learning rate: the fine-tune's own gain is not the edit's); in order of ΔTop-1 /
+|ΔLatency|, the proposals are then measured whole, timed in the same rounds as the parent, and
+the first whose measured saving clears the timing's noise is chosen — or, when it saved well
+over what the step needs, a shallower shrink of the same move that still saves it, measured
+whole and fine-tuned too (:func:`trim`) — and becomes the parent. Until its latency — the
+start's, times the ratios measured beside each parent — is at most the target.
 """
 
 from __future__ import annotations
@@ -34,6 +33,7 @@ MEASURED_AT_MOST = 3  # proposals measured whole in a step before it gives up
 TRIM_ABOVE = 1.5  # a chosen shrink measured to save more than this × what the step needs: trimmed
 TRIM_AIM = 1.25  # a trimmed shrink is sized to save this × what the step needs
 TRIMS = 2  # shallower shrinks of a chosen move measured whole, at most
+LOOKUPS = 5  # row look-ups that size one move, at most (:func:`smallest_step`)
 REFERENCE = "parent, fine-tuned alike"  # the trace's row of a step's reference
 
 
@@ -80,24 +80,57 @@ class Search:
 
 def smallest_step(s: Search, spec: Spec, parent: TraceRow, move: Move) -> Proposal | None:
     """The smallest shrink of ``move`` that its rows say lowers the latency by what the step
-    needs (δ, or what is left to the target)."""
-    multiples, tried = 1, set()
-    while True:
+    needs (δ, or what is left to the target), in a few look-ups: first the deepest the row
+    allows (a move that cannot save what is needed is dropped after that one), then the depth
+    that a straight line through the bracket of the need says saves it — at first between no
+    cut (no saving) and the deepest, a row's time being about linear in its channels — each
+    look-up narrowing the bracket, at most :data:`LOOKUPS` in all. Sized by doubling (1, 2,
+    4… divisors, then the deepest), the bench's first step took 65 look-ups for 16 moves (36
+    this way), each a row exported to the runtime (seconds apiece), and cut up to twice as
+    deep as it needed (``bench/adapt_sizing.py``)."""
+    need, looked = s.needed(parent), 0
+
+    def look(multiples: int, deeper: bool) -> Proposal | None:
+        nonlocal looked
+        found = _valid(s, spec, parent, move, multiples, deeper)
+        if found is None:
+            return None
+        looked += 1
+        edits, words, multiples = found
+        return Proposal(move, words, edits, s.saving_of(edits, parent.edits), multiples)
+
+    enough = look(_deepest(spec, parent, move), deeper=False)
+    if enough is None or enough.saved_ms < need:
+        return None
+    short_multiples, short_saved = 0, 0.0
+    while enough.multiples - short_multiples > 1 and looked < LOOKUPS:
+        part = (need - short_saved) / (enough.saved_ms - short_saved)
+        aim = short_multiples + math.ceil(part * (enough.multiples - short_multiples))
+        found = look(min(max(aim, short_multiples + 1), enough.multiples - 1), deeper=True)
+        if found is None or found.multiples >= enough.multiples:
+            break
+        if found.saved_ms >= need:
+            enough = found
+        else:
+            short_multiples, short_saved = found.multiples, found.saved_ms
+    return enough
+
+
+def _valid(
+    s: Search, spec: Spec, parent: TraceRow, move: Move, multiples: int, deeper: bool
+) -> tuple[Edits, str, int] | None:
+    """``move`` ``multiples`` divisors deep, or the nearest depth beyond it (``deeper``) or
+    short of it that keeps the parent's layers (an expansion appears or goes where a row's
+    ``exp`` meets its input width): its edits, words and depth; None where none does."""
+    step = 1 if deeper else -1
+    while multiples >= 1:
         found = shrunk(spec, parent.edits, move, multiples)
         if found is None:
-            deepest = _deepest(spec, parent, move, multiples)
-            if deepest is None or deepest in tried:
-                return None
-            multiples, found = deepest, shrunk(spec, parent.edits, move, deepest)
-        tried.add(multiples)
-        edits, words = found
-        if not same_layers(spec, s.spec_of(edits)):
-            multiples += 1
-            continue
-        saved = s.saving_of(edits, parent.edits)
-        if saved >= s.needed(parent):
-            return Proposal(move, words, edits, saved, multiples)
-        multiples *= 2
+            return None
+        if same_layers(spec, s.spec_of(found[0])):
+            return (*found, multiples)
+        multiples += step
+    return None
 
 
 def on_scale(m: Measured, reference_ms: float) -> Measured:
@@ -118,12 +151,12 @@ def on_scale(m: Measured, reference_ms: float) -> Measured:
     )
 
 
-def _deepest(spec: Spec, parent: TraceRow, move: Move, above: int) -> int | None:
-    """The most multiples below ``above`` the row still allows (None: not one)."""
-    for multiples in range(above - 1, 0, -1):
-        if shrunk(spec, parent.edits, move, multiples) is not None:
-            return multiples
-    return None
+def _deepest(spec: Spec, parent: TraceRow, move: Move) -> int:
+    """The most divisors ``move`` can shrink its row (0: not one)."""
+    multiples = 0
+    while shrunk(spec, parent.edits, move, multiples + 1) is not None:
+        multiples += 1
+    return multiples
 
 
 def propose(s: Search, parent: TraceRow, progress: Callable[[], None]) -> list[Proposal]:
@@ -168,7 +201,7 @@ def trim(
 ) -> tuple[Proposal, Measured] | None:
     """A shallower shrink of the chosen move ``p`` (measured ``m`` beside the parent), when that
     saved over :data:`TRIM_ABOVE` × what the step needs. The row look-up sizes a move from rows
-    timed alone, in doublings of the divisor, and whole networks saved up to twice what it said
+    timed alone, and whole networks saved up to twice what it said
     (a bench's exp bneck10 576→64 saved 0.34 ms where 0.16 were needed): a cut deeper than the
     step needs costs accuracy for nothing. Sized from the measured saving per divisor (then
     halfway, once one fell short), each is measured whole beside the parent and kept while it
