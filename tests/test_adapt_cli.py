@@ -140,6 +140,17 @@ def test_two_searches_never_share_a_folder(searched, tmp_path):
     _unchanged(out, tmp_path, adapt_args(out), "holds another search", "baselines")
 
 
+def test_a_folder_of_an_earlier_version_is_refused_saying_so(searched, tmp_path):
+    out, _ = searched
+    older = tmp_path / "older"
+    shutil.copytree(out, older)
+    settings = json.loads((older / "adapt.json").read_text())
+    del settings["finetune_lr"]  # the setting an earlier version did not record
+    (older / "adapt.json").write_text(json.dumps(settings))
+    args = adapt_args(older, "--no-baselines")
+    _unchanged(older, tmp_path, args, "earlier version of adapt", "finetune_lr", "another folder")
+
+
 @pytest.mark.parametrize("value", ["0", "-0.1", "nan", "inf", "1e400", "abc"])
 def test_a_finetune_lr_not_above_zero_or_not_finite_is_refused(tmp_path, value):
     out = tmp_path / "adapt"

@@ -70,9 +70,24 @@ def check_same(folder: Path, s: AdaptSettings) -> None:
     mine = s.stored()
     if found != mine:
         theirs = found if isinstance(found, dict) else {}
+        _check_not_older(folder, mine, theirs)
         changed = ", ".join(sorted(k for k in mine if theirs.get(k) != mine[k])) or "its fields"
         raise UserError(
             f"{folder} holds another search (adapt.json differs in {changed}); {FIX}", field="out"
+        )
+
+
+def _check_not_older(folder: Path, mine: dict[str, Any], theirs: dict[str, Any]) -> None:
+    """Refuse, saying so, a folder of this very search made by an earlier version of adapt:
+    the same settings, less those added since (its steps were taken by that version's rules,
+    which this one cannot continue; "repeat the command" would not help)."""
+    added = sorted(k for k in mine if k not in theirs)
+    if added and set(theirs) < set(mine) and all(theirs[k] == mine[k] for k in theirs):
+        raise UserError(
+            f"{folder} holds a search made by an earlier version of adapt, which did not "
+            f"record {', '.join(added)}: this version cannot continue its steps; its trace and "
+            "runs stay as they are; start the search again in another folder",
+            field="out",
         )
 
 
