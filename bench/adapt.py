@@ -10,8 +10,8 @@ trained on the 6,000-image Fashion-MNIST subset (``--train-subset``), proposals 
 held-out training images; the adapted spec and both baselines retrained from scratch with
 ``--seeds`` seeds (2), test top-1 on the official 10,000 test images. The same command continues
 an interrupted bench. Prints the table, the wall time (summed over the processes of a continued
-bench, from the folder's bench-time.json), and the share of it spent exporting and timing (from
-the latency cache).
+bench, from the folder's bench-time.json), and the share of it spent exporting and timing (the
+seconds of the latency cache's entries that the bench's processes added).
 """
 
 from __future__ import annotations
@@ -88,20 +88,23 @@ def main() -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default="bench-adapt")
     args = p.parse_args()
-    out, started = Path(args.out), time.time()
+    out, started, cached = Path(args.out), time.time(), 0.0
     try:
+        cached = _timing_seconds(out)  # a folder copied from another bench: not its entries
         outcome = adapt(settings(args), lambda line: print(line, flush=True))
     except SearchError as e:  # stopped short of the target: its time counts
-        _record(out, started)
+        _record(out, started, cached)
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     except UserError as e:  # refused: nothing ran, nothing is written
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
-    processes = _record(out, started)
+    processes = _record(out, started, cached)
     wall = sum(p["seconds"] for p in processes)
     searched = sum(p["search_seconds"] for p in processes)
-    timing = sum(m.seconds for m in Cache(out).read().entries.values())
+    timing = sum(p.get("timing_seconds", 0.0) for p in processes)
+    if any("timing_seconds" not in p for p in processes):
+        print("(processes of an earlier bench recorded no export and timing: not counted)")
     print(outcome.table)
     print(f"wall {wall / 60:.1f} min over {len(processes)} process(es), of which export and "
           f"timing {_share(timing, wall)}")  # fmt: skip
@@ -113,15 +116,23 @@ def _share(part: float, whole: float) -> str:
     return f"{part / 60:.1f} min ({100 * part / whole:.0f} %, from latency.json)"
 
 
-def _record(folder: Path, started: float) -> list[dict]:
-    """This process's wall time, and its part of the search (from its start to trace.csv's last
-    writing, if it wrote one), added to the folder's ledger; every process's entries, returned.
-    A continued bench sums its processes (one killed with -9 records nothing)."""
+def _timing_seconds(folder: Path) -> float:
+    """The export and timing seconds of the folder's latency cache."""
+    return sum(m.seconds for m in Cache(folder).read().entries.values()) if folder.exists() else 0
+
+
+def _record(folder: Path, started: float, cached: float) -> list[dict]:
+    """This process's wall time, its part of the search (from its start to trace.csv's last
+    writing, if it wrote one) and the seconds of the cache entries it added (those beyond
+    ``cached``), added to the folder's ledger; every process's entries, returned. A continued
+    bench sums its processes (one killed with -9 records nothing)."""
     ledger, trace, ended = folder / LEDGER, folder / "trace.csv", time.time()
     processes = json.loads(ledger.read_text()) if ledger.exists() else []
     last = trace.stat().st_mtime if trace.exists() else 0.0
     searched = last - started if last >= started else 0.0
-    processes.append({"started": started, "seconds": ended - started, "search_seconds": searched})
+    timing = _timing_seconds(folder) - cached
+    processes.append({"started": started, "seconds": ended - started, "search_seconds": searched,
+                      "timing_seconds": timing})  # fmt: skip
     ledger.write_text(json.dumps(processes, indent=1))
     return processes
 
