@@ -3,6 +3,8 @@
     python bench/adapt.py                                    # the scale (hours on a CPU)
     python bench/adapt.py --resolution 96 --target-ratio 0.8 --step 0.1 --epochs 1 \\
         --retrain-epochs 1 --finetune-steps 10 --seeds 1 --out bench-adapt-small   # minutes
+    python bench/adapt.py --device cuda --cluster local --gpus-per-training 0.25 \\
+        --out bench-adapt-gpu                    # on one GPU: four fine-tunes at once
 
 Small (``--set si=2``, the paper's strides) deployed at ``--resolution`` (224) on ExecuTorch fp32,
 target ``--target-ratio`` (0.6) × its measured latency, δ = ``--step`` (0.05) × that latency;
@@ -28,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 from mnv3spec.adapt.folder import AdaptSettings  # noqa: E402
 from mnv3spec.adapt.run import adapt, spec_path  # noqa: E402
 from mnv3spec.adapt.timing import Cache  # noqa: E402
+from mnv3spec.cli.flags import add_cluster_options, cluster_settings  # noqa: E402
 from mnv3spec.errors import SearchError, UserError  # noqa: E402
 
 LEDGER = "bench-time.json"  # each process of the bench: its wall time and its part of the search
@@ -87,11 +90,13 @@ def main() -> int:
     p.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default="bench-adapt")
+    add_cluster_options(p)  # on one GPU: --cluster local --gpus-per-training 0.25, four at once
     args = p.parse_args()
     out, started, cached = Path(args.out), time.time(), 0.0
     try:
+        cluster = cluster_settings(args)
         cached = _timing_seconds(out)  # a folder copied from another bench: not its entries
-        outcome = adapt(settings(args), lambda line: print(line, flush=True))
+        outcome = adapt(settings(args), lambda line: print(line, flush=True), cluster)
     except SearchError as e:  # stopped short of the target: its time counts
         _record(out, started, cached)
         print(f"error: {e}", file=sys.stderr)
