@@ -37,7 +37,9 @@ def doubling(s: Search, spec, parent: TraceRow, move) -> Proposal | None:
     while True:
         found = shrunk(spec, parent.edits, move, multiples)
         if found is None:
-            deepest = max((m for m in range(1, multiples) if shrunk(spec, {}, move, m)), default=0)
+            deepest = max(
+                (m for m in range(1, multiples) if shrunk(spec, parent.edits, move, m)), default=0
+            )
             if not deepest or deepest in tried:
                 return None
             multiples, found = deepest, shrunk(spec, parent.edits, move, deepest)
