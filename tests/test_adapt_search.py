@@ -51,8 +51,9 @@ def saving_of(edits, parent) -> float:
 
 
 def finetune(step, proposals, parent, first=0):
-    return [(parent.holdout_top1 - COST[p.move.kind], f"runs/{step}-{i}") for i, p in
-            enumerate(proposals, first)]  # fmt: skip
+    """Each proposal loses its kind's cost; the parent itself (no move) loses nothing."""
+    return [(parent.holdout_top1 - (COST[p.move.kind] if p.move else 0.0), f"runs/{step}-{i}")
+            for i, p in enumerate(proposals, first)]  # fmt: skip
 
 
 def start() -> TraceRow:
@@ -169,26 +170,29 @@ def test_proposals_are_compared_with_their_parent_fine_tuned_alike():
     """The fine-tune itself lifts a parent's top-1 (a bench's by 4.5 points at a tenth of the
     learning rate): against the parent's recorded top-1 every proposal gained, and the ratio
     ranked the smallest cut first; against the parent fine-tuned alike each loses its cost."""
-    lift, asked = 4.5, []
+    lift, batches = 4.5, []
 
     def tune(step, proposals, parent, first=0):
+        batches.append(proposals)
         return [(top1 + lift, run) for top1, run in finetune(step, proposals, parent, first)]
 
-    def alike(step, parent):
-        asked.append((step, parent.edits))
-        return parent.holdout_top1 + lift, f"runs/s{step:02d}-parent"
-
     first = start()
-    s = dataclasses.replace(searcher(0.0, first.latency_ms * 0.01, tune=tune), reference=alike)
+    s = dataclasses.replace(searcher(0.0, first.latency_ms * 0.01, tune=tune), reference=True)
     rows = run_step(s, first, lambda: None)
-    assert asked == [(1, {})]
     ref, *proposals = rows
-    assert (ref.edit, ref.chosen, ref.step, ref.run) == (REFERENCE, False, 1, "runs/s01-parent")
+    (batch,) = batches  # the parent in the batch of its proposals: no round of its own
+    assert batch[0].move is None and batch[0].edits == {} and len(batch) == 1 + len(proposals)
+    assert (ref.edit, ref.chosen, ref.step, ref.run) == (REFERENCE, False, 1, "runs/1-0")
     assert ref.holdout_top1 == 50.0 + lift and ref.latency_ms == first.latency_ms
     assert {r.d_top1 for r in proposals} == {-COST[k] for k in ("exp", "out")}
     chosen = next(r for r in proposals if r.chosen)
     assert chosen.edit.startswith("exp")  # the cheaper kind, as without the lift
-    failed = dataclasses.replace(s, reference=lambda step, parent: (None, "runs/x"))
+
+    def parent_fails(step, proposals, parent, first=0):
+        return [(None, run) if p.move is None else (top1, run) for p, (top1, run) in
+                zip(proposals, finetune(step, proposals, parent, first), strict=True)]  # fmt: skip
+
+    failed = dataclasses.replace(s, finetune=parent_fails)
     with pytest.raises(SearchError, match=r"the parent.s own fine-tune.*failed"):
         run_step(failed, first, lambda: None)
 

@@ -27,7 +27,6 @@ from .steps import (
     StepBar,
     finetune,
     finetune_lr,
-    reference,
     retrain,
     train_start,
     write_result,
@@ -72,7 +71,7 @@ def _search(s: files.AdaptSettings, say: Say, cluster: ClusterSettings | None) -
         bar = StepBar(trace.path(rows)[-1].step)
         found = Search(
             target, delta, ctx.trained, ctx.moves_of, ctx.saving, ctx.paired, finetune(ctx, bar),
-            ctx.confirmed, trace.path(rows)[0].latency_ms, reference(ctx, bar),
+            ctx.confirmed, trace.path(rows)[0].latency_ms, reference=True,
         )  # fmt: skip
         try:
             last = search(found, trace.path(rows)[-1], _on_step(ctx, rows, bar), bar)

@@ -39,7 +39,7 @@ REFERENCE = "parent, fine-tuned alike"  # the trace's row of a step's reference
 
 @dataclass(frozen=True)
 class Proposal:
-    move: Move
+    move: Move | None  # None: the step's parent itself, fine-tuned alike (:func:`alike`)
     edit: str  # what changes, in words
     edits: Edits  # every edit so far, this one included
     saved_ms: float  # the saving its rows predict (:mod:`.rows`); a trimmed one's, measured
@@ -53,10 +53,11 @@ class Search:
     rows that differ, the latency of a set of edits measured whole beside its parent's (the
     parent's median in those rounds in ``parent_ms``, the noise of its saving in ``noise_ms``),
     the fine-tune, which gives each proposal's held-out top-1 (None: its training failed) and
-    run folder (the step's proposals numbered from its last argument), the latency of a
-    chosen set of edits timed again beside the start (whose recorded latency is ``start_ms``),
-    and the parent fine-tuned as its proposals are, the reference of their ΔTop-1 (None: the
-    parent's recorded top-1 is)."""
+    run folder (the step's proposals numbered from its last argument; one of no move is the
+    parent, :func:`alike`), the latency of a chosen set of edits timed again beside the start
+    (whose recorded latency is ``start_ms``), and whether the reference of the proposals'
+    ΔTop-1 is the parent fine-tuned as they are, in the same batch of trainings (else the
+    parent's recorded top-1)."""
 
     target_ms: float
     delta_ms: float
@@ -67,7 +68,7 @@ class Search:
     finetune: Callable[[int, list[Proposal], TraceRow, int], list[tuple[float | None, str]]]
     confirm: Callable[[Edits], Measured]
     start_ms: float
-    reference: Callable[[int, TraceRow], tuple[float | None, str]] | None = None
+    reference: bool = False
 
     def needed(self, parent: TraceRow) -> float:
         """What a step must save: δ, or only what is left to the target when that is less, but
@@ -254,12 +255,21 @@ def _trimmed(
     return len(proposals) - 1
 
 
-def _reference(s: Search, parent: TraceRow) -> tuple[float, TraceRow | None]:
-    """The top-1 a step's proposals are compared with: the parent fine-tuned alike (and its
-    trace row), or without ``s.reference`` the parent's recorded top-1."""
-    if s.reference is None:
+def alike(parent: TraceRow) -> Proposal:
+    """The step's parent as a proposal of no move: fine-tuned in the batch of its proposals, the
+    reference of their ΔTop-1. Fine-tuned alone before them, it held a whole round of the
+    trainings (one worker of two on the bench's CPU busy, the other idle)."""
+    return Proposal(None, REFERENCE, parent.edits, 0.0, 0)
+
+
+def _reference(
+    s: Search, parent: TraceRow, tuned: tuple[float | None, str] | None
+) -> tuple[float, TraceRow | None]:
+    """The top-1 a step's proposals are compared with: the parent fine-tuned alike (``tuned``,
+    and its trace row), or without ``s.reference`` the parent's recorded top-1."""
+    if tuned is None:
         return parent.holdout_top1, None
-    top1, run = s.reference(parent.step + 1, parent)
+    top1, run = tuned
     if top1 is None:
         raise SearchError(
             f"the parent's own fine-tune, which step {parent.step + 1}'s proposals are compared "
@@ -307,8 +317,10 @@ def run_step(s: Search, parent: TraceRow, progress: Callable[[], None]) -> list[
             "smaller step, or the moves kernel and se, may reach further); the best reached is "
             "kept"
         )
-    reference, reference_row = _reference(s, parent)
-    results = s.finetune(parent.step + 1, proposals, parent, 0)
+    batch = [alike(parent), *proposals] if s.reference else proposals
+    results = s.finetune(parent.step + 1, batch, parent, 0)
+    tuned = results.pop(0) if s.reference else None
+    reference, reference_row = _reference(s, parent, tuned)
     order = ranked(reference, proposals, [top1 for top1, _ in results])
     if not order:
         raise SearchError(f"every proposal's fine-tune failed (see logs/): {where}")

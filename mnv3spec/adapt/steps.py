@@ -169,30 +169,24 @@ def _variant(ctx: Context, name: str, edits: Edits, words: str) -> Path:
 
 
 def finetune(ctx: Context, bar: StepBar):
-    """The fine-tune of a step's proposals, from the parent's weights, numbered from ``first``;
-    a proposal whose training failed scores None (the search passes it over and goes on)."""
+    """The fine-tune of a step's proposals, from the parent's weights, numbered from ``first``,
+    as one batch of trainings; a proposal of no move is the parent itself (``sNN-parent``, the
+    reference of their ΔTop-1). A proposal whose training failed scores None (the search
+    passes it over and goes on)."""
 
     def run(
         step: int, proposals: list[Proposal], parent: TraceRow, first: int = 0
     ) -> list[tuple[float | None, str]]:
-        changes, jobs = _finetunes(ctx, parent), []
-        for i, p in enumerate(proposals, first):
-            name = f"s{step:02d}-{i:02d}-{slug(p.edit)}"
-            spec = _variant(ctx, name, p.edits, f"adapt step {step}: {p.edit}")
+        changes, jobs, number = _finetunes(ctx, parent), [], first
+        for p in proposals:
+            if p.move is None:
+                name, words = f"s{step:02d}-parent", "the parent, fine-tuned"
+            else:
+                name, words = f"s{step:02d}-{number:02d}-{slug(p.edit)}", p.edit
+                number += 1
+            spec = _variant(ctx, name, p.edits, f"adapt step {step}: {words}")
             jobs.append(Job(name, str(spec), {}, changes))
         return _scored(ctx, jobs, bar.write)
-
-    return run
-
-
-def reference(ctx: Context, bar: StepBar):
-    """The parent of a step fine-tuned as its proposals are (the same steps, seed and learning
-    rate, from its own weights): what their ΔTop-1 is measured against."""
-
-    def run(step: int, parent: TraceRow) -> tuple[float | None, str]:
-        name = f"s{step:02d}-parent"
-        spec = _variant(ctx, name, parent.edits, f"adapt step {step}: the parent, fine-tuned")
-        return _scored(ctx, [Job(name, str(spec), {}, _finetunes(ctx, parent))], bar.write)[0]
 
     return run
 
