@@ -5,6 +5,7 @@
         --retrain-epochs 1 --finetune-steps 10 --seeds 1 --out bench-adapt-small   # minutes
     python bench/adapt.py --device cuda --cluster local --gpus-per-training 0.25 \\
         --out bench-adapt-gpu                    # on one GPU: four fine-tunes at once
+    python bench/adapt.py --cluster local        # on a CPU: one training per core, one thread each
 
 Small (``--set si=2``, the paper's strides) deployed at ``--resolution`` (224) on ExecuTorch fp32,
 target ``--target-ratio`` (0.6) × its measured latency, δ = ``--step`` (0.05) × that latency;
@@ -60,6 +61,7 @@ def settings(args: argparse.Namespace) -> AdaptSettings:
         retrain_epochs=args.retrain_epochs,
         retrain_seeds=args.seeds,
         holdout=args.holdout,
+        score=args.score,
         runs=args.latency_runs,
         training=training,
         out=args.out,
@@ -85,6 +87,7 @@ def main() -> int:
     p.add_argument("--finetune-lr", type=float, help="default: a tenth of the training's")
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--holdout", type=int, default=1000)
+    p.add_argument("--score", choices=["loss", "top1"], default="loss", help="adapt's --score")
     p.add_argument("--train-subset", type=int, default=6000)
     p.add_argument("--latency-runs", type=int, default=200)
     p.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")

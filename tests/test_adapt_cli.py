@@ -87,6 +87,7 @@ def test_the_trace_holds_every_proposal_and_one_choice_per_step(searched):
     for r in rows:
         assert (out / r["run"] / "best.safetensors").is_file()
         assert float(r["latency_ms"]) > 0 and r["spread_ms"] and r["holdout_top1"]
+        assert float(r["holdout_loss"]) > 0  # the figure that ranked it (--score loss)
     for step in steps - {0}:  # each step's reference: its parent fine-tuned as its proposals
         (ref,) = [r for r in rows if int(r["step"]) == step and r["edit"] == REFERENCE]
         parent = next(r for r in rows if int(r["step"]) == step - 1 and r["chosen"] == "1")
@@ -138,6 +139,8 @@ def test_two_searches_never_share_a_folder(searched, tmp_path):
     with locked_folder(out, "adapt"):
         _unchanged(out, tmp_path, adapt_args(out, "--no-baselines"), "in use by another adapt")
     _unchanged(out, tmp_path, adapt_args(out), "holds another search", "baselines")
+    top1 = adapt_args(out, "--no-baselines", "--score", "top1")
+    _unchanged(out, tmp_path, top1, "holds another search", "score")
 
 
 def test_a_folder_of_an_earlier_version_is_refused_saying_so(searched, tmp_path):
@@ -158,6 +161,15 @@ def test_a_finetune_lr_not_above_zero_or_not_finite_is_refused(tmp_path, value):
     last = r.stderr.strip().splitlines()[-1]  # after argparse's usage
     assert r.returncode == 2 and last.startswith("mnv3spec adapt: error: argument --finetune-lr")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("value", ["accuracy", "", "LOSS", "top-1"])
+def test_a_score_other_than_loss_or_top1_is_refused(tmp_path, value):
+    out = tmp_path / "adapt"
+    r = run_cli("adapt", TINY, "--target-ratio", "0.5", "--score", value, "--out", str(out))
+    last = r.stderr.strip().splitlines()[-1]  # after argparse's usage
+    assert r.returncode == 2 and last.startswith("mnv3spec adapt: error: argument --score")
+    assert "choose from" in last and "top1" in last and not out.exists()
 
 
 def test_nothing_to_do_when_the_start_meets_the_target(tmp_path):

@@ -41,6 +41,7 @@ class AdaptSettings:
     retrain_seeds: int = 1
     moves: tuple[str, ...] = ()
     holdout: int = 1000
+    score: str = "loss"  # what ranks the proposals: held-out loss, or top-1 (the paper's)
     baselines: bool = True
     runs: int = 200  # rounds are cheap beside an export: Small at 224 px, about 1 s for 200
     warmup: int = 5

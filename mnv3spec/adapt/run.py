@@ -71,7 +71,7 @@ def _search(s: files.AdaptSettings, say: Say, cluster: ClusterSettings | None) -
         bar = StepBar(trace.path(rows)[-1].step)
         found = Search(
             target, delta, ctx.trained, ctx.moves_of, ctx.saving, ctx.paired, finetune(ctx, bar),
-            ctx.confirmed, trace.path(rows)[0].latency_ms, reference=True,
+            ctx.confirmed, trace.path(rows)[0].latency_ms, reference=True, score=s.score,
         )  # fmt: skip
         try:
             last = search(found, trace.path(rows)[-1], _on_step(ctx, rows, bar), bar)
@@ -158,7 +158,8 @@ def _on_step(ctx: Context, rows: list[trace.TraceRow], bar: StepBar):
         write_result(ctx, chosen, None)
         ctx.say(
             f"step {chosen.step}: {chosen.edit}: {chosen.latency_ms:.3f} ± {chosen.spread_ms:.3f} "
-            f"ms, held-out top-1 {chosen.holdout_top1:.2f}% ({len(step_rows)} proposals)"
+            f"ms, held-out top-1 {chosen.holdout_top1:.2f}%, loss {chosen.holdout_loss:.4f} "
+            f"({len(step_rows)} proposals)"
         )
 
     return on_step

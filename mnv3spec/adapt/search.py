@@ -22,6 +22,7 @@ import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..errors import SearchError
 from ..spec.resolve import Spec
@@ -46,6 +47,18 @@ class Proposal:
     multiples: int = 1  # how many divisors deep it shrinks
 
 
+class Tuned(NamedTuple):
+    """A fine-tune's held-out top-1 (None: its training failed), its run folder and its
+    held-out loss."""
+
+    top1: float | None
+    run: str
+    loss: float | None = None
+
+
+SCORES = ("loss", "top1")  # what ranks the proposals: held-out loss (default) or top-1
+
+
 @dataclass(frozen=True)
 class Search:
     """What a search needs: the target and step in ms, the spec (as trained) of a set of edits,
@@ -57,7 +70,7 @@ class Search:
     parent, :func:`alike`), the latency of a chosen set of edits timed again beside the start
     (whose recorded latency is ``start_ms``), and whether the reference of the proposals'
     ΔTop-1 is the parent fine-tuned as they are, in the same batch of trainings (else the
-    parent's recorded top-1)."""
+    parent's recorded figures), and the figure that ranks them (:data:`SCORES`)."""
 
     target_ms: float
     delta_ms: float
@@ -65,10 +78,24 @@ class Search:
     moves_of: Callable[[Spec], list[Move]]
     saving_of: Callable[[Edits, Edits], float]
     latency_of: Callable[[Edits, Edits], Measured]
-    finetune: Callable[[int, list[Proposal], TraceRow, int], list[tuple[float | None, str]]]
+    finetune: Callable[[int, list[Proposal], TraceRow, int], list[tuple]]  # of :class:`Tuned`
     confirm: Callable[[Edits], Measured]
     start_ms: float
     reference: bool = False
+    score: str = "loss"
+
+    def figure(self, t: Tuned) -> float | None:
+        """What ranks a fine-tune, the higher the better: its held-out loss negated, or its
+        top-1; None where its training failed. On the bench's 1,000 held-out images top-1
+        moves in steps of 0.1 point and its binomial error is some 1.3 points: 10 of a step's
+        11 proposals lay within 0.9 points of their parent fine-tuned alike, 5 above it, and the
+        step took a cut whose loss rose 30 times as much as the best's
+        (docs/measurements.md#adapt)."""
+        if t.top1 is None:
+            return None
+        if self.score == "top1":
+            return t.top1
+        return None if t.loss is None else -t.loss
 
     def needed(self, parent: TraceRow) -> float:
         """What a step must save: δ, or only what is left to the target when that is less, but
@@ -172,11 +199,11 @@ def propose(s: Search, parent: TraceRow, progress: Callable[[], None]) -> list[P
 
 
 def ranked(reference: float, proposals: list[Proposal], scores: list[float | None]) -> list[int]:
-    """The proposals whose fine-tune finished, best ΔTop-1 / |ΔLatency| first, ΔTop-1 against
-    ``reference``. A gain counts as no loss (ties: the one that saves more): divided by the
-    saving, a gain would rank the smallest cut first, and a cut that loses nothing and saves
-    more is the better one."""
-    done = [i for i, top1 in enumerate(scores) if top1 is not None]
+    """The proposals whose fine-tune finished, best Δscore / |ΔLatency| first (a score the
+    higher the better: :meth:`Search.figure`), Δ against ``reference``. A gain counts as no
+    loss (ties: the one that saves more): divided by the saving, a gain would rank the smallest
+    cut first, and a cut that loses nothing and saves more is the better one."""
+    done = [i for i, score in enumerate(scores) if score is not None]
     gains = {i: min(scores[i] - reference, 0.0) / proposals[i].saved_ms for i in done}
     return sorted(done, key=lambda i: (-gains[i], -proposals[i].saved_ms))
 
@@ -236,7 +263,7 @@ def _trimmed(
     s: Search,
     parent: TraceRow,
     proposals: list[Proposal],
-    results: list[tuple[float | None, str]],
+    results: list[Tuned],
     measured: dict[int, Measured],
     chosen: int,
 ) -> int:
@@ -246,11 +273,11 @@ def _trimmed(
     if found is None:
         return chosen
     p, m = found
-    ((top1, run),) = s.finetune(parent.step + 1, [p], parent, len(proposals))
-    if top1 is None:  # its training failed: the deeper shrink stands
+    (tuned,) = [Tuned(*r) for r in s.finetune(parent.step + 1, [p], parent, len(proposals))]
+    if s.figure(tuned) is None:  # its training failed: the deeper shrink stands
         return chosen
     proposals.append(p)
-    results.append((top1, run))
+    results.append(tuned)
     measured[len(proposals) - 1] = m
     return len(proposals) - 1
 
@@ -262,46 +289,46 @@ def alike(parent: TraceRow) -> Proposal:
     return Proposal(None, REFERENCE, parent.edits, 0.0, 0)
 
 
-def _reference(
-    s: Search, parent: TraceRow, tuned: tuple[float | None, str] | None
-) -> tuple[float, TraceRow | None]:
-    """The top-1 a step's proposals are compared with: the parent fine-tuned alike (``tuned``,
-    and its trace row), or without ``s.reference`` the parent's recorded top-1."""
+def _reference(s: Search, parent: TraceRow, tuned: Tuned | None) -> tuple[Tuned, TraceRow | None]:
+    """The figures a step's proposals are compared with: the parent fine-tuned alike (``tuned``,
+    and its trace row), or without ``s.reference`` the parent's recorded ones."""
     if tuned is None:
-        return parent.holdout_top1, None
-    top1, run = tuned
-    if top1 is None:
+        return Tuned(parent.holdout_top1, parent.run, parent.holdout_loss), None
+    if s.figure(tuned) is None:
         raise SearchError(
             f"the parent's own fine-tune, which step {parent.step + 1}'s proposals are compared "
             f"with, failed (see logs/); repeat the command to try it again"
         )
     row = dataclasses.replace(parent, step=parent.step + 1, edit=REFERENCE, chosen=False,
-                              holdout_top1=top1, d_top1=0.0, d_ms=0.0, score=0.0, run=run,
+                              holdout_top1=tuned.top1, holdout_loss=tuned.loss or 0.0, d_top1=0.0,
+                              d_loss=0.0, d_ms=0.0, score=0.0, run=tuned.run,
                               measured=True)  # fmt: skip
-    return top1, row
+    return tuned, row
 
 
 def step_rows(
-    step: int,
+    s: Search,
     parent: TraceRow,
     proposals: list[Proposal],
-    results: list[tuple[float | None, str]],
+    results: list[Tuned],
     measured: dict[int, Measured],
     chosen: int | None,
-    reference: float,
+    reference: Tuned,
 ) -> list[TraceRow]:
     """The trace's rows of one step: every proposal (a failed fine-tune scores 0 %), its latency
-    measured whole where it was, predicted from its rows where not, its ΔTop-1 against
-    ``reference`` (:func:`_reference`); ``chosen`` marked."""
-    rows = []
-    for i, (p, (top1, run)) in enumerate(zip(proposals, results, strict=True)):
-        top1 = 0.0 if top1 is None else top1
-        m = measured.get(i)
+    measured whole where it was, predicted from its rows where not, its ΔTop-1, ΔLoss and score
+    (Δ :meth:`Search.figure` / the ms saved) against ``reference`` (:func:`_reference`);
+    ``chosen`` marked."""
+    rows, step, ref_loss = [], parent.step + 1, reference.loss or 0.0
+    for i, (p, r) in enumerate(zip(proposals, results, strict=True)):
+        m, figure = measured.get(i), s.figure(r)
         ms, spread, load = (m.median_ms, m.spread_ms, m.load) if m else (
             parent.latency_ms - p.saved_ms, 0.0, 0.0)  # fmt: skip
-        saved, d_top1 = parent.latency_ms - ms, top1 - reference
-        figures = (ms, spread, load, top1, d_top1, saved, d_top1 / saved if saved else 0.0)
-        rows.append(TraceRow(step, p.edit, i == chosen, *figures, run, p.edits, m is not None))
+        top1, loss, saved = r.top1 or 0.0, r.loss or 0.0, parent.latency_ms - ms
+        gain = 0.0 if figure is None or not saved else (figure - s.figure(reference)) / saved
+        figures = (ms, spread, load, top1, top1 - reference.top1, saved, gain)
+        rows.append(TraceRow(step, p.edit, i == chosen, *figures, r.run, p.edits, m is not None,
+                             loss, loss - ref_loss if r.loss is not None else 0.0))  # fmt: skip
     return rows
 
 
@@ -318,10 +345,10 @@ def run_step(s: Search, parent: TraceRow, progress: Callable[[], None]) -> list[
             "kept"
         )
     batch = [alike(parent), *proposals] if s.reference else proposals
-    results = s.finetune(parent.step + 1, batch, parent, 0)
+    results = [Tuned(*r) for r in s.finetune(parent.step + 1, batch, parent, 0)]
     tuned = results.pop(0) if s.reference else None
     reference, reference_row = _reference(s, parent, tuned)
-    order = ranked(reference, proposals, [top1 for top1, _ in results])
+    order = ranked(s.figure(reference), proposals, [s.figure(r) for r in results])
     if not order:
         raise SearchError(f"every proposal's fine-tune failed (see logs/): {where}")
     chosen, measured = accept(s, parent, proposals, order)
@@ -335,7 +362,7 @@ def run_step(s: Search, parent: TraceRow, progress: Callable[[], None]) -> list[
         )
     chosen = _trimmed(s, parent, proposals, results, measured, chosen)
     measured[chosen] = on_scale(s.confirm(proposals[chosen].edits), s.start_ms)
-    rows = step_rows(parent.step + 1, parent, proposals, results, measured, chosen, reference)
+    rows = step_rows(s, parent, proposals, results, measured, chosen, reference)
     return rows if reference_row is None else [reference_row, *rows]
 
 

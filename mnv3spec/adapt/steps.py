@@ -21,10 +21,10 @@ from . import baselines, report
 from . import folder as files
 from .moves import Edits, Move, moves
 from .rows import RowTimer
-from .search import Proposal, on_scale
+from .search import Proposal, Tuned, on_scale
 from .timing import Cache, LatencySettings, Measured, key, measure_pair, measure_spec
 from .trace import TraceRow
-from .trainings import Job, finetune_changes, run_jobs, slug, top1, try_jobs
+from .trainings import Job, finetune_changes, held_out, run_jobs, slug, top1, try_jobs
 
 SEARCH_ONLY = ("init", "holdout")  # train flags a retrain from scratch drops
 FINETUNE_LR = 0.1  # a fine-tune's learning rate, as a fraction of the training's
@@ -135,9 +135,9 @@ def train_start(ctx: Context, latency: Measured) -> TraceRow:
     """Step 0: the input spec trained with the train flags, scored on the held-out images."""
     job = Job("start", ctx.s.spec, {}, {"holdout": ctx.s.holdout})
     (run,) = run_jobs([job], ctx.folder, ctx.flags("holdout"), ctx.say, ctx.cluster)
-    m = latency
-    return TraceRow(0, "start", True, m.median_ms, m.spread_ms, m.load, top1(run), 0.0, 0.0, 0.0,
-                    "runs/start", {})  # fmt: skip
+    m, (top1_, loss) = latency, held_out(run)
+    return TraceRow(0, "start", True, m.median_ms, m.spread_ms, m.load, top1_, 0.0, 0.0, 0.0,
+                    "runs/start", {}, holdout_loss=loss)  # fmt: skip
 
 
 def finetune_lr(s: files.AdaptSettings) -> float:
@@ -155,12 +155,17 @@ def _finetunes(ctx: Context, parent: TraceRow) -> dict[str, Any]:
     return finetune_changes(weights, ctx.s.finetune_steps, ctx.s.holdout, seed, finetune_lr(ctx.s))
 
 
-def _scored(ctx: Context, jobs: list[Job], say: Callable[[str], None]):
+def _scored(ctx: Context, jobs: list[Job], say: Callable[[str], None]) -> list[Tuned]:
     failed = try_jobs(jobs, ctx.folder, ctx.flags(*SEARCH_ONLY), say, ctx.cluster)
-    return [
-        (None if j.id in failed else top1(RunFolder(ctx.folder / "runs" / j.id)), f"runs/{j.id}")
-        for j in jobs
-    ]
+    return [_tuned(ctx, j.id, failed) for j in jobs]
+
+
+def _tuned(ctx: Context, job: str, failed) -> Tuned:
+    run = f"runs/{job}"
+    if job in failed:
+        return Tuned(None, run)
+    top1_, loss = held_out(RunFolder(ctx.folder / run))
+    return Tuned(top1_, run, loss)
 
 
 def _variant(ctx: Context, name: str, edits: Edits, words: str) -> Path:
@@ -174,9 +179,7 @@ def finetune(ctx: Context, bar: StepBar):
     reference of their ΔTop-1). A proposal whose training failed scores None (the search
     passes it over and goes on)."""
 
-    def run(
-        step: int, proposals: list[Proposal], parent: TraceRow, first: int = 0
-    ) -> list[tuple[float | None, str]]:
+    def run(step: int, proposals: list[Proposal], parent: TraceRow, first: int = 0) -> list[Tuned]:
         changes, jobs, number = _finetunes(ctx, parent), [], first
         for p in proposals:
             if p.move is None:

@@ -1,7 +1,8 @@
 """``trace.csv``: the search step by step. One row per proposal (its edit, its latency ± spread
 and the machine's load — measured whole where ``measured`` is 1, predicted from its rows with
-no spread where 0 —, held-out top-1 after the fine-tune (0 where it failed), the change in
-each and the score ΔTop-1 / |ΔLatency|), the chosen one marked; step 0 is the start. A resumed
+no spread where 0 —, held-out top-1 and loss after the fine-tune (0 where it failed), the
+change in each and the score: −ΔLoss (or ΔTop-1, ``--score top1``) / |ΔLatency|), the chosen
+one marked; step 0 is the start. A resumed
 search takes its path from the chosen rows (each holds the edits so far, as JSON) and its run
 folders, so the file is read back field by field and a damaged one refused."""
 
@@ -25,6 +26,10 @@ FIX = "restore it, or delete the folder to start the search over"
 MAX_TRACE_BYTES = 64 << 20
 
 
+FIGURES = ("latency_ms", "spread_ms", "load", "holdout_top1", "d_top1", "d_ms", "score",
+           "holdout_loss", "d_loss")  # fmt: skip
+
+
 @dataclass(frozen=True)
 class TraceRow:
     step: int
@@ -36,17 +41,19 @@ class TraceRow:
     holdout_top1: float
     d_top1: float  # against the step's parent
     d_ms: float  # the latency it saves (positive)
-    score: float  # d_top1 / d_ms
+    score: float  # -d_loss / d_ms, or d_top1 / d_ms (the search's score)
     run: str  # its run folder, relative to the adapt folder
     edits: Edits  # every edit so far, this one included
     measured: bool = True  # its latency measured whole (else predicted from its rows)
+    holdout_loss: float = 0.0
+    d_loss: float = 0.0  # against the step's parent
 
     def cells(self) -> dict[str, Any]:
         cells = dataclasses.asdict(self)
         cells["chosen"] = int(self.chosen)
         cells["measured"] = int(self.measured)
         cells["edits"] = json.dumps(self.edits, sort_keys=True)
-        for k in ("latency_ms", "spread_ms", "load", "holdout_top1", "d_top1", "d_ms", "score"):
+        for k in FIGURES:
             cells[k] = f"{cells[k]:.4f}"
         return cells
 
@@ -60,7 +67,7 @@ def _parse(cells: dict[str, str]) -> TraceRow:
     values["step"] = int(cells["step"])
     values["chosen"] = {"0": False, "1": True}[cells["chosen"]]
     values["measured"] = {"0": False, "1": True}[cells["measured"]]
-    for k in ("latency_ms", "spread_ms", "load", "holdout_top1", "d_top1", "d_ms", "score"):
+    for k in FIGURES:
         values[k] = float(cells[k])
         if not math.isfinite(values[k]):
             raise ValueError(k)

@@ -84,10 +84,15 @@ def run_jobs(
 
 def top1(run: RunFolder) -> float:
     """The last epoch's validation top-1 of a finished run (held-out images, for a search's)."""
+    return held_out(run)[0]
+
+
+def held_out(run: RunFolder) -> tuple[float, float]:
+    """The last epoch's validation top-1 and loss of a finished run."""
     rows = run.read_metrics()
     if not rows:
         raise UserError("holds no finished epoch; delete it to train it again", file=str(run))
-    return rows[-1].val_top1
+    return rows[-1].val_top1, rows[-1].val_loss
 
 
 def finetune_changes(

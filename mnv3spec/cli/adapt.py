@@ -32,6 +32,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         retrain_seeds=args.retrain_seeds,
         moves=tuple(dict.fromkeys(args.moves)),
         holdout=holdout,
+        score=args.score,
         baselines=not args.no_baselines,
         runs=args.latency_runs,
         warmup=args.latency_warmup,
@@ -53,9 +54,9 @@ def add_adapt(sub: argparse._SubParsersAction) -> None:
         description="Each step proposes the smallest shrink of every row's exp and every residual "
         "group's out that its rows, timed on --backend, say lowers the latency by --step; "
         "fine-tunes each from its parent's weights, scores it on held-out training images, and "
-        "keeps the best Δtop-1/|Δlatency| whose whole network, measured on --backend, saves "
-        "more than the timing's noise, until the target is met; then retrains the result from "
-        "scratch beside the width and resolution baselines. Repeat the command to continue. "
+        "keeps the best -Δloss/|Δlatency| (--score) whose whole network, measured on --backend, "
+        "saves more than the timing's noise, until the target is met; then retrains the result "
+        "from scratch beside the width and resolution baselines. Repeat the command to continue. "
         "Exit status 3: the target was not reached (the best reached is kept).",
     )
     add = p.add_argument
@@ -77,6 +78,7 @@ def add_adapt(sub: argparse._SubParsersAction) -> None:
     add("--finetune-lr", type=number(float, 0, above=True), metavar="LR", help=FINETUNE_LR)
     add("--retrain-epochs", type=number(int, 1), default=20, help="from scratch (default 20)")
     add("--retrain-seeds", type=number(int, 1), default=1, help="seeds 0..N-1 (default 1)")
+    add("--score", choices=["loss", "top1"], default="loss", help=SCORE)
     add("--moves", nargs="+", choices=["kernel", "se"], default=[], help=MOVES)
     add("--no-baselines", action="store_true", help="retrain the result only")
     add("--latency-runs", type=number(int, 1), default=200, help="timed calls a network (200)")
@@ -94,5 +96,9 @@ def add_adapt(sub: argparse._SubParsersAction) -> None:
 STEP = "δ, the least latency a proposal saves, as a fraction of the start's (default 0.01)"
 FINETUNE_LR = (
     "a fine-tune's learning rate, from the parent's weights (default: a tenth of the training's)"
+)
+SCORE = (
+    "what ranks the proposals, per ms saved: the held-out loss (default; less noisy on a small "
+    "held-out set) or top-1 (the paper's)"
 )
 MOVES = "also propose kernel 5→3 and SE off per row (beyond the paper)"
