@@ -93,7 +93,9 @@ def main() -> int:
     p.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default="bench-adapt")
-    add_cluster_options(p)  # on one GPU: --cluster local --gpus-per-training 0.25, four at once
+    # adds "--cluster", "--gpus-per-training", "--cpus-per-training"; on one GPU: --cluster local
+    # --gpus-per-training 0.25, four at once; on a CPU: --cluster local, one per core
+    add_cluster_options(p)
     args = p.parse_args()
     out, started, cached = Path(args.out), time.time(), 0.0
     try:
