@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mnv3spec.adapt.search import REFERENCE
 from mnv3spec.files import locked_folder
@@ -138,9 +139,51 @@ def test_two_searches_never_share_a_folder(searched, tmp_path):
     out, _ = searched
     with locked_folder(out, "adapt"):
         _unchanged(out, tmp_path, adapt_args(out, "--no-baselines"), "in use by another adapt")
-    _unchanged(out, tmp_path, adapt_args(out), "holds another search", "baselines")
+    step = [*adapt_args(out, "--no-baselines"), "--step", "0.1"]  # the last --step counts
+    _unchanged(out, tmp_path, step, "holds another search", "step", "only the target")
     top1 = adapt_args(out, "--no-baselines", "--score", "top1")
     _unchanged(out, tmp_path, top1, "holds another search", "score")
+
+
+def _path_of(folder: Path) -> list[dict[str, str]]:
+    with open(folder / "trace.csv") as f:
+        return [r for r in csv.DictReader(f) if r["chosen"] == "1"]
+
+
+def _continued(searched, tmp_path: Path, *more: str):
+    """The searched folder, copied, searched again with ``more`` (a target, retrain flags)."""
+    out, _ = searched
+    if len(_path_of(out)) < 2:
+        pytest.skip("the search took no step; no path to read a target from")
+    copy = tmp_path / "again"
+    shutil.copytree(out, copy)
+    args = [a for a in adapt_args(copy, "--no-baselines") if a not in ("--target-ratio", "0.97")]
+    return copy, run_cli(*args, *more)
+
+
+def test_a_higher_target_is_read_from_the_path_and_retrained(searched, tmp_path):
+    out, _ = searched
+    step1 = _path_of(out)[1]
+    target = f"{float(step1['latency_ms']) + 1e-6:.9f}"
+    copy, r = _continued(searched, tmp_path, "--target-ms", target, "--retrain-epochs", "2")
+    assert r.returncode == 0, r.stderr
+    assert (copy / "trace.csv").read_bytes() == (out / "trace.csv").read_bytes()  # no new step
+    result = yaml.safe_load((copy / "tiny_phone-adapted.yaml").read_text())
+    assert result["rows"] == json.loads(step1["edits"]) and "after 1 steps" in result["description"]
+    assert (copy / "runs" / "final-adapt-s01-2ep-seed0" / "best.safetensors").is_file()
+    assert json.loads((copy / "adapt.json").read_text())["target_ms"] == float(target)
+
+
+def test_a_lower_target_continues_the_path(searched, tmp_path):
+    out, _ = searched
+    copy, r = _continued(searched, tmp_path, "--target-ratio", "0.9")
+    assert r.returncode in (0, 3), r.stderr  # 3: the timing's noise stopped it short
+    before = (out / "trace.csv").read_text().splitlines()
+    after = (copy / "trace.csv").read_text().splitlines()
+    assert after[: len(before)] == before  # the steps taken stay
+    assert len(after) > len(before) or "the best reached is kept" in r.stderr  # and go on
+    for step in {int(row["step"]) for row in _path_of(copy)} - {0}:
+        assert any((copy / "runs").glob(f"s{step:02d}-parent"))
 
 
 def test_a_folder_of_an_earlier_version_is_refused_saying_so(searched, tmp_path):

@@ -56,10 +56,19 @@ class AdaptSettings:
 
 
 FIX = "repeat the search's own command to continue it, or choose another folder"
+# What may differ when a folder is searched again: the path serves every target along it (the
+# target only says where to stop), and the retraining comes after the path.
+AFTER_THE_PATH = ("target_ms", "target_ratio", "retrain_epochs", "retrain_seeds", "baselines")
+
+
+def _path_settings(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if k not in AFTER_THE_PATH}
 
 
 def check_same(folder: Path, s: AdaptSettings) -> None:
-    """Refuse a folder that holds another search (or a damaged adapt.json)."""
+    """Refuse a folder that holds another search (or a damaged adapt.json): one whose path
+    was taken with other settings. Another target, or other retraining settings, continue the
+    path (a lower target) or read the result from it (a higher one), and retrain."""
     path = folder / SETTINGS
     if not path.exists():
         return
@@ -68,13 +77,15 @@ def check_same(folder: Path, s: AdaptSettings) -> None:
         found = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise UserError(f"damaged: not JSON ({e}); {FIX}", file=str(path)) from None
-    mine = s.stored()
-    if found != mine:
-        theirs = found if isinstance(found, dict) else {}
+    mine = _path_settings(s.stored())
+    theirs = _path_settings(found) if isinstance(found, dict) else {}
+    if theirs != mine:
         _check_not_older(folder, mine, theirs)
         changed = ", ".join(sorted(k for k in mine if theirs.get(k) != mine[k])) or "its fields"
         raise UserError(
-            f"{folder} holds another search (adapt.json differs in {changed}); {FIX}", field="out"
+            f"{folder} holds another search (adapt.json differs in {changed}; only the target "
+            f"and the retraining may change in a search's folder); {FIX}",
+            field="out",
         )
 
 

@@ -1,7 +1,9 @@
 """``adapt`` from settings to folder, read top to bottom in :func:`adapt`: everything checked and
 the start timed before the folder is touched; then, under the folder's lock, the start trained,
 the search stepped (each step's rows in trace.csv and the result so far in the variant file),
-the result and the baselines retrained from scratch, and the table and plot written."""
+the result and the baselines retrained from scratch, and the table and plot written. The same
+folder searched to a lower target continues its path; to a higher one, its result is the first
+network on the path that meets it."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from . import folder as files
 from . import trace
 from .moves import moves
 from .rows import RowTimer
-from .search import Search, search
+from .search import Search, reached, search
 from .steps import (
     Context,
     StepBar,
@@ -73,13 +75,16 @@ def _search(s: files.AdaptSettings, say: Say, cluster: ClusterSettings | None) -
             target, delta, ctx.trained, ctx.moves_of, ctx.saving, ctx.paired, finetune(ctx, bar),
             ctx.confirmed, trace.path(rows)[0].latency_ms, reference=True, score=s.score,
         )  # fmt: skip
-        try:
-            last = search(found, trace.path(rows)[-1], _on_step(ctx, rows, bar), bar)
-        except SearchError:
-            write_result(ctx, trace.path(rows)[-1], target)
-            raise
+        last = reached(trace.path(rows), target)
+        if last is None:
+            try:
+                last = search(found, trace.path(rows)[-1], _on_step(ctx, rows, bar), bar)
+            except SearchError:
+                write_result(ctx, trace.path(rows)[-1], target)
+                raise
         result = write_result(ctx, last, target)
-        table = retrain(ctx, trace.path(rows), result, target)
+        path = trace.path(rows)
+        table = retrain(ctx, path[: path.index(last) + 1], result, target)
     return Outcome(ctx.folder, result, table)
 
 

@@ -366,6 +366,14 @@ def run_step(s: Search, parent: TraceRow, progress: Callable[[], None]) -> list[
     return rows if reference_row is None else [reference_row, *rows]
 
 
+def reached(path: list[TraceRow], target_ms: float) -> TraceRow | None:
+    """The first network on a searched ``path`` (after the start) that meets ``target_ms``:
+    the result of a search to that target, whose steps a search to a lower target took on its
+    way (the target only says where to stop; a last step, sized to what was left to its own
+    target, may be shorter than δ). None where the path has not reached it."""
+    return next((r for r in path[1:] if r.latency_ms <= target_ms), None)
+
+
 def search(
     s: Search,
     parent: TraceRow,

@@ -210,7 +210,9 @@ def write_result(ctx: Context, row: TraceRow, target: float | None) -> Path:
 
 def retrain(ctx: Context, path: list[TraceRow], result: Path, target: float) -> str:
     """The result and each baseline trained from scratch with the same flags and epochs, once
-    per seed; the table (also summary.csv) and the plot."""
+    per seed; the table (also summary.csv) and the plot. A run is named by what it trains (the
+    result by its step on the path, a baseline by its value) and its epochs, so the same folder
+    searched to another target, or retrained longer, trains anew what differs."""
     last = path[-1]
     entries = [("adapt", str(result), {}, Measured(last.latency_ms, last.spread_ms, last.load))]
     if ctx.s.baselines:
@@ -218,11 +220,13 @@ def retrain(ctx: Context, path: list[TraceRow], result: Path, target: float) -> 
     changes = [
         {"epochs": ctx.s.retrain_epochs, "seed": seed} for seed in range(ctx.s.retrain_seeds)
     ]
+    named = {"adapt": f"adapt-s{last.step:02d}"}
     jobs = [  # seed by seed, so an interrupted comparison has every network of the first seed
-        Job(f"final-{slug(name)}-seed{c['seed']}", spec, overrides, c)
+        Job(f"final-{named.get(name, slug(name))}-{c['epochs']}ep-seed{c['seed']}", spec,
+            overrides, c)
         for c in changes
         for name, spec, overrides, _ in entries
-    ]
+    ]  # fmt: skip
     runs = run_jobs(jobs, ctx.folder, ctx.flags(*SEARCH_ONLY), ctx.say, ctx.cluster)
     top1s = [top1(r) for r in runs]
     retrained = [
