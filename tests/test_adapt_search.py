@@ -15,6 +15,7 @@ from mnv3spec.adapt.search import (
     Proposal,
     Search,
     ranked,
+    reached,
     run_step,
     search,
     smallest_step,
@@ -432,3 +433,12 @@ def test_a_continued_search_numbers_its_steps_on(capsys):
     err = capsys.readouterr().err
     assert "step 3: moves timed" in err and "step 4: moves timed" in err
     assert "step 1:" not in err
+
+
+def test_a_path_gives_each_target_it_reached_its_first_network_that_meets_it():
+    path = [
+        dataclasses.replace(start(), step=i, latency_ms=ms) for i, ms in enumerate([10, 9, 8, 7])
+    ]
+    assert reached(path, 8.5).step == 2 and reached(path, 9).step == 1  # at the target meets it
+    assert reached(path, 6.9) is None  # not reached: the search goes on from the last
+    assert reached(path[:1], 10) is None  # the start is no result, even at the target
