@@ -99,6 +99,8 @@ def main() -> int:
     # --gpus-per-training 0.25, four at once; on a CPU: --cluster local, one per core
     add_cluster_options(p)
     args = p.parse_args()
+    if args.recheck_runs < 0:
+        p.error(f"argument --recheck-runs: {args.recheck_runs} is below 0 (0: no second timing)")
     out, started, cached = Path(args.out), time.time(), 0.0
     try:
         cluster = cluster_settings(args)
