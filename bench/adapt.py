@@ -13,7 +13,8 @@ trained on the 6,000-image Fashion-MNIST subset (``--train-subset``), proposals 
 held-out training images; the adapted spec and both baselines retrained from scratch with
 ``--seeds`` seeds (2), test top-1 on the official 10,000 test images. The same command continues
 an interrupted bench. Prints the table, the wall time (summed over the processes of a continued
-bench, from the folder's bench-time.json), the share of it spent exporting and timing (the
+bench, from the folder's bench-time.json; one killed with -9 to its last beat, :class:`Ledger`),
+the share of it spent exporting and timing (the
 seconds of the latency cache's entries that the bench's processes added), and the result timed
 again afterwards as ``latency`` times it, beside the start (``--recheck-runs``).
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -34,6 +36,7 @@ from mnv3spec.adapt.run import adapt, spec_path  # noqa: E402
 from mnv3spec.adapt.timing import Cache  # noqa: E402
 from mnv3spec.cli.flags import add_cluster_options, cluster_settings  # noqa: E402
 from mnv3spec.errors import SearchError, UserError  # noqa: E402
+from mnv3spec.files import writing  # noqa: E402
 
 LEDGER = "bench-time.json"  # each process of the bench: its wall time and its part of the search
 
@@ -101,24 +104,26 @@ def main() -> int:
     args = p.parse_args()
     if args.recheck_runs < 0:
         p.error(f"argument --recheck-runs: {args.recheck_runs} is below 0 (0: no second timing)")
-    out, started, cached = Path(args.out), time.time(), 0.0
+    ledger = Ledger(Path(args.out), time.time())
     try:
         cluster = cluster_settings(args)
-        cached = _timing_seconds(out)  # a folder copied from another bench: not its entries
-        outcome = adapt(settings(args), lambda line: print(line, flush=True), cluster)
+        outcome = adapt(settings(args), ledger.say, cluster)
     except SearchError as e:  # stopped short of the target: its time counts
-        _record(out, started, cached)
+        ledger.close()
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     except UserError as e:  # refused: nothing ran, nothing is written
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
-    processes = _record(out, started, cached)
+    processes = ledger.close()
     wall = sum(p["seconds"] for p in processes)
     searched = sum(p["search_seconds"] for p in processes)
     timing = sum(p.get("timing_seconds", 0.0) for p in processes)
     if any("timing_seconds" not in p for p in processes):
         print("(processes of an earlier bench recorded no export and timing: not counted)")
+    killed = sum(not p.get("finished", True) for p in processes)
+    if killed:
+        print(f"({killed} process(es) killed before the end: counted to their last beat)")
     print(outcome.table)
     print(f"wall {wall / 60:.1f} min over {len(processes)} process(es), of which export and "
           f"timing {_share(timing, wall)}")  # fmt: skip
@@ -157,20 +162,57 @@ def _timing_seconds(folder: Path) -> float:
     return sum(m.seconds for m in Cache(folder).read().entries.values()) if folder.exists() else 0
 
 
-def _record(folder: Path, started: float, cached: float) -> list[dict]:
-    """This process's wall time, its part of the search (from its start to trace.csv's last
-    writing, if it wrote one) and the seconds of the cache entries it added (those beyond
-    ``cached``), added to the folder's ledger; every process's entries, returned. A continued
-    bench sums its processes (one killed with -9 records nothing)."""
-    ledger, trace, ended = folder / LEDGER, folder / "trace.csv", time.time()
-    processes = json.loads(ledger.read_text()) if ledger.exists() else []
-    last = trace.stat().st_mtime if trace.exists() else 0.0
-    searched = last - started if last >= started else 0.0
-    timing = _timing_seconds(folder) - cached
-    processes.append({"started": started, "seconds": ended - started, "search_seconds": searched,
-                      "timing_seconds": timing})  # fmt: skip
-    ledger.write_text(json.dumps(processes, indent=1))
-    return processes
+class Ledger:
+    """This process's entry in the folder's bench-time.json: its wall time, its part of the
+    search (from its start to trace.csv's last writing, if it wrote one) and the seconds of the
+    cache entries it added (a folder copied from another bench holds that one's). Written once
+    adapt has claimed the folder (its first line: a refused run writes nothing), every
+    :attr:`BEAT` seconds after, and at the end — so a process killed with -9 keeps its time up
+    to its last beat, and the bench sums every process of a continued run."""
+
+    BEAT = 30.0
+
+    def __init__(self, folder: Path, started: float) -> None:
+        self.folder, self.started = folder, started
+        self.cached = _timing_seconds(folder)
+        self.index: int | None = None  # its entry's place in the ledger, once written
+        self.lock, self.stopped = threading.Lock(), threading.Event()
+
+    def say(self, line: str) -> None:
+        print(line, flush=True)
+        if self.index is None:
+            self.write(finished=False)
+            threading.Thread(target=self._beat, daemon=True).start()
+
+    def _beat(self) -> None:
+        while not self.stopped.wait(self.BEAT):
+            self.write(finished=False)
+
+    def close(self) -> list[dict]:
+        """Its entry written a last time, as finished; every process's entries."""
+        self.stopped.set()
+        return self.write(finished=True)
+
+    def write(self, finished: bool) -> list[dict]:
+        with self.lock:
+            path, trace, now = self.folder / LEDGER, self.folder / "trace.csv", time.time()
+            processes = json.loads(path.read_text()) if path.exists() else []
+            if self.index is None and not finished:
+                self.index = len(processes)
+                processes.append({})
+            if self.index is None:
+                return processes
+            last = trace.stat().st_mtime if trace.exists() else 0.0
+            processes[self.index] = {
+                "started": self.started,
+                "seconds": now - self.started,
+                "search_seconds": last - self.started if last >= self.started else 0.0,
+                "timing_seconds": _timing_seconds(self.folder) - self.cached,
+                "finished": finished,
+            }
+            with writing(path) as tmp:
+                tmp.write_text(json.dumps(processes, indent=1))
+            return processes
 
 
 if __name__ == "__main__":
