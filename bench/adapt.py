@@ -14,9 +14,9 @@ held-out training images; the adapted spec and both baselines retrained from scr
 ``--seeds`` seeds (2), test top-1 on the official 10,000 test images. The same command continues
 an interrupted bench. Prints the table, the wall time (summed over the processes of a continued
 bench, from the folder's bench-time.json; one killed with -9 to its last beat, :class:`Ledger`),
-the share of it spent exporting and timing (the
-seconds of the latency cache's entries that the bench's processes added), and the result timed
-again afterwards as ``latency`` times it, beside the start (``--recheck-runs``).
+the share of it spent exporting and timing (the seconds of the latency cache's entries that the
+bench's processes added), and the result timed again afterwards as ``latency`` times it, beside
+the start (``--recheck-runs``).
 """
 
 from __future__ import annotations
