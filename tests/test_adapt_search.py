@@ -14,6 +14,7 @@ from mnv3spec.adapt.search import (
     REFERENCE,
     Proposal,
     Search,
+    Tuned,
     ranked,
     reached,
     run_step,
@@ -53,7 +54,7 @@ def saving_of(edits, parent) -> float:
 
 def finetune(step, proposals, parent, first=0):
     """Each proposal loses its kind's cost; the parent itself (no move) loses nothing."""
-    return [(parent.holdout_top1 - (COST[p.move.kind] if p.move else 0.0), f"runs/{step}-{i}")
+    return [Tuned(parent.holdout_top1 - (COST[p.move.kind] if p.move else 0.0), f"runs/{step}-{i}")
             for i, p in enumerate(proposals, first)]  # fmt: skip
 
 
@@ -177,7 +178,7 @@ def test_proposals_are_compared_with_their_parent_fine_tuned_alike():
 
     def tune(step, proposals, parent, first=0):
         batches.append(proposals)
-        return [(top1 + lift, run) for top1, run in finetune(step, proposals, parent, first)]
+        return [t._replace(top1=t.top1 + lift) for t in finetune(step, proposals, parent, first)]
 
     first = start()
     s = dataclasses.replace(searcher(0.0, first.latency_ms * 0.01, tune=tune), reference=True)
@@ -192,7 +193,7 @@ def test_proposals_are_compared_with_their_parent_fine_tuned_alike():
     assert chosen.edit.startswith("exp")  # the cheaper kind, as without the lift
 
     def parent_fails(step, proposals, parent, first=0):
-        return [(None, run) if p.move is None else (top1, run) for p, (top1, run) in
+        return [t._replace(top1=None) if p.move is None else t for p, t in
                 zip(proposals, finetune(step, proposals, parent, first), strict=True)]  # fmt: skip
 
     failed = dataclasses.replace(s, finetune=parent_fails)
@@ -207,8 +208,8 @@ def test_the_held_out_loss_ranks_the_proposals_where_top1_is_noise():
     loss_of = {"exp": 0.01, "out": 0.2}
 
     def tune(step, proposals, parent, first=0):
-        return [(parent.holdout_top1 + (0.1 if p.move.kind == "out" else -0.1), f"runs/{i}",
-                 parent.holdout_loss + loss_of[p.move.kind]) for i, p in
+        return [Tuned(parent.holdout_top1 + (0.1 if p.move.kind == "out" else -0.1), f"runs/{i}",
+                      parent.holdout_loss + loss_of[p.move.kind]) for i, p in
                 enumerate(proposals, first)]  # fmt: skip
 
     first = dataclasses.replace(start(), holdout_loss=0.5)
@@ -227,17 +228,18 @@ def test_the_held_out_loss_ranks_the_proposals_where_top1_is_noise():
 def test_a_failed_fine_tune_is_passed_over_and_the_search_goes_on():
     def tune(step, proposals, parent, first=0):
         scored = finetune(step, proposals, parent, first)
-        cheapest = max(range(len(proposals)), key=lambda i: scored[i][0])
-        return [
-            (None, run) if i == cheapest else (top1, run) for i, (top1, run) in enumerate(scored)
-        ]
+        cheapest = max(range(len(proposals)), key=lambda i: scored[i].top1)
+        return [t._replace(top1=None) if i == cheapest else t for i, t in enumerate(scored)]
 
     first = start()
     rows = run_step(searcher(0.0, first.latency_ms * 0.01, tune=tune), first, lambda: None)
     failed = [r for r in rows if r.holdout_top1 == 0.0]
     assert len(failed) == 1 and not failed[0].chosen
     assert sum(r.chosen for r in rows) == 1
-    everyone_fails = lambda step, props, parent, first: [(None, "runs/x") for _ in props]  # noqa: E731
+
+    def everyone_fails(step, props, parent, first=0):
+        return [Tuned(None, "runs/x") for _ in props]
+
     with pytest.raises(SearchError, match="every proposal's fine-tune failed"):
         run_step(searcher(0.0, first.latency_ms * 0.01, tune=everyone_fails), first, lambda: None)
 

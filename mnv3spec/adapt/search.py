@@ -78,7 +78,7 @@ class Search:
     moves_of: Callable[[Spec], list[Move]]
     saving_of: Callable[[Edits, Edits], float]
     latency_of: Callable[[Edits, Edits], Measured]
-    finetune: Callable[[int, list[Proposal], TraceRow, int], list[tuple]]  # of :class:`Tuned`
+    finetune: Callable[[int, list[Proposal], TraceRow, int], list[Tuned]]
     confirm: Callable[[Edits], Measured]
     start_ms: float
     reference: bool = False
@@ -273,7 +273,7 @@ def _trimmed(
     if found is None:
         return chosen
     p, m = found
-    (tuned,) = [Tuned(*r) for r in s.finetune(parent.step + 1, [p], parent, len(proposals))]
+    (tuned,) = s.finetune(parent.step + 1, [p], parent, len(proposals))
     if s.figure(tuned) is None:  # its training failed: the deeper shrink stands
         return chosen
     proposals.append(p)
@@ -345,7 +345,7 @@ def run_step(s: Search, parent: TraceRow, progress: Callable[[], None]) -> list[
             "kept"
         )
     batch = [alike(parent), *proposals] if s.reference else proposals
-    results = [Tuned(*r) for r in s.finetune(parent.step + 1, batch, parent, 0)]
+    results = list(s.finetune(parent.step + 1, batch, parent, 0))
     tuned = results.pop(0) if s.reference else None
     reference, reference_row = _reference(s, parent, tuned)
     order = ranked(s.figure(reference), proposals, [s.figure(r) for r in results])
