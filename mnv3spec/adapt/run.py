@@ -70,20 +70,21 @@ def _search(s: files.AdaptSettings, say: Say, cluster: ClusterSettings | None) -
         first = trace.path(rows)[0] if rows else train_start(ctx, start)
         rows = rows or [first]
         trace.write(ctx.folder, rows)
-        bar = StepBar(trace.path(rows)[-1].step)
+        path = trace.path(rows)
+        bar = StepBar(path[-1].step)
         found = Search(
             target, delta, ctx.trained, ctx.moves_of, ctx.saving, ctx.paired, finetune(ctx, bar),
-            ctx.confirmed, trace.path(rows)[0].latency_ms, reference=True, score=s.score,
+            ctx.confirmed, path[0].latency_ms, reference=True, score=s.score,
         )  # fmt: skip
-        last = reached(trace.path(rows), target)
+        last = reached(path, target)
         if last is None:
             try:
-                last = search(found, trace.path(rows)[-1], _on_step(ctx, rows, bar), bar)
+                last = search(found, path[-1], _on_step(ctx, rows, bar), bar)
             except SearchError:
                 write_result(ctx, trace.path(rows)[-1], target)
                 raise
+            path = trace.path(rows)  # with the steps just taken
         result = write_result(ctx, last, target)
-        path = trace.path(rows)
         table = retrain(ctx, path[: path.index(last) + 1], result, target)
     return Outcome(ctx.folder, result, table)
 

@@ -214,24 +214,23 @@ def retrain(ctx: Context, path: list[TraceRow], result: Path, target: float) -> 
     result by its step on the path, a baseline by its value) and its epochs, so the same folder
     searched to another target, or retrained longer, trains anew what differs."""
     last = path[-1]
-    entries = [("adapt", str(result), {}, Measured(last.latency_ms, last.spread_ms, last.load))]
+    adapted = Measured(last.latency_ms, last.spread_ms, last.load)
+    entries = [("adapt", f"adapt-s{last.step:02d}", str(result), {}, adapted)]
     if ctx.s.baselines:
         entries += _baselines(ctx, path, target)
     changes = [
         {"epochs": ctx.s.retrain_epochs, "seed": seed} for seed in range(ctx.s.retrain_seeds)
     ]
-    named = {"adapt": f"adapt-s{last.step:02d}"}
     jobs = [  # seed by seed, so an interrupted comparison has every network of the first seed
-        Job(f"final-{named.get(name, slug(name))}-{c['epochs']}ep-seed{c['seed']}", spec,
-            overrides, c)
+        Job(f"final-{stem}-{c['epochs']}ep-seed{c['seed']}", spec, overrides, c)
         for c in changes
-        for name, spec, overrides, _ in entries
-    ]  # fmt: skip
+        for _, stem, spec, overrides, _ in entries
+    ]
     runs = run_jobs(jobs, ctx.folder, ctx.flags(*SEARCH_ONLY), ctx.say, ctx.cluster)
     top1s = [top1(r) for r in runs]
     retrained = [
         report.Retrained(name, m, top1s[i :: len(entries)])
-        for i, (name, _, _, m) in enumerate(entries)
+        for i, (name, _, _, _, m) in enumerate(entries)
     ]
     table = report.table(retrained, target)
     report.write_summary(ctx.folder / files.SUMMARY, retrained)
@@ -241,9 +240,10 @@ def retrain(ctx: Context, path: list[TraceRow], result: Path, target: float) -> 
 
 def _baselines(
     ctx: Context, path: list[TraceRow], target: float
-) -> list[tuple[str, str, dict, Measured]]:
-    """Width and resolution, each at the largest value that meets ``target``: as trained, the
-    resolution scaled from the data's as the deployed one is from the spec's."""
+) -> list[tuple[str, str, str, dict, Measured]]:
+    """Width and resolution, each at the largest value that meets ``target`` (name, run stem,
+    spec, overrides, latency): as trained, the resolution scaled from the data's as the deployed
+    one is from the spec's."""
     start = path[0].latency_ms
     found = baselines.find(
         ctx.base.width, ctx.resolution,
@@ -254,9 +254,10 @@ def _baselines(
     out = []
     for b in found:
         if b.knob == "width":
-            out.append((f"width {b.value:g}", ctx.s.spec, {"width": b.value}, b.latency))
+            name = f"width {b.value:g}"
+            out.append((name, slug(name), ctx.s.spec, {"width": b.value}, b.latency))
         else:
             trained = max(8, round(native * b.value / ctx.resolution))
             name = f"resolution {b.value} (trained at {trained})"
-            out.append((name, ctx.s.spec, {"resolution": trained}, b.latency))
+            out.append((name, slug(name), ctx.s.spec, {"resolution": trained}, b.latency))
     return out
