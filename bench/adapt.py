@@ -67,6 +67,7 @@ def settings(args: argparse.Namespace) -> AdaptSettings:
         holdout=args.holdout,
         score=args.score,
         runs=args.latency_runs,
+        baselines=not args.no_baselines,
         training=training,
         out=args.out,
     )
@@ -90,6 +91,7 @@ def main() -> int:
     p.add_argument("--finetune-steps", type=int, default=50)
     p.add_argument("--finetune-lr", type=float, help="default: a tenth of the training's")
     p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--no-baselines", action="store_true", help="retrain adapt's result only")
     p.add_argument("--holdout", type=int, default=1000)
     p.add_argument("--score", choices=["loss", "top1"], default="loss", help="adapt's --score")
     p.add_argument("--train-subset", type=int, default=6000)
