@@ -291,6 +291,37 @@ def test_a_proposal_that_saves_well_short_of_the_step_measured_whole_is_not_take
     assert e.value.exit_code == 3 and "the best 5 by score were measured" in str(e.value)
 
 
+def test_when_whole_networks_save_less_than_their_rows_say_the_best_is_cut_deeper():
+    """Whole networks save 60 % of what their rows predict, and no proposal sized by its rows
+    saves the step's need (those saved at most 60 % of it): the best by score is cut deeper,
+    sized from its measured saving, fine-tuned like the proposals and taken; where no depth
+    saves the need, the search stops."""
+    first, delta = start(), start().latency_ms * 0.01
+    scale, tuned = {}, []
+
+    def measure(edits, parent):
+        saved = scale.get("k", 0.6) * (macs(parent) - macs(edits))
+        if any(edits == p.edits for p in tuned):  # sized by its rows: short of the need
+            saved = min(saved, 0.6 * delta)
+        return Measured(macs(parent) - saved, 0.1, 0, 0, macs(parent), 1e-4)
+
+    def tune(step, props, parent, first=0):
+        tuned.extend(props)
+        return finetune(step, props, parent, first)
+
+    s = searcher(0.0, delta, tune=tune, measure=measure)
+    rows = run_step(s, first, lambda: None)
+    chosen = next(r for r in rows if r.chosen)
+    assert first.latency_ms - chosen.latency_ms >= delta  # confirmed: the exact saving
+    deeper = tuned[-1]  # fine-tuned after the step's batch
+    assert chosen.edits == deeper.edits and deeper.multiples > 1
+    same_move = [p for p in tuned[1:-1] if p.move == deeper.move]
+    assert same_move and same_move[0].multiples < deeper.multiples
+    scale["k"] = 0.01  # a cut saves almost nothing measured whole: no depth reaches the need
+    with pytest.raises(SearchError, match="cut deeper"):
+        run_step(searcher(0.0, delta, tune=tune, measure=measure), first, lambda: None)
+
+
 def deep_exp_cut(multiples=6):
     """bneck3's expansion cut ``multiples`` divisors deep, and a search whose step needs a third
     of what that saves."""
