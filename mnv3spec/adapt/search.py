@@ -215,17 +215,18 @@ def _measured(s: Search, parent: TraceRow, p: Proposal) -> Measured:
 def accept(s: Search, parent: TraceRow, proposals: list[Proposal], order: list[int]):
     """The first of ``order`` (at most :data:`MEASURED_AT_MOST`) whose whole network, measured
     beside the parent, saves more than the noise of that saving
-    (:func:`~.timing.saving_noise`) and, within that noise, what the step needs
-    (:meth:`Search.needed`); with every measurement made, by index. Rows timed alone size a
-    proposal, and measured whole it may save much less: a bench took one that saved 0.033 ms of
-    the 0.077 needed, 0.001 above the noise; timed again beside the start it was slower than its
-    parent, a loss of held-out accuracy for no saving."""
+    (:func:`~.timing.saving_noise`) and at least half of what the step needs
+    (:meth:`Search.needed`, whose last step asks half of δ alike); with every measurement made,
+    by index. Rows timed alone size a proposal, and measured whole it may save much less: a bench
+    took one that saved 0.033 ms of the 0.077 needed, 0.001 above the noise; timed again beside
+    the start it was slower than its parent, a loss of held-out accuracy for no saving. Whole
+    savings of 0.057 of 0.074 ms, the best a later step had, are taken."""
     measured: dict[int, Measured] = {}
     need = s.needed(parent)
     for i in order[:MEASURED_AT_MOST]:
         m = measured[i] = _measured(s, parent, proposals[i])
         saved = parent.latency_ms - m.median_ms
-        if saved > m.noise_ms and saved + m.noise_ms >= need:
+        if saved > m.noise_ms and saved >= need / 2:
             return i, measured
     return None, measured
 
@@ -269,8 +270,8 @@ def deepen(
     s: Search, spec: Spec, parent: TraceRow, p: Proposal, m: Measured
 ) -> tuple[Proposal, Measured] | None:
     """A deeper shrink of ``p``, which measured whole (``m``, beside the parent) saved more than
-    its noise but short of what the step needs: rows timed alone size a proposal, and whole
-    networks saved less (a bench stopped when the best of five saved 0.057 of 0.074 ms). Sized
+    its noise but under half of what the step needs (:func:`accept`): rows timed alone size a
+    proposal, and whole networks may save less. Sized
     from the measured saving per divisor to save :data:`TRIM_AIM` × the need (at most as deep as
     the row goes), measured whole beside the parent; None when it cannot go deeper or still falls
     short."""
@@ -291,7 +292,7 @@ def deepen(
     candidate = Proposal(p.move, words, edits, 0.0, multiples)
     cm = _measured(s, parent, candidate)
     cut = parent.latency_ms - cm.median_ms
-    if cut > cm.noise_ms and cut + cm.noise_ms >= need:
+    if cut > cm.noise_ms and cut >= need / 2:
         return dataclasses.replace(candidate, saved_ms=cut), cm
     return None
 
@@ -342,7 +343,7 @@ def _deepened(
     results: list[Tuned],
     measured: dict[int, Measured],
 ) -> int | None:
-    """When no proposal measured whole saved what the step needs: the first of those measured
+    """When no proposal measured whole saved half what the step needs: the first of those measured
     (best by score first) whose :func:`deepen` does, fine-tuned and added; None when none."""
     spec = s.spec_of(parent.edits)
     for i in list(measured):
@@ -429,8 +430,8 @@ def run_step(s: Search, parent: TraceRow, progress: Callable[[], None]) -> list[
     if chosen is None:
         best = max(parent.latency_ms - m.median_ms for m in measured.values())
         raise SearchError(
-            f"no proposal measured whole saved the {s.needed(parent):.3g} ms the step needs "
-            f"within the timing's noise (the best {len(measured)} by score were measured, and "
+            f"no proposal measured whole saved half of the {s.needed(parent):.3g} ms the step "
+            f"needs above the timing's noise (the best {len(measured)} by score were measured, and "
             f"those above the noise cut deeper; the most any saved was {best:.3g} ms; more "
             f"latency runs, a quieter machine or a larger step may help): {where}; the best "
             "reached is kept"
