@@ -250,20 +250,29 @@ def trim(
         multiples = (short + best.multiples + 1) // 2 if short else sized
         if multiples >= best.multiples:
             break
-        found = shrunk(spec, parent.edits, p.move, multiples)
-        if found is None:
+        resized = _resized(s, spec, parent, p, multiples)
+        if resized is None:
             break
-        edits, words = found
-        if not same_layers(spec, s.spec_of(edits)):
-            break
-        candidate = Proposal(p.move, words, edits, 0.0, multiples)
-        cm = _measured(s, parent, candidate)
-        cut = parent.latency_ms - cm.median_ms
-        if cut >= need and cut > cm.noise_ms:
-            best, best_m = dataclasses.replace(candidate, saved_ms=cut), cm
+        if resized[0].saved_ms >= need and resized[0].saved_ms > resized[1].noise_ms:
+            best, best_m = resized
         else:
             short = multiples
     return None if best is p else (best, best_m)
+
+
+def _resized(
+    s: Search, spec: Spec, parent: TraceRow, p: Proposal, multiples: int
+) -> tuple[Proposal, Measured] | None:
+    """``p``'s move ``multiples`` divisors deep, measured whole beside the parent, its saving
+    that measured; None where the row cannot go that deep or the network's layers would change."""
+    found = shrunk(spec, parent.edits, p.move, multiples)
+    if found is None:
+        return None
+    edits, words = found
+    if not same_layers(spec, s.spec_of(edits)):
+        return None
+    m = _measured(s, parent, Proposal(p.move, words, edits, 0.0, multiples))
+    return Proposal(p.move, words, edits, parent.latency_ms - m.median_ms, multiples), m
 
 
 def deepen(
@@ -271,30 +280,22 @@ def deepen(
 ) -> tuple[Proposal, Measured] | None:
     """A deeper shrink of ``p``, which measured whole (``m``, beside the parent) saved more than
     its noise but under half of what the step needs (:func:`accept`): rows timed alone size a
-    proposal, and whole networks may save less. Sized
-    from the measured saving per divisor to save :data:`TRIM_AIM` × the need (at most as deep as
-    the row goes), measured whole beside the parent; None when it cannot go deeper or still falls
-    short."""
+    proposal, and whole networks may save less. Sized from the measured saving per divisor to
+    save :data:`TRIM_AIM` × the need (at most as deep as the row goes), measured whole beside the
+    parent; None when it cannot go deeper or still falls short."""
     need, saved = s.needed(parent), parent.latency_ms - m.median_ms
     if saved <= m.noise_ms or p.move is None:
         return None
     wanted = math.ceil(p.multiples * TRIM_AIM * need / saved)
-    found = next(
-        ((k, f) for k in range(wanted, p.multiples, -1)
-         if (f := shrunk(spec, parent.edits, p.move, k)) is not None),
+    deepest = next(
+        (k for k in range(wanted, p.multiples, -1) if shrunk(spec, parent.edits, p.move, k)),
         None,
-    )  # fmt: skip
-    if found is None:
+    )
+    resized = _resized(s, spec, parent, p, deepest) if deepest else None
+    if resized is None:
         return None
-    multiples, (edits, words) = found
-    if not same_layers(spec, s.spec_of(edits)):
-        return None
-    candidate = Proposal(p.move, words, edits, 0.0, multiples)
-    cm = _measured(s, parent, candidate)
-    cut = parent.latency_ms - cm.median_ms
-    if cut > cm.noise_ms and cut >= need / 2:
-        return dataclasses.replace(candidate, saved_ms=cut), cm
-    return None
+    deeper, dm = resized
+    return resized if deeper.saved_ms > dm.noise_ms and deeper.saved_ms >= need / 2 else None
 
 
 def _added(
