@@ -225,10 +225,15 @@ def accept(s: Search, parent: TraceRow, proposals: list[Proposal], order: list[i
     need = s.needed(parent)
     for i in order[:MEASURED_AT_MOST]:
         m = measured[i] = _measured(s, parent, proposals[i])
-        saved = parent.latency_ms - m.median_ms
-        if saved > m.noise_ms and saved >= need / 2:
+        if _enough(parent.latency_ms - m.median_ms, m, need):
             return i, measured
     return None, measured
+
+
+def _enough(saved: float, m: Measured, need: float) -> bool:
+    """Whether ``saved``, measured whole beside the parent (``m``), is more than the noise of
+    that saving and at least half of ``need``: what a step takes (:func:`accept`)."""
+    return saved > m.noise_ms and saved >= need / 2
 
 
 def trim(
@@ -294,8 +299,7 @@ def deepen(
     resized = _resized(s, spec, parent, p, deepest) if deepest else None
     if resized is None:
         return None
-    deeper, dm = resized
-    return resized if deeper.saved_ms > dm.noise_ms and deeper.saved_ms >= need / 2 else None
+    return resized if _enough(resized[0].saved_ms, resized[1], need) else None
 
 
 def _added(
