@@ -41,3 +41,28 @@ def test_only_the_rows_that_differ_are_exported_and_each_once(monkeypatch):
     # the parent's bneck3, kept
     assert len(exported) == 3 + 2 * 3 - 1
     assert group.parent_ms > 0
+
+
+def test_a_parent_timed_beside_many_children_is_exported_once(monkeypatch):
+    import mnv3spec.latency.backends as backends
+    from mnv3spec.adapt import timing
+
+    exported = []
+
+    def prepare(module, backend, x):
+        exported.append(sum(p.numel() for p in module.parameters()))
+        return (lambda: None), ""
+
+    monkeypatch.setattr(backends, "prepare", prepare)
+    monkeypatch.setattr(timing, "_PREPARED", {})
+    s = LatencySettings("executorch", runs=3, warmup=1)
+    start = spec_of({})
+    timing.measure_pair(spec_of({"bneck2": {"exp": 40}}), start, s)  # the start: the first kept
+    parent = spec_of({"bneck2": {"exp": 40}})
+    children = [{"bneck2": {"exp": 40}, "bneck3": {"exp": e}} for e in (16, 24, 32, 40, 48, 56)]
+    for edits in children:
+        timing.measure_pair(spec_of(edits), parent, s)
+    # the start, the parent once (beside the start, then beside six children) and each child
+    assert len(exported) == 2 + len(children)
+    timing.measure_pair(parent, start, s)  # the chosen one confirmed beside the start: both kept
+    assert len(exported) == 2 + len(children)
