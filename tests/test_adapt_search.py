@@ -480,6 +480,29 @@ def test_a_chosen_network_keeps_its_latency_timed_again_beside_the_start():
     assert chosen.latency_ms == pytest.approx(macs(chosen.edits))  # the honest figure
 
 
+def test_a_proposal_whose_saving_does_not_hold_beside_the_start_is_passed_over():
+    """The pair beside the parent says the best proposal saves enough; timed again beside the
+    start it saves nothing (its rounds were lucky): the next is measured and taken, and the trace
+    shows the first one's second figure. When none holds, the search stops, naming both."""
+    first, again = start(), []
+
+    def second_look(edits):  # the first proposal timed again: as slow as its parent
+        again.append(edits)
+        return latency_of({}, {}) if len(again) == 1 else confirm(edits)
+
+    s = searcher(0.0, first.latency_ms * 0.01, again=second_look)
+    rows = run_step(s, first, lambda: None)
+    chosen = next(r for r in rows if r.chosen)
+    assert len(again) == 2 and chosen.edits == again[1] != again[0]
+    passed = next(r for r in rows if r.edits == again[0])
+    assert passed.measured and not passed.chosen and passed.d_ms == pytest.approx(0.0)
+    assert chosen.latency_ms == pytest.approx(macs(chosen.edits))
+    never = searcher(0.0, first.latency_ms * 0.01, again=lambda edits: latency_of({}, {}))
+    with pytest.raises(SearchError, match="beside its parent and again beside the start") as e:
+        run_step(never, first, lambda: None)
+    assert e.value.exit_code == 3
+
+
 def test_a_continued_search_numbers_its_steps_on(capsys):
     """A search continued after step 2 shows "step 3" (it showed "step 1" while training s03-*)."""
     from mnv3spec.adapt.steps import StepBar
