@@ -72,8 +72,9 @@ class Context:
 
     def confirmed(self, edits: Edits, **knobs: Any) -> Measured:
         """The latency of ``edits`` (a baseline's ``knobs``) timed beside the start, in rounds of
-        their own: the figure a chosen network keeps on the path (never the measurement that
-        chose it), and a baseline's, so all are ratios to the same start."""
+        their own: the second figure a proposal must pass to be taken, the one a taken network
+        keeps on the path (never the pair beside its parent, which chose it), and a baseline's,
+        so all are ratios to the same start."""
         child, start = self.deployed(edits, **knobs), self.deployed({})
         k = key(child, self.timing, start, what="confirmed")
         if k not in self.cache.entries:
