@@ -372,6 +372,26 @@ def test_a_step_takes_the_trim_fine_tuned_after_its_proposals_and_keeps_the_deep
     assert not deep.chosen and deep.d_ms > chosen.d_ms >= s.delta_ms
 
 
+def test_a_trim_that_does_not_hold_beside_the_start_is_not_fine_tuned_and_the_deep_cut_stands():
+    first, again, tuned = start(), [], []
+    low = lambda edits, parent: (macs(parent) - macs(edits)) / 5  # noqa: E731
+
+    def second_look(edits):  # the deep cut holds; its trim, timed again, saves nothing
+        again.append(edits)
+        return latency_of({}, {}) if len(again) > 1 else confirm(edits)
+
+    def tune(step, props, parent, first=0):
+        tuned.extend(props)
+        return finetune(step, props, parent, first)
+
+    s = searcher(0.0, first.latency_ms * 0.01, tune=tune, again=second_look)
+    rows = run_step(dataclasses.replace(s, saving_of=low), first, lambda: None)
+    chosen = next(r for r in rows if r.chosen)
+    assert len(again) == 2 and chosen.edits == again[0] != again[1]
+    assert again[1] not in [p.edits for p in tuned]  # the trim was not fine-tuned
+    assert chosen.latency_ms == pytest.approx(macs(chosen.edits))
+
+
 def test_the_noise_of_a_saving_is_that_of_its_rounds_not_of_either_network():
     from mnv3spec.adapt.timing import saving_noise
 
