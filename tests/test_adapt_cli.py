@@ -22,6 +22,7 @@ import yaml
 from mnv3spec.adapt.search import REFERENCE
 from mnv3spec.files import locked_folder
 
+from . import fake_timing
 from .conftest import ROOT, run_cli
 
 TINY = str(ROOT / "tests" / "data" / "tiny_phone.yaml")
@@ -31,7 +32,7 @@ FAST += ["--finetune-steps", "2", "--retrain-epochs", "1", "--device", "cpu", "-
 
 
 def adapt_args(out: Path, *more: str) -> list[str]:
-    # δ 5 % of the start: a saving clear of the timing's noise on a busy machine
+    # δ 5 % of the start: one step meets 0.97, two meet 0.9 (timing faked by the searched fixture)
     return ["adapt", TINY, "--target-ratio", "0.97", "--step", "0.05", *FAST, "--out", str(out),
             *more]  # fmt: skip
 
@@ -47,20 +48,24 @@ def _kill_when(proc: subprocess.Popen, ready, timeout: float = 240) -> None:
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """A search killed (SIGKILL, its workers too) once its first proposal is training, then
-    continued by the same command."""
+    continued by the same command; its latency faked (:mod:`.fake_timing`), so that its path
+    does not hang on the machine's load."""
     out = tmp_path_factory.mktemp("adapt") / "tiny"
     args = adapt_args(out, "--no-baselines")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *args], cwd=ROOT,
+    site = fake_timing.site_folder(tmp_path_factory.mktemp("site"))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), str(ROOT)]))
+    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *args], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)  # fmt: skip
     _kill_when(proc, lambda: any((out / "logs").glob("s01-*.log")))
     assert (out / "trace.csv").is_file()  # the start was trained before the kill
-    return out, run_cli(*args)
+    with fake_timing.installed():
+        return out, run_cli(*args)
 
 
 def test_a_killed_search_continues_and_writes_a_variant_file(searched):
     out, r = searched
-    assert r.returncode in (0, 3), r.stderr  # 3: noise kept every proposal under --step
+    assert r.returncode == 0, r.stderr
     assert "adapt tiny_phone:" in r.stdout
     result = out / "tiny_phone-adapted.yaml"
     # its base is the input spec, outside the folder: trusted as the user trusts it
@@ -72,9 +77,9 @@ def test_a_killed_search_continues_and_writes_a_variant_file(searched):
     assert shown.returncode == 0 and "tiny_phone_adapted" in shown.stdout
     assert run_cli("diff", TINY, str(result), *allow).returncode == 0
     assert not (out / ".lock").exists()
-    if r.returncode == 0:
-        assert "adapt" in r.stdout and (out / "summary.csv").is_file()
-        assert (out / "adapt.png").stat().st_size > 0
+    assert "adapt" in r.stdout and (out / "summary.csv").is_file()
+    assert (out / "adapt.png").stat().st_size > 0
+    assert len(_path_of(out)) >= 2  # the start and at least one step
 
 
 def test_the_trace_holds_every_proposal_and_one_choice_per_step(searched):
@@ -100,11 +105,9 @@ def test_the_trace_holds_every_proposal_and_one_choice_per_step(searched):
 
 
 def test_the_same_command_again_changes_nothing(searched, tmp_path):
-    out, first = searched
-    if first.returncode:
-        pytest.skip("the search stopped short; nothing to repeat")
+    out, _ = searched
     before = (out / "trace.csv").read_bytes()
-    r = run_cli(*adapt_args(out, "--no-baselines"))
+    r = run_cli(*adapt_args(out, "--no-baselines"))  # timed for real: it times nothing anew
     assert r.returncode == 0, r.stderr
     assert (out / "trace.csv").read_bytes() == before
 
@@ -153,12 +156,11 @@ def _path_of(folder: Path) -> list[dict[str, str]]:
 def _continued(searched, tmp_path: Path, *more: str):
     """The searched folder, copied, searched again with ``more`` (a target, retrain flags)."""
     out, _ = searched
-    if len(_path_of(out)) < 2:
-        pytest.skip("the search took no step; no path to read a target from")
     copy = tmp_path / "again"
     shutil.copytree(out, copy)
     args = [a for a in adapt_args(copy, "--no-baselines") if a not in ("--target-ratio", "0.97")]
-    return copy, run_cli(*args, *more)
+    with fake_timing.installed():
+        return copy, run_cli(*args, *more)
 
 
 def test_a_higher_target_is_read_from_the_path_and_retrained(searched, tmp_path):
@@ -177,11 +179,12 @@ def test_a_higher_target_is_read_from_the_path_and_retrained(searched, tmp_path)
 def test_a_lower_target_continues_the_path(searched, tmp_path):
     out, _ = searched
     copy, r = _continued(searched, tmp_path, "--target-ratio", "0.9")
-    assert r.returncode in (0, 3), r.stderr  # 3: the timing's noise stopped it short
+    assert r.returncode == 0, r.stderr
     before = (out / "trace.csv").read_text().splitlines()
     after = (copy / "trace.csv").read_text().splitlines()
     assert after[: len(before)] == before  # the steps taken stay
-    assert len(after) > len(before) or "the best reached is kept" in r.stderr  # and go on
+    assert len(_path_of(copy)) > len(_path_of(out))  # and go on
+    assert float(_path_of(copy)[-1]["latency_ms"]) <= 0.9 * float(_path_of(copy)[0]["latency_ms"])
     for step in {int(row["step"]) for row in _path_of(copy)} - {0}:
         assert any((copy / "runs").glob(f"s{step:02d}-parent"))
 
