@@ -62,6 +62,7 @@ def settings(args: argparse.Namespace) -> AdaptSettings:
         step=args.step,
         finetune_steps=args.finetune_steps,
         finetune_lr=args.finetune_lr,
+        finetune_at_most=args.finetune_at_most,
         retrain_epochs=args.retrain_epochs,
         retrain_seeds=args.seeds,
         holdout=args.holdout,
@@ -90,6 +91,7 @@ def main() -> int:
     p.add_argument("--retrain-epochs", type=int, default=20)
     p.add_argument("--finetune-steps", type=int, default=50)
     p.add_argument("--finetune-lr", type=float, help="default: a tenth of the training's")
+    p.add_argument("--finetune-at-most", type=int, help="adapt's: proposals fine-tuned a step")
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--no-baselines", action="store_true", help="retrain adapt's result only")
     p.add_argument("--holdout", type=int, default=1000)

@@ -209,6 +209,17 @@ def test_a_finetune_lr_not_above_zero_or_not_finite_is_refused(tmp_path, value):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("value", ["0", "-1", "1.5", "abc", "nan", "1e400"])
+def test_a_finetune_at_most_not_a_whole_number_above_zero_is_refused(tmp_path, value):
+    out = tmp_path / "adapt"
+    r = run_cli("adapt", TINY, "--target-ratio", "0.5", "--finetune-at-most", value, "--out",
+                str(out))  # fmt: skip
+    last = r.stderr.strip().splitlines()[-1]  # after argparse's usage
+    assert r.returncode == 2
+    assert last.startswith("mnv3spec adapt: error: argument --finetune-at-most")
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("value", ["accuracy", "", "LOSS", "top-1"])
 def test_a_score_other_than_loss_or_top1_is_refused(tmp_path, value):
     out = tmp_path / "adapt"

@@ -24,7 +24,7 @@ from mnv3spec.adapt.search import (
 )
 from mnv3spec.adapt.timing import Measured
 from mnv3spec.adapt.trace import TraceRow
-from mnv3spec.errors import SearchError
+from mnv3spec.errors import SearchError, UserError
 from mnv3spec.model.builder import build
 from mnv3spec.model.summary import summarize
 from mnv3spec.spec.edits import from_rows
@@ -523,6 +523,44 @@ def test_a_proposal_whose_saving_does_not_hold_beside_the_start_is_passed_over()
     assert e.value.exit_code == 3
 
 
+def inherited(props, parent):
+    """A screen: each proposal's held-out figures before any fine-tune, twice its kind's cost."""
+    return [Tuned(parent.holdout_top1 - (2 * COST[p.move.kind] if p.move else 0.0), "")
+            for p in props]  # fmt: skip
+
+
+def test_at_most_k_a_step_fine_tunes_the_k_best_by_their_inherited_figures():
+    first, tuned, screens = start(), [], []
+
+    def tune(step, props, parent, first=0):
+        tuned.extend(props)
+        return finetune(step, props, parent, first)
+
+    def screen(props, parent):
+        screens.append(props)
+        return inherited(props, parent)
+
+    s = searcher(0.0, first.latency_ms * 0.01, tune=tune)
+    s = dataclasses.replace(s, screen=screen, reference=True)
+    everyone = run_step(s, first, lambda: None)  # no at_most: every proposal, no screen
+    assert not screens and all(r.tuned for r in everyone)
+    proposed = len(tuned) - 1
+    tuned.clear()
+    rows = run_step(dataclasses.replace(s, at_most=2), first, lambda: None)
+    assert len(screens) == 1 and screens[0][0].move is None  # the parent itself screened first
+    assert len(screens[0]) == proposed + 1 and len(tuned) == 3  # the parent and two
+    kept = [r for r in rows if r.tuned and r.edit != REFERENCE]
+    passed = [r for r in rows if not r.tuned]
+    assert len(kept) == 2 and len(passed) == proposed - 2
+    assert all(r.run == "" and not r.measured and not r.chosen for r in passed)
+    assert min(r.score for r in kept) >= max(r.score for r in passed)  # the best two kept
+    assert all(r.d_top1 == -2 * COST[r.edit.split()[0]] for r in passed)  # inherited figures
+    assert next(r for r in rows if r.chosen) in kept
+    screens.clear()
+    wide = run_step(dataclasses.replace(s, at_most=proposed), first, lambda: None)
+    assert not screens and all(r.tuned for r in wide)  # as many as proposed: nothing screened
+
+
 def test_a_continued_search_numbers_its_steps_on(capsys):
     """A search continued after step 2 shows "step 3" (it showed "step 1" while training s03-*)."""
     from mnv3spec.adapt.steps import StepBar
@@ -544,3 +582,27 @@ def test_a_path_gives_each_target_it_reached_its_first_network_that_meets_it():
     assert reached(path, 8.5).step == 2 and reached(path, 9).step == 1  # at the target meets it
     assert reached(path, 6.9) is None  # not reached: the search goes on from the last
     assert reached(path[:1], 10) is None  # the start is no result, even at the target
+
+
+def test_a_trace_keeps_screened_rows_and_reads_one_written_before_them(tmp_path):
+    from mnv3spec.adapt import trace
+
+    passed = TraceRow(1, "exp bneck3 72→64", False, 9.0, 0, 0, 40.0, -10.0, 1.0, -10.0, "",
+                      {"bneck3": {"exp": 64}}, False, 1.5, 0.4, tuned=False)  # fmt: skip
+    chosen = dataclasses.replace(passed, edit="exp bneck1 32→24", chosen=True, measured=True,
+                                 run="runs/s01-00", tuned=True)  # fmt: skip
+    first = dataclasses.replace(start(), latency_ms=10.0)
+    rows = [first, chosen, passed]
+    trace.write(tmp_path, rows)
+    assert trace.read(tmp_path) == rows
+    text = (tmp_path / "trace.csv").read_text()
+    older = "\n".join(line.rsplit(",", 1)[0] for line in text.splitlines()[:2]) + "\n"
+    (tmp_path / "trace.csv").write_text(older)  # a trace of an earlier version: no tuned column
+    assert trace.read(tmp_path) == [first]
+    for bad in (
+        dataclasses.replace(passed, run="runs/s01-01"),  # screened, yet a run
+        dataclasses.replace(chosen, tuned=False, run=""),
+    ):  # the path not fine-tuned
+        trace.write(tmp_path, [first, chosen if bad.chosen is False else bad, bad])
+        with pytest.raises(UserError, match="damaged"):
+            trace.read(tmp_path)

@@ -37,6 +37,7 @@ class AdaptSettings:
     step: float = 0.01  # δ, the least latency a proposal saves, as a fraction of the start's
     finetune_steps: int = 50
     finetune_lr: float | None = None  # None: a tenth of the training's (steps.finetune_lr)
+    finetune_at_most: int | None = None  # proposals fine-tuned a step (None: all, the paper's)
     retrain_epochs: int = 20
     retrain_seeds: int = 1
     moves: tuple[str, ...] = ()
@@ -49,9 +50,13 @@ class AdaptSettings:
     out: str = "adapt"
 
     def stored(self) -> dict[str, Any]:
-        """What adapt.json holds: every setting but the folder itself (JSON's types)."""
+        """What adapt.json holds: every setting but the folder itself (JSON's types), and
+        ``finetune_at_most`` only where set (a search without it is one an earlier version made
+        alike, and continues)."""
         values = dataclasses.asdict(self)
         del values["out"]
+        if values["finetune_at_most"] is None:
+            del values["finetune_at_most"]
         return json.loads(json.dumps(values))
 
 

@@ -30,6 +30,7 @@ from .steps import (
     finetune,
     finetune_lr,
     retrain,
+    screen,
     train_start,
     write_result,
 )
@@ -74,7 +75,8 @@ def _search(s: files.AdaptSettings, say: Say, cluster: ClusterSettings | None) -
         bar = StepBar(path[-1].step)
         found = Search(
             target, delta, ctx.trained, ctx.moves_of, ctx.saving, ctx.paired, finetune(ctx, bar),
-            ctx.confirmed, path[0].latency_ms, reference=True, score=s.score,
+            ctx.confirmed, path[0].latency_ms, reference=True, score=s.score, screen=screen(ctx),
+            at_most=s.finetune_at_most,
         )  # fmt: skip
         last = reached(path, target)
         if last is None:

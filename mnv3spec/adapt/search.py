@@ -71,7 +71,10 @@ class Search:
     parent, :func:`alike`), the latency of a chosen set of edits timed again beside the start
     (whose recorded latency is ``start_ms``), and whether the reference of the proposals'
     ΔTop-1 is the parent fine-tuned as they are, in the same batch of trainings (else the
-    parent's recorded figures), and the figure that ranks them (:data:`SCORES`)."""
+    parent's recorded figures), and the figure that ranks them (:data:`SCORES`); with
+    ``at_most``, how many proposals a step fine-tunes, chosen by ``screen``: each proposal's
+    held-out figures with the parent's weights narrowed into it, before any fine-tune (the
+    parent itself, as a proposal of no move, among them) (:func:`screened`)."""
 
     target_ms: float
     delta_ms: float
@@ -84,6 +87,8 @@ class Search:
     start_ms: float
     reference: bool = False
     score: str = "loss"
+    screen: Callable[[list[Proposal], TraceRow], list[Tuned]] | None = None
+    at_most: int | None = None
 
     def figure(self, t: Tuned) -> float | None:
         """What ranks a fine-tune, the higher the better: its held-out loss negated, or its
@@ -207,6 +212,34 @@ def ranked(reference: float, proposals: list[Proposal], scores: list[float | Non
     done = [i for i, score in enumerate(scores) if score is not None]
     gains = {i: min(scores[i] - reference, 0.0) / proposals[i].saved_ms for i in done}
     return sorted(done, key=lambda i: (-gains[i], -proposals[i].saved_ms))
+
+
+def screened(
+    s: Search, parent: TraceRow, proposals: list[Proposal]
+) -> tuple[list[Proposal], list[TraceRow]]:
+    """The proposals a step fine-tunes: every one, or with ``s.at_most`` the best that many by
+    :func:`ranked` of their held-out figures before any fine-tune (``s.screen``: the parent's
+    weights narrowed into each, beside the parent's own), in the order proposed; the others as
+    trace rows of those figures, not fine-tuned (no run). A fine-tune is most of a step's time
+    on a CPU (about 80 s each on the bench's), an evaluation of inherited weights a second or
+    so, and on the bench's run 13 the order of the one foretold the other's: at steps 1 and 3
+    (13 and 11 proposals) the best fine-tuned ranked first by inherited loss per ms, and the
+    step's choice second (``bench/adapt_proxy.py``)."""
+    if s.at_most is None or s.screen is None or len(proposals) <= s.at_most:
+        return proposals, []
+    own, *figures = s.screen([alike(parent), *proposals], parent)
+    order = ranked(s.figure(own), proposals, [s.figure(f) for f in figures])
+    kept = sorted(order[: s.at_most])
+    rows = []
+    for i, (p, f) in enumerate(zip(proposals, figures, strict=True)):
+        if i in kept:
+            continue
+        figure, top1, loss = s.figure(f), f.top1 or 0.0, f.loss or 0.0
+        gain = 0.0 if figure is None else (figure - s.figure(own)) / p.saved_ms
+        rows.append(TraceRow(parent.step + 1, p.edit, False, parent.latency_ms - p.saved_ms, 0.0,
+                             0.0, top1, top1 - (own.top1 or 0.0), p.saved_ms, gain, "", p.edits,
+                             False, loss, loss - (own.loss or 0.0), tuned=False))  # fmt: skip
+    return [proposals[i] for i in kept], rows
 
 
 def _measured(s: Search, parent: TraceRow, p: Proposal) -> Measured:
@@ -458,6 +491,7 @@ def run_step(s: Search, parent: TraceRow, progress: Callable[[], None]) -> list[
             "smaller step, or the moves kernel and se, may reach further); the best reached is "
             "kept"
         )
+    proposals, passed_over = screened(s, parent, proposals)
     batch = [alike(parent), *proposals] if s.reference else proposals
     results = list(s.finetune(parent.step + 1, batch, parent, 0))
     tuned = results.pop(0) if s.reference else None
@@ -480,7 +514,7 @@ def run_step(s: Search, parent: TraceRow, progress: Callable[[], None]) -> list[
             f"the most any saved was {best:.3g} ms; more latency runs, a quieter machine or a "
             f"larger step may help): {where}; the best reached is kept"
         )
-    rows = step_rows(s, parent, proposals, results, t.shown(), chosen, reference)
+    rows = step_rows(s, parent, proposals, results, t.shown(), chosen, reference) + passed_over
     return rows if reference_row is None else [reference_row, *rows]
 
 

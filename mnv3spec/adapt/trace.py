@@ -2,7 +2,9 @@
 and the machine's load — measured whole where ``measured`` is 1, predicted from its rows with
 no spread where 0 —, held-out top-1 and loss after the fine-tune (0 where it failed), the
 change in each and the score: −ΔLoss (or ΔTop-1, ``--score top1``) / |ΔLatency|), the chosen
-one marked; step 0 is the start. A resumed
+one marked; step 0 is the start. With ``--finetune-at-most``, a proposal passed over before
+its fine-tune has ``tuned`` 0, no run, and the held-out figures of the weights it inherited
+(:func:`~.search.screened`). A resumed
 search takes its path from the chosen rows (each holds the edits so far, as JSON) and its run
 folders, so the file is read back field by field and a damaged one refused."""
 
@@ -47,11 +49,13 @@ class TraceRow:
     measured: bool = True  # its latency measured whole (else predicted from its rows)
     holdout_loss: float = 0.0
     d_loss: float = 0.0  # against the step's parent
+    tuned: bool = True  # fine-tuned (else screened out: figures of its inherited weights, no run)
 
     def cells(self) -> dict[str, Any]:
         cells = dataclasses.asdict(self)
         cells["chosen"] = int(self.chosen)
         cells["measured"] = int(self.measured)
+        cells["tuned"] = int(self.tuned)
         cells["edits"] = json.dumps(self.edits, sort_keys=True)
         for k in FIGURES:
             cells[k] = f"{cells[k]:.4f}"
@@ -59,6 +63,7 @@ class TraceRow:
 
 
 HEADER = [f.name for f in dataclasses.fields(TraceRow)]
+UNSCREENED = HEADER[:-1]  # a trace written before --finetune-at-most: every proposal fine-tuned
 
 
 def _parse(cells: dict[str, str]) -> TraceRow:
@@ -67,6 +72,7 @@ def _parse(cells: dict[str, str]) -> TraceRow:
     values["step"] = int(cells["step"])
     values["chosen"] = {"0": False, "1": True}[cells["chosen"]]
     values["measured"] = {"0": False, "1": True}[cells["measured"]]
+    values["tuned"] = {"0": False, "1": True}[cells.get("tuned", "1")]
     for k in FIGURES:
         values[k] = float(cells[k])
         if not math.isfinite(values[k]):
@@ -74,8 +80,10 @@ def _parse(cells: dict[str, str]) -> TraceRow:
     edits = json.loads(cells["edits"])
     if not isinstance(edits, dict) or not all(isinstance(v, dict) for v in edits.values()):
         raise ValueError("edits")
-    if values["step"] < 0 or values["latency_ms"] <= 0 or not values["run"]:
+    if values["step"] < 0 or values["latency_ms"] <= 0:
         raise ValueError("step")
+    if bool(values["run"]) != values["tuned"]:  # a fine-tune has its run; a screened row none
+        raise ValueError("run")
     if Path(values["run"]).is_absolute() or ".." in Path(values["run"]).parts:
         raise ValueError("run")
     return TraceRow(**values, edits=edits)
@@ -90,7 +98,7 @@ def read(folder: Path) -> list[TraceRow]:
     raw = read_regular(path, MAX_TRACE_BYTES, what="adapt's trace (trace.csv)")
     try:
         reader = csv.DictReader(io.StringIO(raw.decode("utf-8")))
-        if reader.fieldnames != HEADER:
+        if reader.fieldnames not in (HEADER, UNSCREENED):
             raise ValueError("header")
         rows = [_parse(cells) for cells in reader]
     except (ValueError, KeyError, TypeError, UnicodeDecodeError, csv.Error) as e:
@@ -98,10 +106,11 @@ def read(folder: Path) -> list[TraceRow]:
             f"damaged: not a trace as adapt writes it ({e}); {FIX}", file=str(path)
         ) from None
     steps = [r.step for r in rows if r.chosen]
-    unmeasured = any(r.chosen and not r.measured for r in rows)
+    unmeasured = any(r.chosen and not (r.measured and r.tuned) for r in rows)
     if steps != list(range(len(steps))) or any(r.step >= len(steps) for r in rows) or unmeasured:
         raise UserError(
-            f"damaged: the steps are not 0, 1, 2... each with one chosen row, measured; {FIX}",
+            f"damaged: the steps are not 0, 1, 2... each with one chosen row, measured and "
+            f"fine-tuned; {FIX}",
             file=str(path),
         )
     return rows

@@ -28,6 +28,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         step=args.step,
         finetune_steps=args.finetune_steps,
         finetune_lr=args.finetune_lr,
+        finetune_at_most=args.finetune_at_most,
         retrain_epochs=args.retrain_epochs,
         retrain_seeds=args.retrain_seeds,
         moves=tuple(dict.fromkeys(args.moves)),
@@ -76,6 +77,7 @@ def add_adapt(sub: argparse._SubParsersAction) -> None:
     add("--step", type=number(float, 0, above=True), default=0.01, metavar="F", help=STEP)
     add("--finetune-steps", type=number(int, 1), default=50, help="per proposal (default 50)")
     add("--finetune-lr", type=number(float, 0, above=True), metavar="LR", help=FINETUNE_LR)
+    add("--finetune-at-most", type=number(int, 1), metavar="K", help=AT_MOST)
     add("--retrain-epochs", type=number(int, 1), default=20, help="from scratch (default 20)")
     add("--retrain-seeds", type=number(int, 1), default=1, help="seeds 0..N-1 (default 1)")
     add("--score", choices=["loss", "top1"], default="loss", help=SCORE)
@@ -100,5 +102,9 @@ FINETUNE_LR = (
 SCORE = (
     "what ranks the proposals, per ms saved: the held-out loss (default; less noisy on a small "
     "held-out set) or top-1 (the paper's)"
+)
+AT_MOST = (
+    "fine-tune only the K proposals of a step whose inherited weights, before any fine-tune, "
+    "score best per ms saved (beyond the paper; default: every proposal)"
 )
 MOVES = "also propose kernel 5→3 and SE off per row (beyond the paper)"
