@@ -1,6 +1,6 @@
 """How adapt sizes a step's proposals: row look-ups (each a row exported to the runtime and timed)
 per move, their seconds, and how far past what the step needs each proposal cuts — adapt's
-:func:`~mnv3spec.adapt.search.smallest_step` beside the doubling it replaced (1, 2, 4… divisors,
+:func:`~mnv3spec.adapt.sizing.smallest_step` beside the doubling it replaced (1, 2, 4… divisors,
 then the deepest), in one run, each with a row timer of its own (no export shared).
 
     OMP_NUM_THREADS=1 python bench/adapt_sizing.py            # Small, si=2, 224 px, ExecuTorch
@@ -22,8 +22,9 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from mnv3spec.adapt.moves import moves, same_layers, shrunk  # noqa: E402
+from mnv3spec.adapt.proposal import Proposal, Search  # noqa: E402
 from mnv3spec.adapt.rows import RowTimer  # noqa: E402
-from mnv3spec.adapt.search import Proposal, Search, smallest_step  # noqa: E402
+from mnv3spec.adapt.sizing import smallest_step  # noqa: E402
 from mnv3spec.adapt.timing import current_settings, measure_spec  # noqa: E402
 from mnv3spec.adapt.trace import TraceRow  # noqa: E402
 from mnv3spec.spec.edits import from_rows  # noqa: E402

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mnv3spec.adapt.search import REFERENCE
+from mnv3spec.adapt.proposal import REFERENCE
 from mnv3spec.files import locked_folder
 
 from . import fake_timing

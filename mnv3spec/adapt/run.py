@@ -22,8 +22,9 @@ from ..spec.variant import trusted_bases, trusted_folders
 from . import folder as files
 from . import trace
 from .moves import moves
+from .proposal import Search
 from .rows import RowTimer
-from .search import Search, reached, search
+from .search import reached, search
 from .steps import (
     Context,
     StepBar,

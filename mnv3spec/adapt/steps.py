@@ -20,9 +20,9 @@ from ..train.config import TrainConfig
 from . import baselines, report
 from . import folder as files
 from .moves import Edits, Move, moves
+from .proposal import Proposal, Tuned
 from .rows import RowTimer
-from .search import Proposal, Tuned, on_scale
-from .timing import Cache, LatencySettings, Measured, key, measure_pair, measure_spec
+from .timing import Cache, LatencySettings, Measured, key, measure_pair, measure_spec, on_scale
 from .trace import TraceRow
 from .trainings import Job, finetune_changes, held_out, run_jobs, slug, top1, try_jobs
 

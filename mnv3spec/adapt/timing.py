@@ -144,6 +144,24 @@ def saving_noise(parent: list[float], child: list[float]) -> float:
     return 2 * 1.25 * sigma / math.sqrt(len(diffs))
 
 
+def on_scale(m: Measured, reference_ms: float) -> Measured:
+    """A network timed beside another (its parent, or the start), on the scale of that one's
+    recorded latency: its ratio to it in the same rounds times ``reference_ms``. The start is
+    timed alone; a chosen network's latency is its ratio to the start, timed again in rounds of
+    its own — not a product of the steps' ratios, whose errors would compound, each biased
+    towards savings since the step took the proposal that measured best — so a load that drifts
+    between steps (it slows both networks of a round alike) moves neither the path nor the
+    target check."""
+    scale = reference_ms / m.parent_ms
+    return dataclasses.replace(
+        m,
+        median_ms=m.median_ms * scale,
+        spread_ms=m.spread_ms * scale,
+        parent_ms=reference_ms,
+        noise_ms=m.noise_ms * scale,
+    )
+
+
 def key(spec: Spec, s: LatencySettings, parent: Spec | None = None, what: str = "") -> str:
     """The cache key: the resolved document (and its parent's, when timed beside it), the
     settings, and ``what`` was timed when not the whole networks once ("rows": only the rows

@@ -1,0 +1,208 @@
+"""A step's choice, measured whole: in order of score, the first proposal whose whole network,
+timed in the same rounds as its parent, saves more than the noise of that saving and half of what
+the step needs, and still does timed again beside the start (:func:`accept`); one that saved well
+over the need is trimmed to a shallower shrink (:func:`trim`), and when none saved enough, the
+best above the noise is cut deeper (:func:`deepen`) — each measured whole and fine-tuned too."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from ..spec.resolve import Spec
+from .moves import same_layers, shrunk
+from .proposal import Proposal, Search, Tuned
+from .timing import Measured, on_scale
+from .trace import TraceRow
+
+MEASURED_AT_MOST = 5  # proposals measured whole in a step before it gives up
+TRIM_ABOVE = 1.5  # a chosen shrink measured to save more than this × what the step needs: trimmed
+TRIM_AIM = 1.25  # a trimmed shrink is sized to save this × what the step needs
+TRIMS = 2  # shallower shrinks of a chosen move measured whole, at most
+
+
+def _measured(s: Search, parent: TraceRow, p: Proposal) -> Measured:
+    return on_scale(s.latency_of(p.edits, parent.edits), parent.latency_ms)
+
+
+@dataclass
+class Timings:
+    """A step's proposals measured whole, by index: beside the parent (``pair``), and those that
+    saved enough there timed again beside the start (``again``, on its scale)."""
+
+    pair: dict[int, Measured] = dataclasses.field(default_factory=dict)
+    again: dict[int, Measured] = dataclasses.field(default_factory=dict)
+
+    def shown(self) -> dict[int, Measured]:
+        """Each proposal's last measurement: the trace's figure (beside the start where taken)."""
+        return {**self.pair, **self.again}
+
+
+def _holds(s: Search, parent: TraceRow, p: Proposal, i: int, t: Timings) -> bool:
+    """Whether ``p`` (proposal ``i``), timed again beside the start, still lies half of what the
+    step needs below its parent's recorded latency (itself timed beside the start); that
+    measurement kept in ``t.again``. The pair beside the parent decides the first cut, but its
+    rounds are the step's luckiest (the step takes the proposal that measured best): a bench
+    took three steps that saved 0.013, 0.024 and 0.006 ms of the 0.074 needed, timed again,
+    each a fine-tune's loss for a step of no use (docs/measurements.md#adapt)."""
+    m = t.again[i] = on_scale(s.confirm(p.edits), s.start_ms)
+    return parent.latency_ms - m.median_ms >= s.needed(parent) / 2
+
+
+def accept(
+    s: Search, parent: TraceRow, proposals: list[Proposal], order: list[int], t: Timings
+) -> int | None:
+    """The first of ``order`` (at most :data:`MEASURED_AT_MOST`) whose whole network, measured
+    beside the parent, saves more than the noise of that saving (:func:`~.timing.saving_noise`)
+    and at least half of what the step needs (:meth:`~.proposal.Search.needed`, whose last step
+    asks half of δ alike), and timed again beside the start still does (:func:`_holds`); every
+    measurement kept in ``t``. Rows timed alone size a proposal, and measured whole it may save
+    much less: a bench took one that saved 0.033 ms of the 0.077 needed, 0.001 above the noise;
+    timed again beside the start it was slower than its parent, a loss of held-out accuracy for
+    no saving. Whole savings of 0.057 of 0.074 ms, the best a later step had, are taken."""
+    need = s.needed(parent)
+    for i in order[:MEASURED_AT_MOST]:
+        m = t.pair[i] = _measured(s, parent, proposals[i])
+        if _enough(parent.latency_ms - m.median_ms, m, need) and _holds(
+            s, parent, proposals[i], i, t
+        ):
+            return i
+    return None
+
+
+def _enough(saved: float, m: Measured, need: float) -> bool:
+    """Whether ``saved``, measured whole beside the parent (``m``), is more than the noise of
+    that saving and at least half of ``need``: what a step takes (:func:`accept`)."""
+    return saved > m.noise_ms and saved >= need / 2
+
+
+def trim(
+    s: Search, spec: Spec, parent: TraceRow, p: Proposal, m: Measured
+) -> tuple[Proposal, Measured] | None:
+    """A shallower shrink of the chosen move ``p`` (measured ``m`` beside the parent), when that
+    saved over :data:`TRIM_ABOVE` × what the step needs. The row look-up sizes a move from rows
+    timed alone, and whole networks saved up to twice what it said
+    (a bench's exp bneck10 576→64 saved 0.34 ms where 0.16 were needed): a cut deeper than the
+    step needs costs accuracy for nothing. Sized from the measured saving per divisor (then
+    halfway, once one fell short), each is measured whole beside the parent and kept while it
+    still saves what is needed above the noise; None when none does."""
+    need, short, best, best_m = s.needed(parent), 0, p, m
+    for _ in range(TRIMS):
+        saved = parent.latency_ms - best_m.median_ms
+        if saved <= TRIM_ABOVE * need:
+            break
+        sized = math.ceil(best.multiples * TRIM_AIM * need / saved)
+        multiples = (short + best.multiples + 1) // 2 if short else sized
+        if multiples >= best.multiples:
+            break
+        resized = _resized(s, spec, parent, p, multiples)
+        if resized is None:
+            break
+        if resized[0].saved_ms >= need and resized[0].saved_ms > resized[1].noise_ms:
+            best, best_m = resized
+        else:
+            short = multiples
+    return None if best is p else (best, best_m)
+
+
+def _resized(
+    s: Search, spec: Spec, parent: TraceRow, p: Proposal, multiples: int
+) -> tuple[Proposal, Measured] | None:
+    """``p``'s move ``multiples`` divisors deep, measured whole beside the parent, its saving
+    that measured; None where the row cannot go that deep or the network's layers would change."""
+    found = shrunk(spec, parent.edits, p.move, multiples)
+    if found is None:
+        return None
+    edits, words = found
+    if not same_layers(spec, s.spec_of(edits)):
+        return None
+    m = _measured(s, parent, Proposal(p.move, words, edits, 0.0, multiples))
+    return Proposal(p.move, words, edits, parent.latency_ms - m.median_ms, multiples), m
+
+
+def deepen(
+    s: Search, spec: Spec, parent: TraceRow, p: Proposal, m: Measured
+) -> tuple[Proposal, Measured] | None:
+    """A deeper shrink of ``p``, which measured whole (``m``, beside the parent) saved more than
+    its noise but under half of what the step needs (:func:`accept`): rows timed alone size a
+    proposal, and whole networks may save less. Sized from the measured saving per divisor to
+    save :data:`TRIM_AIM` × the need (at most as deep as the row goes), measured whole beside the
+    parent; None when it cannot go deeper or still falls short."""
+    need, saved = s.needed(parent), parent.latency_ms - m.median_ms
+    if saved <= m.noise_ms or p.move is None:
+        return None
+    wanted = math.ceil(p.multiples * TRIM_AIM * need / saved)
+    deepest = next(
+        (k for k in range(wanted, p.multiples, -1) if shrunk(spec, parent.edits, p.move, k)),
+        None,
+    )
+    resized = _resized(s, spec, parent, p, deepest) if deepest else None
+    if resized is None:
+        return None
+    return resized if _enough(resized[0].saved_ms, resized[1], need) else None
+
+
+def _added(
+    s: Search,
+    parent: TraceRow,
+    proposals: list[Proposal],
+    results: list[Tuned],
+    t: Timings,
+    found: tuple[Proposal, Measured],
+) -> int | None:
+    """``found`` (a proposal resized after its step's fine-tunes, measured beside the parent),
+    when timed again beside the start it still saves what a step takes (:func:`_holds`),
+    fine-tuned like them and added to ``proposals``, ``results`` and ``t``: its index, or None
+    when it does not hold or its training failed."""
+    p, m = found
+    i = len(proposals)
+    if not _holds(s, parent, p, i, t):
+        del t.again[i]
+        return None
+    (tuned,) = s.finetune(parent.step + 1, [p], parent, i)
+    if s.figure(tuned) is None:
+        del t.again[i]
+        return None
+    proposals.append(p)
+    results.append(tuned)
+    t.pair[i] = m
+    return i
+
+
+def trimmed(
+    s: Search,
+    parent: TraceRow,
+    proposals: list[Proposal],
+    results: list[Tuned],
+    t: Timings,
+    chosen: int,
+) -> int:
+    """``chosen``, or its :func:`trim`, fine-tuned like the step's proposals and added to them
+    (and to ``results`` and ``t``): the index of the one the step takes (a trim that does not
+    hold beside the start or whose training failed: the deeper shrink stands)."""
+    found = trim(s, s.spec_of(parent.edits), parent, proposals[chosen], t.pair[chosen])
+    if found is None:
+        return chosen
+    added = _added(s, parent, proposals, results, t, found)
+    return chosen if added is None else added
+
+
+def deepened(
+    s: Search,
+    parent: TraceRow,
+    proposals: list[Proposal],
+    results: list[Tuned],
+    t: Timings,
+) -> int | None:
+    """When no proposal measured whole saved half what the step needs: the first of those measured
+    (best by score first) whose :func:`deepen` does, and holds beside the start, fine-tuned and
+    added; None when none."""
+    spec = s.spec_of(parent.edits)
+    for i in list(t.pair):
+        found = deepen(s, spec, parent, proposals[i], t.pair[i])
+        if found is not None:
+            added = _added(s, parent, proposals, results, t, found)
+            if added is not None:
+                return added
+    return None

@@ -1,0 +1,89 @@
+"""A step's proposals sized: for every move (:mod:`.moves`), the smallest shrink, in multiples of
+the divisor, that the row look-up (:mod:`.rows`) says lowers the latency by what the step needs
+(:meth:`~.proposal.Search.needed`): the deepest the row allows, then between no cut and that."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from ..spec.resolve import Spec
+from .moves import Edits, Move, same_layers, shrunk
+from .proposal import Proposal, Search
+from .trace import TraceRow
+
+LOOKUPS = 5  # row look-ups that size one move, at most (:func:`smallest_step`)
+
+
+def smallest_step(s: Search, spec: Spec, parent: TraceRow, move: Move) -> Proposal | None:
+    """The smallest shrink of ``move`` that its rows say lowers the latency by what the step
+    needs (δ, or what is left to the target), in a few look-ups: first the deepest the row
+    allows (a move that cannot save what is needed is dropped after that one), then the depth
+    that a straight line through the bracket of the need says saves it — at first between no
+    cut (no saving) and the deepest, a row's time being about linear in its channels — each
+    look-up narrowing the bracket, at most :data:`LOOKUPS` in all. Sized by doubling (1, 2,
+    4… divisors, then the deepest), the bench's first step took 65 look-ups for 16 moves (36
+    this way), each a row exported to the runtime (seconds apiece), and cut up to twice as
+    deep as it needed (``bench/adapt_sizing.py``)."""
+    need, looked = s.needed(parent), 0
+
+    def look(multiples: int, deeper: bool) -> Proposal | None:
+        nonlocal looked
+        found = _valid(s, spec, parent, move, multiples, deeper)
+        if found is None:
+            return None
+        looked += 1
+        edits, words, multiples = found
+        return Proposal(move, words, edits, s.saving_of(edits, parent.edits), multiples)
+
+    enough = look(_deepest(spec, parent, move), deeper=False)
+    if enough is None or enough.saved_ms < need:
+        return None
+    short_multiples, short_saved = 0, 0.0
+    while enough.multiples - short_multiples > 1 and looked < LOOKUPS:
+        part = (need - short_saved) / (enough.saved_ms - short_saved)
+        aim = short_multiples + math.ceil(part * (enough.multiples - short_multiples))
+        found = look(min(max(aim, short_multiples + 1), enough.multiples - 1), deeper=True)
+        if found is None or found.multiples >= enough.multiples:
+            break
+        if found.saved_ms >= need:
+            enough = found
+        else:
+            short_multiples, short_saved = found.multiples, found.saved_ms
+    return enough
+
+
+def _valid(
+    s: Search, spec: Spec, parent: TraceRow, move: Move, multiples: int, deeper: bool
+) -> tuple[Edits, str, int] | None:
+    """``move`` ``multiples`` divisors deep, or the nearest depth beyond it (``deeper``) or
+    short of it that keeps the parent's layers (an expansion appears or goes where a row's
+    ``exp`` meets its input width): its edits, words and depth; None where none does."""
+    step = 1 if deeper else -1
+    while multiples >= 1:
+        found = shrunk(spec, parent.edits, move, multiples)
+        if found is None:
+            return None
+        if same_layers(spec, s.spec_of(found[0])):
+            return (*found, multiples)
+        multiples += step
+    return None
+
+
+def _deepest(spec: Spec, parent: TraceRow, move: Move) -> int:
+    """The most divisors ``move`` can shrink its row (0: not one)."""
+    multiples = 0
+    while shrunk(spec, parent.edits, move, multiples + 1) is not None:
+        multiples += 1
+    return multiples
+
+
+def propose(s: Search, parent: TraceRow, progress: Callable[[], None]) -> list[Proposal]:
+    spec = s.spec_of(parent.edits)
+    found = []
+    for move in s.moves_of(spec):
+        proposal = smallest_step(s, spec, parent, move)
+        if proposal is not None:
+            found.append(proposal)
+        progress()
+    return found

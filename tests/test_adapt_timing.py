@@ -1,0 +1,31 @@
+"""The figures of a timing beside a reference: the noise of a saving, and a network put on its
+reference's scale."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from mnv3spec.adapt.timing import Measured, on_scale, saving_noise
+
+from .fake_search import start
+
+
+def test_the_noise_of_a_saving_is_that_of_its_rounds_not_of_either_network():
+    drift = [1.0 + i for i in range(100)]  # a load that rises through the rounds
+    parent = [t + 0.5 for t in drift]
+    child = [t + (0.01 if i % 2 else -0.01) for i, t in enumerate(drift)]
+    noise = saving_noise(parent, child)
+    assert noise < 0.01  # the child's own spread is 50 ms; the saving, 0.5 ± 0.01 ms, is clear
+    # IQR of the differences 1.35 ms is σ 1 ms; twice the standard error of their median over
+    # 100 rounds is 2 × 1.25 / 10 = 0.25 ms
+    spread = [0.5 + 1.35 * (i / 99 - 0.5) * 2 for i in range(100)]
+    assert saving_noise([s for s in spread], [0.0] * 100) == pytest.approx(0.25, rel=0.03)
+
+
+def test_a_network_is_put_on_its_references_scale_so_drifting_load_cancels():
+    parent = dataclasses.replace(start(), latency_ms=10.0)
+    busy = Measured(3.0, 0.6, 9.0, 1.0, 6.0)  # both ran twice as slow as when the parent was timed
+    child = on_scale(busy, parent.latency_ms)
+    assert (child.median_ms, child.spread_ms, child.parent_ms) == (5.0, 1.0, 10.0)
