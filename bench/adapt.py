@@ -5,7 +5,7 @@
         --retrain-epochs 1 --finetune-steps 10 --seeds 1 --out bench-adapt-small   # minutes
     python bench/adapt.py --device cuda --cluster local --gpus-per-training 0.25 \\
         --out bench-adapt-gpu                    # on one GPU: four fine-tunes at once
-    python bench/adapt.py --cluster local        # on a CPU: one training per core, one thread each
+    python bench/adapt.py --cluster local        # on a CPU: one training per core (a lone one, all)
 
 Small (``--set si=2``, the paper's strides) deployed at ``--resolution`` (224) on ExecuTorch fp32,
 target ``--target-ratio`` (0.6) × its measured latency, δ = ``--step`` (0.05) × that latency;

@@ -149,6 +149,21 @@ def test_without_ray_installed_the_extra_is_named(tmp_path, monkeypatch):
     assert not any(tmp_path.iterdir())
 
 
+def test_trainings_on_cpu_share_the_largest_node_unless_told():
+    """As a run on this machine alone uses every core: a lone training takes a whole node, those
+    sent together share it; --cpus-per-training, or trainings on GPUs, keep their count."""
+    from mnv3spec.explore.training import ClusterSettings
+
+    shared = ClusterSettings("local")
+    assert shared.cpus_each([2.0], 1) == 2  # adapt's start on the bench's 2 cores
+    assert shared.cpus_each([2.0], 2) == 1 and shared.cpus_each([2.0], 5) == 1
+    assert shared.cpus_each([0.0, 1.0, 1.0], 1) == 1  # this module's cluster: a head of 0 CPUs
+    assert shared.cpus_each([16.0, 4.0], 3) == 5  # all three fit on the largest node at once
+    assert ClusterSettings("local", cpus_per_training=1).cpus_each([16.0], 1) == 1
+    assert ClusterSettings("local", cpus_per_training=4).cpus_each([16.0], 8) == 4
+    assert ClusterSettings("local", gpus_per_training=0.25).cpus_each([16.0], 1) == 1
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

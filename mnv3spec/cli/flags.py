@@ -226,7 +226,8 @@ def add_cluster_options(p: argparse.ArgumentParser) -> None:
         "--cpus-per-training",
         type=float,
         metavar="N",
-        help="CPUs each training holds, its threads (default 1)",
+        help="CPUs each training holds, its threads (default: the largest node's shared by "
+        "the trainings sent at once; 1 each with GPUs)",
     )
 
 
@@ -243,8 +244,7 @@ def cluster_settings(args: argparse.Namespace):
     address = args.cluster or os.environ.get("RAY_ADDRESS", "")
     if not address:
         raise UserError("--cluster without an ADDRESS takes $RAY_ADDRESS, which is not set")
-    cpus = 1 if args.cpus_per_training is None else args.cpus_per_training
-    return ClusterSettings(address, args.gpus_per_training, cpus)
+    return ClusterSettings(address, args.gpus_per_training, args.cpus_per_training)
 
 
 def _typed(args: argparse.Namespace) -> set[str]:

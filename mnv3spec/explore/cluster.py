@@ -144,7 +144,7 @@ def _fitting_nodes(ray, s: ClusterSettings) -> list[dict]:
     fit = [
         n
         for n in nodes
-        if n["Resources"].get("CPU", 0) >= s.cpus_per_training
+        if n["Resources"].get("CPU", 0) >= (s.cpus_per_training or 1)
         and n["Resources"].get("GPU", 0) >= gpus
     ]
     if fit:
@@ -156,7 +156,7 @@ def _fitting_nodes(ray, s: ClusterSettings) -> list[dict]:
     )
     short = any(n["Resources"].get("GPU", 0) < gpus for n in nodes)
     raise UserError(
-        f"no node of the cluster has the {s.cpus_per_training:g} CPU and {gpus:g} GPU a "
+        f"no node of the cluster has the {s.cpus_per_training or 1:g} CPU and {gpus:g} GPU a "
         f"training asks for, so none would ever start (its nodes: {have})",
         field="gpus_per_training" if short else "cpus_per_training",
     )
@@ -225,13 +225,14 @@ def run_trainings(
 def _run(ray, jobs: list[Training], logs: Path, s: ClusterSettings, say) -> dict:
     resources = ray.cluster_resources()
     alive = [n for n in ray.nodes() if n["Alive"]]
+    cpus = s.cpus_each([n["Resources"].get("CPU", 0) for n in alive], len(jobs))
     say(
         f"on the Ray cluster {s.cluster}: {len(alive)} nodes, {resources.get('CPU', 0):g} CPU, "
-        f"{resources.get('GPU', 0):g} GPU; {s.cpus_per_training:g} CPU and "
-        f"{s.gpus_per_training or 0:g} GPU for each training"
+        f"{resources.get('GPU', 0):g} GPU; {cpus} CPU and {s.gpus_per_training or 0:g} GPU for "
+        "each training"
     )
     task = ray.remote(node.train).options(
-        num_cpus=s.cpus_per_training,
+        num_cpus=cpus,
         num_gpus=s.gpus_per_training or 0,
         max_retries=RETRIES,
         retry_exceptions=False,
@@ -240,7 +241,7 @@ def _run(ray, jobs: list[Training], logs: Path, s: ClusterSettings, say) -> dict
     for i, job in enumerate(jobs, 1):
         doing = "training" if job.config is not None else "resuming"
         say(f"[{i}/{len(jobs)}] {doing} {job.variant.id} on the cluster")
-        pending[_submit(task, job, logs, int(s.cpus_per_training))] = (i, job)
+        pending[_submit(task, job, logs, cpus)] = (i, job)
     errors: dict[str, tuple[int, str]] = {}
     try:
         while pending:  # in short waits: Ctrl-C is only seen between them

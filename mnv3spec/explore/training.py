@@ -41,11 +41,11 @@ class ClusterSettings:
     """The Ray cluster a launch's trainings run on: ``cluster`` is its address (``host:port`` or
     ``ray://host:port``), or ``"local"`` for one started on this machine for the launch; each
     training is a task holding ``gpus_per_training`` GPUs (a fraction in (0, 1] shares one, as
-    Ray shares it) and ``cpus_per_training`` CPUs (its threads)."""
+    Ray shares it) and ``cpus_per_training`` CPUs (its threads; None: :meth:`cpus_each`)."""
 
     cluster: str
     gpus_per_training: float | None = None  # None: none (the trainings run on CPU)
-    cpus_per_training: float = 1
+    cpus_per_training: float | None = None  # None: a node's CPUs shared by those sent at once
 
     def __post_init__(self) -> None:
         gpus, cpus = self.gpus_per_training, self.cpus_per_training
@@ -55,11 +55,23 @@ class ClusterSettings:
                 "whole number of GPUs, 1 or more",
                 field="gpus_per_training",
             )
-        if not _whole(cpus, 1):
+        if cpus is not None and not _whole(cpus, 1):
             raise UserError(
                 f"{cpus:g} is not a whole number of CPUs, 1 or more", field="cpus_per_training"
             )
         self.head()  # refuses an address that is not one
+
+    def cpus_each(self, node_cpus: list[float], count: int) -> int:
+        """The CPUs, and threads, each of ``count`` trainings sent at once holds on nodes of
+        ``node_cpus`` CPUs: ``cpus_per_training`` where given; else one for trainings on GPUs,
+        and for trainings on CPU the largest node's shared among them, at least one — as a run
+        on this machine alone uses every core. At one CPU each, adapt's lone trainings (its
+        start, a trim's fine-tune) held one core of the bench's two while the other idled."""
+        if self.cpus_per_training is not None:
+            return int(self.cpus_per_training)
+        if self.gpus_per_training or not node_cpus or count < 1:
+            return 1
+        return max(1, int(max(node_cpus) // count))
 
     def head(self) -> tuple[str, int] | None:
         """The head's host and port (None for ``local``)."""
