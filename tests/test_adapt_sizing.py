@@ -53,24 +53,27 @@ def test_an_expansion_never_appears_or_goes():
     assert found.edits["bneck2"]["exp"] != 16  # bneck2's input width: its expansion would go
 
 
-def test_the_last_step_asks_only_for_what_is_left_so_the_result_can_land_under_the_target():
+def last_step(left: float):
+    """A search to ``left`` × δ below the start (δ a fifth of it): δ, the target, the rows of its
+    one step and its result."""
     first = start()
     delta = first.latency_ms * 0.2
-    target = first.latency_ms - 0.5 * delta  # half a step below the start
+    target = first.latency_ms - left * delta
     steps = []
     last = search(searcher(target, delta), first, steps.append)
-    assert len(steps) == 1 and last.latency_ms <= target
-    saved = [r.d_ms for r in steps[0]]
-    assert all(d >= first.latency_ms - target for d in saved)
-    assert any(d < delta for d in saved)  # sized to what was left: less than a full δ
+    assert len(steps) == 1
+    return delta, target, steps[0], last
+
+
+def test_the_last_step_asks_only_for_what_is_left_so_the_result_can_land_under_the_target():
+    delta, target, rows, last = last_step(0.5)  # half a step below the start
+    assert last.latency_ms <= target
+    assert all(r.d_ms >= 0.5 * delta for r in rows)
+    assert any(r.d_ms < delta for r in rows)  # sized to what was left: less than a full δ
 
 
 def test_the_last_step_asks_for_half_a_step_at_least_so_its_saving_is_not_lost_in_noise():
-    first = start()
-    delta = first.latency_ms * 0.2
-    target = first.latency_ms - 0.05 * delta  # a twentieth of a step left
-    steps = []
-    last = search(searcher(target, delta), first, steps.append)
-    assert len(steps) == 1 and last.latency_ms <= target - 0.45 * delta
-    assert all(r.d_ms >= delta / 2 for r in steps[0])
-    assert any(r.d_ms < delta for r in steps[0])
+    delta, target, rows, last = last_step(0.05)  # a twentieth of a step left
+    assert last.latency_ms <= target - 0.45 * delta
+    assert all(r.d_ms >= delta / 2 for r in rows)
+    assert any(r.d_ms < delta for r in rows)
