@@ -9,11 +9,22 @@ import dataclasses
 import pytest
 
 from mnv3spec.adapt.choice import trim
+from mnv3spec.adapt.proposal import Tuned
 from mnv3spec.adapt.search import run_step
 from mnv3spec.adapt.timing import Measured
 from mnv3spec.errors import SearchError
 
-from .fake_search import confirm, deep_exp_cut, finetune, latency_of, macs, searcher, spec_of, start
+from .fake_search import (
+    COST,
+    confirm,
+    deep_exp_cut,
+    finetune,
+    latency_of,
+    macs,
+    searcher,
+    spec_of,
+    start,
+)
 
 
 def test_a_proposal_that_saves_nothing_measured_whole_is_not_taken():
@@ -70,7 +81,7 @@ def test_when_whole_networks_save_less_than_their_rows_say_the_best_is_cut_deepe
     sized from its measured saving, fine-tuned like the proposals and taken; where no depth
     saves the need, the search stops."""
     first, delta = start(), start().latency_ms * 0.01
-    scale, tuned = {}, []
+    scale, tuned, batches = {}, [], []
 
     def measure(edits, parent):
         saved = scale.get("k", 0.6) * (macs(parent) - macs(edits))
@@ -80,19 +91,52 @@ def test_when_whole_networks_save_less_than_their_rows_say_the_best_is_cut_deepe
 
     def tune(step, props, parent, first=0):
         tuned.extend(props)
+        batches.append(props)
         return finetune(step, props, parent, first)
 
     s = searcher(0.0, delta, tune=tune, measure=measure)
     rows = run_step(s, first, lambda: None)
     chosen = next(r for r in rows if r.chosen)
     assert first.latency_ms - chosen.latency_ms >= delta  # confirmed: the exact saving
-    deeper = tuned[-1]  # fine-tuned after the step's batch
-    assert chosen.edits == deeper.edits and deeper.multiples > 1
-    same_move = [p for p in tuned[1:-1] if p.move == deeper.move]
+    step, after = batches[:2]  # the step's proposals, then the deeper cuts fine-tuned together
+    deeper = next(p for p in after if p.edits == chosen.edits)
+    same_move = [p for p in step if p.move == deeper.move]
     assert same_move and same_move[0].multiples < deeper.multiples
     scale["k"] = 0.01  # a cut saves almost nothing measured whole: no depth reaches the need
     with pytest.raises(SearchError, match="cut deeper"):
         run_step(searcher(0.0, delta, tune=tune, measure=measure), first, lambda: None)
+
+
+def test_of_the_deeper_cuts_the_step_takes_the_best_by_score_not_the_first():
+    """A deeper cut is a new proposal whose cost only its fine-tune tells (a bench's step took
+    exp bneck9 288→8, the first deeper cut that saved enough, at ten times the held-out loss of
+    its proposals): every proposal measured is cut deeper, the cuts fine-tuned together, and the
+    best per ms saved is taken — here the output widths, cut deeper, lose less than expansions."""
+    first, delta = start(), start().latency_ms * 0.01
+    row_sized, tuned = [], []
+
+    def measure(edits, parent):  # sized by its rows, a proposal saves 40 % of the need
+        saved = macs(parent) - macs(edits)
+        if any(edits == p.edits for p in row_sized):
+            saved = min(saved, 0.4 * delta)
+        return Measured(macs(parent) - saved, 0.1, 0, 0, macs(parent), 1e-4)
+
+    def tune(step, props, parent, first=0):
+        if not row_sized:
+            row_sized.extend(props)
+            return finetune(step, props, parent, first)
+        tuned.extend(props)  # cut deeper: expansions now lose 10 points, widths their 2
+        cost = {"exp": 10.0, "out": COST["out"]}
+        return [Tuned(parent.holdout_top1 - cost[p.move.kind], f"runs/{step}-{i}")
+                for i, p in enumerate(props, first)]  # fmt: skip
+
+    rows = run_step(searcher(0.0, delta, tune=tune, measure=measure), first, lambda: None)
+    kinds = {p.move.kind for p in tuned}
+    assert kinds == {"exp", "out"} and len(tuned) >= 3  # every deeper cut that saves, together
+    chosen = next(r for r in rows if r.chosen)
+    assert chosen.edit.startswith("out") and chosen.edits in [p.edits for p in tuned]
+    deeper = [r for r in rows if r.edits in [p.edits for p in tuned]]
+    assert chosen.score == max(r.score for r in deeper)
 
 
 def test_a_cut_that_saves_far_more_than_the_step_needs_is_trimmed_to_about_what_it_needs():

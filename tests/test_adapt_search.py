@@ -9,8 +9,8 @@ import dataclasses
 import pytest
 
 from mnv3spec.adapt import moves as mv
-from mnv3spec.adapt.proposal import REFERENCE, Proposal, Tuned
-from mnv3spec.adapt.search import ranked, reached, run_step, search
+from mnv3spec.adapt.proposal import REFERENCE, Proposal, Tuned, ranked
+from mnv3spec.adapt.search import reached, run_step, search
 from mnv3spec.errors import SearchError
 
 from .fake_search import COST, finetune, inherited, searcher, start

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from ..spec.resolve import Spec
 from .moves import same_layers, shrunk
-from .proposal import Proposal, Search, Tuned
+from .proposal import Proposal, Search, Tuned, ranked
 from .timing import Measured, on_scale
 from .trace import TraceRow
 
@@ -149,25 +149,29 @@ def _added(
     proposals: list[Proposal],
     results: list[Tuned],
     t: Timings,
-    found: tuple[Proposal, Measured],
-) -> int | None:
-    """``found`` (a proposal resized after its step's fine-tunes, measured beside the parent),
-    when timed again beside the start it still saves what a step takes (:func:`_holds`),
-    fine-tuned like them and added to ``proposals``, ``results`` and ``t``: its index, or None
-    when it does not hold or its training failed."""
-    p, m = found
-    i = len(proposals)
-    if not _holds(s, parent, p, i, t):
-        del t.again[i]
-        return None
-    (tuned,) = s.finetune(parent.step + 1, [p], parent, i)
-    if s.figure(tuned) is None:
-        del t.again[i]
-        return None
-    proposals.append(p)
-    results.append(tuned)
-    t.pair[i] = m
-    return i
+    found: list[tuple[Proposal, Measured]],
+) -> list[int]:
+    """Those of ``found`` (proposals resized after the step's fine-tunes, each measured beside the
+    parent) that, timed again beside the start, still save what a step takes (:func:`_holds`),
+    fine-tuned together like the step's proposals and added to ``proposals``, ``results`` and
+    ``t``: the indices of those whose training finished (a failed one stays, as a failed
+    proposal of the step does)."""
+    held = []
+    for p, m in found:
+        i = len(proposals) + len(held)
+        if _holds(s, parent, p, i, t):
+            held.append((p, m))
+        else:
+            del t.again[i]
+    if not held:
+        return []
+    first = len(proposals)
+    tuned = s.finetune(parent.step + 1, [p for p, _ in held], parent, first)
+    for i, ((p, m), r) in enumerate(zip(held, tuned, strict=True), first):
+        proposals.append(p)
+        results.append(r)
+        t.pair[i] = m
+    return [i for i in range(first, len(proposals)) if s.figure(results[i]) is not None]
 
 
 def trimmed(
@@ -184,8 +188,8 @@ def trimmed(
     found = trim(s, s.spec_of(parent.edits), parent, proposals[chosen], t.pair[chosen])
     if found is None:
         return chosen
-    added = _added(s, parent, proposals, results, t, found)
-    return chosen if added is None else added
+    added = _added(s, parent, proposals, results, t, [found])
+    return added[0] if added else chosen
 
 
 def deepened(
@@ -194,15 +198,17 @@ def deepened(
     proposals: list[Proposal],
     results: list[Tuned],
     t: Timings,
+    reference: float,
 ) -> int | None:
-    """When no proposal measured whole saved half what the step needs: the first of those measured
-    (best by score first) whose :func:`deepen` does, and holds beside the start, fine-tuned and
-    added; None when none."""
+    """When no proposal measured whole saved half what the step needs: each of those measured cut
+    deeper (:func:`deepen`) where that saves it, and holds beside the start, fine-tuned together
+    and added, the best of them by score per ms saved against ``reference``
+    (:func:`~.proposal.ranked`); None when none. A deeper cut is a new proposal, whose cost only
+    its fine-tune tells: taking the first deeper cut that saved enough, a bench's step cut exp
+    bneck9 288→8 at ten times the held-out loss of the step's proposals
+    (docs/measurements.md#adapt)."""
     spec = s.spec_of(parent.edits)
-    for i in list(t.pair):
-        found = deepen(s, spec, parent, proposals[i], t.pair[i])
-        if found is not None:
-            added = _added(s, parent, proposals, results, t, found)
-            if added is not None:
-                return added
-    return None
+    found = [deepen(s, spec, parent, proposals[i], t.pair[i]) for i in list(t.pair)]
+    added = _added(s, parent, proposals, results, t, [f for f in found if f is not None])
+    order = ranked(reference, [proposals[i] for i in added], [s.figure(results[i]) for i in added])
+    return added[order[0]] if order else None

@@ -1,7 +1,8 @@
 """What a search is made of: a proposal (a set of edits, and the saving its rows predict), a
-fine-tune's figures, and the services a search calls (:class:`Search`) — the latency a child saves
-predicted from its rows, the whole child measured beside its parent and again beside the start,
-and the fine-tune that scores proposals — handed in, so the search is tested with fakes."""
+fine-tune's figures, how proposals rank by them (:func:`ranked`), and the services a search calls
+(:class:`Search`) — the latency a child saves predicted from its rows, the whole child measured
+beside its parent and again beside the start, and the fine-tune that scores proposals — handed
+in, so the search is tested with fakes."""
 
 from __future__ import annotations
 
@@ -88,6 +89,16 @@ class Search:
         proposal measured whole saved 0.047 ms, under the noise), while half a step lands the
         result under the target by at most half of δ."""
         return min(self.delta_ms, max(parent.latency_ms - self.target_ms, self.delta_ms / 2))
+
+
+def ranked(reference: float, proposals: list[Proposal], scores: list[float | None]) -> list[int]:
+    """The proposals whose fine-tune finished, best Δscore / |ΔLatency| first (a score the
+    higher the better: :meth:`Search.figure`), Δ against ``reference``. A gain counts as no
+    loss (ties: the one that saves more): divided by the saving, a gain would rank the smallest
+    cut first, and a cut that loses nothing and saves more is the better one."""
+    done = [i for i, score in enumerate(scores) if score is not None]
+    gains = {i: min(scores[i] - reference, 0.0) / proposals[i].saved_ms for i in done}
+    return sorted(done, key=lambda i: (-gains[i], -proposals[i].saved_ms))
 
 
 def alike(parent: TraceRow) -> Proposal:

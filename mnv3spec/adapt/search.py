@@ -22,20 +22,10 @@ from collections.abc import Callable
 
 from ..errors import SearchError
 from .choice import Timings, accept, deepened, trimmed
-from .proposal import REFERENCE, Proposal, Search, Tuned, alike
+from .proposal import REFERENCE, Proposal, Search, Tuned, alike, ranked
 from .sizing import propose
 from .timing import Measured
 from .trace import TraceRow
-
-
-def ranked(reference: float, proposals: list[Proposal], scores: list[float | None]) -> list[int]:
-    """The proposals whose fine-tune finished, best Δscore / |ΔLatency| first (a score the
-    higher the better: :meth:`Search.figure`), Δ against ``reference``. A gain counts as no
-    loss (ties: the one that saves more): divided by the saving, a gain would rank the smallest
-    cut first, and a cut that loses nothing and saves more is the better one."""
-    done = [i for i, score in enumerate(scores) if score is not None]
-    gains = {i: min(scores[i] - reference, 0.0) / proposals[i].saved_ms for i in done}
-    return sorted(done, key=lambda i: (-gains[i], -proposals[i].saved_ms))
 
 
 def screened(
@@ -134,7 +124,7 @@ def run_step(s: Search, parent: TraceRow, progress: Callable[[], None]) -> list[
     if chosen is not None:
         chosen = trimmed(s, parent, proposals, results, t, chosen)
     else:
-        chosen = deepened(s, parent, proposals, results, t)
+        chosen = deepened(s, parent, proposals, results, t, s.figure(reference))
     if chosen is None:
         best = max(parent.latency_ms - m.median_ms for m in t.shown().values())
         raise SearchError(
