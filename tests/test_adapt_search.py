@@ -11,9 +11,10 @@ import pytest
 from mnv3spec.adapt import moves as mv
 from mnv3spec.adapt.proposal import REFERENCE, Proposal, Tuned, ranked
 from mnv3spec.adapt.search import reached, run_step, search
+from mnv3spec.adapt.timing import Measured
 from mnv3spec.errors import SearchError
 
-from .fake_search import COST, finetune, inherited, searcher, start
+from .fake_search import COST, finetune, inherited, latency_of, searcher, start
 
 
 def test_choice_is_the_best_gain_per_ms():
@@ -160,6 +161,41 @@ def test_at_most_k_a_step_fine_tunes_the_k_best_by_their_inherited_figures():
     screens.clear()
     wide = run_step(dataclasses.replace(s, at_most=proposed), first, lambda: None)
     assert not screens and all(r.tuned for r in wide)  # as many as proposed: nothing screened
+
+
+def test_screened_out_proposals_are_fine_tuned_before_any_is_cut_deeper():
+    """With at_most, when none of those fine-tuned saves what the step needs measured whole, the
+    next at_most screened out (best first by their inherited figures) are fine-tuned and
+    measured before any is cut deeper: a deeper cut, sized from a small whole saving, tends to
+    the deepest its row allows (the bench's run 16 took exp bneck6 240→8 while five proposals
+    sized by their rows were never fine-tuned)."""
+    first, batches, screens = start(), [], []
+    delta = first.latency_ms * 0.01
+
+    def measure(edits, parent):  # every expansion cut saves 40 % of the need measured whole
+        m = latency_of(edits, parent)
+        short = any("exp" in row and "out" not in row for row in edits.values())
+        saved = 0.4 * delta if short else m.parent_ms - m.median_ms
+        return Measured(m.parent_ms - saved, 0.0, 0, 0, m.parent_ms)
+
+    def tune(step, props, parent, first=0):
+        batches.append(props)
+        return finetune(step, props, parent, first)
+
+    def screen(props, parent):  # before any fine-tune, a width cut looks far the worse
+        screens.append(props[1:])
+        cost = {None: 0.0, "exp": 0.1, "out": 50.0}
+        return [Tuned(parent.holdout_top1 - cost[p.move and p.move.kind], "") for p in props]
+
+    s = searcher(0.0, delta, tune=tune, measure=measure, again=lambda e: measure(e, {}))
+    s = dataclasses.replace(s, screen=screen, reference=True, at_most=2)
+    rows = run_step(s, first, lambda: None)
+    chosen = next(r for r in rows if r.chosen)
+    assert chosen.edit.startswith("out")  # a width cut, fine-tuned in a later batch
+    assert len(batches) >= 2 and all(p.move.kind == "exp" for p in batches[0][1:])
+    proposed = [p.edits for p in screens[0]]
+    assert all(p.edits in proposed for b in batches for p in b[1 if b is batches[0] else 0 :])
+    assert all(r.tuned == (r.run != "") for r in rows)  # those never fine-tuned: no run
 
 
 def test_a_continued_search_numbers_its_steps_on(capsys):

@@ -200,15 +200,16 @@ def deepened(
     t: Timings,
     reference: float,
 ) -> int | None:
-    """When no proposal measured whole saved half what the step needs: each of those measured cut
-    deeper (:func:`deepen`) where that saves it, and holds beside the start, fine-tuned together
-    and added, the best of them by score per ms saved against ``reference``
-    (:func:`~.proposal.ranked`); None when none. A deeper cut is a new proposal, whose cost only
-    its fine-tune tells: taking the first deeper cut that saved enough, a bench's step cut exp
-    bneck9 288→8 at ten times the held-out loss of the step's proposals
-    (docs/measurements.md#adapt)."""
-    spec = s.spec_of(parent.edits)
-    found = [deepen(s, spec, parent, proposals[i], t.pair[i]) for i in list(t.pair)]
+    """When no proposal measured whole saved half what the step needs: each of those measured
+    (the best :data:`MEASURED_AT_MOST` by score) cut deeper (:func:`deepen`) where that saves
+    it, and holds beside the start, fine-tuned together and added, the best of them by score per
+    ms saved against ``reference`` (:func:`~.proposal.ranked`); None when none. A deeper cut is
+    a new proposal, whose cost only its fine-tune tells: taking the first deeper cut that saved
+    enough, a bench's step cut exp bneck9 288→8 at ten times the held-out loss of the step's
+    proposals (docs/measurements.md#adapt)."""
+    spec, figures = s.spec_of(parent.edits), [s.figure(r) for r in results]
+    measured = [i for i in ranked(reference, proposals, figures) if i in t.pair]
+    found = [deepen(s, spec, parent, proposals[i], t.pair[i]) for i in measured[:MEASURED_AT_MOST]]
     added = _added(s, parent, proposals, results, t, [f for f in found if f is not None])
     order = ranked(reference, [proposals[i] for i in added], [s.figure(results[i]) for i in added])
     return added[order[0]] if order else None

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import NamedTuple
 
 from ..errors import SearchError
 from .choice import Timings, accept, deepened, trimmed
@@ -28,32 +29,73 @@ from .timing import Measured
 from .trace import TraceRow
 
 
-def screened(
-    s: Search, parent: TraceRow, proposals: list[Proposal]
-) -> tuple[list[Proposal], list[TraceRow]]:
-    """The proposals a step fine-tunes: every one, or with ``s.at_most`` the best that many by
-    :func:`ranked` of their held-out figures before any fine-tune (``s.screen``: the parent's
-    weights narrowed into each, beside the parent's own), in the order proposed; the others as
-    trace rows of those figures, not fine-tuned (no run). A fine-tune is most of a step's time
+class Screened(NamedTuple):
+    """A step's proposals as screened (:func:`screened`): those fine-tuned first, in the order
+    proposed; the rest, best first by their figures before any fine-tune, each with them; and
+    the parent's own such figures (None: nothing was screened)."""
+
+    kept: list[Proposal]
+    rest: list[tuple[Proposal, Tuned]]
+    own: Tuned | None = None
+
+
+def screened(s: Search, parent: TraceRow, proposals: list[Proposal]) -> Screened:
+    """The proposals a step fine-tunes first: every one, or with ``s.at_most`` the best that many
+    by :func:`ranked` of their held-out figures before any fine-tune (``s.screen``: the parent's
+    weights narrowed into each, beside the parent's own). A fine-tune is most of a step's time
     on a CPU (about 80 s each on the bench's), an evaluation of inherited weights a second or
     so, and on the bench's run 13 the order of the one foretold the other's: at steps 1 and 3
     (13 and 11 proposals) the best fine-tuned ranked first by inherited loss per ms, and the
     step's choice second (``bench/adapt_proxy.py``)."""
     if s.at_most is None or s.screen is None or len(proposals) <= s.at_most:
-        return proposals, []
+        return Screened(proposals, [])
     own, *figures = s.screen([alike(parent), *proposals], parent)
     order = ranked(s.figure(own), proposals, [s.figure(f) for f in figures])
-    kept = sorted(order[: s.at_most])
-    rows = []
-    for i, (p, f) in enumerate(zip(proposals, figures, strict=True)):
-        if i in kept:
-            continue
+    unranked = [i for i in range(len(proposals)) if i not in order]  # its evaluation failed
+    rest = [(proposals[i], figures[i]) for i in order[s.at_most :] + unranked]
+    return Screened([proposals[i] for i in sorted(order[: s.at_most])], rest, own)
+
+
+def _passed_over(s: Search, parent: TraceRow, own: Tuned | None, rest: list) -> list[TraceRow]:
+    """The trace rows of a step's proposals never fine-tuned: their figures before any
+    fine-tune against the parent's ``own``, no run."""
+    rows, reference = [], None if own is None else s.figure(own)
+    for p, f in rest:
         figure, top1, loss = s.figure(f), f.top1 or 0.0, f.loss or 0.0
-        gain = 0.0 if figure is None else (figure - s.figure(own)) / p.saved_ms
+        gain = 0.0 if figure is None or reference is None else (figure - reference) / p.saved_ms
         rows.append(TraceRow(parent.step + 1, p.edit, False, parent.latency_ms - p.saved_ms, 0.0,
                              0.0, top1, top1 - (own.top1 or 0.0), p.saved_ms, gain, "", p.edits,
                              False, loss, loss - (own.loss or 0.0), tuned=False))  # fmt: skip
-    return [proposals[i] for i in kept], rows
+    return rows
+
+
+def _chosen(
+    s: Search,
+    parent: TraceRow,
+    proposals: list[Proposal],
+    results: list[Tuned],
+    t: Timings,
+    reference: float,
+    rest: list[tuple[Proposal, Tuned]],
+) -> tuple[int | None, list[tuple[Proposal, Tuned]]]:
+    """The index of the proposal a step takes (:mod:`.choice`: the first by score that saves
+    what the step needs measured whole, or its trim), and those still never fine-tuned: while
+    none of those fine-tuned saves it, the next ``s.at_most`` screened out (``rest``, best
+    first) are fine-tuned and measured, before the measured are cut deeper (a deeper cut, sized
+    from a whole network's small saving, tends to the deepest the row allows: the bench's run
+    16 took exp bneck6 240→8 at +0.064 held-out loss while five proposals sized by their rows
+    were never fine-tuned). ``proposals`` and ``results`` grow with each batch."""
+    while True:
+        figures = [s.figure(r) for r in results]
+        order = [i for i in ranked(reference, proposals, figures) if i not in t.pair]
+        chosen = accept(s, parent, proposals, order, t)
+        if chosen is not None:
+            return trimmed(s, parent, proposals, results, t, chosen), rest
+        if not rest:
+            return deepened(s, parent, proposals, results, t, reference), rest
+        more, rest = [p for p, _ in rest[: s.at_most]], rest[s.at_most :]
+        results.extend(s.finetune(parent.step + 1, more, parent, len(proposals)))
+        proposals.extend(more)
 
 
 def _reference(s: Search, parent: TraceRow, tuned: Tuned | None) -> tuple[Tuned, TraceRow | None]:
@@ -111,20 +153,16 @@ def run_step(s: Search, parent: TraceRow, progress: Callable[[], None]) -> list[
             "smaller step, or the moves kernel and se, may reach further); the best reached is "
             "kept"
         )
-    proposals, passed_over = screened(s, parent, proposals)
+    screen = screened(s, parent, proposals)
+    proposals = list(screen.kept)
     batch = [alike(parent), *proposals] if s.reference else proposals
     results = list(s.finetune(parent.step + 1, batch, parent, 0))
     tuned = results.pop(0) if s.reference else None
     reference, reference_row = _reference(s, parent, tuned)
-    order = ranked(s.figure(reference), proposals, [s.figure(r) for r in results])
-    if not order:
-        raise SearchError(f"every proposal's fine-tune failed (see logs/): {where}")
     t = Timings()
-    chosen = accept(s, parent, proposals, order, t)
-    if chosen is not None:
-        chosen = trimmed(s, parent, proposals, results, t, chosen)
-    else:
-        chosen = deepened(s, parent, proposals, results, t, s.figure(reference))
+    chosen, rest = _chosen(s, parent, proposals, results, t, s.figure(reference), screen.rest)
+    if all(s.figure(r) is None for r in results):
+        raise SearchError(f"every proposal's fine-tune failed (see logs/): {where}")
     if chosen is None:
         best = max(parent.latency_ms - m.median_ms for m in t.shown().values())
         raise SearchError(
@@ -134,7 +172,8 @@ def run_step(s: Search, parent: TraceRow, progress: Callable[[], None]) -> list[
             f"the most any saved was {best:.3g} ms; more latency runs, a quieter machine or a "
             f"larger step may help): {where}; the best reached is kept"
         )
-    rows = step_rows(s, parent, proposals, results, t.shown(), chosen, reference) + passed_over
+    rows = step_rows(s, parent, proposals, results, t.shown(), chosen, reference)
+    rows += _passed_over(s, parent, screen.own, rest)
     return rows if reference_row is None else [reference_row, *rows]
 
 
