@@ -205,8 +205,8 @@ def deepened(
     it, and holds beside the start, fine-tuned together and added, the best of them by score per
     ms saved against ``reference`` (:func:`~.proposal.ranked`); None when none. A deeper cut is
     a new proposal, whose cost only its fine-tune tells: taking the first deeper cut that saved
-    enough, a bench's step cut exp bneck9 288→8 at ten times the held-out loss of the step's
-    proposals (docs/measurements.md#adapt)."""
+    enough, a bench's step cut exp bneck9 288→8 at +0.18 held-out loss, where the step's
+    proposals had cost +0.003 to +0.03 (docs/measurements.md#adapt)."""
     spec, figures = s.spec_of(parent.edits), [s.figure(r) for r in results]
     measured = [i for i in ranked(reference, proposals, figures) if i in t.pair]
     found = [deepen(s, spec, parent, proposals[i], t.pair[i]) for i in measured[:MEASURED_AT_MOST]]
