@@ -27,10 +27,15 @@ def _measured(s: Search, parent: TraceRow, p: Proposal) -> Measured:
 
 
 @dataclass
-class Timings:
-    """A step's proposals measured whole, by index: beside the parent (``pair``), and those that
-    saved enough there timed again beside the start (``again``, on its scale)."""
+class Step:
+    """A step in the making: its parent; the proposals fine-tuned so far and their fine-tunes'
+    figures, by index (each batch added to both); and those measured whole: beside the parent
+    (``pair``), and those that saved enough there timed again beside the start (``again``, on
+    its scale)."""
 
+    parent: TraceRow
+    proposals: list[Proposal]
+    results: list[Tuned]
     pair: dict[int, Measured] = dataclasses.field(default_factory=dict)
     again: dict[int, Measured] = dataclasses.field(default_factory=dict)
 
@@ -39,33 +44,31 @@ class Timings:
         return {**self.pair, **self.again}
 
 
-def _holds(s: Search, parent: TraceRow, p: Proposal, i: int, t: Timings) -> bool:
+def _holds(s: Search, step: Step, p: Proposal, i: int) -> bool:
     """Whether ``p`` (proposal ``i``), timed again beside the start, still lies half of what the
     step needs below its parent's recorded latency (itself timed beside the start); that
-    measurement kept in ``t.again``. The pair beside the parent decides the first cut, but its
+    measurement kept in ``step.again``. The pair beside the parent decides the first cut, but its
     rounds are the step's luckiest (the step takes the proposal that measured best): a bench
     took three steps that saved 0.013, 0.024 and 0.006 ms of the 0.074 needed, timed again,
     each a fine-tune's loss for a step of no use (docs/measurements.md#adapt)."""
-    m = t.again[i] = on_scale(s.confirm(p.edits), s.start_ms)
-    return parent.latency_ms - m.median_ms >= s.needed(parent) / 2
+    m = step.again[i] = on_scale(s.confirm(p.edits), s.start_ms)
+    return step.parent.latency_ms - m.median_ms >= s.needed(step.parent) / 2
 
 
-def accept(
-    s: Search, parent: TraceRow, proposals: list[Proposal], order: list[int], t: Timings
-) -> int | None:
+def accept(s: Search, step: Step, order: list[int]) -> int | None:
     """The first of ``order`` (at most :data:`MEASURED_AT_MOST`) whose whole network, measured
     beside the parent, saves more than the noise of that saving (:func:`~.timing.saving_noise`)
     and at least half of what the step needs (:meth:`~.proposal.Search.needed`, whose last step
     asks half of δ alike), and timed again beside the start still does (:func:`_holds`); every
-    measurement kept in ``t``. Rows timed alone size a proposal, and measured whole it may save
+    measurement kept in ``step``. Rows timed alone size a proposal, and measured whole it may save
     much less: a bench took one that saved 0.033 ms of the 0.077 needed, 0.001 above the noise;
     timed again beside the start it was slower than its parent, a loss of held-out accuracy for
     no saving. Whole savings of 0.057 of 0.074 ms, the best a later step had, are taken."""
-    need = s.needed(parent)
+    parent, need = step.parent, s.needed(step.parent)
     for i in order[:MEASURED_AT_MOST]:
-        m = t.pair[i] = _measured(s, parent, proposals[i])
+        m = step.pair[i] = _measured(s, parent, step.proposals[i])
         if _enough(parent.latency_ms - m.median_ms, m, need) and _holds(
-            s, parent, proposals[i], i, t
+            s, step, step.proposals[i], i
         ):
             return i
     return None
@@ -143,63 +146,41 @@ def deepen(
     return resized if _enough(resized[0].saved_ms, resized[1], need) else None
 
 
-def _added(
-    s: Search,
-    parent: TraceRow,
-    proposals: list[Proposal],
-    results: list[Tuned],
-    t: Timings,
-    found: list[tuple[Proposal, Measured]],
-) -> list[int]:
+def _added(s: Search, step: Step, found: list[tuple[Proposal, Measured]]) -> list[int]:
     """Those of ``found`` (proposals resized after the step's fine-tunes, each measured beside the
     parent) that, timed again beside the start, still save what a step takes (:func:`_holds`),
-    fine-tuned together like the step's proposals and added to ``proposals``, ``results`` and
-    ``t``: the indices of those whose training finished (a failed one stays, as a failed
-    proposal of the step does)."""
-    held = []
+    fine-tuned together like the step's proposals and added to ``step``: the indices of those
+    whose training finished (a failed one stays, as a failed proposal of the step does)."""
+    held, first = [], len(step.proposals)
     for p, m in found:
-        i = len(proposals) + len(held)
-        if _holds(s, parent, p, i, t):
+        i = first + len(held)
+        if _holds(s, step, p, i):
             held.append((p, m))
         else:
-            del t.again[i]
+            del step.again[i]
     if not held:
         return []
-    first = len(proposals)
-    tuned = s.finetune(parent.step + 1, [p for p, _ in held], parent, first)
+    tuned = s.finetune(step.parent.step + 1, [p for p, _ in held], step.parent, first)
     for i, ((p, m), r) in enumerate(zip(held, tuned, strict=True), first):
-        proposals.append(p)
-        results.append(r)
-        t.pair[i] = m
-    return [i for i in range(first, len(proposals)) if s.figure(results[i]) is not None]
+        step.proposals.append(p)
+        step.results.append(r)
+        step.pair[i] = m
+    return [i for i in range(first, len(step.proposals)) if s.figure(step.results[i]) is not None]
 
 
-def trimmed(
-    s: Search,
-    parent: TraceRow,
-    proposals: list[Proposal],
-    results: list[Tuned],
-    t: Timings,
-    chosen: int,
-) -> int:
-    """``chosen``, or its :func:`trim`, fine-tuned like the step's proposals and added to them
-    (and to ``results`` and ``t``): the index of the one the step takes (a trim that does not
-    hold beside the start or whose training failed: the deeper shrink stands)."""
-    found = trim(s, s.spec_of(parent.edits), parent, proposals[chosen], t.pair[chosen])
+def trimmed(s: Search, step: Step, chosen: int) -> int:
+    """``chosen``, or its :func:`trim`, fine-tuned like the step's proposals and added to
+    ``step``: the index of the one the step takes (a trim that does not hold beside the start
+    or whose training failed: the deeper shrink stands)."""
+    parent = step.parent
+    found = trim(s, s.spec_of(parent.edits), parent, step.proposals[chosen], step.pair[chosen])
     if found is None:
         return chosen
-    added = _added(s, parent, proposals, results, t, [found])
+    added = _added(s, step, [found])
     return added[0] if added else chosen
 
 
-def deepened(
-    s: Search,
-    parent: TraceRow,
-    proposals: list[Proposal],
-    results: list[Tuned],
-    t: Timings,
-    reference: float,
-) -> int | None:
+def deepened(s: Search, step: Step, reference: float) -> int | None:
     """When no proposal measured whole saved half what the step needs: each of those measured
     (the best :data:`MEASURED_AT_MOST` by score) cut deeper (:func:`deepen`) where that saves
     it, and holds beside the start, fine-tuned together and added, the best of them by score per
@@ -207,9 +188,14 @@ def deepened(
     a new proposal, whose cost only its fine-tune tells: taking the first deeper cut that saved
     enough, a bench's step cut exp bneck9 288→8 at +0.18 held-out loss, where the step's
     proposals had cost +0.003 to +0.03 (docs/measurements.md#adapt)."""
-    spec, figures = s.spec_of(parent.edits), [s.figure(r) for r in results]
-    measured = [i for i in ranked(reference, proposals, figures) if i in t.pair]
-    found = [deepen(s, spec, parent, proposals[i], t.pair[i]) for i in measured[:MEASURED_AT_MOST]]
-    added = _added(s, parent, proposals, results, t, [f for f in found if f is not None])
-    order = ranked(reference, [proposals[i] for i in added], [s.figure(results[i]) for i in added])
+    spec, figures = s.spec_of(step.parent.edits), [s.figure(r) for r in step.results]
+    measured = [i for i in ranked(reference, step.proposals, figures) if i in step.pair]
+    found = [
+        deepen(s, spec, step.parent, step.proposals[i], step.pair[i])
+        for i in measured[:MEASURED_AT_MOST]
+    ]
+    added = _added(s, step, [f for f in found if f is not None])
+    order = ranked(
+        reference, [step.proposals[i] for i in added], [s.figure(step.results[i]) for i in added]
+    )
     return added[order[0]] if order else None

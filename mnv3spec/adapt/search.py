@@ -22,10 +22,9 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from ..errors import SearchError
-from .choice import Timings, accept, deepened, trimmed
+from .choice import Step, accept, deepened, trimmed
 from .proposal import REFERENCE, Proposal, Search, Tuned, alike, ranked
 from .sizing import propose
-from .timing import Measured
 from .trace import TraceRow
 
 
@@ -70,13 +69,7 @@ def _passed_over(s: Search, parent: TraceRow, own: Tuned | None, rest: list) -> 
 
 
 def _chosen(
-    s: Search,
-    parent: TraceRow,
-    proposals: list[Proposal],
-    results: list[Tuned],
-    t: Timings,
-    reference: float,
-    rest: list[tuple[Proposal, Tuned]],
+    s: Search, step: Step, reference: float, rest: list[tuple[Proposal, Tuned]]
 ) -> tuple[int | None, list[tuple[Proposal, Tuned]]]:
     """The index of the proposal a step takes (:mod:`.choice`: the first by score that saves
     what the step needs measured whole, or its trim), and those still never fine-tuned: while
@@ -84,18 +77,19 @@ def _chosen(
     first) are fine-tuned and measured, before the measured are cut deeper (a deeper cut, sized
     from a whole network's small saving, tends to the deepest the row allows: the bench's run
     16 took exp bneck6 240→8 at +0.064 held-out loss while five proposals sized by their rows
-    were never fine-tuned). ``proposals`` and ``results`` grow with each batch."""
+    were never fine-tuned)."""
     while True:
-        figures = [s.figure(r) for r in results]
-        order = [i for i in ranked(reference, proposals, figures) if i not in t.pair]
-        chosen = accept(s, parent, proposals, order, t)
+        figures = [s.figure(r) for r in step.results]
+        order = [i for i in ranked(reference, step.proposals, figures) if i not in step.pair]
+        chosen = accept(s, step, order)
         if chosen is not None:
-            return trimmed(s, parent, proposals, results, t, chosen), rest
+            return trimmed(s, step, chosen), rest
         if not rest:
-            return deepened(s, parent, proposals, results, t, reference), rest
+            return deepened(s, step, reference), rest
         more, rest = [p for p, _ in rest[: s.at_most]], rest[s.at_most :]
-        results.extend(s.finetune(parent.step + 1, more, parent, len(proposals)))
-        proposals.extend(more)
+        first = len(step.proposals)
+        step.results.extend(s.finetune(step.parent.step + 1, more, step.parent, first))
+        step.proposals.extend(more)
 
 
 def _reference(s: Search, parent: TraceRow, tuned: Tuned | None) -> tuple[Tuned, TraceRow | None]:
@@ -115,29 +109,23 @@ def _reference(s: Search, parent: TraceRow, tuned: Tuned | None) -> tuple[Tuned,
     return tuned, row
 
 
-def step_rows(
-    s: Search,
-    parent: TraceRow,
-    proposals: list[Proposal],
-    results: list[Tuned],
-    measured: dict[int, Measured],
-    chosen: int | None,
-    reference: Tuned,
-) -> list[TraceRow]:
+def step_rows(s: Search, step: Step, chosen: int | None, reference: Tuned) -> list[TraceRow]:
     """The trace's rows of one step: every proposal (a failed fine-tune scores 0 %), its latency
     measured whole where it was, predicted from its rows where not, its ΔTop-1, ΔLoss and score
     (Δ :meth:`~.proposal.Search.figure` / the ms saved) against ``reference`` (:func:`_reference`);
     ``chosen`` marked."""
-    rows, step, ref_loss = [], parent.step + 1, reference.loss or 0.0
-    for i, (p, r) in enumerate(zip(proposals, results, strict=True)):
+    parent, measured, ref_loss = step.parent, step.shown(), reference.loss or 0.0
+    rows = []
+    for i, (p, r) in enumerate(zip(step.proposals, step.results, strict=True)):
         m, figure = measured.get(i), s.figure(r)
         ms, spread, load = (m.median_ms, m.spread_ms, m.load) if m else (
             parent.latency_ms - p.saved_ms, 0.0, 0.0)  # fmt: skip
         top1, loss, saved = r.top1 or 0.0, r.loss or 0.0, parent.latency_ms - ms
         gain = 0.0 if figure is None or not saved else (figure - s.figure(reference)) / saved
         figures = (ms, spread, load, top1, top1 - reference.top1, saved, gain)
-        rows.append(TraceRow(step, p.edit, i == chosen, *figures, r.run, p.edits, m is not None,
-                             loss, loss - ref_loss if r.loss is not None else 0.0))  # fmt: skip
+        rows.append(TraceRow(parent.step + 1, p.edit, i == chosen, *figures, r.run, p.edits,
+                             m is not None, loss,
+                             loss - ref_loss if r.loss is not None else 0.0))  # fmt: skip
     return rows
 
 
@@ -154,26 +142,24 @@ def run_step(s: Search, parent: TraceRow, progress: Callable[[], None]) -> list[
             "kept"
         )
     screen = screened(s, parent, proposals)
-    proposals = list(screen.kept)
-    batch = [alike(parent), *proposals] if s.reference else proposals
+    batch = [alike(parent), *screen.kept] if s.reference else screen.kept
     results = list(s.finetune(parent.step + 1, batch, parent, 0))
     tuned = results.pop(0) if s.reference else None
     reference, reference_row = _reference(s, parent, tuned)
-    t = Timings()
-    chosen, rest = _chosen(s, parent, proposals, results, t, s.figure(reference), screen.rest)
-    if all(s.figure(r) is None for r in results):
+    step = Step(parent, list(screen.kept), results)
+    chosen, rest = _chosen(s, step, s.figure(reference), screen.rest)
+    if all(s.figure(r) is None for r in step.results):
         raise SearchError(f"every proposal's fine-tune failed (see logs/): {where}")
     if chosen is None:
-        best = max(parent.latency_ms - m.median_ms for m in t.shown().values())
+        best = max(parent.latency_ms - m.median_ms for m in step.shown().values())
         raise SearchError(
             f"no proposal measured whole saved half of the {s.needed(parent):.3g} ms the step "
             f"needs above the timing's noise, beside its parent and again beside the start (the "
-            f"best {len(t.pair)} by score were measured, and those above the noise cut deeper; "
+            f"best {len(step.pair)} by score were measured, and those above the noise cut deeper; "
             f"the most any saved was {best:.3g} ms; more latency runs, a quieter machine or a "
             f"larger step may help): {where}; the best reached is kept"
         )
-    rows = step_rows(s, parent, proposals, results, t.shown(), chosen, reference)
-    rows += _passed_over(s, parent, screen.own, rest)
+    rows = step_rows(s, step, chosen, reference) + _passed_over(s, parent, screen.own, rest)
     return rows if reference_row is None else [reference_row, *rows]
 
 
