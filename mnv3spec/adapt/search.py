@@ -55,7 +55,9 @@ def screened(s: Search, parent: TraceRow, proposals: list[Proposal]) -> Screened
     return Screened([proposals[i] for i in sorted(order[: s.at_most])], rest, own)
 
 
-def _passed_over(s: Search, parent: TraceRow, own: Tuned | None, rest: list) -> list[TraceRow]:
+def _passed_over(
+    s: Search, parent: TraceRow, own: Tuned | None, rest: list[tuple[Proposal, Tuned]]
+) -> list[TraceRow]:
     """The trace rows of a step's proposals never fine-tuned: their figures before any
     fine-tune against the parent's ``own``, no run."""
     rows, reference = [], None if own is None else s.figure(own)
