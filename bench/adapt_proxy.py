@@ -17,17 +17,12 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mnv3spec.data.batches import batches
-from mnv3spec.model.builder import build
-from mnv3spec.services.evaluate import evaluate
+from mnv3spec.adapt import steps
 from mnv3spec.spec.load import load_spec
 from mnv3spec.train.config import TrainConfig
-from mnv3spec.train.plan import fit_to_data, load_data
-from mnv3spec.weights.init import init_from
+from mnv3spec.train.plan import load_data
 
 REFERENCE = "parent, fine-tuned alike"
 
@@ -40,17 +35,7 @@ def inherited_loss(run: Path, cache: dict) -> float:
     key = (cfg.data, cfg.train_subset, cfg.holdout, cfg.seed)
     if key not in cache:
         cache[key] = load_data(cfg, spec)
-    data = cache[key]
-    model = build(fit_to_data(spec, data, cfg))
-    init_from(model, cfg.init)
-    result = evaluate(
-        model,
-        batches(data.val_images, data.val_labels, 250, shuffle=False),
-        mean=data.mean,
-        std=data.std,
-        device=torch.device("cpu"),
-    )
-    return result.loss
+    return steps.inherited(spec, cache[key], cfg, cfg.init).loss
 
 
 def main() -> None:
@@ -60,10 +45,10 @@ def main() -> None:
     a = p.parse_args()
     with open(a.folder / "trace.csv") as f:
         rows = list(csv.DictReader(f))
-    steps = sorted({int(r["step"]) for r in rows} - {0})
+    numbers = sorted({int(r["step"]) for r in rows} - {0})
     cache: dict = {}
     places = []
-    for step in a.steps or steps:
+    for step in a.steps or numbers:
         mine = [r for r in rows if int(r["step"]) == step]
         ref = next((r for r in mine if r["edit"] == REFERENCE), None)
         props = [r for r in mine if r["edit"] != REFERENCE]

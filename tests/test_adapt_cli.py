@@ -209,6 +209,24 @@ def test_a_finetune_lr_not_above_zero_or_not_finite_is_refused(tmp_path, value):
     assert not out.exists()
 
 
+def test_at_most_one_a_step_fine_tunes_one_proposal_ranked_by_its_inherited_weights(tmp_path):
+    """The real screen (steps.screen): each proposal's held-out figures with the start's weights
+    narrowed into it, evaluated in this process; one fine-tuned beside the parent, the others
+    in trace.csv with those figures, tuned 0 and no run."""
+    out = tmp_path / "tiny"
+    with fake_timing.installed():
+        r = run_cli(*adapt_args(out, "--no-baselines", "--finetune-at-most", "1"))
+    assert r.returncode == 0, r.stderr
+    rows = [row for row in csv.DictReader((out / "trace.csv").open()) if row["step"] == "1"]
+    tuned = [row for row in rows if row["tuned"] == "1" and row["edit"] != REFERENCE]
+    passed = [row for row in rows if row["tuned"] == "0"]
+    assert len(tuned) == 1 and tuned[0]["chosen"] == "1" and passed
+    assert all(row["run"] == "" and float(row["holdout_loss"]) > 0 for row in passed)
+    assert sorted(p.name for p in (out / "runs").glob("s01-*")) == sorted(
+        Path(row["run"]).name for row in rows if row["run"]
+    )
+
+
 @pytest.mark.parametrize("value", ["0", "-1", "1.5", "abc", "nan", "1e400"])
 def test_a_finetune_at_most_not_a_whole_number_above_zero_is_refused(tmp_path, value):
     out = tmp_path / "adapt"

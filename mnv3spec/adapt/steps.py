@@ -195,32 +195,41 @@ def finetune(ctx: Context, bar: StepBar):
     return run
 
 
+def inherited(spec: Spec, data: Any, cfg: TrainConfig, parent: str | Path) -> Any:
+    """The held-out figures (:class:`~mnv3spec.services.evaluate.EvalResult`) of ``spec`` with
+    the weights of the checkpoint ``parent`` narrowed into it, before any fine-tune: on ``data``'s
+    held-out images, as ``cfg`` fits the network to them."""
+    import torch
+
+    from ..data.batches import batches
+    from ..model.builder import build
+    from ..services.evaluate import evaluate
+    from ..train.plan import fit_to_data
+    from ..weights.init import init_from
+
+    model = build(fit_to_data(spec, data, cfg))
+    init_from(model, str(parent))
+    held = batches(data.val_images, data.val_labels, 250, shuffle=False)
+    return evaluate(model, held, mean=data.mean, std=data.std, device=torch.device("cpu"))
+
+
 def screen(ctx: Context):
-    """Each proposal's held-out top-1 and loss with its parent's weights narrowed into it (no
-    fine-tune; a proposal of no move is the parent itself), on the held-out images its
+    """Each proposal's held-out top-1 and loss with its parent's weights narrowed into it
+    (:func:`inherited`; a proposal of no move is the parent itself), on the held-out images its
     fine-tune is scored on, evaluated in this process: a second or so each, where a fine-tune
     takes about 80 s on the bench's CPU (:func:`~.search.screened`)."""
     loaded: dict[str, Any] = {}
 
     def run(proposals: list[Proposal], parent: TraceRow) -> list[Tuned]:
-        import torch
-
-        from ..data.batches import batches
-        from ..model.builder import build
-        from ..services.evaluate import evaluate
-        from ..train.plan import fit_to_data, load_data
-        from ..weights.init import init_from
+        from ..train.plan import load_data
 
         changes = _finetunes(ctx, parent)
         cfg = TrainConfig(ctx.s.spec, {}, **{**ctx.flags(*SEARCH_ONLY), **changes})
         if "data" not in loaded:  # the same draw and held-out split as every fine-tune's
             loaded["data"] = load_data(cfg, ctx.base)
-        data, figures = loaded["data"], []
+        figures = []
         for p in proposals:
-            model = build(fit_to_data(ctx.trained(p.edits), data, cfg))
-            init_from(model, changes["init"])
-            held = batches(data.val_images, data.val_labels, 250, shuffle=False)
-            r = evaluate(model, held, mean=data.mean, std=data.std, device=torch.device("cpu"))
+            r = inherited(ctx.trained(p.edits), loaded["data"], cfg, changes["init"])
             figures.append(Tuned(r.top1, "", r.loss))
         return figures
 
