@@ -140,12 +140,11 @@ def connected(settings: ClusterSettings, out: Path) -> Iterator[None]:
 def _fitting_nodes(ray, s: ClusterSettings) -> list[dict]:
     """The alive nodes that can run a training, refused if there is none."""
     nodes = [n for n in ray.nodes() if n["Alive"]]
-    gpus = s.gpus_per_training or 0
+    gpus, cpus = s.gpus_per_training or 0, s.cpus_per_training or 1  # the least a training holds
     fit = [
         n
         for n in nodes
-        if n["Resources"].get("CPU", 0) >= (s.cpus_per_training or 1)
-        and n["Resources"].get("GPU", 0) >= gpus
+        if n["Resources"].get("CPU", 0) >= cpus and n["Resources"].get("GPU", 0) >= gpus
     ]
     if fit:
         return fit
@@ -156,7 +155,7 @@ def _fitting_nodes(ray, s: ClusterSettings) -> list[dict]:
     )
     short = any(n["Resources"].get("GPU", 0) < gpus for n in nodes)
     raise UserError(
-        f"no node of the cluster has the {s.cpus_per_training or 1:g} CPU and {gpus:g} GPU a "
+        f"no node of the cluster has the {cpus:g} CPU and {gpus:g} GPU a "
         f"training asks for, so none would ever start (its nodes: {have})",
         field="gpus_per_training" if short else "cpus_per_training",
     )
