@@ -49,7 +49,8 @@ def test_a_parent_timed_beside_many_children_is_exported_once(monkeypatch):
 
     exported = []
 
-    def prepare(module, backend, x):
+    def prepare(module, backend, x, loads=1):
+        assert loads == timing.LOADS  # each network's file loaded several times, run in turn
         exported.append(sum(p.numel() for p in module.parameters()))
         return (lambda: None), ""
 
@@ -66,3 +67,7 @@ def test_a_parent_timed_beside_many_children_is_exported_once(monkeypatch):
     assert len(exported) == 2 + len(children)
     timing.measure_pair(parent, start, s)  # the chosen one confirmed beside the start: both kept
     assert len(exported) == 2 + len(children)
+    timing.measure_pair(parent, start, s, fresh=True)  # its record: exported anew, the start kept
+    assert len(exported) == 3 + len(children)
+    timing.measure_pair(start, start, s, fresh=True)  # the start itself is never exported anew
+    assert len(exported) == 3 + len(children)

@@ -46,7 +46,7 @@ def test_proposals_are_compared_with_their_parent_fine_tuned_alike():
 
     first = start()
     s = dataclasses.replace(searcher(0.0, first.latency_ms * 0.01, tune=tune), reference=True)
-    rows = run_step(s, first, lambda: None)
+    rows = run_step(s, [first], lambda: None)
     ref, *proposals = rows
     (batch,) = batches  # the parent in the batch of its proposals: no round of its own
     assert batch[0].move is None and batch[0].edits == {} and len(batch) == 1 + len(proposals)
@@ -62,7 +62,7 @@ def test_proposals_are_compared_with_their_parent_fine_tuned_alike():
 
     failed = dataclasses.replace(s, finetune=parent_fails)
     with pytest.raises(SearchError, match=r"the parent.s own fine-tune.*failed"):
-        run_step(failed, first, lambda: None)
+        run_step(failed, [first], lambda: None)
 
 
 def test_the_held_out_loss_ranks_the_proposals_where_top1_is_noise():
@@ -78,14 +78,14 @@ def test_the_held_out_loss_ranks_the_proposals_where_top1_is_noise():
 
     first = dataclasses.replace(start(), holdout_loss=0.5)
     by_loss = dataclasses.replace(searcher(0.0, first.latency_ms * 0.01, tune=tune), score="loss")
-    rows = run_step(by_loss, first, lambda: None)
+    rows = run_step(by_loss, [first], lambda: None)
     chosen = next(r for r in rows if r.chosen)
     assert chosen.edit.startswith("exp")
     assert chosen.holdout_loss == pytest.approx(0.51) and chosen.d_loss == pytest.approx(0.01)
     assert chosen.score == pytest.approx(-0.01 / chosen.d_ms)
     assert {round(r.d_top1, 6) for r in rows} == {0.1, -0.1}
     by_top1 = dataclasses.replace(by_loss, score="top1")
-    chosen = next(r for r in run_step(by_top1, first, lambda: None) if r.chosen)
+    chosen = next(r for r in run_step(by_top1, [first], lambda: None) if r.chosen)
     assert chosen.edit.startswith("out") and chosen.score == pytest.approx(0.1 / chosen.d_ms)
 
 
@@ -96,7 +96,7 @@ def test_a_failed_fine_tune_is_passed_over_and_the_search_goes_on():
         return [t._replace(top1=None) if i == cheapest else t for i, t in enumerate(scored)]
 
     first = start()
-    rows = run_step(searcher(0.0, first.latency_ms * 0.01, tune=tune), first, lambda: None)
+    rows = run_step(searcher(0.0, first.latency_ms * 0.01, tune=tune), [first], lambda: None)
     failed = [r for r in rows if r.holdout_top1 == 0.0]
     assert len(failed) == 1 and not failed[0].chosen
     assert sum(r.chosen for r in rows) == 1
@@ -105,14 +105,14 @@ def test_a_failed_fine_tune_is_passed_over_and_the_search_goes_on():
         return [Tuned(None, "runs/x") for _ in props]
 
     with pytest.raises(SearchError, match="every proposal's fine-tune failed"):
-        run_step(searcher(0.0, first.latency_ms * 0.01, tune=everyone_fails), first, lambda: None)
+        run_step(searcher(0.0, first.latency_ms * 0.01, tune=everyone_fails), [first], lambda: None)
 
 
 def test_search_stops_at_the_target_and_prefers_cheap_edits():
     first = start()
     target = first.latency_ms * 0.85
     steps = []
-    last = search(searcher(target, first.latency_ms * 0.01), first, steps.append)
+    last = search(searcher(target, first.latency_ms * 0.01), [first], steps.append)
     assert last.latency_ms <= target < first.latency_ms
     assert all(sum(r.chosen for r in rows) == 1 for rows in steps)
     assert [r.step for r in steps[-1]] == [len(steps)] * len(steps[-1])
@@ -121,14 +121,14 @@ def test_search_stops_at_the_target_and_prefers_cheap_edits():
 
 def test_an_unreachable_target_stops_with_exit_3():
     with pytest.raises(SearchError) as e:
-        search(searcher(0.001, 1e-6), start(), lambda rows: None)
+        search(searcher(0.001, 1e-6), [start()], lambda rows: None)
     assert e.value.exit_code == 3
     assert "stopped at" in str(e.value)
 
 
 def test_no_proposal_saves_delta_stops_at_once():
     with pytest.raises(SearchError):
-        run_step(searcher(0.0, 1e6), start(), lambda: None)
+        run_step(searcher(0.0, 1e6), [start()], lambda: None)
 
 
 def test_at_most_k_a_step_fine_tunes_the_k_best_by_their_inherited_figures():
@@ -144,11 +144,11 @@ def test_at_most_k_a_step_fine_tunes_the_k_best_by_their_inherited_figures():
 
     s = searcher(0.0, first.latency_ms * 0.01, tune=tune)
     s = dataclasses.replace(s, screen=screen, reference=True)
-    everyone = run_step(s, first, lambda: None)  # no at_most: every proposal, no screen
+    everyone = run_step(s, [first], lambda: None)  # no at_most: every proposal, no screen
     assert not screens and all(r.tuned for r in everyone)
     proposed = len(tuned) - 1
     tuned.clear()
-    rows = run_step(dataclasses.replace(s, at_most=2), first, lambda: None)
+    rows = run_step(dataclasses.replace(s, at_most=2), [first], lambda: None)
     assert len(screens) == 1 and screens[0][0].move is None  # the parent itself screened first
     assert len(screens[0]) == proposed + 1 and len(tuned) == 3  # the parent and two
     kept = [r for r in rows if r.tuned and r.edit != REFERENCE]
@@ -159,7 +159,7 @@ def test_at_most_k_a_step_fine_tunes_the_k_best_by_their_inherited_figures():
     assert all(r.d_top1 == -2 * COST[r.edit.split()[0]] for r in passed)  # inherited figures
     assert next(r for r in rows if r.chosen) in kept
     screens.clear()
-    wide = run_step(dataclasses.replace(s, at_most=proposed), first, lambda: None)
+    wide = run_step(dataclasses.replace(s, at_most=proposed), [first], lambda: None)
     assert not screens and all(r.tuned for r in wide)  # as many as proposed: nothing screened
 
 
@@ -189,7 +189,7 @@ def test_screened_out_proposals_are_fine_tuned_before_any_is_cut_deeper():
 
     s = searcher(0.0, delta, tune=tune, measure=measure, again=lambda e: measure(e, {}))
     s = dataclasses.replace(s, screen=screen, reference=True, at_most=2)
-    rows = run_step(s, first, lambda: None)
+    rows = run_step(s, [first], lambda: None)
     chosen = next(r for r in rows if r.chosen)
     assert chosen.edit.startswith("out")  # a width cut, fine-tuned in a later batch
     assert len(batches) >= 2 and all(p.move.kind == "exp" for p in batches[0][1:])

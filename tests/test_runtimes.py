@@ -115,3 +115,24 @@ def test_a_program_that_fails_as_it_runs_is_one_line_naming_the_file(tmp_path):
     said = str(e.value)
     assert said.startswith(f"{tmp_path / 'm.pte'}: the program failed as it ran (method forward")
     assert "error 0x12); export it again" in said and "\n" not in said and "C++" not in said
+
+
+def test_a_file_loaded_several_times_is_timed_in_turn_and_each_load_runs_the_network():
+    """``prepare(..., loads=K)``: each call runs the next of K loads of the runtime's file (a
+    load's own speed is part luck), and each gives the network's outputs."""
+    from mnv3spec.deploy.runtimes.record import in_turn
+    from mnv3spec.latency.backends import prepare
+
+    called = []
+    run = in_turn([lambda i=i: called.append(i) for i in range(3)])
+    for _ in range(7):
+        run()
+    assert called == [0, 1, 2, 0, 1, 2, 0]
+    pytest.importorskip("onnxruntime")
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()).eval()
+    x = torch.randn(1, 3, 8, 8)
+    run, _ = prepare(model, "onnxruntime", x, loads=2)
+    outputs = [run()[0] for _ in range(4)]
+    with torch.no_grad():
+        expected = model(x).numpy()
+    assert all(abs(o - expected).max() < 1e-4 for o in outputs)

@@ -30,18 +30,31 @@ def _measured(s: Search, parent: TraceRow, p: Proposal) -> Measured:
 class Step:
     """A step in the making: its parent; the proposals fine-tuned so far and their fine-tunes'
     figures, by index (each batch added to both); and those measured whole: beside the parent
-    (``pair``), and those that saved enough there timed again beside the start (``again``, on
-    its scale)."""
+    (``pair``), those that saved enough there timed again beside the start (``again``, on its
+    scale), and the one taken timed once more for the path (``recorded``,
+    :meth:`~.proposal.Search.record`)."""
 
     parent: TraceRow
     proposals: list[Proposal]
     results: list[Tuned]
     pair: dict[int, Measured] = dataclasses.field(default_factory=dict)
     again: dict[int, Measured] = dataclasses.field(default_factory=dict)
+    recorded: dict[int, Measured] = dataclasses.field(default_factory=dict)
 
     def shown(self) -> dict[int, Measured]:
         """Each proposal's last measurement: the trace's figure (beside the start where taken)."""
-        return {**self.pair, **self.again}
+        return {**self.pair, **self.again, **self.recorded}
+
+    def record(self, s: Search, chosen: int) -> None:
+        """The taken proposal's figure on the path: timed once more beside the start, in a load
+        of its own (:attr:`~.proposal.Search.record`), where the search does. The figure that
+        passed it was the best of up to :data:`MEASURED_AT_MOST` noisy ones, low by its luck, and
+        the next step's proposals, measured against it, then seemed to save too little: a bench's
+        path networks, timed again beside its start, lay up to 12 % above their recorded latency,
+        and its step 5, where none of six held, cut exp bneck6 240→8, the deepest its row allowed
+        (docs/measurements.md#adapt)."""
+        if s.record is not None:
+            self.recorded[chosen] = on_scale(s.record(self.proposals[chosen].edits), s.start_ms)
 
 
 def _holds(s: Search, step: Step, p: Proposal, i: int) -> bool:

@@ -77,12 +77,12 @@ def _search(s: files.AdaptSettings, say: Say, cluster: ClusterSettings | None) -
         found = Search(
             target, delta, ctx.trained, ctx.moves_of, ctx.saving, ctx.paired, finetune(ctx, bar),
             ctx.confirmed, path[0].latency_ms, reference=True, score=s.score, screen=screen(ctx),
-            at_most=s.finetune_at_most,
+            at_most=s.finetune_at_most, record=ctx.recorded,
         )  # fmt: skip
         last = reached(path, target)
         if last is None:
             try:
-                last = search(found, path[-1], _on_step(ctx, rows, bar), bar)
+                last = search(found, path, _on_step(ctx, rows, bar), bar)
             except SearchError:
                 write_result(ctx, trace.path(rows)[-1], target)
                 raise

@@ -131,9 +131,10 @@ def step_rows(s: Search, step: Step, chosen: int | None, reference: Tuned) -> li
     return rows
 
 
-def run_step(s: Search, parent: TraceRow, progress: Callable[[], None]) -> list[TraceRow]:
-    """One step after ``parent``: its rows, or SearchError when no move saves what is needed."""
-    proposals = propose(s, parent, progress)
+def run_step(s: Search, path: list[TraceRow], progress: Callable[[], None]) -> list[TraceRow]:
+    """One step after the last of ``path``: its rows, or SearchError when no move saves what is
+    needed."""
+    parent, proposals = path[-1], propose(s, path, progress)
     where = (
         f"the search stopped at {parent.latency_ms:.3g} ms, above the target {s.target_ms:.3g} ms"
     )
@@ -152,6 +153,8 @@ def run_step(s: Search, parent: TraceRow, progress: Callable[[], None]) -> list[
     chosen, rest = _chosen(s, step, s.figure(reference), screen.rest)
     if all(s.figure(r) is None for r in step.results):
         raise SearchError(f"every proposal's fine-tune failed (see logs/): {where}")
+    if chosen is not None:
+        step.record(s, chosen)
     if chosen is None:
         best = max(parent.latency_ms - m.median_ms for m in step.shown().values())
         raise SearchError(
@@ -175,14 +178,16 @@ def reached(path: list[TraceRow], target_ms: float) -> TraceRow | None:
 
 def search(
     s: Search,
-    parent: TraceRow,
+    path: list[TraceRow],
     on_step: Callable[[list[TraceRow]], None],
     progress: Callable[[], None] = lambda: None,
 ) -> TraceRow:
-    """Steps from ``parent`` until the latency is at most the target; each step's rows handed
-    to ``on_step`` (the trace) before the next begins. Returns the last chosen row."""
-    while parent.latency_ms > s.target_ms:
-        rows = run_step(s, parent, progress)
+    """Steps from the last of ``path`` (the chosen rows so far, from the start) until the
+    latency is at most the target; each step's rows handed to ``on_step`` (the trace) before
+    the next begins. Returns the last chosen row."""
+    path = list(path)
+    while path[-1].latency_ms > s.target_ms:
+        rows = run_step(s, path, progress)
         on_step(rows)
-        parent = next(r for r in rows if r.chosen)
-    return parent
+        path.append(next(r for r in rows if r.chosen))
+    return path[-1]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from itertools import pairwise
 
 from ..spec.resolve import Spec
 from .moves import Edits, Move, same_layers, shrunk
@@ -13,9 +14,12 @@ from .proposal import Proposal, Search
 from .trace import TraceRow
 
 LOOKUPS = 5  # row look-ups that size one move, at most (:func:`smallest_step`)
+CALIBRATION = (0.5, 2.0)  # the bounds of what the rows' predictions are scaled by
 
 
-def smallest_step(s: Search, spec: Spec, parent: TraceRow, move: Move) -> Proposal | None:
+def smallest_step(
+    s: Search, spec: Spec, parent: TraceRow, move: Move, ratio: float = 1.0
+) -> Proposal | None:
     """The smallest shrink of ``move`` that its rows say lowers the latency by what the step
     needs (δ, or what is left to the target), in a few look-ups: first the deepest the row
     allows (a move that cannot save what is needed is dropped after that one), then the depth
@@ -24,7 +28,10 @@ def smallest_step(s: Search, spec: Spec, parent: TraceRow, move: Move) -> Propos
     look-up narrowing the bracket, at most :data:`LOOKUPS` in all. Sized by doubling (1, 2,
     4… divisors, then the deepest), the bench's first step took 65 look-ups for 16 moves (36
     this way), each a row exported to the runtime (seconds apiece), and cut up to twice as
-    deep as it needed (``bench/adapt_sizing.py``)."""
+    deep as it needed (``bench/adapt_sizing.py``). ``ratio``: what the path's steps saved
+    measured whole per ms their rows predicted (:func:`calibration`); the rows then aim at the
+    need divided by it, at most as deep as the row allows, and a move is still dropped only where
+    its rows cannot save the need itself."""
     need, looked = s.needed(parent), 0
 
     def look(multiples: int, deeper: bool) -> Proposal | None:
@@ -39,6 +46,7 @@ def smallest_step(s: Search, spec: Spec, parent: TraceRow, move: Move) -> Propos
     enough = look(_deepest(spec, parent, move), deeper=False)
     if enough is None or enough.saved_ms < need:
         return None
+    need = min(need / ratio, enough.saved_ms)
     short_multiples, short_saved = 0, 0.0
     while enough.multiples - short_multiples > 1 and looked < LOOKUPS:
         part = (need - short_saved) / (enough.saved_ms - short_saved)
@@ -78,11 +86,27 @@ def _deepest(spec: Spec, parent: TraceRow, move: Move) -> int:
     return multiples
 
 
-def propose(s: Search, parent: TraceRow, progress: Callable[[], None]) -> list[Proposal]:
+def calibration(s: Search, path: list[TraceRow]) -> float:
+    """What the steps of ``path`` saved, measured whole (the start's latency less the last's),
+    per ms their rows predicted, with one step of δ predicted and saved alike counted in (one
+    step's saving is a few times its timing's noise), within [:data:`CALIBRATION`]. On a bench's
+    run the rows over-predicted whole savings more as the network shrank (0.75 of them over
+    eight steps, as little as 0.31 for one proposal), and proposals sized by them saved too
+    little measured whole (docs/measurements.md#adapt)."""
+    predicted = sum(s.saving_of(b.edits, a.edits) for a, b in pairwise(path))
+    saved = path[0].latency_ms - path[-1].latency_ms
+    low, high = CALIBRATION
+    return min(max((saved + s.delta_ms) / (predicted + s.delta_ms), low), high)
+
+
+def propose(s: Search, path: list[TraceRow], progress: Callable[[], None]) -> list[Proposal]:
+    """The step after the last of ``path``: every move's smallest step (:func:`smallest_step`),
+    its rows calibrated by the path's (:func:`calibration`)."""
+    parent, ratio = path[-1], calibration(s, path)
     spec = s.spec_of(parent.edits)
     found = []
     for move in s.moves_of(spec):
-        proposal = smallest_step(s, spec, parent, move)
+        proposal = smallest_step(s, spec, parent, move, ratio)
         if proposal is not None:
             found.append(proposal)
         progress()

@@ -81,6 +81,15 @@ class Context:
             self._keep(k, measure_pair(child, start, self.timing))
         return self.cache.entries[k]
 
+    def recorded(self, edits: Edits) -> Measured:
+        """The latency of a taken network on the path: timed once more beside the start, the
+        network exported and loaded anew (:attr:`~.proposal.Search.record`)."""
+        child, start = self.deployed(edits), self.deployed({})
+        k = key(child, self.timing, start, what="recorded")
+        if k not in self.cache.entries:
+            self._keep(k, measure_pair(child, start, self.timing, fresh=True))
+        return self.cache.entries[k]
+
     def paired(self, edits: Edits, parent: Edits) -> Measured:
         """The latency of ``edits`` timed beside its ``parent`` (in the same rounds)."""
         return self.measured(self.deployed(edits), self.deployed(parent))

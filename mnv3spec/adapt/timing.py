@@ -72,58 +72,62 @@ def check_settings(s: LatencySettings) -> None:
 
 
 def measure_spec(spec: Spec, s: LatencySettings) -> Measured:
-    """``spec`` (resolved: its resolution and overrides those of the deployed network) timed at
-    batch 1 on the CPU by ``s.runtime``."""
-    from ..latency import measure as latency
+    """``spec`` (resolved: its resolution and overrides those of the deployed network) timed
+    alone at batch 1 on the CPU by ``s.runtime``, its file loaded :data:`LOADS` times."""
+    from ..latency.measure import percentiles, time_rounds
 
     load, started = os.getloadavg()[0], time.perf_counter()
-    rows = latency.measure(
-        [spec.document],
-        widths=(spec.width,),
-        devices=["cpu"],
-        backends=(s.runtime,),
-        runs=s.runs,
-        warmup=s.warmup,
-    )
-    row = rows[0]
-    if row.median_ms is None:
-        raise UserError(f"{spec.name} could not be timed on {s.runtime}: {row.note}")
-    return Measured(row.median_ms, row.iqr_ms or 0.0, load, time.perf_counter() - started)
+    times = time_rounds({"net": _prepared(spec, s)}, s.runs, s.warmup, "cpu")["net"]
+    median, _, spread = percentiles(times)
+    return Measured(median, spread, load, time.perf_counter() - started)
 
 
 _PREPARED: dict[str, Callable[[], Any]] = {}  # the networks exported in this process, by key
 KEEP = 4  # besides the first (a search's start): the last used (a step's parent, its proposals)
+# Each network's file is loaded this many times and the loads run in turn, round after round
+# (:func:`~mnv3spec.deploy.runtimes.record.in_turn`): four loads of the bench's start, timed in
+# the same rounds, kept their order round after round, the slowest 6 to 9 % behind the fastest
+# (``bench/adapt_retime.py``), where a step is to save 5 %. A load costs a fraction of a second
+# beside the export's 10–28 s.
+LOADS = 4
 
 
-def _prepared(spec: Spec, s: LatencySettings) -> Callable[[], Any]:
+def _prepared(spec: Spec, s: LatencySettings, fresh: bool = False) -> Callable[[], Any]:
     """``spec`` exported and loaded once in this process, kept while it may be timed again (the
     start, beside which every chosen network is confirmed; a step's parent, beside which each
     proposal is measured; a child measured and then confirmed): the first always, and the
     :data:`KEEP` used last. Kept in the order they were exported, a step's parent went after its
-    fourth proposal and was exported again, some 14 s each time (bench run 12: five times)."""
+    fourth proposal and was exported again, some 14 s each time (bench run 12: five times).
+    ``fresh``: exported and loaded anew even if kept (not the first), for a figure whose load's
+    luck is its own (:func:`measure_pair`)."""
     from ..latency.backends import prepare
     from ..model.builder import build
 
     mine = key(spec, s)
+    if fresh and mine in _PREPARED and mine != next(iter(_PREPARED)):
+        del _PREPARED[mine]
     if mine in _PREPARED and mine != next(iter(_PREPARED)):
         _PREPARED[mine] = _PREPARED.pop(mine)  # used now: the last to go
     if mine not in _PREPARED:
         for old in list(_PREPARED)[1:-KEEP] if len(_PREPARED) > KEEP else []:
             del _PREPARED[old]
         x = torch.randn(1, spec.in_channels, spec.resolution, spec.resolution)
-        _PREPARED[mine] = prepare(build(spec).eval(), s.runtime, x)[0]
+        _PREPARED[mine] = prepare(build(spec).eval(), s.runtime, x, loads=LOADS)[0]
     return _PREPARED[mine]
 
 
-def measure_pair(child: Spec, parent: Spec, s: LatencySettings) -> Measured:
+def measure_pair(child: Spec, parent: Spec, s: LatencySettings, fresh: bool = False) -> Measured:
     """``child`` timed in the same alternating rounds as ``parent``, as ``latency`` times
     backends side by side: a load that rises or falls slows both alike, so the saving is the
-    difference of two medians measured together."""
+    difference of two medians measured together. ``fresh``: the child exported and loaded anew,
+    not the program it was timed in before: the same network in four loads ran 1.64, 1.68, 1.65
+    and 1.66 ms, in that order each of three rounds (``bench/adapt_retime.py``), a luck rounds
+    cannot average away."""
     from ..latency.measure import percentiles, time_rounds
 
     load, started = os.getloadavg()[0], time.perf_counter()
     theirs = _prepared(parent, s)  # first: the search's first parent, the start, is kept
-    runners = {"child": _prepared(child, s), "parent": theirs}
+    runners = {"child": _prepared(child, s, fresh), "parent": theirs}
     times = time_rounds(runners, s.runs, s.warmup, "cpu")
     median, _, spread = percentiles(times["child"])
     seconds = time.perf_counter() - started
@@ -165,7 +169,8 @@ def on_scale(m: Measured, reference_ms: float) -> Measured:
 def key(spec: Spec, s: LatencySettings, parent: Spec | None = None, what: str = "") -> str:
     """The cache key: the resolved document (and its parent's, when timed beside it), the
     settings, and ``what`` was timed when not the whole networks once ("rows": only the rows
-    that differ; "confirmed": a chosen network timed again beside the start), hashed."""
+    that differ; "confirmed": a chosen network timed again beside the start; "recorded": a taken
+    one timed for the path, in a load of its own), hashed."""
     parent_doc = parent.document if parent is not None else None
     found = {"spec": spec.document, "parent": parent_doc, "settings": asdict(s)}
     text = json.dumps({**found, **({"what": what} if what else {})}, sort_keys=True)

@@ -29,11 +29,15 @@ BACKENDS = (
 )
 
 
-def prepare(model: nn.Module, backend: str, example: torch.Tensor) -> tuple[Runner, str]:
-    """A no-argument call running ``model`` on ``example`` with ``backend``, and a note on how."""
+def prepare(
+    model: nn.Module, backend: str, example: torch.Tensor, loads: int = 1
+) -> tuple[Runner, str]:
+    """A no-argument call running ``model`` on ``example`` with ``backend``, and a note on how;
+    a runtime's file loaded ``loads`` times, each call the next load (PyTorch's backends run the
+    module in memory: one)."""
     choice = backend.removesuffix("-int8")
     if choice in TIMED:
-        return TIMED[choice].time(model, example, backend.endswith("-int8"))
+        return TIMED[choice].time(model, example, backend.endswith("-int8"), loads)
     if backend == "eager":
         return lambda: model(example), ""
     cl = example.contiguous(memory_format=torch.channels_last)

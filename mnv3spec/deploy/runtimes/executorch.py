@@ -42,7 +42,7 @@ from .phone import (
     pt2e,
     write_program,
 )
-from .record import Int8, Lowered, Runtime, Shapes, Timed, require
+from .record import Int8, Lowered, Runtime, Shapes, Timed, in_turn, require
 
 EXTRA = "mobile"
 
@@ -260,9 +260,10 @@ def _lower_int8(graph: Any, example: torch.Tensor) -> tuple[bytes, str, Counter]
     return program, delegation.describe(), delegation.ops()
 
 
-def time(model: nn.Module, x: torch.Tensor, int8: bool) -> Timed:
+def time(model: nn.Module, x: torch.Tensor, int8: bool, loads: int = 1) -> Timed:
     """For ``latency``: the network lowered to XNNPACK as export (or quantize, calibrated on
-    random inputs) does, run by ExecuTorch's runtime with as many threads as torch uses."""
+    random inputs) does, run by ExecuTorch's runtime with as many threads as torch uses; the
+    program loaded ``loads`` times, run in turn (:func:`~.record.in_turn`)."""
     if x.device.type != "cpu":
         raise ExportError("ExecuTorch runs on the CPU here (its XNNPACK backend is for CPUs)")
     require_executorch()
@@ -271,9 +272,10 @@ def time(model: nn.Module, x: torch.Tensor, int8: bool) -> Timed:
         calib = torch.randn(CALIB, *x.shape[1:], generator=torch.Generator().manual_seed(0))
         fast = quantize_pt2e(fast, x[:1], calib)
     program, delegation = lower(fast, x)
-    run = runner(program, threads=torch.get_num_threads())
+    runs = [runner(program, threads=torch.get_num_threads()) for _ in range(loads)]
     kind = "int8 (PT2E)" if int8 else "fp32"
-    return lambda: run(x), f"XNNPACK {kind}, {len(delegation.delegated)} rows delegated"
+    run = in_turn([lambda r=r: r(x) for r in runs])
+    return run, f"XNNPACK {kind}, {len(delegation.delegated)} rows delegated"
 
 
 def load_pte(path: str | Path, threads: int | None = None) -> tuple[ProgramModel, dict]:

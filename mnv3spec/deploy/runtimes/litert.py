@@ -41,7 +41,7 @@ from .phone import (
     pt2e,
     write_program,
 )
-from .record import Int8, Lowered, Runtime, Shapes, Timed, require
+from .record import Int8, Lowered, Runtime, Shapes, Timed, in_turn, require
 
 EXTRA = "litert"
 
@@ -218,10 +218,10 @@ def _lower_int8(graph: Any, example: torch.Tensor) -> tuple[bytes, str, Counter]
     return model, f"{sum(ops.values())} ops run by LiteRT; computing in float: {left}", floats
 
 
-def time(model: nn.Module, x: torch.Tensor, int8: bool) -> Timed:
+def time(model: nn.Module, x: torch.Tensor, int8: bool, loads: int = 1) -> Timed:
     """For ``latency``: the network converted by litert-torch as export (or quantize, calibrated
     on random inputs) does, run by LiteRT's interpreter (XNNPACK delegate) with torch's thread
-    count."""
+    count; the model loaded ``loads`` times, run in turn (:func:`~.record.in_turn`)."""
     if x.device.type != "cpu":
         raise ExportError("LiteRT runs on the CPU here (its XNNPACK delegate is for CPUs)")
     require_litert(convert=True)
@@ -229,8 +229,10 @@ def time(model: nn.Module, x: torch.Tensor, int8: bool) -> Timed:
     if int8:
         calib = torch.randn(CALIB, *x.shape[1:], generator=torch.Generator().manual_seed(0))
         fast = quantize_pt2e(fast, x[:1], calib)
-    run = runner(convert(fast, x, int8=int8), threads=torch.get_num_threads())
-    return lambda: run(x), f"LiteRT XNNPACK {'int8 (PT2E)' if int8 else 'fp32'}"
+    converted = convert(fast, x, int8=int8)
+    runs = [runner(converted, threads=torch.get_num_threads()) for _ in range(loads)]
+    run = in_turn([lambda r=r: r(x) for r in runs])
+    return run, f"LiteRT XNNPACK {'int8 (PT2E)' if int8 else 'fp32'}"
 
 
 # an int8 program's logits within this × their scale of its fake-quant graph's: LiteRT

@@ -39,7 +39,7 @@ from .onnx_model import (
     write_onnx,
     write_stamped,
 )
-from .record import Job, Lowered, Progress, QuantizeResult, Run, Runtime, Timed
+from .record import Job, Lowered, Progress, QuantizeResult, Run, Runtime, Timed, in_turn
 
 
 def lower(fast: nn.Module, example: torch.Tensor, dynamic_batch: bool) -> Lowered:
@@ -68,30 +68,35 @@ def is_int8_model(path: str | Path) -> bool:
     return onnx_format(path) == INT8
 
 
-def time(model: nn.Module, x: torch.Tensor, int8: bool) -> Timed:
+def time(model: nn.Module, x: torch.Tensor, int8: bool, loads: int = 1) -> Timed:
     """For ``latency``: the BN-folded ``model`` run by ONNX Runtime on ``x``'s device (int8: on
-    the CPU, calibrated on random normal inputs, as timing does not depend on the ranges)."""
+    the CPU, calibrated on random normal inputs, as timing does not depend on the ranges); the
+    model loaded in ``loads`` sessions, run in turn (:func:`~.record.in_turn`)."""
     fast = optimize_for_inference(model)
     if int8:
-        return _time_int8(fast, x)
+        return _time_int8(fast, x, loads)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
         write_onnx(fast.cpu(), path, x.cpu(), dynamic_batch=False)
-        session = ort_session(path, x.device.type, threads=torch.get_num_threads())
+        sessions = [ort_session(path, x.device.type, threads=torch.get_num_threads())
+                    for _ in range(loads)]  # fmt: skip
     feed = {"input": x.cpu().numpy()}
-    return lambda: session.run(None, feed), session.get_providers()[0]
+    run = in_turn([lambda s=s: s.run(None, feed) for s in sessions])
+    return run, sessions[0].get_providers()[0]
 
 
-def _time_int8(fast: nn.Module, example: torch.Tensor) -> Timed:
+def _time_int8(fast: nn.Module, example: torch.Tensor, loads: int) -> Timed:
     x = example.cpu().contiguous()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         float_path = export_float(fast, work / "float.onnx", tuple(x.shape[1:]))
         calib = torch.randn(8, *x.shape[1:], generator=torch.Generator().manual_seed(0))
         quantize_onnx(float_path, work / "int8.onnx", calib, work / "calibration.json")
-        session = ort_session(work / "int8.onnx", "cpu", threads=torch.get_num_threads())
+        sessions = [ort_session(work / "int8.onnx", "cpu", threads=torch.get_num_threads())
+                    for _ in range(loads)]  # fmt: skip
     feed = {"input": x.numpy()}
-    return lambda: session.run(None, feed), "CPUExecutionProvider, QDQ int8"
+    run = in_turn([lambda s=s: s.run(None, feed) for s in sessions])
+    return run, "CPUExecutionProvider, QDQ int8"
 
 
 def quantize(job: Job, sensitivity: bool, progress: Progress) -> QuantizeResult:

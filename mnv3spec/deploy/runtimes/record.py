@@ -28,6 +28,26 @@ from ...services.evaluate import evaluate
 
 Run = Callable[[torch.Tensor], torch.Tensor]  # a function of one CPU batch
 Timed = tuple[Callable[[], Any], str]  # latency: a no-argument call, and a note on how it ran
+
+
+def in_turn(runs: list[Callable[[], Any]]) -> Callable[[], Any]:
+    """One call that runs each of ``runs`` in turn: a file loaded several times, timed as one.
+    A loaded program's speed is partly its load's luck: four loads of one network, timed in the
+    same rounds, kept their order round after round, the slowest 6 to 9 % behind the fastest
+    (docs/measurements.md#adapt), which more rounds of one load cannot average away."""
+    turn = iter(())
+
+    def run() -> Any:
+        nonlocal turn
+        found = next(turn, None)
+        if found is None:
+            turn = iter(runs)
+            found = next(turn)
+        return found()
+
+    return run
+
+
 Shapes = tuple[list[tuple[int, ...]], list[tuple[int, ...]]]  # a program's inputs', outputs'
 
 
@@ -69,7 +89,7 @@ class Runtime:
     write: Callable[[Path, Any, dict], None]  # (out, program, metadata), atomically
     shapes: Callable[[Path], Shapes] | None = None  # a phone program's, as it declares them
     load: Callable[..., tuple[nn.Module, dict]] | None = None  # (path, threads=None)
-    time: Callable[[nn.Module, torch.Tensor, bool], Timed] | None = None  # latency (int8?)
+    time: Callable[[nn.Module, torch.Tensor, bool, int], Timed] | None = None  # (int8?, loads)
     quantize: Callable[..., Any] | None = None  # (job, sensitivity, progress) → its int8 result
     rows_refused: str = ""  # why quantize cannot leave rows float or score them alone, if so
     fixed_batch: bool = False  # exported at batch 1, as an app calls it

@@ -1,0 +1,95 @@
+"""How far apart are two timings of one network, and is a search's path as fast as it recorded?
+Two figures from a finished ``adapt`` folder on this machine's runtime:
+
+1. the start exported and loaded ``--loads`` times, all timed in the same alternating rounds,
+   ``--rounds`` times over: each load's median. If one load is faster than another in every
+   round, the gap is that load's luck, which more rounds cannot average away;
+2. each network on the path (the chosen row of each step) timed again beside the start
+   ``--rounds`` times, each time exported and loaded anew, on the start's recorded scale as the
+   search records it (``adapt.timing.on_scale``), beside its recorded latency. A recorded figure
+   that chose its network (the best of several noisy ones) lies below these.
+
+    python bench/adapt_retime.py ADAPT_FOLDER [--loads 4] [--rounds 3] [--steps 3 4 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+
+from mnv3spec.adapt import folder as files
+from mnv3spec.adapt.rows import RowTimer
+from mnv3spec.adapt.steps import Context
+from mnv3spec.adapt.timing import Cache, current_settings, measure_pair, on_scale
+from mnv3spec.latency.backends import prepare
+from mnv3spec.latency.measure import percentiles, time_rounds
+from mnv3spec.model.builder import build
+from mnv3spec.spec.load import load_spec
+
+
+def context(folder: Path) -> Context:
+    """The folder's search, read only (its cache is not written)."""
+    s = files.AdaptSettings(**json.loads((folder / files.SETTINGS).read_text()), out=str(folder))
+    timing = current_settings(s.backend, s.int8, s.runs, s.warmup)
+    return Context(s, folder, timing, Cache(folder), load_spec(s.spec), print, RowTimer(timing),
+                   None)  # fmt: skip
+
+
+def loads(ctx: Context, count: int, rounds: int) -> None:
+    spec, runtime = ctx.deployed({}), ctx.timing.runtime
+    x = torch.randn(1, spec.in_channels, spec.resolution, spec.resolution)
+    runners = {f"load {i}": prepare(build(spec).eval(), runtime, x)[0] for i in range(count)}
+    print(f"the start, {count} loads timed together ({ctx.timing.runs} runs a round), median ms:")
+    for r in range(rounds):
+        times = time_rounds(runners, ctx.timing.runs, ctx.timing.warmup, "cpu")
+        medians = {k: percentiles(v)[0] for k, v in times.items()}
+        slowest, fastest = max(medians.values()), min(medians.values())
+        cells = "  ".join(f"{k} {v:.4f}" for k, v in medians.items())
+        print(f"  round {r}: {cells}  | slowest/fastest {slowest / fastest:.3f}")
+
+
+def path(ctx: Context, rounds: int, only: list[int] | None) -> None:
+    with open(ctx.folder / "trace.csv") as f:
+        chosen = [r for r in csv.DictReader(f) if r["chosen"] == "1"]
+    start_ms, start = float(chosen[0]["latency_ms"]), ctx.deployed({})
+    print(f"the path, timed again beside the start (recorded {start_ms:.4f} ms), fresh loads:")
+    print("step  recorded  again (each)                 again/recorded (median)")
+    ratios = []
+    for row in chosen[1:]:
+        if only and int(row["step"]) not in only:
+            continue
+        spec, recorded = ctx.deployed(json.loads(row["edits"])), float(row["latency_ms"])
+        again = [
+            on_scale(measure_pair(spec, start, ctx.timing, fresh=True), start_ms).median_ms
+            for _ in range(rounds)
+        ]
+        ratio = statistics.median(again) / recorded
+        ratios.append(ratio)
+        each = " ".join(f"{v:.4f}" for v in again)
+        print(f"{row['step']:>4}  {recorded:.4f}    {each:<28} {ratio:.3f}", flush=True)
+    if ratios:
+        print(f"median again/recorded over the path: {statistics.median(ratios):.3f}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("folder", type=Path)
+    p.add_argument("--loads", type=int, default=4)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--steps", type=int, nargs="*", help="path steps to time (default: every one)")
+    a = p.parse_args()
+    ctx = context(a.folder)
+    loads(ctx, a.loads, a.rounds)
+    path(ctx, a.rounds, a.steps)
+
+
+if __name__ == "__main__":
+    main()
