@@ -852,3 +852,23 @@ def test_adapt_latency_cache(tmp_path_factory, value, truncate):
         assert "latency.json" in str(e)
         return
     assert all(math.isfinite(m.median_ms) and m.median_ms > 0 for m in cache.entries.values())
+
+
+# --- issue 29: latency --loads ------------------------------------------------------------------
+
+
+@SETTINGS
+@given(st.text(max_size=12) | st.integers(-3, 10**6).map(str) | st.floats().map(str))
+def test_latency_loads(value):
+    """--loads takes a count of at least 1 and refuses anything else as argparse does (exit 2,
+    naming the flag), never a traceback; nothing is timed to find out."""
+    from mnv3spec.cli import build_parser
+
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            args = build_parser().parse_args(["latency", "small", "--loads", value])
+    except SystemExit as e:
+        assert e.code == 2 and "argument --loads: " in err.getvalue()
+        return
+    assert isinstance(args.loads, int) and args.loads >= 1 and args.loads == int(value.strip())

@@ -187,6 +187,7 @@ def test_cli_latency_unknown_backend_exits_2(capsys):
         (["--csv", "{tmp}"], "{tmp}: --csv: is a folder; give a file name"),
         (["--plot", "{tmp}/plot.txt"], "plot.txt: --plot: must end in .png"),
         (["--set", "width=0.5"], "--set width: the width comes from the widths"),
+        (["--loads", "2", "--table", "{tmp}/rows.csv"], "--loads 2: a latency table times rows"),
     ],
 )
 def test_cli_latency_bad_output_or_width_fails_before_timing(tmp_path, cli, args, message):
@@ -198,6 +199,19 @@ def test_cli_latency_bad_output_or_width_fails_before_timing(tmp_path, cli, args
     assert result.stderr.startswith("error: ") and message.format(tmp=tmp_path) in result.stderr
     assert "timing" not in result.stderr  # nothing was timed
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [("0", "must be >= 1: 0"), ("2.5", "not an integer"), ("nan", "not an integer"),
+     ("", "not an integer")],
+)  # fmt: skip
+def test_cli_latency_loads_that_are_not_a_count_exit_2(capsys, value, message):
+    with pytest.raises(SystemExit) as e:  # argparse's own refusal
+        cli.main(["latency", str(SMALL), "--devices", "cpu", "--loads", value])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --loads: {message}" in err and "Traceback" not in err
 
 
 def test_write_errors_are_user_errors(tmp_path, monkeypatch):
@@ -277,6 +291,12 @@ def test_cli_latency_times_an_exported_file_as_it_is(tmp_path, cli):
     assert line.split()[-1] == "onnxruntime" and float(line.split()[1]) > 0
     timed = time_file(out, runs=2, warmup=1)
     assert timed.runtime == "onnxruntime" and timed.timing.median_ms > 0
+    assert time_file(out, runs=2, warmup=1, loads=3).timing.median_ms > 0  # loaded 3 times
+    loaded = cli("latency", ROOT / "tests" / "data" / "tiny_phone.yaml", "--widths", "1",
+                 "--backends", "onnxruntime", "--runs", "3", "--warmup", "1",
+                 "--loads", "2")  # fmt: skip
+    assert loaded.returncode == 0, loaded.stderr
+    assert "each runtime's file loaded 2 times, run in turn" in loaded.stdout
     mixed = cli("latency", out, "small")
     assert mixed.returncode == 2 and "not both" in mixed.stderr
     foreign = tmp_path / "foreign.onnx"  # an ONNX model without our metadata: nothing timed

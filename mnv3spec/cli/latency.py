@@ -32,6 +32,12 @@ def cmd_latency(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         progress=lambda line: print(line, file=sys.stderr, flush=True),
     )
+    if args.table and args.loads > 1:
+        raise UserError(
+            "a latency table times rows in PyTorch, which runs the module in memory: there is no "
+            "file to load again; leave --loads out",
+            field="loads",
+        )
     if args.table:
         from mnv3spec.latency.predict import make_table
 
@@ -39,8 +45,8 @@ def cmd_latency(args: argparse.Namespace) -> int:
         return 0
     measure.check_files(args.csv, args.plot, args.specs or None)
     references = list(dict.fromkeys(args.reference))  # each once, in the order given
-    rows = measure.measure(args.specs or None, reference=references, **common)
-    print(measure.header(args.batch, args.runs, args.warmup, references))
+    rows = measure.measure(args.specs or None, reference=references, loads=args.loads, **common)
+    print(measure.header(args.batch, args.runs, args.warmup, references, args.loads))
     print(measure.format_latency(rows, references))
     for line in measure.timing_warnings([(r.median_ms, r.iqr_ms) for r in rows]):
         print(line, file=sys.stderr)
@@ -59,7 +65,8 @@ def _time_files(args: argparse.Namespace, kinds: list[str | None]) -> int:
         raise UserError("give either specs or program files (.pte, .tflite, .onnx), not both")
     from mnv3spec.latency.files import time_file
 
-    timed = [time_file(p, batch=args.batch, runs=args.runs, warmup=args.warmup) for p in args.specs]
+    timed = [time_file(p, batch=args.batch, runs=args.runs, warmup=args.warmup, loads=args.loads)
+             for p in args.specs]  # fmt: skip
     print(f"{'file':<40} {'median ms':>10} {'IQR ms':>8}  runtime")
     for path, t in zip(args.specs, timed, strict=True):
         row = f"{t.timing.median_ms:>10.3f} {t.timing.iqr_ms:>8.3f}  {t.runtime}"
@@ -103,6 +110,13 @@ def add_latency(sub: argparse._SubParsersAction) -> None:
     )
     add("--runs", type=number(int, 1), default=50, help="timed calls per row (default 50)")
     add("--warmup", type=number(int, 1), default=10, help="untimed calls first (default 10)")
+    add(
+        "--loads",
+        type=number(int, 1),
+        default=1,
+        help="load each runtime's file this many times and run the loads in turn (default 1): a "
+        "loaded program's speed is partly its load's luck, several %% on a phone runtime",
+    )
     add("--csv", metavar="FILE", help="write the raw rows as CSV (checked before timing)")
     add("--plot", metavar="FILE.png", help="latency vs multiply-adds as a PNG")
     add("--table", metavar="FILE.csv", help="time each distinct row instead, into a look-up table")

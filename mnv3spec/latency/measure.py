@@ -132,13 +132,15 @@ def measure(
     runs: int = 50,
     warmup: int = 10,
     progress: Callable[[str], None] = lambda line: None,
+    loads: int = 1,
 ) -> list[LatencyRow]:
     """Time every (spec, width, device, backend); one row each, in that order. ``reference``:
     ``"torchvision"`` and/or ``"timm"``, whose twin of each network is timed in the same rounds
-    (its time is None where the library has no twin of that network)."""
+    (its time is None where the library has no twin of that network). ``loads``: a runtime's
+    file loaded that many times, the loads run in turn."""
     devices = devices or default_devices()
     references = (reference,) if isinstance(reference, str) else tuple(reference or ())
-    check_settings(devices, backends, references, batch, runs, warmup)
+    check_settings(devices, backends, references, batch, runs, warmup, loads)
     if "width" in (overrides or {}):
         raise UserError(
             "the width comes from the widths (one row per width), so this override would be "
@@ -157,7 +159,7 @@ def measure(
             model = build(resolved).eval()
             models.append((model, _twins(model, references)))
     timed = {
-        device: _measure_device(models, device, backends, batch, runs, warmup, progress)
+        device: _measure_device(models, device, backends, batch, (runs, warmup, loads), progress)
         for device in devices
     }
     return [row for i in range(len(models)) for device in devices for row in timed[device][i]]
@@ -214,7 +216,7 @@ def check_settings(
     if "timm" in references:
         timm_weights.import_timm()  # a UserError saying how to install it, before any timing
     if min(counts) < 1:
-        raise UserError("batch, runs and warmup must be at least 1")
+        raise UserError("batch, runs, warmup and loads must be at least 1")
 
 
 def _check_memory(model: SpecNet, device: str, batch: int, references: tuple[str, ...]) -> None:
@@ -244,13 +246,13 @@ def _measure_device(
     device: str,
     backends: tuple[str, ...],
     batch: int,
-    runs: int,
-    warmup: int,
+    counts: tuple[int, int, int],
     progress: Callable[[str], None] = lambda line: None,
 ) -> list[list[LatencyRow]]:
     """Every network of ``models`` (with its twins) on ``device`` by every backend, all in the
-    same alternating rounds; their rows, per network."""
-    runners, notes = {}, {}
+    same alternating rounds (``counts``: their number, the warm-up calls, and the loads of a
+    runtime's file); their rows, per network."""
+    (runs, warmup, loads), runners, notes = counts, {}, {}
     for i, (model, twins) in enumerate(models):
         spec = model.spec
         progress(f"timing {spec.name} width {spec.width:g} on {device}")
@@ -261,7 +263,7 @@ def _measure_device(
         for backend in backends:
             try:
                 with _compiling(backend, progress):
-                    runners[i, backend], notes[i, backend] = prepare(model, backend, x)
+                    runners[i, backend], notes[i, backend] = prepare(model, backend, x, loads)
             except ExportError as e:  # e.g. no CUDA provider in this onnxruntime: a row saying so
                 notes[i, backend] = f"not run: {e.message}"
     times = time_rounds(runners, runs, warmup, device)
@@ -356,12 +358,15 @@ REFERENCE_COLUMNS = {  # shown for the references asked for
 }
 
 
-def header(batch: int, runs: int, warmup: int, references: Sequence[str] = ()) -> str:
+def header(
+    batch: int, runs: int, warmup: int, references: Sequence[str] = (), loads: int = 1
+) -> str:
     """What the numbers are: batch, CPU threads, runs, the spread and the ratios' definition."""
+    loaded = f"; each runtime's file loaded {loads} times, run in turn" if loads > 1 else ""
     lines = [
         f"batch {batch}, {torch.get_num_threads()} CPU threads (torch.get_num_threads(); ONNX "
-        f"Runtime gets as many), {runs} timed runs after {warmup} warm-up, alternating rounds; "
-        "CUDA rows timed with CUDA events.",
+        f"Runtime gets as many), {runs} timed runs after {warmup} warm-up, alternating rounds"
+        f"{loaded}; CUDA rows timed with CUDA events.",
         "median / p90 / IQR (75th − 25th percentile) in ms",
     ]
     for name in references:
