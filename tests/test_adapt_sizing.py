@@ -10,7 +10,14 @@ import pytest
 from mnv3spec.adapt import moves as mv
 from mnv3spec.adapt.proposal import LAND
 from mnv3spec.adapt.search import search
-from mnv3spec.adapt.sizing import CALIBRATION, LOOKUPS, calibration, propose, smallest_step
+from mnv3spec.adapt.sizing import (
+    CALIBRATION,
+    LOOKUPS,
+    PRIOR_STEPS,
+    calibration,
+    propose,
+    smallest_step,
+)
 
 from .fake_search import counted, macs, saving_of, searcher, spec_of, start
 
@@ -95,17 +102,18 @@ def path_of(first, *cuts):
 
 def test_rows_that_over_predict_the_path_savings_size_the_next_step_deeper():
     """A path whose steps saved, measured whole, half what their rows predicted: the calibration
-    counts one step of δ as predicted alike, so it lies between a half and one, and the next
+    counts a few steps of δ as predicted alike, so it lies between a half and one, and the next
     step's proposals are sized to the need divided by it (deeper than the rows alone say), the
     first step's by the rows alone."""
     first = start()
-    s = searcher(0.0, first.latency_ms * 0.03)
+    s = searcher(0.0, first.latency_ms * 0.04)
     assert calibration(s, [first]) == 1.0
     path = path_of(first, 56, 40)
     ratio = calibration(s, path)
     predicted = first.latency_ms - macs({"bneck3": {"exp": 40}})
-    assert ratio == pytest.approx((predicted / 2 + s.delta_ms) / (predicted + s.delta_ms))
-    assert 0.5 < ratio < 0.65
+    prior = PRIOR_STEPS * s.delta_ms
+    assert ratio == pytest.approx((predicted / 2 + prior) / (predicted + prior))
+    assert 0.5 < ratio < 0.9
     need, move = s.needed(path[-1]), mv.Move("exp", ("bneck2",))
     plain = smallest_step(s, spec_of(path[-1].edits), path[-1], move)
     scaled = smallest_step(s, spec_of(path[-1].edits), path[-1], move, ratio)

@@ -15,6 +15,7 @@ from .trace import TraceRow
 
 LOOKUPS = 5  # row look-ups that size one move, at most (:func:`smallest_step`)
 CALIBRATION = (0.5, 2.0)  # the bounds of what the rows' predictions are scaled by
+PRIOR_STEPS = 3  # steps of δ, predicted and saved alike, counted into the calibration
 
 
 def smallest_step(
@@ -88,15 +89,19 @@ def _deepest(spec: Spec, parent: TraceRow, move: Move) -> int:
 
 def calibration(s: Search, path: list[TraceRow]) -> float:
     """What the steps of ``path`` saved, measured whole (the start's latency less the last's),
-    per ms their rows predicted, with one step of δ predicted and saved alike counted in (one
-    step's saving is a few times its timing's noise), within [:data:`CALIBRATION`]. On a bench's
-    run the rows over-predicted whole savings more as the network shrank (0.75 of them over
-    eight steps, as little as 0.31 for one proposal), and proposals sized by them saved too
-    little measured whole (docs/measurements.md#adapt)."""
+    per ms their rows predicted, with :data:`PRIOR_STEPS` steps of δ predicted and saved alike
+    counted in, within [:data:`CALIBRATION`]. On a bench's run the rows over-predicted whole
+    savings more as the network shrank (0.75 of them over eight steps, as little as 0.31 for one
+    proposal), and proposals sized by them saved too little measured whole. But one step's
+    saving is a few times its timing's noise: counting in one step of δ, a bench's first step,
+    recorded at 0.031 ms of the 0.100 its rows said (0.111 and 0.063 in the two timings that
+    took it, on a machine whose spread was a fifth of the median), scaled its second step's
+    rows by 0.65, and every proposal cut to a fraction of its row (exp bneck10 576→24)
+    (docs/measurements.md#adapt)."""
     predicted = sum(s.saving_of(b.edits, a.edits) for a, b in pairwise(path))
-    saved = path[0].latency_ms - path[-1].latency_ms
+    saved, prior = path[0].latency_ms - path[-1].latency_ms, PRIOR_STEPS * s.delta_ms
     low, high = CALIBRATION
-    return min(max((saved + s.delta_ms) / (predicted + s.delta_ms), low), high)
+    return min(max((saved + prior) / (predicted + prior), low), high)
 
 
 def propose(s: Search, path: list[TraceRow], progress: Callable[[], None]) -> list[Proposal]:
