@@ -50,9 +50,9 @@ class Step:
         of its own (:attr:`~.proposal.Search.record`), where the search does. The figure that
         passed it was the best of up to :data:`MEASURED_AT_MOST` noisy ones, low by its luck, and
         the next step's proposals, measured against it, then seemed to save too little: a bench's
-        path networks, timed again beside its start, lay up to 12 % above their recorded latency,
-        and its step 5, where none of six held, cut exp bneck6 240→8, the deepest its row allowed
-        (docs/measurements.md#adapt)."""
+        path networks, timed again beside its start (``bench/adapt_retime.py``), lay up to 4 %
+        above their recorded latency, and its step 5, where none of six held, cut exp bneck6
+        240→8, the deepest its row allowed (docs/measurements.md#adapt)."""
         if s.record is not None:
             self.recorded[chosen] = on_scale(s.record(self.proposals[chosen].edits), s.start_ms)
 

@@ -17,8 +17,8 @@ from .trace import TraceRow
 
 REFERENCE = "parent, fine-tuned alike"  # the trace's row of a step's reference
 # A search aims this fraction under its target, the middle of the band [0.95 T, T] a result is
-# to measure in again afterwards: a network timed twice, each time exported and loaded anew, lies
-# some 2 % apart (docs/measurements.md#adapt).
+# to measure in again afterwards: timed three times, each time exported and loaded anew, a bench
+# path's networks spread by up to 5 % (bench/adapt_retime.py, docs/measurements.md#adapt).
 LAND = 0.025
 
 

@@ -12,6 +12,7 @@ its metadata (``write``). A written file comes back as a module and its metadata
 from __future__ import annotations
 
 import importlib
+import itertools
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -35,17 +36,8 @@ def in_turn(runs: list[Callable[[], Any]]) -> Callable[[], Any]:
     A loaded program's speed is partly its load's luck: four loads of one network, timed in the
     same rounds, kept their order round after round, the slowest 6 to 9 % behind the fastest
     (docs/measurements.md#adapt), which more rounds of one load cannot average away."""
-    turn = iter(())
-
-    def run() -> Any:
-        nonlocal turn
-        found = next(turn, None)
-        if found is None:
-            turn = iter(runs)
-            found = next(turn)
-        return found()
-
-    return run
+    turn = itertools.cycle(runs)
+    return lambda: next(turn)()
 
 
 Shapes = tuple[list[tuple[int, ...]], list[tuple[int, ...]]]  # a program's inputs', outputs'
