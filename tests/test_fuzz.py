@@ -860,8 +860,9 @@ def test_adapt_latency_cache(tmp_path_factory, value, truncate):
 @SETTINGS
 @given(st.text(max_size=12) | st.integers(-3, 10**6).map(str) | st.floats().map(str))
 def test_latency_loads(value):
-    """--loads takes a count of at least 1 and refuses anything else as argparse does (exit 2,
-    naming the flag), never a traceback; nothing is timed to find out."""
+    """--loads takes a count from 1 to 32 (each load holds a program in memory) and refuses
+    anything else as argparse does (exit 2, naming the flag), never a traceback; nothing is timed
+    to find out."""
     from mnv3spec.cli import build_parser
 
     err = io.StringIO()
@@ -871,4 +872,5 @@ def test_latency_loads(value):
     except SystemExit as e:
         assert e.code == 2 and "argument --loads: " in err.getvalue()
         return
-    assert isinstance(args.loads, int) and args.loads >= 1 and args.loads == int(value.strip())
+    assert isinstance(args.loads, int) and 1 <= args.loads <= 32
+    assert args.loads == int(value.strip())

@@ -204,7 +204,7 @@ def test_cli_latency_bad_output_or_width_fails_before_timing(tmp_path, cli, args
 @pytest.mark.parametrize(
     "value, message",
     [("0", "must be >= 1: 0"), ("2.5", "not an integer"), ("nan", "not an integer"),
-     ("", "not an integer")],
+     ("", "not an integer"), ("33", "must be <= 32: 33"), ("10000000", "must be <= 32")],
 )  # fmt: skip
 def test_cli_latency_loads_that_are_not_a_count_exit_2(capsys, value, message):
     with pytest.raises(SystemExit) as e:  # argparse's own refusal

@@ -12,6 +12,7 @@ from mnv3spec.errors import UserError
 from mnv3spec.text import printable
 
 PROGRAMS = {"executorch", "tflite", "onnx"}  # files a runtime wrote: timed as they are
+MAX_LOADS = 32  # each load holds the program and its packed weights in memory
 
 
 def cmd_latency(args: argparse.Namespace) -> int:
@@ -112,10 +113,11 @@ def add_latency(sub: argparse._SubParsersAction) -> None:
     add("--warmup", type=number(int, 1), default=10, help="untimed calls first (default 10)")
     add(
         "--loads",
-        type=number(int, 1),
+        type=number(int, 1, high=MAX_LOADS),
         default=1,
-        help="load each runtime's file this many times and run the loads in turn (default 1): a "
-        "loaded program's speed is partly its load's luck, several %% on a phone runtime",
+        help="load each runtime's file this many times and run the loads in turn (default 1, at "
+        f"most {MAX_LOADS}): a loaded program's speed is partly its load's luck, several %% on a "
+        "phone runtime",
     )
     add("--csv", metavar="FILE", help="write the raw rows as CSV (checked before timing)")
     add("--plot", metavar="FILE.png", help="latency vs multiply-adds as a PNG")
