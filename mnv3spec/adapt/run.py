@@ -35,7 +35,7 @@ from .steps import (
     train_start,
     write_result,
 )
-from .timing import Cache, check_settings, current_settings
+from .timing import Cache, check_settings, current_settings, keep_start
 
 Say = Callable[[str], None]
 
@@ -81,6 +81,7 @@ def _search(s: files.AdaptSettings, say: Say, cluster: ClusterSettings | None) -
         )  # fmt: skip
         last = reached(path, target)
         if last is None:
+            keep_start(ctx.deployed({}), ctx.timing)
             try:
                 last = search(found, path, _on_step(ctx, rows, bar), bar)
             except SearchError:
