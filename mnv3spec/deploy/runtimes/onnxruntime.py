@@ -78,11 +78,16 @@ def time(model: nn.Module, x: torch.Tensor, int8: bool, loads: int = 1) -> Timed
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
         write_onnx(fast.cpu(), path, x.cpu(), dynamic_batch=False)
-        sessions = [ort_session(path, x.device.type, threads=torch.get_num_threads())
-                    for _ in range(loads)]  # fmt: skip
-    feed = {"input": x.cpu().numpy()}
-    run = in_turn([lambda s=s: s.run(None, feed) for s in sessions])
+        run, sessions = _loaded(path, x.device.type, x, loads)
     return run, sessions[0].get_providers()[0]
+
+
+def _loaded(path: Path, device: str, x: torch.Tensor, loads: int) -> tuple[Any, list[Any]]:
+    """A call running ``x`` through the ONNX file at ``path`` opened in ``loads`` sessions, in
+    turn (:func:`~.record.in_turn`), and the sessions."""
+    sessions = [ort_session(path, device, threads=torch.get_num_threads()) for _ in range(loads)]
+    feed = {"input": x.cpu().numpy()}
+    return in_turn([lambda s=s: s.run(None, feed) for s in sessions]), sessions
 
 
 def _time_int8(fast: nn.Module, example: torch.Tensor, loads: int) -> Timed:
@@ -92,10 +97,7 @@ def _time_int8(fast: nn.Module, example: torch.Tensor, loads: int) -> Timed:
         float_path = export_float(fast, work / "float.onnx", tuple(x.shape[1:]))
         calib = torch.randn(8, *x.shape[1:], generator=torch.Generator().manual_seed(0))
         quantize_onnx(float_path, work / "int8.onnx", calib, work / "calibration.json")
-        sessions = [ort_session(work / "int8.onnx", "cpu", threads=torch.get_num_threads())
-                    for _ in range(loads)]  # fmt: skip
-    feed = {"input": x.numpy()}
-    run = in_turn([lambda s=s: s.run(None, feed) for s in sessions])
+        run, _ = _loaded(work / "int8.onnx", "cpu", x, loads)
     return run, "CPUExecutionProvider, QDQ int8"
 
 
