@@ -139,20 +139,20 @@ def main() -> int:
 
 def recheck(result: Path, args: argparse.Namespace) -> str:
     """The result timed again afterwards as ``latency`` times it — beside the start, in the same
-    alternating rounds, ``--recheck-runs`` rounds, each file loaded as many times as adapt loads
-    the start and the path's networks — its ratio to the start against the target ratio (the
-    issue's [0.95, 1]): absolute ms drift with this shared machine's load between the search's
-    start and now; their ratio in the same rounds does not."""
-    from mnv3spec.adapt.timing import RECORD_LOADS as loads
+    alternating rounds, ``--recheck-runs`` rounds, each file loaded as adapt loads it — its ratio
+    to the start against the target ratio (the issue's [0.95, 1]): absolute ms drift with this
+    shared machine's load between the search's start and now; their ratio in the same rounds
+    does not."""
+    from mnv3spec.adapt.timing import LOADS
     from mnv3spec.latency.measure import measure
 
     start, adapted = measure(
         [spec_path("small"), result], widths=(1.0,), devices=["cpu"], backends=(args.backend,),
-        resolution=args.resolution, overrides={"si": 2}, runs=args.recheck_runs, loads=loads,
+        resolution=args.resolution, overrides={"si": 2}, runs=args.recheck_runs, loads=LOADS,
     )  # fmt: skip
     ratio = adapted.median_ms / start.median_ms
     return (
-        f"timed again by latency ({args.recheck_runs} runs, {args.backend}, --loads {loads}): "
+        f"timed again by latency ({args.recheck_runs} runs, {args.backend}, --loads {LOADS}): "
         f"start {start.median_ms:.3f} ms (IQR {start.iqr_ms:.3f}), adapted "
         f"{adapted.median_ms:.3f} ms (IQR {adapted.iqr_ms:.3f}): {ratio:.3f} × the start, "
         f"{ratio / args.target_ratio:.3f} × the target"

@@ -238,7 +238,7 @@ def test_the_path_keeps_a_third_timing_of_the_taken_network_that_chose_nothing()
         return dataclasses.replace(confirm(edits), median_ms=macs(edits) * 1.003)
 
     s = dataclasses.replace(
-        searcher(first.latency_ms * 0.7, first.latency_ms * 0.01, again=lucky), record=record
+        searcher(first.latency_ms * 0.8, first.latency_ms * 0.01, again=lucky), record=record
     )
     steps = []
     last = search(s, [first], steps.append)

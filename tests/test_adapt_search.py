@@ -116,10 +116,7 @@ def test_search_stops_at_the_target_and_prefers_cheap_edits():
     assert last.latency_ms <= target < first.latency_ms
     assert all(sum(r.chosen for r in rows) == 1 for rows in steps)
     assert [r.step for r in steps[-1]] == [len(steps)] * len(steps[-1])
-    # offered both kinds, the first step took an expansion cut: the least held-out top-1 lost
-    # per ms saved (a width cut here costs 2 points, 4 times as much, saving at most 3.4 times)
-    assert {r.edit.split()[0] for r in steps[0]} == {"exp", "out"}
-    assert next(r for r in steps[0] if r.chosen).edit.startswith("exp")
+    assert all(r.edit.startswith("exp") for rows in steps for r in rows if r.chosen)
 
 
 def test_an_unreachable_target_stops_with_exit_3():

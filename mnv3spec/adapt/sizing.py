@@ -9,22 +9,17 @@ from collections.abc import Callable
 from itertools import pairwise
 
 from ..spec.resolve import Spec
-from .moves import KINDS, Edits, Move, same_layers, shrunk
+from .moves import Edits, Move, same_layers, shrunk
 from .proposal import Proposal, Search
 from .trace import TraceRow
 
 LOOKUPS = 5  # row look-ups that size one move, at most (:func:`smallest_step`)
 CALIBRATION = (0.5, 2.0)  # the bounds of what the rows' predictions are scaled by
 PRIOR_STEPS = 3  # steps of δ, predicted and saved alike, counted into the calibration
-# The most of a row's channels one proposal takes, unless no move saves the need within it
-# (:func:`propose`): bench run 18, its rows scaled by the path's 0.75, cut single rows to 8 or 16
-# channels from its fifth step on (exp bneck2 72→8, exp bneck8 144→8), its held-out loss rising
-# 0.570 → 0.613, and retrained it fell 0.17 points below the width baseline.
-MOST = 0.5
 
 
 def smallest_step(
-    s: Search, spec: Spec, parent: TraceRow, move: Move, ratio: float = 1.0, most: float = 1.0
+    s: Search, spec: Spec, parent: TraceRow, move: Move, ratio: float = 1.0
 ) -> Proposal | None:
     """The smallest shrink of ``move`` that its rows say lowers the latency by what the step
     needs (δ, or what is left to the target), in a few look-ups: first the deepest the row
@@ -37,8 +32,7 @@ def smallest_step(
     deep as it needed (``bench/adapt_sizing.py``). ``ratio``: what the path's steps saved
     measured whole per ms their rows predicted (:func:`calibration`); the rows then aim at the
     need divided by it, at most as deep as the row allows, and a move is still dropped only where
-    its rows cannot save the need itself. ``most``: the share of the row's channels the shrink
-    may take at most (:func:`_deepest`)."""
+    its rows cannot save the need itself."""
     need, looked = s.needed(parent), 0
 
     def look(multiples: int, deeper: bool) -> Proposal | None:
@@ -50,7 +44,7 @@ def smallest_step(
         edits, words, multiples = found
         return Proposal(move, words, edits, s.saving_of(edits, parent.edits), multiples)
 
-    enough = look(_deepest(spec, parent, move, most), deeper=False)
+    enough = look(_deepest(spec, parent, move), deeper=False)
     if enough is None or enough.saved_ms < need:
         return None
     need = min(need / ratio, enough.saved_ms)
@@ -85,16 +79,12 @@ def _valid(
     return None
 
 
-def _deepest(spec: Spec, parent: TraceRow, move: Move, most: float = 1.0) -> int:
-    """The most divisors ``move`` can shrink its row (0: not one), taking at most ``most`` of its
-    channels (at least one divisor; kernel and SE moves are one step whatever ``most``)."""
+def _deepest(spec: Spec, parent: TraceRow, move: Move) -> int:
+    """The most divisors ``move`` can shrink its row (0: not one)."""
     multiples = 0
     while shrunk(spec, parent.edits, move, multiples + 1) is not None:
         multiples += 1
-    if move.kind not in KINDS or most >= 1:
-        return multiples
-    channels = int({r.name: r.fields for r in spec.rows}[move.rows[0]][move.kind])
-    return min(multiples, max(1, math.floor(most * channels / spec.divisor)))
+    return multiples
 
 
 def calibration(s: Search, path: list[TraceRow]) -> float:
@@ -116,17 +106,13 @@ def calibration(s: Search, path: list[TraceRow]) -> float:
 
 def propose(s: Search, path: list[TraceRow], progress: Callable[[], None]) -> list[Proposal]:
     """The step after the last of ``path``: every move's smallest step (:func:`smallest_step`),
-    its rows calibrated by the path's (:func:`calibration`), each taking at most :data:`MOST` of
-    its row's channels; where none saves the need so, each as deep as its row goes."""
+    its rows calibrated by the path's (:func:`calibration`)."""
     parent, ratio = path[-1], calibration(s, path)
     spec = s.spec_of(parent.edits)
-    for most in (MOST, 1.0):
-        found = []
-        for move in s.moves_of(spec):
-            proposal = smallest_step(s, spec, parent, move, ratio, most)
-            if proposal is not None:
-                found.append(proposal)
-            progress()
-        if found:
-            return found
-    return []
+    found = []
+    for move in s.moves_of(spec):
+        proposal = smallest_step(s, spec, parent, move, ratio)
+        if proposal is not None:
+            found.append(proposal)
+        progress()
+    return found

@@ -90,11 +90,6 @@ KEEP = 4  # besides the first (a search's start): the last used (a step's parent
 # (``bench/adapt_retime.py``), where a step is to save 5 %. A load costs a fraction of a second
 # beside the export's 10–28 s.
 LOADS = 4
-# The start's loads, kept all search, are in every ratio on the path, so their luck is in every
-# recorded latency: bench run 18 recorded its result at 0.980 T and latency --loads 4 timed it
-# again at 1.021 T (run 16: 0.998 and 1.019). The start and each taken network timed for the path
-# are loaded this many times, so the luck of their loads averages over four times as many.
-RECORD_LOADS = 16
 
 
 def _prepared(spec: Spec, s: LatencySettings, fresh: bool = False) -> Callable[[], Any]:
@@ -104,8 +99,7 @@ def _prepared(spec: Spec, s: LatencySettings, fresh: bool = False) -> Callable[[
     :data:`KEEP` used last. Kept in the order they were exported, a step's parent went after its
     fourth proposal and was exported again, some 14 s each time (bench run 12: five times).
     ``fresh``: exported and loaded anew even if kept (not the first), for a figure whose load's
-    luck is its own (:func:`measure_pair`). The first and a fresh one are loaded
-    :data:`RECORD_LOADS` times, the others :data:`LOADS`."""
+    luck is its own (:func:`measure_pair`)."""
     from ..latency.backends import prepare
     from ..model.builder import build
 
@@ -118,15 +112,15 @@ def _prepared(spec: Spec, s: LatencySettings, fresh: bool = False) -> Callable[[
         for old in list(_PREPARED)[1:-KEEP] if len(_PREPARED) > KEEP else []:
             del _PREPARED[old]
         x = torch.randn(1, spec.in_channels, spec.resolution, spec.resolution)
-        loads = RECORD_LOADS if fresh or not _PREPARED else LOADS
-        _PREPARED[mine] = prepare(build(spec).eval(), s.runtime, x, loads=loads)[0]
+        _PREPARED[mine] = prepare(build(spec).eval(), s.runtime, x, loads=LOADS)[0]
     return _PREPARED[mine]
 
 
 def keep_start(spec: Spec, s: LatencySettings) -> None:
     """The start exported and loaded first in this process, if nothing is yet (a continued
-    search, whose start's latency comes from the cache): the first is the one kept, and loaded
-    :data:`RECORD_LOADS` times."""
+    search, whose start's latency comes from the cache): the first is the one kept, beside which
+    every taken network is confirmed and recorded; a step's parent, exported first, was kept
+    in its place."""
     if not _PREPARED:
         _prepared(spec, s)
 
