@@ -117,6 +117,27 @@ def test_a_program_that_fails_as_it_runs_is_one_line_naming_the_file(tmp_path):
     assert "error 0x12); export it again" in said and "\n" not in said and "C++" not in said
 
 
+def test_more_loads_than_a_group_run_a_group_at_a_time_so_each_call_finds_its_weights_warm():
+    """Ten loads: the first four in turn for SPAN calls, then the next four, then the last two
+    for half as many, then the first four again: each load runs as often."""
+    from collections import Counter
+
+    from mnv3spec.deploy.runtimes.record import GROUP, SPAN, in_turn
+
+    called = []
+    run = in_turn([lambda i=i: called.append(i) for i in range(10)])
+    called.clear()
+    cycle = 2 * SPAN + SPAN // 2
+    for _ in range(cycle + GROUP):
+        run()
+    assert GROUP == 4 and SPAN % GROUP == 0
+    assert called[:SPAN] == [0, 1, 2, 3] * (SPAN // 4)
+    assert called[SPAN : 2 * SPAN] == [4, 5, 6, 7] * (SPAN // 4)
+    assert called[2 * SPAN : cycle] == [8, 9] * (SPAN // 4)
+    assert called[cycle:] == [0, 1, 2, 3]
+    assert set(Counter(called[:cycle]).values()) == {SPAN // 4}
+
+
 def test_a_file_loaded_several_times_is_timed_in_turn_and_each_load_runs_the_network():
     """``prepare(..., loads=K)``: each call runs the next of K loads of the runtime's file (a
     load's own speed is part luck), and each gives the network's outputs."""
@@ -125,9 +146,10 @@ def test_a_file_loaded_several_times_is_timed_in_turn_and_each_load_runs_the_net
 
     called = []
     run = in_turn([lambda i=i: called.append(i) for i in range(3)])
+    assert called == [0, 1, 2]  # each load run once before any is timed
     for _ in range(7):
         run()
-    assert called == [0, 1, 2, 0, 1, 2, 0]
+    assert called[3:] == [0, 1, 2, 0, 1, 2, 0]
     pytest.importorskip("onnxruntime")
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()).eval()
     x = torch.randn(1, 3, 8, 8)

@@ -88,8 +88,11 @@ KEEP = 4  # besides the first (a search's start): the last used (a step's parent
 # (:func:`~mnv3spec.deploy.runtimes.record.in_turn`): four loads of the bench's start, timed in
 # the same rounds, kept their order round after round, the slowest 6 to 9 % behind the fastest
 # (``bench/adapt_retime.py``), where a step is to save 5 %. A load costs a fraction of a second
-# beside the export's 10–28 s.
-LOADS = 4
+# beside the export's 10–28 s. Twelve loads, run four at a time, halved the spread of a ratio of
+# two networks timed anew: 1.6 % of it where four loads gave 3.7 % (``bench/loads.py``, five
+# repeats at one thread, as the bench times), and the bench's path recorded with four was
+# timed again 2–4 % slower.
+LOADS = 12
 
 
 def _prepared(spec: Spec, s: LatencySettings, fresh: bool = False) -> Callable[[], Any]:
