@@ -8,6 +8,7 @@ import csv
 import filecmp
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -67,6 +68,8 @@ def test_a_killed_search_continues_and_writes_a_variant_file(searched):
     out, r = searched
     assert r.returncode == 0, r.stderr
     assert "adapt tiny_phone:" in r.stdout
+    # the timing's thread count on the start line: a ratio of two networks depends on it
+    assert re.search(r"at 64px, \d+ threads? → target", r.stdout)
     result = out / "tiny_phone-adapted.yaml"
     # its base is the input spec, outside the folder: trusted as the user trusts it
     allow = ("--allow-base", str(Path(TINY).parent))

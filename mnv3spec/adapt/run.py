@@ -176,10 +176,11 @@ def _on_step(ctx: Context, rows: list[trace.TraceRow], bar: StepBar):
 
 
 def _start_line(ctx: Context, ms: float, spread: float, target: float, delta: float) -> str:
-    spec = ctx.deployed({})
+    spec, threads = ctx.deployed({}), ctx.timing.threads
     return (
         f"adapt {ctx.base.name}: {ms:.3f} ± {spread:.3f} ms on {ctx.timing.runtime} at "
-        f"{spec.resolution}px → target {target:.3f} ms, step ≥ {delta:.3g} ms | "
+        f"{spec.resolution}px, {threads} thread{'s' * (threads > 1)} → target {target:.3f} ms, "
+        f"step ≥ {delta:.3g} ms | "
         f"{ctx.s.finetune_steps} fine-tune steps at lr {finetune_lr(ctx.s):g}, {ctx.s.holdout} "
         f"held-out images | {ctx.folder}"
     )
