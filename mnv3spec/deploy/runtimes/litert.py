@@ -50,7 +50,8 @@ def require_litert(convert: bool = False) -> None:
     """Nothing, or an :class:`ExportError` naming the extra: the interpreter always, the
     converter (and torchao, for int8) when ``convert``."""
     converter = ("litert_torch", "torchao") if convert else ()
-    require("LiteRT", EXTRA, ("ai_edge_litert.interpreter", *converter))
+    with stderr_without(CONVERTER_CHATTER):  # litert-torch 0.10 logs through absl as imported
+        require("LiteRT", EXTRA, ("ai_edge_litert.interpreter", *converter))
 
 
 def convert(model: nn.Module, example: torch.Tensor, int8: bool = False) -> bytes:
