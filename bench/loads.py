@@ -42,7 +42,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--loads", type=int, nargs="+", default=[4, 12])
     p.add_argument("--repeats", type=int, default=4)
-    p.add_argument("--threads", type=int, default=1, help="adapt's bench times at one")
+    p.add_argument("--threads", type=int, default=1, help="torch's, for the timing")
     p.add_argument("--runs", type=int, default=200)
     p.add_argument("--resolution", type=int, default=224)
     args = p.parse_args()

@@ -90,8 +90,8 @@ KEEP = 4  # besides the first (a search's start): the last used (a step's parent
 # (``bench/adapt_retime.py``), where a step is to save 5 %. A load costs a fraction of a second
 # beside the export's 10–28 s. Twelve loads, run four at a time, halved the spread of a ratio of
 # two networks timed anew: 1.6 % of it where four loads gave 3.7 % (``bench/loads.py``, five
-# repeats at one thread, as the bench times), and the bench's path recorded with four was
-# timed again 2–4 % slower.
+# repeats at one thread, the machine quiet), and the bench's path recorded with four was timed
+# again 2–4 % slower. On a busy machine a ratio still spreads a few % (3.4–6.2 % there).
 LOADS = 12
 
 
