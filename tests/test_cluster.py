@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from mnv3spec.errors import UserError
 from mnv3spec.files import LOCK_FILE
 from mnv3spec.services.run_folder import RunFolder
 
@@ -347,3 +348,43 @@ def test_adapt_sends_its_trainings_to_the_cluster(cluster, tmp_path):
     assert finished_epochs(run.path) == 1
     assert len(nodes_in_log(tmp_path / "logs" / "start.log")) == 1
     assert any("on the cluster" in line for line in said)
+
+
+def test_a_node_gone_since_it_was_listed_is_not_counted_blind(tmp_path):
+    """A node removed a moment before the check may still be listed alive; the task pinned to it
+    cannot be scheduled (CI, 2026-12-06: the test after a node's removal failed so). It runs
+    nothing, so the check passes on the nodes left, and the marker is removed."""
+    from ray.exceptions import TaskUnschedulableError
+
+    from mnv3spec.explore import cluster as on_cluster
+
+    here, gone = "a" * 56, "b" * 56
+
+    class Task:  # a task pinned to a node: its reference is (node, marker)
+        def __init__(self, node):
+            self.node = node
+
+        def remote(self, marker):
+            return self.node, marker
+
+    class Ray:  # the calls _seen_by makes
+        def remote(self, read):
+            return self
+
+        def options(self, num_cpus, scheduling_strategy):
+            return Task(scheduling_strategy.node_id)
+
+        def wait(self, refs, num_returns, timeout):
+            return refs, []
+
+        def get(self, ref):
+            node, marker = ref
+            if node == gone:
+                raise TaskUnschedulableError("the node specified doesn't exist any more")
+            return Path(marker).read_text() if node == here else ""  # others: not shared
+
+    nodes = [{"NodeID": n, "NodeManagerAddress": "127.0.0.1"} for n in (here, gone)]
+    on_cluster._check_shared(Ray(), tmp_path, nodes)  # no error
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(UserError, match="1 of 2 nodes"):  # one that reads nothing is blind
+        on_cluster._check_shared(Ray(), tmp_path, [nodes[0], {**nodes[0], "NodeID": "c" * 56}])

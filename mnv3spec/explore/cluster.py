@@ -181,7 +181,9 @@ def _check_shared(ray, out: Path, nodes: list[dict]) -> None:
         seen = _seen_by(ray, str(marker), nodes)
     finally:
         marker.unlink(missing_ok=True)
-    blind = [n["NodeManagerAddress"] for n in nodes if seen.get(n["NodeID"]) != token]
+    blind = [
+        n["NodeManagerAddress"] for n in nodes if seen.get(n["NodeID"], "") not in (token, GONE)
+    ]
     if blind:
         raise UserError(
             f"is not seen by every node of the cluster: {len(blind)} of {len(nodes)} nodes "
@@ -193,8 +195,13 @@ def _check_shared(ray, out: Path, nodes: list[dict]) -> None:
         )
 
 
-def _seen_by(ray, marker: str, nodes: list[dict]) -> dict[str, str]:
-    """What each node reads in ``marker``, by node id: a task pinned to each node."""
+GONE = None  # what a node read that left the cluster since it was listed: it runs nothing
+
+
+def _seen_by(ray, marker: str, nodes: list[dict]) -> dict[str, str | None]:
+    """What each node reads in ``marker``, by node id: a task pinned to each node; :data:`GONE`
+    for a node that left since it was listed (a node removed a moment before was still listed
+    alive, and its task could not be scheduled: CI's run of test_cluster, 2026-12-06)."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     read = ray.remote(_read_marker)
@@ -205,7 +212,16 @@ def _seen_by(ray, marker: str, nodes: list[dict]) -> dict[str, str]:
         for n in nodes
     }
     ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=120)
-    return {node: ray.get(ref) for node, ref in refs.items() if ref in ready}
+    return {node: _read(ray, ref) for node, ref in refs.items() if ref in ready}
+
+
+def _read(ray, ref) -> str | None:
+    from ray.exceptions import TaskUnschedulableError
+
+    try:
+        return ray.get(ref)
+    except TaskUnschedulableError:
+        return GONE
 
 
 def run_trainings(
