@@ -68,6 +68,7 @@ def settings(args: argparse.Namespace) -> AdaptSettings:
         holdout=args.holdout,
         score=args.score,
         runs=args.latency_runs,
+        threads=args.threads,
         baselines=not args.no_baselines,
         training=training,
         out=args.out,
@@ -98,6 +99,7 @@ def main() -> int:
     p.add_argument("--score", choices=["loss", "top1"], default="loss", help="adapt's --score")
     p.add_argument("--train-subset", type=int, default=6000)
     p.add_argument("--latency-runs", type=int, default=200)
+    p.add_argument("--threads", type=int, default=1, help="adapt's: the runtime's CPU threads")
     p.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default="bench-adapt")
@@ -106,6 +108,8 @@ def main() -> int:
     # --gpus-per-training 0.25, four at once; on a CPU: --cluster local, one per core
     add_cluster_options(p)
     args = p.parse_args()
+    if args.threads < 1:
+        p.error(f"argument --threads: {args.threads} is below 1")
     if args.recheck_runs < 0:
         p.error(f"argument --recheck-runs: {args.recheck_runs} is below 0 (0: no second timing)")
     ledger = Ledger(Path(args.out), time.time())
@@ -139,20 +143,23 @@ def main() -> int:
 
 def recheck(result: Path, args: argparse.Namespace) -> str:
     """The result timed again afterwards as ``latency`` times it — beside the start, in the same
-    alternating rounds, ``--recheck-runs`` rounds, each file loaded as adapt loads it — its ratio
-    to the start against the target ratio (the issue's [0.95, 1]): absolute ms drift with this
-    shared machine's load between the search's start and now; their ratio in the same rounds
-    does not."""
-    from mnv3spec.adapt.timing import LOADS
+    alternating rounds, ``--recheck-runs`` rounds, each file loaded as adapt loads it, at adapt's
+    ``--threads`` — its ratio to the start against the target ratio (the issue's [0.95, 1]):
+    absolute ms drift with this shared machine's load between the search's start and now; their
+    ratio in the same rounds does not."""
+    from mnv3spec.adapt.timing import LOADS, LatencySettings, threads_of
     from mnv3spec.latency.measure import measure
 
-    start, adapted = measure(
-        [spec_path("small"), result], widths=(1.0,), devices=["cpu"], backends=(args.backend,),
-        resolution=args.resolution, overrides={"si": 2}, runs=args.recheck_runs, loads=LOADS,
-    )  # fmt: skip
+    with threads_of(LatencySettings(threads=args.threads)):
+        start, adapted = measure(
+            [spec_path("small"), result], widths=(1.0,), devices=["cpu"],
+            backends=(args.backend,), resolution=args.resolution, overrides={"si": 2},
+            runs=args.recheck_runs, loads=LOADS,
+        )  # fmt: skip
     ratio = adapted.median_ms / start.median_ms
     return (
-        f"timed again by latency ({args.recheck_runs} runs, {args.backend}, --loads {LOADS}): "
+        f"timed again by latency ({args.recheck_runs} runs, {args.backend}, --loads {LOADS}, "
+        f"{args.threads} thread(s)): "
         f"start {start.median_ms:.3f} ms (IQR {start.iqr_ms:.3f}), adapted "
         f"{adapted.median_ms:.3f} ms (IQR {adapted.iqr_ms:.3f}): {ratio:.3f} × the start, "
         f"{ratio / args.target_ratio:.3f} × the target"

@@ -28,7 +28,7 @@ import torch
 from mnv3spec.adapt import folder as files
 from mnv3spec.adapt.rows import RowTimer
 from mnv3spec.adapt.steps import Context
-from mnv3spec.adapt.timing import Cache, current_settings, measure_pair, on_scale
+from mnv3spec.adapt.timing import Cache, LatencySettings, measure_pair, on_scale
 from mnv3spec.latency.backends import prepare
 from mnv3spec.latency.measure import percentiles, time_rounds
 from mnv3spec.model.builder import build
@@ -38,7 +38,7 @@ from mnv3spec.spec.load import load_spec
 def context(folder: Path) -> Context:
     """The folder's search, read only (its cache is not written)."""
     s = files.AdaptSettings(**json.loads((folder / files.SETTINGS).read_text()), out=str(folder))
-    timing = current_settings(s.backend, s.int8, s.runs, s.warmup)
+    timing = LatencySettings(s.backend, s.int8, s.runs, s.warmup, s.threads)
     return Context(s, folder, timing, Cache(folder), load_spec(s.spec), print, RowTimer(timing),
                    None)  # fmt: skip
 

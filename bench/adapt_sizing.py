@@ -25,7 +25,7 @@ from mnv3spec.adapt.moves import moves, same_layers, shrunk  # noqa: E402
 from mnv3spec.adapt.proposal import Proposal, Search  # noqa: E402
 from mnv3spec.adapt.rows import RowTimer  # noqa: E402
 from mnv3spec.adapt.sizing import smallest_step  # noqa: E402
-from mnv3spec.adapt.timing import current_settings, measure_spec  # noqa: E402
+from mnv3spec.adapt.timing import LatencySettings, measure_spec  # noqa: E402
 from mnv3spec.adapt.trace import TraceRow  # noqa: E402
 from mnv3spec.spec.edits import from_rows  # noqa: E402
 from mnv3spec.spec.load import load_spec  # noqa: E402
@@ -67,7 +67,7 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=200)
     args = p.parse_args()
     torch.set_num_threads(1)
-    timing = current_settings(args.backend, False, args.runs, 5)
+    timing = LatencySettings(args.backend, False, args.runs, 5, threads=1)
     trained = lambda edits: load_spec(args.spec, from_rows(edits))  # noqa: E731
     deployed = lambda edits: load_spec(  # noqa: E731
         args.spec, from_rows(edits), si=2, resolution=args.resolution

@@ -68,8 +68,10 @@ def test_a_killed_search_continues_and_writes_a_variant_file(searched):
     out, r = searched
     assert r.returncode == 0, r.stderr
     assert "adapt tiny_phone:" in r.stdout
-    # the timing's thread count on the start line: a ratio of two networks depends on it
-    assert re.search(r"at 64px, \d+ threads? → target", r.stdout)
+    # the timing's thread count on the start line (one, the paper's, by default): a ratio of
+    # two networks depends on it, and adapt.json holds it
+    assert re.search(r"at 64px, 1 thread → target", r.stdout)
+    assert json.loads((out / "adapt.json").read_text())["threads"] == 1
     result = out / "tiny_phone-adapted.yaml"
     # its base is the input spec, outside the folder: trusted as the user trusts it
     allow = ("--allow-base", str(Path(TINY).parent))
@@ -149,6 +151,8 @@ def test_two_searches_never_share_a_folder(searched, tmp_path):
     _unchanged(out, tmp_path, step, "holds another search", "step", "only the target")
     top1 = adapt_args(out, "--no-baselines", "--score", "top1")
     _unchanged(out, tmp_path, top1, "holds another search", "score")
+    threads = adapt_args(out, "--no-baselines", "--threads", "2")  # its path timed at one
+    _unchanged(out, tmp_path, threads, "holds another search", "threads")
 
 
 def _path_of(folder: Path) -> list[dict[str, str]]:
@@ -238,6 +242,15 @@ def test_a_finetune_at_most_not_a_whole_number_above_zero_is_refused(tmp_path, v
     last = r.stderr.strip().splitlines()[-1]  # after argparse's usage
     assert r.returncode == 2
     assert last.startswith("mnv3spec adapt: error: argument --finetune-at-most")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "1.5", "two", "", "257", "1e400"])
+def test_threads_not_a_whole_number_from_1_to_256_are_refused(tmp_path, value):
+    out = tmp_path / "adapt"
+    r = run_cli("adapt", TINY, "--target-ratio", "0.5", "--threads", value, "--out", str(out))
+    last = r.stderr.strip().splitlines()[-1]  # after argparse's usage
+    assert r.returncode == 2 and last.startswith("mnv3spec adapt: error: argument --threads")
     assert not out.exists()
 
 

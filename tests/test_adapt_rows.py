@@ -97,3 +97,48 @@ def test_a_continued_search_keeps_its_start_before_anything_else(monkeypatch):
     timing.measure_pair(parent, start, s)
     assert len(exported) == 1 + 6  # the parent and five children; the start not again
     assert next(iter(timing._PREPARED)) == timing.key(start, s)
+
+
+def test_every_export_load_and_timing_runs_at_the_settings_threads_then_torchs_are_back(
+    monkeypatch,
+):
+    """The search's networks and rows are exported, loaded and timed with the settings' threads
+    (the runtimes size their pools from torch's as they load), whatever torch's count is; the
+    process's own count is restored after each (a training in the same process keeps its)."""
+    import torch
+
+    import mnv3spec.latency.backends as backends
+    import mnv3spec.latency.measure as measure
+    from mnv3spec.adapt import timing
+
+    seen = []
+    real_rounds = measure.time_rounds
+
+    def prepare(module, backend, x, loads=1):
+        seen.append(("prepare", torch.get_num_threads()))
+        return (lambda: seen.append(("call", torch.get_num_threads()))), ""
+
+    def time_rounds(runners, runs, warmup, device):
+        seen.append(("rounds", torch.get_num_threads()))
+        return real_rounds(runners, runs, warmup, device)
+
+    monkeypatch.setattr(backends, "prepare", prepare)
+    monkeypatch.setattr(measure, "time_rounds", time_rounds)
+    monkeypatch.setattr(rows, "time_rounds", time_rounds)
+    monkeypatch.setattr(timing, "_PREPARED", {})
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for threads in (1, 3):
+            s = LatencySettings("executorch", runs=3, warmup=1, threads=threads)
+            seen.clear()
+            timing.keep_start(spec_of({}), s)
+            timing.measure_spec(spec_of({"bneck2": {"exp": 40}}), s)
+            timing.measure_pair(spec_of({"bneck3": {"exp": 40}}), spec_of({}), s)
+            rows.RowTimer(s).saving(spec_of({"bneck3": {"exp": 48}}), spec_of({}))
+            assert {kind for kind, _ in seen} == {"prepare", "call", "rounds"}
+            assert {n for _, n in seen} == {threads}
+            assert torch.get_num_threads() == 2
+            monkeypatch.setattr(timing, "_PREPARED", {})
+    finally:
+        torch.set_num_threads(before)

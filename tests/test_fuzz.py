@@ -874,3 +874,25 @@ def test_latency_loads(value):
         return
     assert isinstance(args.loads, int) and 1 <= args.loads <= 32
     assert args.loads == int(value.strip())
+
+
+# --- issue 29: adapt --threads ------------------------------------------------------------------
+
+
+@SETTINGS
+@given(st.text(max_size=12) | st.integers(-3, 10**6).map(str) | st.floats().map(str))
+def test_adapt_threads(value):
+    """--threads takes a count from 1 to 256 (the runtime's CPU threads as adapt times) and
+    refuses anything else as argparse does (exit 2, naming the flag), never a traceback."""
+    from mnv3spec.cli import build_parser
+
+    err = io.StringIO()
+    argv = ["adapt", "small", "--target-ratio", "0.6", "--out", "x", "--threads", value]
+    try:
+        with contextlib.redirect_stderr(err):
+            args = build_parser().parse_args(argv)
+    except SystemExit as e:
+        assert e.code == 2 and "argument --threads: " in err.getvalue()
+        return
+    assert isinstance(args.threads, int) and 1 <= args.threads <= 256
+    assert args.threads == int(value.strip())

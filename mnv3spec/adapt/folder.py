@@ -46,6 +46,7 @@ class AdaptSettings:
     baselines: bool = True
     runs: int = 200  # rounds are cheap beside an export: Small at 224 px, about 1 s for 200
     warmup: int = 5
+    threads: int = 1  # the runtime's CPU threads as it times (the paper's one core)
     training: dict[str, Any] = dataclasses.field(default_factory=dict)
     out: str = "adapt"
 

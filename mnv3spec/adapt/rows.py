@@ -24,7 +24,7 @@ from ..latency.measure import percentiles, time_rounds
 from ..latency.predict import Key, row_keys
 from ..model.builder import SpecNet, build
 from ..spec.resolve import Spec
-from .timing import LatencySettings, Measured
+from .timing import LatencySettings, Measured, threads_of
 
 Runner = Callable[[], Any]
 
@@ -42,6 +42,10 @@ class RowTimer:
         some of them narrower), the parent's and the child's timed together: the sum of the
         child's medians as ``median_ms`` (and of their spreads), the parent's as ``parent_ms``;
         what the child saves is their difference."""
+        with threads_of(self.settings):
+            return self._saving(child, parent)
+
+    def _saving(self, child: Spec, parent: Spec) -> Measured:
         load, started = os.getloadavg()[0], time.perf_counter()
         nets = {"parent": build(parent).eval(), "child": build(child).eval()}
         keys = {name: self._keys(net) for name, net in nets.items()}

@@ -35,7 +35,7 @@ from .steps import (
     train_start,
     write_result,
 )
-from .timing import Cache, check_settings, current_settings, keep_start
+from .timing import Cache, LatencySettings, check_settings, keep_start
 
 Say = Callable[[str], None]
 
@@ -96,7 +96,7 @@ def _search(s: files.AdaptSettings, say: Say, cluster: ClusterSettings | None) -
 def _context(s: files.AdaptSettings, say: Say, cluster: ClusterSettings | None) -> Context:
     """The settings checked (runtime installed, spec that can shrink, a folder of ours holding
     this very search, its trace and cache intact); nothing written."""
-    timing = current_settings(s.backend, s.int8, s.runs, s.warmup)
+    timing = LatencySettings(s.backend, s.int8, s.runs, s.warmup, s.threads)
     check_settings(timing)
     base = load_spec(s.spec)
     folder = check_path(s.out, field="out")

@@ -13,7 +13,8 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ class LatencySettings:
     int8: bool = False
     runs: int = 30
     warmup: int = 5
-    threads: int = 1
+    threads: int = 1  # the runtime's CPU threads (:func:`threads_of`)
 
     @property
     def runtime(self) -> str:
@@ -71,13 +72,29 @@ def check_settings(s: LatencySettings) -> None:
     latency.check_settings(["cpu"], (s.runtime,), (), 1, s.runs, s.warmup)
 
 
+@contextmanager
+def threads_of(s: LatencySettings) -> Iterator[None]:
+    """``s.threads`` CPU threads for the block (torch's, which each runtime's load takes: the
+    programs loaded in it keep them), then as before. One by default, the paper's (a single
+    large core of the phone): a ratio of two networks timed anew at one thread spread 3.4–3.9 %,
+    at two 4.6–6.2 % on this shared 2-core machine, and at two the search's own trainings and
+    Ray's processes share the cores it times on (``bench/loads.py``)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(s.threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def measure_spec(spec: Spec, s: LatencySettings) -> Measured:
     """``spec`` (resolved: its resolution and overrides those of the deployed network) timed
     alone at batch 1 on the CPU by ``s.runtime``, its file loaded :data:`LOADS` times."""
     from ..latency.measure import percentiles, time_rounds
 
     load, started = os.getloadavg()[0], time.perf_counter()
-    times = time_rounds({"net": _prepared(spec, s)}, s.runs, s.warmup, "cpu")["net"]
+    with threads_of(s):
+        times = time_rounds({"net": _prepared(spec, s)}, s.runs, s.warmup, "cpu")["net"]
     median, _, spread = percentiles(times)
     return Measured(median, spread, load, time.perf_counter() - started)
 
@@ -125,7 +142,8 @@ def keep_start(spec: Spec, s: LatencySettings) -> None:
     every taken network is confirmed and recorded; a step's parent, exported first, was kept
     in its place."""
     if not _PREPARED:
-        _prepared(spec, s)
+        with threads_of(s):
+            _prepared(spec, s)
 
 
 def measure_pair(child: Spec, parent: Spec, s: LatencySettings, fresh: bool = False) -> Measured:
@@ -138,9 +156,10 @@ def measure_pair(child: Spec, parent: Spec, s: LatencySettings, fresh: bool = Fa
     from ..latency.measure import percentiles, time_rounds
 
     load, started = os.getloadavg()[0], time.perf_counter()
-    theirs = _prepared(parent, s)  # first: the search's first parent, the start, is kept
-    runners = {"child": _prepared(child, s, fresh), "parent": theirs}
-    times = time_rounds(runners, s.runs, s.warmup, "cpu")
+    with threads_of(s):
+        theirs = _prepared(parent, s)  # first: the search's first parent, the start, is kept
+        runners = {"child": _prepared(child, s, fresh), "parent": theirs}
+        times = time_rounds(runners, s.runs, s.warmup, "cpu")
     median, _, spread = percentiles(times["child"])
     seconds = time.perf_counter() - started
     noise = saving_noise(times["parent"], times["child"])
@@ -187,10 +206,6 @@ def key(spec: Spec, s: LatencySettings, parent: Spec | None = None, what: str = 
     found = {"spec": spec.document, "parent": parent_doc, "settings": asdict(s)}
     text = json.dumps({**found, **({"what": what} if what else {})}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-def current_settings(backend: str, int8: bool, runs: int, warmup: int) -> LatencySettings:
-    return LatencySettings(backend, int8, runs, warmup, torch.get_num_threads())
 
 
 class Cache:

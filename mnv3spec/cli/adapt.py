@@ -37,6 +37,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         baselines=not args.no_baselines,
         runs=args.latency_runs,
         warmup=args.latency_warmup,
+        threads=args.threads,
         training=training,
         out=args.out,
     )
@@ -85,6 +86,7 @@ def add_adapt(sub: argparse._SubParsersAction) -> None:
     add("--no-baselines", action="store_true", help="retrain the result only")
     add("--latency-runs", type=number(int, 1), default=200, help="timed calls a network (200)")
     add("--latency-warmup", type=number(int, 1), default=5, help="untimed calls first (5)")
+    add("--threads", type=number(int, 1, high=256), default=1, help=THREADS)
     add_cluster_options(p)
     passed = p.add_argument_group(
         "train flags",
@@ -106,5 +108,9 @@ SCORE = (
 AT_MOST = (
     "fine-tune only the K proposals of a step whose inherited weights, before any fine-tune, "
     "score best per ms saved (beyond the paper; default: every proposal)"
+)
+THREADS = (
+    "CPU threads the runtime times with (default 1: the paper timed one core of the phone; "
+    "time the result again with OMP_NUM_THREADS=N latency ...)"
 )
 MOVES = "also propose kernel 5→3 and SE off per row (beyond the paper)"
