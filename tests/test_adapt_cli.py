@@ -207,12 +207,19 @@ def test_a_folder_of_an_earlier_version_is_refused_saying_so(searched, tmp_path)
     _unchanged(older, tmp_path, args, "earlier version of adapt", "finetune_lr", "another folder")
 
 
-@pytest.mark.parametrize("value", ["0", "-0.1", "nan", "inf", "1e400", "abc"])
-def test_a_finetune_lr_not_above_zero_or_not_finite_is_refused(tmp_path, value):
+REFUSED = {
+    "--finetune-lr": ["0", "-0.1", "nan", "inf", "1e400", "abc"],  # above 0, finite
+    "--finetune-at-most": ["0", "-1", "1.5", "abc", "nan", "1e400"],  # a whole number above 0
+    "--threads": ["0", "-1", "1.5", "two", "", "257", "1e400"],  # a whole number from 1 to 256
+}
+
+
+@pytest.mark.parametrize("flag, value", [(f, v) for f, values in REFUSED.items() for v in values])
+def test_a_numeric_flag_out_of_its_range_is_refused_naming_it(tmp_path, flag, value):
     out = tmp_path / "adapt"
-    r = run_cli("adapt", TINY, "--target-ratio", "0.5", "--finetune-lr", value, "--out", str(out))
+    r = run_cli("adapt", TINY, "--target-ratio", "0.5", flag, value, "--out", str(out))
     last = r.stderr.strip().splitlines()[-1]  # after argparse's usage
-    assert r.returncode == 2 and last.startswith("mnv3spec adapt: error: argument --finetune-lr")
+    assert r.returncode == 2 and last.startswith(f"mnv3spec adapt: error: argument {flag}: ")
     assert not out.exists()
 
 
@@ -232,26 +239,6 @@ def test_at_most_one_a_step_fine_tunes_one_proposal_ranked_by_its_inherited_weig
     assert sorted(p.name for p in (out / "runs").glob("s01-*")) == sorted(
         Path(row["run"]).name for row in rows if row["run"]
     )
-
-
-@pytest.mark.parametrize("value", ["0", "-1", "1.5", "abc", "nan", "1e400"])
-def test_a_finetune_at_most_not_a_whole_number_above_zero_is_refused(tmp_path, value):
-    out = tmp_path / "adapt"
-    r = run_cli("adapt", TINY, "--target-ratio", "0.5", "--finetune-at-most", value, "--out",
-                str(out))  # fmt: skip
-    last = r.stderr.strip().splitlines()[-1]  # after argparse's usage
-    assert r.returncode == 2
-    assert last.startswith("mnv3spec adapt: error: argument --finetune-at-most")
-    assert not out.exists()
-
-
-@pytest.mark.parametrize("value", ["0", "-1", "1.5", "two", "", "257", "1e400"])
-def test_threads_not_a_whole_number_from_1_to_256_are_refused(tmp_path, value):
-    out = tmp_path / "adapt"
-    r = run_cli("adapt", TINY, "--target-ratio", "0.5", "--threads", value, "--out", str(out))
-    last = r.stderr.strip().splitlines()[-1]  # after argparse's usage
-    assert r.returncode == 2 and last.startswith("mnv3spec adapt: error: argument --threads")
-    assert not out.exists()
 
 
 @pytest.mark.parametrize("value", ["accuracy", "", "LOSS", "top-1"])

@@ -388,3 +388,6 @@ def test_a_node_gone_since_it_was_listed_is_not_counted_blind(tmp_path):
     assert not any(tmp_path.iterdir())
     with pytest.raises(UserError, match="1 of 2 nodes"):  # one that reads nothing is blind
         on_cluster._check_shared(Ray(), tmp_path, [nodes[0], {**nodes[0], "NodeID": "c" * 56}])
+    with pytest.raises(UserError, match="no node left to run on: the 1 node"):  # all gone
+        on_cluster._check_shared(Ray(), tmp_path, [nodes[1]])
+    assert not any(tmp_path.iterdir())
