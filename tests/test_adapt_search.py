@@ -10,10 +10,11 @@ import pytest
 
 from mnv3spec.adapt import moves as mv
 from mnv3spec.adapt.proposal import REFERENCE, Proposal, Tuned, ranked
-from mnv3spec.adapt.search import reached, run_step, search
+from mnv3spec.adapt.search import NoProposal, finer_step, reached, run_step, search
 from mnv3spec.adapt.timing import Measured
 from mnv3spec.errors import SearchError
 
+from . import fake_search
 from .fake_search import COST, finetune, inherited, latency_of, searcher, start
 
 
@@ -129,6 +130,28 @@ def test_an_unreachable_target_stops_with_exit_3():
 def test_no_proposal_saves_delta_stops_at_once():
     with pytest.raises(SearchError):
         run_step(searcher(0.0, 1e6), [start()], lambda: None)
+
+
+def _most_one_move_saves() -> float:
+    """The most any single move saves from the start, cut as deep as its row allows."""
+    spec, most = fake_search.spec_of({}), 0.0
+    for move in mv.moves(spec, ()):
+        k = 1
+        while (found := mv.shrunk(spec, {}, move, k)) is not None:
+            most, k = max(most, fake_search.macs({}) - fake_search.macs(found[0])), k + 1
+    return most
+
+
+def test_where_no_move_saves_delta_a_step_halves_it_down_to_a_quarter():
+    first, most = start(), _most_one_move_saves()  # target 0: a step needs δ itself
+    for delta in (1.5 * most, 3.5 * most):  # halved once (0.75×), twice (0.875×): saved
+        rows = finer_step(searcher(0.0, delta), [first], lambda: None)
+        chosen = next(r for r in rows if r.chosen)
+        assert delta / 8 <= first.latency_ms - chosen.latency_ms <= most
+    with pytest.raises(NoProposal, match="no proposal lowers the latency by") as e:
+        finer_step(searcher(0.0, 5 * most), [first], lambda: None)  # a quarter: 1.25×
+    assert e.value.exit_code == 3
+    assert f"by {1.25 * most:.3g} ms" in str(e.value)  # the finest δ it tried
 
 
 def test_at_most_k_a_step_fine_tunes_the_k_best_by_their_inherited_figures():

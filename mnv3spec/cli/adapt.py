@@ -97,7 +97,10 @@ def add_adapt(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_adapt, train_options=add_train_options(passed))
 
 
-STEP = "δ, the least latency a proposal saves, as a fraction of the start's (default 0.01)"
+STEP = (
+    "δ, the least latency a proposal saves, as a fraction of the start's (default 0.01); a step "
+    "where no move saves it halves it, down to a quarter"
+)
 FINETUNE_LR = (
     "a fine-tune's learning rate, from the parent's weights (default: a tenth of the training's)"
 )
