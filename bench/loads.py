@@ -49,6 +49,7 @@ def main() -> int:
     p.add_argument("--resolution", type=number(int, 32, high=1024), default=224)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    results: dict[int, list[tuple[float, float, float]]] = {}  # by loads: ratio, median, p90
     print(f"Small and its child at {args.resolution} px, ExecuTorch, {args.threads} thread(s), "
           f"{args.runs} rounds; each repeat exported and loaded anew")  # fmt: skip
     for repeat in range(args.repeats):  # the counts in turn, so a drifting load hits each alike
@@ -57,10 +58,10 @@ def main() -> int:
             times = time_rounds({"start": start, "child": child}, args.runs, 10, "cpu")
             ratio = percentiles(times["child"])[0] / percentiles(times["start"])[0]
             median, p90, _ = percentiles(times["start"])
-            RESULTS.setdefault(loads, []).append((ratio, median, p90))
+            results.setdefault(loads, []).append((ratio, median, p90))
             print(f"repeat {repeat + 1} loads {loads:>2}: child ÷ start {ratio:.4f} "
                   f"(start {median:.3f} ms, p90 {p90:.3f})", flush=True)  # fmt: skip
-    for loads, rows in RESULTS.items():
+    for loads, rows in results.items():
         ratios = [r for r, _, _ in rows]
         spread = statistics.stdev(ratios) / statistics.mean(ratios) if len(ratios) > 1 else 0.0
         print(f"loads {loads:>2}: ratio mean {statistics.mean(ratios):.4f}, "
@@ -69,8 +70,6 @@ def main() -> int:
               f"p90 {statistics.median(q for _, _, q in rows):.3f}")  # fmt: skip
     return 0
 
-
-RESULTS: dict[int, list[tuple[float, float, float]]] = {}
 
 if __name__ == "__main__":
     raise SystemExit(main())

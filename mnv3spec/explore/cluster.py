@@ -181,7 +181,7 @@ def _check_shared(ray, out: Path, nodes: list[dict]) -> None:
         seen = _seen_by(ray, str(marker), nodes)
     finally:
         marker.unlink(missing_ok=True)
-    if nodes and all(n["NodeID"] in seen and seen[n["NodeID"]] is GONE for n in nodes):
+    if nodes and all(seen.get(n["NodeID"], "") is GONE for n in nodes):
         raise UserError(
             f"has no node left to run on: the {len(nodes)} node(s) the cluster listed all left "
             "it before they could read a file; start the cluster's nodes again",
