@@ -876,21 +876,24 @@ def test_latency_loads(value):
     assert args.loads == int(value.strip())
 
 
-# --- issue 29: adapt --threads ------------------------------------------------------------------
+# --- issue 29: adapt --threads, latency --threads ----------------------------------------------
 
 
 @SETTINGS
 @given(st.text(max_size=12) | st.integers(-3, 10**6).map(str) | st.floats().map(str))
-def test_adapt_threads(value):
-    """--threads takes a count from 1 to 256 (the runtime's CPU threads as adapt times) and
-    refuses anything else as argparse does (exit 2, naming the flag), never a traceback."""
+@pytest.mark.parametrize(
+    "command", [["adapt", "small", "--target-ratio", "0.6", "--out", "x"], ["latency", "small"]]
+)
+def test_threads(command, value):
+    """--threads takes a count from 1 to 256 (the CPU threads adapt's runtime, or latency's
+    networks and runtimes, time with) and refuses anything else as argparse does (exit 2, naming
+    the flag), never a traceback; nothing is timed to find out."""
     from mnv3spec.cli import build_parser
 
     err = io.StringIO()
-    argv = ["adapt", "small", "--target-ratio", "0.6", "--out", "x", "--threads", value]
     try:
         with contextlib.redirect_stderr(err):
-            args = build_parser().parse_args(argv)
+            args = build_parser().parse_args([*command, "--threads", value])
     except SystemExit as e:
         assert e.code == 2 and "argument --threads: " in err.getvalue()
         return

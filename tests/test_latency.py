@@ -214,6 +214,46 @@ def test_cli_latency_loads_that_are_not_a_count_exit_2(capsys, value, message):
     assert f"argument --loads: {message}" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    "value, message",
+    [("0", "must be >= 1: 0"), ("1.5", "not an integer"), ("-2", "must be >= 1: -2"),
+     ("", "not an integer"), ("257", "must be <= 256: 257"), ("inf", "not an integer")],
+)  # fmt: skip
+def test_cli_latency_threads_that_are_not_a_count_exit_2(capsys, value, message):
+    before = torch.get_num_threads()
+    with pytest.raises(SystemExit) as e:  # argparse's own refusal
+        cli.main(["latency", str(SMALL), "--devices", "cpu", "--threads", value])
+    assert e.value.code == 2 and torch.get_num_threads() == before
+    err = capsys.readouterr().err
+    assert f"argument --threads: {message}" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_cli_latency_times_at_the_threads_asked_then_torchs_count_is_back(capsys, threads):
+    """--threads is the count the rows are timed with (the header states it; a runtime's program
+    takes torch's count as it loads), whatever torch had before: set to the other one here."""
+    before, other = torch.get_num_threads(), 3 - threads
+    torch.set_num_threads(other)
+    seen = []
+    real = measure.time_rounds
+
+    def time_rounds(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    try:
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(measure, "time_rounds", time_rounds)
+            argv = ["latency", str(SMALL), "--widths", "0.25", "--devices", "cpu", "--runs", "1",
+                    "--warmup", "1", "--resolution", "32", "--threads", str(threads)]  # fmt: skip
+            assert cli.main(argv) == 0
+        assert torch.get_num_threads() == other
+    finally:
+        torch.set_num_threads(before)
+    assert seen and set(seen) == {threads}
+    assert capsys.readouterr().out.startswith(f"batch 1, {threads} CPU threads")
+
+
 def test_write_errors_are_user_errors(tmp_path, monkeypatch):
     def full(*args):
         raise OSError(28, "No space left on device")

@@ -13,8 +13,8 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ import torch
 
 from ..errors import UserError
 from ..files import read_regular, writing
+from ..services.device import cpu_threads
 from ..spec.resolve import Spec
 
 BACKENDS = ("executorch", "tflite", "onnxruntime", "eager")
@@ -72,19 +73,13 @@ def check_settings(s: LatencySettings) -> None:
     latency.check_settings(["cpu"], (s.runtime,), (), 1, s.runs, s.warmup)
 
 
-@contextmanager
-def threads_of(s: LatencySettings) -> Iterator[None]:
-    """``s.threads`` CPU threads for the block (torch's, which each runtime's load takes: the
-    programs loaded in it keep them), then as before. One by default, the paper's (a single
+def threads_of(s: LatencySettings) -> AbstractContextManager[None]:
+    """``s.threads`` CPU threads for the block (:func:`~..services.device.cpu_threads`: each
+    runtime's load takes torch's count), then as before. One by default, the paper's (a single
     large core of the phone): a ratio of two networks timed anew at one thread spread 3.4–3.9 %,
     at two 4.6–6.2 % on this shared 2-core machine, and at two the search's own trainings and
     Ray's processes share the cores it times on (``bench/loads.py``)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(s.threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return cpu_threads(s.threads)
 
 
 def measure_spec(spec: Spec, s: LatencySettings) -> Measured:

@@ -7,6 +7,7 @@ import argparse
 
 from mnv3spec.cli.flags import add_cluster_options, add_set, cluster_settings, number, overrides
 from mnv3spec.cli.kinds import check_kind
+from mnv3spec.cli.latency import MAX_THREADS
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:
@@ -86,7 +87,7 @@ def add_adapt(sub: argparse._SubParsersAction) -> None:
     add("--no-baselines", action="store_true", help="retrain the result only")
     add("--latency-runs", type=number(int, 1), default=200, help="timed calls a network (200)")
     add("--latency-warmup", type=number(int, 1), default=5, help="untimed calls first (5)")
-    add("--threads", type=number(int, 1, high=256), default=1, help=THREADS)
+    add("--threads", type=number(int, 1, high=MAX_THREADS), default=1, help=THREADS)
     add_cluster_options(p)
     passed = p.add_argument_group(
         "train flags",

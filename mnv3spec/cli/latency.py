@@ -13,9 +13,17 @@ from mnv3spec.text import printable
 
 PROGRAMS = {"executorch", "tflite", "onnx"}  # files a runtime wrote: timed as they are
 MAX_LOADS = 32  # each load holds the program and its packed weights in memory
+MAX_THREADS = 256
 
 
 def cmd_latency(args: argparse.Namespace) -> int:
+    from mnv3spec.services.device import cpu_threads
+
+    with cpu_threads(args.threads):
+        return _latency(args)
+
+
+def _latency(args: argparse.Namespace) -> int:
     wanted = "specs (a YAML file or a shipped name), or .pte, .tflite or .onnx files"
     kinds = [check_kind(s, "latency", {"spec", *PROGRAMS}, wanted) for s in args.specs]
     if any(kind in PROGRAMS for kind in kinds):
@@ -118,6 +126,13 @@ def add_latency(sub: argparse._SubParsersAction) -> None:
         help="load each runtime's file this many times and run the loads in turn (default 1, at "
         f"most {MAX_LOADS}): a loaded program's speed is partly its load's luck, several %% on a "
         "phone runtime",
+    )
+    add(
+        "--threads",
+        type=number(int, 1, high=MAX_THREADS),
+        metavar="N",
+        help="CPU threads the networks and runtimes time with (default: torch's, which "
+        "OMP_NUM_THREADS sets; adapt times with 1 unless told)",
     )
     add("--csv", metavar="FILE", help="write the raw rows as CSV (checked before timing)")
     add("--plot", metavar="FILE.png", help="latency vs multiply-adds as a PNG")

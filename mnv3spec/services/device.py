@@ -64,23 +64,33 @@ def thread_count(local_size: int = 1, environ: Mapping[str, str] = os.environ) -
 
 
 @contextmanager
-def torch_settings(*, threads: int, deterministic: bool, benchmark: bool) -> Iterator[None]:
-    """Torch's process-wide switches for one run, all set here and restored after it: the CPU
-    thread count, deterministic algorithms, and cuDNN's autotuner (``benchmark``)."""
-    before = (
-        torch.get_num_threads(),
-        torch.are_deterministic_algorithms_enabled(),
-        torch.backends.cudnn.benchmark,
-    )
+def cpu_threads(threads: int | None) -> Iterator[None]:
+    """``threads`` CPU threads for torch in the block (None: as they are), then as before. The
+    runtimes take torch's count as they load a program (ExecuTorch, ONNX Runtime, LiteRT), so a
+    program loaded in the block keeps it."""
+    before = torch.get_num_threads()
     try:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
-        torch.backends.cudnn.benchmark = benchmark
+        if threads is not None:
+            torch.set_num_threads(threads)
         yield
     finally:
-        torch.set_num_threads(before[0])
-        torch.use_deterministic_algorithms(before[1])
-        torch.backends.cudnn.benchmark = before[2]
+        torch.set_num_threads(before)
+
+
+@contextmanager
+def torch_settings(*, threads: int, deterministic: bool, benchmark: bool) -> Iterator[None]:
+    """Torch's process-wide switches for one run, all set here and restored after it: the CPU
+    thread count (:func:`cpu_threads`), deterministic algorithms, and cuDNN's autotuner
+    (``benchmark``)."""
+    before = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
+    try:
+        with cpu_threads(threads):
+            torch.use_deterministic_algorithms(deterministic)
+            torch.backends.cudnn.benchmark = benchmark
+            yield
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.benchmark = before[1]
 
 
 @contextmanager
