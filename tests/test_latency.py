@@ -202,30 +202,21 @@ def test_cli_latency_bad_output_or_width_fails_before_timing(tmp_path, cli, args
 
 
 @pytest.mark.parametrize(
-    "value, message",
-    [("0", "must be >= 1: 0"), ("2.5", "not an integer"), ("nan", "not an integer"),
-     ("", "not an integer"), ("33", "must be <= 32: 33"), ("10000000", "must be <= 32")],
+    "flag, value, message",
+    [("--loads", "0", "must be >= 1: 0"), ("--loads", "2.5", "not an integer"),
+     ("--loads", "nan", "not an integer"), ("--loads", "", "not an integer"),
+     ("--loads", "33", "must be <= 32: 33"), ("--loads", "10000000", "must be <= 32"),
+     ("--threads", "0", "must be >= 1: 0"), ("--threads", "1.5", "not an integer"),
+     ("--threads", "-2", "must be >= 1: -2"), ("--threads", "", "not an integer"),
+     ("--threads", "257", "must be <= 256: 257"), ("--threads", "inf", "not an integer")],
 )  # fmt: skip
-def test_cli_latency_loads_that_are_not_a_count_exit_2(capsys, value, message):
-    with pytest.raises(SystemExit) as e:  # argparse's own refusal
-        cli.main(["latency", str(SMALL), "--devices", "cpu", "--loads", value])
-    assert e.value.code == 2
-    err = capsys.readouterr().err
-    assert f"argument --loads: {message}" in err and "Traceback" not in err
-
-
-@pytest.mark.parametrize(
-    "value, message",
-    [("0", "must be >= 1: 0"), ("1.5", "not an integer"), ("-2", "must be >= 1: -2"),
-     ("", "not an integer"), ("257", "must be <= 256: 257"), ("inf", "not an integer")],
-)  # fmt: skip
-def test_cli_latency_threads_that_are_not_a_count_exit_2(capsys, value, message):
+def test_cli_latency_counts_that_are_not_a_count_exit_2(capsys, flag, value, message):
     before = torch.get_num_threads()
     with pytest.raises(SystemExit) as e:  # argparse's own refusal
-        cli.main(["latency", str(SMALL), "--devices", "cpu", "--threads", value])
+        cli.main(["latency", str(SMALL), "--devices", "cpu", flag, value])
     assert e.value.code == 2 and torch.get_num_threads() == before
     err = capsys.readouterr().err
-    assert f"argument --threads: {message}" in err and "Traceback" not in err
+    assert f"argument {flag}: {message}" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("threads", [1, 2])
