@@ -147,10 +147,11 @@ def recheck(result: Path, args: argparse.Namespace) -> str:
     ``--threads`` — its ratio to the start against the target ratio (the issue's [0.95, 1]):
     absolute ms drift with this shared machine's load between the search's start and now; their
     ratio in the same rounds does not."""
-    from mnv3spec.adapt.timing import LOADS, LatencySettings, threads_of
+    from mnv3spec.adapt.timing import LOADS
     from mnv3spec.latency.measure import measure
+    from mnv3spec.services.device import cpu_threads
 
-    with threads_of(LatencySettings(threads=args.threads)):
+    with cpu_threads(args.threads):
         start, adapted = measure(
             [spec_path("small"), result], widths=(1.0,), devices=["cpu"],
             backends=(args.backend,), resolution=args.resolution, overrides={"si": 2},
