@@ -144,10 +144,17 @@ def _most_one_move_saves() -> float:
 
 def test_where_no_move_saves_delta_a_step_halves_it_down_to_a_quarter():
     first, most = start(), _most_one_move_saves()  # target 0: a step needs δ itself
-    for delta in (1.5 * most, 3.5 * most):  # halved once (0.75×), twice (0.875×): saved
-        rows = finer_step(searcher(0.0, delta), [first], lambda: None)
+    for delta, halved in ((1.5 * most, 1), (3.5 * most, 2)):  # 0.75×, 0.875×: saved
+        said = []
+        s = dataclasses.replace(searcher(0.0, delta), say=said.append)
+        rows = finer_step(s, [first], lambda: None)
         chosen = next(r for r in rows if r.chosen)
         assert delta / 8 <= first.latency_ms - chosen.latency_ms <= most
+        assert said == [
+            f"step 1: no move's rows save {delta / 2**k:.3g} ms; proposing again for "
+            f"{delta / 2 ** (k + 1):.3g} ms (δ halved to {delta / 2 ** (k + 1):.3g} ms)"
+            for k in range(halved)
+        ]
     with pytest.raises(NoProposal, match="no proposal lowers the latency by") as e:
         finer_step(searcher(0.0, 5 * most), [first], lambda: None)  # a quarter: 1.25×
     assert e.value.exit_code == 3
@@ -222,17 +229,21 @@ def test_screened_out_proposals_are_fine_tuned_before_any_is_cut_deeper():
 
 
 def test_a_continued_search_numbers_its_steps_on(capsys):
-    """A search continued after step 2 shows "step 3" (it showed "step 1" while training s03-*)."""
+    """A search continued after step 2 shows "step 3" (it showed "step 1" while training s03-*),
+    and a line said during a step stands on its own (it ran on after the bar's text)."""
     from mnv3spec.adapt.steps import StepBar
 
     bar = StepBar(2)
     bar()
+    bar.write("[1/2] training s03-parent")  # a line while the bar is open: above it, on its own
     bar.close()
     bar()
     bar.close()
     err = capsys.readouterr().err
     assert "step 3: moves timed" in err and "step 4: moves timed" in err
     assert "step 1:" not in err
+    lines = [line.split("\r")[-1].strip() for line in err.split("\n")]
+    assert "[1/2] training s03-parent" in lines
 
 
 def test_a_path_gives_each_target_it_reached_its_first_network_that_meets_it():

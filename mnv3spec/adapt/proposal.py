@@ -60,7 +60,7 @@ class Search:
     parent itself, as a proposal of no move, among them) (:func:`~.search.screened`); with
     ``record``, the chosen network's latency on the path: timed once more beside the start, in
     a load of its own, a figure that chose nothing (else the one beside the start that passed
-    it, :func:`~.choice.accept`)."""
+    it, :func:`~.choice.accept`); ``say``, a line for the user (a step that halves δ says so)."""
 
     target_ms: float
     delta_ms: float
@@ -76,6 +76,7 @@ class Search:
     screen: Callable[[list[Proposal], TraceRow], list[Tuned]] | None = None
     at_most: int | None = None
     record: Callable[[Edits], Measured] | None = None
+    say: Callable[[str], None] = lambda line: None
 
     def figure(self, t: Tuned) -> float | None:
         """What ranks a fine-tune, the higher the better: its held-out loss negated, or its

@@ -187,7 +187,12 @@ def finer_step(s: Search, path: list[TraceRow], progress: Callable[[], None]) ->
         except NoProposal:
             if finer.delta_ms / 2 < s.delta_ms / FINEST * (1 - 1e-9):
                 raise
+            before = finer.needed(path[-1])
             finer = dataclasses.replace(finer, delta_ms=finer.delta_ms / 2)
+            s.say(
+                f"step {path[-1].step + 1}: no move's rows save {before:.3g} ms; proposing "
+                f"again for {finer.needed(path[-1]):.3g} ms (δ halved to {finer.delta_ms:.3g} ms)"
+            )
 
 
 def reached(path: list[TraceRow], target_ms: float) -> TraceRow | None:

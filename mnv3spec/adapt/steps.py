@@ -133,7 +133,11 @@ class StepBar:
         self.bar.update(1)
 
     def write(self, line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
+        """``line`` on a line of its own, above the step's bar where one is open."""
+        if self.bar is None:
+            print(line, file=sys.stderr, flush=True)
+        else:
+            self.bar.write(line, file=sys.stderr)
 
     def close(self) -> None:
         if self.bar is not None:
