@@ -12,6 +12,7 @@ from mnv3spec.adapt import moves as mv
 from mnv3spec.adapt.proposal import REFERENCE, Proposal, Tuned, ranked
 from mnv3spec.adapt.search import NoProposal, finer_step, reached, run_step, search
 from mnv3spec.adapt.timing import Measured
+from mnv3spec.adapt.trace import TraceRow
 from mnv3spec.errors import SearchError
 
 from . import fake_search
@@ -140,6 +141,48 @@ def _most_one_move_saves() -> float:
         while (found := mv.shrunk(spec, {}, move, k)) is not None:
             most, k = max(most, fake_search.macs({}) - fake_search.macs(found[0])), k + 1
     return most
+
+
+def _most_short_of_the_floor() -> float:
+    """The most any single move saves from the start, cut short of leaving its row one
+    divisor."""
+    spec, most = fake_search.spec_of({}), 0.0
+    for move in mv.moves(spec, ()):
+        k = 1
+        while mv.shrunk(spec, {}, move, k + 1) is not None:  # k is not the deepest
+            found = mv.shrunk(spec, {}, move, k)
+            most, k = max(most, fake_search.macs({}) - fake_search.macs(found[0])), k + 1
+    return most
+
+
+def _floor(spec, row: TraceRow) -> bool:
+    """Whether ``row``'s edit left its row one divisor (as "exp bneck3 72→8" says)."""
+    return int(row.edit.split("→")[-1]) == spec.divisor
+
+
+def test_with_floors_last_a_step_halves_delta_before_it_cuts_a_row_to_one_divisor():
+    first, most, short = start(), _most_one_move_saves(), _most_short_of_the_floor()
+    spec = fake_search.spec_of({})
+    assert short < most  # the fake's deepest cuts save the most
+    s = searcher(0.0, most)  # δ: only the deepest cut of the best move saves it
+    chosen = next(r for r in finer_step(s, [first], lambda: None) if r.chosen)
+    assert _floor(spec, chosen)  # the paper's rule: the smallest cut that saves δ
+    said = []
+    s = dataclasses.replace(s, floors_last=True, say=said.append)
+    chosen = next(r for r in finer_step(s, [first], lambda: None) if r.chosen)
+    assert not _floor(spec, chosen) and first.latency_ms - chosen.latency_ms >= most / 4
+    assert said[0] == (
+        f"step 1: no move's rows save {most:.3g} ms without cutting a row to one divisor; "
+        f"proposing again for {most / 2:.3g} ms (δ halved to {most / 2:.3g} ms)"
+    )
+    middle = (short + most) / 2  # at δ / 4 only cuts to one divisor save it: those, then
+    said.clear()
+    s = dataclasses.replace(s, delta_ms=4 * middle)
+    chosen = next(r for r in finer_step(s, [first], lambda: None) if r.chosen)
+    assert _floor(spec, chosen) and first.latency_ms - chosen.latency_ms >= middle
+    assert len(said) == 3 and said[-1] == (
+        f"step 1: only cuts of a row to one divisor save {middle:.3g} ms; proposing those"
+    )
 
 
 def test_where_no_move_saves_delta_a_step_halves_it_down_to_a_quarter():

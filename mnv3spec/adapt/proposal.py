@@ -60,7 +60,9 @@ class Search:
     parent itself, as a proposal of no move, among them) (:func:`~.search.screened`); with
     ``record``, the chosen network's latency on the path: timed once more beside the start, in
     a load of its own, a figure that chose nothing (else the one beside the start that passed
-    it, :func:`~.choice.accept`); ``say``, a line for the user (a step that halves δ says so)."""
+    it, :func:`~.choice.accept`); with ``floors_last``, a step proposes a cut of a row to one
+    divisor only once δ is as fine as it goes (:func:`~.search.finer_step`); ``say``, a line
+    for the user (a step that halves δ says so)."""
 
     target_ms: float
     delta_ms: float
@@ -76,6 +78,8 @@ class Search:
     screen: Callable[[list[Proposal], TraceRow], list[Tuned]] | None = None
     at_most: int | None = None
     record: Callable[[Edits], Measured] | None = None
+    floors_last: bool = False
+    floors: bool = True  # whether a cut may leave a row one divisor (:attr:`floors_last`)
     say: Callable[[str], None] = lambda line: None
 
     def figure(self, t: Tuned) -> float | None:

@@ -77,7 +77,7 @@ def _search(s: files.AdaptSettings, say: Say, cluster: ClusterSettings | None) -
         found = Search(
             target, delta, ctx.trained, ctx.moves_of, ctx.saving, ctx.paired, finetune(ctx, bar),
             ctx.confirmed, path[0].latency_ms, reference=True, score=s.score, screen=screen(ctx),
-            at_most=s.finetune_at_most, record=ctx.recorded, say=bar.write,
+            at_most=s.finetune_at_most, record=ctx.recorded, floors_last=True, say=bar.write,
         )  # fmt: skip
         last = reached(path, target)
         if last is None:

@@ -179,19 +179,32 @@ def finer_step(s: Search, path: list[TraceRow], progress: Callable[[], None]) ->
     halved, down to δ / :data:`FINEST` (the next step starts from δ again). Where a network has
     shrunk, a single row's cut saves less: the bench's run 21 stopped at 1.068 × its target when
     no row saved δ (5 % of the start) any more, and the two steps before it had each cut a row to
-    8 channels, the deepest that saved δ, for 0.07–0.1 held-out loss (the paper's δ is 1 %)."""
-    finer = s
+    8 channels, the deepest that saved δ, for 0.07–0.1 held-out loss (the paper's δ is 1 %).
+    With ``s.floors_last``, a cut that leaves a row one divisor is proposed only at the finest δ:
+    until then a step halves δ instead (run 22's last four steps each cut a row to 8 channels,
+    the only cuts that saved δ there, for 0.08–0.16 held-out loss apiece against their parents
+    fine-tuned alike)."""
+    finer = dataclasses.replace(s, floors=not s.floors_last)
     while True:
         try:
             return run_step(finer, path, progress)
         except NoProposal:
             if finer.delta_ms / 2 < s.delta_ms / FINEST * (1 - 1e-9):
-                raise
+                if finer.floors:
+                    raise
+                finer = dataclasses.replace(finer, floors=True)
+                s.say(
+                    f"step {path[-1].step + 1}: only cuts of a row to one divisor save "
+                    f"{finer.needed(path[-1]):.3g} ms; proposing those"
+                )
+                continue
             before = finer.needed(path[-1])
+            without = "" if finer.floors else " without cutting a row to one divisor"
             finer = dataclasses.replace(finer, delta_ms=finer.delta_ms / 2)
             s.say(
-                f"step {path[-1].step + 1}: no move's rows save {before:.3g} ms; proposing "
-                f"again for {finer.needed(path[-1]):.3g} ms (δ halved to {finer.delta_ms:.3g} ms)"
+                f"step {path[-1].step + 1}: no move's rows save {before:.3g} ms{without}; "
+                f"proposing again for {finer.needed(path[-1]):.3g} ms (δ halved to "
+                f"{finer.delta_ms:.3g} ms)"
             )
 
 

@@ -15,6 +15,7 @@ from .trace import TraceRow
 
 LOOKUPS = 5  # row look-ups that size one move, at most (:func:`smallest_step`)
 CALIBRATION = (0.5, 2.0)  # the bounds of what the rows' predictions are scaled by
+CHANNELS = ("exp", "out")  # the moves that cut channels, down to one divisor at most
 PRIOR_STEPS = 3  # steps of δ, predicted and saved alike, counted into the calibration
 
 
@@ -32,7 +33,8 @@ def smallest_step(
     deep as it needed (``bench/adapt_sizing.py``). ``ratio``: what the path's steps saved
     measured whole per ms their rows predicted (:func:`calibration`); the rows then aim at the
     need divided by it, at most as deep as the row allows, and a move is still dropped only where
-    its rows cannot save the need itself."""
+    its rows cannot save the need itself — or, where ``s.floors`` is off, where only a cut of its
+    row to one divisor saves it (:func:`~.search.finer_step`)."""
     need, looked = s.needed(parent), 0
 
     def look(multiples: int, deeper: bool) -> Proposal | None:
@@ -44,7 +46,8 @@ def smallest_step(
         edits, words, multiples = found
         return Proposal(move, words, edits, s.saving_of(edits, parent.edits), multiples)
 
-    enough = look(_deepest(spec, parent, move), deeper=False)
+    deepest = _deepest(spec, parent, move)
+    enough = look(deepest, deeper=False)
     if enough is None or enough.saved_ms < need:
         return None
     need = min(need / ratio, enough.saved_ms)
@@ -59,7 +62,8 @@ def smallest_step(
             enough = found
         else:
             short_multiples, short_saved = found.multiples, found.saved_ms
-    return enough
+    floor = move.kind in CHANNELS and enough.multiples >= deepest
+    return None if floor and not s.floors else enough
 
 
 def _valid(

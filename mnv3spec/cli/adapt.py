@@ -100,7 +100,8 @@ def add_adapt(sub: argparse._SubParsersAction) -> None:
 
 STEP = (
     "δ, the least latency a proposal saves, as a fraction of the start's (default 0.01); a step "
-    "where no move saves it halves it, down to a quarter"
+    "where no move saves it halves it, down to a quarter, and proposes a cut of a row to one "
+    "divisor only there"
 )
 FINETUNE_LR = (
     "a fine-tune's learning rate, from the parent's weights (default: a tenth of the training's)"
