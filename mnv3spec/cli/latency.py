@@ -104,10 +104,7 @@ def add_latency(sub: argparse._SubParsersAction) -> None:
         nargs="+",
         default=["eager"],
         metavar="BACKEND",
-        help="eager, channels_last, compiled (BN folded + torch.compile), onnxruntime, "
-        "onnxruntime-int8 (quantized as quantize does), executorch and executorch-int8 (lowered "
-        "to XNNPACK as export and quantize do), tflite and tflite-int8 (converted by litert-torch, "
-        "run by LiteRT), cuda-graph (a captured CUDA graph)",
+        help=BACKENDS_HELP,
     )
     add(
         "--reference",
@@ -123,18 +120,32 @@ def add_latency(sub: argparse._SubParsersAction) -> None:
         "--loads",
         type=number(int, 1, high=MAX_LOADS),
         default=1,
-        help="load each runtime's file this many times and run the loads in turn (default 1, at "
-        f"most {MAX_LOADS}): a loaded program's speed is partly its load's luck, several %% on a "
-        "phone runtime",
+        help=LOADS_HELP,
     )
     add(
         "--threads",
         type=number(int, 1, high=MAX_THREADS),
         metavar="N",
-        help="CPU threads the networks and runtimes time with (default: torch's, which "
-        "OMP_NUM_THREADS sets; adapt times with 1 unless told)",
+        help=THREADS_HELP,
     )
     add("--csv", metavar="FILE", help="write the raw rows as CSV (checked before timing)")
     add("--plot", metavar="FILE.png", help="latency vs multiply-adds as a PNG")
     add("--table", metavar="FILE.csv", help="time each distinct row instead, into a look-up table")
     p.set_defaults(func=cmd_latency)
+
+
+BACKENDS_HELP = (
+    "eager, channels_last, compiled (BN folded + torch.compile), onnxruntime, onnxruntime-int8 "
+    "(quantized as quantize does), executorch and executorch-int8 (lowered to XNNPACK as export "
+    "and quantize do), tflite and tflite-int8 (converted by litert-torch, run by LiteRT), "
+    "cuda-graph (a captured CUDA graph)"
+)
+THREADS_HELP = (
+    "CPU threads the networks and runtimes time with (default: torch's, which OMP_NUM_THREADS "
+    "sets; adapt times with 1 unless told)"
+)
+LOADS_HELP = (
+    "load each runtime's file this many times and run the loads in turn (default 1, at most "
+    f"{MAX_LOADS}): a loaded program's speed is partly its load's luck, several %% on a phone "
+    "runtime"
+)
