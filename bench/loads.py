@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 
 from mnv3spec.cli.flags import number
+from mnv3spec.cli.latency import MAX_LOADS, MAX_THREADS
 from mnv3spec.latency.backends import prepare
 from mnv3spec.latency.measure import percentiles, time_rounds
 from mnv3spec.model.builder import build
@@ -42,9 +43,10 @@ def loaded(edits: dict, loads: int, resolution: int):
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     # the bounds latency's own flags have (--loads: each load holds a program in memory)
-    p.add_argument("--loads", type=number(int, 1, high=32), nargs="+", default=[4, 12])
+    p.add_argument("--loads", type=number(int, 1, high=MAX_LOADS), nargs="+", default=[4, 12])
     p.add_argument("--repeats", type=number(int, 1), default=4)
-    p.add_argument("--threads", type=number(int, 1, high=256), default=1, help="the timing's")
+    threads = number(int, 1, high=MAX_THREADS)
+    p.add_argument("--threads", type=threads, default=1, help="the timing's")
     p.add_argument("--runs", type=number(int, 1), default=200)
     p.add_argument("--resolution", type=number(int, 32, high=1024), default=224)
     args = p.parse_args()
