@@ -5,7 +5,8 @@ Two figures from a finished ``adapt`` folder on this machine's runtime:
    ``--rounds`` times over: each load's median. If one load is faster than another in every
    round, the gap is that load's luck, which more rounds cannot average away;
 2. each network on the path (the chosen row of each step) timed again beside the start
-   ``--rounds`` times, each time exported and loaded anew, on the start's recorded scale as the
+   ``--rounds`` times, each time both exported anew in a process of their own as ``latency``
+   times them (``adapt.timing.measure_apart``), on the start's recorded scale as the
    search records it (``adapt.timing.on_scale``), beside its recorded latency. A recorded figure
    that chose its network (the best of several noisy ones) lies below these.
 
@@ -28,7 +29,7 @@ import torch
 from mnv3spec.adapt import folder as files
 from mnv3spec.adapt.rows import RowTimer
 from mnv3spec.adapt.steps import Context
-from mnv3spec.adapt.timing import Cache, LatencySettings, measure_pair, on_scale
+from mnv3spec.adapt.timing import Cache, LatencySettings, measure_apart, on_scale
 from mnv3spec.latency.backends import prepare
 from mnv3spec.latency.measure import percentiles, time_rounds
 from mnv3spec.model.builder import build
@@ -60,7 +61,7 @@ def path(ctx: Context, rounds: int, only: list[int] | None) -> None:
     with open(ctx.folder / "trace.csv") as f:
         chosen = [r for r in csv.DictReader(f) if r["chosen"] == "1"]
     start_ms, start = float(chosen[0]["latency_ms"]), ctx.deployed({})
-    print(f"the path, timed again beside the start (recorded {start_ms:.4f} ms), fresh loads:")
+    print(f"the path, timed again beside the start (recorded {start_ms:.4f} ms), new processes:")
     print("step  recorded  again (each)                 again/recorded (median)")
     ratios = []
     for row in chosen[1:]:
@@ -68,7 +69,7 @@ def path(ctx: Context, rounds: int, only: list[int] | None) -> None:
             continue
         spec, recorded = ctx.deployed(json.loads(row["edits"])), float(row["latency_ms"])
         again = [
-            on_scale(measure_pair(spec, start, ctx.timing, fresh=True), start_ms).median_ms
+            on_scale(measure_apart(spec, start, ctx.timing), start_ms).median_ms
             for _ in range(rounds)
         ]
         ratio = statistics.median(again) / recorded

@@ -31,7 +31,7 @@ def measure_spec(spec, settings) -> Measured:
     return Measured(_ms(spec), 0.0, 0.0)
 
 
-def measure_pair(child, parent, settings, fresh=False) -> Measured:
+def measure_pair(child, parent, settings) -> Measured:
     return Measured(_ms(child), 0.0, 0.0, 0.0, _ms(parent))
 
 
@@ -43,6 +43,7 @@ def install(patch) -> None:
     """Fake the timing with ``patch(owner, name, value)`` (a setattr that may be undone)."""
     patch(steps, "measure_spec", measure_spec)
     patch(steps, "measure_pair", measure_pair)
+    patch(steps, "measure_apart", measure_pair)  # a path's record, timed in a process of its own
     patch(rows.RowTimer, "saving", row_saving)
 
 

@@ -67,10 +67,6 @@ def test_a_parent_timed_beside_many_children_is_exported_once(monkeypatch):
     assert len(exported) == 2 + len(children)
     timing.measure_pair(parent, start, s)  # the chosen one confirmed beside the start: both kept
     assert len(exported) == 2 + len(children)
-    timing.measure_pair(parent, start, s, fresh=True)  # its record: exported anew, the start kept
-    assert len(exported) == 3 + len(children)
-    timing.measure_pair(start, start, s, fresh=True)  # the start itself is never exported anew
-    assert len(exported) == 3 + len(children)
 
 
 def test_a_continued_search_keeps_its_start_before_anything_else(monkeypatch):

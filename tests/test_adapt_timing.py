@@ -9,7 +9,7 @@ import pytest
 
 from mnv3spec.adapt.timing import Measured, on_scale, saving_noise
 
-from .fake_search import start
+from .fake_search import TINY, start
 
 
 def test_the_noise_of_a_saving_is_that_of_its_rounds_not_of_either_network():
@@ -29,3 +29,17 @@ def test_a_network_is_put_on_its_references_scale_so_drifting_load_cancels():
     busy = Measured(3.0, 0.6, 9.0, 1.0, 6.0)  # both ran twice as slow as when the parent was timed
     child = on_scale(busy, parent.latency_ms)
     assert (child.median_ms, child.spread_ms, child.parent_ms) == (5.0, 1.0, 10.0)
+
+
+def test_a_path_network_is_timed_beside_the_start_in_a_process_of_its_own():
+    """As ``latency`` times them afterwards: the start exported first in a new process, the
+    child beside it; the search's own process exports nothing (its kept programs unchanged)."""
+    from mnv3spec.adapt import timing
+    from mnv3spec.spec.load import load_spec
+
+    start_spec, child = load_spec(TINY, resolution=64), load_spec(TINY, resolution=16)
+    kept = dict(timing._PREPARED)
+    m = timing.measure_apart(child, start_spec, timing.LatencySettings("eager", runs=40))
+    assert kept == timing._PREPARED
+    assert 0 < m.median_ms < m.parent_ms  # 16 px beside 64 px: a sixteenth of the work
+    assert m.seconds > 0 and m.noise_ms >= 0 and m.spread_ms >= 0

@@ -46,26 +46,37 @@ class Step:
         return {**self.pair, **self.again, **self.recorded}
 
     def record(self, s: Search, chosen: int) -> None:
-        """The taken proposal's figure on the path: timed once more beside the start, in a load
-        of its own (:attr:`~.proposal.Search.record`), where the search does. The figure that
-        passed it was the best of up to :data:`MEASURED_AT_MOST` noisy ones, low by its luck, and
-        the next step's proposals, measured against it, then seemed to save too little: a bench's
-        path networks, timed again beside its start (``bench/adapt_retime.py``), lay up to 4 %
-        above their recorded latency, and its step 5, where none of six held, cut exp bneck6
-        240→8, the deepest its row allowed (docs/measurements.md#adapt)."""
+        """The taken proposal's figure on the path: timed once more beside the start, in a process
+        of its own (:attr:`~.proposal.Search.record`), where the search does. The figure that passed
+        it was the best of up to :data:`MEASURED_AT_MOST` noisy ones, low by its luck, and the next
+        step's proposals, measured against it, then seemed to save too little: a bench's path
+        networks, timed again beside its start (``bench/adapt_retime.py``), lay up to 4 % above
+        their recorded latency, and its step 5, where none of six held, cut exp bneck6 240→8, the
+        deepest its row allowed (docs/measurements.md#adapt)."""
         if s.record is not None:
             self.recorded[chosen] = on_scale(s.record(self.proposals[chosen].edits), s.start_ms)
 
 
 def _holds(s: Search, step: Step, p: Proposal, i: int) -> bool:
     """Whether ``p`` (proposal ``i``), timed again beside the start, still lies half of what the
-    step needs below its parent's recorded latency (itself timed beside the start); that
+    step needs below its parent timed alike (the start's own figure for the start); that
     measurement kept in ``step.again``. The pair beside the parent decides the first cut, but its
     rounds are the step's luckiest (the step takes the proposal that measured best): a bench
     took three steps that saved 0.013, 0.024 and 0.006 ms of the 0.074 needed, timed again,
-    each a fine-tune's loss for a step of no use (docs/measurements.md#adapt)."""
+    each a fine-tune's loss for a step of no use (docs/measurements.md#adapt). Both are timed in
+    this process, not against the parent's figure on the path, which is timed in a process of its
+    own (:attr:`~.proposal.Search.record`): beside the start, networks exported late in the search's
+    process ran some 3 % slower than in a new one."""
     m = step.again[i] = on_scale(s.confirm(p.edits), s.start_ms)
-    return step.parent.latency_ms - m.median_ms >= s.needed(step.parent) / 2
+    return _again(s, step.parent) - m.median_ms >= s.needed(step.parent) / 2
+
+
+def _again(s: Search, parent: TraceRow) -> float:
+    """``parent``'s latency timed beside the start in this process (it passed :func:`_holds` so,
+    and is measured once), on the start's scale: the start's own figure for the start."""
+    if not parent.edits:
+        return s.start_ms
+    return on_scale(s.confirm(parent.edits), s.start_ms).median_ms
 
 
 def accept(s: Search, step: Step, order: list[int]) -> int | None:

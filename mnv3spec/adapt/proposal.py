@@ -45,24 +45,23 @@ SCORES = ("loss", "top1")  # what ranks the proposals: held-out loss (default) o
 
 @dataclass(frozen=True)
 class Search:
-    """What a search needs: the target and step in ms, the spec (as trained) of a set of edits,
-    the moves of a spec, the ms a set of edits saves beside its parent's as predicted from the
-    rows that differ, the latency of a set of edits measured whole beside its parent's (the
-    parent's median in those rounds in ``parent_ms``, the noise of its saving in ``noise_ms``),
-    the fine-tune, which gives each proposal's held-out top-1 (None: its training failed) and
-    run folder (the step's proposals numbered from its last argument; one of no move is the
-    parent, :func:`alike`), the latency of a chosen set of edits timed again beside the start
-    (whose recorded latency is ``start_ms``), and whether the reference of the proposals'
-    ΔTop-1 is the parent fine-tuned as they are, in the same batch of trainings (else the
-    parent's recorded figures), and the figure that ranks them (:data:`SCORES`); with
-    ``at_most``, how many proposals a step fine-tunes, chosen by ``screen``: each proposal's
-    held-out figures with the parent's weights narrowed into it, before any fine-tune (the
-    parent itself, as a proposal of no move, among them) (:func:`~.search.screened`); with
-    ``record``, the chosen network's latency on the path: timed once more beside the start, in
-    a load of its own, a figure that chose nothing (else the one beside the start that passed
-    it, :func:`~.choice.accept`); with ``floors_last``, a step proposes a cut of a row to one
-    divisor only once δ is as fine as it goes (:func:`~.search.finer_step`); ``say``, a line
-    for the user (a step that halves δ says so)."""
+    """What a search needs: the target and step in ms, the spec (as trained) of a set of edits, the
+    moves of a spec, the ms a set of edits saves beside its parent's as predicted from the rows that
+    differ, the latency of a set of edits measured whole beside its parent's (the parent's median in
+    those rounds in ``parent_ms``, the noise of its saving in ``noise_ms``), the fine-tune, which
+    gives each proposal's held-out top-1 (None: its training failed) and run folder (the step's
+    proposals numbered from its last argument; one of no move is the parent, :func:`alike`), the
+    latency of a chosen set of edits timed again beside the start (whose recorded latency is
+    ``start_ms``), and whether the reference of the proposals' ΔTop-1 is the parent fine-tuned as
+    they are, in the same batch of trainings (else the parent's recorded figures), and the figure
+    that ranks them (:data:`SCORES`); with ``at_most``, how many proposals a step fine-tunes, chosen
+    by ``screen``: each proposal's held-out figures with the parent's weights narrowed into it,
+    before any fine-tune (the parent itself, as a proposal of no move, among them)
+    (:func:`~.search.screened`); with ``record``, the chosen network's latency on the path: timed
+    once more beside the start, in a process of its own as ``latency`` times them, a figure that
+    chose nothing (else the one beside the start that passed it, :func:`~.choice.accept`); with
+    ``floors_last``, a step proposes a cut of a row to one divisor only once δ is as fine as it goes
+    (:func:`~.search.finer_step`); ``say``, a line for the user (a step that halves δ says so)."""
 
     target_ms: float
     delta_ms: float

@@ -22,7 +22,16 @@ from . import folder as files
 from .moves import Edits, Move, moves
 from .proposal import Proposal, Tuned
 from .rows import RowTimer
-from .timing import Cache, LatencySettings, Measured, key, measure_pair, measure_spec, on_scale
+from .timing import (
+    Cache,
+    LatencySettings,
+    Measured,
+    key,
+    measure_apart,
+    measure_pair,
+    measure_spec,
+    on_scale,
+)
 from .trace import TraceRow
 from .trainings import Job, finetune_changes, held_out, run_jobs, slug, top1, try_jobs
 
@@ -72,8 +81,8 @@ class Context:
 
     def confirmed(self, edits: Edits, **knobs: Any) -> Measured:
         """The latency of ``edits`` (a baseline's ``knobs``) timed beside the start, in rounds of
-        their own: the second figure a proposal must pass to be taken, the one a taken network
-        keeps on the path (never the pair beside its parent, which chose it), and a baseline's,
+        their own, in this process: the second figure a proposal must pass to be taken (beside
+        its parent's own, :func:`~.choice.accept`), and a baseline's while its knob is sought,
         so all are ratios to the same start."""
         child, start = self.deployed(edits, **knobs), self.deployed({})
         k = key(child, self.timing, start, what="confirmed")
@@ -81,13 +90,15 @@ class Context:
             self._keep(k, measure_pair(child, start, self.timing))
         return self.cache.entries[k]
 
-    def recorded(self, edits: Edits) -> Measured:
-        """The latency of a taken network on the path: timed once more beside the start, the
-        network exported and loaded anew (:attr:`~.proposal.Search.record`)."""
-        child, start = self.deployed(edits), self.deployed({})
+    def recorded(self, edits: Edits, **knobs: Any) -> Measured:
+        """The latency of a taken network on the path (or a found baseline, ``knobs``): timed
+        once more beside the start, the two exported anew in a process of their own, as
+        ``latency`` times them (:func:`~.timing.measure_apart`,
+        :attr:`~.proposal.Search.record`)."""
+        child, start = self.deployed(edits, **knobs), self.deployed({})
         k = key(child, self.timing, start, what="recorded")
         if k not in self.cache.entries:
-            self._keep(k, measure_pair(child, start, self.timing, fresh=True))
+            self._keep(k, measure_apart(child, start, self.timing))
         return self.cache.entries[k]
 
     def paired(self, edits: Edits, parent: Edits) -> Measured:
@@ -303,6 +314,7 @@ def _baselines(
     found = baselines.find(
         ctx.base.width, ctx.resolution,
         lambda k, v: on_scale(ctx.confirmed({}, **{k: v}), start), target,
+        lambda k, v: on_scale(ctx.recorded({}, **{k: v}), start),
     )  # fmt: skip
     data = ctx.s.training.get("data", TrainConfig.data)
     native = native_resolution(data) or ctx.base.resolution

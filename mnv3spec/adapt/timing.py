@@ -107,28 +107,29 @@ KEEP = 4  # besides the first (a search's start): the last used (a step's parent
 LOADS = 12
 
 
-def _prepared(spec: Spec, s: LatencySettings, fresh: bool = False) -> Callable[[], Any]:
+def _prepared(spec: Spec, s: LatencySettings) -> Callable[[], Any]:
     """``spec`` exported and loaded once in this process, kept while it may be timed again (the
     start, beside which every chosen network is confirmed; a step's parent, beside which each
     proposal is measured; a child measured and then confirmed): the first always, and the
     :data:`KEEP` used last. Kept in the order they were exported, a step's parent went after its
-    fourth proposal and was exported again, some 14 s each time (bench run 12: five times).
-    ``fresh``: exported and loaded anew even if kept (not the first), for a figure whose load's
-    luck is its own (:func:`measure_pair`)."""
-    from ..latency.backends import prepare
-    from ..model.builder import build
-
+    fourth proposal and was exported again, some 14 s each time (bench run 12: five times)."""
     mine = key(spec, s)
-    if fresh and mine in _PREPARED and mine != next(iter(_PREPARED)):
-        del _PREPARED[mine]
     if mine in _PREPARED and mine != next(iter(_PREPARED)):
         _PREPARED[mine] = _PREPARED.pop(mine)  # used now: the last to go
     if mine not in _PREPARED:
         for old in list(_PREPARED)[1:-KEEP] if len(_PREPARED) > KEEP else []:
             del _PREPARED[old]
-        x = torch.randn(1, spec.in_channels, spec.resolution, spec.resolution)
-        _PREPARED[mine] = prepare(build(spec).eval(), s.runtime, x, loads=LOADS)[0]
+        _PREPARED[mine] = _program(spec, s)
     return _PREPARED[mine]
+
+
+def _program(spec: Spec, s: LatencySettings) -> Callable[[], Any]:
+    """``spec`` exported by ``s.runtime`` and loaded :data:`LOADS` times: one call at batch 1."""
+    from ..latency.backends import prepare
+    from ..model.builder import build
+
+    x = torch.randn(1, spec.in_channels, spec.resolution, spec.resolution)
+    return prepare(build(spec).eval(), s.runtime, x, loads=LOADS)[0]
 
 
 def keep_start(spec: Spec, s: LatencySettings) -> None:
@@ -141,24 +142,55 @@ def keep_start(spec: Spec, s: LatencySettings) -> None:
             _prepared(spec, s)
 
 
-def measure_pair(child: Spec, parent: Spec, s: LatencySettings, fresh: bool = False) -> Measured:
+def measure_pair(child: Spec, parent: Spec, s: LatencySettings) -> Measured:
     """``child`` timed in the same alternating rounds as ``parent``, as ``latency`` times
     backends side by side: a load that rises or falls slows both alike, so the saving is the
-    difference of two medians measured together. ``fresh``: the child exported and loaded anew,
-    not the program it was timed in before: the same network in four loads ran 1.64, 1.68, 1.65
-    and 1.66 ms, in that order each of three rounds (``bench/adapt_retime.py``), a luck rounds
-    cannot average away."""
+    difference of two medians measured together."""
     from ..latency.measure import percentiles, time_rounds
 
     load, started = os.getloadavg()[0], time.perf_counter()
     with threads_of(s):
         theirs = _prepared(parent, s)  # first: the search's first parent, the start, is kept
-        runners = {"child": _prepared(child, s, fresh), "parent": theirs}
+        runners = {"child": _prepared(child, s), "parent": theirs}
         times = time_rounds(runners, s.runs, s.warmup, "cpu")
     median, _, spread = percentiles(times["child"])
     seconds = time.perf_counter() - started
     noise = saving_noise(times["parent"], times["child"])
     return Measured(median, spread, load, seconds, percentiles(times["parent"])[0], noise)
+
+
+def measure_apart(child: Spec, start: Spec, s: LatencySettings) -> Measured:
+    """``child`` timed beside ``start`` as ``latency`` times them afterwards: in a new process,
+    the start exported and loaded first, then the child, in the same alternating rounds. The
+    figure a search records for a taken network and stops on. In the search's own process, which
+    has exported a hundred networks by its last step, a bench's path networks each measured
+    beside the start 3 % slower on the median (0.94 to 1.01 of it, each once, timed again in a
+    new one, ``bench/adapt_retime.py``), and its result, recorded at 0.950 of the target,
+    measured 0.87 to 0.92 of it in ``latency`` afterwards; the start exported first in a process
+    and kept timed 5 % faster beside the result than the start exported again after twelve
+    others (docs/measurements.md#adapt)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    started = time.perf_counter()
+    spawn = multiprocessing.get_context("spawn")  # a fork would copy this process's heap
+    with ProcessPoolExecutor(1, mp_context=spawn) as apart:
+        m = apart.submit(_pair_first, child, start, s).result()
+    return dataclasses.replace(m, seconds=time.perf_counter() - started)
+
+
+def _pair_first(child: Spec, start: Spec, s: LatencySettings) -> Measured:
+    """In a process of its own (:func:`measure_apart`): ``start`` exported first, ``child``
+    beside it."""
+    from ..latency.measure import percentiles, time_rounds
+
+    load = os.getloadavg()[0]
+    with threads_of(s):
+        theirs = _program(start, s)
+        times = time_rounds({"child": _program(child, s), "start": theirs}, s.runs, s.warmup, "cpu")
+    median, _, spread = percentiles(times["child"])
+    noise = saving_noise(times["start"], times["child"])
+    return Measured(median, spread, load, 0.0, percentiles(times["start"])[0], noise)
 
 
 def saving_noise(parent: list[float], child: list[float]) -> float:
