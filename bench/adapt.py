@@ -142,28 +142,36 @@ def main() -> int:
 
 
 def recheck(result: Path, args: argparse.Namespace) -> str:
-    """The result timed again afterwards as ``latency`` times it — beside the start, in the same
-    alternating rounds, ``--recheck-runs`` rounds, each file loaded as adapt loads it, at adapt's
-    ``--threads`` — its ratio to the start against the target ratio (the issue's [0.95, 1]):
-    absolute ms drift with this shared machine's load between the search's start and now; their
-    ratio in the same rounds does not."""
-    from mnv3spec.adapt.timing import LOADS
-    from mnv3spec.latency.measure import measure
-    from mnv3spec.services.device import cpu_threads
+    """The result timed again afterwards by ``latency``, in a process of its own as a user runs it
+    — beside the start, in the same alternating rounds, ``--recheck-runs`` rounds, each file
+    loaded as adapt loads it, at adapt's ``--threads`` — its ratio to the start against the
+    target ratio (the issue's [0.95, 1]): absolute ms drift with this shared machine's load
+    between the search's start and now; their ratio in the same rounds does not. Timed in this
+    process, which ran the search, run 22's result measured 0.524 of the start where two
+    ``latency`` commands gave 0.553 and 0.545."""
+    import csv
+    import subprocess
+    import tempfile
 
-    with cpu_threads(args.threads):
-        start, adapted = measure(
-            [spec_path("small"), result], widths=(1.0,), devices=["cpu"],
-            backends=(args.backend,), resolution=args.resolution, overrides={"si": 2},
-            runs=args.recheck_runs, loads=LOADS,
-        )  # fmt: skip
-    ratio = adapted.median_ms / start.median_ms
+    from mnv3spec.adapt.timing import LOADS
+
+    start = Path(spec_path("small"))
+    command = [
+        "latency", str(start), str(result), "--allow-base", str(start.parent), "--set", "si=2",
+        "--resolution", str(args.resolution), "--widths", "1.0", "--devices", "cpu",
+        "--backends", args.backend, "--loads", str(LOADS), "--runs", str(args.recheck_runs),
+        "--threads", str(args.threads),
+    ]  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        table = Path(tmp) / "latency.csv"
+        cli = Path(__file__).resolve().parents[1] / "cli.py"
+        subprocess.run([sys.executable, str(cli), *command, "--csv", str(table)], check=True)
+        with open(table, newline="") as f:
+            first, adapted = (float(row["median_ms"]) for row in csv.DictReader(f))
+    ratio = adapted / first
     return (
-        f"timed again by latency ({args.recheck_runs} runs, {args.backend}, --loads {LOADS}, "
-        f"{args.threads} thread(s)): "
-        f"start {start.median_ms:.3f} ms (IQR {start.iqr_ms:.3f}), adapted "
-        f"{adapted.median_ms:.3f} ms (IQR {adapted.iqr_ms:.3f}): {ratio:.3f} × the start, "
-        f"{ratio / args.target_ratio:.3f} × the target"
+        f"timed again by `python cli.py {' '.join(command)}`: start {first:.3f} ms, adapted "
+        f"{adapted:.3f} ms: {ratio:.3f} × the start, {ratio / args.target_ratio:.3f} × the target"
     )
 
 
