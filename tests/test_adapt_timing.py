@@ -4,6 +4,7 @@ reference's scale."""
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import pytest
 
@@ -43,3 +44,23 @@ def test_a_path_network_is_timed_beside_the_start_in_a_process_of_its_own():
     assert kept == timing._PREPARED
     assert 0 < m.median_ms < m.parent_ms  # 16 px beside 64 px: a sixteenth of the work
     assert m.seconds > 0 and m.noise_ms >= 0 and m.spread_ms >= 0
+
+
+def _dies(child, start, settings):  # in the timing's own process: as if killed
+    os._exit(9)
+
+
+def test_a_timing_process_that_dies_is_a_search_error_naming_it(monkeypatch):
+    """Killed (or out of memory) while it times a network, the process of its own is one
+    paragraph that says the search continues, exit 3, not a traceback of the process pool."""
+    from mnv3spec.adapt import timing
+    from mnv3spec.errors import SearchError
+    from mnv3spec.spec.load import load_spec
+
+    monkeypatch.setattr(timing, "_pair_first", _dies)
+    spec = load_spec(TINY, resolution=16)
+    with pytest.raises(SearchError) as e:
+        timing.measure_apart(spec, spec, timing.LatencySettings("eager", runs=2))
+    assert e.value.exit_code == 3
+    assert f"timing {spec.name} beside the start ended" in str(e.value)
+    assert "continues the search" in str(e.value)

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from ..errors import UserError
+from ..errors import SearchError, UserError
 from ..files import read_regular, writing
 from ..services.device import cpu_threads
 from ..spec.resolve import Spec
@@ -171,11 +171,18 @@ def measure_apart(child: Spec, start: Spec, s: LatencySettings) -> Measured:
     others (docs/measurements.md#adapt)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
     started = time.perf_counter()
     spawn = multiprocessing.get_context("spawn")  # a fork would copy this process's heap
-    with ProcessPoolExecutor(1, mp_context=spawn) as apart:
-        m = apart.submit(_pair_first, child, start, s).result()
+    try:
+        with ProcessPoolExecutor(1, mp_context=spawn) as apart:
+            m = apart.submit(_pair_first, child, start, s).result()
+    except BrokenProcessPool:
+        raise SearchError(
+            f"the process timing {child.name} beside the start ended before it had finished "
+            "(killed, or out of memory); the same command continues the search from its last step"
+        ) from None
     return dataclasses.replace(m, seconds=time.perf_counter() - started)
 
 
