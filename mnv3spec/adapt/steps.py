@@ -84,21 +84,24 @@ class Context:
         their own, in this process: the second figure a proposal must pass to be taken (beside
         its parent's own, :func:`~.choice.accept`), and a baseline's while its knob is sought,
         so all are ratios to the same start."""
-        child, start = self.deployed(edits, **knobs), self.deployed({})
-        k = key(child, self.timing, start, what="confirmed")
-        if k not in self.cache.entries:
-            self._keep(k, measure_pair(child, start, self.timing))
-        return self.cache.entries[k]
+        return self._beside_start("confirmed", measure_pair, edits, knobs)
 
     def recorded(self, edits: Edits, **knobs: Any) -> Measured:
         """The latency of a taken network on the path (or a found baseline, ``knobs``): timed
         once more beside the start, the two exported anew in a process of their own, as
         ``latency`` times them (:func:`~.timing.measure_apart`,
         :attr:`~.proposal.Search.record`)."""
+        return self._beside_start("recorded", measure_apart, edits, knobs)
+
+    def _beside_start(
+        self, what: str, measure: Callable[[Spec, Spec, LatencySettings], Measured],
+        edits: Edits, knobs: dict[str, Any],
+    ) -> Measured:  # fmt: skip
+        """``edits`` (``knobs``) timed beside the start by ``measure``, kept as ``what``."""
         child, start = self.deployed(edits, **knobs), self.deployed({})
-        k = key(child, self.timing, start, what="recorded")
+        k = key(child, self.timing, start, what=what)
         if k not in self.cache.entries:
-            self._keep(k, measure_apart(child, start, self.timing))
+            self._keep(k, measure(child, start, self.timing))
         return self.cache.entries[k]
 
     def paired(self, edits: Edits, parent: Edits) -> Measured:
