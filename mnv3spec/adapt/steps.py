@@ -279,14 +279,17 @@ def write_result(ctx: Context, row: TraceRow, target: float | None) -> Path:
 
 def retrain(ctx: Context, path: list[TraceRow], result: Path, target: float) -> str:
     """The result and each baseline trained from scratch with the same flags and epochs, once
-    per seed; the table (also summary.csv) and the plot. A run is named by what it trains (the
-    result by its step on the path, a baseline by its value) and its epochs, so the same folder
-    searched to another target, or retrained longer, trains anew what differs."""
-    last = path[-1]
+    per seed, and the start beside them (what the speed-up gave away in accuracy); the table
+    (also summary.csv) and the plot. A run is named by what it trains (the result by its step on
+    the path, a baseline by its value) and its epochs, so the same folder searched to another
+    target, or retrained longer, trains anew what differs."""
+    first, last = path[0], path[-1]
     adapted = Measured(last.latency_ms, last.spread_ms, last.load)
     entries = [("adapt", f"adapt-s{last.step:02d}", str(result), {}, adapted)]
     if ctx.s.baselines:
         entries += _baselines(ctx, path, target)
+        start = Measured(first.latency_ms, first.spread_ms, first.load)
+        entries.append(("start", "start", ctx.s.spec, {}, start))
     changes = [
         {"epochs": ctx.s.retrain_epochs, "seed": seed} for seed in range(ctx.s.retrain_seeds)
     ]

@@ -59,7 +59,8 @@ def add_adapt(sub: argparse._SubParsersAction) -> None:
         "fine-tunes each from its parent's weights, scores it on held-out training images, and "
         "keeps the best -Δloss/|Δlatency| (--score) whose whole network, measured on --backend, "
         "saves more than the timing's noise, until the target is met; then retrains the result "
-        "from scratch beside the width and resolution baselines. Repeat the command to continue. "
+        "from scratch beside the width and resolution baselines and the start. Repeat the "
+        "command to continue. "
         "Exit status 3: the target was not reached (the best reached is kept).",
     )
     add = p.add_argument
@@ -84,7 +85,7 @@ def add_adapt(sub: argparse._SubParsersAction) -> None:
     add("--retrain-seeds", type=number(int, 1), default=1, help="seeds 0..N-1 (default 1)")
     add("--score", choices=["loss", "top1"], default="loss", help=SCORE)
     add("--moves", nargs="+", choices=["kernel", "se"], default=[], help=MOVES)
-    add("--no-baselines", action="store_true", help="retrain the result only")
+    add("--no-baselines", action="store_true", help="retrain the result alone")
     add("--latency-runs", type=number(int, 1), default=200, help="timed calls a network (200)")
     add("--latency-warmup", type=number(int, 1), default=5, help="untimed calls first (5)")
     add("--threads", type=number(int, 1, high=MAX_THREADS), default=1, help=THREADS)
