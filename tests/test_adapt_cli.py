@@ -183,6 +183,40 @@ def test_a_higher_target_is_read_from_the_path_and_retrained(searched, tmp_path)
     assert json.loads((copy / "adapt.json").read_text())["target_ms"] == float(target)
 
 
+def test_the_comparison_retrains_the_baselines_and_the_start(searched, tmp_path):
+    """Without --no-baselines the folder's table holds the result, the width and resolution
+    baselines that meet the same target, and the start (what the speed-up gave away), each
+    trained from scratch with the same flags and epochs, at its measured latency."""
+    out, _ = searched
+    copy = tmp_path / "compared"
+    shutil.copytree(out, copy)
+    with fake_timing.installed():
+        r = run_cli(*adapt_args(copy))
+    assert r.returncode == 0, r.stderr
+    with open(copy / "summary.csv") as f:
+        rows = {row["network"]: row for row in csv.DictReader(f)}
+    names = list(rows)
+    assert names[0] == "adapt" and names[-1] == "start", names
+    assert re.fullmatch(r"width 0\.\d+", names[1]), names
+    assert re.fullmatch(r"resolution \d+ \(trained at \d+\)", names[2]), names
+    path = _path_of(copy)
+    start_ms = float(path[0]["latency_ms"])
+    assert float(rows["start"]["latency_ms"]) == pytest.approx(start_ms, abs=1e-4)
+    assert float(rows["adapt"]["latency_ms"]) == pytest.approx(float(path[-1]["latency_ms"]),
+                                                               abs=1e-4)  # fmt: skip
+    for name in names[:-1]:  # each at the target or under it; the start above it
+        assert float(rows[name]["latency_ms"]) <= 0.97 * start_ms + 1e-4, rows[name]
+    configs = {p.name: json.loads((p / "config.json").read_text())
+               for p in (copy / "runs").glob("final-*-1ep-seed0")}  # fmt: skip
+    start = configs.pop("final-start-1ep-seed0")
+    assert start["overrides"] == {} and start["init"] is None and start["epochs"] == 1
+    assert start["spec"] == str(Path(TINY).resolve())
+    width = float(names[1].split()[1])
+    assert configs[f"final-width-{width:g}-1ep-seed0"]["overrides"] == {"width": width}
+    assert len(configs) == 3  # adapt's, and the two baselines'
+    assert "start" in r.stdout and names[1] in r.stdout  # the table, printed
+
+
 def test_a_lower_target_continues_the_path(searched, tmp_path):
     out, _ = searched
     copy, r = _continued(searched, tmp_path, "--target-ratio", "0.9")

@@ -64,3 +64,36 @@ def test_a_timing_process_that_dies_is_a_search_error_naming_it(monkeypatch):
     assert e.value.exit_code == 3
     assert f"timing {spec.name} beside the start ended" in str(e.value)
     assert "continues the search" in str(e.value)
+
+
+def test_a_record_of_an_earlier_version_timed_in_the_searchs_process_is_timed_again(
+    monkeypatch, tmp_path
+):
+    """A folder continued from a version that recorded the path in the search's own process:
+    its cached record (key ``recorded``) is not taken for one timed apart; the record is timed
+    anew, kept under its own key, and read from the cache after that."""
+    from mnv3spec.adapt import steps, timing
+    from mnv3spec.adapt.folder import AdaptSettings
+    from mnv3spec.adapt.rows import RowTimer
+    from mnv3spec.spec.load import load_spec
+
+    s = AdaptSettings(TINY, target_ratio=0.9, backend="eager", resolution=64, out=str(tmp_path))
+    settings = timing.LatencySettings("eager", runs=s.runs, warmup=s.warmup)
+    ctx = steps.Context(s, tmp_path, settings, timing.Cache(tmp_path), load_spec(TINY), print,
+                        RowTimer(settings))  # fmt: skip
+    edits = {"bneck1": {"exp": 24}}
+    child, start_spec = ctx.deployed(edits), ctx.deployed({})
+    assert child.resolution == 64 and child.document != start_spec.document
+    old = timing.key(child, settings, start_spec, what="recorded")
+    ctx.cache.entries[old] = Measured(0.5, 0.01, 0.0, parent_ms=1.0)  # timed in-process
+    timed = []
+
+    def apart(c, st, _):
+        timed.append((c.document, st.document))
+        return Measured(0.8, 0.02, 0.0, parent_ms=1.0)
+
+    monkeypatch.setattr(steps, "measure_apart", apart)
+    assert ctx.recorded(edits).median_ms == 0.8
+    assert timed == [(child.document, start_spec.document)]
+    assert ctx.recorded(edits).median_ms == 0.8 and len(timed) == 1  # kept, not timed again
+    assert ctx.cache.entries[old].median_ms == 0.5  # the old entry stays as it was

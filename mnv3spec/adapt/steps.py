@@ -37,6 +37,9 @@ from .trainings import Job, finetune_changes, held_out, run_jobs, slug, top1, tr
 
 SEARCH_ONLY = ("init", "holdout")  # train flags a retrain from scratch drops
 FINETUNE_LR = 0.1  # a fine-tune's learning rate, as a fraction of the training's
+# A record's key in the cache: a record is timed in a process of its own, which an earlier
+# version's ("recorded", timed in the search's process) was not; that one is timed anew.
+RECORDED = "apart"
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,7 @@ class Context:
         once more beside the start, the two exported anew in a process of their own, as
         ``latency`` times them (:func:`~.timing.measure_apart`,
         :attr:`~.proposal.Search.record`)."""
-        return self._beside_start("recorded", measure_apart, edits, knobs)
+        return self._beside_start(RECORDED, measure_apart, edits, knobs)
 
     def _beside_start(
         self, what: str, measure: Callable[[Spec, Spec, LatencySettings], Measured],

@@ -234,8 +234,8 @@ def on_scale(m: Measured, reference_ms: float) -> Measured:
 def key(spec: Spec, s: LatencySettings, parent: Spec | None = None, what: str = "") -> str:
     """The cache key: the resolved document (and its parent's, when timed beside it), the
     settings, and ``what`` was timed when not the whole networks once ("rows": only the rows
-    that differ; "confirmed": a chosen network timed again beside the start; "recorded": a taken
-    one timed for the path, in a load of its own), hashed."""
+    that differ; "confirmed": a chosen network timed again beside the start; "apart": a taken
+    one timed for the path, in a process of its own), hashed."""
     parent_doc = parent.document if parent is not None else None
     found = {"spec": spec.document, "parent": parent_doc, "settings": asdict(s)}
     text = json.dumps({**found, **({"what": what} if what else {})}, sort_keys=True)
