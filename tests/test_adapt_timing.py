@@ -97,3 +97,56 @@ def test_a_record_of_an_earlier_version_timed_in_the_searchs_process_is_timed_ag
     assert timed == [(child.document, start_spec.document)]
     assert ctx.recorded(edits).median_ms == 0.8 and len(timed) == 1  # kept, not timed again
     assert ctx.cache.entries[old].median_ms == 0.5  # the old entry stays as it was
+
+
+INTERRUPTED = """
+import sys
+from mnv3spec.adapt import timing
+from mnv3spec.errors import SearchError
+from mnv3spec.spec.load import load_spec
+spec = load_spec({tiny!r}, resolution=32)
+try:
+    timing.measure_apart(spec, spec, timing.LatencySettings("eager", runs=10**6))
+except KeyboardInterrupt:
+    print("interrupted")
+except SearchError as e:
+    print("search error:", e)
+"""
+
+
+def test_ctrl_c_while_a_record_is_timed_ends_the_search_and_its_timing_process():
+    """Ctrl-C (SIGINT to the terminal's process group) while the process of its own times a
+    network: the search is interrupted at once (the CLI's "interrupted", exit 130; the same
+    command continues), not told that process was killed or ran out of memory, and no timing
+    process is left running."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from .conftest import ROOT
+
+    def sigint_default():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # as a terminal's foreground job has it
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", INTERRUPTED.format(tiny=TINY)], cwd=ROOT, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        preexec_fn=sigint_default, env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )  # fmt: skip
+
+    def group() -> list[str]:  # the live processes of the search's group (not the reaped)
+        ps = subprocess.run(["ps", "-ww", "-o", "stat=,args=", "-g", str(proc.pid)],
+                            capture_output=True, text=True).stdout  # fmt: skip
+        return [line for line in ps.splitlines() if line.strip() and not line.startswith("Z")]
+
+    end = time.monotonic() + 60
+    while not any("spawn_main" in p for p in group()) and time.monotonic() < end:
+        time.sleep(0.2)
+    assert any("spawn_main" in p for p in group()), "no timing process started"
+    time.sleep(3)  # the timing under way
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert out.strip() == "interrupted", out + err
+    time.sleep(0.5)
+    assert group() == []
