@@ -119,6 +119,7 @@ def test_ctrl_c_while_a_record_is_timed_ends_the_search_and_its_timing_process()
     network: the search is interrupted at once (the CLI's "interrupted", exit 130; the same
     command continues), not told that process was killed or ran out of memory, and no timing
     process is left running."""
+    import contextlib
     import signal
     import subprocess
     import sys
@@ -140,13 +141,18 @@ def test_ctrl_c_while_a_record_is_timed_ends_the_search_and_its_timing_process()
                             capture_output=True, text=True).stdout  # fmt: skip
         return [line for line in ps.splitlines() if line.strip() and not line.startswith("Z")]
 
-    end = time.monotonic() + 60
-    while not any("spawn_main" in p for p in group()) and time.monotonic() < end:
-        time.sleep(0.2)
-    assert any("spawn_main" in p for p in group()), "no timing process started"
-    time.sleep(3)  # the timing under way
-    os.killpg(proc.pid, signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
-    assert out.strip() == "interrupted", out + err
-    time.sleep(0.5)
-    assert group() == []
+    try:
+        end = time.monotonic() + 60
+        while not any("spawn_main" in p for p in group()) and time.monotonic() < end:
+            time.sleep(0.2)
+        assert any("spawn_main" in p for p in group()), "no timing process started"
+        time.sleep(3)  # the timing under way
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        assert out.strip() == "interrupted", out + err
+        time.sleep(0.5)
+        assert group() == []
+    finally:  # whatever failed, nothing of it left running (a million rounds)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
