@@ -67,6 +67,7 @@ def settings(args: argparse.Namespace) -> AdaptSettings:
         retrain_seeds=args.seeds,
         holdout=args.holdout,
         score=args.score,
+        moves=tuple(args.moves),
         runs=args.latency_runs,
         threads=args.threads,
         baselines=not args.no_baselines,
@@ -97,6 +98,13 @@ def main() -> int:
     p.add_argument("--no-baselines", action="store_true", help="retrain adapt's result only")
     p.add_argument("--holdout", type=int, default=1000)
     p.add_argument("--score", choices=["loss", "top1"], default="loss", help="adapt's --score")
+    p.add_argument(
+        "--moves",
+        nargs="+",
+        choices=["kernel", "se"],
+        default=[],
+        help="adapt's: beyond the paper's",
+    )
     p.add_argument("--train-subset", type=int, default=6000)
     p.add_argument("--latency-runs", type=int, default=200)
     p.add_argument("--threads", type=int, default=1, help="adapt's: the runtime's CPU threads")

@@ -41,3 +41,27 @@ def test_bench_adapt_refuses_threads_below_one(value, monkeypatch, capsys, tmp_p
         _bench("adapt").main()
     assert e.value.code == 2 and "argument --threads: " in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("moves", [["width"], []])
+def test_bench_adapt_refuses_moves_adapt_does_not_make(moves, monkeypatch, capsys, tmp_path):
+    out = tmp_path / "bench"
+    monkeypatch.setattr(sys, "argv", ["adapt.py", "--moves", *moves, "--out", str(out)])
+    with pytest.raises(SystemExit) as e:
+        _bench("adapt").main()
+    assert e.value.code == 2 and "argument --moves: " in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_bench_adapt_hands_its_moves_to_the_search(monkeypatch, tmp_path):
+    """The search's settings (adapt.json) hold the bench's --moves; without it, the paper's."""
+    bench = _bench("adapt")
+    seen = []
+    monkeypatch.setattr(bench, "adapt", lambda s, say, cluster: seen.append(s) or 1 / 0)
+    for more in (["--moves", "se", "kernel"], []):
+        argv = ["adapt.py", *more, "--recheck-runs", "0", "--out", str(tmp_path / "b")]
+        monkeypatch.setattr(sys, "argv", argv)
+        with pytest.raises(ZeroDivisionError):
+            bench.main()
+    assert [s.moves for s in seen] == [("se", "kernel"), ()]
+    assert not (tmp_path / "b").exists()  # nothing written before the search claims its folder
