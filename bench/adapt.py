@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from mnv3spec.adapt.folder import AdaptSettings  # noqa: E402
+from mnv3spec.adapt.moves import EXTRA  # noqa: E402
 from mnv3spec.adapt.run import adapt, spec_path  # noqa: E402
 from mnv3spec.adapt.timing import Cache  # noqa: E402
 from mnv3spec.cli.flags import add_cluster_options, cluster_settings  # noqa: E402
@@ -99,11 +100,7 @@ def main() -> int:
     p.add_argument("--holdout", type=int, default=1000)
     p.add_argument("--score", choices=["loss", "top1"], default="loss", help="adapt's --score")
     p.add_argument(
-        "--moves",
-        nargs="+",
-        choices=["kernel", "se"],
-        default=[],
-        help="adapt's: beyond the paper's",
+        "--moves", nargs="+", choices=EXTRA, default=[], help="adapt's, beyond the paper's"
     )
     p.add_argument("--train-subset", type=int, default=6000)
     p.add_argument("--latency-runs", type=int, default=200)

@@ -286,13 +286,14 @@ def retrain(ctx: Context, path: list[TraceRow], result: Path, target: float) -> 
     (also summary.csv) and the plot. A run is named by what it trains (the result by its step on
     the path, a baseline by its value) and its epochs, so the same folder searched to another
     target, or retrained longer, trains anew what differs."""
-    first, last = path[0], path[-1]
-    adapted = Measured(last.latency_ms, last.spread_ms, last.load)
-    entries = [("adapt", f"adapt-s{last.step:02d}", str(result), {}, adapted)]
+
+    def figure(row: TraceRow) -> Measured:
+        return Measured(row.latency_ms, row.spread_ms, row.load)
+
+    entries = [("adapt", f"adapt-s{path[-1].step:02d}", str(result), {}, figure(path[-1]))]
     if ctx.s.baselines:
         entries += _baselines(ctx, path, target)
-        start = Measured(first.latency_ms, first.spread_ms, first.load)
-        entries.append(("start", "start", ctx.s.spec, {}, start))
+        entries.append(("start", "start", ctx.s.spec, {}, figure(path[0])))
     changes = [
         {"epochs": ctx.s.retrain_epochs, "seed": seed} for seed in range(ctx.s.retrain_seeds)
     ]
