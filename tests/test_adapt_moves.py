@@ -32,6 +32,21 @@ def test_a_group_shrinks_together_in_multiples_of_the_divisor():
     assert plans["last_conv"].in_shape[0] == 16  # the consumer follows
 
 
+def test_a_kernel_or_se_move_makes_a_child_that_inherits():
+    """--moves kernel se: each child can take its parent's weights (the centre of its filters,
+    the rest without the SE), so it is proposed and fine-tuned; before, an SE-less child was
+    never proposed (its layers differ) and a 3×3 one could not inherit."""
+    spec = load_spec(TINY)
+    extra = [m for m in mv.moves(spec, ("kernel", "se")) if m.kind in mv.EXTRA]
+    assert len(extra) == 4
+    for move in extra:
+        edits, _ = mv.shrunk(spec, {}, move, 1)
+        assert mv.same_layers(spec, spec_of(edits)), move.label
+    grown = spec_of({"bneck2": {"se": True}})  # an SE the parent has not: nothing to inherit
+    assert not mv.same_layers(spec, grown)
+    assert not mv.same_layers(spec, spec_of({"bneck1": {"exp": 16}}))  # its expansion goes
+
+
 def test_groups_of_the_deployed_network_merge_with_the_trained_ones():
     small = load_spec("small")
     assert ("stem", "bneck1") in mv.groups(small)

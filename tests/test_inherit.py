@@ -154,6 +154,36 @@ def test_a_block_that_adds_its_input_only_in_the_child_keeps_each_sides_filters(
     )
 
 
+def test_a_smaller_kernel_keeps_the_centre_of_each_filter(parent):
+    """adapt's --moves kernel: a row's 5×5 depthwise filters become their centre 3×3; every other
+    tensor is the parent's."""
+    child = tiny(**{"layers.bneck3.k": 3, "layers.bneck3.exp": 48})
+    kept = inherit(parent, child)
+    assert kept[0] == Kept("bneck3", "exp", 48, 72)  # and its SE's squeeze with it
+    mine, theirs = child.state_dict(), parent.state_dict()
+    dw = "layers.bneck3.dw.conv.weight"
+    channels = largest(norms(theirs["layers.bneck3.expand.conv.weight"]), 48)
+    assert mine[dw].shape == (48, 1, 3, 3)
+    assert torch.equal(mine[dw], theirs[dw][channels][:, :, 1:4, 1:4])
+    same = [k for k in theirs if "bneck3" not in k]
+    assert all(torch.equal(mine[k], theirs[k]) for k in same)
+
+
+def test_a_row_without_its_se_keeps_every_other_tensor(parent):
+    """adapt's --moves se: the child goes without bneck3's SE; its other tensors are the
+    parent's, and with the SE's scale at 1 the two networks agree."""
+    child = tiny(**{"layers.bneck3.se": False})
+    assert inherit(parent, child) == []
+    mine, theirs = child.state_dict(), parent.state_dict()
+    assert set(mine) == {k for k in theirs if ".bneck3.se." not in k}
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+    with torch.no_grad():  # an SE whose gate is saturated open scales by one: the same outputs
+        parent.layers.bneck3.se.fc2.weight.zero_()
+        parent.layers.bneck3.se.fc2.bias.fill_(100.0)
+        x = torch.randn(2, 3, 32, 32)
+        torch.testing.assert_close(child(x), parent(x))
+
+
 def _edited(tmp_path, edit) -> torch.nn.Module:
     doc = yaml.safe_load(TINY_PHONE.read_text())
     edit(doc["layers"])
@@ -179,9 +209,9 @@ def _dropped(layers):
     [
         ({"width": 1.5}, None, "row stem's out has 24 channels in the child and 16 in the parent"),
         ({"layers.bneck3.exp": 80}, None, "row bneck3's exp has 80 channels in the child and 72"),
-        ({"layers.bneck3.k": 3}, None, "row bneck3 has k 5 in the parent and 3 in the child"),
+        ({"layers.bneck1.k": 5}, None, "row bneck1 has k 3 in the parent and 5 in the child"),
         ({"layers.bneck2.s": 1}, None, "row bneck2 has s 2 in the parent and 1 in the child"),
-        ({"layers.bneck3.se": False}, None, "row bneck3 has se True in the parent and False"),
+        ({"layers.bneck2.se": True}, None, "row bneck2 has se False in the parent and True"),
         ({"layers.bneck3.nl": "RE"}, None, "row bneck3 has nl HS in the parent and RE"),
         ({"num_classes": 3}, None, "it has 3 classes and the parent 4"),
         ({"params.in_channels": 1}, None, "the input image has 1 channels in the child and 3"),

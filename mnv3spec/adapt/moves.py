@@ -90,14 +90,14 @@ def moves(spec: Spec, extra: tuple[str, ...] = (), deployed: Spec | None = None)
 
 
 def same_layers(parent: Spec, child: Spec) -> bool:
-    """Whether ``child`` has the layers of ``parent`` (only narrower): an expansion appears or
-    goes where a row's ``exp`` meets its input width, and such a child cannot inherit."""
+    """Whether ``child`` can inherit ``parent``'s weights, as
+    :func:`~mnv3spec.weights.inherit.inherit` checks it: only narrower, a kernel smaller, an SE
+    gone (an expansion appears or goes where a row's ``exp`` meets its input width, and such a
+    child cannot)."""
     from ..model.builder import build
+    from ..weights.inherit import narrowing_problem
 
-    def names(spec: Spec) -> set[str]:
-        return set(build(spec, device="meta").state_dict())
-
-    return names(parent) == names(child)
+    return narrowing_problem(build(parent, device="meta"), build(child, device="meta")) is None
 
 
 def shrunk(spec: Spec, edits: Edits, move: Move, multiples: int) -> tuple[Edits, str] | None:

@@ -2,7 +2,10 @@
 takes before fine-tuning a proposal, keeping the filters of largest ℓ2 norm.
 
 A child differs from its parent only in the row fields the registry marks ``width`` (``exp``,
-``out``…). Every channel dimension of every tensor belongs to one *width*: the output of a
+``out``…), and in two that adapt's ``--moves`` shrink: a smaller kernel (the child keeps the
+centre of each filter) and an SE the child goes without (its tensors are left).
+
+Every channel dimension of every tensor belongs to one *width*: the output of a
 convolution, the expansion of a block, the squeeze of an SE. Depthwise convolutions, BatchNorm and
 SE's excitation act channel by channel on the width they read, and a residual block adds into the
 width of its input, so the widths a narrowing must keep consistent are found by following the
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -143,7 +147,7 @@ def _follow(model: SpecNet) -> _Wiring:
     return w
 
 
-def _differs(parent: SpecNet, child: SpecNet) -> str | None:
+def narrowing_problem(parent: SpecNet, child: SpecNet) -> str | None:
     """How the child differs from the parent in anything but width: the first row, or None."""
     if parent.spec.num_classes != child.spec.num_classes:
         return (
@@ -171,19 +175,29 @@ def _nth(names: list[str], i: int) -> str:
     return f"'{names[i]}'" if i < len(names) else "missing"
 
 
+def _shrinks(key: str, found: Any, wanted: Any) -> bool:
+    """A field the child may have smaller than the parent, besides its widths (adapt's
+    ``--moves``): an odd kernel, whose centre the child keeps, or an SE the child goes without."""
+    if key == "k":
+        return isinstance(found, int) and isinstance(wanted, int) and 0 < wanted <= found
+    return key == "se" and bool(found) and not wanted
+
+
 def _row_differs(p: RowPlan, c: RowPlan, parent: nn.Module, child: nn.Module) -> str | None:
     if p.row.op != c.row.op:
         return f"is a {p.row.op} in the parent and a {c.row.op} in the child"
     fields = OPS[p.row.op].fields
     for key, f in fields.items():
-        if not f.width and p.row.fields.get(key) != c.row.fields.get(key):
-            found, wanted = p.row.fields.get(key), c.row.fields.get(key)
+        found, wanted = p.row.fields.get(key), c.row.fields.get(key)
+        if not f.width and found != wanted and not _shrinks(key, found, wanted):
             widths = ", ".join(k for k, f in fields.items() if f.width)
             return (
                 f"has {key} {found} in the parent and {wanted} in the child; only its widths "
-                f"({widths}) may differ"
+                f"({widths}) may differ, its kernel shrink, or its SE go"
             )
-    if list(parent.state_dict()) != list(child.state_dict()):
+    se_off = not c.row.fields.get("se", True)
+    kept = [k for k in parent.state_dict() if not (se_off and "se" in k.split("."))]
+    if kept != list(child.state_dict()):
         return (
             "has other layers in the child (an expansion appears or goes when exp meets the "
             "input width)"
@@ -191,8 +205,8 @@ def _row_differs(p: RowPlan, c: RowPlan, parent: nn.Module, child: nn.Module) ->
     # A block may start adding its input in the child (its output narrowed to its input's
     # width), each side keeping its own filters; one that adds it in the parent must go on doing
     # so, since its input and output are one width there.
-    was = [getattr(m, "residual", False) for m in parent.modules()]
-    now = [getattr(m, "residual", False) for m in child.modules()]
+    was = [m.residual for m in parent.modules() if hasattr(m, "residual")]
+    now = [m.residual for m in child.modules() if hasattr(m, "residual")]
     if any(p and not c for p, c in zip(was, now, strict=True)):
         return (
             "adds its input to its output in the parent but not in the child (a residual "
@@ -204,8 +218,12 @@ def _row_differs(p: RowPlan, c: RowPlan, parent: nn.Module, child: nn.Module) ->
 def _measure(w: _Wiring, child: dict[str, torch.Tensor], parent: dict[str, torch.Tensor]) -> None:
     """Each width's size in the child, read from the child's tensors; refused when wider."""
     for key, widths in w.dims.items():
+        if key not in child:  # an SE the child goes without
+            continue
         shape, theirs = child[key].shape, parent[key].shape
-        if shape[len(widths) :] != theirs[len(widths) :]:  # kernels: the rows compare equal
+        if len(shape) != len(theirs) or any(
+            a > b for a, b in zip(shape[len(widths) :], theirs[len(widths) :], strict=True)
+        ):  # kernels: the rows compared them, a smaller one is the parent's centre
             raise CheckpointError(
                 f"{key} is {tuple(shape)} in the child, {tuple(theirs)} in the parent"
             )
@@ -216,7 +234,7 @@ def _measure(w: _Wiring, child: dict[str, torch.Tensor], parent: dict[str, torch
                 raise CheckpointError(f"{key}: {width.label} has {width.child} and {size} channels")
     for widths in w.dims.values():
         for width in widths:
-            if width.child > width.size:
+            if width.child is not None and width.child > width.size:
                 raise CheckpointError(
                     f"the child is not a narrowing of the parent: {width.label} has {width.child} "
                     f"channels in the child and {width.size} in the parent (a child may only "
@@ -236,8 +254,8 @@ Score = Callable[[list[torch.Tensor]], torch.Tensor]  # a width's producing filt
 
 def _choose(width: _Width, score: Score) -> None:
     """The ``child`` channels of highest score, in their original order."""
-    if width.child == width.size or width.keep is not None:
-        return
+    if width.child in (None, width.size) or width.keep is not None:
+        return  # None: only in an SE the child goes without
     if not width.filters:
         raise CheckpointError(
             f"the child is not a narrowing of the parent: {width.label} has {width.child} "
@@ -249,14 +267,15 @@ def _choose(width: _Width, score: Score) -> None:
 
 def inherit(parent: SpecNet, child: SpecNet, *, score: Score = filter_norms) -> list[Kept]:
     """Copy ``parent``'s weights and BatchNorm statistics into ``child``, a narrowing of it (the
-    same rows by name, kinds, kernels, strides, SE and activations; fewer or as many channels),
+    same rows by name, kinds, strides and activations; fewer or as many channels; a kernel as
+    large or smaller, whose centre is kept; an SE, or none where the parent has one),
     keeping in every narrowed width the channels of largest filter norm (or highest ``score``:
     ``bench/inherit.py`` compares other rules). Returns what was kept, one :class:`Kept` per
     narrowed width of a row, in network order.
 
     Raises :class:`CheckpointError` naming the first row that differs in anything but width, or
     the first width the child has wider."""
-    problem = _differs(parent, child)
+    problem = narrowing_problem(parent, child)
     if problem:
         raise CheckpointError(f"the child is not a narrowing of the parent: {problem}")
     w = _follow(parent)
@@ -270,9 +289,14 @@ def inherit(parent: SpecNet, child: SpecNet, *, score: Score = filter_norms) -> 
             _choose(width, score)
     with torch.no_grad():
         for key, widths in w.dims.items():
+            if key not in mine:
+                continue
             tensor = theirs[key]
             for dim, width in enumerate(widths):
                 if width.keep is not None:
                     tensor = tensor.index_select(dim, width.keep.to(tensor.device))
+            for dim in range(len(widths), tensor.dim()):  # a smaller kernel: the centre
+                cut = tensor.shape[dim] - mine[key].shape[dim]
+                tensor = tensor.narrow(dim, cut // 2, mine[key].shape[dim])
             mine[key].copy_(tensor)
     return [Kept(row, name, x.child, x.size) for row, name, x in w.labels if x.keep is not None]
