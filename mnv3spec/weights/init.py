@@ -148,7 +148,16 @@ def _narrowed(model: SpecNet, parent: SpecNet, origin: str) -> str:
         kept = inherit(parent, model)
     except CheckpointError as e:
         raise CheckpointError(e.message, file=origin) from None
-    return "\n".join([f"initialised from {origin}, a wider network:", *(f"  {k}" for k in kept)])
+    lines = [f"  {k}" for k in kept]
+    for theirs, mine in zip(parent.plans, model.plans, strict=True):  # adapt's --moves kernel se
+        was, now = theirs.row.fields, mine.row.fields
+        if was.get("k") != now.get("k"):
+            lines.append(
+                f"  {mine.name}: k {was['k']} → {now['k']}, the centre of each filter kept"
+            )
+        if was.get("se") and not now.get("se"):
+            lines.append(f"  {mine.name}: se dropped, the rest kept")
+    return "\n".join([f"initialised from {origin}, a wider network:", *lines])
 
 
 def _only_ours_narrow(error: CheckpointError) -> CheckpointError:
