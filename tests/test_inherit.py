@@ -251,32 +251,32 @@ def one_thread(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
 
-def test_train_from_a_wider_checkpoint_says_what_each_row_kept(tmp_path):
+def _trained_from_parent(tmp_path, *sets: str) -> str:
+    """``train`` of the child (tiny_phone with ``sets``) from a trained tiny_phone: its log."""
     tiny_checkpoint(tmp_path / "parent.safetensors", SYNTHETIC, spec=TINY_PHONE, width=1.0)
-    args = [*CHILD, "--set", "layers.bneck3.exp=56", "--init", tmp_path / "parent.safetensors"]
+    args = [*CHILD, *sets, "--init", tmp_path / "parent.safetensors"]
     result = run_cli("train", *args, "--out", tmp_path / "runs", "--name", "r")
     assert result.returncode == 0, result.stderr
+    assert (tmp_path / "runs" / "r" / "best.safetensors").is_file()
+    return result.stdout
+
+
+def test_train_from_a_wider_checkpoint_says_what_each_row_kept(tmp_path):
     assert (
         f"initialised from {tmp_path / 'parent.safetensors'}, a wider network:\n"
         "  bneck3: exp 72 → 56 kept by filter norm\n"
         "  bneck3: se 24 → 16 kept by filter norm\n"
-    ) in result.stdout
-    assert (tmp_path / "runs" / "r" / "best.safetensors").is_file()
+    ) in _trained_from_parent(tmp_path, "--set", "layers.bneck3.exp=56")
 
 
 def test_train_from_a_parent_with_a_larger_kernel_and_an_se_says_so(tmp_path):
     """What adapt's --moves kernel se fine-tune: a row's kernel cut to 3×3, another's SE gone."""
-    tiny_checkpoint(tmp_path / "parent.safetensors", SYNTHETIC, spec=TINY_PHONE, width=1.0)
     sets = ["--set", "layers.bneck2.k=3", "--set", "layers.bneck3.se=false"]
-    args = [*CHILD, *sets, "--init", tmp_path / "parent.safetensors"]
-    result = run_cli("train", *args, "--out", tmp_path / "runs", "--name", "r")
-    assert result.returncode == 0, result.stderr
     assert (
         f"initialised from {tmp_path / 'parent.safetensors'}, a wider network:\n"
         "  bneck2: k 5 → 3, the centre of each filter kept\n"
         "  bneck3: se dropped, the rest kept\n"
-    ) in result.stdout
-    assert (tmp_path / "runs" / "r" / "best.safetensors").is_file()
+    ) in _trained_from_parent(tmp_path, *sets)
 
 
 def _wider(path):
