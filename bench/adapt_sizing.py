@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from mnv3spec.adapt.moves import moves, same_layers, shrunk  # noqa: E402
+from mnv3spec.adapt.moves import can_inherit, moves, shrunk  # noqa: E402
 from mnv3spec.adapt.proposal import Proposal, Search  # noqa: E402
 from mnv3spec.adapt.rows import RowTimer  # noqa: E402
 from mnv3spec.adapt.sizing import smallest_step  # noqa: E402
@@ -45,7 +45,7 @@ def doubling(s: Search, spec, parent: TraceRow, move) -> Proposal | None:
                 return None
             multiples, found = deepest, shrunk(spec, parent.edits, move, deepest)
         tried.add(multiples)
-        if not same_layers(spec, s.spec_of(found[0])):
+        if not can_inherit(spec, s.spec_of(found[0])):
             multiples += 1
             continue
         saved = s.saving_of(found[0], parent.edits)

@@ -27,7 +27,7 @@ def test_a_group_shrinks_together_in_multiples_of_the_divisor():
     assert words == "out bneck2+1 24→16"
     assert mv.shrunk(spec, {}, mv.Move("out", ("bneck2", "bneck3")), 3) is None  # below 8
     child = spec_of(edits)
-    assert mv.same_layers(spec, child)  # the residual of bneck3 is kept
+    assert mv.can_inherit(spec, child)  # the residual of bneck3 is kept
     plans = {r.name: r for r in summarize(build(child, device="meta")).rows}
     assert plans["last_conv"].in_shape[0] == 16  # the consumer follows
 
@@ -41,10 +41,10 @@ def test_a_kernel_or_se_move_makes_a_child_that_inherits():
     assert len(extra) == 4
     for move in extra:
         edits, _ = mv.shrunk(spec, {}, move, 1)
-        assert mv.same_layers(spec, spec_of(edits)), move.label
+        assert mv.can_inherit(spec, spec_of(edits)), move.label
     grown = spec_of({"bneck2": {"se": True}})  # an SE the parent has not: nothing to inherit
-    assert not mv.same_layers(spec, grown)
-    assert not mv.same_layers(spec, spec_of({"bneck1": {"exp": 16}}))  # its expansion goes
+    assert not mv.can_inherit(spec, grown)
+    assert not mv.can_inherit(spec, spec_of({"bneck1": {"exp": 16}}))  # its expansion goes
 
 
 def test_groups_of_the_deployed_network_merge_with_the_trained_ones():

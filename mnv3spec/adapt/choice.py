@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 
 from ..spec.resolve import Spec
-from .moves import same_layers, shrunk
+from .moves import can_inherit, shrunk
 from .proposal import Proposal, Search, Tuned, ranked
 from .timing import Measured, on_scale
 from .trace import TraceRow
@@ -137,12 +137,12 @@ def _resized(
     s: Search, spec: Spec, parent: TraceRow, p: Proposal, multiples: int
 ) -> tuple[Proposal, Measured] | None:
     """``p``'s move ``multiples`` divisors deep, measured whole beside the parent, its saving
-    that measured; None where the row cannot go that deep or the network's layers would change."""
+    that measured; None where the row cannot go that deep or the child could not inherit."""
     found = shrunk(spec, parent.edits, p.move, multiples)
     if found is None:
         return None
     edits, words = found
-    if not same_layers(spec, s.spec_of(edits)):
+    if not can_inherit(spec, s.spec_of(edits)):
         return None
     m = _measured(s, parent, Proposal(p.move, words, edits, 0.0, multiples))
     return Proposal(p.move, words, edits, parent.latency_ms - m.median_ms, multiples), m

@@ -89,7 +89,7 @@ def moves(spec: Spec, extra: tuple[str, ...] = (), deployed: Spec | None = None)
     return found
 
 
-def same_layers(parent: Spec, child: Spec) -> bool:
+def can_inherit(parent: Spec, child: Spec) -> bool:
     """Whether ``child`` can inherit ``parent``'s weights, as
     :func:`~mnv3spec.weights.inherit.inherit` checks it: only narrower, a kernel smaller, an SE
     gone (an expansion appears or goes where a row's ``exp`` meets its input width, and such a

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from itertools import pairwise
 
 from ..spec.resolve import Spec
-from .moves import Edits, Move, same_layers, shrunk
+from .moves import Edits, Move, can_inherit, shrunk
 from .proposal import Proposal, Search
 from .trace import TraceRow
 
@@ -77,7 +77,7 @@ def _valid(
         found = shrunk(spec, parent.edits, move, multiples)
         if found is None:
             return None
-        if same_layers(spec, s.spec_of(found[0])):
+        if can_inherit(spec, s.spec_of(found[0])):
             return (*found, multiples)
         multiples += step
     return None
